@@ -1,0 +1,271 @@
+"""The typed memory configuration: ``memory_config.yaml`` (seed §11.1) overridden by the environment (§11.2).
+
+Settings load it once at start-up into ``settings.MEMORY``; every later piece of code reads that object and
+nothing else. A bad value stops start-up with a message that names the key and where it came from (the file
+or the environment variable).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+_SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)\s*$", re.IGNORECASE)
+
+
+class MemoryConfigError(Exception):
+    """The configuration cannot be used; the message names the key and its source."""
+
+
+def parse_size(value: Any) -> int:
+    """``"10GB"`` → 10737418240. Integers are bytes. Units are binary (1 KB = 1024 B), as in the seed."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string such as '10GB'")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _SIZE_PATTERN.match(value)
+        if match:
+            number, unit = match.groups()
+            return int(float(number) * _SIZE_UNITS[unit.upper()])
+    raise ValueError(f"{value!r} is not a size such as 1048576, '512MB' or '10GB'")
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+RATE_PATTERN = r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ConversationConfig(_Section):
+    default_max_messages: PositiveInt = 20
+    default_max_tokens: PositiveInt = 32768
+    max_contexts_per_user: PositiveInt = 10
+    # System-wide count of active contexts above which diagnose warns and the optimizer releases (§12.2).
+    max_active_contexts: PositiveInt = 1000
+    # The seed saved every 10 minutes; here every acknowledged write is durable at once, so this is 0.
+    auto_save_interval: NonNegativeInt = 0
+    keep_archived: bool = True
+    summarize_evicted: bool = False
+    summary_budget_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    max_message_chars: PositiveInt = 100_000
+    tokenizer_file: str | None = None
+    inactive_after_seconds: PositiveInt = 86400
+
+
+class HistoryConfig(_Section):
+    retention_days: PositiveInt = 90
+    max_history_per_project: PositiveInt = 1000
+    compression_enabled: bool = True
+    archive_batch_size: PositiveInt = 1000
+    redact_extra_fields: list[str] = Field(default_factory=list)
+    max_detail_value_chars: PositiveInt = 4000
+
+
+class CacheNamespaceConfig(_Section):
+    backend: Literal["memory", "file"] = "memory"
+    ttl: NonNegativeInt = 300
+    max_size: PositiveInt | None = None
+    max_disk_usage: ByteSize | None = None
+    directory: str | None = None
+    cleanup_interval: PositiveInt = 300
+    compress_threshold: ByteSize | None = None
+
+    @model_validator(mode="after")
+    def _file_fields_only_on_file_caches(self) -> CacheNamespaceConfig:
+        if self.backend == "memory" and self.max_disk_usage is not None:
+            raise ValueError("max_disk_usage applies only to a namespace with backend: file")
+        return self
+
+
+def _default_namespaces() -> dict[str, CacheNamespaceConfig]:
+    # The defaults of seed §4.4.
+    return {
+        "text_analysis": CacheNamespaceConfig(backend="memory", ttl=1800, max_size=100, cleanup_interval=300),
+        "api_responses": CacheNamespaceConfig(backend="memory", ttl=300, max_size=500, cleanup_interval=300),
+        "images": CacheNamespaceConfig(
+            backend="file",
+            ttl=86400,
+            max_disk_usage=10 * 1024**3,
+            directory="cache/ai_images",
+            cleanup_interval=3600,
+        ),
+    }
+
+
+class WorkflowConfig(_Section):
+    max_state_history: PositiveInt = 50
+    keep_state_history: PositiveInt = 25
+    auto_backup: bool = True
+    backup_interval: PositiveInt = 1800
+    max_retries: NonNegativeInt = 5
+    retry_backoff_base: Annotated[float, Field(gt=0)] = 2.0
+    retry_backoff_max: PositiveInt = 300
+    stuck_after_seconds: PositiveInt = 1800
+
+    @model_validator(mode="after")
+    def _keep_below_max(self) -> WorkflowConfig:
+        if self.keep_state_history > self.max_state_history:
+            raise ValueError("keep_state_history must not exceed max_state_history")
+        return self
+
+
+class StorageConfig(_Section):
+    cache_dir: str = "var/cache"
+
+
+class MaintenanceConfig(_Section):
+    auto_cleanup_enabled: bool = True
+
+
+class MonitoringConfig(_Section):
+    enabled: bool = True
+    memory_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+
+
+class ThrottleConfig(_Section):
+    anon: Annotated[str, Field(pattern=RATE_PATTERN)] = "60/min"
+    user: Annotated[str, Field(pattern=RATE_PATTERN)] = "1200/min"
+    auth: Annotated[str, Field(pattern=RATE_PATTERN)] = "20/min"
+
+
+class ApiConfig(_Section):
+    max_body_bytes: ByteSize = 1024 * 1024
+    default_page_size: PositiveInt = 50
+    max_page_size: PositiveInt = 1000
+    throttle: ThrottleConfig = ThrottleConfig()
+
+
+class ProviderConfig(_Section):
+    provider: Literal["offline", "openai"] = "offline"
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+
+class ProvidersConfig(_Section):
+    llm: ProviderConfig = ProviderConfig()
+    image: ProviderConfig = ProviderConfig()
+
+
+class MemoryConfig(_Section):
+    conversation: ConversationConfig = ConversationConfig()
+    history: HistoryConfig = HistoryConfig()
+    cache: dict[str, CacheNamespaceConfig] = Field(default_factory=_default_namespaces)
+    workflow: WorkflowConfig = WorkflowConfig()
+    storage: StorageConfig = StorageConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    api: ApiConfig = ApiConfig()
+    providers: ProvidersConfig = ProvidersConfig()
+
+    @model_validator(mode="after")
+    def _namespace_names_are_slugs(self) -> MemoryConfig:
+        for name in self.cache:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+                raise ValueError(f"cache namespace {name!r} must be lower-case letters, digits and '_'")
+        return self
+
+
+# Environment variable → (dotted key inside `memory:`, kind). Seed §11.2, plus the provider secrets that must
+# not live in a file.
+ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
+    "MEMORY_MAX_CONTEXTS": ("conversation.max_active_contexts", "int"),
+    "CACHE_DIR": ("storage.cache_dir", "str"),
+    "HISTORY_RETENTION_DAYS": ("history.retention_days", "int"),
+    "AUTO_CLEANUP_ENABLED": ("maintenance.auto_cleanup_enabled", "bool"),
+    "MEMORY_MONITORING_ENABLED": ("monitoring.enabled", "bool"),
+    "LLM_PROVIDER": ("providers.llm.provider", "str"),
+    "LLM_BASE_URL": ("providers.llm.base_url", "str"),
+    "LLM_API_KEY": ("providers.llm.api_key", "str"),
+    "LLM_MODEL": ("providers.llm.model", "str"),
+    "IMAGE_PROVIDER": ("providers.image.provider", "str"),
+    "IMAGE_BASE_URL": ("providers.image.base_url", "str"),
+    "IMAGE_API_KEY": ("providers.image.api_key", "str"),
+    "IMAGE_MODEL": ("providers.image.model", "str"),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(variable: str, raw: str, kind: str) -> Any:
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise MemoryConfigError(f"environment variable {variable}: {raw!r} is not an integer") from None
+    if kind == "bool":
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise MemoryConfigError(f"environment variable {variable}: {raw!r} is not a boolean (true/false)")
+    return raw
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise MemoryConfigError(f"memory.{dotted}: {part!r} must be a mapping to take an override")
+        node = child
+    node[leaf] = value
+
+
+def _describe(error: dict[str, Any], sources: dict[str, str], path: Path) -> str:
+    key = ".".join(str(part) for part in ("memory", *error["loc"]))
+    dotted = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        problem = "unknown key"
+    else:
+        problem = error["msg"]
+        if "input" in error and not isinstance(error["input"], dict):
+            problem += f" (got {error['input']!r})"
+    source = f"environment variable {sources[dotted]}" if dotted in sources else str(path)
+    return f"{key}: {problem} [{source}]"
+
+
+def load_memory_config(path: Path, environ: os._Environ[str] | dict[str, str] | None = None) -> MemoryConfig:
+    """Read, override and validate. Raises MemoryConfigError with every problem named."""
+    environ = os.environ if environ is None else environ
+    if path.exists():
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise MemoryConfigError(f"{path}: not valid YAML: {exc}") from None
+    else:
+        document = {}
+    if not isinstance(document, dict) or set(document) - {"memory"}:
+        unknown = sorted(set(document) - {"memory"}) if isinstance(document, dict) else ["<top level>"]
+        raise MemoryConfigError(f"{path}: the file holds one mapping, 'memory:'; unknown key(s) {unknown}")
+    tree = document.get("memory") or {}
+    if not isinstance(tree, dict):
+        raise MemoryConfigError(f"{path}: 'memory' must be a mapping")
+
+    sources: dict[str, str] = {}
+    for variable, (dotted, kind) in ENVIRONMENT_OVERRIDES.items():
+        raw = environ.get(variable)
+        if raw is None or raw == "":
+            continue
+        _set_dotted(tree, dotted, _convert(variable, raw, kind))
+        sources[dotted] = variable
+
+    try:
+        return MemoryConfig.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error, sources, path) for error in exc.errors())
+        raise MemoryConfigError(f"invalid memory configuration: {problems}") from None

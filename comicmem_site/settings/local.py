@@ -1,0 +1,22 @@
+"""The embedded default: `make run` on one machine, no servers, no environment variables needed."""
+
+from __future__ import annotations
+
+import secrets
+
+from comicmem_site.settings.base import *  # noqa: F403
+from comicmem_site.settings.base import VAR_DIR, env
+
+DEBUG = env.bool("DEBUG", default=True)
+
+
+def _local_secret_key() -> str:
+    # A key made once per checkout and kept under var/, so sessions and tokens survive restarts.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()

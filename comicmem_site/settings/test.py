@@ -1,0 +1,45 @@
+"""Settings for the test suite: SQLite by default, PostgreSQL when TEST_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Tests keep their own broker folder, media and caches, apart from a `make run` on the same checkout.
+os.environ.setdefault("COMICMEM_VAR_DIR", str(Path(__file__).resolve().parent.parent.parent / "var" / "test"))
+
+from comicmem_site.settings.base import *  # noqa: F403
+from comicmem_site.settings.base import REST_FRAMEWORK, VAR_DIR, env, sqlite_database
+
+SECRET_KEY = "comicmem-test-secret-key-not-for-production"  # noqa: S105
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A real worker started by an integration test reaches the test database through DATABASE_URL, which
+# takes precedence; otherwise TEST_DATABASE_URL selects PostgreSQL and a file under var/ holds SQLite.
+if not env.str("DATABASE_URL", default=""):
+    if env.str("TEST_DATABASE_URL", default=""):
+        DATABASES = {"default": env.db("TEST_DATABASE_URL")}
+    else:
+        DATABASES = {"default": sqlite_database(VAR_DIR / "test.sqlite3")}
+        # A file rather than memory, so a worker in another process sees the same test database.
+        DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+DATABASES["default"].setdefault("TEST", {})
+
+if not env.str("REDIS_URL", default=""):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+MEDIA_ROOT = Path(VAR_DIR) / "media"
+
+# Throttling is exercised by its own tests with lower rates.
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,
+    "DEFAULT_THROTTLE_RATES": {"anon": "100000/min", "user": "100000/min", "auth": "100000/min"},
+}
+
+# Static files are collected only for deployment; the tests never serve them.
+MIDDLEWARE = [name for name in MIDDLEWARE if name != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405

@@ -1,0 +1,1 @@
+from memory_app.admin import projects  # noqa: F401

@@ -1,0 +1,178 @@
+"""The response envelope of seed §10.2, for every response under /api/, success and error alike.
+
+- ``EnvelopeJSONRenderer`` wraps what a view returns: ``{"success": true, "data": …, "metadata": …}``.
+- ``exception_handler`` turns every exception (ours, DRF's, Django's, unexpected ones) into
+  ``{"code", "message", "details"}`` with a status; the renderer wraps that as ``{"success": false, "error": …}``.
+- ``error_response`` does the same for the few places outside DRF views (middleware, unknown routes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import parsers, renderers
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from memory_app.errors import ComicmemError, ErrorCode, PayloadTooLarge
+
+logger = logging.getLogger("memory_app.api")
+
+
+def response_metadata(request: HttpRequest | None) -> dict[str, Any]:
+    started = getattr(request, "started_at", None)
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2) if started is not None else 0.0
+    return {
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "request_id": getattr(request, "request_id", None),
+        "processing_time_ms": elapsed_ms,
+    }
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": details or {}}
+
+
+class EnvelopeJSONRenderer(renderers.JSONRenderer):
+    """Wraps the view's data; an error response's data is already ``{"code", "message", "details"}``."""
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: dict[str, Any] | None = None,
+    ) -> bytes:
+        renderer_context = renderer_context or {}
+        response = renderer_context.get("response")
+        request = renderer_context.get("request")
+        is_error = response is not None and response.status_code >= 400
+        if is_error:
+            if not (isinstance(data, dict) and set(data) == {"code", "message", "details"}):
+                # A DRF response built with an error status outside the handler: never leak its shape.
+                data = error_body(ErrorCode.INTERNAL_ERROR, "Unexpected error response.", {})
+            envelope = {"success": False, "error": data, "metadata": response_metadata(request)}
+        else:
+            envelope = {"success": True, "data": data, "metadata": response_metadata(request)}
+        return super().render(envelope, accepted_media_type, renderer_context)
+
+
+class LimitedJSONParser(parsers.JSONParser):
+    """JSON parser that never reads more than memory.api.max_body_bytes, whatever the headers say."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+        from django.conf import settings
+
+        limit = settings.MEMORY.api.max_body_bytes
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise PayloadTooLarge(
+                f"The request body is over the limit of {limit} bytes.", details={"limit_bytes": limit}
+            )
+        encoding = (parser_context or {}).get("encoding", "utf-8")
+        try:
+            return json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
+        except RecursionError:
+            raise drf_exceptions.ParseError("JSON nested too deeply.") from None
+        except ValueError as exc:
+            raise drf_exceptions.ParseError(f"JSON parse error - {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python would accept them silently.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# DRF exception class → our code. Anything not listed falls back to its status.
+_DRF_CODES: list[tuple[type[Exception], ErrorCode]] = [
+    (drf_exceptions.ValidationError, ErrorCode.VALIDATION_ERROR),
+    (drf_exceptions.ParseError, ErrorCode.MALFORMED_REQUEST),
+    (drf_exceptions.NotAuthenticated, ErrorCode.AUTHENTICATION_REQUIRED),
+    (drf_exceptions.AuthenticationFailed, ErrorCode.AUTHENTICATION_FAILED),
+    (drf_exceptions.PermissionDenied, ErrorCode.PERMISSION_DENIED),
+    (drf_exceptions.NotFound, ErrorCode.MEMORY_NOT_FOUND),
+    (drf_exceptions.MethodNotAllowed, ErrorCode.METHOD_NOT_ALLOWED),
+    (drf_exceptions.NotAcceptable, ErrorCode.NOT_ACCEPTABLE),
+    (drf_exceptions.UnsupportedMediaType, ErrorCode.UNSUPPORTED_MEDIA_TYPE),
+    (drf_exceptions.Throttled, ErrorCode.THROTTLED),
+]
+
+
+def _validation_details(detail: Any) -> dict[str, Any]:
+    if isinstance(detail, dict):
+        return {"fields": detail}
+    return {"fields": {"non_field_errors": detail if isinstance(detail, list) else [detail]}}
+
+
+def _validation_message(detail: Any) -> str:
+    if isinstance(detail, dict) and detail:
+        names = ", ".join(str(name) for name in detail)
+        return f"Invalid value for: {names}."
+    return "The request is not valid."
+
+
+def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, error body, extra headers) for any exception."""
+    if isinstance(exc, ComicmemError):
+        return exc.status_code, error_body(exc.code, exc.message, exc.details), {}
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    if isinstance(exc, drf_exceptions.APIException):
+        code = next((code for cls, code in _DRF_CODES if isinstance(exc, cls)), ErrorCode.INTERNAL_ERROR)
+        headers: dict[str, str] = {}
+        if isinstance(exc, drf_exceptions.ValidationError):
+            return (
+                exc.status_code,
+                error_body(code, _validation_message(exc.detail), _validation_details(exc.detail)),
+                {},
+            )
+        details: dict[str, Any] = {}
+        if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
+            details["retry_after_seconds"] = int(exc.wait) + 1
+            headers["Retry-After"] = str(int(exc.wait) + 1)
+        auth_header = getattr(exc, "auth_header", None)
+        if auth_header:
+            headers["WWW-Authenticate"] = auth_header
+        return exc.status_code, error_body(code, str(exc.detail), details), headers
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.error("database unavailable: %s", exc)
+        return (
+            503,
+            error_body(ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable.", {"component": "database"}),
+            {"Retry-After": "5"},
+        )
+    logger.error("unhandled exception while serving %s", getattr(request, "path", "?"), exc_info=exc)
+    return 500, error_body(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred.", {}), {}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's EXCEPTION_HANDLER: every exception becomes an error envelope; none escapes as a bare 500."""
+    request = context.get("request")
+    status, body, headers = describe_exception(exc, request)
+    if isinstance(exc, DatabaseError) or status >= 500:
+        set_rollback()
+    response = Response(body, status=status, headers=headers)
+    response.exception = True
+    return response
+
+
+def error_response(request: HttpRequest, exc: Exception) -> JsonResponse:
+    """The error envelope outside DRF (middleware, unknown routes, Django's own handlers)."""
+    status, body, headers = describe_exception(exc, request)
+    response = JsonResponse(
+        {"success": False, "error": body, "metadata": response_metadata(request)},
+        status=status,
+        json_dumps_params={"ensure_ascii": False},
+    )
+    for name, value in headers.items():
+        response[name] = value
+    return response

@@ -1,0 +1,39 @@
+"""GET /api/health/: no authentication; 503 naming the component that is down."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from memory_app.errors import ServiceUnavailable
+from memory_app.services.health import health_check
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(
+        tags=["health"],
+        responses=inline_serializer(
+            "Health",
+            {
+                "status": serializers.CharField(),
+                "components": serializers.DictField(child=serializers.DictField()),
+            },
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        components = health_check()
+        report = {component.name: {"ok": component.ok, "detail": component.detail} for component in components}
+        down = [component.name for component in components if not component.ok]
+        if down:
+            raise ServiceUnavailable(
+                f"Unavailable: {', '.join(down)}.", details={"unavailable": down, "components": report}
+            )
+        return Response({"status": "ok", "components": report})

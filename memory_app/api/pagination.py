@@ -1,0 +1,43 @@
+"""Pagination that refuses, rather than silently clamps, a page size over the maximum."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+
+from memory_app.errors import ValidationFailed
+
+
+def parse_limit(
+    request: Request, *, name: str = "limit", default: int | None = None, maximum: int | None = None
+) -> int:
+    """An integer query parameter in 1..maximum, or a 400 that names it."""
+    maximum = maximum or settings.MEMORY.api.max_page_size
+    default = default or settings.MEMORY.api.default_page_size
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed(
+            f"'{name}' must be an integer.", details={"fields": {name: ["Not an integer."]}}
+        ) from None
+    if not 1 <= value <= maximum:
+        raise ValidationFailed(
+            f"'{name}' must be between 1 and {maximum}.",
+            details={"fields": {name: [f"Must be between 1 and {maximum}."]}},
+        )
+    return value
+
+
+class StrictPageNumberPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+
+    @property
+    def max_page_size(self) -> int:  # type: ignore[override]
+        return settings.MEMORY.api.max_page_size
+
+    def get_page_size(self, request: Request) -> int:
+        return parse_limit(request, name=self.page_size_query_param, default=self.page_size)

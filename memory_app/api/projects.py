@@ -1,0 +1,84 @@
+"""/api/projects/: create, list, get, update, delete the requester's projects."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from memory_app.models import Project, validate_project_id
+from memory_app.selectors.projects import project_get, project_list
+from memory_app.services.projects import project_create, project_delete, project_update
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "owner", "created_at", "updated_at"]
+        read_only_fields = ["id", "owner", "created_at", "updated_at"]
+
+
+class ProjectCreateSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=64, required=False, validators=[validate_project_id])
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+
+
+class ProjectUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+
+
+@extend_schema_view(
+    list=extend_schema(tags=["projects"]),
+    retrieve=extend_schema(tags=["projects"]),
+    create=extend_schema(tags=["projects"], request=ProjectCreateSerializer, responses={201: ProjectSerializer}),
+    partial_update=extend_schema(tags=["projects"], request=ProjectUpdateSerializer, responses=ProjectSerializer),
+    update=extend_schema(tags=["projects"], request=ProjectUpdateSerializer, responses=ProjectSerializer),
+    destroy=extend_schema(tags=["projects"], responses={200: None}),
+)
+class ProjectViewSet(viewsets.GenericViewSet):
+    serializer_class = ProjectSerializer
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return project_list(user=self.request.user)
+
+    def get_object(self) -> Project:
+        return project_get(user=self.request.user, project_id=self.kwargs["pk"])
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(ProjectSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(ProjectSerializer(self.get_object()).data)
+
+    def create(self, request: Request) -> Response:
+        serializer = ProjectCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = project_create(
+            owner=request.user,
+            name=serializer.validated_data["name"],
+            description=serializer.validated_data["description"],
+            project_id=serializer.validated_data.get("id"),
+        )
+        return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        project = self.get_object()
+        serializer = ProjectUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = project_update(project=project, **serializer.validated_data)
+        return Response(ProjectSerializer(project).data)
+
+    # PUT takes the same fields as PATCH: only name and description can ever change.
+    update = partial_update
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        project = self.get_object()
+        project_delete(project=project)
+        return Response({"id": pk, "deleted": True})

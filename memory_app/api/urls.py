@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from django.urls import re_path
+from rest_framework.routers import SimpleRouter
+
+from memory_app.api.auth import TokenObtainView
+from memory_app.api.health import HealthView
+from memory_app.api.projects import ProjectViewSet
+
+
+class OptionalSlashRouter(SimpleRouter):
+    """Every route answers with or without its trailing slash: the seed's paths have none, DRF's have one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
+router.register("projects", ProjectViewSet, basename="project")
+
+urlpatterns = [
+    re_path(r"^auth/token/?$", TokenObtainView.as_view(), name="auth-token"),
+    re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    *router.urls,
+]

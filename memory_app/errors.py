@@ -1,0 +1,91 @@
+"""Our exceptions and the one list of stable error codes the API returns (seed §10.2).
+
+A service that must fail raises one of these; the API's exception handler turns it into the envelope. The
+codes never change once published: clients switch on them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    VALIDATION_ERROR = "VALIDATION_ERROR"  # 400: a field or parameter is wrong; details name it
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"  # 400: the body is not valid JSON
+    AUTHENTICATION_REQUIRED = "AUTHENTICATION_REQUIRED"  # 401: no credentials were sent
+    AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"  # 401: the credentials are wrong
+    PERMISSION_DENIED = "PERMISSION_DENIED"  # 403: authenticated, not allowed
+    MEMORY_NOT_FOUND = "MEMORY_NOT_FOUND"  # 404: no such object, or not yours
+    NOT_FOUND = "NOT_FOUND"  # 404: no such route
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"  # 405
+    NOT_ACCEPTABLE = "NOT_ACCEPTABLE"  # 406
+    CONFLICT = "CONFLICT"  # 409: the object exists already, or its state forbids the operation
+    CONTEXT_LIMIT_REACHED = "CONTEXT_LIMIT_REACHED"  # 409: max_contexts_per_user
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413: body over memory.api.max_body_bytes
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # 415
+    THROTTLED = "THROTTLED"  # 429
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # 500: logged with the traceback and the request id
+    PROVIDER_ERROR = "PROVIDER_ERROR"  # 502: an AI provider failed
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # 503: the database, broker or cache is down
+
+
+class ComicmemError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    status_code: int = 500
+    default_message = "Internal error."
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
+        self.message = message or self.default_message
+        self.details = details or {}
+        super().__init__(self.message)
+
+
+class ValidationFailed(ComicmemError):
+    code = ErrorCode.VALIDATION_ERROR
+    status_code = 400
+    default_message = "The request is not valid."
+
+
+class NotFound(ComicmemError):
+    code = ErrorCode.MEMORY_NOT_FOUND
+    status_code = 404
+    default_message = "The requested record does not exist."
+
+
+class Conflict(ComicmemError):
+    code = ErrorCode.CONFLICT
+    status_code = 409
+    default_message = "The request conflicts with the current state."
+
+
+class PermissionDenied(ComicmemError):
+    code = ErrorCode.PERMISSION_DENIED
+    status_code = 403
+    default_message = "You do not have permission to perform this action."
+
+
+class AuthenticationFailed(ComicmemError):
+    code = ErrorCode.AUTHENTICATION_FAILED
+    status_code = 401
+    default_message = "Incorrect username or password."
+
+
+class PayloadTooLarge(ComicmemError):
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+    status_code = 413
+    default_message = "The request body is too large."
+
+
+class ProviderError(ComicmemError):
+    code = ErrorCode.PROVIDER_ERROR
+    status_code = 502
+    default_message = "The AI provider failed."
+
+
+class ServiceUnavailable(ComicmemError):
+    code = ErrorCode.SERVICE_UNAVAILABLE
+    status_code = 503
+    default_message = "A backing service is unavailable."

@@ -1,0 +1,70 @@
+"""Request id, timing and the API body limit; they run before anything reads the body."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from memory_app.errors import PayloadTooLarge
+from memory_app.logging import current_request_id
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:16]}"
+
+
+class RequestContextMiddleware:
+    """Takes a valid X-Request-ID or makes one, starts the clock, echoes the id in the response header."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        supplied = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = supplied if _VALID_REQUEST_ID.match(supplied) else new_request_id()
+        request.request_id = request_id  # type: ignore[attr-defined]
+        request.started_at = time.perf_counter()  # type: ignore[attr-defined]
+        token = current_request_id.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            current_request_id.reset(token)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+class ApiBodyLimitMiddleware:
+    """Refuses an API body over memory.api.max_body_bytes from its Content-Length, before it is read.
+
+    A body without a Content-Length (chunked) is bounded while it is parsed (LimitedJSONParser).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            limit = settings.MEMORY.api.max_body_bytes
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > limit:
+                from memory_app.api.envelope import error_response
+
+                return error_response(
+                    request,
+                    PayloadTooLarge(
+                        f"The request body is {length} bytes; the limit is {limit}.",
+                        details={"limit_bytes": limit, "content_length": length},
+                    ),
+                )
+        return self.get_response(request)

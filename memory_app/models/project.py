@@ -1,0 +1,37 @@
+"""A project: the unit a user's comics, history and outputs belong to."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+# Letters, digits, '-' and '_', starting with a letter or digit, at most 64 characters. A project id becomes a
+# folder name in storage (projects/<id>/…), so nothing else may ever pass.
+PROJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def validate_project_id(value: str) -> None:
+    if not isinstance(value, str) or not PROJECT_ID_PATTERN.fullmatch(value):
+        raise ValidationError(
+            "A project id is 1-64 letters, digits, '-' or '_', starting with a letter or digit.",
+            code="invalid_project_id",
+        )
+
+
+class Project(models.Model):
+    id = models.CharField(primary_key=True, max_length=64, validators=[validate_project_id])
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="project_owner_created")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.name})"

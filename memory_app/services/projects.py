@@ -1,0 +1,51 @@
+"""Projects: the only code that writes them."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from memory_app.errors import Conflict
+from memory_app.models import Project
+
+
+def _new_project_id() -> str:
+    return f"proj-{secrets.token_hex(4)}"
+
+
+@transaction.atomic
+def project_create(
+    *, owner: AbstractBaseUser, name: str, description: str = "", project_id: str | None = None
+) -> Project:
+    """Create a project. Ids are global (they name storage folders): a taken id is a Conflict."""
+    project_id = project_id or _new_project_id()
+    if Project.objects.filter(pk=project_id).exists():
+        raise Conflict(f"Project id '{project_id}' is taken.", details={"project_id": project_id})
+    try:
+        with transaction.atomic():
+            project = Project.objects.create(id=project_id, owner=owner, name=name, description=description)
+    except IntegrityError:
+        # Another request created the same id between the check and the insert.
+        raise Conflict(f"Project id '{project_id}' is taken.", details={"project_id": project_id}) from None
+    return project
+
+
+@transaction.atomic
+def project_update(*, project: Project, name: str | None = None, description: str | None = None) -> Project:
+    fields = []
+    if name is not None:
+        project.name = name
+        fields.append("name")
+    if description is not None:
+        project.description = description
+        fields.append("description")
+    if fields:
+        project.save(update_fields=[*fields, "updated_at"])
+    return project
+
+
+@transaction.atomic
+def project_delete(*, project: Project) -> None:
+    project.delete()

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from comicmem_site.memory_config import MemoryConfigError, load_memory_config, parse_size
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "memory_config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_file_loads_with_the_seed_defaults():
+    config = load_memory_config(REPO_ROOT / "memory_config.yaml", {})
+
+    assert config.conversation.default_max_messages == 20
+    assert config.conversation.max_contexts_per_user == 10
+    assert config.history.retention_days == 90
+    assert config.history.max_history_per_project == 1000
+    assert config.cache["text_analysis"].ttl == 1800
+    assert config.cache["text_analysis"].max_size == 100
+    assert config.cache["api_responses"].max_size == 500
+    assert config.cache["images"].backend == "file"
+    assert config.cache["images"].max_disk_usage == 10 * 1024**3
+    assert config.workflow.max_state_history == 50
+    assert config.api.max_body_bytes == 1024 * 1024
+
+
+def test_settings_expose_the_typed_object():
+    assert settings.MEMORY.cache["images"].ttl == 86400
+
+
+def test_environment_overrides_the_file(tmp_path):
+    environ = {
+        "MEMORY_MAX_CONTEXTS": "500",
+        "CACHE_DIR": "/data/cache",
+        "HISTORY_RETENTION_DAYS": "30",
+        "AUTO_CLEANUP_ENABLED": "false",
+        "MEMORY_MONITORING_ENABLED": "0",
+    }
+    config = load_memory_config(REPO_ROOT / "memory_config.yaml", environ)
+
+    assert config.conversation.max_active_contexts == 500
+    assert config.storage.cache_dir == "/data/cache"
+    assert config.history.retention_days == 30
+    assert config.maintenance.auto_cleanup_enabled is False
+    assert config.monitoring.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("memory:\n  conversation:\n    bogus: 1\n", "memory.conversation.bogus: unknown key"),
+        (
+            "memory:\n  history:\n    retention_days: '90'\n",
+            "memory.history.retention_days: Input should be a valid integer",
+        ),
+        ("memory:\n  cache:\n    images:\n      backend: file\n      ttl: -5\n", "memory.cache.images.ttl"),
+        ("memory:\n  cache:\n    images:\n      max_disk_usage: 10XB\n", "memory.cache.images.max_disk_usage"),
+        ("memory:\n  workflow:\n    max_state_history: 0\n", "memory.workflow.max_state_history"),
+        ("other: {}\n", "unknown key(s) ['other']"),
+        ("memory: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_file(tmp_path, text, expected):
+    path = write(tmp_path, text)
+
+    with pytest.raises(MemoryConfigError) as raised:
+        load_memory_config(path, {})
+
+    assert expected in str(raised.value)
+    assert str(path) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("HISTORY_RETENTION_DAYS", "abc", "HISTORY_RETENTION_DAYS: 'abc' is not an integer"),
+        ("HISTORY_RETENTION_DAYS", "-1", "memory.history.retention_days"),
+        ("AUTO_CLEANUP_ENABLED", "maybe", "AUTO_CLEANUP_ENABLED: 'maybe' is not a boolean"),
+    ],
+)
+def test_bad_environment_values_name_the_variable(variable, value, expected):
+    with pytest.raises(MemoryConfigError) as raised:
+        load_memory_config(REPO_ROOT / "memory_config.yaml", {variable: value})
+
+    assert expected in str(raised.value)
+    assert variable in str(raised.value)
+
+
+def test_sizes_parse_binary_units():
+    assert parse_size("10GB") == 10 * 1024**3
+    assert parse_size("512 MB") == 512 * 1024**2
+    assert parse_size("1.5KB") == 1536
+    assert parse_size(42) == 42
+    with pytest.raises(ValueError):
+        parse_size(True)
+
+
+def test_start_up_stops_on_a_bad_file_and_names_it(tmp_path):
+    path = write(tmp_path, "memory:\n  cache:\n    text_analysis:\n      ttl: -1\n")
+    env = {**os.environ, "MEMORY_CONFIG_FILE": str(path), "DJANGO_SETTINGS_MODULE": "comicmem_site.settings.test"}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "memory.cache.text_analysis.ttl" in result.stderr
+    assert str(path) in result.stderr

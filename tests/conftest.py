@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.factories import ProjectFactory, UserFactory
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("COMICMEM_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
+
+
+def service_unavailable(reason: str) -> None:
+    """Skip on a laptop without the server; in CI (COMICMEM_REQUIRE_SERVICES=1 or CI=true) fail instead."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def tcp_reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("TEST_REDIS_URL", "")
+    if not url:
+        service_unavailable("TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/15)")
+    if not tcp_reachable(url, 6379):
+        service_unavailable(f"Redis at {url} is unreachable")
+    return url
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(username="staff", is_staff=True)
+
+
+def _client_for(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def client_for() -> Callable[..., APIClient]:
+    return _client_for
+
+
+@pytest.fixture
+def auth_client(user) -> APIClient:
+    return _client_for(user)
+
+
+@pytest.fixture
+def other_client(other_user) -> APIClient:
+    return _client_for(other_user)
+
+
+@pytest.fixture
+def staff_client(staff_user) -> APIClient:
+    return _client_for(staff_user)
+
+
+@pytest.fixture
+def project(user):
+    return ProjectFactory(id="proj-001", owner=user, name="First")
+
+
+# --- real processes ---------------------------------------------------------------------------------------
+
+
+def database_url_for_subprocess() -> str:
+    """DATABASE_URL that points a child process at the test database this process is using."""
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = quote(settings_dict.get("USER") or "")
+    password = quote(settings_dict.get("PASSWORD") or "")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{credentials}{host}:{port}/{settings_dict['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    from django.conf import settings
+
+    env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
+    env.update(
+        DJANGO_SETTINGS_MODULE="comicmem_site.settings.test",
+        COMICMEM_VAR_DIR=str(settings.VAR_DIR),
+        DATABASE_URL=database_url_for_subprocess(),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def purge_filesystem_queue() -> None:
+    from django.conf import settings
+
+    queue = Path(settings.BROKER_DIR) / "queue"
+    if queue.is_dir():
+        for message in queue.iterdir():
+            message.unlink(missing_ok=True)
+
+
+class WorkerProcess:
+    """A real `celery worker` in a child process, stopped (or killed) by the test."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 1, queues: str | None = None) -> None:
+        command = [
+            str(Path(sys.executable).with_name("celery")),
+            "-A",
+            "comicmem_site",
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={concurrency}",
+            "--without-gossip",
+            "--without-mingle",
+            f"--hostname=test-{os.getpid()}-{time.monotonic_ns()}@%h",
+        ]
+        if queues:
+            command.append(f"--queues={queues}")
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.output()}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and its pool children)."""
+        import signal
+
+        if self.process.poll() is None:
+            try:
+                import psutil
+
+                children = psutil.Process(self.process.pid).children(recursive=True)
+            except Exception:  # noqa: BLE001 - the process may be gone already
+                children = []
+            self.process.send_signal(signal.SIGKILL)
+            for child in children:
+                with contextlib.suppress(Exception):  # already gone
+                    child.kill()
+            self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real Celery workers against the test database; every one is stopped after the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(*, broker_url: str | None = None, concurrency: int = 1, ready: bool = True, **env: str) -> WorkerProcess:
+        extra = dict(env)
+        if broker_url:
+            extra["CELERY_BROKER_URL"] = broker_url
+        worker = WorkerProcess(subprocess_env(**extra), tmp_path / f"worker-{len(workers)}.log", concurrency)
+        workers.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    purge_filesystem_queue()
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> Iterator[None]:
+    """Throttle counters and cached values must not leak from one test into the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

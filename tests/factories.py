@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from memory_app.models import Project
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda user: f"{user.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "pass-word-123")
+
+    @factory.post_generation
+    def _save(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+class ProjectFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Project
+
+    id = factory.Sequence(lambda n: f"proj-{n:03d}")
+    owner = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"Project {n}")
+    description = ""
