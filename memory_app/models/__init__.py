@@ -1,3 +1,11 @@
+from memory_app.models.history import DEFAULT_SUMMARIES, HistoryAction, HistoryRecord
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
 
-__all__ = ["PROJECT_ID_PATTERN", "Project", "validate_project_id"]
+__all__ = [
+    "DEFAULT_SUMMARIES",
+    "PROJECT_ID_PATTERN",
+    "HistoryAction",
+    "HistoryRecord",
+    "Project",
+    "validate_project_id",
+]

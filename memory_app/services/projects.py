@@ -8,7 +8,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from memory_app.errors import Conflict
-from memory_app.models import Project
+from memory_app.models import HistoryAction, Project
+from memory_app.services.history import history_record
 
 
 def _new_project_id() -> str:
@@ -29,6 +30,13 @@ def project_create(
     except IntegrityError:
         # Another request created the same id between the check and the insert.
         raise Conflict(f"Project id '{project_id}' is taken.", details={"project_id": project_id}) from None
+    history_record(
+        project=project,
+        action=HistoryAction.PROJECT_CREATED,
+        details={"name": name},
+        user=owner,
+        summary=f"Project '{name}' created.",
+    )
     return project
 
 

@@ -1,0 +1,105 @@
+"""Project history (seed §3): append-only records of what happened, one row each."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import models
+
+
+class HistoryAction(StrEnum):
+    """The action vocabulary (seed §3.2), in one place. Every layer records through ``history_record``."""
+
+    PROJECT_CREATED = "project_created"
+    TEXT_ANALYZED = "text_analyzed"
+    TEXT_SEGMENTATION_COMPLETED = "text_segmentation_completed"
+    CHARACTER_EXTRACTED = "character_extracted"
+    PLOT_SUMMARIZED = "plot_summarized"
+    TEXT_COMPRESSED = "text_compressed"
+    CHARACTER_DESIGNED = "character_designed"
+    SCENE_COMPOSED = "scene_composed"
+    IMAGE_GENERATION_COMPLETED = "image_generation_completed"
+    CONTEXT_CREATED = "context_created"
+    CONTEXT_CLEARED = "context_cleared"
+    CONTEXT_DELETED = "context_deleted"
+    CONTEXT_IMPORTED = "context_imported"
+    WORKFLOW_STARTED = "workflow_started"
+    WORKFLOW_STEP_COMPLETED = "workflow_step_completed"
+    WORKFLOW_FAILED = "workflow_failed"
+    WORKFLOW_RESUMED = "workflow_resumed"
+    WORKFLOW_RESTORED = "workflow_restored"
+    WORKFLOW_CANCELLED = "workflow_cancelled"
+    WORKFLOW_COMPLETED = "workflow_completed"
+    WORKFLOW_STUCK = "workflow_stuck"
+    CACHE_CLEARED = "cache_cleared"
+    HISTORY_ARCHIVED = "history_archived"
+    STYLE_RATED = "style_rated"
+
+
+# The summary written when the caller gives none.
+DEFAULT_SUMMARIES: dict[str, str] = {
+    HistoryAction.PROJECT_CREATED: "Project created.",
+    HistoryAction.TEXT_ANALYZED: "Text analysed.",
+    HistoryAction.TEXT_SEGMENTATION_COMPLETED: "Text segmented into panels.",
+    HistoryAction.CHARACTER_EXTRACTED: "Characters extracted.",
+    HistoryAction.PLOT_SUMMARIZED: "Plot summarised.",
+    HistoryAction.TEXT_COMPRESSED: "Text compressed.",
+    HistoryAction.CHARACTER_DESIGNED: "Characters designed.",
+    HistoryAction.SCENE_COMPOSED: "Scenes composed.",
+    HistoryAction.IMAGE_GENERATION_COMPLETED: "Images generated.",
+    HistoryAction.CONTEXT_CREATED: "Conversation context created.",
+    HistoryAction.CONTEXT_CLEARED: "Conversation context cleared.",
+    HistoryAction.CONTEXT_DELETED: "Conversation context deleted.",
+    HistoryAction.CONTEXT_IMPORTED: "Conversation contexts imported.",
+    HistoryAction.WORKFLOW_STARTED: "Workflow started.",
+    HistoryAction.WORKFLOW_STEP_COMPLETED: "Workflow step completed.",
+    HistoryAction.WORKFLOW_FAILED: "Workflow failed.",
+    HistoryAction.WORKFLOW_RESUMED: "Workflow resumed.",
+    HistoryAction.WORKFLOW_RESTORED: "Workflow restored to an earlier snapshot.",
+    HistoryAction.WORKFLOW_CANCELLED: "Workflow cancelled.",
+    HistoryAction.WORKFLOW_COMPLETED: "Workflow completed.",
+    HistoryAction.WORKFLOW_STUCK: "Workflow flagged as stuck.",
+    HistoryAction.CACHE_CLEARED: "Cache cleared.",
+    HistoryAction.HISTORY_ARCHIVED: "Old history archived.",
+    HistoryAction.STYLE_RATED: "Style template rated.",
+}
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+        raise TypeError("history records are append-only: they are never updated")
+
+
+class HistoryRecord(models.Model):
+    project = models.ForeignKey("memory_app.Project", on_delete=models.CASCADE, related_name="history_records")
+    timestamp = models.DateTimeField()
+    action = models.SlugField(max_length=64)
+    summary = models.CharField(max_length=500)
+    details = models.JSONField(default=dict, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    request_id = models.CharField(max_length=128, blank=True, default="")
+    workflow_id = models.UUIDField(null=True, blank=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        indexes = [
+            # "newest records of a project" and keyset pagination over (timestamp, id)
+            models.Index(fields=["project", "-timestamp", "-id"], name="history_project_newest"),
+            # "records of one action type in a date range"
+            models.Index(fields=["project", "action", "-timestamp", "-id"], name="history_project_action"),
+            models.Index(fields=["workflow_id"], name="history_workflow"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.project_id} {self.action}"
+
+    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # The one invariant a model may guard itself: an existing record is never written again.
+        if self.pk is not None and not self._state.adding:
+            raise TypeError("history records are append-only: they are never updated")
+        super().save(*args, **kwargs)

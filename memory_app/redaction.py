@@ -1,0 +1,75 @@
+"""Redaction of sensitive values before they reach history, workflow state, logs or exports.
+
+A key is sensitive when, lower-cased and snake_cased (``apiKey`` → ``api_key``, ``X-Api-Key`` → ``x_api_key``),
+it equals one of the names or ends with ``_<name>``: ``access_token`` and ``user_token`` are redacted,
+``max_tokens`` and ``token_count`` are not. This holds at any depth, inside lists too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "[REDACTED]"
+SENSITIVE_NAMES: frozenset[str] = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "user_token",
+        "personal_info",
+        "authorization",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "secret_key",
+        "private_key",
+        "access_key",
+        "cookie",
+    }
+)
+MAX_DEPTH = 32
+MAX_ITEMS = 1000
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def normalise_key(key: str) -> str:
+    return _CAMEL.sub("_", key).replace("-", "_").replace(" ", "_").lower()
+
+
+def is_sensitive(key: Any, names: frozenset[str] = SENSITIVE_NAMES) -> bool:
+    if not isinstance(key, str):
+        return False
+    normalised = normalise_key(key)
+    return normalised in names or any(normalised.endswith(f"_{name}") for name in names)
+
+
+def redact(
+    value: Any,
+    *,
+    extra_names: Iterable[str] = (),
+    max_chars: int | None = None,
+    _depth: int = 0,
+    _names: frozenset[str] | None = None,
+) -> Any:
+    """A copy of ``value`` with sensitive keys' values replaced and oversized strings and lists cut with a marker."""
+    names = _names if _names is not None else SENSITIVE_NAMES | {normalise_key(name) for name in extra_names}
+    if _depth > MAX_DEPTH:
+        return "[TRUNCATED: nested too deeply]"
+    if isinstance(value, dict):
+        return {
+            str(key): REDACTED
+            if is_sensitive(key, names)
+            else redact(item, max_chars=max_chars, _depth=_depth + 1, _names=names)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        items = [redact(item, max_chars=max_chars, _depth=_depth + 1, _names=names) for item in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"[TRUNCATED: {len(value) - MAX_ITEMS} more items]")
+        return items
+    if isinstance(value, str) and max_chars is not None and len(value) > max_chars:
+        return f"{value[:max_chars]}…[TRUNCATED: {len(value) - max_chars} more chars]"
+    return value
