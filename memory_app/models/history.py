@@ -72,7 +72,10 @@ class AppendOnlyQuerySet(models.QuerySet):
 
 
 class HistoryRecord(models.Model):
-    project = models.ForeignKey("memory_app.Project", on_delete=models.CASCADE, related_name="history_records")
+    # Null for system-wide events that belong to no project (a cache namespace cleared by staff).
+    project = models.ForeignKey(
+        "memory_app.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="history_records"
+    )
     timestamp = models.DateTimeField()
     action = models.SlugField(max_length=64)
     summary = models.CharField(max_length=500)

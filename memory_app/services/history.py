@@ -17,7 +17,7 @@ from memory_app.redaction import redact
 
 def history_record(
     *,
-    project: Project,
+    project: Project | None,
     action: str,
     details: dict[str, Any] | None = None,
     user: AbstractBaseUser | None = None,
@@ -25,6 +25,8 @@ def history_record(
     workflow_id: uuid.UUID | str | None = None,
 ) -> HistoryRecord:
     """Append one record: a single INSERT, whatever the size of the history.
+
+    ``project`` is None only for system-wide events (a cache namespace cleared by staff).
 
     Details are redacted (sensitive keys at any depth, oversized values cut with a marker) before they are
     stored. Called inside a transaction, the record commits or rolls back with it.
