@@ -42,7 +42,7 @@ format: install
 	$(BIN)/ruff format .
 
 test: install sysdeps lint
-	$(TEST_SETTINGS) $(BIN)/python manage.py makemigrations --check --dry-run
+	env -u TEST_DATABASE_URL -u DATABASE_URL $(TEST_SETTINGS) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(MAKE) --no-print-directory test-sqlite
 	@if [ -n "$$TEST_DATABASE_URL" ]; then $(MAKE) --no-print-directory test-postgres; \
 	  else echo "TEST_DATABASE_URL is not set: the suite ran on SQLite only."; fi
