@@ -8,6 +8,8 @@ from celery import shared_task
 from django.db import connection
 from django.utils import timezone
 
+from memory_app.services.cache import cache_cleanup
+
 
 @shared_task(name="memory_app.ping")
 def ping(token: str) -> dict[str, str]:
@@ -20,3 +22,12 @@ def ping(token: str) -> dict[str, str]:
         "database": connection.vendor,
         "at": timezone.now().isoformat(),
     }
+
+
+@shared_task(name="memory_app.cache_cleanup", acks_late=True)
+def cache_cleanup_task() -> dict[str, int | bool]:
+    """Scheduled: one batch per namespace, re-queued while more is left (so no run holds a worker for long)."""
+    report = cache_cleanup(max_batches=1)
+    if report.more:
+        cache_cleanup_task.delay()
+    return report.as_dict()

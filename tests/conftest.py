@@ -228,6 +228,10 @@ def _clear_cache() -> Iterator[None]:
     """Throttle counters and cached values must not leak from one test into the next."""
     from django.core.cache import cache
 
+    from memory_app.services.cache import cache_process_state_reset
+
     cache.clear()
+    cache_process_state_reset()
     yield
     cache.clear()
+    cache_process_state_reset()
