@@ -34,6 +34,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 MEDIA_ROOT = Path(VAR_DIR) / "media"
+# File caches of the tests stay under the tests' own folder unless CACHE_DIR says otherwise.
+if not env.str("CACHE_DIR", default=""):
+    CACHE_DIR = Path(VAR_DIR) / "cache"
 
 # Throttling is exercised by its own tests with lower rates.
 REST_FRAMEWORK = {

@@ -283,8 +283,10 @@ class _DatabaseCounters:
             if not updates:
                 continue
             try:
-                CacheStatistics.objects.get_or_create(namespace=namespace)
-                CacheStatistics.objects.filter(namespace=namespace).update(**updates)
+                # A savepoint: a failure here must not break a transaction the caller has open.
+                with transaction.atomic():
+                    CacheStatistics.objects.get_or_create(namespace=namespace)
+                    CacheStatistics.objects.filter(namespace=namespace).update(**updates)
             except DatabaseError:
                 # The database is away: keep the counts for the next flush rather than lose them.
                 logger.warning("cache statistics of %s could not be saved; kept for the next flush", namespace)
