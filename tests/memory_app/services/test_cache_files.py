@@ -124,7 +124,7 @@ def test_max_disk_usage_evicts_least_recently_used(images):
         last_accessed_at=timezone.now() + dt.timedelta(seconds=1)
     )  # a was read most recently
 
-    cache_set(namespace="images", key="d", value=value + b"d")  # 4 × 3001 > 10,000: one must go
+    cache_set(namespace="images", key="d", value=value + b"d")  # 4 x 3001 > 10,000: one must go
 
     assert [cache_lookup(namespace="images", key=name).hit for name in "abcd"] == [True, False, True, True]
     assert not blob_b.exists()
