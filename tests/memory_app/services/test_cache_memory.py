@@ -39,8 +39,27 @@ def clock(monkeypatch) -> FakeClock:
     return fake
 
 
+@pytest.fixture(params=["embedded", "redis"])
+def shared_backend(request, settings):
+    """Every memory-namespace test runs on the embedded shared layer and on Redis (production)."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": url,
+                "KEY_PREFIX": "comicmem-test",
+            }
+        }
+        shared_cache.clear()
+        yield request.param
+        shared_cache.clear()
+    else:
+        yield request.param
+
+
 @pytest.fixture
-def small(cache_namespaces):
+def small(cache_namespaces, shared_backend):
     cache_namespaces(small={"backend": "memory", "ttl": 60, "max_size": 3}, other={"backend": "memory", "ttl": 0})
 
 
@@ -92,10 +111,15 @@ def test_lru_evicts_the_least_recently_used_at_max_size(small, clock):
 
     cache_set(namespace="small", key="d", value="d")
 
-    assert [cache_lookup(namespace="small", key=name).hit for name in "abcd"] == [True, False, True, True]
+    hits = []
+    for name in "abcd":
+        clock.now += 1
+        hits.append(cache_lookup(namespace="small", key=name).hit)
+    assert hits == [True, False, True, True]
     assert cache_memory_usage(namespace="small").entries == 3
     assert counts("small")["evictions"] == 1
     # The lookups above refreshed a, c and d in that order: the next one out is a.
+    clock.now += 1
     cache_set(namespace="small", key="e", value="e")
     assert [cache_lookup(namespace="small", key=name).hit for name in "acde"] == [False, True, True, True]
 
@@ -108,7 +132,7 @@ def test_usage_counts_live_entries_and_their_bytes(small):
     assert (usage.entries, usage.bytes) == (2, (1 + 102) + (1 + 50))
 
 
-def test_values_over_the_threshold_are_compressed_transparently(cache_namespaces):
+def test_values_over_the_threshold_are_compressed_transparently(cache_namespaces, shared_backend):
     cache_namespaces(squeezed={"backend": "memory", "ttl": 60, "compress_threshold": 64})
     big = {"text": "重复的文字" * 200}
     cache_set(namespace="squeezed", key="big", value=big)
@@ -116,7 +140,7 @@ def test_values_over_the_threshold_are_compressed_transparently(cache_namespaces
 
     assert cache_get(namespace="squeezed", key="big") == big
     assert cache_get(namespace="squeezed", key="small") == "tiny"
-    generation = shared_cache.get("cmcache:squeezed:generation")
+    generation = shared_cache.get("cmcache:squeezed:generation") or 0  # Redis starts at 0
     stored_big = shared_cache.get(f"cmcache:squeezed:{generation}:v:{cache_key(namespace='squeezed', key='big')}")
     stored_small = shared_cache.get(f"cmcache:squeezed:{generation}:v:{cache_key(namespace='squeezed', key='small')}")
     assert stored_big[0] == 0b11  # JSON, gzip
@@ -165,7 +189,8 @@ def test_unknown_namespaces_are_not_found(small, namespace):
     assert raised.value.details["suggestion"] == "Use one of: other, small."
 
 
-def test_a_lost_index_costs_misses_never_stale_values(small):
+def test_a_lost_index_costs_misses_never_stale_values(cache_namespaces):
+    cache_namespaces(small={"backend": "memory", "ttl": 60, "max_size": 3})
     cache_set(namespace="small", key="a", value=1)
     generation = shared_cache.get("cmcache:small:generation")
     shared_cache.delete(f"cmcache:small:{generation}:index")
