@@ -132,7 +132,14 @@ def test_get_on_a_namespace_is_not_allowed(staff_client, namespaces):
 
 @pytest.mark.parametrize(
     ("size", "text"),
-    [(0, "0B"), (1023, "1023B"), (1024, "1.0KB"), (2411724, "2.3MB"), (10 * 1024**3, "10.0GB"), (5 * 1024**5, "5120.0TB")],
+    [
+        (0, "0B"),
+        (1023, "1023B"),
+        (1024, "1.0KB"),
+        (2411724, "2.3MB"),
+        (10 * 1024**3, "10.0GB"),
+        (5 * 1024**5, "5120.0TB"),
+    ],
 )
 def test_human_size(size, text):
     assert human_size(size) == text
