@@ -152,6 +152,9 @@ else:
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(VAR_DIR / "django_cache"),
             "KEY_PREFIX": "comicmem",
+            # The cache layer bounds each namespace itself (max_size, LRU); the file cache's own cull at the
+            # default 300 entries would drop keys at random, bookkeeping included.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 

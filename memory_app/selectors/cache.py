@@ -8,8 +8,14 @@ from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from memory_app.errors import ServiceUnavailable
 from memory_app.models import CacheEntry
-from memory_app.services.cache import cache_counters_read, cache_memory_usage, cache_statistics_flush
+from memory_app.services.cache import (
+    SHARED_LAYER_ERRORS,
+    cache_counters_read,
+    cache_memory_usage,
+    cache_statistics_flush,
+)
 
 _UNITS = ("B", "KB", "MB", "GB", "TB")
 
@@ -65,4 +71,9 @@ def cache_statistics_list() -> dict[str, dict[str, Any]]:
     """Every namespace's figures, true across processes. This process's pending counts are written first so it
     reads its own operations; other processes' batches may lag by ``cache_options.stats_flush_interval``."""
     cache_statistics_flush()
-    return {namespace: cache_statistics_get(namespace=namespace) for namespace in settings.MEMORY.cache}
+    try:
+        return {namespace: cache_statistics_get(namespace=namespace) for namespace in settings.MEMORY.cache}
+    except SHARED_LAYER_ERRORS as exc:
+        raise ServiceUnavailable(
+            "The shared cache is unreachable.", details={"service": "cache", "reason": type(exc).__name__}
+        ) from None

@@ -63,6 +63,7 @@ from django.core.cache.backends.redis import RedisCache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from comicmem_site.memory_config import CacheNamespaceConfig
 from memory_app.errors import NotFound, ValidationFailed
@@ -78,6 +79,9 @@ _CHUNK = 1024 * 1024
 # Formats whose bytes are compressed already: gzip would only spend CPU on them.
 _PRECOMPRESSED_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "application/gzip"})
 _SHARED_CACHE_ALIAS = "default"
+
+# What an unreachable shared layer raises: Redis errors, and OSError from files (disk full, permissions).
+SHARED_LAYER_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -979,7 +983,11 @@ def _compute_lock(namespace: str, digest: str) -> Iterator[None]:
     timeout = settings.MEMORY.cache_options.lock_timeout
     if _uses_redis():
         lock = _redis_client().lock(_raw_key(f"cmcache:lock:{namespace}:{digest}"), timeout=timeout)
-        acquired = lock.acquire(blocking_timeout=timeout)
+        try:
+            acquired = lock.acquire(blocking_timeout=timeout)
+        except RedisError:
+            logger.warning("cache lock for %s unavailable (Redis unreachable); computing without it", namespace)
+            acquired = False
         try:
             yield
         finally:
@@ -1023,18 +1031,32 @@ def cache_get_or_compute(
         return compute()
     digest = cache_key(namespace=namespace, key=key)
     if policy == "use":
-        lookup = cache_lookup(namespace=namespace, key=key)
+        lookup = _shielded(namespace, lambda: cache_lookup(namespace=namespace, key=key), CacheLookup(hit=False))
         if lookup.hit:
             return lookup.value
     with _compute_lock(namespace, digest):
         if policy == "use":
             # Someone may have computed it while we waited for the lock. Read without counting a second miss.
-            lookup = _peek(namespace, key)
+            lookup = _shielded(namespace, lambda: _peek(namespace, key), CacheLookup(hit=False))
             if lookup.hit:
                 return lookup.value
+        # The computation's own errors are never caught here: only the cache's.
         value = compute()
-        cache_set(namespace=namespace, key=key, value=value, ttl=ttl, content_type=content_type)
+        _shielded(
+            namespace,
+            lambda: cache_set(namespace=namespace, key=key, value=value, ttl=ttl, content_type=content_type),
+            False,
+        )
         return value
+
+
+def _shielded(namespace: str, operation: Callable[[], R], fallback: R) -> R:
+    """A cache outage must not stop the work it would have saved: log it and go on uncached."""
+    try:
+        return operation()
+    except SHARED_LAYER_ERRORS as exc:
+        logger.warning("cache %s unavailable, going on without it: %s", namespace, exc)
+        return fallback
 
 
 def _peek(namespace: str, key: Any) -> CacheLookup:
@@ -1061,8 +1083,8 @@ def cached(
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator: the function's result cached in ``namespace`` under a hash of its call.
 
-    ``key`` chooses what identifies a call: None → every argument; a list of parameter names → those
-    (defaults applied); a callable → whatever it returns for the same arguments. The function's qualified name
+    ``key`` chooses what identifies a call: None → every argument but a method's ``self``/``cls``; a list of
+    parameter names → those (defaults applied); a callable → whatever it returns for the same arguments. The function's qualified name
     is always part of the key. Callers pick a policy per call with the keyword ``cache_policy``.
     """
     names = None if key is None or callable(key) else tuple(key)
@@ -1076,7 +1098,8 @@ def cached(
                 return {"function": identity, "key": key(*args, **kwargs)}
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            arguments = dict(bound.arguments)
+            # A method's instance is not part of what it computes (and has no canonical form).
+            arguments = {name: value for name, value in bound.arguments.items() if name not in {"self", "cls"}}
             if names is not None:
                 arguments = {name: arguments[name] for name in names}
             return {"function": identity, "arguments": arguments}

@@ -6,8 +6,9 @@ import time
 import pytest
 from django.core.cache import cache as shared_cache
 
-from memory_app.errors import ValidationFailed
+from memory_app.errors import ServiceUnavailable, ValidationFailed
 from memory_app.models import CacheEntry
+from memory_app.selectors.cache import cache_statistics_list
 from memory_app.services.cache import (
     cache_counters_read,
     cache_get_or_compute,
@@ -151,3 +152,59 @@ def test_concurrent_misses_compute_once(namespaces, settings, request, backend):
     assert counts("answers")["hits"] == 7
     if backend == "redis":
         shared_cache.clear()
+
+
+def test_methods_are_keyed_without_their_instance(namespaces):
+    class ImageProvider:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @cached("images", content_type="image/png")
+        def generate(self, prompt: str) -> bytes:
+            self.calls += 1
+            return prompt.encode()
+
+    first, second = ImageProvider(), ImageProvider()
+    assert first.generate("moon") == b"moon"
+    assert second.generate("moon") == b"moon"
+    assert (first.calls, second.calls) == (1, 0)
+
+
+def test_a_failed_computation_is_not_cached(namespaces):
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("provider down")
+        return "ok"
+
+    with pytest.raises(ConnectionError):
+        cache_get_or_compute(namespace="answers", key="k", compute=flaky)
+    assert cache_get_or_compute(namespace="answers", key="k", compute=flaky) == "ok"
+    assert cache_get_or_compute(namespace="answers", key="k", compute=flaky) == "ok"
+    assert len(attempts) == 2
+
+
+def test_an_unreachable_shared_cache_costs_the_cache_not_the_work(namespaces, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    calls = []
+
+    @cached("answers")
+    def answer(question: str) -> str:
+        calls.append(question)
+        return "42"
+
+    assert answer("life") == "42"
+    assert answer("life") == "42"
+    assert calls == ["life", "life"]
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        cache_statistics_list()
+    assert raised.value.details == {"service": "cache", "reason": "ConnectionError"}
