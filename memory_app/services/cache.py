@@ -1084,8 +1084,9 @@ def cached(
     """Decorator: the function's result cached in ``namespace`` under a hash of its call.
 
     ``key`` chooses what identifies a call: None → every argument but a method's ``self``/``cls``; a list of
-    parameter names → those (defaults applied); a callable → whatever it returns for the same arguments. The function's qualified name
-    is always part of the key. Callers pick a policy per call with the keyword ``cache_policy``.
+    parameter names → those (defaults applied); a callable → whatever it returns for the same arguments.
+    The function's qualified name is always part of the key. Callers pick a policy per call with the keyword
+    ``cache_policy``.
     """
     names = None if key is None or callable(key) else tuple(key)
 
