@@ -122,6 +122,8 @@ class CacheOptionsConfig(_Section):
     # Embedded mode batches statistics per process and writes them to the database at most this often;
     # reading the statistics flushes the reading process's own batch first.
     stats_flush_interval: Annotated[float, Field(ge=0)] = 5.0
+    # Also flush from a timer, so an idle process's counts arrive within the interval too.
+    stats_flush_in_background: bool = True
     # How long a compute-once lock is held at most, and how long a second caller waits for the first.
     lock_timeout: PositiveInt = 300
     # Temporary files younger than this may belong to a write in progress: cleanup leaves them alone.

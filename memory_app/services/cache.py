@@ -60,7 +60,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -270,13 +270,29 @@ class _DatabaseCounters:
         self._lock = threading.Lock()
         self._pending: dict[str, Counter[str]] = {}
         self._last_flush = time.monotonic()
+        self._timer: threading.Timer | None = None
 
     def add(self, namespace: str, **counts: int) -> None:
+        options = settings.MEMORY.cache_options
         with self._lock:
             self._pending.setdefault(namespace, Counter()).update(counts)
-            due = time.monotonic() - self._last_flush >= settings.MEMORY.cache_options.stats_flush_interval
+            due = time.monotonic() - self._last_flush >= options.stats_flush_interval
+            if not due and self._timer is None and options.stats_flush_in_background:
+                # A process that goes idle must not sit on its counts: flush them when the interval is up.
+                self._timer = threading.Timer(options.stats_flush_interval, self._flush_in_background)
+                self._timer.daemon = True
+                self._timer.start()
         if due:
             self.flush()
+
+    def _flush_in_background(self) -> None:
+        with self._lock:
+            self._timer = None
+        try:
+            self.flush()
+        finally:
+            # This thread's own database connections (Django keeps one per thread).
+            connections.close_all()
 
     def flush(self) -> None:
         with self._lock:
@@ -423,6 +439,11 @@ return members
         pipe.zadd(lru, {digest: now})
         pipe.zadd(exp, {digest: now + expiry if expiry else self._NO_EXPIRY})
         pipe.hset(sizes, digest, len(packed))
+        if expiry:
+            # The bookkeeping outlives every value it describes, and then goes by itself: a writer that raced a
+            # clear into the old generation leaves nothing behind for good.
+            for structure in (lru, exp, sizes):
+                pipe.expire(structure, expiry + 3600)
         pipe.execute()
         if max_size is None:
             return 0
@@ -756,8 +777,10 @@ def _file_store(
     writer = _BlobWriter(directory, digest, content_type, config.compress_threshold)
     blob_name = writer.write(chunks)
     if config.max_disk_usage is not None and writer.size > config.max_disk_usage:
-        # Storing it would evict everything else and then itself: refuse, and say so in the log.
-        _remove_blobs(directory, [blob_name])
+        # Storing it would evict everything else and then itself: refuse, and say so in the log. (The blob is kept
+        # only if a row written under an earlier, larger limit still names these very bytes.)
+        if not CacheEntry.objects.filter(namespace=namespace, blob_name=blob_name).exists():
+            _remove_blobs(directory, [blob_name])
         logger.info("value of %d bytes exceeds max_disk_usage of %s; not cached", writer.size, namespace)
         return False
     now = timezone.now()

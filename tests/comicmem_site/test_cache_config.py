@@ -19,6 +19,7 @@ def test_shipped_cache_options():
     options = load_memory_config(REPO_ROOT / "memory_config.yaml", {}).cache_options
     assert options.model_dump() == {
         "stats_flush_interval": 5.0,
+        "stats_flush_in_background": True,
         "lock_timeout": 300,
         "orphan_grace_seconds": 3600,
         "cleanup_batch_size": 500,

@@ -14,7 +14,13 @@ import pytest
 from django.core.cache import cache as shared_cache
 
 from memory_app.models import CacheEntry
-from memory_app.services.cache import cache_cleanup, cache_get, cache_lookup, cache_set_stream
+from memory_app.services.cache import (
+    cache_cleanup,
+    cache_counters_read,
+    cache_get,
+    cache_lookup,
+    cache_set_stream,
+)
 from tests.conftest import REPO_ROOT, subprocess_env
 
 pytestmark = [pytest.mark.integration]
@@ -160,3 +166,53 @@ def test_a_killed_writer_leaves_no_valid_looking_half_blob(transactional_db, set
     # The same key written in full afterwards is served.
     cache_set_stream(namespace="images", key="big", source=io.BytesIO(chunk * 4), content_type="image/png")
     assert cache_get(namespace="images", key="big") == chunk * 4
+
+
+IDLE_CHILD = """
+import time
+from memory_app.services.cache import cache_get, cache_set
+cache_set(namespace="text_analysis", key="k", value=1)
+cache_get(namespace="text_analysis", key="k")
+cache_get(namespace="text_analysis", key="absent")
+print("idle", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_an_idle_process_hands_over_its_statistics_within_the_flush_interval(transactional_db, settings, tmp_path):
+    config = tmp_path / "memory_config.yaml"
+    config.write_text("memory:\n  cache_options:\n    stats_flush_interval: 1\n", encoding="utf-8")
+    var = tmp_path / "var"
+    env = subprocess_env(
+        DJANGO_SETTINGS_MODULE="comicmem_site.settings.local",
+        COMICMEM_VAR_DIR=str(var),
+        CACHE_DIR=str(tmp_path / "cache"),
+        MEMORY_CONFIG_FILE=str(config),
+    )
+    env.pop("REDIS_URL", None)
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", IDLE_CHILD],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert child.stdout.readline().strip() == b"idle"
+        idle_since = time.monotonic()
+        counts = None
+        while time.monotonic() - idle_since < 10:
+            counts = cache_counters_read(namespace="text_analysis")
+            if counts["hits"] or counts["misses"]:
+                break
+            time.sleep(0.1)
+        waited = time.monotonic() - idle_since
+        # Seen while the child still runs, before any exit handler: the timer flushed it.
+        assert child.poll() is None
+        assert counts == {"hits": 1, "misses": 1, "corrupted": 0, "evictions": 0}
+        assert waited < 3
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
