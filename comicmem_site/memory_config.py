@@ -206,6 +206,9 @@ class MemoryConfig(_Section):
         for name in self.cache:
             if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
                 raise ValueError(f"cache namespace {name!r} must be lower-case letters, digits and '_'")
+            if name == "stats":
+                # /api/memory/cache/stats is the statistics route: a namespace of that name could not be cleared.
+                raise ValueError("cache namespace 'stats' is reserved")
         return self
 
 

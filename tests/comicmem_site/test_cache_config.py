@@ -49,3 +49,8 @@ def test_directory_is_for_file_namespaces_only(tmp_path):
 def test_negative_flush_interval_is_refused(tmp_path):
     with pytest.raises(MemoryConfigError, match=r"memory\.cache_options\.stats_flush_interval"):
         load(tmp_path, "memory:\n  cache_options:\n    stats_flush_interval: -1\n")
+
+
+def test_the_statistics_route_name_is_reserved(tmp_path):
+    with pytest.raises(MemoryConfigError, match="cache namespace 'stats' is reserved"):
+        load(tmp_path, "memory:\n  cache:\n    stats:\n      backend: memory\n")
