@@ -861,7 +861,7 @@ def cache_file_read_verified(*, entry: CacheEntry, max_bytes: int) -> bytes | No
     if handle is None:
         return None
     with handle:
-        return gzip.GzipFile(fileobj=handle).read(max_bytes * 4 + 1) if entry.compressed else handle.read()
+        return gzip.GzipFile(fileobj=handle).read() if entry.compressed else handle.read()
 
 
 # --- the public operations ----------------------------------------------------------------------------------

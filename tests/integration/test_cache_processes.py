@@ -49,6 +49,19 @@ def run_child(script: str, env: dict[str, str]) -> None:
     assert result.stdout.strip().endswith("child done"), result.stdout
 
 
+CHILD_CLEAR = """
+from memory_app.services.cache import cache_clear
+assert cache_clear(namespace="text_analysis") == 1
+print("child done")
+"""
+
+
+def assert_a_clear_elsewhere_is_seen_here(env: dict[str, str]) -> None:
+    assert cache_lookup(namespace="text_analysis", key="shared").hit is True
+    run_child(CHILD_CLEAR, env)
+    assert cache_lookup(namespace="text_analysis", key="shared").hit is False
+
+
 def assert_both_processes_counted(client) -> None:
     # The value the child wrote is here, and both processes' lookups add up.
     assert cache_get(namespace="text_analysis", key="shared") == {"from": "child"}
@@ -79,6 +92,7 @@ def test_statistics_from_two_processes_agree_embedded(transactional_db, settings
     run_child(CHILD_OPERATIONS, env)
 
     assert_both_processes_counted(auth_client)
+    assert_a_clear_elsewhere_is_seen_here(env)
 
 
 def test_statistics_from_two_processes_agree_on_redis(transactional_db, settings, tmp_path, auth_client, redis_url):
@@ -92,8 +106,10 @@ def test_statistics_from_two_processes_agree_on_redis(transactional_db, settings
     settings.CACHE_DIR = tmp_path / "cache"
     shared_cache.clear()
     try:
-        run_child(CHILD_OPERATIONS, subprocess_env(REDIS_URL=redis_url, CACHE_DIR=str(tmp_path / "cache")))
+        env = subprocess_env(REDIS_URL=redis_url, CACHE_DIR=str(tmp_path / "cache"))
+        run_child(CHILD_OPERATIONS, env)
         assert_both_processes_counted(auth_client)
+        assert_a_clear_elsewhere_is_seen_here(env)
     finally:
         shared_cache.clear()
 
