@@ -85,6 +85,19 @@ class CacheNamespaceConfig(_Section):
     def _file_fields_only_on_file_caches(self) -> CacheNamespaceConfig:
         if self.backend == "memory" and self.max_disk_usage is not None:
             raise ValueError("max_disk_usage applies only to a namespace with backend: file")
+        if self.backend == "memory" and self.directory is not None:
+            raise ValueError("directory applies only to a namespace with backend: file")
+        if self.directory is not None:
+            # The directory is relative to storage.cache_dir and may never lead out of it.
+            parts = self.directory.replace("\\", "/").split("/")
+            if (
+                not self.directory.strip()
+                or self.directory.startswith(("/", "\\"))
+                or "\x00" in self.directory
+                or ":" in self.directory
+                or any(part in {"", ".", ".."} for part in parts)
+            ):
+                raise ValueError("directory must be a relative path inside storage.cache_dir, without '..'")
         return self
 
 
@@ -101,6 +114,23 @@ def _default_namespaces() -> dict[str, CacheNamespaceConfig]:
             cleanup_interval=3600,
         ),
     }
+
+
+class CacheOptionsConfig(_Section):
+    """Settings of the cache layer as a whole (the namespaces themselves are under ``cache``)."""
+
+    # Embedded mode batches statistics per process and writes them to the database at most this often;
+    # reading the statistics flushes the reading process's own batch first.
+    stats_flush_interval: Annotated[float, Field(ge=0)] = 5.0
+    # Also flush from a timer, so an idle process's counts arrive within the interval too.
+    stats_flush_in_background: bool = True
+    # How long a compute-once lock is held at most, and how long a second caller waits for the first.
+    lock_timeout: PositiveInt = 300
+    # Temporary files younger than this may belong to a write in progress: cleanup leaves them alone.
+    orphan_grace_seconds: NonNegativeInt = 3600
+    cleanup_batch_size: PositiveInt = 500
+    # The admin previews image entries up to this size inline.
+    admin_preview_max_bytes: ByteSize = 5 * 1024 * 1024
 
 
 class WorkflowConfig(_Section):
@@ -163,6 +193,7 @@ class MemoryConfig(_Section):
     conversation: ConversationConfig = ConversationConfig()
     history: HistoryConfig = HistoryConfig()
     cache: dict[str, CacheNamespaceConfig] = Field(default_factory=_default_namespaces)
+    cache_options: CacheOptionsConfig = CacheOptionsConfig()
     workflow: WorkflowConfig = WorkflowConfig()
     storage: StorageConfig = StorageConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
@@ -175,6 +206,9 @@ class MemoryConfig(_Section):
         for name in self.cache:
             if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
                 raise ValueError(f"cache namespace {name!r} must be lower-case letters, digits and '_'")
+            if name == "stats":
+                # /api/memory/cache/stats is the statistics route: a namespace of that name could not be cleared.
+                raise ValueError("cache namespace 'stats' is reserved")
         return self
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import socket
 
 from celery import shared_task
+from celery.signals import worker_process_shutdown
 from django.db import connection
 from django.utils import timezone
+
+from memory_app.services.cache import cache_cleanup, cache_statistics_flush
 
 
 @shared_task(name="memory_app.ping")
@@ -20,3 +23,18 @@ def ping(token: str) -> dict[str, str]:
         "database": connection.vendor,
         "at": timezone.now().isoformat(),
     }
+
+
+@shared_task(name="memory_app.cache_cleanup", acks_late=True)
+def cache_cleanup_task() -> dict[str, int | bool]:
+    """Scheduled: one batch per namespace, re-queued while more is left (so no run holds a worker for long)."""
+    report = cache_cleanup(max_batches=1)
+    if report.more:
+        cache_cleanup_task.delay()
+    return report.as_dict()
+
+
+@worker_process_shutdown.connect
+def _flush_cache_statistics(**_: object) -> None:
+    # Pool processes may end without running atexit handlers: hand over their pending cache counts first.
+    cache_statistics_flush()

@@ -228,6 +228,35 @@ def _clear_cache() -> Iterator[None]:
     """Throttle counters and cached values must not leak from one test into the next."""
     from django.core.cache import cache
 
+    from memory_app.services.cache import cache_process_state_reset
+
     cache.clear()
+    cache_process_state_reset()
     yield
     cache.clear()
+    cache_process_state_reset()
+
+
+# --- cache layer ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache_root(settings, tmp_path) -> Path:
+    """A fresh CACHE_DIR for one test (file namespaces write their blobs there)."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    settings.CACHE_DIR = root
+    return root
+
+
+@pytest.fixture
+def cache_namespaces(settings, cache_root) -> Callable[..., None]:
+    """Replace the configured namespaces: ``cache_namespaces(small={"backend": "memory", "max_size": 3})``."""
+    from comicmem_site.memory_config import CacheNamespaceConfig
+
+    def configure(**namespaces: dict) -> None:
+        settings.MEMORY = settings.MEMORY.model_copy(
+            update={"cache": {name: CacheNamespaceConfig(**values) for name, values in namespaces.items()}}
+        )
+
+    return configure

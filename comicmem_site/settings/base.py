@@ -152,6 +152,9 @@ else:
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(VAR_DIR / "django_cache"),
             "KEY_PREFIX": "comicmem",
+            # The cache layer bounds each namespace itself (max_size, LRU); the file cache's own cull at the
+            # default 300 entries would drop keys at random, bookkeeping included.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 
@@ -187,6 +190,14 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
+# Synced into django-celery-beat's tables at start-up, where staff can edit them in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "cache-cleanup": {
+        "task": "memory_app.cache_cleanup",
+        # The most frequent cleanup_interval of the configured namespaces.
+        "schedule": float(min((ns.cleanup_interval for ns in MEMORY.cache.values()), default=300)),
+    },
+}
 
 # --- REST framework -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -34,6 +34,14 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 MEDIA_ROOT = Path(VAR_DIR) / "media"
+# No timer thread may write cache statistics through its own connection while a test holds the database in a
+# transaction: tests read them through the flush on read. (Processes a test starts keep the timer.)
+MEMORY = MEMORY.model_copy(  # noqa: F405
+    update={"cache_options": MEMORY.cache_options.model_copy(update={"stats_flush_in_background": False})}  # noqa: F405
+)
+# File caches of the tests stay under the tests' own folder unless CACHE_DIR says otherwise.
+if not env.str("CACHE_DIR", default=""):
+    CACHE_DIR = Path(VAR_DIR) / "cache"
 
 # Throttling is exercised by its own tests with lower rates.
 REST_FRAMEWORK = {

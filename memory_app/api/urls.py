@@ -4,6 +4,7 @@ from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from memory_app.api.auth import TokenObtainView
+from memory_app.api.cache import CacheNamespaceView, CacheStatsView
 from memory_app.api.health import HealthView
 from memory_app.api.projects import ProjectViewSet
 
@@ -22,5 +23,7 @@ router.register("projects", ProjectViewSet, basename="project")
 urlpatterns = [
     re_path(r"^auth/token/?$", TokenObtainView.as_view(), name="auth-token"),
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    re_path(r"^memory/cache/stats/?$", CacheStatsView.as_view(), name="cache-stats"),
+    re_path(r"^memory/cache/(?P<cache_type>[^/]+)/?$", CacheNamespaceView.as_view(), name="cache-namespace"),
     *router.urls,
 ]

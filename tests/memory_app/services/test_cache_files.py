@@ -1,0 +1,271 @@
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import io
+import os
+import time
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from memory_app.errors import NotFound
+from memory_app.models import CacheEntry
+from memory_app.services.cache import (
+    cache_cleanup,
+    cache_clear,
+    cache_counters_read,
+    cache_get,
+    cache_key,
+    cache_lookup,
+    cache_open,
+    cache_set,
+    cache_set_stream,
+    cache_statistics_flush,
+)
+
+pytestmark = pytest.mark.django_db
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+
+
+@pytest.fixture
+def images(cache_namespaces, cache_root):
+    cache_namespaces(
+        images={"backend": "file", "ttl": 3600, "directory": "cache/ai_images", "max_disk_usage": 10_000},
+        packed={"backend": "file", "ttl": 3600, "compress_threshold": 100},
+    )
+    return cache_root / "cache" / "ai_images"
+
+
+def counts(namespace: str) -> dict[str, int]:
+    cache_statistics_flush()
+    return cache_counters_read(namespace=namespace)
+
+
+def files_under(root) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+def blob_of(directory, entry: CacheEntry):
+    return directory / entry.blob_name[:2] / entry.blob_name
+
+
+def test_a_blob_and_its_entry(images, cache_root):
+    before = timezone.now()
+    assert cache_set(namespace="images", key={"prompt": "a cat"}, value=PNG, content_type="image/png") is True
+
+    entry = CacheEntry.objects.get()
+    digest = cache_key(namespace="images", key={"prompt": "a cat"})
+    checksum = hashlib.sha256(PNG).hexdigest()
+    assert (entry.namespace, entry.key, entry.size_bytes, entry.content_type) == ("images", digest, 1032, "image/png")
+    assert (entry.checksum, entry.compressed, entry.hit_count) == (checksum, False, 0)
+    assert entry.blob_name == f"{digest}-{checksum[:16]}"
+    assert entry.expires_at == entry.created_at + dt.timedelta(seconds=3600)
+    assert entry.created_at >= before
+    assert files_under(cache_root) == [f"cache/ai_images/{digest[:2]}/{entry.blob_name}"]
+    assert blob_of(images, entry).read_bytes() == PNG
+
+    assert cache_get(namespace="images", key={"prompt": "a cat"}) == PNG
+    entry.refresh_from_db()
+    assert entry.hit_count == 1
+    assert entry.last_accessed_at > entry.created_at
+    assert counts("images") == {"hits": 1, "misses": 0, "corrupted": 0, "evictions": 0}
+
+
+def test_json_values_in_a_file_namespace(images):
+    cache_set(namespace="images", key="meta", value={"panels": [1, 2], "title": "第一话"})
+    assert CacheEntry.objects.get().content_type == "application/json"
+    assert cache_get(namespace="images", key="meta") == {"panels": [1, 2], "title": "第一话"}
+
+
+def test_a_flipped_byte_is_detected(images):
+    cache_set(namespace="images", key="k", value=PNG, content_type="image/png")
+    entry = CacheEntry.objects.get()
+    blob = blob_of(images, entry)
+    data = bytearray(blob.read_bytes())
+    data[500] ^= 0x01
+    blob.write_bytes(bytes(data))
+
+    assert cache_lookup(namespace="images", key="k").hit is False
+    assert CacheEntry.objects.count() == 0
+    assert not blob.exists()
+    assert counts("images") == {"hits": 0, "misses": 1, "corrupted": 1, "evictions": 0}
+
+
+def test_a_truncated_or_missing_blob_is_a_miss(images):
+    cache_set(namespace="images", key="short", value=PNG)
+    cache_set(namespace="images", key="gone", value=PNG + b"!")
+    short, gone = CacheEntry.objects.order_by("created_at", "id")
+    blob_of(images, short).write_bytes(PNG[:100])
+    blob_of(images, gone).unlink()
+
+    assert cache_lookup(namespace="images", key="short").hit is False
+    assert cache_lookup(namespace="images", key="gone").hit is False
+    assert CacheEntry.objects.count() == 0
+    assert counts("images")["corrupted"] == 2
+
+
+def test_expired_entries_are_misses(images):
+    cache_set(namespace="images", key="k", value=PNG, ttl=10)
+    CacheEntry.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert cache_lookup(namespace="images", key="k").hit is False
+    assert counts("images")["misses"] == 1
+
+
+def test_max_disk_usage_evicts_least_recently_used(images):
+    value = b"x" * 3000
+    for name in ("a", "b", "c"):
+        cache_set(namespace="images", key=name, value=value + name.encode())
+    blob_b = blob_of(images, CacheEntry.objects.get(key=cache_key(namespace="images", key="b")))
+    CacheEntry.objects.filter(key=cache_key(namespace="images", key="a")).update(
+        last_accessed_at=timezone.now() + dt.timedelta(seconds=1)
+    )  # a was read most recently
+
+    cache_set(namespace="images", key="d", value=value + b"d")  # 4 x 3001 > 10,000: one must go
+
+    assert [cache_lookup(namespace="images", key=name).hit for name in "abcd"] == [True, False, True, True]
+    assert not blob_b.exists()
+    assert sum(CacheEntry.objects.values_list("size_bytes", flat=True)) == 9003
+    assert counts("images")["evictions"] == 1
+
+
+def test_a_value_larger_than_max_disk_usage_is_not_stored(images, cache_root):
+    cache_set(namespace="images", key="small", value=b"s")
+    assert cache_set(namespace="images", key="huge", value=b"h" * 10_001) is False
+    assert list(CacheEntry.objects.values_list("size_bytes", flat=True)) == [1]
+    assert len(files_under(cache_root)) == 1
+
+
+def test_rewriting_a_key_replaces_its_blob(images, cache_root):
+    cache_set(namespace="images", key="k", value=b"first")
+    cache_set(namespace="images", key="k", value=b"second")
+    assert cache_get(namespace="images", key="k") == b"second"
+    entry = CacheEntry.objects.get()
+    assert files_under(images) == [f"{entry.blob_name[:2]}/{entry.blob_name}"]
+
+
+def test_compression_over_the_threshold(images, cache_root):
+    text = "同一句话。" * 500
+    cache_set(namespace="packed", key="long", value={"text": text})
+    cache_set(namespace="packed", key="short", value="tiny")
+    long_entry = CacheEntry.objects.get(key=cache_key(namespace="packed", key="long"))
+    blob = blob_of(cache_root / "packed", long_entry)
+    assert long_entry.compressed is True
+    assert long_entry.size_bytes == blob.stat().st_size < 300
+    assert gzip.decompress(blob.read_bytes()) == f'{{"text":"{text}"}}'.encode()
+    assert CacheEntry.objects.get(key=cache_key(namespace="packed", key="short")).compressed is False
+    assert cache_get(namespace="packed", key="long") == {"text": text}
+    assert cache_get(namespace="packed", key="short") == "tiny"
+
+
+def test_streams_in_and_out(images):
+    source = io.BytesIO(PNG * 2000)  # 2 MB, written and verified chunk by chunk
+    # "packed" has no disk limit; PNG is compressed already, so it is stored as it is.
+    assert cache_set_stream(namespace="packed", key="big", source=source, content_type="image/png") is True
+    assert CacheEntry.objects.get().compressed is False
+    with pytest.raises(NotFound):
+        cache_open(namespace="nope", key="big")
+    handle = cache_open(namespace="packed", key="big")
+    with handle:
+        assert handle.read() == PNG * 2000
+    assert cache_open(namespace="packed", key="other") is None
+    # Text over the threshold is gzip-compressed on the way in and read back through a decompressing stream.
+    cache_set_stream(namespace="packed", key="text", source=io.BytesIO(b"abc" * 100_000), content_type="text/plain")
+    with cache_open(namespace="packed", key="text") as handle:
+        assert handle.read() == b"abc" * 100_000
+
+
+@pytest.mark.parametrize("key", ["../../etc/passwd", "/etc/passwd", "a/b\\c", "nul\x00byte", "..", "C:\\x"])
+def test_keys_never_make_paths(images, cache_root, key):
+    cache_set(namespace="images", key=key, value=b"v")
+    assert cache_get(namespace="images", key=key) == b"v"
+    files = files_under(cache_root.parent)
+    digest = cache_key(namespace="images", key=key)
+    assert files == [f"cache/cache/ai_images/{digest[:2]}/{CacheEntry.objects.get().blob_name}"]
+
+
+@pytest.mark.parametrize("namespace", ["../images", "/tmp/x", "images/../../x", "images\x00", "cache/ai_images"])
+def test_namespaces_with_paths_touch_nothing(images, cache_root, namespace):
+    with pytest.raises(NotFound):
+        cache_set(namespace=namespace, key="k", value=b"v")
+    with pytest.raises(NotFound):
+        cache_lookup(namespace=namespace, key="k")
+    assert files_under(cache_root.parent) == []
+    assert CacheEntry.objects.count() == 0
+
+
+def test_clear_removes_rows_and_blobs(images, staff_user):
+    cache_set(namespace="images", key="a", value=b"a")
+    cache_set(namespace="images", key="b", value=b"b")
+    cache_set(namespace="packed", key="a", value=b"a")
+    assert cache_clear(namespace="images", user=staff_user) == 2
+    assert list(CacheEntry.objects.values_list("namespace", flat=True)) == ["packed"]
+    assert files_under(images) == []
+
+
+def test_cleanup_removes_expired_orphans_and_old_temporary_files(images, settings):
+    cache_set(namespace="images", key="fresh", value=b"fresh")
+    cache_set(namespace="images", key="old", value=b"old!!")
+    CacheEntry.objects.filter(key=cache_key(namespace="images", key="old")).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    old_orphan = images / "ab" / ("ab" + "0" * 62 + "-" + "1" * 16)
+    old_orphan.parent.mkdir(parents=True, exist_ok=True)
+    old_orphan.write_bytes(b"o" * 10)
+    young_orphan = images / "cd" / ("cd" + "0" * 62 + "-" + "2" * 16)
+    young_orphan.parent.mkdir(parents=True, exist_ok=True)
+    young_orphan.write_bytes(b"y" * 20)
+    (images / ".tmp").mkdir(exist_ok=True)
+    old_temporary = images / ".tmp" / "dead-writer"
+    old_temporary.write_bytes(b"t" * 7)
+    young_temporary = images / ".tmp" / "live-writer"
+    young_temporary.write_bytes(b"t" * 3)
+    an_hour_ago = time.time() - 3601
+    for path in (old_orphan, old_temporary):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+
+    report = cache_cleanup()
+
+    assert report.as_dict() == {
+        "expired_entries": 1,
+        "orphaned_blobs": 1,
+        "temporary_files": 1,
+        "bytes_freed": 5 + 10 + 7,
+        "more": False,
+    }
+    assert [path.exists() for path in (old_orphan, young_orphan, old_temporary, young_temporary)] == [
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert cache_get(namespace="images", key="fresh") == b"fresh"
+    assert CacheEntry.objects.count() == 1
+
+
+def test_cleanup_in_batches_says_when_more_is_left(images):
+    for index in range(5):
+        cache_set(namespace="images", key=index, value=b"v%d" % index)
+    CacheEntry.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+    first = cache_cleanup(batch_size=2, max_batches=1)
+    assert (first.expired_entries, first.more) == (2, True)
+    second = cache_cleanup(batch_size=2, max_batches=2)
+    assert (second.expired_entries, second.more) == (3, False)
+    assert CacheEntry.objects.count() == 0
+
+
+def test_cleanup_command_reports_what_it_freed(images, capsys):
+    cache_set(namespace="images", key="old", value=b"x" * 2048)
+    CacheEntry.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    call_command("cache_cleanup")
+    assert capsys.readouterr().out == (
+        "Removed 1 expired entries, 0 orphaned blobs and 0 temporary files; freed 2.0KB (2048 bytes).\n"
+    )
+    call_command("cache_cleanup", "--json")
+    assert capsys.readouterr().out == (
+        '{"expired_entries": 0, "orphaned_blobs": 0, "temporary_files": 0, "bytes_freed": 0, "more": false}\n'
+    )

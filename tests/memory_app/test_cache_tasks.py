@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from memory_app import tasks
+from memory_app.models import CacheEntry
+from memory_app.services.cache import cache_set
+
+pytestmark = pytest.mark.django_db
+
+
+def test_cleanup_task_takes_one_batch_and_requeues_while_more_is_left(cache_namespaces, settings, monkeypatch):
+    cache_namespaces(images={"backend": "file", "ttl": 60})
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"cache_options": settings.MEMORY.cache_options.model_copy(update={"cleanup_batch_size": 2})}
+    )
+    for index in range(3):
+        cache_set(namespace="images", key=index, value=b"x")
+    CacheEntry.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    requeued = []
+    monkeypatch.setattr(tasks.cache_cleanup_task, "delay", lambda: requeued.append(True))
+
+    first = tasks.cache_cleanup_task()
+    assert (first["expired_entries"], first["more"], requeued) == (2, True, [True])
+    second = tasks.cache_cleanup_task()
+    assert (second["expired_entries"], second["more"], requeued) == (1, False, [True])
+    assert CacheEntry.objects.count() == 0
+
+
+def test_cleanup_is_scheduled(settings):
+    assert settings.CELERY_BEAT_SCHEDULE["cache-cleanup"] == {"task": "memory_app.cache_cleanup", "schedule": 300.0}
