@@ -110,7 +110,7 @@ def _default_namespaces() -> dict[str, CacheNamespaceConfig]:
             backend="file",
             ttl=86400,
             max_disk_usage=10 * 1024**3,
-            directory="cache/ai_images",
+            directory="ai_images",
             cleanup_interval=3600,
         ),
     }

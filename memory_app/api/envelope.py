@@ -17,6 +17,8 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import parsers, renderers
 from rest_framework.response import Response
@@ -148,6 +150,14 @@ def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int
         return (
             503,
             error_body(ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable.", {"component": "database"}),
+            {"Retry-After": "5"},
+        )
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        # Throttling and caches reach Redis on every request in production: its outage is a 503, not a 500.
+        logger.error("redis unavailable: %s", exc)
+        return (
+            503,
+            error_body(ErrorCode.SERVICE_UNAVAILABLE, "The cache is unavailable.", {"component": "cache"}),
             {"Retry-After": "5"},
         )
     logger.error("unhandled exception while serving %s", getattr(request, "path", "?"), exc_info=exc)

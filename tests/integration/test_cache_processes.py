@@ -145,7 +145,7 @@ def test_a_killed_writer_leaves_no_valid_looking_half_blob(transactional_db, set
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    temporary = root / "cache" / "ai_images" / ".tmp"
+    temporary = root / "ai_images" / ".tmp"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         written = [path.stat().st_size for path in temporary.glob("*")] if temporary.is_dir() else []

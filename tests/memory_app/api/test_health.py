@@ -61,3 +61,20 @@ def test_a_database_error_in_any_endpoint_is_503(auth_client, monkeypatch):
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert response.json()["error"]["details"] == {"component": "database"}
+
+
+def test_redis_outage_is_503_not_500(auth_client, settings):
+    # Throttling reads the default cache on every request; point it at a port nothing listens on.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+
+    response = auth_client.get("/api/projects/")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert response.json()["error"]["details"] == {"component": "cache"}
