@@ -81,6 +81,8 @@ class ContextMessage(models.Model):
     unanswered = models.BooleanField(default=False)
     # The X-Request-ID that wrote the message: a retried generate-with-context finds it instead of appending again.
     request_id = models.CharField(max_length=160, null=True, blank=True)
+    # Provider, model and token usage of a generated reply; empty for everything else.
+    metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["context", "position"]
