@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
+from memory_app.api import conversation
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.health import HealthView
 from memory_app.api.projects import ProjectViewSet
@@ -22,5 +23,6 @@ router.register("projects", ProjectViewSet, basename="project")
 urlpatterns = [
     re_path(r"^auth/token/?$", TokenObtainView.as_view(), name="auth-token"),
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    *conversation.urlpatterns,
     *router.urls,
 ]
