@@ -457,16 +457,7 @@ def context_generate(
     if request_id is not None:
         stored_reply = ContextMessage.objects.filter(context=context, request_id=request_id + REPLY_SUFFIX).first()
         if stored_reply is not None:
-            context.refresh_from_db()
-            return Generation(
-                context=context,
-                prompt_message=prompt_message,
-                reply=stored_reply,
-                usage=stored_reply.metadata.get("usage", {}),
-                provider=stored_reply.metadata.get("provider", ""),
-                model=stored_reply.metadata.get("model", ""),
-                replayed=True,
-            )
+            return _replayed(context, prompt_message, stored_reply)
     window = list(
         ContextMessage.objects.filter(context=context, archived=False)
         .order_by("position")
@@ -483,12 +474,53 @@ def context_generate(
     }
     metadata = {"provider": result.provider, "model": result.model, "usage": usage}
     summarize = settings.MEMORY.conversation.summarize_evicted
+    try:
+        locked, reply = _store_reply(context, prompt_message, result.content, request_id, metadata, summarize)
+    except IntegrityError:
+        # A concurrent retry with the same request id stored its reply first: that one is the answer.
+        stored_reply = ContextMessage.objects.filter(context=context, request_id=f"{request_id}{REPLY_SUFFIX}").first()
+        if request_id is None or stored_reply is None:
+            raise
+        return _replayed(context, prompt_message, stored_reply)
+    prompt_message.unanswered = False
+    return Generation(
+        context=locked,
+        prompt_message=prompt_message,
+        reply=reply,
+        usage=usage,
+        provider=result.provider,
+        model=result.model,
+    )
+
+
+def _replayed(context: ConversationContext, prompt_message: ContextMessage, stored_reply: ContextMessage) -> Generation:
+    context.refresh_from_db()
+    prompt_message.refresh_from_db()
+    return Generation(
+        context=context,
+        prompt_message=prompt_message,
+        reply=stored_reply,
+        usage=stored_reply.metadata.get("usage", {}),
+        provider=stored_reply.metadata.get("provider", ""),
+        model=stored_reply.metadata.get("model", ""),
+        replayed=True,
+    )
+
+
+def _store_reply(
+    context: ConversationContext,
+    prompt_message: ContextMessage,
+    text: str,
+    request_id: str | None,
+    metadata: dict[str, Any],
+    summarize: bool,
+) -> tuple[ConversationContext, ContextMessage]:
     with transaction.atomic():
         locked = _lock(context)
         totals = _totals_of(locked)
         _, room = _other_budgets(locked, totals, summarize=summarize)
         # A reply longer than the whole window budget is cut to fit rather than lost.
-        content = fit_to_budget(result.content.strip() or "…", max(room, 1))
+        content = fit_to_budget(text.strip() or "…", max(room, 1))
         reply_request_id = request_id + REPLY_SUFFIX if request_id is not None else None
         (reply,) = _append_locked(
             locked,
@@ -500,15 +532,7 @@ def context_generate(
         )
         _save_totals(locked, totals)
         ContextMessage.objects.filter(pk=prompt_message.pk).update(unanswered=False)
-    prompt_message.unanswered = False
-    return Generation(
-        context=locked,
-        prompt_message=prompt_message,
-        reply=reply,
-        usage=usage,
-        provider=result.provider,
-        model=result.model,
-    )
+    return locked, reply
 
 
 def _prompt_message(*, context: ConversationContext, prompt: str, request_id: str | None) -> ContextMessage:
