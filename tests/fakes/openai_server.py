@@ -28,7 +28,7 @@ Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 @dataclass
 class ReceivedRequest:
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: dict[str, Any]
 
 
@@ -57,7 +57,9 @@ class FakeOpenAIServer:
                 raw = self.rfile.read(length) if length else b"{}"
                 body = json.loads(raw or b"{}")
                 with fake._lock:
-                    fake.requests.append(ReceivedRequest(self.path, dict(self.headers.items()), body))
+                    fake.requests.append(
+                        ReceivedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                 handler = fake._routes.get(self.path)
                 status, answer = (
                     (404, {"error": {"message": f"no route {self.path}"}}) if handler is None else (handler(body))
