@@ -7,7 +7,7 @@
   earlier message of the window into sentences, segments them and the prompt into words (jieba, so Chinese
   works), ranks the sentences by how many distinct words they share with the prompt (later sentences win
   ties) and answers with the best three, in conversation order. Nothing shared → a fixed "nothing relevant"
-  answer that quotes the prompt. So the reply really depends on the window: drop the message that held the
+  answer that quotes the prompt (such answers are never quoted back). So the reply really depends on the window: drop the message that held the
   answer and the answer changes. ``summarize`` is extractive too: sentences scored by the average corpus
   frequency of their words, the best kept in order within the token budget.
 - ``openai`` — ``OpenAICompatibleLLM``, the ``openai`` package pointed at any chat-completions API (OpenAI,
@@ -124,7 +124,8 @@ class OfflineLLM:
         scored: list[tuple[int, int, str]] = []
         order = 0
         for index, message in enumerate(messages):
-            if index == prompt_index:
+            # Its own "nothing relevant" answers only echo an earlier prompt: quoting them would add nothing.
+            if index == prompt_index or message.content.startswith(NOTHING_RELEVANT):
                 continue
             for sentence in split_sentences(message.content):
                 overlap = len(prompt_words & set(content_words(sentence)))
