@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import URLPattern, re_path
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -123,6 +124,23 @@ class GenerateSerializer(serializers.Serializer):
 
     def validate_system(self, value: str | None) -> str | None:
         return None if value is None else _validate_text(value)
+
+
+class UsageSerializer(serializers.Serializer):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class GenerateResponseSerializer(serializers.Serializer):
+    context_id = serializers.UUIDField()
+    message = MessageSerializer()
+    prompt_position = serializers.IntegerField()
+    usage = UsageSerializer()
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    replayed = serializers.BooleanField(help_text="True when a retry with the same X-Request-ID found the reply.")
+    context = ContextSerializer()
 
 
 class ClearSerializer(serializers.Serializer):
@@ -252,7 +270,7 @@ class ContextMessagesView(APIView):
 
 
 class ContextGenerateView(APIView):
-    @extend_schema(tags=TAGS, request=GenerateSerializer)
+    @extend_schema(tags=TAGS, request=GenerateSerializer, responses=GenerateResponseSerializer)
     def post(self, request: Request) -> Response:
         serializer = GenerateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -287,6 +305,7 @@ class ContextExportView(APIView):
     @extend_schema(
         tags=TAGS,
         parameters=[OpenApiParameter("context_id", str, description="One context; all of yours without it.")],
+        responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
         context_id = request.query_params.get("context_id")
@@ -299,7 +318,7 @@ class ContextExportView(APIView):
 
 
 class ContextImportView(APIView):
-    @extend_schema(tags=TAGS, request=dict, responses={201: None})
+    @extend_schema(tags=TAGS, request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         contexts = context_import(owner=request.user, document=request.data)
         return Response(

@@ -8,8 +8,8 @@
   works), ranks the sentences by how many distinct words they share with the prompt (later sentences win
   ties) and answers with the best three, in conversation order. Nothing shared → a fixed "nothing relevant"
   answer that quotes the prompt (such answers are never quoted back). So the reply really depends on the
-  window: drop the message that held the answer and the answer changes. ``summarize`` is extractive too: sentences scored by the average corpus
-  frequency of their words, the best kept in order within the token budget.
+  window: drop the message that held the answer and the answer changes. ``summarize`` is extractive too:
+  sentences scored by the average corpus frequency of their words, the best kept in order within the budget.
 - ``openai`` — ``OpenAICompatibleLLM``, the ``openai`` package pointed at any chat-completions API (OpenAI,
   DeepSeek, Doubao, Qwen, vLLM, Ollama) with an explicit timeout and ``max_retries=0``: retrying is the
   caller's decision (the workflow engine retries ``RetryableProviderError`` with backoff).
