@@ -450,3 +450,18 @@ def test_import_refuses_taken_ids_and_wrong_versions(user):
         context_import(owner=user, document=document)
     assert list(error.value.details["fields"]) == ["context_persistence.version"]
     assert ConversationContext.objects.count() == 1
+
+
+def test_summary_falls_back_to_offline_when_the_provider_fails(user, settings, openai_llm):
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"conversation": settings.MEMORY.conversation.model_copy(update={"summarize_evicted": True})}
+    )
+    context = context_create(owner=user, max_messages=3, max_tokens=100)
+    openai_llm.fail(500)
+    for content in ["Ember is a dragon.", "Second.", "Third."]:
+        context_append_message(context=context, role="user", content=content)
+
+    summary = ContextMessage.objects.get(context=context, is_summary=True)
+    assert summary.content == "Summary of earlier conversation: user: Ember is a dragon."
+    assert [r.path for r in openai_llm.requests] == ["/v1/chat/completions"]
+    assert [p for p, _, _ in window(context)] == [SUMMARY_POSITION, 1, 2]
