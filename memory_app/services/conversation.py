@@ -33,7 +33,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from memory_app.errors import (
     Conflict,
@@ -52,6 +52,7 @@ from memory_app.models import (
     Project,
 )
 from memory_app.providers.llm import ChatMessage, OfflineLLM, fit_to_budget, llm_provider
+from memory_app.redaction import redact
 from memory_app.services.history import history_record
 from memory_app.tokens import count_tokens
 
@@ -387,7 +388,8 @@ def context_create(
             context_type=context_type,
             max_messages=max_messages,
             max_tokens=max_tokens,
-            metadata=metadata or {},
+            # Metadata is stored and exported: sensitive keys never are (memory_app/redaction.py).
+            metadata=redact(metadata or {}),
             is_default=is_default,
         )
         _record(context, HistoryAction.CONTEXT_CREATED, owner, max_messages=max_messages, max_tokens=max_tokens)
@@ -616,14 +618,35 @@ def context_export_document(
     }
 
 
+def _timestamp(value: Any) -> datetime | None:
+    """Epoch seconds (the seed's §2.1 form) or an ISO 8601 string; anything out of range is refused."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, tz=UTC)
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    raise ValueError("must be epoch seconds or an ISO 8601 date-time")
+
+
 class _ImportedMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=False)
+    model_config = ConfigDict(extra="ignore")
     role: str
     content: str
-    archived: bool = False
     summary: bool = False
-    position: int | None = None
-    created_at: float | datetime | None = None
+    position: StrictInt | None = None
+    created_at: Any = None
+
+    @field_validator("created_at")
+    @classmethod
+    def _moment(cls, value: Any) -> datetime | None:
+        return _timestamp(value)
 
 
 class _ImportedContext(BaseModel):
@@ -633,10 +656,15 @@ class _ImportedContext(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     context_type: str = Field(default="general", min_length=1, max_length=64)
     project_id: str | None = None
-    created_at: float | datetime | None = None
-    last_updated: float | datetime | None = None
-    max_messages: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    created_at: Any = None
+    last_updated: Any = None
+    max_messages: StrictInt | None = Field(default=None, ge=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+
+    @field_validator("created_at", "last_updated")
+    @classmethod
+    def _moment(cls, value: Any) -> datetime | None:
+        return _timestamp(value)
 
 
 class _Persistence(BaseModel):
@@ -659,12 +687,8 @@ class _Document(BaseModel):
     context_persistence: _Persistence
 
 
-def _moment(value: float | datetime | None) -> datetime:
-    if value is None:
-        return timezone.now()
-    if isinstance(value, datetime):
-        return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(value, tz=UTC)
+def _moment(value: datetime | None) -> datetime:
+    return timezone.now() if value is None else value
 
 
 def _parse_document(document: Any) -> _Persistence:
@@ -730,7 +754,7 @@ def context_import(*, owner: AbstractBaseUser, document: Any) -> list[Conversati
                 context_type=entry.context_type,
                 max_messages=entry.max_messages or config.default_max_messages,
                 max_tokens=entry.max_tokens or config.default_max_tokens,
-                metadata=entry.metadata,
+                metadata=redact(entry.metadata),
                 is_default=make_default,
                 created_at=_moment(entry.created_at),
             )
@@ -763,6 +787,16 @@ def context_import(*, owner: AbstractBaseUser, document: Any) -> list[Conversati
                     fold=False,
                 )
             _save_totals(context, totals)
+            # Keep the original times: the replay wrote "now".
+            replayed = {m.position: m for m in ContextMessage.objects.filter(context=context, position__gte=0)}
+            for position, message in enumerate(ordered):
+                if message.created_at is not None and position in replayed:
+                    replayed[position].created_at = message.created_at
+            ContextMessage.objects.bulk_update(replayed.values(), ["created_at"])
+            if summary is not None and summary.created_at is not None:
+                ContextMessage.objects.filter(context=context, position=SUMMARY_POSITION).update(
+                    created_at=summary.created_at
+                )
             ConversationContext.objects.filter(pk=context.pk).update(last_updated=_moment(entry.last_updated))
             context.refresh_from_db()
             if make_default:

@@ -401,6 +401,12 @@ def test_export_then_import_round_trips_everything(user, other_user):
         (4, "m3", False),
     ]
     assert (imported.system_count, imported.window_count, imported.next_position) == (1, 2, 5)
+    assert [m.created_at.timestamp() for m in imported.messages.order_by("position")] == pytest.approx(
+        [m["created_at"] for m in entry["messages"]]
+    )
+    assert (imported.created_at.timestamp(), imported.last_updated.timestamp()) == pytest.approx(
+        (entry["created_at"], entry["last_updated"])
+    )
 
 
 def test_import_of_a_bad_document_imports_nothing(user):
@@ -465,3 +471,32 @@ def test_summary_falls_back_to_offline_when_the_provider_fails(user, settings, o
     assert summary.content == "Summary of earlier conversation: user: Ember is a dragon."
     assert [r.path for r in openai_llm.requests] == ["/v1/chat/completions"]
     assert [p for p, _, _ in window(context)] == [SUMMARY_POSITION, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"created_at": 1e20}, "created_at"),
+        ({"last_updated": "yesterday"}, "last_updated"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_messages": 0}, "max_messages"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+    ],
+)
+def test_import_refuses_bad_fields_naming_them(user, change, field):
+    key = "11111111-1111-4111-8111-111111111111"
+    entry = {"conversation_id": key, "messages": [{"role": "user", "content": "a"}], **change}
+    document = {"context_persistence": {"version": "1.0", "contexts": {key: entry}}}
+
+    with pytest.raises(ValidationFailed) as error:
+        context_import(owner=user, document=document)
+
+    assert list(error.value.details["fields"]) == [f"context_persistence.contexts.{key}.{field}"]
+    assert ConversationContext.objects.count() == 0
+
+
+def test_sensitive_metadata_keys_are_redacted_when_stored(user):
+    context = context_create(owner=user, metadata={"style": "manga", "nested": {"api_key": "sk-1"}})
+
+    context.refresh_from_db()
+    assert context.metadata == {"style": "manga", "nested": {"api_key": "[REDACTED]"}}
