@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -40,6 +40,7 @@ from memory_app.errors import (
     ContextBudgetExceeded,
     ContextLimitReached,
     ContextMessageTooLarge,
+    NotFound,
     ProviderError,
     ValidationFailed,
 )
@@ -88,8 +89,7 @@ class _Totals:
     system_tokens: int
     window_count: int
     window_tokens: int
-    summary_tokens: int | None  # None: no summary message yet
-    evicted: list[ContextMessage] = field(default_factory=list)
+    summary_tokens: int | None  # None: no summary message yet (or summaries are off)
 
 
 # --- validation -------------------------------------------------------------------------------------------
@@ -136,14 +136,24 @@ def _other_budgets(context: ConversationContext, totals: _Totals, *, summarize: 
 
 
 def _lock(context: ConversationContext) -> ConversationContext:
-    locked = ConversationContext.objects.select_for_update().get(pk=context.pk)
+    locked = ConversationContext.objects.select_for_update().filter(pk=context.pk).first()
+    if locked is None:
+        # Deleted by another request since the caller fetched it.
+        raise NotFound(
+            f"Conversation context '{context.pk}' does not exist.",
+            details={"context_id": str(context.pk), "suggestion": "It was deleted; create a new one."},
+        )
     return locked
 
 
 def _totals_of(context: ConversationContext) -> _Totals:
-    summary = (
-        ContextMessage.objects.filter(context=context, position=SUMMARY_POSITION).values_list("token_count", flat=True)
-    ).first()
+    summary = None
+    if settings.MEMORY.conversation.summarize_evicted:
+        summary = (
+            ContextMessage.objects.filter(context=context, position=SUMMARY_POSITION).values_list(
+                "token_count", flat=True
+            )
+        ).first()
     return _Totals(
         system_count=context.system_count,
         system_tokens=context.system_tokens,
@@ -239,7 +249,6 @@ def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool, fo
         ContextMessage.objects.filter(id__in=ids).update(archived=True)
     else:
         ContextMessage.objects.filter(id__in=ids).delete()
-    totals.evicted.extend(evicted)
     if summarize and fold and evicted:
         _fold_into_summary(context, totals, evicted)
 

@@ -7,6 +7,7 @@ from memory_app.errors import (
     ContextBudgetExceeded,
     ContextLimitReached,
     ContextMessageTooLarge,
+    NotFound,
     ProviderError,
     ValidationFailed,
 )
@@ -500,3 +501,14 @@ def test_sensitive_metadata_keys_are_redacted_when_stored(user):
 
     context.refresh_from_db()
     assert context.metadata == {"style": "manga", "nested": {"api_key": "[REDACTED]"}}
+
+
+def test_append_to_a_context_deleted_meanwhile_is_not_found(user):
+    context = context_create(owner=user)
+    ConversationContext.objects.filter(pk=context.pk).delete()
+
+    with pytest.raises(NotFound) as error:
+        context_append_message(context=context, role="user", content="hi")
+
+    assert error.value.details["context_id"] == str(context.pk)
+    assert ContextMessage.objects.count() == 0
