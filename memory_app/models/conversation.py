@@ -45,6 +45,8 @@ class ConversationContext(models.Model):
     system_tokens = models.PositiveIntegerField(default=0)
     window_count = models.PositiveIntegerField(default=0)
     window_tokens = models.PositiveIntegerField(default=0)
+    # Every evicted message at or below this position is in the rolling summary; above it, still to fold.
+    summarized_through = models.IntegerField(default=-1)
 
     class Meta:
         ordering = ["-last_updated", "id"]

@@ -5,9 +5,9 @@ most recent user/assistant messages that keeps the window's message count ≤ ``
 ≤ ``max_tokens``. The others are archived (``conversation.keep_archived``, default) or deleted.
 
 With ``conversation.summarize_evicted`` the window also holds one rolling summary (a system message at position
--1, so it sorts first) into which every evicted message is folded by the LLM provider. The summary's room is
-reserved up front — one message slot and ``summary_budget_share * max_tokens`` tokens — so which messages leave
-the window never depends on the summary's text.
+-1, so it sorts first) into which every evicted message is folded by the LLM provider, after the append has
+committed (``context_refresh_summary``). The summary's room is reserved up front — one message slot and
+``summary_budget_share * max_tokens`` tokens — so which messages leave the window never depends on the summary.
 
 A message that cannot fit even alone (beside the system messages) is refused with ``CONTEXT_MESSAGE_TOO_LARGE``;
 a system message that would make the system messages alone overflow a budget with ``CONTEXT_BUDGET_EXCEEDED``.
@@ -169,7 +169,6 @@ def _append_locked(
     messages: Sequence[tuple[str, str, int]],
     *,
     summarize: bool,
-    fold: bool = True,
     request_id: str | None = None,
     unanswered: bool = False,
     metadata: dict[str, Any] | None = None,
@@ -222,11 +221,11 @@ def _append_locked(
         )
         context.next_position += 1
     ContextMessage.objects.bulk_create(rows)
-    _evict(context, totals, summarize=summarize, fold=fold)
+    _evict(context, totals, summarize=summarize)
     return rows
 
 
-def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool, fold: bool = True) -> None:
+def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool) -> None:
     others_count, others_tokens = _other_budgets(context, totals, summarize=summarize)
     if totals.window_count <= others_count and totals.window_tokens <= others_tokens:
         return
@@ -245,44 +244,86 @@ def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool, fo
         totals.window_count -= 1
         totals.window_tokens -= message.token_count
     ids = [message.id for message in evicted]
-    if settings.MEMORY.conversation.keep_archived:
+    if settings.MEMORY.conversation.keep_archived or summarize:
+        # With summaries on, an evicted message stays (archived) until it is folded into the summary, even when
+        # keep_archived is off: deleting it first could lose it if the process died before the fold.
         ContextMessage.objects.filter(id__in=ids).update(archived=True)
     else:
         ContextMessage.objects.filter(id__in=ids).delete()
-    if summarize and fold and evicted:
-        _fold_into_summary(context, totals, evicted)
 
 
-def _fold_into_summary(context: ConversationContext, totals: _Totals, evicted: list[ContextMessage]) -> None:
-    summary = ContextMessage.objects.filter(context=context, position=SUMMARY_POSITION).first()
+def context_refresh_summary(*, context: ConversationContext, attempts: int = 3) -> bool:
+    """Fold the messages evicted since the last fold into the rolling summary. Returns whether it wrote one.
+
+    Runs after the append has committed: the provider call (HTTP for an online provider) never holds the
+    context's row lock. Compare-and-set on ``summarized_through`` makes concurrent folds safe: if another process
+    folded first, read again and retry; whatever is left stays pending (archived, position above
+    ``summarized_through``) and is folded by the next eviction, so nothing evicted is ever skipped.
+    """
+    if not settings.MEMORY.conversation.summarize_evicted:
+        return False
+    for _ in range(attempts):
+        current = ConversationContext.objects.filter(pk=context.pk).values_list("summarized_through", flat=True)
+        through = current.first()
+        if through is None:
+            return False  # deleted meanwhile
+        pending = list(
+            ContextMessage.objects.filter(context=context, archived=True, position__gt=through)
+            .exclude(role=MessageRole.SYSTEM)
+            .order_by("position")
+            .values_list("position", "role", "content")
+        )
+        if not pending:
+            return False
+        summary = ContextMessage.objects.filter(context=context, position=SUMMARY_POSITION).first()
+        text = _summary_text(context, summary.content if summary else None, pending)
+        tokens = count_tokens(text)
+        last = pending[-1][0]
+        with transaction.atomic():
+            # Compare-and-set: another process that folded meanwhile moved summarized_through; start again.
+            locked = ConversationContext.objects.select_for_update().filter(pk=context.pk).first()
+            if locked is None:
+                return False
+            if locked.summarized_through != through:
+                continue
+            existing = ContextMessage.objects.filter(context=locked, position=SUMMARY_POSITION).first()
+            if existing is None:
+                ContextMessage.objects.create(
+                    context=locked,
+                    position=SUMMARY_POSITION,
+                    role=MessageRole.SYSTEM,
+                    content=text,
+                    token_count=tokens,
+                    is_summary=True,
+                )
+                locked.system_count += 1
+                locked.system_tokens += tokens
+            else:
+                ContextMessage.objects.filter(pk=existing.pk).update(
+                    content=text, token_count=tokens, created_at=timezone.now()
+                )
+                locked.system_tokens += tokens - existing.token_count
+            if not settings.MEMORY.conversation.keep_archived:
+                ContextMessage.objects.filter(
+                    context=locked, archived=True, position__gt=through, position__lte=last
+                ).exclude(role=MessageRole.SYSTEM).delete()
+            locked.summarized_through = last
+            locked.save(update_fields=["system_count", "system_tokens", "summarized_through"])
+        return True
+    return False
+
+
+def _summary_text(context: ConversationContext, previous: str | None, pending: list[tuple[int, str, str]]) -> str:
     cap = _summary_cap(context)
-    chat = [ChatMessage(role=message.role, content=message.content) for message in evicted]
-    previous = summary.content if summary else None
+    chat = [ChatMessage(role=role, content=content) for _, role, content in pending]
     try:
         text = llm_provider().summarize(previous_summary=previous, messages=chat, max_tokens=cap)
     except ProviderError as exc:
         # The window must not fail because the summarizer did: fall back to the offline extractive summary.
         logger.warning("summary provider failed (%s); using the offline summary", exc.message)
         text = OfflineLLM().summarize(previous_summary=previous, messages=chat, max_tokens=cap)
-    text = fit_to_budget(text, cap) or fit_to_budget(previous or "", cap)
-    tokens = count_tokens(text)
-    if not text:
-        return
-    if summary is None:
-        ContextMessage.objects.create(
-            context=context,
-            position=SUMMARY_POSITION,
-            role=MessageRole.SYSTEM,
-            content=text,
-            token_count=tokens,
-            is_summary=True,
-        )
-        totals.system_count += 1
-        totals.system_tokens += tokens
-    else:
-        ContextMessage.objects.filter(pk=summary.pk).update(content=text, token_count=tokens, created_at=timezone.now())
-        totals.system_tokens += tokens - summary.token_count
-    totals.summary_tokens = tokens
+    # The summary's room is reserved in the budget: it must never outgrow it.
+    return fit_to_budget(text, cap) or fit_to_budget(previous or "", cap) or fit_to_budget(chat[-1].content, cap)
 
 
 def _save_totals(context: ConversationContext, totals: _Totals) -> None:
@@ -294,6 +335,7 @@ def _save_totals(context: ConversationContext, totals: _Totals) -> None:
     context.save(
         update_fields=[
             "next_position",
+            "summarized_through",
             "system_count",
             "system_tokens",
             "window_count",
@@ -325,6 +367,8 @@ def context_append_messages(
         totals = _totals_of(locked)
         rows = _append_locked(locked, totals, prepared, summarize=settings.MEMORY.conversation.summarize_evicted)
         _save_totals(locked, totals)
+    if context_refresh_summary(context=locked):
+        locked.refresh_from_db()
     return locked, rows
 
 
@@ -435,6 +479,7 @@ def context_clear(
         kept = ContextMessage.objects.filter(context=locked, archived=False, role=MessageRole.SYSTEM)
         locked.system_count = kept.count()
         locked.system_tokens = sum(kept.values_list("token_count", flat=True))
+        locked.summarized_through = locked.next_position - 1  # nothing is left to fold
         totals = _Totals(locked.system_count, locked.system_tokens, 0, 0, None)
         _save_totals(locked, totals)
         _record(locked, HistoryAction.CONTEXT_CLEARED, user, removed_messages=removed, kept_system=keep_system)
@@ -465,6 +510,7 @@ def context_generate(
     if system is not None:
         message_validate(role=MessageRole.SYSTEM, content=system, content_field="system")
     prompt_message = _prompt_message(context=context, prompt=prompt, request_id=request_id)
+    context_refresh_summary(context=context)  # so that the window sent holds what the prompt just evicted
     if request_id is not None:
         stored_reply = ContextMessage.objects.filter(context=context, request_id=request_id + REPLY_SUFFIX).first()
         if stored_reply is not None:
@@ -493,6 +539,8 @@ def context_generate(
         if request_id is None or stored_reply is None:
             raise
         return _replayed(context, prompt_message, stored_reply)
+    if context_refresh_summary(context=locked):
+        locked.refresh_from_db()
     prompt_message.unanswered = False
     return Generation(
         context=locked,
@@ -793,8 +841,10 @@ def context_import(*, owner: AbstractBaseUser, document: Any) -> list[Conversati
                     totals,
                     [(m.role, m.content, count_tokens(m.content)) for m in ordered],
                     summarize=config.summarize_evicted,
-                    fold=False,
                 )
+            if summary is not None:
+                # The file's summary already covers what the file had evicted: do not fold it a second time.
+                context.summarized_through = context.next_position - 1
             _save_totals(context, totals)
             # Keep the original times: the replay wrote "now".
             replayed = {m.position: m for m in ContextMessage.objects.filter(context=context, position__gte=0)}
