@@ -161,10 +161,10 @@ def _messages_from(data: Any) -> list[NewMessage]:
     messages = []
     for index, item in enumerate(items):
         prefix = "" if single else f"messages[{index}]."
-        serializer = MessageInputSerializer(data=item if isinstance(item, dict) else None)
         if not isinstance(item, dict):
-            errors[prefix.rstrip(".") or "messages"] = ["Must be an object with role and content."]
+            errors[f"messages[{index}]"] = ["Must be an object with role and content."]
             continue
+        serializer = MessageInputSerializer(data=item)
         if not serializer.is_valid():
             errors.update({prefix + name: problems for name, problems in serializer.errors.items()})
             continue
@@ -260,11 +260,9 @@ class ContextMessagesView(APIView):
     def post(self, request: Request, context_id: str) -> Response:
         context = context_get(user=request.user, context_id=context_id)
         context, rows = context_append_messages(context=context, messages=_messages_from(request.data))
-        stored = context_messages(context=context, include_archived=True).filter(
-            position__in=[row.position for row in rows]
-        )
+        # "archived": true on an appended message means a later message of the same batch pushed it out.
         return Response(
-            {"context": ContextSerializer(context).data, "messages": MessageSerializer(stored, many=True).data},
+            {"context": ContextSerializer(context).data, "messages": MessageSerializer(rows, many=True).data},
             status=status.HTTP_201_CREATED,
         )
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -90,6 +90,7 @@ class _Totals:
     window_count: int
     window_tokens: int
     summary_tokens: int | None  # None: no summary message yet (or summaries are off)
+    evicted_ids: set[int] = field(default_factory=set)
 
 
 # --- validation -------------------------------------------------------------------------------------------
@@ -222,6 +223,8 @@ def _append_locked(
         context.next_position += 1
     ContextMessage.objects.bulk_create(rows)
     _evict(context, totals, summarize=summarize)
+    for row in rows:  # a long batch can push out its own first messages
+        row.archived = row.pk in totals.evicted_ids
     return rows
 
 
@@ -229,21 +232,21 @@ def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool) ->
     others_count, others_tokens = _other_budgets(context, totals, summarize=summarize)
     if totals.window_count <= others_count and totals.window_tokens <= others_tokens:
         return
-    evicted: list[ContextMessage] = []
+    ids: list[int] = []
     # Oldest active user/assistant messages first; only the window is read, never the archive.
     window = (
         ContextMessage.objects.filter(context=context, archived=False)
         .exclude(role=MessageRole.SYSTEM)
         .order_by("position")
-        .only("id", "position", "role", "content", "token_count")
+        .values_list("id", "token_count")
     )
-    for message in window.iterator():
+    for message_id, token_count in window:
         if totals.window_count <= others_count and totals.window_tokens <= others_tokens:
             break
-        evicted.append(message)
+        ids.append(message_id)
         totals.window_count -= 1
-        totals.window_tokens -= message.token_count
-    ids = [message.id for message in evicted]
+        totals.window_tokens -= token_count
+    totals.evicted_ids.update(ids)
     if settings.MEMORY.conversation.keep_archived or summarize:
         # With summaries on, an evicted message stays (archived) until it is folded into the summary, even when
         # keep_archived is off: deleting it first could lose it if the process died before the fold.
@@ -364,6 +367,8 @@ def context_append_messages(
     prepared = _prepared(messages)  # validation and token counting happen before the lock is taken
     with transaction.atomic():
         locked = _lock(context)
+        if ConversationContext.owner.is_cached(context):
+            locked.owner = context.owner
         totals = _totals_of(locked)
         rows = _append_locked(locked, totals, prepared, summarize=settings.MEMORY.conversation.summarize_evicted)
         _save_totals(locked, totals)
