@@ -22,6 +22,8 @@ class ErrorCode(StrEnum):
     NOT_ACCEPTABLE = "NOT_ACCEPTABLE"  # 406
     CONFLICT = "CONFLICT"  # 409: the object exists already, or its state forbids the operation
     CONTEXT_LIMIT_REACHED = "CONTEXT_LIMIT_REACHED"  # 409: max_contexts_per_user
+    CONTEXT_MESSAGE_TOO_LARGE = "CONTEXT_MESSAGE_TOO_LARGE"  # 400: one message does not fit the context's budget
+    CONTEXT_BUDGET_EXCEEDED = "CONTEXT_BUDGET_EXCEEDED"  # 400: the system messages alone would overflow the budget
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413: body over memory.api.max_body_bytes
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # 415
     THROTTLED = "THROTTLED"  # 429
@@ -79,10 +81,37 @@ class PayloadTooLarge(ComicmemError):
     default_message = "The request body is too large."
 
 
+class ContextLimitReached(ComicmemError):
+    code = ErrorCode.CONTEXT_LIMIT_REACHED
+    status_code = 409
+    default_message = "You have reached the maximum number of conversation contexts."
+
+
+class ContextMessageTooLarge(ComicmemError):
+    code = ErrorCode.CONTEXT_MESSAGE_TOO_LARGE
+    status_code = 400
+    default_message = "The message does not fit in the context's token budget."
+
+
+class ContextBudgetExceeded(ComicmemError):
+    code = ErrorCode.CONTEXT_BUDGET_EXCEEDED
+    status_code = 400
+    default_message = "The system messages alone would exceed the context's budget."
+
+
 class ProviderError(ComicmemError):
+    """An AI provider failed. ``retryable`` tells the workflow engine whether trying again can help."""
+
     code = ErrorCode.PROVIDER_ERROR
     status_code = 502
     default_message = "The AI provider failed."
+    retryable = False
+
+
+class RetryableProviderError(ProviderError):
+    """A transient provider failure: timeout, connection error, HTTP 429 or 5xx."""
+
+    retryable = True
 
 
 class ServiceUnavailable(ComicmemError):

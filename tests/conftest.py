@@ -15,6 +15,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.factories import ProjectFactory, UserFactory
+from tests.fakes.openai_server import FakeOpenAIServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("COMICMEM_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
@@ -260,3 +261,30 @@ def cache_namespaces(settings, cache_root) -> Callable[..., None]:
         )
 
     return configure
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAIServer]:
+    """A local OpenAI-compatible server over real HTTP (tests/fakes/openai_server.py)."""
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def openai_llm(settings, fake_openai) -> FakeOpenAIServer:
+    """``settings.MEMORY.providers.llm`` pointed at the fake server, with a short timeout."""
+    from comicmem_site.memory_config import ProviderConfig
+
+    providers = settings.MEMORY.providers.model_copy(
+        update={
+            "llm": ProviderConfig(
+                provider="openai",
+                base_url=fake_openai.base_url,
+                api_key="sk-test",
+                model="fake-model",
+                timeout_seconds=1.0,
+            )
+        }
+    )
+    settings.MEMORY = settings.MEMORY.model_copy(update={"providers": providers})
+    return fake_openai

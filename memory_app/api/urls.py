@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
+from memory_app.api import conversation
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.cache import CacheNamespaceView, CacheStatsView
 from memory_app.api.health import HealthView
@@ -25,5 +26,6 @@ urlpatterns = [
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
     re_path(r"^memory/cache/stats/?$", CacheStatsView.as_view(), name="cache-stats"),
     re_path(r"^memory/cache/(?P<cache_type>[^/]+)/?$", CacheNamespaceView.as_view(), name="cache-namespace"),
+    *conversation.urlpatterns,
     *router.urls,
 ]

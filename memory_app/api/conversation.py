@@ -1,0 +1,342 @@
+"""Conversation contexts, under both route families of the seed with one set of views: ``/api/context/…`` (§2.2)
+and ``/api/memory/context/…`` (§10.1). Every route of one family exists in the other and behaves the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import URLPattern, re_path
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from memory_app.api.pagination import StrictPageNumberPagination
+from memory_app.errors import ValidationFailed
+from memory_app.models import ContextMessage, ConversationContext
+from memory_app.selectors.conversation import context_get, context_list, context_messages
+from memory_app.selectors.projects import project_get
+from memory_app.services.conversation import (
+    ROLES,
+    NewMessage,
+    context_append_messages,
+    context_clear,
+    context_create,
+    context_delete,
+    context_export_document,
+    context_generate,
+    context_get_or_create_default,
+    context_import,
+)
+
+MAX_MESSAGES_PER_REQUEST = 1000
+MAX_LIMIT = 10_000_000
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: ``"20"``, ``20.5`` and ``true`` are refused rather than coerced."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+
+
+class ContextSerializer(serializers.ModelSerializer):
+    context_id = serializers.UUIDField(source="id", read_only=True)
+    project_id = serializers.CharField(read_only=True, allow_null=True)
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    message_count = serializers.IntegerField(read_only=True, help_text="Messages in the active window.")
+    token_count = serializers.IntegerField(read_only=True, help_text="Tokens in the active window.")
+    last_activity = serializers.DateTimeField(source="last_updated", read_only=True)
+
+    class Meta:
+        model = ConversationContext
+        fields = [
+            "context_id",
+            "context_type",
+            "project_id",
+            "owner",
+            "max_messages",
+            "max_tokens",
+            "is_default",
+            "metadata",
+            "message_count",
+            "token_count",
+            "created_at",
+            "last_activity",
+        ]
+        read_only_fields = fields
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    summary = serializers.BooleanField(source="is_summary", read_only=True)
+
+    class Meta:
+        model = ContextMessage
+        fields = ["position", "role", "content", "token_count", "archived", "summary", "unanswered", "created_at"]
+        read_only_fields = fields
+
+
+# --- input ----------------------------------------------------------------------------------------------------
+
+
+class ContextCreateSerializer(serializers.Serializer):
+    max_messages = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
+    max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
+    context_type = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False, default="general")
+    project_id = serializers.CharField(required=False, allow_null=True, max_length=64)
+    metadata = serializers.DictField(required=False, default=dict)
+
+
+def _validate_text(value: str) -> str:
+    if not value.strip():
+        raise serializers.ValidationError("Must be non-empty text.")
+    limit = settings.MEMORY.conversation.max_message_chars
+    if len(value) > limit:
+        raise serializers.ValidationError(f"At most {limit} characters (got {len(value)}).")
+    return value
+
+
+class MessageInputSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+    def validate_content(self, value: str) -> str:
+        return _validate_text(value)
+
+
+class GenerateSerializer(serializers.Serializer):
+    context_id = serializers.UUIDField(required=False, allow_null=True)
+    prompt = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    system = serializers.CharField(trim_whitespace=False, allow_blank=True, required=False, allow_null=True)
+    temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
+    max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False, allow_null=True)
+
+    def validate_prompt(self, value: str) -> str:
+        return _validate_text(value)
+
+    def validate_system(self, value: str | None) -> str | None:
+        return None if value is None else _validate_text(value)
+
+
+class UsageSerializer(serializers.Serializer):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class GenerateResponseSerializer(serializers.Serializer):
+    context_id = serializers.UUIDField()
+    message = MessageSerializer()
+    prompt_position = serializers.IntegerField()
+    usage = UsageSerializer()
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    replayed = serializers.BooleanField(help_text="True when a retry with the same X-Request-ID found the reply.")
+    context = ContextSerializer()
+
+
+class ClearSerializer(serializers.Serializer):
+    keep_system = serializers.BooleanField(required=False, default=True)
+
+
+def _messages_from(data: Any) -> list[NewMessage]:
+    """One message ``{role, content}``, a list of them, or ``{"messages": [...]}``; errors name each field."""
+    single = isinstance(data, dict) and "messages" not in data
+    items = [data] if single else data.get("messages") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise serializers.ValidationError(
+            {"messages": ["Send {role, content}, a non-empty list of them, or messages."]}
+        )
+    if len(items) > MAX_MESSAGES_PER_REQUEST:
+        raise serializers.ValidationError({"messages": [f"At most {MAX_MESSAGES_PER_REQUEST} messages per request."]})
+    errors: dict[str, Any] = {}
+    messages = []
+    for index, item in enumerate(items):
+        prefix = "" if single else f"messages[{index}]."
+        if not isinstance(item, dict):
+            errors[f"messages[{index}]"] = ["Must be an object with role and content."]
+            continue
+        serializer = MessageInputSerializer(data=item)
+        if not serializer.is_valid():
+            errors.update({prefix + name: problems for name, problems in serializer.errors.items()})
+            continue
+        messages.append(NewMessage(**serializer.validated_data))
+    if errors:
+        raise serializers.ValidationError(errors)
+    return messages
+
+
+def _boolean_param(request: Request, name: str) -> bool:
+    raw = (request.query_params.get(name) or "false").strip().lower()
+    if raw in {"1", "true", "yes"}:
+        return True
+    if raw in {"0", "false", "no", ""}:
+        return False
+    raise ValidationFailed(f"'{name}' must be true or false.", details={"fields": {name: ["Must be true or false."]}})
+
+
+# --- views ----------------------------------------------------------------------------------------------------
+
+TAGS = ["conversation"]
+
+
+class ContextListCreateView(APIView):
+    @extend_schema(tags=TAGS, responses=ContextSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        paginator = StrictPageNumberPagination()
+        page = paginator.paginate_queryset(context_list(user=request.user), request, view=self)
+        return paginator.get_paginated_response(ContextSerializer(page, many=True).data)
+
+    @extend_schema(tags=TAGS, request=ContextCreateSerializer, responses={201: ContextSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = ContextCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        project = project_get(user=request.user, project_id=data["project_id"]) if data.get("project_id") else None
+        context = context_create(
+            owner=request.user,
+            max_messages=data.get("max_messages"),
+            max_tokens=data.get("max_tokens"),
+            context_type=data["context_type"],
+            project=project,
+            metadata=data["metadata"],
+        )
+        return Response(ContextSerializer(context).data, status=status.HTTP_201_CREATED)
+
+
+class ContextCreateView(ContextListCreateView):
+    http_method_names = ["post", "options"]
+
+
+class ContextDetailView(APIView):
+    @extend_schema(tags=TAGS, responses=ContextSerializer)
+    def get(self, request: Request, context_id: str) -> Response:
+        return Response(ContextSerializer(context_get(user=request.user, context_id=context_id)).data)
+
+    @extend_schema(tags=TAGS, responses={200: None})
+    def delete(self, request: Request, context_id: str) -> Response:
+        context = context_get(user=request.user, context_id=context_id)
+        context_delete(context=context, user=request.user)
+        return Response({"context_id": str(context_id), "deleted": True})
+
+
+class ContextClearView(APIView):
+    @extend_schema(tags=TAGS, request=ClearSerializer, responses=ContextSerializer)
+    def post(self, request: Request, context_id: str) -> Response:
+        context = context_get(user=request.user, context_id=context_id)
+        serializer = ClearSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        context, removed = context_clear(
+            context=context, keep_system=serializer.validated_data["keep_system"], user=request.user
+        )
+        return Response({**ContextSerializer(context).data, "removed_messages": removed})
+
+
+class ContextMessagesView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        parameters=[OpenApiParameter("include_archived", bool, description="Every stored message, not the window.")],
+        responses=MessageSerializer(many=True),
+    )
+    def get(self, request: Request, context_id: str) -> Response:
+        context = context_get(user=request.user, context_id=context_id)
+        include_archived = _boolean_param(request, "include_archived")
+        paginator = StrictPageNumberPagination()
+        page = paginator.paginate_queryset(
+            context_messages(context=context, include_archived=include_archived), request, view=self
+        )
+        body = paginator.get_paginated_response(MessageSerializer(page, many=True).data).data
+        return Response({"context_id": str(context.id), "include_archived": include_archived, **body})
+
+    @extend_schema(tags=TAGS, request=MessageInputSerializer(many=True), responses={201: MessageSerializer(many=True)})
+    def post(self, request: Request, context_id: str) -> Response:
+        context = context_get(user=request.user, context_id=context_id)
+        context, rows = context_append_messages(context=context, messages=_messages_from(request.data))
+        # "archived": true on an appended message means a later message of the same batch pushed it out.
+        return Response(
+            {"context": ContextSerializer(context).data, "messages": MessageSerializer(rows, many=True).data},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ContextGenerateView(APIView):
+    @extend_schema(tags=TAGS, request=GenerateSerializer, responses=GenerateResponseSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = GenerateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if data.get("context_id"):
+            context = context_get(user=request.user, context_id=data["context_id"])
+        else:
+            context = context_get_or_create_default(owner=request.user)
+        generation = context_generate(
+            context=context,
+            prompt=data["prompt"],
+            system=data.get("system"),
+            temperature=data.get("temperature"),
+            max_tokens=data.get("max_tokens"),
+            request_id=getattr(request, "request_id", None),
+        )
+        return Response(
+            {
+                "context_id": str(generation.context.id),
+                "message": MessageSerializer(generation.reply).data,
+                "prompt_position": generation.prompt_message.position,
+                "usage": generation.usage,
+                "provider": generation.provider,
+                "model": generation.model,
+                "replayed": generation.replayed,
+                "context": ContextSerializer(generation.context).data,
+            }
+        )
+
+
+class ContextExportView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        parameters=[OpenApiParameter("context_id", str, description="One context; all of yours without it.")],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        context_id = request.query_params.get("context_id")
+        if context_id:
+            contexts = [context_get(user=request.user, context_id=context_id)]
+        else:
+            contexts = list(context_list(user=request.user).filter(owner=request.user).order_by("created_at"))
+        default = next((context.id for context in contexts if context.is_default), None)
+        return Response(context_export_document(contexts=contexts, default_context_id=default))
+
+
+class ContextImportView(APIView):
+    @extend_schema(tags=TAGS, request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        contexts = context_import(owner=request.user, document=request.data)
+        return Response(
+            {"imported": [str(context.id) for context in contexts], "count": len(contexts)},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+def _routes(prefix: str, name: str) -> list[URLPattern]:
+    context = r"(?P<context_id>[^/]+)"
+    return [
+        re_path(rf"^{prefix}/?$", ContextListCreateView.as_view(), name=f"{name}-list"),
+        re_path(rf"^{prefix}/create/?$", ContextCreateView.as_view(), name=f"{name}-create"),
+        re_path(rf"^{prefix}/generate-with-context/?$", ContextGenerateView.as_view(), name=f"{name}-generate"),
+        re_path(rf"^{prefix}/export/?$", ContextExportView.as_view(), name=f"{name}-export"),
+        re_path(rf"^{prefix}/import/?$", ContextImportView.as_view(), name=f"{name}-import"),
+        re_path(rf"^{prefix}/{context}/clear/?$", ContextClearView.as_view(), name=f"{name}-clear"),
+        re_path(rf"^{prefix}/{context}/messages/?$", ContextMessagesView.as_view(), name=f"{name}-messages"),
+        re_path(rf"^{prefix}/{context}/?$", ContextDetailView.as_view(), name=f"{name}-detail"),
+    ]
+
+
+urlpatterns = [*_routes("context", "context"), *_routes("memory/context", "memory-context")]

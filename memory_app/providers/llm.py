@@ -1,0 +1,263 @@
+"""The LLM provider, behind one module: an OpenAI-compatible client and an offline default.
+
+``llm_provider()`` returns the one configured in ``settings.MEMORY.providers.llm`` (``LLM_PROVIDER``,
+``LLM_BASE_URL``, ``LLM_API_KEY``, ``LLM_MODEL`` override it):
+
+- ``offline`` (default) — ``OfflineLLM``, a real extractive responder with no network. ``chat`` splits every
+  earlier message of the window into sentences, segments them and the prompt into words (jieba, so Chinese
+  works), ranks the sentences by how many distinct words they share with the prompt (later sentences win
+  ties) and answers with the best three, in conversation order. Nothing shared → a fixed "nothing relevant"
+  answer that quotes the prompt (such answers are never quoted back). So the reply really depends on the
+  window: drop the message that held the answer and the answer changes. ``summarize`` is extractive too:
+  sentences scored by the average corpus frequency of their words, the best kept in order within the budget.
+- ``openai`` — ``OpenAICompatibleLLM``, the ``openai`` package pointed at any chat-completions API (OpenAI,
+  DeepSeek, Doubao, Qwen, vLLM, Ollama) with an explicit timeout and ``max_retries=0``: retrying is the
+  caller's decision (the workflow engine retries ``RetryableProviderError`` with backoff).
+
+Failures raise ``ProviderError`` (502 ``PROVIDER_ERROR``); timeouts, connection errors, HTTP 429 and 5xx raise
+its subclass ``RetryableProviderError`` (``retryable = True``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+from django.conf import settings
+
+from comicmem_site.memory_config import ProviderConfig
+from memory_app.errors import ProviderError, RetryableProviderError
+from memory_app.tokens import count_tokens
+
+SUMMARY_PREFIX = "Summary of earlier conversation: "
+NOTHING_RELEVANT = "Nothing earlier in this conversation relates to: "
+# Sentence ends: the CJK full stop, full-width ! ? ; (written as escapes), the ellipsis, and ASCII ones.
+_SENTENCE_END = re.compile(r"(?<=[\u3002\uff01\uff1f\uff1b!?;\u2026])|(?<=\.)(?=\s)|\n+")
+_WORD_CHAR = re.compile(r"\w", re.UNICODE)
+_STOPWORD_TEXT = (
+    "a an the is are was were be been am i you he she it we they me my your his her its our their this that "
+    "these those what which who whom how why when where do does did of in on at to for with from by and or but "
+    "not no so as if then than there here can could would should will shall may might must have has had about "
+    "into 的 了 是 在 和 与 及 也 就 都 而 着 或 一个 我 你 他 她 它 我们 你们 他们 吗 呢 吧 啊 什么 怎么 "
+    "哪 谁 这 那 这个 那个 有 没有 请 把 被 给 让 对"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    provider: str
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class LLMProvider(Protocol):
+    name: str
+
+    def chat(
+        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
+    ) -> ChatResult: ...
+
+    def summarize(self, *, previous_summary: str | None, messages: Sequence[ChatMessage], max_tokens: int) -> str:
+        """One summary of ``previous_summary`` followed by ``messages``, at most ``max_tokens`` (our counter)."""
+        ...
+
+
+def split_sentences(text: str) -> list[str]:
+    return [part.strip() for part in _SENTENCE_END.split(text) if part and part.strip()]
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words of ``text`` (jieba segmentation), without punctuation and stopwords."""
+    import jieba
+
+    return [
+        word
+        for word in (token.strip().lower() for token in jieba.lcut(text))
+        if word and _WORD_CHAR.search(word) and word not in _STOPWORDS
+    ]
+
+
+def fit_to_budget(text: str, max_tokens: int) -> str:
+    """``text`` cut at the end, if it must be, so that our counter gives at most ``max_tokens``."""
+    if count_tokens(text) <= max_tokens:
+        return text
+    low, high = 0, len(text)
+    while low < high:  # the longest prefix that fits
+        middle = (low + high + 1) // 2
+        if count_tokens(text[:middle]) <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
+
+
+class OfflineLLM:
+    """Extractive responder and summarizer; see the module docstring."""
+
+    name = "offline"
+    model = "offline-extractive"
+    answer_sentences = 3
+
+    def chat(
+        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
+    ) -> ChatResult:
+        prompt_index = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
+        prompt = messages[prompt_index].content if messages else ""
+        prompt_words = set(content_words(prompt))
+        scored: list[tuple[int, int, str]] = []
+        order = 0
+        for index, message in enumerate(messages):
+            # Its own "nothing relevant" answers only echo an earlier prompt: quoting them would add nothing.
+            if index == prompt_index or message.content.startswith(NOTHING_RELEVANT):
+                continue
+            for sentence in split_sentences(message.content):
+                overlap = len(prompt_words & set(content_words(sentence)))
+                if overlap:
+                    scored.append((overlap, order, sentence))
+                order += 1
+        # Highest overlap first, the most recent sentence on a tie; then back into conversation order.
+        best = sorted(scored, key=lambda item: (-item[0], -item[1]))[: self.answer_sentences]
+        if best:
+            reply = " ".join(sentence for _, _, sentence in sorted(best, key=lambda item: item[1]))
+        else:
+            reply = NOTHING_RELEVANT + prompt.strip()
+        if max_tokens is not None:
+            reply = fit_to_budget(reply, max_tokens)
+        return ChatResult(
+            content=reply,
+            prompt_tokens=sum(count_tokens(message.content) for message in messages),
+            completion_tokens=count_tokens(reply),
+            model=self.model,
+            provider=self.name,
+        )
+
+    def summarize(self, *, previous_summary: str | None, messages: Sequence[ChatMessage], max_tokens: int) -> str:
+        sentences: list[str] = []
+        if previous_summary:
+            sentences.extend(split_sentences(previous_summary.removeprefix(SUMMARY_PREFIX)))
+        for message in messages:
+            sentences.extend(f"{message.role}: {sentence}" for sentence in split_sentences(message.content))
+        words = [content_words(sentence) for sentence in sentences]
+        frequency = Counter(word for sentence_words in words for word in sentence_words)
+        scores = [
+            sum(frequency[word] for word in sentence_words) / len(sentence_words) if sentence_words else 0.0
+            for sentence_words in words
+        ]
+        budget = max_tokens - count_tokens(SUMMARY_PREFIX)
+        chosen: set[int] = set()
+        used = 0
+        for index in sorted(range(len(sentences)), key=lambda i: (-scores[i], -i)):
+            cost = count_tokens(sentences[index])
+            if used + cost <= budget:
+                chosen.add(index)
+                used += cost
+        if not chosen and sentences:
+            # Not one whole sentence fits: keep the beginning of the best one rather than nothing.
+            best = min(range(len(sentences)), key=lambda i: (-scores[i], -i))
+            return fit_to_budget(SUMMARY_PREFIX + sentences[best], max_tokens)
+        return fit_to_budget(SUMMARY_PREFIX + " ".join(sentences[i] for i in sorted(chosen)), max_tokens)
+
+
+class OpenAICompatibleLLM:
+    """Any OpenAI-compatible chat-completions API, with an explicit timeout on every call and no hidden retries."""
+
+    name = "openai"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        import openai
+
+        if not config.model:
+            raise ProviderError(
+                "No LLM model is configured (memory.providers.llm.model or LLM_MODEL).",
+                details={"provider": self.name},
+            )
+        self.model = config.model
+        self._client = openai.OpenAI(
+            base_url=config.base_url,
+            # Local servers (vLLM, Ollama) need no key, but the client insists on one.
+            api_key=config.api_key or "not-needed",
+            timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)),
+            max_retries=0,
+        )
+
+    def chat(
+        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
+    ) -> ChatResult:
+        import openai
+
+        arguments: dict[str, object] = {
+            "model": self.model,
+            "messages": [{"role": message.role, "content": message.content} for message in messages],
+        }
+        if temperature is not None:
+            arguments["temperature"] = temperature
+        if max_tokens is not None:
+            arguments["max_tokens"] = max_tokens
+        details = {"provider": self.name, "model": self.model}
+        try:
+            completion = self._client.chat.completions.create(**arguments)  # type: ignore[call-overload]
+        except openai.APITimeoutError:
+            raise RetryableProviderError("The LLM provider timed out.", details=details) from None
+        except openai.APIConnectionError as exc:
+            raise RetryableProviderError(
+                f"Could not reach the LLM provider: {exc.__cause__ or exc}", details=details
+            ) from None
+        except openai.APIStatusError as exc:
+            status_details = {**details, "status": exc.status_code}
+            message = f"The LLM provider answered HTTP {exc.status_code}."
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise RetryableProviderError(message, details=status_details) from None
+            raise ProviderError(message, details=status_details) from None
+        except openai.OpenAIError as exc:
+            raise ProviderError(f"The LLM provider failed: {exc}", details=details) from None
+        if not completion.choices or completion.choices[0].message.content is None:
+            raise ProviderError("The LLM provider returned no message.", details=details)
+        content = completion.choices[0].message.content
+        usage = completion.usage
+        return ChatResult(
+            content=content,
+            prompt_tokens=usage.prompt_tokens if usage else sum(count_tokens(message.content) for message in messages),
+            completion_tokens=usage.completion_tokens if usage else count_tokens(content),
+            model=completion.model or self.model,
+            provider=self.name,
+        )
+
+    def summarize(self, *, previous_summary: str | None, messages: Sequence[ChatMessage], max_tokens: int) -> str:
+        transcript = "\n".join(f"{message.role}: {message.content}" for message in messages)
+        if previous_summary:
+            transcript = f"{previous_summary}\n{transcript}"
+        instruction = ChatMessage(
+            role="system",
+            content=(
+                "Summarise the conversation below for a comic-creation assistant. Keep names, facts and decisions. "
+                f"Answer with the summary only, in at most {max_tokens} tokens."
+            ),
+        )
+        result = self.chat(messages=[instruction, ChatMessage(role="user", content=transcript)], max_tokens=max_tokens)
+        # The provider's tokens are not ours: enforce the budget with our own counter.
+        return fit_to_budget(SUMMARY_PREFIX + result.content.strip(), max_tokens)
+
+
+def llm_provider(config: ProviderConfig | None = None) -> LLMProvider:
+    """The configured LLM provider (``settings.MEMORY.providers.llm`` unless ``config`` is given)."""
+    config = config or settings.MEMORY.providers.llm
+    if config.provider == "openai":
+        return OpenAICompatibleLLM(config)
+    return OfflineLLM()

@@ -1,0 +1,41 @@
+"""Read side of conversation memory: contexts in the owner's scope, windows and archives."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+
+from memory_app.errors import NotFound
+from memory_app.models import ContextMessage, ConversationContext
+from memory_app.selectors.ownership import scope_to_owner
+
+SUGGESTION = "Check the context id; list yours at GET /api/context/ or create one with POST /api/context/create."
+
+
+def context_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ConversationContext]:
+    return scope_to_owner(ConversationContext.objects.select_related("owner"), user=user)
+
+
+def context_get(*, user: AbstractBaseUser | AnonymousUser, context_id: str | uuid.UUID) -> ConversationContext:
+    """The user's context, or NotFound naming the id (also for someone else's: its existence is not revealed)."""
+    try:
+        parsed = context_id if isinstance(context_id, uuid.UUID) else uuid.UUID(str(context_id))
+    except ValueError:
+        parsed = None
+    context = context_list(user=user).filter(pk=parsed).first() if parsed is not None else None
+    if context is None:
+        raise NotFound(
+            f"Conversation context '{context_id}' does not exist.",
+            details={"context_id": str(context_id), "suggestion": SUGGESTION},
+        )
+    return context
+
+
+def context_messages(*, context: ConversationContext, include_archived: bool = False) -> QuerySet[ContextMessage]:
+    """The active window in order (the rolling summary first), or every stored message with ``include_archived``."""
+    messages = ContextMessage.objects.filter(context=context)
+    if not include_archived:
+        messages = messages.filter(archived=False)
+    return messages.order_by("position")

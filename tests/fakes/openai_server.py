@@ -1,0 +1,131 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions protocol, for provider tests.
+
+    with FakeOpenAIServer() as server:
+        server.reply("Hello")                          # next answer (FIFO); without one it echoes the last message
+        server.fail(503, {"error": {"message": "busy"}})  # next answer is an HTTP error
+        server.delay(2.0)                              # the next answer is sent after 2 s (timeouts)
+        ... base_url=server.base_url ...
+        server.requests                                # every JSON body received, in order, with its headers
+
+Other routes (``/v1/images/generations``) can be added with ``server.route(path, handler)``, where
+``handler(body) -> (status, json_body)``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+
+
+@dataclass
+class ReceivedRequest:
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    body: dict[str, Any]
+
+
+@dataclass
+class _Planned:
+    status: int = 200
+    body: dict[str, Any] | None = None
+    content: str | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class FakeOpenAIServer:
+    model: str = "fake-model"
+    requests: list[ReceivedRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._planned: deque[_Planned] = deque()
+        self._routes: dict[str, Handler] = {"/v1/chat/completions": self._chat_completions}
+        self._lock = threading.Lock()
+        fake = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b"{}"
+                body = json.loads(raw or b"{}")
+                with fake._lock:
+                    fake.requests.append(
+                        ReceivedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                handler = fake._routes.get(self.path)
+                status, answer = (
+                    (404, {"error": {"message": f"no route {self.path}"}}) if handler is None else (handler(body))
+                )
+                payload = json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test): nothing to answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def route(self, path: str, handler: Handler) -> None:
+        self._routes[path] = handler
+
+    def reply(self, content: str, *, delay: float = 0.0) -> None:
+        self._planned.append(_Planned(content=content, delay=delay))
+
+    def fail(self, status: int, body: dict[str, Any] | None = None, *, delay: float = 0.0) -> None:
+        self._planned.append(_Planned(status=status, body=body or {"error": {"message": "failure"}}, delay=delay))
+
+    def delay(self, seconds: float) -> None:
+        self._planned.append(_Planned(delay=seconds))
+
+    def _chat_completions(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            planned = self._planned.popleft() if self._planned else _Planned()
+        if planned.delay:
+            time.sleep(planned.delay)
+        if planned.status != 200:
+            return planned.status, planned.body or {}
+        messages = body.get("messages") or [{"content": ""}]
+        content = planned.content if planned.content is not None else f"echo: {messages[-1].get('content', '')}"
+        prompt_tokens = sum(len(str(message.get("content", "")).split()) for message in messages)
+        completion_tokens = len(content.split())
+        return 200, {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }

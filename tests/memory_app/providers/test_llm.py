@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from comicmem_site.memory_config import ProviderConfig
+from memory_app.errors import ProviderError, RetryableProviderError
+from memory_app.providers.llm import (
+    SUMMARY_PREFIX,
+    ChatMessage,
+    OfflineLLM,
+    OpenAICompatibleLLM,
+    llm_provider,
+)
+from memory_app.tokens import estimate_tokens
+
+
+def user(content: str) -> ChatMessage:
+    return ChatMessage(role="user", content=content)
+
+
+def test_offline_answers_from_the_sentences_that_share_words_with_the_prompt():
+    window = [
+        ChatMessage(role="system", content="You help write comics."),
+        user("小明是一个勇敢的少年。他住在海边的小镇。"),
+        ChatMessage(role="assistant", content="好的。小明的头发是黑色的。"),
+        user("小明住在哪里?"),
+    ]
+
+    result = OfflineLLM().chat(messages=window)
+
+    # "小明" and "住" are shared words; the sentence with both ranks first, both survive in conversation order.
+    assert result.content == "小明是一个勇敢的少年。 他住在海边的小镇。 小明的头发是黑色的。"
+    assert result.prompt_tokens == sum(estimate_tokens(m.content) for m in window)
+    assert result.completion_tokens == estimate_tokens(result.content)
+    assert (result.provider, result.model) == ("offline", "offline-extractive")
+
+
+def test_offline_says_so_when_nothing_relates():
+    result = OfflineLLM().chat(messages=[user("Clouds are white."), user("Where is the dragon?")])
+
+    assert result.content == "Nothing earlier in this conversation relates to: Where is the dragon?"
+
+
+def test_offline_respects_max_tokens():
+    result = OfflineLLM().chat(messages=[user("The dragon sleeps in a very deep cave."), user("dragon")], max_tokens=3)
+
+    assert result.content == "The dragon sle"  # 12 letters: ceil(12 / 4) = 3
+    assert estimate_tokens(result.content) == 3
+
+
+def test_offline_summary_stays_within_its_budget_and_keeps_the_frequent_facts():
+    messages = [
+        user("Ember is a red dragon."),
+        ChatMessage(role="assistant", content="Ember guards the village. The weather is nice."),
+        user("Ember likes gold."),
+    ]
+
+    summary = OfflineLLM().summarize(previous_summary=None, messages=messages, max_tokens=30)
+
+    assert summary.startswith(SUMMARY_PREFIX)
+    assert estimate_tokens(summary) <= 30
+    assert "Ember" in summary
+    assert "weather" not in summary  # the least connected sentence is the one left out
+
+
+def test_factory_returns_the_configured_provider(fake_openai):
+    assert isinstance(llm_provider(ProviderConfig()), OfflineLLM)
+    provider = llm_provider(ProviderConfig(provider="openai", base_url=fake_openai.base_url, model="m"))
+    assert isinstance(provider, OpenAICompatibleLLM)
+    with pytest.raises(ProviderError) as error:
+        llm_provider(ProviderConfig(provider="openai"))
+    assert error.value.retryable is False
+
+
+def make(server, **overrides) -> OpenAICompatibleLLM:
+    config = {"provider": "openai", "base_url": server.base_url, "api_key": "sk-x", "model": "fake-model"}
+    return OpenAICompatibleLLM(ProviderConfig(**{**config, "timeout_seconds": 1.0, **overrides}))
+
+
+def test_openai_speaks_chat_completions_over_http(fake_openai):
+    fake_openai.reply("Hi there")
+
+    result = make(fake_openai).chat(messages=[user("hello you")], temperature=0.5, max_tokens=20)
+
+    assert (result.content, result.prompt_tokens, result.completion_tokens) == ("Hi there", 2, 2)
+    (request,) = fake_openai.requests
+    assert request.path == "/v1/chat/completions"
+    assert request.headers["authorization"] == "Bearer sk-x"
+    assert request.body == {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "hello you"}],
+        "temperature": 0.5,
+        "max_tokens": 20,
+    }
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (503, True), (400, False), (401, False)])
+def test_openai_http_errors_are_provider_errors(fake_openai, status, retryable):
+    fake_openai.fail(status)
+
+    with pytest.raises(ProviderError) as error:
+        make(fake_openai).chat(messages=[user("x")])
+
+    assert error.value.retryable is retryable
+    assert isinstance(error.value, RetryableProviderError) is retryable
+    assert error.value.details["status"] == status
+    assert len(fake_openai.requests) == 1  # no hidden retries
+
+
+def test_openai_timeout_is_retryable(fake_openai):
+    fake_openai.reply("late", delay=2.0)
+
+    with pytest.raises(RetryableProviderError) as error:
+        make(fake_openai, timeout_seconds=0.3).chat(messages=[user("x")])
+
+    assert error.value.message == "The LLM provider timed out."
+
+
+def test_openai_connection_refused_is_retryable():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = ProviderConfig(provider="openai", base_url=f"http://127.0.0.1:{port}/v1", model="m", timeout_seconds=1)
+
+    with pytest.raises(RetryableProviderError):
+        OpenAICompatibleLLM(config).chat(messages=[user("x")])
+
+
+def test_openai_summary_is_cut_to_our_budget(fake_openai):
+    fake_openai.reply("word " * 50)
+
+    summary = make(fake_openai).summarize(previous_summary="Earlier.", messages=[user("a b c")], max_tokens=10)
+
+    assert estimate_tokens(summary) == 10
+    assert summary.startswith(SUMMARY_PREFIX)
+    sent = fake_openai.requests[0].body["messages"]
+    assert sent[1] == {"role": "user", "content": "Earlier.\nuser: a b c"}
+    assert fake_openai.requests[0].body["max_tokens"] == 10
