@@ -5,8 +5,11 @@ from __future__ import annotations
 import socket
 
 from celery import shared_task
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+
+from memory_app.services.history import history_archive_run
 
 
 @shared_task(name="memory_app.ping")
@@ -20,3 +23,22 @@ def ping(token: str) -> dict[str, str]:
         "database": connection.vendor,
         "at": timezone.now().isoformat(),
     }
+
+
+@shared_task(
+    name="memory_app.history_archive",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+)
+def history_archive_task() -> dict[str, int | bool]:
+    """Archive a few batches of due history records; re-queue while there is more (saleor's cleanup pattern).
+
+    A redelivery after a crash is harmless: the batch either committed (its rows are gone) or did not (its rows
+    are still there and the leftover file is rewritten or removed).
+    """
+    result = history_archive_run(max_batches=settings.MEMORY.history.archive_batches_per_task)
+    if result.more:
+        history_archive_task.delay()
+    return {"batches": result.batches, "archived": result.records_archived, "more": result.more}

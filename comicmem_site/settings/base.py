@@ -187,6 +187,13 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
+# Synced into django-celery-beat's tables at start-up, where staff can edit them in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "history-archive": {
+        "task": "memory_app.history_archive",
+        "schedule": float(MEMORY.history.archive_interval_seconds),
+    },
+}
 
 # --- REST framework -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

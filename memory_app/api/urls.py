@@ -5,6 +5,12 @@ from rest_framework.routers import SimpleRouter
 
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.health import HealthView
+from memory_app.api.history import (
+    HistoryArchiveDownloadView,
+    HistoryArchiveListView,
+    HistoryView,
+    TimelineView,
+)
 from memory_app.api.projects import ProjectViewSet
 
 
@@ -22,5 +28,15 @@ router.register("projects", ProjectViewSet, basename="project")
 urlpatterns = [
     re_path(r"^auth/token/?$", TokenObtainView.as_view(), name="auth-token"),
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    re_path(r"^memory/history/(?P<project_id>[^/]+)/?$", HistoryView.as_view(), name="history"),
+    re_path(
+        r"^memory/history/(?P<project_id>[^/]+)/archives/?$", HistoryArchiveListView.as_view(), name="history-archives"
+    ),
+    re_path(
+        r"^memory/history/(?P<project_id>[^/]+)/archives/(?P<archive_id>[^/]+)/?$",
+        HistoryArchiveDownloadView.as_view(),
+        name="history-archive-download",
+    ),
+    re_path(r"^memory/timeline/(?P<project_id>[^/]+)/?$", TimelineView.as_view(), name="timeline"),
     *router.urls,
 ]
