@@ -89,8 +89,9 @@ def parse_history_instant(raw: str | None, *, name: str, end_of_day: bool = Fals
         # An unescaped '+' of a UTC offset arrives as a space in a query string.
         value = value[:10] + value[10:].replace(" ", "+")
     try:
-        instant = parse_datetime(value)
-        day = None if instant is not None else parse_date(value)
+        # A bare date first: datetime.fromisoformat would read it as midnight, losing "the whole day".
+        day = parse_date(value) if len(value) == 10 else None
+        instant = None if day is not None else parse_datetime(value)
     except ValueError:
         instant, day = None, None
     if instant is None and day is None:

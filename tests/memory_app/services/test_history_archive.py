@@ -95,16 +95,13 @@ def test_records_past_retention_go_to_one_archive_per_month(project, django_capt
     remaining = HistoryRecord.objects.filter(project=project)
     assert list(remaining.exclude(action="history_archived").values_list("pk", flat=True)) == [recent.pk]
     archived_notes = sorted(
-        (record.details["month"], record.details["archived"])
-        for record in remaining.filter(action="history_archived")
+        (record.details["month"], record.details["archived"]) for record in remaining.filter(action="history_archived")
     )
     assert archived_notes == [("202501", 2), ("202502", 1)]
 
 
 def test_batches_of_one_month_merge_into_a_single_file(project, settings, django_capture_on_commit_callbacks):
-    records = [
-        HistoryRecordFactory(project=project, timestamp=at(f"2025-01-{day:02d}T12:00:00")) for day in (3, 1, 2)
-    ]
+    records = [HistoryRecordFactory(project=project, timestamp=at(f"2025-01-{day:02d}T12:00:00")) for day in (3, 1, 2)]
 
     with django_capture_on_commit_callbacks(execute=True):
         result = history_archive_run(now=NOW, batch_size=2)
