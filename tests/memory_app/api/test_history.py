@@ -158,8 +158,8 @@ def test_a_tampered_or_foreign_cursor_is_400(auth_client, client_for, user, proj
 
 @pytest.mark.parametrize("path", ["/api/memory/history/", "/api/memory/timeline/"])
 def test_someone_elses_or_unknown_project_is_404(auth_client, other_user, path):
-    ProjectFactory(id="theirs", owner=other_user)
-    HistoryRecordFactory(project_id="theirs")
+    theirs = ProjectFactory(id="theirs", owner=other_user)
+    HistoryRecordFactory(project=theirs)
 
     for project_id in ("theirs", "nope", "_system"):
         response = auth_client.get(f"{path}{project_id}")
