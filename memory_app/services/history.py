@@ -307,11 +307,17 @@ def history_archive_run(
     *, now: dt.datetime | None = None, max_batches: int | None = None, batch_size: int | None = None
 ) -> ArchiveRunResult:
     """Archive batch after batch until nothing is due or ``max_batches`` were done; ``more`` says which."""
-    batches = archived = 0
+    batches = archived = lost_races = 0
     while max_batches is None or batches < max_batches:
         result = history_archive_batch(now=now, batch_size=batch_size)
-        if result is None or result.archived == 0:
+        if result is None:
             return ArchiveRunResult(batches=batches, records_archived=archived, more=False)
+        if result.archived == 0:
+            # Another run archived this month's batch while we waited for its lock: look again, a few times.
+            lost_races += 1
+            if lost_races > 3:
+                break
+            continue
         batches += 1
         archived += result.archived
     cutoff = (now or timezone.now()) - dt.timedelta(days=settings.MEMORY.history.retention_days)

@@ -239,3 +239,33 @@ def test_a_corrupted_archive_stops_the_run_and_deletes_nothing(project):
     assert set(HistoryRecord.objects.values_list("pk", flat=True)) == rows_before
     assert late.pk in rows_before
     assert HistoryArchive.objects.get().record_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_at_once_archive_every_record_exactly_once(user):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from tests.factories import ProjectFactory
+
+    project = ProjectFactory(id="proj-001", owner=user)
+    records = [
+        HistoryRecordFactory(project=project, timestamp=at(f"2025-01-{day:02d}T12:00:00")) for day in range(1, 9)
+    ]
+
+    def run_once() -> int:
+        try:
+            return history_archive_run(now=NOW, batch_size=1).records_archived
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        archived = [future.result() for future in [pool.submit(run_once), pool.submit(run_once)]]
+
+    assert sum(archived) == 8
+    assert HistoryRecord.objects.exclude(action=HistoryAction.HISTORY_ARCHIVED).count() == 0
+    assert sorted(archived_ids()) == sorted(original_ids(records))
+    archive = HistoryArchive.objects.get()
+    assert archive.record_count == 8
+    assert stored_files("history_archives/proj-001") == [archive.file_name.rsplit("/", 1)[1]]
