@@ -8,7 +8,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAdminUser
@@ -71,6 +71,44 @@ class HistoryArchiveSerializer(serializers.ModelSerializer):
         return f"/api/memory/history/{archive.scope}/archives/{archive.pk}"
 
 
+HISTORY_PAGE = inline_serializer(
+    "HistoryPage",
+    {
+        "project_id": serializers.CharField(),
+        "records": HistoryRecordSerializer(many=True),
+        "count": serializers.IntegerField(),
+        "limit": serializers.IntegerField(),
+        "order": serializers.ChoiceField(choices=["asc", "desc"]),
+        "next_cursor": serializers.CharField(allow_null=True),
+        "has_more": serializers.BooleanField(),
+    },
+)
+TIMELINE = inline_serializer(
+    "Timeline",
+    {
+        "project_id": serializers.CharField(),
+        "timeline": TimelineEntrySerializer(many=True),
+        "summary": inline_serializer(
+            "TimelineSummary",
+            {
+                "total_actions": serializers.IntegerField(),
+                "duration_days": serializers.IntegerField(),
+                "most_common_action": serializers.CharField(allow_null=True),
+                "first_timestamp": serializers.DateTimeField(allow_null=True),
+                "last_timestamp": serializers.DateTimeField(allow_null=True),
+                "archived_actions": serializers.IntegerField(),
+            },
+        ),
+        "next_cursor": serializers.CharField(allow_null=True),
+        "has_more": serializers.BooleanField(),
+        "generated_at": serializers.DateTimeField(),
+    },
+)
+ARCHIVE_LIST = inline_serializer(
+    "HistoryArchiveList",
+    {"project_id": serializers.CharField(), "archives": HistoryArchiveSerializer(many=True)},
+)
+
 FILTER_PARAMETERS = [
     OpenApiParameter("start_date", OpenApiTypes.STR, description="ISO date or datetime (UTC when naive), inclusive"),
     OpenApiParameter("end_date", OpenApiTypes.STR, description="ISO date (the whole day) or datetime, inclusive"),
@@ -95,7 +133,7 @@ class HistoryView(APIView):
             *FILTER_PARAMETERS,
             OpenApiParameter("order", OpenApiTypes.STR, enum=["desc", "asc"], description="newest first by default"),
         ],
-        responses=HistoryRecordSerializer(many=True),
+        responses=HISTORY_PAGE,
     )
     def get(self, request: Request, project_id: str) -> Response:
         scope = history_scope_get(user=request.user, project_id=project_id)
@@ -125,7 +163,7 @@ class TimelineView(APIView):
             *FILTER_PARAMETERS,
             OpenApiParameter("order", OpenApiTypes.STR, enum=["asc", "desc"], description="oldest first by default"),
         ],
-        responses=TimelineEntrySerializer(many=True),
+        responses=TIMELINE,
     )
     def get(self, request: Request, project_id: str) -> Response:
         scope = history_scope_get(user=request.user, project_id=project_id)
@@ -158,7 +196,7 @@ class TimelineView(APIView):
 class HistoryArchiveListView(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(tags=["history"], responses=HistoryArchiveSerializer(many=True))
+    @extend_schema(tags=["history"], operation_id="memory_history_archives_list", responses=ARCHIVE_LIST)
     def get(self, request: Request, project_id: str) -> Response:
         scope = history_scope_get(user=request.user, project_id=project_id)
         archives = history_archive_list(scope=scope)
@@ -179,7 +217,11 @@ class HistoryArchiveDownloadView(APIView):
     permission_classes = [IsAdminUser]
     content_negotiation_class = AnyContentNegotiation
 
-    @extend_schema(tags=["history"], responses={(200, "application/gzip"): OpenApiTypes.BINARY})
+    @extend_schema(
+        tags=["history"],
+        operation_id="memory_history_archive_download",
+        responses={(200, "application/gzip"): OpenApiTypes.BINARY},
+    )
     def get(self, request: Request, project_id: str, archive_id: str) -> FileResponse:
         scope = history_scope_get(user=request.user, project_id=project_id)
         archive = history_archive_get(scope=scope, archive_id=archive_id)

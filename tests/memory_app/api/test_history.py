@@ -347,3 +347,17 @@ def test_the_timeline_counts_archived_records(auth_client, archived):
 
     assert summary["archived_actions"] == 2
     assert summary["total_actions"] == HistoryRecord.objects.filter(project_id="proj-001").count() == 1
+
+
+def test_the_schema_describes_history_pages_and_the_binary_download(api_client):
+    import yaml
+
+    schema = yaml.safe_load(api_client.get("/api/schema/").content)
+
+    history = schema["paths"]["/api/memory/history/{project_id}/"]["get"]["responses"]["200"]
+    assert history["content"]["application/json"]["schema"]["properties"]["data"]["$ref"] == (
+        "#/components/schemas/HistoryPage"
+    )
+    download = schema["paths"]["/api/memory/history/{project_id}/archives/{archive_id}/"]["get"]["responses"]
+    assert download["200"]["content"] == {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
+    assert "ErrorEnvelope" in download["404"]["content"]["application/json"]["schema"]["$ref"]
