@@ -303,6 +303,19 @@ def history_archive_batch(
     return ArchiveBatchResult(scope=scope, month=month, archived=deleted, archive=archive)
 
 
+def history_archive_files_forget(*, project: Project) -> None:
+    """Delete the project's archive files from storage after the current transaction commits (project deletion)."""
+    names = [
+        name for name in HistoryArchive.objects.filter(project=project).values_list("file_name", flat=True) if name
+    ]
+
+    def delete_files() -> None:
+        for name in names:
+            default_storage.delete(name)
+
+    transaction.on_commit(delete_files)
+
+
 def history_archive_run(
     *, now: dt.datetime | None = None, max_batches: int | None = None, batch_size: int | None = None
 ) -> ArchiveRunResult:

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from memory_app.models import HistoryArchive, HistoryRecord
+from memory_app.models import HistoryArchive, HistoryRecord, Project
 from tests.factories import HistoryRecordFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -210,3 +210,28 @@ def test_commands_refuse_unknown_or_invalid_projects(tmp_path, db, command, proj
 def test_import_without_history_files_is_refused(project, tmp_path):
     with pytest.raises(CommandError, match=r"No history_YYYYMM\.json files"):
         run("import_history", "proj-001", "--from", str(tmp_path))
+
+
+def test_import_with_owner_creates_the_missing_project(history, tmp_path, other_user):
+    run("export_history", "proj-001", "--out", str(tmp_path / "out"))
+    (tmp_path / "out" / "projects" / "proj-001").rename(tmp_path / "out" / "projects" / "proj-new")
+
+    output = run("import_history", "proj-new", "--from", str(tmp_path / "out"), "--owner", "bob")
+
+    assert output.strip() == "Imported 4 records from 3 files; 0 already present."
+    project = Project.objects.get(pk="proj-new")
+    assert project.owner == other_user
+    # The four imported records plus the project_created record of the new project.
+    assert HistoryRecord.objects.filter(project=project).count() == 5
+
+
+def test_a_failed_import_with_owner_creates_no_project(tmp_path, other_user):
+    processing = tmp_path / "projects" / "proj-new" / "processing"
+    processing.mkdir(parents=True)
+    (processing / "history_202501.json").write_text("{not json", encoding="utf-8")
+
+    with pytest.raises(CommandError, match="not readable JSON"):
+        run("import_history", "proj-new", "--from", str(tmp_path), "--owner", "bob")
+
+    assert not Project.objects.filter(pk="proj-new").exists()
+    assert HistoryRecord.objects.count() == 0

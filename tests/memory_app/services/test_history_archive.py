@@ -269,3 +269,19 @@ def test_two_runs_at_once_archive_every_record_exactly_once(user):
     archive = HistoryArchive.objects.get()
     assert archive.record_count == 8
     assert stored_files("history_archives/proj-001") == [archive.file_name.rsplit("/", 1)[1]]
+
+
+def test_deleting_a_project_removes_its_archive_files(project, django_capture_on_commit_callbacks):
+    from memory_app.services.projects import project_delete
+
+    HistoryRecordFactory(project=project, timestamp=at("2025-01-05T08:00:00"))
+    history_archive_run(now=NOW)
+    file_name = HistoryArchive.objects.get().file_name
+    assert default_storage.exists(file_name)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        project_delete(project=project)
+
+    assert not default_storage.exists(file_name)
+    assert HistoryArchive.objects.count() == 0
+    assert HistoryRecord.objects.count() == 0
