@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from memory_app.services.history import history_archive_run
+from memory_app.services.history import history_archive_run, history_archive_sweep
 
 
 @shared_task(name="memory_app.ping")
@@ -41,4 +41,8 @@ def history_archive_task() -> dict[str, int | bool]:
     result = history_archive_run(max_batches=settings.MEMORY.history.archive_batches_per_task)
     if result.more:
         history_archive_task.delay()
-    return {"batches": result.batches, "archived": result.records_archived, "more": result.more}
+        swept = 0
+    else:
+        # The last task of a chain removes files an earlier crash may have left.
+        swept = history_archive_sweep()
+    return {"batches": result.batches, "archived": result.records_archived, "more": result.more, "swept": swept}

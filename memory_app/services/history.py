@@ -6,6 +6,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,16 +168,19 @@ def _write_verified(*, name: str, data: bytes, compressed: bool, expected_count:
     return name, len(payload)
 
 
-def _remove_leftovers(*, folder: str, month: str, keep: str) -> None:
+def _remove_leftovers(*, folder: str, month: str, keep: str) -> int:
     """Delete files of this scope and month that no manifest names (left by a run killed before its commit)."""
     try:
         _, files = default_storage.listdir(folder)
     except FileNotFoundError:
-        return
+        return 0
+    removed = 0
     for file_name in files:
         path = f"{folder}/{file_name}"
         if file_name.startswith(f"history_{month}-") and path != keep:
             default_storage.delete(path)
+            removed += 1
+    return removed
 
 
 def _cap_key(*, project_id: str) -> tuple[dt.datetime, int] | None:
@@ -301,6 +305,38 @@ def history_archive_batch(
             # The superseded file goes only once the new manifest is committed.
             transaction.on_commit(lambda: default_storage.delete(previous_file))
     return ArchiveBatchResult(scope=scope, month=month, archived=deleted, archive=archive)
+
+
+_ARCHIVE_FILE = re.compile(r"^history_(\d{6})-[0-9a-f]{16}\.jsonl(\.gz)?$")
+
+
+def history_archive_sweep() -> int:
+    """Remove archive files no manifest names; returns how many were removed.
+
+    They are left when a process dies after its batch committed but before the superseded file was deleted,
+    or before a batch committed. Each month is swept under its manifest's lock (created empty when missing, so
+    a first batch that is writing right now is waited for), so a file that is about to be named is never lost.
+    """
+    location = settings.MEMORY.history.archive_location
+    try:
+        scopes, _ = default_storage.listdir(location)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for scope in scopes:
+        folder = f"{location}/{scope}"
+        _, files = default_storage.listdir(folder)
+        months = {match.group(1) for match in map(_ARCHIVE_FILE.match, files) if match}
+        for month in sorted(months):
+            with transaction.atomic():
+                archive, _ = HistoryArchive.objects.get_or_create(
+                    scope=scope,
+                    month=month,
+                    defaults={"project_id": None if scope == SYSTEM_SCOPE else scope, "checksum": ""},
+                )
+                archive = HistoryArchive.objects.select_for_update().get(pk=archive.pk)
+                removed += _remove_leftovers(folder=folder, month=month, keep=archive.file_name)
+    return removed
 
 
 def history_archive_files_forget(*, project: Project) -> None:

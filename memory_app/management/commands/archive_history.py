@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from memory_app.errors import ComicmemError
-from memory_app.services.history import history_archive_run
+from memory_app.services.history import history_archive_run, history_archive_sweep
 
 
 class Command(BaseCommand):
@@ -23,7 +23,10 @@ class Command(BaseCommand):
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
         try:
             result = history_archive_run(batch_size=options["batch_size"], max_batches=options["max_batches"])
+            # Like the task, sweep leftover files once nothing more is due.
+            swept = 0 if result.more else history_archive_sweep()
         except ComicmemError as exc:
             raise CommandError(exc.message) from exc
         more = " More records are due: run again." if result.more else ""
-        self.stdout.write(f"Archived {result.records_archived} records in {result.batches} batches.{more}")
+        leftovers = f" Removed {swept} leftover files." if swept else ""
+        self.stdout.write(f"Archived {result.records_archived} records in {result.batches} batches.{more}{leftovers}")

@@ -41,11 +41,12 @@ def test_archive_history_moves_old_records_and_reports(project):
     assert HistoryArchive.objects.get().record_count == 1
 
 
-def test_archive_history_stops_after_max_batches_and_says_more_is_due(project):
+def test_archive_history_stops_after_max_batches_and_says_more_is_due(project, django_capture_on_commit_callbacks):
     for days in (400, 401, 402):
         HistoryRecordFactory(project=project, timestamp=timezone.now() - dt.timedelta(days=days))
 
-    output = run("archive_history", "--batch-size", "1", "--max-batches", "2")
+    with django_capture_on_commit_callbacks(execute=True):
+        output = run("archive_history", "--batch-size", "1", "--max-batches", "2")
 
     assert output.strip() == "Archived 2 records in 2 batches. More records are due: run again."
     assert HistoryRecord.objects.exclude(action="history_archived").count() == 1
@@ -235,3 +236,14 @@ def test_a_failed_import_with_owner_creates_no_project(tmp_path, other_user):
 
     assert not Project.objects.filter(pk="proj-new").exists()
     assert HistoryRecord.objects.count() == 0
+
+
+def test_archive_history_sweeps_leftover_files(project, settings):
+    from django.core.files.storage import default_storage
+
+    default_storage.save("history_archives/proj-001/history_202401-0123456789abcdef.jsonl.gz", StringIO("x"))
+
+    output = run("archive_history")
+
+    assert output.strip() == "Archived 0 records in 0 batches. Removed 1 leftover files."
+    assert default_storage.listdir("history_archives/proj-001")[1] == []

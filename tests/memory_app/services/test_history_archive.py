@@ -285,3 +285,26 @@ def test_deleting_a_project_removes_its_archive_files(project, django_capture_on
     assert not default_storage.exists(file_name)
     assert HistoryArchive.objects.count() == 0
     assert HistoryRecord.objects.count() == 0
+
+
+def test_the_sweep_removes_files_left_by_a_crash_after_commit(project):
+    from memory_app.services.history import history_archive_sweep
+
+    for day in (1, 2, 3):
+        HistoryRecordFactory(project=project, timestamp=at(f"2025-01-{day:02d}T12:00:00"))
+    HistoryRecordFactory(project=project, timestamp=at("2025-02-01T12:00:00"))
+    # On-commit callbacks never run here: like a process killed right after each commit, the superseded
+    # January file stays behind (each batch removes those older than the file it supersedes; the last one stays).
+    history_archive_run(now=NOW, batch_size=1)
+    january = HistoryArchive.objects.get(month="202501")
+    february = HistoryArchive.objects.get(month="202502")
+    assert len(stored_files("history_archives/proj-001")) == 3
+
+    removed = history_archive_sweep()
+
+    assert removed == 1
+    assert stored_files("history_archives/proj-001") == sorted(
+        [january.file_name.rsplit("/", 1)[1], february.file_name.rsplit("/", 1)[1]]
+    )
+    assert len(history_archive_read(archive=january)) == 3
+    assert history_archive_sweep() == 0
