@@ -117,6 +117,10 @@ def history_record_to_json(record: HistoryRecord) -> dict[str, Any]:
     }
 
 
+def _line_order(line: dict[str, Any]) -> tuple[dt.datetime, int]:
+    return dt.datetime.fromisoformat(line["timestamp"]), line["id"]
+
+
 def _encode_lines(lines: list[dict[str, Any]]) -> bytes:
     # Canonical JSON, so the same records always give the same bytes, the same checksum and the same file name.
     return b"".join(
@@ -275,7 +279,7 @@ def history_archive_batch(
         existing = history_archive_read(archive=archive)
         known_ids = {line["id"] for line in existing}
         lines = existing + [history_record_to_json(record) for record in batch if record.pk not in known_ids]
-        lines.sort(key=lambda line: (line["timestamp"], line["id"]))
+        lines.sort(key=_line_order)
         data = _encode_lines(lines)
         checksum = hashlib.sha256(data).hexdigest()
         compressed = config.compression_enabled
@@ -409,7 +413,7 @@ def _all_project_lines(*, project: Project) -> list[dict[str, Any]]:
     ]
     for archive in HistoryArchive.objects.filter(scope=project.pk, record_count__gt=0):
         lines.extend(history_archive_read(archive=archive))
-    lines.sort(key=lambda line: (line["timestamp"], line["id"]))
+    lines.sort(key=_line_order)
     return lines
 
 
