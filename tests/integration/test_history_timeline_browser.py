@@ -30,16 +30,13 @@ def at(text: str) -> dt.datetime:
 
 
 @pytest.fixture
-def browser_page(monkeypatch):
+def browser_page():
     if shutil.which(CHROMIUM) is None:
         service_unavailable(f"{CHROMIUM} is missing (make sysdeps installs Debian's chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         service_unavailable("the playwright package is not installed")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the live server makes are in
-    # other threads, but pytest-django's own calls here would otherwise be refused as "async unsafe".
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -50,7 +47,9 @@ def browser_page(monkeypatch):
             browser.close()
 
 
-def test_staff_log_in_and_read_a_projects_timeline(live_server, browser_page, transactional_db):
+@pytest.fixture
+def timeline_project(transactional_db):
+    """Created before the browser starts: ORM calls made while Playwright's loop runs would use another connection."""
     owner = UserFactory(username="alice")
     UserFactory(username="staffer", is_staff=True, is_superuser=True)
     project = ProjectFactory(id="proj-001", owner=owner, name="Sky")
@@ -62,6 +61,11 @@ def test_staff_log_in_and_read_a_projects_timeline(live_server, browser_page, tr
     ]
     for when, action, summary in specs:
         HistoryRecordFactory(project=project, timestamp=at(when), action=action, summary=summary, user=owner)
+    return project
+
+
+# The order of the fixtures matters: the data and the live server exist before the browser starts.
+def test_staff_log_in_and_read_a_projects_timeline(live_server, timeline_project, browser_page):
     page = browser_page
 
     page.goto(f"{live_server.url}/admin/login/?next=/admin/memory_app/historyrecord/timeline/proj-001/")
