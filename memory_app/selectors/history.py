@@ -96,13 +96,16 @@ def parse_history_instant(raw: str | None, *, name: str, end_of_day: bool = Fals
         instant, day = None, None
     if instant is None and day is None:
         raise _invalid(name, "Not an ISO date or datetime (e.g. 2025-01-27 or 2025-01-27T10:30:00Z).")
-    if instant is None:
-        assert day is not None
-        instant = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
-        return instant + dt.timedelta(days=1) if end_of_day else instant
-    if timezone.is_naive(instant):
-        instant = instant.replace(tzinfo=dt.UTC)
-    return instant + dt.timedelta(microseconds=1) if end_of_day else instant
+    try:
+        if instant is None:
+            assert day is not None
+            instant = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+            return instant + dt.timedelta(days=1) if end_of_day else instant
+        if timezone.is_naive(instant):
+            instant = instant.replace(tzinfo=dt.UTC)
+        return instant + dt.timedelta(microseconds=1) if end_of_day else instant
+    except OverflowError:
+        raise _invalid(name, "Out of the supported range of dates.") from None
 
 
 def history_filters_parse(*, start_date: str | None, end_date: str | None, action_type: str | None) -> HistoryFilters:
