@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,16 +141,16 @@ def history_archive_read(*, archive: HistoryArchive) -> list[dict[str, Any]]:
         return []
     try:
         data = _read_archive(name=archive.file_name, compressed=archive.compressed)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise ArchiveVerificationFailed(
             f"Archive {archive.file_name} cannot be read: {exc}", details={"archive_id": archive.pk}
         ) from None
-    lines = [json.loads(line) for line in data.splitlines() if line]
-    if hashlib.sha256(data).hexdigest() != archive.checksum or len(lines) != archive.record_count:
+    # The checksum first: only bytes known to be what was written are parsed.
+    if hashlib.sha256(data).hexdigest() != archive.checksum or data.count(b"\n") != archive.record_count:
         raise ArchiveVerificationFailed(
             f"Archive {archive.file_name} does not match its manifest.", details={"archive_id": archive.pk}
         )
-    return lines
+    return [json.loads(line) for line in data.splitlines() if line]
 
 
 def _write_verified(*, name: str, data: bytes, compressed: bool, expected_count: int) -> tuple[str, int]:
@@ -160,7 +161,7 @@ def _write_verified(*, name: str, data: bytes, compressed: bool, expected_count:
     checksum = hashlib.sha256(data).hexdigest()
     try:
         read_back = _read_archive(name=name, compressed=compressed)
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, zlib.error):
         read_back = b""
     if hashlib.sha256(read_back).hexdigest() != checksum or read_back.count(b"\n") != expected_count:
         # A partial file from a crash mid-write has the right name and the wrong content: replace it once.
@@ -341,6 +342,17 @@ def history_archive_sweep() -> int:
                 archive = HistoryArchive.objects.select_for_update().get(pk=archive.pk)
                 removed += _remove_leftovers(folder=folder, month=month, keep=archive.file_name)
     return removed
+
+
+def history_archive_verify_all() -> list[str]:
+    """Read every archive back and compare it with its manifest; one message per archive that does not match."""
+    problems = []
+    for archive in HistoryArchive.objects.filter(record_count__gt=0).order_by("scope", "month"):
+        try:
+            history_archive_read(archive=archive)
+        except ArchiveVerificationFailed as exc:
+            problems.append(f"{archive.scope} {archive.month}: {exc.message}")
+    return problems
 
 
 def history_archive_files_forget(*, project: Project) -> None:

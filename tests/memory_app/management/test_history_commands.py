@@ -247,3 +247,15 @@ def test_archive_history_sweeps_leftover_files(project, settings):
 
     assert output.strip() == "Archived 0 records in 0 batches. Removed 1 leftover files."
     assert default_storage.listdir("history_archives/proj-001")[1] == []
+
+
+def test_archive_history_verify_reports_a_damaged_archive(history):
+    from django.core.files.storage import default_storage
+
+    assert run("archive_history", "--verify").strip() == "Every archive matches its manifest (checksum and count)."
+    archive = HistoryArchive.objects.get()
+    default_storage.delete(archive.file_name)
+    default_storage.save(archive.file_name, StringIO("not gzip"))
+
+    with pytest.raises(CommandError, match=r"proj-001 202501: Archive .* cannot be read"):
+        run("archive_history", "--verify")

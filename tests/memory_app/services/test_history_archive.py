@@ -308,3 +308,26 @@ def test_the_sweep_removes_files_left_by_a_crash_after_commit(project):
     )
     assert len(history_archive_read(archive=january)) == 3
     assert history_archive_sweep() == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"not gzip at all",
+        gzip.compress(b"{not json}\n"),
+        gzip.compress(b"x" * 100)[:-12] + b"\x00" * 12,  # a valid header, a corrupt stream
+        b"",
+    ],
+    ids=["not-gzip", "not-json", "corrupt-stream", "empty"],
+)
+def test_any_damage_to_an_archive_is_a_verification_failure(project, damage):
+    import io
+
+    HistoryRecordFactory(project=project, timestamp=at("2025-01-05T08:00:00"))
+    history_archive_batch(now=NOW)
+    archive = HistoryArchive.objects.get()
+    default_storage.delete(archive.file_name)
+    default_storage.save(archive.file_name, io.BytesIO(damage))
+
+    with pytest.raises(ArchiveVerificationFailed):
+        history_archive_read(archive=archive)
