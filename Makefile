@@ -15,14 +15,21 @@ $(BIN)/.installed: requirements.txt
 
 install: $(BIN)/.installed
 
-# System tools some tests use (docker-compose to validate the compose file). Installed when we are root
-# with apt-get; elsewhere those tests skip and say why.
+# System tools some tests use (docker-compose to validate the compose file, Debian's chromium for the
+# admin browser test; Playwright never downloads a browser). Installed when we are root with apt-get;
+# elsewhere those tests skip and say why.
 sysdeps:
 	@if ! command -v docker-compose >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
 	      || echo "warning: could not install docker-compose; its test will skip"; \
 	  else echo "note: docker-compose is not installed; the compose-file test will skip"; fi; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the admin browser test will skip"; \
+	  else echo "note: /usr/bin/chromium is not installed; the admin browser test will skip"; fi; \
 	fi
 
 migrate: install

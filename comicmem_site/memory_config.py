@@ -68,6 +68,11 @@ class HistoryConfig(_Section):
     max_history_per_project: PositiveInt = 1000
     compression_enabled: bool = True
     archive_batch_size: PositiveInt = 1000
+    # How often beat starts an archive run, and how many batches one task runs before it re-queues itself.
+    archive_interval_seconds: PositiveInt = 3600
+    archive_batches_per_task: PositiveInt = 10
+    # The folder of the archive files inside the default Django storage.
+    archive_location: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "history_archives"
     redact_extra_fields: list[str] = Field(default_factory=list)
     max_detail_value_chars: PositiveInt = 4000
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
-from memory_app.models import Project
+from memory_app.models import HistoryAction, HistoryRecord, Project
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -30,3 +31,16 @@ class ProjectFactory(factory.django.DjangoModelFactory):
     owner = factory.SubFactory(UserFactory)
     name = factory.Sequence(lambda n: f"Project {n}")
     description = ""
+
+
+class HistoryRecordFactory(factory.django.DjangoModelFactory):
+    """A record at a chosen time; production code writes through history_record(), which stamps now()."""
+
+    class Meta:
+        model = HistoryRecord
+
+    project = factory.SubFactory(ProjectFactory)
+    timestamp = factory.LazyFunction(timezone.now)
+    action = HistoryAction.TEXT_ANALYZED.value
+    summary = "Text analysed."
+    details = factory.LazyFunction(dict)

@@ -197,6 +197,10 @@ CELERY_BEAT_SCHEDULE = {
         # The most frequent cleanup_interval of the configured namespaces.
         "schedule": float(min((ns.cleanup_interval for ns in MEMORY.cache.values()), default=300)),
     },
+    "history-archive": {
+        "task": "memory_app.history_archive",
+        "schedule": float(MEMORY.history.archive_interval_seconds),
+    },
 }
 
 # --- REST framework -----------------------------------------------------------------------------------------

@@ -29,11 +29,13 @@ DATABASES["default"].setdefault("TEST", {})
 if not env.str("REDIS_URL", default=""):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# A worker started by a fault test can be given its own storage backend (one that pauses at a chosen point)
+# and the test's media folder.
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": env.str("COMICMEM_TEST_STORAGE", default="django.core.files.storage.FileSystemStorage")},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-MEDIA_ROOT = Path(VAR_DIR) / "media"
+MEDIA_ROOT = Path(env.str("COMICMEM_TEST_MEDIA_ROOT", default=str(Path(VAR_DIR) / "media")))
 # No timer thread may write cache statistics through its own connection while a test holds the database in a
 # transaction: tests read them through the flush on read. (Processes a test starts keep the timer.)
 MEMORY = MEMORY.model_copy(  # noqa: F405

@@ -1,14 +1,21 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from memory_app.models import Project
 
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "owner", "created_at"]
+    list_display = ["id", "name", "owner", "created_at", "timeline_link"]
     list_filter = ["created_at"]
     search_fields = ["id", "name", "owner__username"]
     readonly_fields = ["created_at", "updated_at"]
     date_hierarchy = "created_at"
+
+    @admin.display(description="history")
+    def timeline_link(self, project: Project) -> str:
+        url = reverse("admin:memory_app_history_timeline", args=[project.pk])
+        return format_html('<a href="{}">timeline</a>', url)

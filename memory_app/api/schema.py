@@ -73,6 +73,8 @@ def wrap_responses_in_envelope(result: dict[str, Any], generator: Any, request: 
                 if not str(status).startswith("2"):
                     continue
                 content = response.get("content", {}).get("application/json")
+                if content is None and response.get("content"):
+                    continue  # a file download (another media type) is not wrapped
                 if content is None:
                     response["content"] = {"application/json": {"schema": _success(None)}}
                 else:

@@ -7,6 +7,12 @@ from memory_app.api import conversation
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.cache import CacheNamespaceView, CacheStatsView
 from memory_app.api.health import HealthView
+from memory_app.api.history import (
+    HistoryArchiveDownloadView,
+    HistoryArchiveListView,
+    HistoryView,
+    TimelineView,
+)
 from memory_app.api.projects import ProjectViewSet
 
 
@@ -27,5 +33,15 @@ urlpatterns = [
     re_path(r"^memory/cache/stats/?$", CacheStatsView.as_view(), name="cache-stats"),
     re_path(r"^memory/cache/(?P<cache_type>[^/]+)/?$", CacheNamespaceView.as_view(), name="cache-namespace"),
     *conversation.urlpatterns,
+    re_path(r"^memory/history/(?P<project_id>[^/]+)/?$", HistoryView.as_view(), name="history"),
+    re_path(
+        r"^memory/history/(?P<project_id>[^/]+)/archives/?$", HistoryArchiveListView.as_view(), name="history-archives"
+    ),
+    re_path(
+        r"^memory/history/(?P<project_id>[^/]+)/archives/(?P<archive_id>[^/]+)/?$",
+        HistoryArchiveDownloadView.as_view(),
+        name="history-archive-download",
+    ),
+    re_path(r"^memory/timeline/(?P<project_id>[^/]+)/?$", TimelineView.as_view(), name="timeline"),
     *router.urls,
 ]

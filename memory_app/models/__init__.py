@@ -1,18 +1,26 @@
 from memory_app.models.cache import CacheEntry, CacheStatistics, CacheValueFormat
 from memory_app.models.conversation import SUMMARY_POSITION, ContextMessage, ConversationContext, MessageRole
-from memory_app.models.history import DEFAULT_SUMMARIES, HistoryAction, HistoryRecord
+from memory_app.models.history import (
+    DEFAULT_SUMMARIES,
+    SYSTEM_SCOPE,
+    HistoryAction,
+    HistoryArchive,
+    HistoryRecord,
+)
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
 
 __all__ = [
     "DEFAULT_SUMMARIES",
     "PROJECT_ID_PATTERN",
     "SUMMARY_POSITION",
+    "SYSTEM_SCOPE",
     "CacheEntry",
     "CacheStatistics",
     "CacheValueFormat",
     "ContextMessage",
     "ConversationContext",
     "HistoryAction",
+    "HistoryArchive",
     "HistoryRecord",
     "MessageRole",
     "Project",

@@ -96,6 +96,8 @@ class HistoryRecord(models.Model):
             # "records of one action type in a date range"
             models.Index(fields=["project", "action", "-timestamp", "-id"], name="history_project_action"),
             models.Index(fields=["workflow_id"], name="history_workflow"),
+            # retention: "the oldest records of any project, older than the cutoff"
+            models.Index(fields=["timestamp", "id"], name="history_timestamp"),
         ]
 
     def __str__(self) -> str:
@@ -106,3 +108,44 @@ class HistoryRecord(models.Model):
         if self.pk is not None and not self._state.adding:
             raise TypeError("history records are append-only: they are never updated")
         super().save(*args, **kwargs)
+
+
+# The archive scope of system-wide records (project is null). Not a valid project id, so it never collides.
+SYSTEM_SCOPE = "_system"
+
+
+class HistoryArchive(models.Model):
+    """The manifest of one archive file: every archived record of one scope (a project) and one month.
+
+    A record is either a row of ``HistoryRecord`` or a line of the file this manifest names, never both: the
+    manifest and the deletion of the archived rows change in one transaction, after the file was written and
+    read back. Files no manifest names are leftovers of an interrupted run and are removed by the next run.
+    """
+
+    scope = models.CharField(max_length=64)  # the project id, or SYSTEM_SCOPE
+    project = models.ForeignKey(
+        "memory_app.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="history_archives"
+    )
+    month = models.CharField(max_length=6)  # YYYYMM, UTC
+    file_name = models.CharField(max_length=300)
+    compressed = models.BooleanField(default=True)
+    checksum = models.CharField(max_length=64)  # sha256 of the uncompressed JSON lines
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    record_count = models.PositiveIntegerField(default=0)
+    first_record_id = models.BigIntegerField(null=True)
+    last_record_id = models.BigIntegerField(null=True)
+    first_timestamp = models.DateTimeField(null=True)
+    last_timestamp = models.DateTimeField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["scope", "-month"]
+        constraints = [models.UniqueConstraint(fields=["scope", "month"], name="history_archive_scope_month")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.month} ({self.record_count} records)"
+
+    @property
+    def download_name(self) -> str:
+        return f"{self.scope}-history_{self.month}.jsonl" + (".gz" if self.compressed else "")

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 
 from memory_app.errors import Conflict
 from memory_app.models import HistoryAction, Project
-from memory_app.services.history import history_record
+from memory_app.services.history import history_archive_files_forget, history_record
 
 
 def _new_project_id() -> str:
@@ -56,4 +56,6 @@ def project_update(*, project: Project, name: str | None = None, description: st
 
 @transaction.atomic
 def project_delete(*, project: Project) -> None:
+    # The history rows and archive manifests go with the project (cascade); their files go once that commits.
+    history_archive_files_forget(project=project)
     project.delete()

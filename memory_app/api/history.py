@@ -1,0 +1,241 @@
+"""/api/memory/history/… and /api/memory/timeline/… (seed §3.4, §10.1), and the staff archive endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from memory_app.api.pagination import parse_limit
+from memory_app.errors import NotFound
+from memory_app.models import HistoryArchive, HistoryRecord
+from memory_app.selectors.history import (
+    HistoryFilters,
+    history_archive_get,
+    history_archive_list,
+    history_filters_parse,
+    history_page,
+    history_scope_get,
+    history_timeline_summary,
+)
+
+
+class HistoryRecordSerializer(serializers.ModelSerializer):
+    user_id = serializers.IntegerField(allow_null=True, read_only=True)
+    username = serializers.SerializerMethodField()
+
+    class Meta:
+        model = HistoryRecord
+        fields = ["id", "timestamp", "action", "summary", "details", "user_id", "username", "request_id", "workflow_id"]
+
+    def get_username(self, record: HistoryRecord) -> str | None:
+        return record.user.get_username() if record.user is not None else None
+
+
+class TimelineEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = HistoryRecord
+        fields = ["id", "timestamp", "action", "summary", "details"]
+
+
+class HistoryArchiveSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = HistoryArchive
+        fields = [
+            "id",
+            "month",
+            "record_count",
+            "size_bytes",
+            "compressed",
+            "checksum",
+            "first_timestamp",
+            "last_timestamp",
+            "updated_at",
+            "download_name",
+            "download_url",
+        ]
+
+    def get_download_url(self, archive: HistoryArchive) -> str:
+        return f"/api/memory/history/{archive.scope}/archives/{archive.pk}"
+
+
+HISTORY_PAGE = inline_serializer(
+    "HistoryPage",
+    {
+        "project_id": serializers.CharField(),
+        "records": HistoryRecordSerializer(many=True),
+        "count": serializers.IntegerField(),
+        "limit": serializers.IntegerField(),
+        "order": serializers.ChoiceField(choices=["asc", "desc"]),
+        "next_cursor": serializers.CharField(allow_null=True),
+        "has_more": serializers.BooleanField(),
+    },
+)
+TIMELINE = inline_serializer(
+    "Timeline",
+    {
+        "project_id": serializers.CharField(),
+        "timeline": TimelineEntrySerializer(many=True),
+        "summary": inline_serializer(
+            "TimelineSummary",
+            {
+                "total_actions": serializers.IntegerField(),
+                "duration_days": serializers.IntegerField(),
+                "most_common_action": serializers.CharField(allow_null=True),
+                "first_timestamp": serializers.DateTimeField(allow_null=True),
+                "last_timestamp": serializers.DateTimeField(allow_null=True),
+                "archived_actions": serializers.IntegerField(),
+            },
+        ),
+        "next_cursor": serializers.CharField(allow_null=True),
+        "has_more": serializers.BooleanField(),
+        "generated_at": serializers.DateTimeField(),
+    },
+)
+ARCHIVE_LIST = inline_serializer(
+    "HistoryArchiveList",
+    {"project_id": serializers.CharField(), "archives": HistoryArchiveSerializer(many=True)},
+)
+
+FILTER_PARAMETERS = [
+    OpenApiParameter("start_date", OpenApiTypes.STR, description="ISO date or datetime (UTC when naive), inclusive"),
+    OpenApiParameter("end_date", OpenApiTypes.STR, description="ISO date (the whole day) or datetime, inclusive"),
+    OpenApiParameter("action_type", OpenApiTypes.STR, description="an action of the vocabulary; commas for several"),
+    OpenApiParameter("limit", OpenApiTypes.INT, description="1..1000, default 50"),
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="next_cursor of the previous page"),
+]
+
+
+def _filters(request: Request) -> HistoryFilters:
+    return history_filters_parse(
+        start_date=request.query_params.get("start_date"),
+        end_date=request.query_params.get("end_date"),
+        action_type=request.query_params.get("action_type"),
+    )
+
+
+class HistoryView(APIView):
+    @extend_schema(
+        tags=["history"],
+        parameters=[
+            *FILTER_PARAMETERS,
+            OpenApiParameter("order", OpenApiTypes.STR, enum=["desc", "asc"], description="newest first by default"),
+        ],
+        responses=HISTORY_PAGE,
+    )
+    def get(self, request: Request, project_id: str) -> Response:
+        scope = history_scope_get(user=request.user, project_id=project_id)
+        filters = _filters(request)
+        limit = parse_limit(request)
+        order = request.query_params.get("order") or "desc"
+        page = history_page(
+            scope=scope, filters=filters, limit=limit, order=order, cursor=request.query_params.get("cursor")
+        )
+        return Response(
+            {
+                "project_id": scope.key,
+                "records": HistoryRecordSerializer(page.records, many=True).data,
+                "count": len(page.records),
+                "limit": limit,
+                "order": order,
+                "next_cursor": page.next_cursor,
+                "has_more": page.next_cursor is not None,
+            }
+        )
+
+
+class TimelineView(APIView):
+    @extend_schema(
+        tags=["history"],
+        parameters=[
+            *FILTER_PARAMETERS,
+            OpenApiParameter("order", OpenApiTypes.STR, enum=["asc", "desc"], description="oldest first by default"),
+        ],
+        responses=TIMELINE,
+    )
+    def get(self, request: Request, project_id: str) -> Response:
+        scope = history_scope_get(user=request.user, project_id=project_id)
+        filters = _filters(request)
+        limit = parse_limit(request)
+        order = request.query_params.get("order") or "asc"
+        page = history_page(
+            scope=scope, filters=filters, limit=limit, order=order, cursor=request.query_params.get("cursor")
+        )
+        summary = history_timeline_summary(scope=scope, filters=filters)
+        return Response(
+            {
+                "project_id": scope.key,
+                "timeline": TimelineEntrySerializer(page.records, many=True).data,
+                "summary": {
+                    "total_actions": summary.total_actions,
+                    "duration_days": summary.duration_days,
+                    "most_common_action": summary.most_common_action,
+                    "first_timestamp": summary.first_timestamp,
+                    "last_timestamp": summary.last_timestamp,
+                    "archived_actions": summary.archived_actions,
+                },
+                "next_cursor": page.next_cursor,
+                "has_more": page.next_cursor is not None,
+                "generated_at": timezone.now(),
+            }
+        )
+
+
+class HistoryArchiveListView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(tags=["history"], operation_id="memory_history_archives_list", responses=ARCHIVE_LIST)
+    def get(self, request: Request, project_id: str) -> Response:
+        scope = history_scope_get(user=request.user, project_id=project_id)
+        archives = history_archive_list(scope=scope)
+        return Response({"project_id": scope.key, "archives": HistoryArchiveSerializer(archives, many=True).data})
+
+
+class AnyContentNegotiation(BaseContentNegotiation):
+    """A download answers whatever the client accepts: the file when it exists, the JSON envelope otherwise."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0]
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        return (renderers[0], renderers[0].media_type)
+
+
+class HistoryArchiveDownloadView(APIView):
+    permission_classes = [IsAdminUser]
+    content_negotiation_class = AnyContentNegotiation
+
+    @extend_schema(
+        tags=["history"],
+        operation_id="memory_history_archive_download",
+        responses={(200, "application/gzip"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, project_id: str, archive_id: str) -> FileResponse:
+        scope = history_scope_get(user=request.user, project_id=project_id)
+        archive = history_archive_get(scope=scope, archive_id=archive_id)
+        # The storage name comes from the manifest row, never from the request.
+        try:
+            handle = default_storage.open(archive.file_name, "rb")
+        except FileNotFoundError:
+            raise NotFound(
+                f"The file of archive {archive.pk} is missing from storage.",
+                details={"archive_id": archive.pk, "suggestion": "Run the integrity check or restore the storage."},
+            ) from None
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            filename=archive.download_name,
+            content_type="application/gzip" if archive.compressed else "application/x-ndjson",
+        )

@@ -1,0 +1,244 @@
+"""Read side of the project history: keyset pages, the timeline summary, archives (seed §3.4, §10.1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core import signing
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from memory_app.errors import NotFound, ValidationFailed
+from memory_app.models import SYSTEM_SCOPE, HistoryAction, HistoryArchive, HistoryRecord, Project
+from memory_app.selectors.projects import project_get
+
+CURSOR_SALT = "memory_app.history.cursor"
+
+
+@dataclass(frozen=True)
+class HistoryScope:
+    """Whose records: one project, or (staff only) the system-wide records that belong to none."""
+
+    key: str
+    project: Project | None
+
+
+@dataclass(frozen=True)
+class HistoryFilters:
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None  # exclusive
+    actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    records: list[HistoryRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class TimelineSummary:
+    total_actions: int
+    duration_days: int
+    most_common_action: str | None
+    first_timestamp: dt.datetime | None
+    last_timestamp: dt.datetime | None
+    archived_actions: int
+
+
+def history_scope_get(*, user: AbstractBaseUser | AnonymousUser, project_id: str) -> HistoryScope:
+    """The user's project, or for staff the system-wide scope ``_system``; anything else is the usual 404."""
+    if project_id == SYSTEM_SCOPE:
+        if getattr(user, "is_staff", False):
+            return HistoryScope(key=SYSTEM_SCOPE, project=None)
+        raise NotFound(
+            f"Project '{project_id}' does not exist.",
+            details={"project_id": project_id, "suggestion": "Check the project id; list yours at /api/projects/."},
+        )
+    project = project_get(user=user, project_id=project_id)
+    return HistoryScope(key=project.pk, project=project)
+
+
+def history_scope_queryset(*, scope: HistoryScope) -> QuerySet[HistoryRecord]:
+    if scope.project is None:
+        return HistoryRecord.objects.filter(project__isnull=True)
+    return HistoryRecord.objects.filter(project=scope.project)
+
+
+# --- parameters -----------------------------------------------------------------------------------------------
+
+
+def _invalid(name: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"'{name}': {message}", details={"fields": {name: [message]}})
+
+
+def parse_history_instant(raw: str | None, *, name: str, end_of_day: bool = False) -> dt.datetime | None:
+    """An ISO date (``2025-01-27``) or datetime; naive values are UTC. For an end bound a date means its whole day.
+
+    The returned bound for ``end`` is exclusive: a date becomes the next midnight, a datetime one microsecond later.
+    """
+    if raw is None or raw == "":
+        return None
+    value = raw.strip()
+    if "T" in value and " " in value[10:]:
+        # An unescaped '+' of a UTC offset arrives as a space in a query string.
+        value = value[:10] + value[10:].replace(" ", "+")
+    try:
+        # A bare date first: datetime.fromisoformat would read it as midnight, losing "the whole day".
+        day = parse_date(value) if len(value) == 10 else None
+        instant = None if day is not None else parse_datetime(value)
+    except ValueError:
+        instant, day = None, None
+    if instant is None and day is None:
+        raise _invalid(name, "Not an ISO date or datetime (e.g. 2025-01-27 or 2025-01-27T10:30:00Z).")
+    try:
+        if instant is None:
+            assert day is not None
+            instant = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+            return instant + dt.timedelta(days=1) if end_of_day else instant
+        if timezone.is_naive(instant):
+            instant = instant.replace(tzinfo=dt.UTC)
+        return instant + dt.timedelta(microseconds=1) if end_of_day else instant
+    except OverflowError:
+        raise _invalid(name, "Out of the supported range of dates.") from None
+
+
+def history_filters_parse(*, start_date: str | None, end_date: str | None, action_type: str | None) -> HistoryFilters:
+    start = parse_history_instant(start_date, name="start_date")
+    end = parse_history_instant(end_date, name="end_date", end_of_day=True)
+    if start is not None and end is not None and end <= start:
+        raise _invalid("end_date", "Must not be before start_date.")
+    actions: list[str] = []
+    for raw in (action_type or "").split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        try:
+            actions.append(HistoryAction(name).value)
+        except ValueError:
+            raise _invalid("action_type", f"Unknown action '{name[:64]}'.") from None
+    return HistoryFilters(start=start, end=end, actions=tuple(dict.fromkeys(actions)))
+
+
+def history_filtered(*, scope: HistoryScope, filters: HistoryFilters) -> QuerySet[HistoryRecord]:
+    queryset = history_scope_queryset(scope=scope)
+    if filters.start is not None:
+        queryset = queryset.filter(timestamp__gte=filters.start)
+    if filters.end is not None:
+        queryset = queryset.filter(timestamp__lt=filters.end)
+    if len(filters.actions) == 1:
+        queryset = queryset.filter(action=filters.actions[0])
+    elif filters.actions:
+        queryset = queryset.filter(action__in=filters.actions)
+    return queryset
+
+
+# --- keyset pages ---------------------------------------------------------------------------------------------
+
+
+def _cursor_encode(*, scope: HistoryScope, order: str, record: HistoryRecord) -> str:
+    # Signed, so a client cannot forge a position; it carries the order and scope it was made for.
+    payload = {"s": scope.key, "o": order, "t": record.timestamp.isoformat(), "i": record.pk}
+    return signing.dumps(payload, salt=CURSOR_SALT, compress=True)
+
+
+def _cursor_decode(*, cursor: str, scope: HistoryScope, order: str) -> tuple[dt.datetime, int]:
+    try:
+        payload = signing.loads(cursor, salt=CURSOR_SALT)
+        position = (dt.datetime.fromisoformat(payload["t"]), int(payload["i"]))
+        matches = payload["s"] == scope.key and payload["o"] == order
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        raise _invalid("cursor", "Malformed or tampered cursor; use next_cursor from the previous page.") from None
+    if not matches:
+        raise _invalid("cursor", "This cursor belongs to another project or order.")
+    return position
+
+
+def history_page(
+    *,
+    scope: HistoryScope,
+    filters: HistoryFilters,
+    limit: int,
+    order: str = "desc",
+    cursor: str | None = None,
+) -> HistoryPage:
+    """One page in (timestamp, id) order; each page is one index range scan, however deep it is."""
+    if order not in ("asc", "desc"):
+        raise _invalid("order", "Must be 'asc' or 'desc'.")
+    queryset = history_filtered(scope=scope, filters=filters).select_related("user")
+    if cursor:
+        timestamp, record_id = _cursor_decode(cursor=cursor, scope=scope, order=order)
+        if order == "desc":
+            queryset = queryset.filter(Q(timestamp__lt=timestamp) | Q(timestamp=timestamp, id__lt=record_id))
+        else:
+            queryset = queryset.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=record_id))
+    ordering = ["-timestamp", "-id"] if order == "desc" else ["timestamp", "id"]
+    rows = list(queryset.order_by(*ordering)[: limit + 1])
+    records = rows[:limit]
+    next_cursor = (
+        _cursor_encode(scope=scope, order=order, record=records[-1]) if len(rows) > limit and records else None
+    )
+    return HistoryPage(records=records, next_cursor=next_cursor)
+
+
+# --- timeline summary -----------------------------------------------------------------------------------------
+
+
+def history_timeline_summary(*, scope: HistoryScope, filters: HistoryFilters) -> TimelineSummary:
+    """Totals computed by the database: three aggregate queries, whatever the number of records.
+
+    ``duration_days`` counts the calendar days (UTC) from the first record to the last, both included.
+    """
+    queryset = history_filtered(scope=scope, filters=filters)
+    totals = queryset.aggregate(total=Count("id"), first=Min("timestamp"), last=Max("timestamp"))
+    most_common = queryset.order_by().values("action").annotate(count=Count("id")).order_by("-count", "action").first()
+    first, last = totals["first"], totals["last"]
+    duration = (last.date() - first.date()).days + 1 if first is not None and last is not None else 0
+    archived = HistoryArchive.objects.filter(scope=scope.key).aggregate(count=Sum("record_count"))["count"] or 0
+    return TimelineSummary(
+        total_actions=totals["total"],
+        duration_days=duration,
+        most_common_action=most_common["action"] if most_common else None,
+        first_timestamp=first,
+        last_timestamp=last,
+        archived_actions=archived,
+    )
+
+
+def history_actions_per_day(*, scope: HistoryScope, filters: HistoryFilters) -> list[dict[str, Any]]:
+    """``[{"day": date, "count": n}]`` oldest first, grouped by the database."""
+    return list(
+        history_filtered(scope=scope, filters=filters)
+        .annotate(day=TruncDate("timestamp", tzinfo=dt.UTC))
+        .order_by()
+        .values("day")
+        .annotate(count=Count("id"))
+        .order_by("day")
+    )
+
+
+# --- archives -------------------------------------------------------------------------------------------------
+
+
+def history_archive_list(*, scope: HistoryScope) -> QuerySet[HistoryArchive]:
+    return HistoryArchive.objects.filter(scope=scope.key, record_count__gt=0).order_by("-month")
+
+
+def history_archive_get(*, scope: HistoryScope, archive_id: str) -> HistoryArchive:
+    archive = None
+    if archive_id.isdigit() and len(archive_id) < 19:
+        archive = history_archive_list(scope=scope).filter(pk=int(archive_id)).first()
+    if archive is None:
+        raise NotFound(
+            f"Archive '{archive_id[:64]}' does not exist.",
+            details={
+                "archive_id": archive_id[:64],
+                "suggestion": f"List the archives at /api/memory/history/{scope.key}/archives.",
+            },
+        )
+    return archive
