@@ -187,6 +187,13 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
+# Workflow recovery also runs at every worker start; this catches leases that expire while all is quiet.
+CELERY_BEAT_SCHEDULE = {
+    "workflows-recover": {"task": "workflows.recover", "schedule": float(MEMORY.workflow.recovery_interval)},
+}
+
+# Modules whose import registers workflow types (the pipelines), in the web process and in every worker.
+WORKFLOW_MODULES = env.list("WORKFLOW_MODULES", default=[])
 
 # --- REST framework -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -35,6 +35,9 @@ STORAGES = {
 }
 MEDIA_ROOT = Path(VAR_DIR) / "media"
 
+# The small pipelines the engine's tests run, registered in the test process and in a test worker alike.
+WORKFLOW_MODULES = [*WORKFLOW_MODULES, "tests.workflows.pipelines"]  # noqa: F405
+
 # Throttling is exercised by its own tests with lower rates.
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,

@@ -1,1 +1,1 @@
-from memory_app.admin import projects  # noqa: F401
+from memory_app.admin import projects, workflow  # noqa: F401
