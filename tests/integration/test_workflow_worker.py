@@ -97,7 +97,7 @@ def test_transient_errors_retry_and_succeed_on_redis(start_worker, effects_rows,
 @pytest.mark.slow
 def test_sigkill_during_a_fan_out_then_a_new_worker_completes_each_unit_once(start_worker, effects_rows, user, project):
     worker = start_worker(**FAST)
-    segments = "a b c d e f".split()
+    segments = ["a", "b", "c", "d", "e", "f"]
     run = start(user, "fan_out", {"text": " ".join(segments), "faults": {"render": {"sleep": 0.8}}})
 
     def render_done() -> int:

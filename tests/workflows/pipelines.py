@@ -50,6 +50,7 @@ def _faults(context: StepContext) -> None:
         raise RetryableStepError(f"injected transient error, attempt {context.attempt}")
     flag = faults.get("fail_while_exists")
     if flag and Path(flag).exists() and context.unit_index in faults.get("units", [0]):
+        time.sleep(float(faults.get("fail_after", 0)))
         raise ValueError(f"injected failure of unit {context.unit_index}")
 
 
