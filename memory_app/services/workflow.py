@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from memory_app.errors import Conflict, ValidationFailed
@@ -266,7 +266,7 @@ def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | Non
         claim_token=token,
         lease_owner=lease_owner[:200],
         lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds),
-        attempts=unit.attempts + 1,
+        attempts=F("attempts") + 1,
         updated_at=now,
     )
     if updated != 1:
