@@ -10,6 +10,8 @@ Work runs inline (eager tasks after commit), so after every rule no run is left 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -117,7 +119,7 @@ def test_workflow_operations_keep_their_invariants(
                 assert {pk for pk, frozen in self.seen.items() if pk in ids} == ids
                 sequences = [snapshot.sequence for snapshot in snapshots]
                 assert sequences == sorted(set(sequences))
-                for earlier, later in zip(snapshots, snapshots[1:], strict=False):
+                for earlier, later in pairwise(snapshots):
                     assert later.status == earlier.status or later.status in LEGAL_TRANSITIONS[earlier.status]
             assert set(self.seen) <= set(WorkflowSnapshot.objects.values_list("pk", flat=True))
 
