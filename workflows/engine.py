@@ -267,8 +267,9 @@ def unit_execute(*, unit_id: int, lease_owner: str) -> dict[str, Any]:
 
 def _record(unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, result: Any) -> dict[str, Any]:
     with transaction.atomic():
-        # Checked again after the step ran: a cancel or restore in the meantime discards this result.
-        run = state.workflow_lock_running(workflow_id=unit.workflow_id, step_key=unit.step_key)
+        # Checked again after the step ran: a cancel or restore in the meantime discards this result. A sibling's
+        # failure does not: the work is done, so it is kept and a resume will not redo it.
+        run = state.workflow_lock_running(workflow_id=unit.workflow_id, step_key=unit.step_key, allow_failed=True)
         if run is None:
             return {"unit": unit.pk, "outcome": "skipped"}
         if not state.workflow_unit_complete(unit=unit, result=result):
@@ -276,6 +277,8 @@ def _record(unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, r
             return {"unit": unit.pk, "outcome": "skipped"}
         if step.commit is not None:
             step.commit(context, result)
+        if run.status == WorkflowStatus.FAILED:
+            return {"unit": unit.pk, "outcome": "done"}
         fan_out = isinstance(step, FanOutStep)
         remaining = run.units.filter(step_key=unit.step_key).exclude(status=UnitStatus.DONE).exists()
         if remaining:

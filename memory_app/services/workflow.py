@@ -341,10 +341,17 @@ def workflow_unit_results(*, workflow: WorkflowState) -> list[Any]:
 # --- transitions -------------------------------------------------------------------------------------------
 
 
-def workflow_lock_running(*, workflow_id: uuid.UUID | str, step_key: uuid.UUID | str) -> WorkflowState | None:
-    """The run under its row lock if it is still in progress on ``step_key``; None when the work is stale."""
+def workflow_lock_running(
+    *, workflow_id: uuid.UUID | str, step_key: uuid.UUID | str, allow_failed: bool = False
+) -> WorkflowState | None:
+    """The run under its row lock if it is still in progress on ``step_key``; None when the work is stale.
+
+    ``allow_failed``: also a run that failed on this very step (a sibling unit failed while this one ran): its
+    result is still kept, so a resume does not redo it.
+    """
     run = WorkflowState.objects.select_for_update().filter(pk=workflow_id).first()
-    if run is None or run.status != WorkflowStatus.IN_PROGRESS or str(run.step_key) != str(step_key):
+    allowed = {WorkflowStatus.IN_PROGRESS, WorkflowStatus.FAILED} if allow_failed else {WorkflowStatus.IN_PROGRESS}
+    if run is None or run.status not in allowed or str(run.step_key) != str(step_key):
         return None
     return run
 

@@ -312,3 +312,51 @@ def test_retry_delay_grows_with_jitter_and_stays_below_the_visibility_timeout(se
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
     assert all(150 <= engine.retry_delay(20) <= 300 for _ in range(20))
+
+
+def test_a_unit_that_finishes_after_a_sibling_failed_the_run_keeps_its_result(
+    run_inline, user, project, tmp_path, monkeypatch
+):
+    from tests.workflows import pipelines
+
+    flag = tmp_path / "fail"
+    flag.touch()
+
+    def racing_render(context):
+        if context.unit_index == 0:
+            # While unit 0 computes, its sibling (unit 1) runs on another worker and fails the run.
+            sibling = WorkflowUnit.objects.get(workflow_id=context.workflow_id, step="render", unit_index=1)
+            assert engine.unit_execute(unit_id=sibling.pk, lease_owner="other-worker")["outcome"] == "failed"
+        return pipelines.render_segment(context)
+
+    racing = engine.WorkflowType(
+        name="fan_out",
+        steps=(
+            pipelines.FAN_OUT.steps[0],
+            engine.FanOutStep(
+                "render",
+                items=lambda data: data["segments"],
+                run=racing_render,
+                merge=pipelines.merge_pages,
+                commit=pipelines.record_effect,
+            ),
+            pipelines.FAN_OUT.steps[2],
+        ),
+    )
+    monkeypatch.setitem(engine._REGISTRY, "fan_out", racing)
+    faults = {"render": {"fail_while_exists": str(flag), "units": [1]}}
+
+    run = start(run_inline, user, "fan_out", {"text": "a b", "faults": faults})
+
+    assert run.status == "failed"
+    unit0 = WorkflowUnit.objects.get(workflow=run, step="render", unit_index=0)
+    assert (unit0.status, unit0.result, unit0.attempts) == ("done", "<a>", 1)
+    assert effects(str(run.pk)).count(f"{run.pk}:render:0") == 1
+
+    flag.unlink()
+    run = run_inline(engine.workflow_resume, workflow=run, user=user)
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert run.data["pages"] == ["<a>", "<b>"]
+    assert WorkflowUnit.objects.get(pk=unit0.pk).attempts == 1
+    assert effects(str(run.pk)).count(f"{run.pk}:render:0") == 1
