@@ -133,8 +133,13 @@ class WorkflowDetailView(APIView):
         return Response(WorkflowStateSerializer(workflow_get(user=request.user, workflow_id=workflow_id)).data)
 
 
+class WorkflowHistorySerializer(serializers.Serializer):
+    workflow_id = serializers.UUIDField()
+    snapshots = WorkflowSnapshotSerializer(many=True)
+
+
 class WorkflowHistoryView(APIView):
-    @extend_schema(tags=["workflows"], responses=WorkflowSnapshotSerializer(many=True))
+    @extend_schema(tags=["workflows"], responses=WorkflowHistorySerializer)
     def get(self, request: Request, workflow_id: str) -> Response:
         run = workflow_get(user=request.user, workflow_id=workflow_id)
         snapshots = list(workflow_snapshots(workflow=run).select_related("parent"))

@@ -224,3 +224,21 @@ def test_cancel_a_running_run(auth_client, project, django_capture_on_commit_cal
 
 def test_anonymous_is_401(api_client):
     assert api_client.get("/api/workflows/").status_code == 401
+
+
+def test_schema_documents_every_workflow_route(api_client):
+    import yaml
+
+    schema = yaml.safe_load(api_client.get("/api/schema/").content)
+
+    paths = {path for path in schema["paths"] if path.startswith("/api/workflows")}
+    assert paths == {
+        "/api/workflows/",
+        "/api/workflows/{workflow_id}/",
+        "/api/workflows/{workflow_id}/history/",
+        "/api/workflows/{workflow_id}/resume/",
+        "/api/workflows/{workflow_id}/restore/",
+        "/api/workflows/{workflow_id}/cancel/",
+    }
+    started = schema["paths"]["/api/workflows/"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
+    assert started["properties"]["data"]["$ref"] == "#/components/schemas/WorkflowState"
