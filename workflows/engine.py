@@ -404,9 +404,7 @@ def workflow_recover() -> dict[str, Any]:
             if state.workflow_unit_release_expired(unit=unit):
                 _send_on_commit([unit])
                 requeued += 1
-    in_flight = WorkflowUnit.objects.filter(
-        status__in=[UnitStatus.PENDING, UnitStatus.RUNNING], workflow__status=WorkflowStatus.IN_PROGRESS
-    ).exists()
+    in_flight = state.workflow_units_in_flight()
     if requeued:
         logger.info("recovery re-enqueued %d unit(s)", requeued)
     return {"requeued": requeued, "in_flight": in_flight}

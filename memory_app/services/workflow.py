@@ -304,6 +304,8 @@ def workflow_units_expired(*, limit: int = 500) -> list[WorkflowUnit]:
             status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
             lease_expires_at__lt=timezone.now(),
             workflow__status=WorkflowStatus.IN_PROGRESS,
+            # Units of an older step key (left behind by a restore) are stale: never re-enqueue them.
+            step_key=F("workflow__step_key"),
         )
         .order_by("lease_expires_at")[:limit]
     )
@@ -320,6 +322,15 @@ def workflow_unit_release_expired(*, unit: WorkflowUnit) -> bool:
         updated_at=timezone.now(),
     )
     return updated == 1
+
+
+def workflow_units_in_flight() -> bool:
+    """Whether any running run still has unfinished units of its current step (recovery keeps watching)."""
+    return WorkflowUnit.objects.filter(
+        status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
+        workflow__status=WorkflowStatus.IN_PROGRESS,
+        step_key=F("workflow__step_key"),
+    ).exists()
 
 
 def workflow_segments(*, workflow: WorkflowState) -> Segments:

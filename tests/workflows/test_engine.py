@@ -360,3 +360,31 @@ def test_a_unit_that_finishes_after_a_sibling_failed_the_run_keeps_its_result(
     assert run.data["pages"] == ["<a>", "<b>"]
     assert WorkflowUnit.objects.get(pk=unit0.pk).attempts == 1
     assert effects(str(run.pk)).count(f"{run.pk}:render:0") == 1
+
+
+def test_recovery_never_requeues_the_stale_units_a_restore_left_behind(
+    eager, effects_table, user, project, tmp_path, django_capture_on_commit_callbacks
+):
+    flag = tmp_path / "fail"
+    flag.touch()
+    faults = {"render": {"fail_while_exists": str(flag), "units": [0]}}
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.workflow_start(
+            user=user, workflow_type="fan_out", project_id="proj-001", data={"text": "a b", "faults": faults}
+        )
+    run.refresh_from_db()
+    assert run.status == "failed"
+    stale = WorkflowUnit.objects.get(workflow=run, step="render", unit_index=1)
+    assert stale.status == UnitStatus.PENDING
+    # Fork from the start and let the new branch's first message be lost: only its unit may come back.
+    with django_capture_on_commit_callbacks(execute=False):
+        engine.workflow_restore(workflow=run, index=0, rerun=True, user=user)
+    WorkflowUnit.objects.filter(workflow=run).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        outcome = engine.workflow_recover()
+
+    assert outcome == {"requeued": 1, "in_flight": True}
+    assert len(callbacks) == 1
+    assert WorkflowUnit.objects.get(pk=stale.pk).status == UnitStatus.PENDING
+    assert WorkflowUnit.objects.get(pk=stale.pk).lease_expires_at < timezone.now()
