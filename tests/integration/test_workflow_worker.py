@@ -66,11 +66,23 @@ def start(user, workflow_type: str, data: dict) -> WorkflowState:
     return engine.workflow_start(user=user, workflow_type=workflow_type, project_id="proj-001", data=data)
 
 
-def test_fan_out_pipeline_runs_end_to_end_on_the_filesystem_broker(start_worker, effects_rows, user, project):
-    start_worker(**FAST)
+@contextmanager
+def on_broker(name: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The filesystem broker of the embedded mode (the default), or Redis: yields start_worker's arguments."""
+    if name == "filesystem":
+        yield dict(FAST)
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    with broker(redis_url):
+        yield {"broker_url": redis_url, **FAST}
 
-    run = start(user, "fan_out", {"text": "a b c"})
-    wait_for(lambda: status_of(run) == "completed", what="completion")
+
+@pytest.mark.parametrize("broker_name", ["filesystem", "redis"])
+def test_fan_out_pipeline_runs_end_to_end(start_worker, effects_rows, user, project, request, broker_name):
+    with on_broker(broker_name, request) as worker_options:
+        start_worker(**worker_options)
+        run = start(user, "fan_out", {"text": "a b c"})
+        wait_for(lambda: status_of(run) == "completed", what="completion")
 
     run.refresh_from_db()
     assert run.data["book"] == "<a><b><c>"
@@ -95,21 +107,27 @@ def test_transient_errors_retry_and_succeed_on_redis(start_worker, effects_rows,
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_fan_out_then_a_new_worker_completes_each_unit_once(start_worker, effects_rows, user, project):
-    worker = start_worker(**FAST)
+@pytest.mark.parametrize("broker_name", ["filesystem", "redis"])
+def test_sigkill_during_a_fan_out_then_a_new_worker_completes_each_unit_once(
+    start_worker, effects_rows, user, project, request, broker_name
+):
     segments = ["a", "b", "c", "d", "e", "f"]
-    run = start(user, "fan_out", {"text": " ".join(segments), "faults": {"render": {"sleep": 0.8}}})
 
     def render_done() -> int:
         return WorkflowUnit.objects.filter(workflow=run, step="render", status=UnitStatus.DONE).count()
 
-    wait_for(lambda: render_done() >= 2, what="two segments")
-    worker.kill()
-    killed_at = render_done()
-    assert 2 <= killed_at < len(segments)
+    with on_broker(broker_name, request) as worker_options:
+        worker = start_worker(**worker_options)
+        run = start(user, "fan_out", {"text": " ".join(segments), "faults": {"render": {"sleep": 0.8}}})
+        wait_for(lambda: render_done() >= 2, what="two segments")
+        # The filesystem broker loses the messages the dead worker held; Redis would bring them back only
+        # after its one-hour visibility timeout. Either way the leases bring the work back within seconds.
+        worker.kill()
+        killed_at = render_done()
+        assert 2 <= killed_at < len(segments)
 
-    start_worker(**FAST)
-    wait_for(lambda: status_of(run) == "completed", timeout=90, what="completion after the crash")
+        start_worker(**worker_options)
+        wait_for(lambda: status_of(run) == "completed", timeout=90, what="completion after the crash")
 
     run.refresh_from_db()
     assert run.data["pages"] == [f"<{segment}>" for segment in segments]
