@@ -1,7 +1,7 @@
 """Small pipelines that exercise the engine. Imported through settings.WORKFLOW_MODULES (test settings), so a
 real worker started by a test registers them too.
 
-Every step records its effect in ``workflow_test_effects`` from its ``commit`` hook, i.e. in the transaction
+Every step records its effect in ``workflow_test_effects`` from its ``commit`` function, i.e. in the transaction
 that marks the unit done: a row per execution that counted. Faults are injected through the input data.
 """
 
