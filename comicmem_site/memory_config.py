@@ -147,6 +147,11 @@ class WorkflowConfig(_Section):
     retry_backoff_base: Annotated[float, Field(gt=0)] = 2.0
     retry_backoff_max: PositiveInt = 300
     stuck_after_seconds: PositiveInt = 1800
+    # How long a claimed unit (or a queued message) may go silent before recovery hands it to another worker.
+    # Above the hard task time limit (1800 s), so a unit that is still running never loses its lease.
+    lease_seconds: PositiveInt = 1860
+    # How often recovery looks again while work is in flight (it re-arms itself; also run at worker start).
+    recovery_interval: PositiveInt = 60
 
     @model_validator(mode="after")
     def _keep_below_max(self) -> WorkflowConfig:
@@ -233,6 +238,9 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "IMAGE_BASE_URL": ("providers.image.base_url", "str"),
     "IMAGE_API_KEY": ("providers.image.api_key", "str"),
     "IMAGE_MODEL": ("providers.image.model", "str"),
+    "WORKFLOW_LEASE_SECONDS": ("workflow.lease_seconds", "int"),
+    "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
+    "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 
 from memory_app.api.envelope import error_response
 from memory_app.errors import ComicmemError, ErrorCode
+from workflows.api import WorkflowListCreateNoSlashView
 
 
 class RouteNotFound(ComicmemError):
@@ -33,6 +34,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # Before the catch-all `api/` route; the list also answers without its trailing slash.
+    re_path(r"^api/workflows$", WorkflowListCreateNoSlashView.as_view()),
+    path("api/workflows/", include("workflows.urls")),
     path("api/", include("memory_app.api.urls")),
     # Last: anything else under /api/ is a 404 in the envelope, in DEBUG too.
     re_path(r"^api/(?P<unmatched>.*)$", api_route_not_found),

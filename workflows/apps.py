@@ -1,7 +1,21 @@
+from __future__ import annotations
+
+from importlib import import_module
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class WorkflowsConfig(AppConfig):
     name = "workflows"
     verbose_name = "Workflows"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from memory_app.services.workflow import workflow_operations_register
+        from workflows.engine import EngineOperations
+
+        workflow_operations_register(operations=EngineOperations())
+        # Workflow types register themselves when their module is imported (web and worker alike).
+        for module in getattr(settings, "WORKFLOW_MODULES", []):
+            import_module(module)

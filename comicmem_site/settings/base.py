@@ -201,7 +201,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "memory_app.history_archive",
         "schedule": float(MEMORY.history.archive_interval_seconds),
     },
+    # Workflow recovery also runs at every worker start; this catches leases that expire while all is quiet.
+    "workflows-recover": {"task": "workflows.recover", "schedule": float(MEMORY.workflow.recovery_interval)},
 }
+
+# Modules whose import registers workflow types (the pipelines), in the web process and in every worker.
+WORKFLOW_MODULES = env.list("WORKFLOW_MODULES", default=[])
+
 
 # --- REST framework -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

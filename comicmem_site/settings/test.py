@@ -45,6 +45,9 @@ MEMORY = MEMORY.model_copy(  # noqa: F405
 if not env.str("CACHE_DIR", default=""):
     CACHE_DIR = Path(VAR_DIR) / "cache"
 
+# The small pipelines the engine's tests run, registered in the test process and in a test worker alike.
+WORKFLOW_MODULES = [*WORKFLOW_MODULES, "tests.workflows.pipelines"]  # noqa: F405
+
 # Throttling is exercised by its own tests with lower rates.
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,

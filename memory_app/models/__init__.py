@@ -8,9 +8,19 @@ from memory_app.models.history import (
     HistoryRecord,
 )
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
+from memory_app.models.workflow import (
+    LEGAL_TRANSITIONS,
+    SnapshotEvent,
+    UnitStatus,
+    WorkflowSnapshot,
+    WorkflowState,
+    WorkflowStatus,
+    WorkflowUnit,
+)
 
 __all__ = [
     "DEFAULT_SUMMARIES",
+    "LEGAL_TRANSITIONS",
     "PROJECT_ID_PATTERN",
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
@@ -24,5 +34,11 @@ __all__ = [
     "HistoryRecord",
     "MessageRole",
     "Project",
+    "SnapshotEvent",
+    "UnitStatus",
+    "WorkflowSnapshot",
+    "WorkflowState",
+    "WorkflowStatus",
+    "WorkflowUnit",
     "validate_project_id",
 ]

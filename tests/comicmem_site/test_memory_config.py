@@ -117,3 +117,17 @@ def test_start_up_stops_on_a_bad_file_and_names_it(tmp_path):
     assert result.returncode != 0
     assert "memory.cache.text_analysis.ttl" in result.stderr
     assert str(path) in result.stderr
+
+
+def test_workflow_lease_and_recovery_come_from_the_file_or_the_environment():
+    shipped = load_memory_config(REPO_ROOT / "memory_config.yaml", {})
+    overridden = load_memory_config(
+        REPO_ROOT / "memory_config.yaml",
+        {"WORKFLOW_LEASE_SECONDS": "3", "WORKFLOW_RECOVERY_INTERVAL": "1", "WORKFLOW_MAX_RETRIES": "0"},
+    )
+
+    assert (shipped.workflow.lease_seconds, shipped.workflow.recovery_interval) == (1860, 60)
+    assert (overridden.workflow.lease_seconds, overridden.workflow.recovery_interval) == (3, 1)
+    assert overridden.workflow.max_retries == 0
+    with pytest.raises(MemoryConfigError, match="WORKFLOW_LEASE_SECONDS"):
+        load_memory_config(REPO_ROOT / "memory_config.yaml", {"WORKFLOW_LEASE_SECONDS": "soon"})

@@ -1,0 +1,600 @@
+"""Workflow state (seed §5): create, compare-and-set transitions, snapshots and their trimming, restore, units.
+
+These services know nothing of steps or Celery (``workflows.engine`` drives them); they keep the run's truth in
+the database so any worker, after any crash, can tell what is done and what is not.
+
+Snapshot trimming (``workflow.max_state_history`` / ``keep_state_history``, §5.2): when a run holds more than
+``max_state_history`` snapshots, every snapshot is deleted except
+  1. the newest ``keep_state_history`` by sequence, and
+  2. every ancestor of the run's head (the current branch, back to its first snapshot),
+because (2) is what a resume continues from and what ``restore`` of the current branch points at. Only
+snapshots of abandoned branches, older than the newest ``keep_state_history``, are ever deleted; a kept
+snapshot whose parent was deleted has ``parent = null``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from memory_app.errors import Conflict, ValidationFailed
+from memory_app.models import (
+    LEGAL_TRANSITIONS,
+    HistoryAction,
+    Project,
+    SnapshotEvent,
+    UnitStatus,
+    WorkflowSnapshot,
+    WorkflowState,
+    WorkflowStatus,
+    WorkflowUnit,
+)
+from memory_app.redaction import redact
+from memory_app.services.history import history_record
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Fan-out progress of the current step."""
+
+    total: int
+    completed: int
+    current: int | None
+
+
+def clean_data(data: dict[str, Any]) -> dict[str, Any]:
+    """State data as it is stored: sensitive keys redacted at any depth (no size cut: data is the pipeline's)."""
+    return redact(data, extra_names=settings.MEMORY.history.redact_extra_fields)
+
+
+def workflow_progress(
+    *, steps: list[str], step_index: int, description: str, segments: Segments | None = None
+) -> dict[str, Any]:
+    """``{current, total, percent, description}``; during a fan-out also the segment counts.
+
+    ``percent`` counts a fan-out step's finished segments as a fraction of the step, so it only grows along a
+    branch.
+    """
+    total = len(steps)
+    done = float(step_index)
+    if segments is not None and segments.total:
+        done += segments.completed / segments.total
+    progress: dict[str, Any] = {
+        "current": step_index,
+        "total": total,
+        "percent": round(100.0 * done / total, 1) if total else 100.0,
+        "description": description,
+    }
+    if segments is not None:
+        progress.update(
+            total_segments=segments.total,
+            completed_segments=segments.completed,
+            current_segment=segments.current,
+        )
+    return progress
+
+
+def _describe_step(steps: list[str], step_index: int) -> str:
+    if step_index >= len(steps):
+        return "Completed."
+    return f"Step {step_index + 1} of {len(steps)}: {steps[step_index]}."
+
+
+def _lock(workflow: WorkflowState) -> WorkflowState:
+    """The run, re-read under a row lock: every writer of a run goes through here, so they queue."""
+    return WorkflowState.objects.select_for_update().get(pk=workflow.pk)
+
+
+def _check_transition(workflow: WorkflowState, to_status: str) -> None:
+    if to_status not in LEGAL_TRANSITIONS[workflow.status]:
+        raise Conflict(
+            f"A {workflow.status} workflow cannot become {to_status}.",
+            details={"workflow_id": str(workflow.pk), "status": workflow.status},
+        )
+
+
+def _compare_and_set(workflow: WorkflowState, *, expected_status: str, **fields: Any) -> None:
+    """Write ``fields`` only if the run still has ``expected_status`` and ``step_key``; else another won."""
+    fields["updated_at"] = timezone.now()
+    updated = WorkflowState.objects.filter(pk=workflow.pk, status=expected_status, step_key=workflow.step_key).update(
+        **fields
+    )
+    if updated != 1:
+        # Another process changed the run between our read and this write: it won, we refuse.
+        raise Conflict(
+            "The workflow was changed by another operation; reload it and try again.",
+            details={"workflow_id": str(workflow.pk)},
+        )
+    for name, value in fields.items():
+        setattr(workflow, name, value)
+
+
+def workflow_snapshot_append(
+    *, workflow: WorkflowState, event: SnapshotEvent, step: str, error: dict[str, Any] | None = None
+) -> WorkflowSnapshot:
+    """Append the run's current state as a snapshot on its branch and make it the head; then trim.
+
+    Call inside the transaction that changed the run (it holds the run's row lock).
+    """
+    last = workflow.snapshots.aggregate(last=Max("sequence"))["last"] or 0
+    snapshot = WorkflowSnapshot.objects.create(
+        workflow=workflow,
+        sequence=last + 1,
+        parent_id=workflow.head_id,
+        event=event.value,
+        step=step,
+        step_index=workflow.step_index,
+        status=workflow.status,
+        data=workflow.data,
+        progress=workflow.progress,
+        error=error,
+    )
+    WorkflowState.objects.filter(pk=workflow.pk).update(head=snapshot)
+    workflow.head = snapshot
+    workflow_snapshots_trim(workflow=workflow)
+    return snapshot
+
+
+def workflow_lineage_ids(*, workflow: WorkflowState) -> list[int]:
+    """Ids of the head and its ancestors, head first."""
+    parents = dict(workflow.snapshots.values_list("id", "parent_id"))
+    lineage: list[int] = []
+    current = workflow.head_id
+    while current is not None and current in parents and current not in lineage:
+        lineage.append(current)
+        current = parents[current]
+    return lineage
+
+
+def workflow_snapshots_trim(*, workflow: WorkflowState) -> int:
+    """Apply the trimming rule of the module docstring; returns how many snapshots were deleted."""
+    config = settings.MEMORY.workflow
+    snapshots = workflow.snapshots.all()
+    if snapshots.count() <= config.max_state_history:
+        return 0
+    newest = list(snapshots.order_by("-sequence").values_list("id", flat=True)[: config.keep_state_history])
+    keep = set(newest) | set(workflow_lineage_ids(workflow=workflow))
+    deleted, _ = snapshots.exclude(id__in=keep).delete()
+    return deleted
+
+
+def workflow_create(
+    *,
+    workflow_type: str,
+    project: Project,
+    owner: AbstractBaseUser,
+    steps: list[str],
+    data: dict[str, Any],
+    preferences: dict[str, Any],
+) -> WorkflowState:
+    """A new run, already ``in_progress`` at its first step, with its ``started`` snapshot and history record.
+
+    The caller (the engine) creates the first step's units in the same transaction.
+    """
+    if not steps:
+        raise ValidationFailed(f"Workflow type '{workflow_type}' has no steps.")
+    with transaction.atomic():
+        workflow = WorkflowState.objects.create(
+            workflow_type=workflow_type,
+            project=project,
+            owner=owner,
+            steps=list(steps),
+            current_step=steps[0],
+            step_index=0,
+            status=WorkflowStatus.IN_PROGRESS,
+            data=clean_data(data),
+            preferences=clean_data(preferences),
+            progress=workflow_progress(steps=steps, step_index=0, description=_describe_step(steps, 0)),
+        )
+        workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.STARTED, step=steps[0])
+        history_record(
+            project=project,
+            action=HistoryAction.WORKFLOW_STARTED,
+            user=owner,
+            workflow_id=workflow.pk,
+            details={"workflow_type": workflow_type, "steps": list(steps), "input": workflow.data},
+        )
+    return workflow
+
+
+# --- units -------------------------------------------------------------------------------------------------
+
+
+def _lease_until(seconds: float) -> Any:
+    return timezone.now() + timedelta(seconds=seconds)
+
+
+def workflow_units_create(*, workflow: WorkflowState, count: int) -> list[WorkflowUnit]:
+    """One pending unit per item of the current step (one for a plain step)."""
+    lease = settings.MEMORY.workflow.lease_seconds
+    return WorkflowUnit.objects.bulk_create(
+        [
+            WorkflowUnit(
+                workflow=workflow,
+                step_key=workflow.step_key,
+                step_index=workflow.step_index,
+                step=workflow.current_step,
+                unit_index=index,
+                lease_expires_at=_lease_until(lease),
+            )
+            for index in range(count)
+        ]
+    )
+
+
+def workflow_units_reset(*, workflow: WorkflowState) -> list[WorkflowUnit]:
+    """Make every unfinished unit of the current step pending again with a fresh retry budget (resume)."""
+    lease = settings.MEMORY.workflow.lease_seconds
+    units = workflow.units.filter(step_key=workflow.step_key).exclude(status=UnitStatus.DONE)
+    units.update(
+        status=UnitStatus.PENDING, attempts=0, claim_token=None, lease_owner="", lease_expires_at=_lease_until(lease)
+    )
+    return list(workflow.units.filter(step_key=workflow.step_key, status=UnitStatus.PENDING))
+
+
+def workflow_unit_set_task(*, unit: WorkflowUnit, task_id: str) -> None:
+    WorkflowUnit.objects.filter(pk=unit.pk).update(task_id=task_id)
+
+
+def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | None:
+    """Claim a unit for one execution; None when it is done, or held by a live lease elsewhere.
+
+    A pending unit is free; a running one is free once its lease has expired (its worker is presumed dead).
+    Only while the run is ``in_progress`` on the unit's step key: a stale message does nothing.
+    """
+    now = timezone.now()
+    unit = WorkflowUnit.objects.select_related("workflow").filter(pk=unit_id).first()
+    if unit is None:
+        return None
+    run = unit.workflow
+    if run.status != WorkflowStatus.IN_PROGRESS or run.step_key != unit.step_key:
+        return None
+    token = uuid.uuid4()
+    free = WorkflowUnit.objects.filter(pk=unit_id, status=UnitStatus.PENDING) | WorkflowUnit.objects.filter(
+        pk=unit_id, status=UnitStatus.RUNNING, lease_expires_at__lt=now
+    )
+    updated = free.update(
+        status=UnitStatus.RUNNING,
+        claim_token=token,
+        lease_owner=lease_owner[:200],
+        lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds),
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    if updated != 1:
+        # Done already, or another worker holds a live lease: this delivery is a duplicate.
+        return None
+    unit.refresh_from_db()
+    return unit
+
+
+def workflow_unit_complete(*, unit: WorkflowUnit, result: Any) -> bool:
+    """Mark the claimed unit done, only if our claim still holds. Inside the effect's transaction."""
+    updated = WorkflowUnit.objects.filter(pk=unit.pk, status=UnitStatus.RUNNING, claim_token=unit.claim_token).update(
+        status=UnitStatus.DONE, result=clean_data({"value": result})["value"], error=None, updated_at=timezone.now()
+    )
+    return updated == 1
+
+
+def workflow_unit_schedule_retry(*, unit: WorkflowUnit, error: dict[str, Any], delay_seconds: float) -> bool:
+    """Give the unit back as pending; its lease covers the retry delay so recovery does not jump in early."""
+    updated = WorkflowUnit.objects.filter(pk=unit.pk, status=UnitStatus.RUNNING, claim_token=unit.claim_token).update(
+        status=UnitStatus.PENDING,
+        claim_token=None,
+        error=error,
+        lease_expires_at=_lease_until(delay_seconds + settings.MEMORY.workflow.lease_seconds),
+        updated_at=timezone.now(),
+    )
+    return updated == 1
+
+
+def workflow_units_expired(*, limit: int = 500) -> list[WorkflowUnit]:
+    """Unfinished units of running runs whose lease is over: their message or their worker was lost."""
+    return list(
+        WorkflowUnit.objects.select_related("workflow")
+        .filter(
+            status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
+            lease_expires_at__lt=timezone.now(),
+            workflow__status=WorkflowStatus.IN_PROGRESS,
+            # Units of an older step key (left behind by a restore) are stale: never re-enqueue them.
+            step_key=F("workflow__step_key"),
+        )
+        .order_by("lease_expires_at")[:limit]
+    )
+
+
+def workflow_unit_release_expired(*, unit: WorkflowUnit) -> bool:
+    """Compare-and-set an expired unit back to pending with a new lease, so one recovery re-enqueues it."""
+    updated = WorkflowUnit.objects.filter(
+        pk=unit.pk, status=unit.status, lease_expires_at=unit.lease_expires_at
+    ).update(
+        status=UnitStatus.PENDING,
+        claim_token=None,
+        lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds),
+        updated_at=timezone.now(),
+    )
+    return updated == 1
+
+
+def workflow_units_in_flight() -> bool:
+    """Whether any running run still has unfinished units of its current step (recovery keeps watching)."""
+    return WorkflowUnit.objects.filter(
+        status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
+        workflow__status=WorkflowStatus.IN_PROGRESS,
+        step_key=F("workflow__step_key"),
+    ).exists()
+
+
+def workflow_segments(*, workflow: WorkflowState) -> Segments:
+    units = list(workflow.units.filter(step_key=workflow.step_key).values_list("unit_index", "status"))
+    unfinished = sorted(index for index, status in units if status != UnitStatus.DONE)
+    return Segments(
+        total=len(units),
+        completed=sum(1 for _, status in units if status == UnitStatus.DONE),
+        current=unfinished[0] if unfinished else None,
+    )
+
+
+def workflow_unit_results(*, workflow: WorkflowState) -> list[Any]:
+    return list(
+        workflow.units.filter(step_key=workflow.step_key).order_by("unit_index").values_list("result", flat=True)
+    )
+
+
+# --- transitions -------------------------------------------------------------------------------------------
+
+
+def workflow_lock_running(
+    *, workflow_id: uuid.UUID | str, step_key: uuid.UUID | str, allow_failed: bool = False
+) -> WorkflowState | None:
+    """The run under its row lock if it is still in progress on ``step_key``; None when the work is stale.
+
+    ``allow_failed``: also a run that failed on this very step (a sibling unit failed while this one ran): its
+    result is still kept, so a resume does not redo it.
+    """
+    run = WorkflowState.objects.select_for_update().filter(pk=workflow_id).first()
+    allowed = {WorkflowStatus.IN_PROGRESS, WorkflowStatus.FAILED} if allow_failed else {WorkflowStatus.IN_PROGRESS}
+    if run is None or run.status not in allowed or str(run.step_key) != str(step_key):
+        return None
+    return run
+
+
+def workflow_fan_out_progress(*, workflow: WorkflowState, fan_out: bool) -> None:
+    """Refresh the progress of the current step (segment counts during a fan-out)."""
+    segments = workflow_segments(workflow=workflow) if fan_out else None
+    progress = workflow_progress(
+        steps=workflow.steps,
+        step_index=workflow.step_index,
+        description=_describe_step(workflow.steps, workflow.step_index),
+        segments=segments,
+    )
+    WorkflowState.objects.filter(pk=workflow.pk).update(progress=progress, updated_at=timezone.now())
+    workflow.progress = progress
+
+
+def workflow_step_complete(
+    *, workflow: WorkflowState, data: dict[str, Any], details: dict[str, Any] | None = None
+) -> WorkflowState:
+    """The current step is done: save its output, advance (or complete), snapshot and history, in one go.
+
+    Call with the run locked by ``workflow_lock_running``, inside the transaction that completed its last unit.
+    """
+    finished_step = workflow.current_step
+    next_index = workflow.step_index + 1
+    done = next_index >= len(workflow.steps)
+    new_status = WorkflowStatus.COMPLETED if done else WorkflowStatus.IN_PROGRESS
+    _check_transition(workflow, new_status)
+    progress = workflow_progress(
+        steps=workflow.steps, step_index=next_index, description=_describe_step(workflow.steps, next_index)
+    )
+    _compare_and_set(
+        workflow,
+        expected_status=WorkflowStatus.IN_PROGRESS,
+        data=clean_data(data),
+        step_index=next_index,
+        current_step="" if done else workflow.steps[next_index],
+        step_key=uuid.uuid4(),
+        status=new_status,
+        progress=progress,
+        error=None,
+    )
+    workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.STEP_COMPLETED, step=finished_step)
+    history_record(
+        project=workflow.project,
+        action=HistoryAction.WORKFLOW_STEP_COMPLETED,
+        user=workflow.owner,
+        workflow_id=workflow.pk,
+        summary=f"Workflow step {finished_step} completed.",
+        details={"step": finished_step, "step_index": next_index - 1, **(details or {})},
+    )
+    if done:
+        workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.COMPLETED, step=finished_step)
+        history_record(
+            project=workflow.project,
+            action=HistoryAction.WORKFLOW_COMPLETED,
+            user=workflow.owner,
+            workflow_id=workflow.pk,
+            details={"workflow_type": workflow.workflow_type, "steps": len(workflow.steps)},
+        )
+    return workflow
+
+
+def workflow_fail(*, workflow: WorkflowState, error: dict[str, Any], unit: WorkflowUnit | None = None) -> WorkflowState:
+    """The current step failed for good: the run is ``failed`` with the step and the error kept.
+
+    Call with the run locked by ``workflow_lock_running``.
+    """
+    _check_transition(workflow, WorkflowStatus.FAILED)
+    error = clean_data({"step": workflow.current_step, "step_index": workflow.step_index, **error})
+    if unit is not None:
+        WorkflowUnit.objects.filter(pk=unit.pk, claim_token=unit.claim_token).update(
+            status=UnitStatus.FAILED, error=error, updated_at=timezone.now()
+        )
+    description = f"Failed at step {workflow.step_index + 1} of {len(workflow.steps)}: {workflow.current_step}."
+    progress = {**workflow.progress, "description": description}
+    _compare_and_set(
+        workflow,
+        expected_status=WorkflowStatus.IN_PROGRESS,
+        status=WorkflowStatus.FAILED,
+        error=error,
+        progress=progress,
+    )
+    workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.FAILED, step=workflow.current_step, error=error)
+    history_record(
+        project=workflow.project,
+        action=HistoryAction.WORKFLOW_FAILED,
+        user=workflow.owner,
+        workflow_id=workflow.pk,
+        details={"error": error},
+    )
+    return workflow
+
+
+def workflow_resume(*, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState:
+    """``failed`` → ``in_progress`` at the failed step, keeping its finished units. Compare-and-set: of two
+    concurrent resumes one wins, the other is a Conflict. The engine re-enqueues the unfinished units.
+    """
+    run = _lock(workflow)
+    if run.status != WorkflowStatus.FAILED:
+        raise Conflict(
+            f"Only a failed workflow can be resumed; this one is {run.status}.",
+            details={"workflow_id": str(run.pk), "status": run.status},
+        )
+    progress = {**run.progress, "description": _describe_step(run.steps, run.step_index)}
+    _compare_and_set(
+        run, expected_status=WorkflowStatus.FAILED, status=WorkflowStatus.IN_PROGRESS, error=None, progress=progress
+    )
+    workflow_snapshot_append(workflow=run, event=SnapshotEvent.RESUMED, step=run.current_step)
+    history_record(
+        project=run.project,
+        action=HistoryAction.WORKFLOW_RESUMED,
+        user=user,
+        workflow_id=run.pk,
+        details={"step": run.current_step, "step_index": run.step_index},
+    )
+    return run
+
+
+def workflow_snapshot_at(*, workflow: WorkflowState, index: int) -> WorkflowSnapshot:
+    """The snapshot at ``index`` in the run's history list (oldest first; negative counts from the end)."""
+    snapshots = list(workflow.snapshots.order_by("sequence"))
+    if not -len(snapshots) <= index < len(snapshots):
+        raise ValidationFailed(
+            f"step_index {index} is out of range: the workflow has {len(snapshots)} snapshots.",
+            details={
+                "fields": {"step_index": [f"Must be between {-len(snapshots)} and {len(snapshots) - 1}."]},
+                "snapshot_count": len(snapshots),
+            },
+        )
+    return snapshots[index]
+
+
+def workflow_restore(
+    *, workflow: WorkflowState, index: int, rerun: bool, user: AbstractBaseUser | None
+) -> WorkflowState:
+    """Fork: a new branch starts from the snapshot at ``index``; older snapshots stay as they are.
+
+    With ``rerun`` the run is ``in_progress`` from the snapshot's next step (the engine dispatches it);
+    without, it waits as ``pending``. A run in progress must be cancelled first (Conflict).
+    """
+    run = _lock(workflow)
+    if run.status == WorkflowStatus.IN_PROGRESS:
+        raise Conflict(
+            "A running workflow cannot be restored; cancel it first.",
+            details={"workflow_id": str(run.pk), "status": run.status},
+        )
+    source = workflow_snapshot_at(workflow=run, index=index)
+    new_status = WorkflowStatus.IN_PROGRESS if rerun else WorkflowStatus.PENDING
+    _check_transition(run, new_status)
+    step_index = source.step_index
+    current_step = run.steps[step_index] if step_index < len(run.steps) else ""
+    progress = workflow_progress(
+        steps=run.steps, step_index=step_index, description=_describe_step(run.steps, step_index)
+    )
+    _compare_and_set(
+        run,
+        expected_status=run.status,
+        status=new_status,
+        data=source.data,
+        step_index=step_index,
+        current_step=current_step,
+        step_key=uuid.uuid4(),
+        progress=progress,
+        error=None,
+        head=source,
+    )
+    snapshot = workflow_snapshot_append(workflow=run, event=SnapshotEvent.RESTORED, step=current_step)
+    history_record(
+        project=run.project,
+        action=HistoryAction.WORKFLOW_RESTORED,
+        user=user,
+        workflow_id=run.pk,
+        details={
+            "step_index": index,
+            "from_sequence": source.sequence,
+            "new_sequence": snapshot.sequence,
+            "rerun": rerun,
+            "next_step": current_step,
+        },
+    )
+    return run
+
+
+def workflow_cancel(*, workflow: WorkflowState, user: AbstractBaseUser | None) -> list[str]:
+    """Any unfinished run → ``cancelled``; returns the task ids of its unfinished units, to revoke."""
+    run = _lock(workflow)
+    if run.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED):
+        raise Conflict(
+            f"The workflow is already {run.status}; only an unfinished one can be cancelled.",
+            details={"workflow_id": str(run.pk), "status": run.status},
+        )
+    _check_transition(run, WorkflowStatus.CANCELLED)
+    progress = {**run.progress, "description": "Cancelled."}
+    _compare_and_set(run, expected_status=run.status, status=WorkflowStatus.CANCELLED, progress=progress)
+    workflow_snapshot_append(workflow=run, event=SnapshotEvent.CANCELLED, step=run.current_step)
+    history_record(
+        project=run.project,
+        action=HistoryAction.WORKFLOW_CANCELLED,
+        user=user,
+        workflow_id=run.pk,
+        details={"step": run.current_step, "step_index": run.step_index},
+    )
+    unfinished = run.units.exclude(status=UnitStatus.DONE).exclude(task_id="")
+    return list(unfinished.values_list("task_id", flat=True))
+
+
+# --- operations that dispatch work -------------------------------------------------------------------------
+
+
+class WorkflowOperations(Protocol):
+    """What the admin needs from the engine. ``workflows`` registers its engine at start-up (its AppConfig),
+    so this package never imports ``workflows``."""
+
+    def resume(self, *, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState: ...
+
+    def restore(
+        self, *, workflow: WorkflowState, index: int, rerun: bool, user: AbstractBaseUser | None
+    ) -> WorkflowState: ...
+
+    def cancel(self, *, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState: ...
+
+
+_operations: list[WorkflowOperations] = []
+
+
+def workflow_operations_register(*, operations: WorkflowOperations) -> None:
+    _operations[:] = [operations]
+
+
+def workflow_operations() -> WorkflowOperations:
+    if not _operations:
+        raise Conflict("No workflow engine is installed in this process.")
+    return _operations[0]

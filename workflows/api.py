@@ -1,0 +1,186 @@
+"""/api/workflows/: start, list, inspect, snapshots, resume, restore (fork), cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from memory_app.errors import ValidationFailed
+from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
+from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
+from workflows import engine
+
+
+class WorkflowStateSerializer(serializers.ModelSerializer):
+    project_id = serializers.CharField(read_only=True)
+    owner = serializers.CharField(source="owner.username", read_only=True)
+
+    class Meta:
+        model = WorkflowState
+        fields = [
+            "workflow_id",
+            "workflow_type",
+            "project_id",
+            "owner",
+            "status",
+            "current_step",
+            "step_index",
+            "steps",
+            "progress",
+            "data",
+            "preferences",
+            "compression_history",
+            "error",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class WorkflowSnapshotSerializer(serializers.ModelSerializer):
+    index = serializers.IntegerField(read_only=True, help_text="Position in this list: restore's step_index.")
+    parent_sequence = serializers.IntegerField(source="parent.sequence", read_only=True, allow_null=True)
+
+    class Meta:
+        model = WorkflowSnapshot
+        fields = [
+            "index",
+            "sequence",
+            "parent_sequence",
+            "event",
+            "step",
+            "step_index",
+            "status",
+            "data",
+            "progress",
+            "error",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class WorkflowStartSerializer(serializers.Serializer):
+    workflow_type = serializers.CharField(max_length=64)
+    project_id = serializers.CharField(max_length=64)
+    input = serializers.DictField(required=False, default=dict)
+    preferences = serializers.DictField(required=False, default=dict)
+
+
+class WorkflowRestoreSerializer(serializers.Serializer):
+    step_index = serializers.IntegerField(help_text="Index into the snapshot list; negative counts from the end.")
+    rerun = serializers.BooleanField(required=False, default=False)
+
+
+STATUS_FILTER = OpenApiParameter("status", str, enum=[choice.value for choice in WorkflowStatus])
+LIST_FILTERS = [
+    OpenApiParameter("project_id", str),
+    STATUS_FILTER,
+    OpenApiParameter("workflow_type", str),
+]
+
+
+class WorkflowListCreateView(GenericAPIView):
+    serializer_class = WorkflowStateSerializer
+    queryset = WorkflowState.objects.none()  # for the schema only; get() asks the selector
+
+    @extend_schema(tags=["workflows"], parameters=LIST_FILTERS, responses=WorkflowStateSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        status_filter = request.query_params.get("status") or None
+        if status_filter is not None and status_filter not in WorkflowStatus.values:
+            raise ValidationFailed(
+                f"Unknown status '{status_filter}'.",
+                details={"fields": {"status": [f"Must be one of: {', '.join(WorkflowStatus.values)}."]}},
+            )
+        runs = workflow_list(
+            user=request.user,
+            project_id=request.query_params.get("project_id") or None,
+            status=status_filter,
+            workflow_type=request.query_params.get("workflow_type") or None,
+        )
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(WorkflowStateSerializer(page, many=True).data)
+
+    @extend_schema(tags=["workflows"], request=WorkflowStartSerializer, responses={202: WorkflowStateSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = WorkflowStartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = engine.workflow_start(
+            user=request.user,
+            workflow_type=serializer.validated_data["workflow_type"],
+            project_id=serializer.validated_data["project_id"],
+            data=serializer.validated_data["input"],
+            preferences=serializer.validated_data["preferences"],
+        )
+        run.refresh_from_db()
+        return Response(WorkflowStateSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class WorkflowListCreateNoSlashView(WorkflowListCreateView):
+    """``/api/workflows`` without its slash (the seed's spelling); documented once, under the slashed path."""
+
+    schema = None
+
+
+class WorkflowDetailView(APIView):
+    @extend_schema(tags=["workflows"], responses=WorkflowStateSerializer)
+    def get(self, request: Request, workflow_id: str) -> Response:
+        return Response(WorkflowStateSerializer(workflow_get(user=request.user, workflow_id=workflow_id)).data)
+
+
+class WorkflowHistorySerializer(serializers.Serializer):
+    workflow_id = serializers.UUIDField()
+    snapshots = WorkflowSnapshotSerializer(many=True)
+
+
+class WorkflowHistoryView(APIView):
+    @extend_schema(tags=["workflows"], responses=WorkflowHistorySerializer)
+    def get(self, request: Request, workflow_id: str) -> Response:
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        snapshots = list(workflow_snapshots(workflow=run).select_related("parent"))
+        for index, snapshot in enumerate(snapshots):
+            snapshot.index = index
+        return Response(
+            {"workflow_id": str(run.pk), "snapshots": WorkflowSnapshotSerializer(snapshots, many=True).data}
+        )
+
+
+def _state(run: WorkflowState) -> dict[str, Any]:
+    run.refresh_from_db()
+    return WorkflowStateSerializer(run).data
+
+
+class WorkflowResumeView(APIView):
+    @extend_schema(tags=["workflows"], request=None, responses={202: WorkflowStateSerializer})
+    def post(self, request: Request, workflow_id: str) -> Response:
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        run = engine.workflow_resume(workflow=run, user=request.user)
+        return Response(_state(run), status=status.HTTP_202_ACCEPTED)
+
+
+class WorkflowRestoreView(APIView):
+    @extend_schema(tags=["workflows"], request=WorkflowRestoreSerializer, responses={200: WorkflowStateSerializer})
+    def post(self, request: Request, workflow_id: str) -> Response:
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        serializer = WorkflowRestoreSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = engine.workflow_restore(
+            workflow=run,
+            index=serializer.validated_data["step_index"],
+            rerun=serializer.validated_data["rerun"],
+            user=request.user,
+        )
+        return Response(_state(run))
+
+
+class WorkflowCancelView(APIView):
+    @extend_schema(tags=["workflows"], request=None, responses={200: WorkflowStateSerializer})
+    def post(self, request: Request, workflow_id: str) -> Response:
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        run = engine.workflow_cancel(workflow=run, user=request.user)
+        return Response(_state(run))

@@ -1,0 +1,410 @@
+"""The workflow engine: registered workflow types, the unit runner, fan-out, retries, dispatch and recovery.
+
+A workflow type is an ordered list of steps. A ``Step`` is a function of the state data that returns the new
+data; a ``FanOutStep`` runs one unit per item (a segment) and merges the units' results into the data. Each
+unit is a ``WorkflowUnit`` row: a task claims it under a lease, runs the step function outside any transaction,
+then in ONE transaction (with the run's row locked) marks it done by compare-and-set, applies the step's
+``commit`` effects, and — when the database says no unit of the step is left — saves the data, the progress,
+the snapshot and the ``workflow_step_completed`` record and creates the next step's units. Messages are sent
+only after that commits. Lost or repeated messages are harmless: a done unit is never claimed again, and
+recovery re-enqueues units whose lease expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from memory_app.errors import ValidationFailed
+from memory_app.models import UnitStatus, WorkflowState, WorkflowStatus, WorkflowUnit
+from memory_app.selectors.projects import project_get
+from memory_app.services import workflow as state
+
+logger = logging.getLogger("workflows.engine")
+
+
+class RetryableStepError(Exception):
+    """A transient failure (timeout, 5xx, 429, connection error): the unit is retried with backoff.
+
+    Providers raise it (or let httpx's timeout / transport errors through); anything else fails the run.
+    """
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step function sees. ``item`` and ``unit_index`` are set for a fan-out unit."""
+
+    workflow_id: str
+    workflow_type: str
+    project_id: str
+    step: str
+    data: dict[str, Any]
+    preferences: dict[str, Any]
+    attempt: int
+    unit_index: int = 0
+    item: Any = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """A plain step: ``run(context) -> new data``.
+
+    ``commit(context, result)`` (optional) applies database effects in the transaction that records the step
+    as done, so they happen exactly once.
+    """
+
+    name: str
+    run: Callable[[StepContext], dict[str, Any]]
+    commit: Callable[[StepContext, Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class FanOutStep:
+    """One unit per ``items(data)``; ``run(context)`` gets ``context.item``; ``merge(data, results)`` (results in
+    item order) returns the new data once the last unit is done."""
+
+    name: str
+    items: Callable[[dict[str, Any]], list[Any]]
+    run: Callable[[StepContext], Any]
+    merge: Callable[[dict[str, Any], list[Any]], dict[str, Any]]
+    commit: Callable[[StepContext, Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowType:
+    name: str
+    steps: tuple[Step | FanOutStep, ...] = field(default_factory=tuple)
+    description: str = ""
+
+    @property
+    def step_names(self) -> list[str]:
+        return [step.name for step in self.steps]
+
+
+_REGISTRY: dict[str, WorkflowType] = {}
+
+
+def workflow_type_register(workflow_type: WorkflowType) -> WorkflowType:
+    names = workflow_type.step_names
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"workflow type {workflow_type.name!r} needs steps with distinct names")
+    _REGISTRY[workflow_type.name] = workflow_type
+    return workflow_type
+
+
+def workflow_types() -> dict[str, WorkflowType]:
+    return dict(_REGISTRY)
+
+
+def workflow_type_get(name: str) -> WorkflowType:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValidationFailed(
+            f"Unknown workflow_type '{name}'.",
+            details={"fields": {"workflow_type": [f"Must be one of: {', '.join(sorted(_REGISTRY)) or 'none'}."]}},
+        ) from None
+
+
+# --- retry policy ------------------------------------------------------------------------------------------
+
+
+def _optional_openai_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is in requirements
+        return ()
+    return (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Timeouts, connection errors, 429 and 5xx are transient; anything else is the step's own failure."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code == 429 or exc.response.status_code >= 500
+    transient = (RetryableStepError, TimeoutError, ConnectionError, httpx.TimeoutException, httpx.TransportError)
+    return isinstance(exc, transient + _optional_openai_errors())
+
+
+def max_countdown() -> float:
+    """Longest ETA we ever set: below the broker's visibility timeout, or Redis would deliver it twice."""
+    visibility = (getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}).get("visibility_timeout")
+    limit = float(settings.MEMORY.workflow.retry_backoff_max)
+    return min(limit, float(visibility) * 0.5) if visibility else limit
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff with jitter: base**attempt seconds, capped, then a random share in [50 %, 100 %]."""
+    config = settings.MEMORY.workflow
+    ceiling = min(config.retry_backoff_base ** max(attempt, 1), max_countdown())
+    return round(random.uniform(ceiling / 2, ceiling), 3)
+
+
+def _error(exc: BaseException, *, unit: WorkflowUnit, retryable: bool) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "retryable": retryable,
+        "unit_index": unit.unit_index,
+        "attempts": unit.attempts,
+    }
+
+
+# --- dispatch ----------------------------------------------------------------------------------------------
+
+
+def _send_on_commit(units: Iterable[WorkflowUnit], countdown: float | None = None) -> None:
+    """Give each unit a fresh task id now (so cancel can revoke it) and send its message after commit."""
+    pending: list[tuple[int, str]] = []
+    for unit in units:
+        task_id = str(uuid.uuid4())
+        state.workflow_unit_set_task(unit=unit, task_id=task_id)
+        pending.append((unit.pk, task_id))
+
+    def send() -> None:
+        from workflows.tasks import run_unit
+
+        for unit_id, task_id in pending:
+            run_unit.apply_async(args=[unit_id], task_id=task_id, countdown=countdown)
+
+    if pending:
+        transaction.on_commit(send)
+
+
+def _begin_current_step(run: WorkflowState) -> None:
+    """Create the units of the run's current step and send them; a fan-out over nothing completes at once."""
+    workflow_type = workflow_type_get(run.workflow_type)
+    step = workflow_type.steps[run.step_index]
+    if isinstance(step, FanOutStep):
+        try:
+            items = list(step.items(run.data))
+        except Exception as exc:  # noqa: BLE001 - the pipeline's own bug or bad data: the run fails, kept
+            state.workflow_fail(workflow=run, error={"type": type(exc).__name__, "message": str(exc)[:2000]})
+            return
+        if not items:
+            _finish_step(run, step, [])
+            return
+        count = len(items)
+    else:
+        count = 1
+    units = state.workflow_units_create(workflow=run, count=count)
+    if isinstance(step, FanOutStep):
+        state.workflow_fan_out_progress(workflow=run, fan_out=True)
+    _send_on_commit(units)
+
+
+def _finish_step(run: WorkflowState, step: Step | FanOutStep, results: list[Any]) -> None:
+    if isinstance(step, FanOutStep):
+        data = step.merge(run.data, results)
+        details = {"units": len(results)}
+    else:
+        data = results[0]
+        details = {}
+    if not isinstance(data, dict):
+        raise TypeError(f"step {step.name!r} must return a dict of state data, not {type(data).__name__}")
+    state.workflow_step_complete(workflow=run, data=data, details=details)
+    if run.status == WorkflowStatus.IN_PROGRESS:
+        _begin_current_step(run)
+
+
+def _dispatch_current_step(run: WorkflowState) -> None:
+    """Continue a resumed run: re-send its unfinished units; create them if the step never started."""
+    units = list(run.units.filter(step_key=run.step_key))
+    if not units:
+        _begin_current_step(run)
+        return
+    if all(unit.status == UnitStatus.DONE for unit in units):
+        step = workflow_type_get(run.workflow_type).steps[run.step_index]
+        _finish_step(run, step, state.workflow_unit_results(workflow=run))
+        return
+    _send_on_commit(state.workflow_units_reset(workflow=run))
+
+
+# --- the unit runner (the body of the Celery task) ---------------------------------------------------------
+
+
+def lease_owner_name(task_id: str | None) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{task_id or '-'}"
+
+
+def unit_execute(*, unit_id: int, lease_owner: str) -> dict[str, Any]:
+    """Run one unit once. Returns a small JSON outcome: done, skipped, retry or failed."""
+    unit = state.workflow_unit_claim(unit_id=unit_id, lease_owner=lease_owner)
+    if unit is None:
+        # Done already, held by a live lease, or the run is no longer running this step (cancel, restore).
+        return {"unit": unit_id, "outcome": "skipped"}
+    run = unit.workflow
+    try:
+        step = workflow_type_get(run.workflow_type).steps[unit.step_index]
+        context = StepContext(
+            workflow_id=str(run.pk),
+            workflow_type=run.workflow_type,
+            project_id=run.project_id,
+            step=step.name,
+            data=run.data,
+            preferences=run.preferences,
+            attempt=unit.attempts,
+            unit_index=unit.unit_index,
+            item=step.items(run.data)[unit.unit_index] if isinstance(step, FanOutStep) else None,
+        )
+        result = step.run(context)
+        if isinstance(step, Step) and not isinstance(result, dict):
+            raise TypeError(f"step {step.name!r} must return a dict of state data, not {type(result).__name__}")
+        return _record(unit, step, context, result)
+    except Exception as exc:  # noqa: BLE001 - every failure is classified and kept on the run, never lost
+        return _handle_failure(unit, exc)
+
+
+def _record(unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, result: Any) -> dict[str, Any]:
+    with transaction.atomic():
+        # Checked again after the step ran: a cancel or restore in the meantime discards this result. A sibling's
+        # failure does not: the work is done, so it is kept and a resume will not redo it.
+        run = state.workflow_lock_running(workflow_id=unit.workflow_id, step_key=unit.step_key, allow_failed=True)
+        if run is None:
+            return {"unit": unit.pk, "outcome": "skipped"}
+        if not state.workflow_unit_complete(unit=unit, result=result):
+            # Our lease expired and another worker took the unit over: its run is the one that counts.
+            return {"unit": unit.pk, "outcome": "skipped"}
+        if step.commit is not None:
+            step.commit(context, result)
+        if run.status == WorkflowStatus.FAILED:
+            return {"unit": unit.pk, "outcome": "done"}
+        fan_out = isinstance(step, FanOutStep)
+        remaining = run.units.filter(step_key=unit.step_key).exclude(status=UnitStatus.DONE).exists()
+        if remaining:
+            state.workflow_fan_out_progress(workflow=run, fan_out=fan_out)
+        else:
+            # The run's row lock makes this the one and only transaction that sees no unit left.
+            _finish_step(run, step, state.workflow_unit_results(workflow=run))
+    return {"unit": unit.pk, "outcome": "done"}
+
+
+def _handle_failure(unit: WorkflowUnit, exc: BaseException) -> dict[str, Any]:
+    retryable = is_retryable(exc)
+    error = _error(exc, unit=unit, retryable=retryable)
+    with transaction.atomic():
+        run = state.workflow_lock_running(workflow_id=unit.workflow_id, step_key=unit.step_key)
+        if run is None:
+            return {"unit": unit.pk, "outcome": "skipped"}
+        if retryable and unit.attempts <= settings.MEMORY.workflow.max_retries:
+            delay = retry_delay(unit.attempts)
+            if state.workflow_unit_schedule_retry(unit=unit, error=error, delay_seconds=delay):
+                logger.info("unit %s of %s: %s, retry in %.1f s", unit.pk, run.pk, error["type"], delay)
+                _send_on_commit([unit], countdown=delay)
+                return {"unit": unit.pk, "outcome": "retry", "delay": delay}
+            return {"unit": unit.pk, "outcome": "skipped"}
+        logger.warning("unit %s of %s failed: %s: %s", unit.pk, run.pk, error["type"], error["message"])
+        state.workflow_fail(workflow=run, error=error, unit=unit)
+    return {"unit": unit.pk, "outcome": "failed"}
+
+
+# --- operations --------------------------------------------------------------------------------------------
+
+
+def workflow_start(
+    *,
+    user: AbstractBaseUser,
+    workflow_type: str,
+    project_id: str,
+    data: dict[str, Any],
+    preferences: dict[str, Any] | None = None,
+) -> WorkflowState:
+    """Validate, create the run with its first units, and enqueue them after commit."""
+    definition = workflow_type_get(workflow_type)
+    project = project_get(user=user, project_id=project_id)
+    with transaction.atomic():
+        run = state.workflow_create(
+            workflow_type=definition.name,
+            project=project,
+            owner=project.owner,
+            steps=definition.step_names,
+            data=data,
+            preferences=preferences or {},
+        )
+        _begin_current_step(run)
+    return run
+
+
+def workflow_resume(*, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState:
+    with transaction.atomic():
+        run = state.workflow_resume(workflow=workflow, user=user)
+        _dispatch_current_step(run)
+    return run
+
+
+def workflow_restore(
+    *, workflow: WorkflowState, index: int, rerun: bool, user: AbstractBaseUser | None
+) -> WorkflowState:
+    with transaction.atomic():
+        run = state.workflow_restore(workflow=workflow, index=index, rerun=rerun, user=user)
+        if rerun:
+            if run.step_index >= len(run.steps):
+                raise ValidationFailed(
+                    "Nothing is left to run after that snapshot; restore it without rerun.",
+                    details={"fields": {"rerun": ["The snapshot is past the last step."]}},
+                )
+            _begin_current_step(run)
+    return run
+
+
+def workflow_cancel(*, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState:
+    """Cancel in the database (the truth every task checks), then revoke the queued and running tasks."""
+    with transaction.atomic():
+        task_ids = state.workflow_cancel(workflow=workflow, user=user)
+        transaction.on_commit(lambda: revoke(task_ids))
+    workflow.refresh_from_db()
+    return workflow
+
+
+def revoke(task_ids: list[str]) -> None:
+    from comicmem_site.celery import app
+
+    if not task_ids or app.conf.task_always_eager:
+        return
+    try:
+        app.control.revoke(task_ids, terminate=True, signal="SIGTERM")
+    except Exception as exc:  # noqa: BLE001 - best effort: every task re-checks the status anyway
+        logger.warning("could not broadcast the revoke of %d tasks: %s", len(task_ids), exc)
+
+
+class EngineOperations:
+    """The engine as the admin sees it (registered into ``memory_app`` by the app config)."""
+
+    def resume(self, *, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState:
+        return workflow_resume(workflow=workflow, user=user)
+
+    def restore(
+        self, *, workflow: WorkflowState, index: int, rerun: bool, user: AbstractBaseUser | None
+    ) -> WorkflowState:
+        return workflow_restore(workflow=workflow, index=index, rerun=rerun, user=user)
+
+    def cancel(self, *, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState:
+        return workflow_cancel(workflow=workflow, user=user)
+
+
+# --- recovery ----------------------------------------------------------------------------------------------
+
+
+def workflow_recover() -> dict[str, Any]:
+    """Re-enqueue every unit whose lease expired (a lost message, a killed worker). Safe to run anywhere, any
+    number of times at once: each unit is released by compare-and-set, and a duplicate message is a no-op."""
+    requeued = 0
+    for unit in state.workflow_units_expired():
+        with transaction.atomic():
+            if state.workflow_unit_release_expired(unit=unit):
+                _send_on_commit([unit])
+                requeued += 1
+    in_flight = state.workflow_units_in_flight()
+    if requeued:
+        logger.info("recovery re-enqueued %d unit(s)", requeued)
+    return {"requeued": requeued, "in_flight": in_flight}

@@ -1,0 +1,47 @@
+"""Thin Celery tasks of the workflow engine: every decision lives in ``workflows.engine`` and the services."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+
+from workflows import engine
+
+logger = logging.getLogger("workflows.tasks")
+
+
+@shared_task(
+    bind=True,
+    name="workflows.run_unit",
+    # Acknowledged after it ran, and given back if the worker dies: a redelivery is harmless (the unit is
+    # claimed by compare-and-set and done once), a lost message is found by recovery through its lease.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def run_unit(self: Any, unit_id: int) -> dict[str, Any]:
+    return engine.unit_execute(unit_id=unit_id, lease_owner=engine.lease_owner_name(self.request.id))
+
+
+@shared_task(name="workflows.recover", ignore_result=True)
+def recover(rearm: bool = False) -> dict[str, Any]:
+    """Re-enqueue expired units. With ``rearm`` (the run sent at worker start), look again after
+    ``recovery_interval`` while work is in flight; beat's periodic runs do not re-arm, so runs never pile up."""
+    outcome = engine.workflow_recover()
+    if rearm and outcome["in_flight"]:
+        countdown = min(settings.MEMORY.workflow.recovery_interval, engine.max_countdown())
+        recover.apply_async(kwargs={"rearm": True}, countdown=countdown)
+    return outcome
+
+
+@worker_ready.connect
+def recover_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
+    # A worker that starts after a crash picks up what the dead one held, once its lease is over.
+    try:
+        recover.delay(rearm=True)
+    except Exception as exc:  # noqa: BLE001 - a broker hiccup at start-up must not stop the worker
+        logger.warning("could not enqueue workflow recovery at worker start: %s", exc)
