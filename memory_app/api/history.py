@@ -126,6 +126,17 @@ def _filters(request: Request) -> HistoryFilters:
     )
 
 
+def _page(request: Request, scope: Any, *, default_order: str) -> tuple[HistoryFilters, int, str, Any]:
+    """The query parameters both routes share, parsed, and the page they select."""
+    filters = _filters(request)
+    limit = parse_limit(request)
+    order = request.query_params.get("order") or default_order
+    page = history_page(
+        scope=scope, filters=filters, limit=limit, order=order, cursor=request.query_params.get("cursor")
+    )
+    return filters, limit, order, page
+
+
 class HistoryView(APIView):
     @extend_schema(
         tags=["history"],
@@ -137,12 +148,7 @@ class HistoryView(APIView):
     )
     def get(self, request: Request, project_id: str) -> Response:
         scope = history_scope_get(user=request.user, project_id=project_id)
-        filters = _filters(request)
-        limit = parse_limit(request)
-        order = request.query_params.get("order") or "desc"
-        page = history_page(
-            scope=scope, filters=filters, limit=limit, order=order, cursor=request.query_params.get("cursor")
-        )
+        _, limit, order, page = _page(request, scope, default_order="desc")
         return Response(
             {
                 "project_id": scope.key,
@@ -167,12 +173,7 @@ class TimelineView(APIView):
     )
     def get(self, request: Request, project_id: str) -> Response:
         scope = history_scope_get(user=request.user, project_id=project_id)
-        filters = _filters(request)
-        limit = parse_limit(request)
-        order = request.query_params.get("order") or "asc"
-        page = history_page(
-            scope=scope, filters=filters, limit=limit, order=order, cursor=request.query_params.get("cursor")
-        )
+        filters, _, _, page = _page(request, scope, default_order="asc")
         summary = history_timeline_summary(scope=scope, filters=filters)
         return Response(
             {
