@@ -4,7 +4,7 @@ environment; `manage.py check --deploy` passes with no warning."""
 from __future__ import annotations
 
 from comicmem_site.settings.base import *  # noqa: F403
-from comicmem_site.settings.base import env
+from comicmem_site.settings.base import env, logging_config
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")
@@ -25,3 +25,6 @@ SESSION_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+
+# One JSON object per log line (request_id, workflow_id, step, user), redacted like history.
+LOGGING = logging_config(env.str("LOG_FORMAT", default="json"))
