@@ -37,6 +37,7 @@ migrate: install
 
 run: migrate
 	$(BIN)/python manage.py ensure_demo_user
+	rm -rf var/prometheus
 	@echo "Starting web (http://127.0.0.1:$(PORT)/), worker and beat; Ctrl-C stops all three."
 	cd . && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start -p $(PORT)
 

@@ -152,6 +152,14 @@ def metrics_exposition() -> bytes:
     return output + generate_latest(state)
 
 
+def metrics_worker_serve(port: int) -> None:
+    """Serve this machine's process metrics on ``port`` (a worker container that no web process shares a
+    folder with; docker-compose sets WORKER_METRICS_PORT). The database-backed figures stay on the web's /metrics."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, registry=_process_registry())
+
+
 def metrics_process_dead(pid: int) -> None:
     if multiprocess_dir() is not None:
         from prometheus_client import multiprocess

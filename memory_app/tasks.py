@@ -8,12 +8,12 @@ import socket
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_init, worker_process_shutdown
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from memory_app.metrics import metrics_process_dead
+from memory_app.metrics import metrics_process_dead, metrics_worker_serve
 from memory_app.services.cache import cache_cleanup, cache_statistics_flush
 from memory_app.services.history import history_archive_run, history_archive_sweep
 from memory_app.services.operations import (
@@ -72,6 +72,14 @@ def _flush_cache_statistics(**_: object) -> None:
     cache_statistics_flush()
     # Remove this process's live-gauge files from the Prometheus folder (memory_app.metrics).
     metrics_process_dead(os.getpid())
+
+
+@worker_init.connect
+def _serve_worker_metrics(**_: object) -> None:
+    # In the worker's main process, before the pool forks: one metrics server per worker container.
+    port = os.environ.get("WORKER_METRICS_PORT", "")
+    if port:
+        metrics_worker_serve(int(port))
 
 
 @shared_task(

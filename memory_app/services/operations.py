@@ -384,7 +384,8 @@ def _check_workflow_rows(report: IntegrityReport, repair: bool) -> None:
     manual delete with constraints off)."""
     runs = WorkflowState.objects.values("pk")
     for model, kind in ((WorkflowSnapshot, "snapshot_without_run"), (WorkflowUnit, "unit_without_run")):
-        orphans = list(model.objects.exclude(workflow_id__in=runs).values_list("pk", "workflow_id"))
+        # order_by(): the default ordering joins the run table, which would hide exactly the rows we look for.
+        orphans = list(model.objects.order_by().exclude(workflow_id__in=runs).values_list("pk", "workflow_id"))
         report.checked[f"{kind.split('_')[0]}s"] = model.objects.count()
         if orphans and repair:
             model.objects.filter(pk__in=[pk for pk, _ in orphans]).delete()

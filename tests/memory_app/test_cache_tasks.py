@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from memory_app import tasks
 from memory_app.models import CacheEntry
@@ -30,5 +31,13 @@ def test_cleanup_task_takes_one_batch_and_requeues_while_more_is_left(cache_name
     assert CacheEntry.objects.count() == 0
 
 
-def test_cleanup_is_scheduled(settings):
-    assert settings.CELERY_BEAT_SCHEDULE["cache-cleanup"] == {"task": "memory_app.cache_cleanup", "schedule": 300.0}
+def test_cleanup_is_scheduled():
+    # A beat row made by the maintenance data migration, at the shortest namespace cleanup_interval.
+    task = PeriodicTask.objects.select_related("interval").get(name="cache-cleanup")
+
+    assert (task.task, task.interval.every, task.interval.period, task.enabled) == (
+        "memory_app.cache_cleanup",
+        300,
+        "seconds",
+        True,
+    )

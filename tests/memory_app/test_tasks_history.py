@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from memory_app import tasks
 from memory_app.models import HistoryAction, HistoryRecord
@@ -49,7 +50,7 @@ def test_the_task_with_nothing_due_does_nothing(project, monkeypatch):
     assert HistoryRecord.objects.count() == 1
 
 
-def test_beat_runs_the_archive_task_on_the_configured_interval(settings):
-    entry = settings.CELERY_BEAT_SCHEDULE["history-archive"]
+def test_beat_runs_the_archive_task_on_the_configured_interval():
+    entry = PeriodicTask.objects.select_related("interval").get(name="history-archive")
 
-    assert entry == {"task": "memory_app.history_archive", "schedule": 3600.0}
+    assert (entry.task, entry.interval.every, entry.interval.period) == ("memory_app.history_archive", 3600, "seconds")
