@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 
 import pytest
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 
 from memory_app import tasks
 from memory_app.models import HistoryAction, HistoryRecord
@@ -51,6 +51,7 @@ def test_the_task_with_nothing_due_does_nothing(project, monkeypatch):
 
 
 def test_beat_runs_the_archive_task_on_the_configured_interval():
-    entry = PeriodicTask.objects.select_related("interval").get(name="history-archive")
+    module = importlib.import_module("memory_app.migrations.0008_maintenance_schedules")
+    schedules = {name: (task, seconds) for name, task, seconds, _ in module._schedules()}
 
-    assert (entry.task, entry.interval.every, entry.interval.period) == ("memory_app.history_archive", 3600, "seconds")
+    assert schedules["history-archive"] == ("memory_app.history_archive", 3600)
