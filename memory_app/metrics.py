@@ -108,6 +108,15 @@ class StateCollector(Collector):
     """Read at scrape time from the database, the cache layer's counters and the broker."""
 
     def collect(self) -> Iterator[Metric]:
+        from django.db import DatabaseError
+
+        try:
+            yield from self._collect()
+        except DatabaseError as exc:
+            # The database is down: the process metrics are still worth a scrape; these are simply absent.
+            logger.warning("metrics: database figures skipped: %s", exc)
+
+    def _collect(self) -> Iterator[Metric]:
         from memory_app.selectors.operations import (
             broker_queue_depths,
             cache_counters_all,

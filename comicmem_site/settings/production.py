@@ -28,3 +28,6 @@ X_FRAME_OPTIONS = "DENY"
 
 # One JSON object per log line (request_id, workflow_id, step, user), redacted like history.
 LOGGING = logging_config(env.str("LOG_FORMAT", default="json"))
+# Workers log through the same JSON handler: Celery would otherwise replace the root logger's handlers with its
+# own plain format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

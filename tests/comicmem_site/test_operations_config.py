@@ -103,7 +103,9 @@ def test_production_logs_json_and_local_keeps_the_plain_line(tmp_path):
     }
     code = (
         "import django, logging; django.setup()\n"
+        "from django.conf import settings\n"
         "logging.getLogger('memory_app.probe').warning('probe', extra={'token': 'abc'})\n"
+        "print(getattr(settings, 'CELERY_WORKER_HIJACK_ROOT_LOGGER', True))\n"
     )
 
     production = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
@@ -117,4 +119,6 @@ def test_production_logs_json_and_local_keeps_the_plain_line(tmp_path):
 
     [line] = [json.loads(text) for text in production.stderr.splitlines() if '"probe"' in text]
     assert (line["message"], line["token"], line["logger"]) == ("probe", "[REDACTED]", "memory_app.probe")
+    # Celery workers keep Django's handlers (JSON) in production; locally Celery's own format stays.
+    assert (production.stdout.strip(), local.stdout.strip()) == ("False", "True")
     assert local.stderr.strip().endswith("WARNING [-] memory_app.probe: probe")

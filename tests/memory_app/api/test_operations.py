@@ -307,3 +307,19 @@ def test_without_a_password_only_loopback_and_staff_may_scrape(client, user):
     client.force_login(user)
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 401
     assert client.post("/metrics").status_code == 405
+
+
+def test_a_database_outage_leaves_the_process_metrics_scrapeable(client, monkeypatch):
+    from django.db import OperationalError
+
+    from memory_app.selectors import operations as selectors
+
+    def down() -> dict:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(selectors, "workflow_status_counts", down)
+
+    samples = scrape(client)
+
+    assert ("comicmem_workflow_runs_stuck", ()) not in samples
+    assert any(name == "comicmem_http_requests_total" for name, _ in samples)
