@@ -74,7 +74,13 @@ class MemoryAnalysisView(APIView):
                 "window_hours": serializers.IntegerField(),
                 "snapshots": serializers.IntegerField(),
                 "peak_usage_hours": serializers.ListField(child=serializers.DictField()),
-                "most_accessed_data": serializers.ListField(child=serializers.DictField()),
+                "most_accessed_data": inline_serializer(
+                    "MostAccessedData",
+                    {
+                        "cache_namespaces": serializers.ListField(child=serializers.DictField()),
+                        "projects": serializers.ListField(child=serializers.DictField()),
+                    },
+                ),
                 "cache_efficiency": serializers.DictField(child=serializers.DictField()),
                 "recommendations": serializers.ListField(child=serializers.DictField()),
                 "generated_at": serializers.DateTimeField(),

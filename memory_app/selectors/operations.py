@@ -15,7 +15,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from memory_app.metrics import cache_lookup_latency
-from memory_app.models import ConversationContext, MetricSnapshot, WorkflowState, WorkflowStatus
+from memory_app.models import ConversationContext, HistoryRecord, MetricSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.cache import cache_statistics_list, human_size
 from memory_app.services.cache import SHARED_LAYER_ERRORS, cache_counters_read, cache_statistics_flush
 
@@ -197,7 +197,7 @@ def usage_analysis(*, hours: int = 24) -> dict[str, Any]:
             "hit_rate": round(counts["hits"] / lookups, 4) if lookups else 0.0,
         }
     peak = sorted((hour for hour, count in per_hour.items() if count > 0), key=lambda hour: (-per_hour[hour], hour))
-    most_accessed = sorted(
+    namespaces = sorted(
         (
             {"namespace": name, "lookups": figures["lookups"]}
             for name, figures in efficiency.items()
@@ -205,12 +205,21 @@ def usage_analysis(*, hours: int = 24) -> dict[str, Any]:
         ),
         key=lambda row: (-row["lookups"], row["namespace"]),
     )
+    # The projects worked on most in the window: their history records are the trace of every layer's writes.
+    projects = [
+        {"project_id": row["project_id"], "actions": row["actions"]}
+        for row in HistoryRecord.objects.filter(timestamp__gte=since, project__isnull=False)
+        .order_by()
+        .values("project_id")
+        .annotate(actions=Count("pk"))
+        .order_by("-actions", "project_id")[:5]
+    ]
     latest = snapshots[-1] if snapshots else None
     return {
         "window_hours": hours,
         "snapshots": len(snapshots),
         "peak_usage_hours": [{"hour": hour, "lookups": per_hour[hour]} for hour in peak[:3]],
-        "most_accessed_data": most_accessed,
+        "most_accessed_data": {"cache_namespaces": namespaces, "projects": projects},
         "cache_efficiency": efficiency,
         "recommendations": _recommendations(efficiency, latest),
         "generated_at": timezone.now().isoformat(),

@@ -17,6 +17,7 @@ from memory_app.services import workflow as state
 from memory_app.services.cache import cache_lookup, cache_set
 from memory_app.services.conversation import context_create
 from tests.conftest import REPO_ROOT, subprocess_env
+from tests.factories import HistoryRecordFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +85,12 @@ def snapshot(at: dt.datetime, cache: dict, percentage: float = 40.0) -> MetricSn
     )
 
 
-def test_analysis_finds_peaks_hot_data_and_gives_figured_advice(staff_client, namespaces):
+def test_analysis_finds_peaks_hot_data_and_gives_figured_advice(staff_client, namespaces, project, other_user):
+    busy = ProjectFactory(id="proj-busy", owner=other_user)
+    for _ in range(3):
+        HistoryRecordFactory(project=busy, timestamp=timezone.now() - dt.timedelta(hours=1))
+    HistoryRecordFactory(project=project, timestamp=timezone.now() - dt.timedelta(hours=1))
+    HistoryRecordFactory(project=project, timestamp=timezone.now() - dt.timedelta(days=3))  # outside the window
     base = (timezone.now() - dt.timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
     first_hour, second_hour = base.hour, (base + dt.timedelta(hours=1)).hour
     snapshot(
@@ -108,10 +114,13 @@ def test_analysis_finds_peaks_hot_data_and_gives_figured_advice(staff_client, na
     data = response.json()["data"]
     assert data["snapshots"] == 3
     assert data["peak_usage_hours"] == [{"hour": second_hour, "lookups": 52}, {"hour": first_hour, "lookups": 50}]
-    assert data["most_accessed_data"] == [
-        {"namespace": "text_analysis", "lookups": 60},
-        {"namespace": "api_responses", "lookups": 42},
-    ]
+    assert data["most_accessed_data"] == {
+        "cache_namespaces": [
+            {"namespace": "text_analysis", "lookups": 60},
+            {"namespace": "api_responses", "lookups": 42},
+        ],
+        "projects": [{"project_id": "proj-busy", "actions": 3}, {"project_id": "proj-001", "actions": 1}],
+    }
     assert data["cache_efficiency"] == {
         "text_analysis": {"hits": 10, "misses": 50, "lookups": 60, "hit_rate": 0.1667},
         "api_responses": {"hits": 30, "misses": 12, "lookups": 42, "hit_rate": 0.7143},

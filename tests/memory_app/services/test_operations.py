@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
 import pytest
@@ -254,15 +255,18 @@ def test_under_the_threshold_the_optimizer_does_nothing(images, settings, projec
     assert not HistoryRecord.objects.filter(action=HistoryAction.MEMORY_OPTIMIZED).exists()
 
 
-def test_over_the_threshold_it_cleans_archives_releases_and_records(images, settings, project):
+def test_over_the_threshold_it_cleans_archives_releases_and_records(images, settings, project, caplog):
     # Any machine is above 0.01% memory use.
     set_memory(settings, "monitoring", memory_threshold=0.0001)
     HistoryRecordFactory(project=project, timestamp=OLD)
     cache_set(namespace="images", key="old", value=b"O" * 100, content_type="image/png", ttl=1)
     CacheEntry.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=5))
 
-    report = memory_optimize()
+    with caplog.at_level(logging.WARNING, logger="memory_app.operations"):
+        report = memory_optimize()
 
+    [logged] = [record.getMessage() for record in caplog.records if record.name == "memory_app.operations"]
+    assert "optimizer ran" in logged and "'expired_entries': 1" in logged
     assert report.acted is True
     assert (report.cache["expired_entries"], report.history_archived) == (1, 1)
     assert report.contexts["contexts_held_in_process"] == 0
