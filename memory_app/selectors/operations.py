@@ -55,8 +55,12 @@ def broker_queue_depths() -> dict[str, int]:
     queue = "celery"
     if broker_url.startswith("filesystem://"):
         folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
-        # kombu names each message file <timestamp>_<uuid>.<exchange>.msg; one default queue here.
-        return {queue: sum(1 for _ in folder.glob("*.msg")) if folder.is_dir() else 0}
+        # kombu names each message file <milliseconds>_<uuid>.<queue>.msg, all queues in one folder.
+        depths = {queue: 0}
+        for path in folder.glob("*.msg") if folder.is_dir() else []:
+            name = path.name.removesuffix(".msg").split(".", 1)[-1]
+            depths[name] = depths.get(name, 0) + 1
+        return depths
     if broker_url.startswith(("redis://", "rediss://")):
         import redis
 

@@ -238,13 +238,17 @@ def test_queue_depth_counts_the_filesystem_queue(client, settings, tmp_path):
     folder = tmp_path / "queue"
     folder.mkdir()
     for index in range(3):
-        (folder / f"{index}_x.celery.msg").write_text("{}")
+        (folder / f"{index}_0f3a.celery.msg").write_text("{}")
+    (folder / "9_0f3b.images.msg").write_text("{}")
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
         **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
         "data_folder_in": str(folder),
     }
 
-    assert value(scrape(client), "comicmem_queue_depth", queue="celery") == 3
+    samples = scrape(client)
+
+    assert value(samples, "comicmem_queue_depth", queue="celery") == 3
+    assert value(samples, "comicmem_queue_depth", queue="images") == 1
 
 
 def test_queue_depth_on_redis_is_the_list_length(client, settings, redis_url):
