@@ -19,7 +19,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from django.conf import settings
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -174,14 +173,3 @@ def metrics_process_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
-
-
-def metrics_dir_clear(path: Path) -> None:
-    """Empty the multiprocess dir at start: files of processes from an earlier run would be summed forever."""
-    path.mkdir(parents=True, exist_ok=True)
-    for child in path.glob("*.db"):
-        child.unlink(missing_ok=True)
-
-
-def monitoring_enabled() -> bool:
-    return settings.MEMORY.monitoring.enabled

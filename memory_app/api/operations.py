@@ -90,7 +90,8 @@ class MemoryAnalysisView(APIView):
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("hours", "24")
         longest = settings.MEMORY.monitoring.snapshot_retention_days * 24
-        if not raw.isdigit() or not 1 <= int(raw) <= longest:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= longest:
             raise ValidationFailed(
                 f"hours must be a whole number from 1 to {longest} (the snapshot retention).",
                 details={"fields": {"hours": [f"Expected 1..{longest}, got {raw!r}."]}},

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
+from memory_app.errors import ServiceUnavailable
 from memory_app.metrics import cache_lookup_latency
 from memory_app.models import ConversationContext, HistoryRecord, MetricSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.cache import cache_statistics_list, human_size
@@ -262,7 +263,11 @@ def diagnose() -> list[Finding]:
     findings.append(
         Finding("active_contexts", contexts, limit, contexts > limit, f"{contexts} active contexts (limit {limit}).")
     )
-    statistics = cache_statistics_list()
+    try:
+        statistics = cache_statistics_list()
+    except ServiceUnavailable:
+        findings.append(Finding("cache", None, None, True, "the shared cache is unreachable: no cache figures."))
+        statistics = {}
     cache_bytes = sum(
         figures["memory_usage_bytes"] for figures in statistics.values() if figures["backend"] == "memory"
     )

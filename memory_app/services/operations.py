@@ -25,6 +25,7 @@ from django.utils import timezone
 from memory_app.metrics import WORKFLOW_STUCK
 from memory_app.models import (
     CacheEntry,
+    ConversationContext,
     HistoryAction,
     HistoryArchive,
     MetricSnapshot,
@@ -52,6 +53,7 @@ from memory_app.services.history import (
     history_archive_sweep,
     history_record,
 )
+from memory_app.tokens import token_counters_release
 
 logger = logging.getLogger("memory_app.operations")
 
@@ -97,17 +99,12 @@ def contexts_release_inactive() -> dict[str, Any]:
     to evict. What a process does hold is released: the tokenizer cache (the loaded tokenizer files) and the
     garbage of finished requests. The count of inactive contexts is reported so staff see the picture.
     """
-    from memory_app.models import ConversationContext
-    from memory_app.tokens import _tokenizer_counter
-
     since = timezone.now() - dt.timedelta(seconds=settings.MEMORY.conversation.inactive_after_seconds)
     inactive = ConversationContext.objects.filter(last_updated__lt=since).count()
-    tokenizers = _tokenizer_counter.cache_info().currsize
-    _tokenizer_counter.cache_clear()
     return {
         "inactive_contexts": inactive,
         "contexts_held_in_process": 0,
-        "tokenizers_released": tokenizers,
+        "tokenizers_released": token_counters_release(),
         "objects_collected": gc.collect(),
     }
 

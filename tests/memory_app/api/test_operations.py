@@ -170,7 +170,7 @@ def test_no_snapshot_means_no_pattern_and_no_advice(staff_client, namespaces):
     assert (data["snapshots"], data["peak_usage_hours"], data["recommendations"]) == (0, [], [])
 
 
-@pytest.mark.parametrize("hours", ["0", "abc", "-1", "721", "1.5"])
+@pytest.mark.parametrize("hours", ["0", "abc", "-1", "721", "1.5", "²", "", "99999999999999999999999"])
 def test_a_bad_window_is_a_400(staff_client, hours):
     response = staff_client.get(f"/api/memory/analysis?hours={hours}")
 

@@ -112,3 +112,18 @@ def test_integrity_check_reports_then_repairs(settings, cache_namespaces, cache_
     out = io.StringIO()
     call_command("integrity_check", "--json", stdout=out)
     assert json.loads(out.getvalue())["problems"] == []
+
+
+def test_an_unreachable_cache_is_a_warning_not_a_crash(calm, monkeypatch):
+    from memory_app.errors import ServiceUnavailable
+    from memory_app.selectors import operations as selectors
+
+    def down() -> dict:
+        raise ServiceUnavailable("The shared cache is unreachable.")
+
+    monkeypatch.setattr(selectors, "cache_statistics_list", down)
+
+    code, output = diagnose()
+
+    assert code == 1
+    assert "WARN cache: the shared cache is unreachable: no cache figures." in output.splitlines()
