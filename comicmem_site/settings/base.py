@@ -197,7 +197,7 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
 # The maintenance schedules live in django-celery-beat's tables, created by a data migration of memory_app
-# (0008_maintenance_schedules) and edited by staff in the admin. No CELERY_BEAT_SCHEDULE here: the
+# (the one named *_maintenance_schedules) and edited by staff in the admin. No CELERY_BEAT_SCHEDULE here: the
 # DatabaseScheduler would write it over the staff's edits at every beat start.
 
 # Modules whose import registers workflow types (the pipelines), in the web process and in every worker.

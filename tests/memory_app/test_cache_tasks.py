@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 
 import pytest
 from django.utils import timezone
@@ -9,6 +8,7 @@ from django.utils import timezone
 from memory_app import tasks
 from memory_app.models import CacheEntry
 from memory_app.services.cache import cache_set
+from tests.memory_app.test_schedules import maintenance_migration
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def test_cleanup_task_takes_one_batch_and_requeues_while_more_is_left(cache_name
 
 def test_cleanup_is_scheduled():
     # A beat row made by the maintenance data migration, at the shortest namespace cleanup_interval.
-    module = importlib.import_module("memory_app.migrations.0008_maintenance_schedules")
+    module = maintenance_migration()
     schedules = {name: (task, seconds) for name, task, seconds, _ in module._schedules()}
 
     assert schedules["cache-cleanup"] == ("memory_app.cache_cleanup", 300)

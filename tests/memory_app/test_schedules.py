@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -33,8 +34,14 @@ def set_memory(settings, section: str, **values) -> None:
     )
 
 
+def maintenance_migration():
+    """The memory_app migration named *_maintenance_schedules, whatever its number (renumbered at merges)."""
+    [path] = (Path(__file__).resolve().parents[2] / "memory_app" / "migrations").glob("*_maintenance_schedules.py")
+    return importlib.import_module(f"memory_app.migrations.{path.stem}")
+
+
 def migration_schedules() -> dict[str, tuple[str, int]]:
-    module = importlib.import_module("memory_app.migrations.0008_maintenance_schedules")
+    module = maintenance_migration()
     return {name: (task, seconds) for name, task, seconds, _ in module._schedules()}
 
 

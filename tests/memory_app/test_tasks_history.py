@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 
 import pytest
 from django.utils import timezone
@@ -9,6 +8,7 @@ from django.utils import timezone
 from memory_app import tasks
 from memory_app.models import HistoryAction, HistoryRecord
 from tests.factories import HistoryRecordFactory
+from tests.memory_app.test_schedules import maintenance_migration
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def test_the_task_with_nothing_due_does_nothing(project, monkeypatch):
 
 
 def test_beat_runs_the_archive_task_on_the_configured_interval():
-    module = importlib.import_module("memory_app.migrations.0008_maintenance_schedules")
+    module = maintenance_migration()
     schedules = {name: (task, seconds) for name, task, seconds, _ in module._schedules()}
 
     assert schedules["history-archive"] == ("memory_app.history_archive", 3600)
