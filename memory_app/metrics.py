@@ -122,18 +122,26 @@ class StateCollector(Collector):
             workflow_status_counts,
             workflows_stuck_count,
         )
+        from memory_app.services.cache import SHARED_LAYER_ERRORS
 
-        hits = CounterMetricFamily(
-            "comicmem_cache_hits", "Cache hits, by namespace (all processes).", labels=["namespace"]
-        )
-        misses = CounterMetricFamily(
-            "comicmem_cache_misses", "Cache misses, by namespace (all processes).", labels=["namespace"]
-        )
-        for namespace, counts in cache_counters_all().items():
-            hits.add_metric([namespace], counts["hits"])
-            misses.add_metric([namespace], counts["misses"])
-        yield hits
-        yield misses
+        try:
+            counters = cache_counters_all()
+        except SHARED_LAYER_ERRORS as exc:
+            # Redis is down: no cache series rather than zeros, which Prometheus would read as a counter reset.
+            logger.warning("metrics: cache counters skipped: %s", exc)
+            counters = {}
+        if counters:
+            hits = CounterMetricFamily(
+                "comicmem_cache_hits", "Cache hits, by namespace (all processes).", labels=["namespace"]
+            )
+            misses = CounterMetricFamily(
+                "comicmem_cache_misses", "Cache misses, by namespace (all processes).", labels=["namespace"]
+            )
+            for namespace, counts in counters.items():
+                hits.add_metric([namespace], counts["hits"])
+                misses.add_metric([namespace], counts["misses"])
+            yield hits
+            yield misses
         depth = GaugeMetricFamily("comicmem_queue_depth", "Messages waiting in the broker, by queue.", labels=["queue"])
         for queue, count in broker_queue_depths().items():
             depth.add_metric([queue], count)

@@ -39,15 +39,9 @@ def workflows_stuck_count() -> int:
 
 
 def cache_counters_all() -> dict[str, dict[str, int]]:
-    """Every namespace's cumulative counters (zeros when the shared layer is unreachable: a scrape never fails)."""
+    """Every namespace's cumulative counters. Raises one of SHARED_LAYER_ERRORS when Redis is unreachable."""
     cache_statistics_flush()
-    result = {}
-    for namespace in settings.MEMORY.cache:
-        try:
-            result[namespace] = cache_counters_read(namespace=namespace)
-        except SHARED_LAYER_ERRORS:
-            result[namespace] = {"hits": 0, "misses": 0, "corrupted": 0, "evictions": 0}
-    return result
+    return {namespace: cache_counters_read(namespace=namespace) for namespace in settings.MEMORY.cache}
 
 
 def broker_queue_depths() -> dict[str, int]:
@@ -86,8 +80,14 @@ def memory_usage() -> dict[str, Any]:
 def cache_performance() -> dict[str, dict[str, Any]]:
     """Per namespace: hit rate (percent, as in §9.1), average lookup latency on this machine, total lookups."""
     latencies = cache_lookup_latency()
+    try:
+        counters = cache_counters_all()
+    except SHARED_LAYER_ERRORS as exc:
+        raise ServiceUnavailable(
+            "The shared cache is unreachable.", details={"service": "cache", "reason": type(exc).__name__}
+        ) from None
     result = {}
-    for namespace, counts in cache_counters_all().items():
+    for namespace, counts in counters.items():
         total = counts["hits"] + counts["misses"]
         timed, seconds = latencies.get(namespace, (0.0, 0.0))
         result[namespace] = {

@@ -12,7 +12,9 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from memory_app.errors import ServiceUnavailable
 from memory_app.models import ConversationContext, MetricSnapshot, WorkflowState
+from memory_app.selectors.operations import cache_performance
 from memory_app.services import workflow as state
 from memory_app.services.cache import cache_lookup, cache_set
 from memory_app.services.conversation import context_create
@@ -336,3 +338,37 @@ def test_a_database_outage_leaves_the_process_metrics_scrapeable(client, monkeyp
 
     assert ("comicmem_workflow_runs_stuck", ()) not in samples
     assert any(name == "comicmem_http_requests_total" for name, _ in samples)
+
+
+@pytest.fixture
+def redis_down(settings):
+    from django.core.cache import caches
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    yield
+    caches["default"].close()
+
+
+def test_an_unreachable_shared_cache_is_a_503_in_the_json_and_no_cache_series_in_a_scrape(
+    staff_client, client, namespaces, redis_down
+):
+    response = staff_client.get("/api/memory/metrics")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    # (Throttling, which also uses the shared cache, may be the first to find it down.)
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        cache_performance()
+    assert raised.value.details == {"service": "cache", "reason": "ConnectionError"}
+
+    samples = scrape(client)
+
+    assert not [name for name, _ in samples if name.startswith("comicmem_cache_hits")]
+    assert ("comicmem_workflow_runs_stuck", ()) in samples
