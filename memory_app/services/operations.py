@@ -280,7 +280,10 @@ def _check_cache_blobs(report: IntegrityReport, repair: bool) -> None:
                 blobs += 1
                 if path.name in known:
                     continue
-                age = timezone.now().timestamp() - path.stat().st_mtime
+                try:
+                    age = timezone.now().timestamp() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # removed meanwhile (cleanup, eviction)
                 if age < grace:
                     # Young: its writer may be between the rename and the insert of its row.
                     continue
