@@ -19,4 +19,4 @@ RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost python manage.py colle
     && chown -R comicmem /app/var
 USER comicmem
 EXPOSE 8000
-CMD ["gunicorn", "comicmem_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "comicmem_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4"]

@@ -37,8 +37,11 @@ migrate: install
 
 run: migrate
 	$(BIN)/python manage.py ensure_demo_user
+	@# One Prometheus folder for the run's web, worker and beat, emptied first (memory_app/metrics.py).
+	rm -rf "$${COMICMEM_VAR_DIR:-var}/prometheus"
 	@echo "Starting web (http://127.0.0.1:$(PORT)/), worker and beat; Ctrl-C stops all three."
-	cd . && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start -p $(PORT)
+	cd . && PROMETHEUS_MULTIPROC_DIR="$$(realpath -m "$${COMICMEM_VAR_DIR:-var}/prometheus")" \
+	  PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start -p $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

@@ -147,6 +147,8 @@ class WorkflowConfig(_Section):
     retry_backoff_base: Annotated[float, Field(gt=0)] = 2.0
     retry_backoff_max: PositiveInt = 300
     stuck_after_seconds: PositiveInt = 1800
+    # What stuck-run detection does after flagging a run: hand its units to recovery (True) or only flag it.
+    resume_stuck: bool = False
     # How long a claimed unit (or a queued message) may go silent before recovery hands it to another worker.
     # Above the hard task time limit (1800 s), so a unit that is still running never loses its lease.
     lease_seconds: PositiveInt = 1860
@@ -166,11 +168,26 @@ class StorageConfig(_Section):
 
 class MaintenanceConfig(_Section):
     auto_cleanup_enabled: bool = True
+    # Initial intervals of the beat schedules the data migration creates; staff edit them in the admin after.
+    optimize_interval_seconds: PositiveInt = 300
+    integrity_interval_seconds: PositiveInt = 86400
+    stuck_check_interval_seconds: PositiveInt = 300
+    # The scheduled integrity check repairs what it can (as `integrity_check --repair`), or only reports.
+    integrity_repair: bool = True
 
 
 class MonitoringConfig(_Section):
     enabled: bool = True
     memory_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+    snapshot_interval_seconds: PositiveInt = 300
+    snapshot_retention_days: PositiveInt = 30
+    # The seed's diagnose thresholds (§12.2): cache memory over this, a hit rate under this.
+    cache_memory_warning: ByteSize = 1024**3
+    low_hit_rate: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # Lookups a namespace needs in the analysed window before its hit rate is judged.
+    min_lookups_for_advice: PositiveInt = 20
+    # Basic-auth password of the Prometheus scraper on /metrics (user "prometheus"); loopback needs none.
+    metrics_password: str | None = None
 
 
 class ThrottleConfig(_Section):
@@ -230,6 +247,7 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "HISTORY_RETENTION_DAYS": ("history.retention_days", "int"),
     "AUTO_CLEANUP_ENABLED": ("maintenance.auto_cleanup_enabled", "bool"),
     "MEMORY_MONITORING_ENABLED": ("monitoring.enabled", "bool"),
+    "METRICS_PASSWORD": ("monitoring.metrics_password", "str"),
     "LLM_PROVIDER": ("providers.llm.provider", "str"),
     "LLM_BASE_URL": ("providers.llm.base_url", "str"),
     "LLM_API_KEY": ("providers.llm.api_key", "str"),

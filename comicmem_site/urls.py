@@ -11,6 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 
 from memory_app.api.envelope import error_response
+from memory_app.api.operations import prometheus_metrics
 from memory_app.errors import ComicmemError, ErrorCode
 from workflows.api import WorkflowListCreateNoSlashView
 
@@ -32,6 +33,8 @@ api_route_not_found.cls.schema = None  # type: ignore[attr-defined]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Prometheus scrapes plain text here, outside /api/ and its envelope.
+    path("metrics", prometheus_metrics, name="prometheus-metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     # Before the catch-all `api/` route; the list also answers without its trailing slash.

@@ -11,7 +11,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from memory_app.errors import PayloadTooLarge
-from memory_app.logging import current_request_id
+from memory_app.logging import current_request, current_request_id
+from memory_app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -33,12 +34,29 @@ class RequestContextMiddleware:
         request.request_id = request_id  # type: ignore[attr-defined]
         request.started_at = time.perf_counter()  # type: ignore[attr-defined]
         token = current_request_id.set(request_id)
+        request_token = current_request.set(request)
         try:
             response = self.get_response(request)
         finally:
             current_request_id.reset(token)
+            current_request.reset(request_token)
         response[REQUEST_ID_HEADER] = request_id
+        route = route_label(request)
+        method = request.method if request.method in _KNOWN_METHODS else "other"
+        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - request.started_at)  # type: ignore[attr-defined]
         return response
+
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_label(request: HttpRequest) -> str:
+    """The resolved route's name (or its pattern when unnamed), never the raw path: labels stay bounded."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return "unmatched"
+    return match.view_name if match.url_name else (match.route or "unmatched")
 
 
 class ApiBodyLimitMiddleware:

@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
+from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_init, worker_process_shutdown
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from memory_app.metrics import metrics_process_dead, metrics_worker_serve
 from memory_app.services.cache import cache_cleanup, cache_statistics_flush
 from memory_app.services.history import history_archive_run, history_archive_sweep
+from memory_app.services.operations import (
+    contexts_release_inactive,
+    integrity_check,
+    memory_optimize,
+    metric_snapshot_take,
+    metric_snapshots_prune,
+)
+
+logger = logging.getLogger("memory_app.tasks")
+
+
+def _cleanup_disabled(task: str) -> dict[str, Any] | None:
+    """AUTO_CLEANUP_ENABLED=false: a cleanup task does nothing, and says so in its result and the log."""
+    if settings.MEMORY.maintenance.auto_cleanup_enabled:
+        return None
+    logger.info("%s skipped: maintenance.auto_cleanup_enabled is false", task)
+    return {"skipped": True, "reason": "maintenance.auto_cleanup_enabled is false"}
+
+
+def _monitoring_disabled(task: str) -> dict[str, Any] | None:
+    if settings.MEMORY.monitoring.enabled:
+        return None
+    logger.info("%s skipped: monitoring.enabled is false", task)
+    return {"skipped": True, "reason": "monitoring.enabled is false"}
 
 
 @shared_task(name="memory_app.ping")
@@ -28,8 +56,10 @@ def ping(token: str) -> dict[str, str]:
 
 
 @shared_task(name="memory_app.cache_cleanup", acks_late=True)
-def cache_cleanup_task() -> dict[str, int | bool]:
+def cache_cleanup_task() -> dict[str, Any]:
     """Scheduled: one batch per namespace, re-queued while more is left (so no run holds a worker for long)."""
+    if (skipped := _cleanup_disabled("cache cleanup")) is not None:
+        return skipped
     report = cache_cleanup(max_batches=1)
     if report.more:
         cache_cleanup_task.delay()
@@ -40,6 +70,16 @@ def cache_cleanup_task() -> dict[str, int | bool]:
 def _flush_cache_statistics(**_: object) -> None:
     # Pool processes may end without running atexit handlers: hand over their pending cache counts first.
     cache_statistics_flush()
+    # Remove this process's live-gauge files from the Prometheus folder (memory_app.metrics).
+    metrics_process_dead(os.getpid())
+
+
+@worker_init.connect
+def _serve_worker_metrics(**_: object) -> None:
+    # In the worker's main process, before the pool forks: one metrics server per worker container.
+    port = os.environ.get("WORKER_METRICS_PORT", "")
+    if port:
+        metrics_worker_serve(int(port))
 
 
 @shared_task(
@@ -49,12 +89,14 @@ def _flush_cache_statistics(**_: object) -> None:
     soft_time_limit=20 * 60,
     time_limit=25 * 60,
 )
-def history_archive_task() -> dict[str, int | bool]:
+def history_archive_task() -> dict[str, Any]:
     """Archive a few batches of due history records; re-queue while there is more (saleor's cleanup pattern).
 
     A redelivery after a crash is harmless: the batch either committed (its rows are gone) or did not (its rows
     are still there and the leftover file is rewritten or removed).
     """
+    if (skipped := _cleanup_disabled("history archive")) is not None:
+        return skipped
     result = history_archive_run(max_batches=settings.MEMORY.history.archive_batches_per_task)
     if result.more:
         history_archive_task.delay()
@@ -63,3 +105,35 @@ def history_archive_task() -> dict[str, int | bool]:
         # The last task of a chain removes files an earlier crash may have left.
         swept = history_archive_sweep()
     return {"batches": result.batches, "archived": result.records_archived, "more": result.more, "swept": swept}
+
+
+@shared_task(name="memory_app.contexts_release", ignore_result=True)
+def contexts_release_task() -> dict[str, Any]:
+    """Scheduled (§7.1): release what this worker process holds for inactive contexts."""
+    if (skipped := _cleanup_disabled("context release")) is not None:
+        return skipped
+    return contexts_release_inactive()
+
+
+@shared_task(name="memory_app.metrics_snapshot", ignore_result=True)
+def metrics_snapshot_task() -> dict[str, Any]:
+    """Scheduled: store the §9.1 figures for the §9.2 analysis, and prune snapshots past their retention."""
+    if (skipped := _monitoring_disabled("metric snapshot")) is not None:
+        return skipped
+    snapshot = metric_snapshot_take()
+    return {"snapshot": snapshot.pk, "pruned": metric_snapshots_prune()}
+
+
+@shared_task(name="memory_app.memory_optimize", ignore_result=True, soft_time_limit=20 * 60, time_limit=25 * 60)
+def memory_optimize_task() -> dict[str, Any]:
+    """Scheduled (§7.1): acts only above monitoring.memory_threshold; it watches memory, so monitoring gates it."""
+    if (skipped := _monitoring_disabled("memory optimizer")) is not None:
+        return skipped
+    return memory_optimize().as_dict()
+
+
+@shared_task(name="memory_app.integrity_check", ignore_result=True, soft_time_limit=50 * 60, time_limit=55 * 60)
+def integrity_check_task() -> dict[str, Any]:
+    """Scheduled twin of ``manage.py integrity_check``: repairs when maintenance.integrity_repair is on."""
+    report = integrity_check(repair=settings.MEMORY.maintenance.integrity_repair)
+    return {"problems": len(report.problems), "unrepaired": len(report.unrepaired), "checked": report.checked}

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,9 +28,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from memory_app.errors import ValidationFailed
+from memory_app.logging import workflow_log_context
+from memory_app.metrics import step_observe
 from memory_app.models import UnitStatus, WorkflowState, WorkflowStatus, WorkflowUnit
 from memory_app.selectors.projects import project_get
 from memory_app.services import workflow as state
+from memory_app.services.operations import workflow_stuck_flag, workflow_stuck_release
 
 logger = logging.getLogger("workflows.engine")
 
@@ -244,6 +248,23 @@ def unit_execute(*, unit_id: int, lease_owner: str) -> dict[str, Any]:
         # Done already, held by a live lease, or the run is no longer running this step (cancel, restore).
         return {"unit": unit_id, "outcome": "skipped"}
     run = unit.workflow
+    started = time.perf_counter()
+    outcome: dict[str, Any] = {"unit": unit.pk, "outcome": "failed"}
+    # Every line logged while the unit runs carries its workflow id and step (JSON logs in production).
+    with workflow_log_context(workflow_id=str(run.pk), step=unit.step):
+        try:
+            outcome = _execute(unit, run)
+        finally:
+            step_observe(
+                workflow_type=run.workflow_type,
+                step=unit.step,
+                seconds=time.perf_counter() - started,
+                outcome=str(outcome.get("outcome", "failed")),
+            )
+    return outcome
+
+
+def _execute(unit: WorkflowUnit, run: WorkflowState) -> dict[str, Any]:
     try:
         step = workflow_type_get(run.workflow_type).steps[unit.step_index]
         context = StepContext(
@@ -408,3 +429,18 @@ def workflow_recover() -> dict[str, Any]:
     if requeued:
         logger.info("recovery re-enqueued %d unit(s)", requeued)
     return {"requeued": requeued, "in_flight": in_flight}
+
+
+def workflow_stuck_handle() -> dict[str, Any]:
+    """Flag stuck runs; resume them through recovery when ``workflow.resume_stuck`` is on."""
+    flagged = workflow_stuck_flag()
+    released = 0
+    if flagged and settings.MEMORY.workflow.resume_stuck:
+        for run in flagged:
+            released += workflow_stuck_release(workflow=run)
+    recovered = workflow_recover() if released else {"requeued": 0}
+    return {
+        "flagged": [str(run.pk) for run in flagged],
+        "units_released": released,
+        "requeued": recovered["requeued"],
+    }

@@ -38,6 +38,13 @@ def recover(rearm: bool = False) -> dict[str, Any]:
     return outcome
 
 
+@shared_task(name="workflows.detect_stuck", ignore_result=True)
+def detect_stuck() -> dict[str, Any]:
+    """Scheduled: flag runs with no progress for workflow.stuck_after_seconds (state, history, metric); with
+    workflow.resume_stuck, end their units' leases and let the engine's recovery re-enqueue them."""
+    return engine.workflow_stuck_handle()
+
+
 @worker_ready.connect
 def recover_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
     # A worker that starts after a crash picks up what the dead one held, once its lease is over.

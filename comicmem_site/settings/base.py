@@ -22,6 +22,12 @@ VAR_DIR = Path(env.str("COMICMEM_VAR_DIR", default=str(BASE_DIR / "var"))).resol
 
 os.makedirs(VAR_DIR, exist_ok=True)
 
+# Prometheus multiprocess mode (memory_app.metrics): every process on this machine writes its metrics here and
+# /metrics sums them. Set before prometheus_client is first imported, which picks the mode at import time.
+PROMETHEUS_MULTIPROC_DIR = Path(env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))).resolve()
+os.makedirs(PROMETHEUS_MULTIPROC_DIR, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+
 MEMORY_CONFIG_FILE = Path(env.str("MEMORY_CONFIG_FILE", default=str(BASE_DIR / "memory_config.yaml")))
 try:
     MEMORY = load_memory_config(MEMORY_CONFIG_FILE)
@@ -190,20 +196,9 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
-# Synced into django-celery-beat's tables at start-up, where staff can edit them in the admin.
-CELERY_BEAT_SCHEDULE = {
-    "cache-cleanup": {
-        "task": "memory_app.cache_cleanup",
-        # The most frequent cleanup_interval of the configured namespaces.
-        "schedule": float(min((ns.cleanup_interval for ns in MEMORY.cache.values()), default=300)),
-    },
-    "history-archive": {
-        "task": "memory_app.history_archive",
-        "schedule": float(MEMORY.history.archive_interval_seconds),
-    },
-    # Workflow recovery also runs at every worker start; this catches leases that expire while all is quiet.
-    "workflows-recover": {"task": "workflows.recover", "schedule": float(MEMORY.workflow.recovery_interval)},
-}
+# The maintenance schedules live in django-celery-beat's tables, created by a data migration of memory_app
+# (the one named *_maintenance_schedules) and edited by staff in the admin. No CELERY_BEAT_SCHEDULE here: the
+# DatabaseScheduler would write it over the staff's edits at every beat start.
 
 # Modules whose import registers workflow types (the pipelines), in the web process and in every worker.
 WORKFLOW_MODULES = env.list("WORKFLOW_MODULES", default=[])
@@ -258,20 +253,32 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging: every line of a request carries its request id ------------------------------------------------
+# Local mode: a plain line. Production (LOG_FORMAT=json, the production settings' default): one JSON object per
+# line with request_id, workflow_id, step and user, redacted like history (memory_app.logging).
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"request_context": {"()": "memory_app.logging.RequestContextFilter"}},
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_context"]},
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
-        "celery": {"level": "INFO"},
-    },
-}
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+
+
+def logging_config(log_format: str) -> dict[str, object]:
+    if log_format not in {"plain", "json"}:
+        raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {log_format!r}")
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_context": {"()": "memory_app.logging.RequestContextFilter"}},
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"},
+            "json": {"()": "memory_app.logging.RedactingJsonFormatter"},
+        },
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["request_context"]},
+        },
+        "root": {"handlers": ["console"], "level": LOG_LEVEL},
+        "loggers": {
+            "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+            "celery": {"level": "INFO"},
+        },
+    }
+
+
+LOGGING = logging_config(LOG_FORMAT)

@@ -7,6 +7,20 @@ from pathlib import Path
 
 # Tests keep their own broker folder, media and caches, apart from a `make run` on the same checkout.
 os.environ.setdefault("COMICMEM_VAR_DIR", str(Path(__file__).resolve().parent.parent.parent / "var" / "test"))
+# Each test run has its own Prometheus folder, emptied here; the processes it starts inherit it (environment).
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    import shutil
+
+    for _old in Path(os.environ["COMICMEM_VAR_DIR"]).glob("prometheus-*"):
+        # Folders of earlier runs whose process is gone.
+        _pid = _old.name.removeprefix("prometheus-")
+        if _pid.isdigit() and not Path(f"/proc/{_pid}").exists():
+            shutil.rmtree(_old, ignore_errors=True)
+    _metrics_dir = Path(os.environ["COMICMEM_VAR_DIR"]) / f"prometheus-{os.getpid()}"
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+    for _stale in _metrics_dir.glob("*.db"):
+        _stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 
 from comicmem_site.settings.base import *  # noqa: F403
 from comicmem_site.settings.base import REST_FRAMEWORK, VAR_DIR, env, sqlite_database

@@ -52,7 +52,7 @@ def _run_each(modeladmin: admin.ModelAdmin, request: HttpRequest, runs, operatio
 @admin.register(WorkflowState)
 class WorkflowStateAdmin(admin.ModelAdmin):
     list_display = ["workflow_id", "workflow_type", "project", "owner", "status", "current_step", "updated_at"]
-    list_filter = ["workflow_type", "status", "project"]
+    list_filter = ["workflow_type", "status", ("stuck_since", admin.EmptyFieldListFilter), "project"]
     search_fields = ["workflow_id", "project__id", "owner__username"]
     readonly_fields = [
         "workflow_id",
@@ -72,6 +72,7 @@ class WorkflowStateAdmin(admin.ModelAdmin):
         "head",
         "created_at",
         "updated_at",
+        "stuck_since",
     ]
     inlines = [WorkflowSnapshotInline, WorkflowUnitInline]
     actions = ["resume_runs", "cancel_runs"]

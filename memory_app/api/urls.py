@@ -13,6 +13,7 @@ from memory_app.api.history import (
     HistoryView,
     TimelineView,
 )
+from memory_app.api.operations import MemoryAnalysisView, MemoryMetricsView
 from memory_app.api.projects import ProjectViewSet
 
 
@@ -30,6 +31,8 @@ router.register("projects", ProjectViewSet, basename="project")
 urlpatterns = [
     re_path(r"^auth/token/?$", TokenObtainView.as_view(), name="auth-token"),
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    re_path(r"^memory/metrics/?$", MemoryMetricsView.as_view(), name="memory-metrics"),
+    re_path(r"^memory/analysis/?$", MemoryAnalysisView.as_view(), name="memory-analysis"),
     re_path(r"^memory/cache/stats/?$", CacheStatsView.as_view(), name="cache-stats"),
     re_path(r"^memory/cache/(?P<cache_type>[^/]+)/?$", CacheNamespaceView.as_view(), name="cache-namespace"),
     *conversation.urlpatterns,

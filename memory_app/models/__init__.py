@@ -7,6 +7,7 @@ from memory_app.models.history import (
     HistoryArchive,
     HistoryRecord,
 )
+from memory_app.models.operations import MetricSnapshot
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
 from memory_app.models.workflow import (
     LEGAL_TRANSITIONS,
@@ -33,6 +34,7 @@ __all__ = [
     "HistoryArchive",
     "HistoryRecord",
     "MessageRole",
+    "MetricSnapshot",
     "Project",
     "SnapshotEvent",
     "UnitStatus",

@@ -35,6 +35,8 @@ class HistoryAction(StrEnum):
     CACHE_CLEARED = "cache_cleared"
     HISTORY_ARCHIVED = "history_archived"
     STYLE_RATED = "style_rated"
+    MEMORY_OPTIMIZED = "memory_optimized"
+    INTEGRITY_CHECKED = "integrity_checked"
 
 
 # The summary written when the caller gives none.
@@ -63,6 +65,8 @@ DEFAULT_SUMMARIES: dict[str, str] = {
     HistoryAction.CACHE_CLEARED: "Cache cleared.",
     HistoryAction.HISTORY_ARCHIVED: "Old history archived.",
     HistoryAction.STYLE_RATED: "Style template rated.",
+    HistoryAction.MEMORY_OPTIMIZED: "Memory optimizer ran above the memory threshold.",
+    HistoryAction.INTEGRITY_CHECKED: "Integrity check found problems.",
 }
 
 

@@ -71,6 +71,9 @@ class WorkflowState(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Set by stuck-run detection when an in_progress run made no progress for workflow.stuck_after_seconds;
+    # cleared by the next transition (any save of the run's progress).
+    stuck_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -464,7 +464,31 @@ def history_export(*, project: Project, out_dir: Path) -> HistoryExportResult:
     timeline_path = processing / "timeline.json"
     timeline_path.write_text(json.dumps(timeline, ensure_ascii=False, indent=2), encoding="utf-8")
     written.append(str(timeline_path))
+    # Checksums of the export (sha256sum's format, so `sha256sum -c SHA256SUMS` checks it too); import verifies them.
+    sums = "".join(f"{hashlib.sha256(Path(name).read_bytes()).hexdigest()}  {Path(name).name}\n" for name in written)
+    (processing / EXPORT_CHECKSUMS).write_text(sums, encoding="utf-8")
     return HistoryExportResult(files=written, records=len(lines))
+
+
+EXPORT_CHECKSUMS = "SHA256SUMS"
+
+
+def _verify_export_checksums(processing: Path, files: list[Path]) -> None:
+    """Files an export listed in SHA256SUMS must still match; files it does not list (written by hand in the
+    seed's format) and folders without the file (from elsewhere) are taken as they are."""
+    sums_path = processing / EXPORT_CHECKSUMS
+    if not sums_path.exists():
+        return
+    expected = {}
+    for line in sums_path.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        expected[name.strip()] = digest.strip()
+    for path in files:
+        if path.name in expected and hashlib.sha256(path.read_bytes()).hexdigest() != expected[path.name]:
+            raise ValidationFailed(
+                f"{path.name}: does not match its checksum in {EXPORT_CHECKSUMS}; the file changed after the export.",
+                details={"file": path.name},
+            )
 
 
 def _fingerprint(timestamp: dt.datetime, action: str, summary: str, details: Any) -> str:
@@ -520,6 +544,7 @@ def history_import(*, project: Project, source_dir: Path) -> HistoryImportResult
         raise ValidationFailed(
             f"No history_YYYYMM.json files under {processing}.", details={"fields": {"source": ["No history files."]}}
         )
+    _verify_export_checksums(processing, files)
     entries: list[dict[str, Any]] = []
     for path in files:
         try:

@@ -104,6 +104,8 @@ def _check_transition(workflow: WorkflowState, to_status: str) -> None:
 def _compare_and_set(workflow: WorkflowState, *, expected_status: str, **fields: Any) -> None:
     """Write ``fields`` only if the run still has ``expected_status`` and ``step_key``; else another won."""
     fields["updated_at"] = timezone.now()
+    # Any transition is progress: a run flagged as stuck is no longer stuck.
+    fields["stuck_since"] = None
     updated = WorkflowState.objects.filter(pk=workflow.pk, status=expected_status, step_key=workflow.step_key).update(
         **fields
     )
@@ -376,7 +378,7 @@ def workflow_fan_out_progress(*, workflow: WorkflowState, fan_out: bool) -> None
         description=_describe_step(workflow.steps, workflow.step_index),
         segments=segments,
     )
-    WorkflowState.objects.filter(pk=workflow.pk).update(progress=progress, updated_at=timezone.now())
+    WorkflowState.objects.filter(pk=workflow.pk).update(progress=progress, updated_at=timezone.now(), stuck_since=None)
     workflow.progress = progress
 
 

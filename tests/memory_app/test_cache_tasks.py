@@ -8,6 +8,7 @@ from django.utils import timezone
 from memory_app import tasks
 from memory_app.models import CacheEntry
 from memory_app.services.cache import cache_set
+from tests.memory_app.test_schedules import maintenance_migration
 
 pytestmark = pytest.mark.django_db
 
@@ -30,5 +31,9 @@ def test_cleanup_task_takes_one_batch_and_requeues_while_more_is_left(cache_name
     assert CacheEntry.objects.count() == 0
 
 
-def test_cleanup_is_scheduled(settings):
-    assert settings.CELERY_BEAT_SCHEDULE["cache-cleanup"] == {"task": "memory_app.cache_cleanup", "schedule": 300.0}
+def test_cleanup_is_scheduled():
+    # A beat row made by the maintenance data migration, at the shortest namespace cleanup_interval.
+    module = maintenance_migration()
+    schedules = {name: (task, seconds) for name, task, seconds, _ in module._schedules()}
+
+    assert schedules["cache-cleanup"] == ("memory_app.cache_cleanup", 300)

@@ -8,6 +8,7 @@ from django.utils import timezone
 from memory_app import tasks
 from memory_app.models import HistoryAction, HistoryRecord
 from tests.factories import HistoryRecordFactory
+from tests.memory_app.test_schedules import maintenance_migration
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +50,8 @@ def test_the_task_with_nothing_due_does_nothing(project, monkeypatch):
     assert HistoryRecord.objects.count() == 1
 
 
-def test_beat_runs_the_archive_task_on_the_configured_interval(settings):
-    entry = settings.CELERY_BEAT_SCHEDULE["history-archive"]
+def test_beat_runs_the_archive_task_on_the_configured_interval():
+    module = maintenance_migration()
+    schedules = {name: (task, seconds) for name, task, seconds, _ in module._schedules()}
 
-    assert entry == {"task": "memory_app.history_archive", "schedule": 3600.0}
+    assert schedules["history-archive"] == ("memory_app.history_archive", 3600)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from io import StringIO
 
@@ -90,6 +91,7 @@ def test_export_writes_the_seed_layout_from_database_and_archives(history, tmp_p
 
     processing = tmp_path / "out" / "projects" / "proj-001" / "processing"
     assert sorted(path.name for path in processing.iterdir()) == [
+        "SHA256SUMS",
         "history_202501.json",
         "history_202502.json",
         f"history_{timezone.now():%Y%m}.json",  # the history_archived record the archive run wrote today
@@ -259,3 +261,22 @@ def test_archive_history_verify_reports_a_damaged_archive(history):
 
     with pytest.raises(CommandError, match=r"proj-001 202501: Archive .* cannot be read"):
         run("archive_history", "--verify")
+
+
+def test_export_checksums_are_verified_on_import(history, tmp_path, project):
+    run("export_history", "proj-001", "--out", str(tmp_path / "out"))
+    processing = tmp_path / "out" / "projects" / "proj-001" / "processing"
+    sums = (processing / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
+    assert [line.split("  ")[1] for line in sums] == sorted(
+        path.name for path in processing.iterdir() if path.name != "SHA256SUMS"
+    )
+    january = processing / "history_202501.json"
+    expected = hashlib.sha256(january.read_bytes()).hexdigest()
+    assert f"{expected}  history_202501.json" in sums
+    january.write_text(january.read_text(encoding="utf-8").replace("2025-01", "2025-03", 1), encoding="utf-8")
+    before = HistoryRecord.objects.count()
+
+    with pytest.raises(CommandError, match=r"history_202501.json: does not match its checksum in SHA256SUMS"):
+        run("import_history", "proj-001", "--from", str(tmp_path / "out"))
+
+    assert HistoryRecord.objects.count() == before

@@ -1,0 +1,413 @@
+"""Operations (seed §7.1, §8, §9): metric snapshots, the memory optimizer, stuck-run flagging, integrity checks.
+
+The scheduled tasks (``memory_app.tasks``, ``workflows.tasks``) and the commands call these; every run that
+changes something is logged and, when it did something, recorded in history (project-less records).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import gzip
+import hashlib
+import logging
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from memory_app.metrics import WORKFLOW_STUCK
+from memory_app.models import (
+    CacheEntry,
+    ConversationContext,
+    HistoryAction,
+    HistoryArchive,
+    MetricSnapshot,
+    UnitStatus,
+    WorkflowSnapshot,
+    WorkflowState,
+    WorkflowStatus,
+    WorkflowUnit,
+)
+from memory_app.selectors.operations import (
+    active_contexts_count,
+    cache_counters_all,
+    memory_usage,
+    workflow_status_counts,
+)
+from memory_app.services.cache import (
+    cache_cleanup,
+    cache_memory_usage,
+    cache_namespace_directory,
+)
+from memory_app.services.history import (
+    ArchiveVerificationFailed,
+    history_archive_read,
+    history_archive_run,
+    history_archive_sweep,
+    history_record,
+)
+from memory_app.tokens import token_counters_release
+
+logger = logging.getLogger("memory_app.operations")
+
+
+# --- metric snapshots (§9.2's material) ---------------------------------------------------------------------
+
+
+def metric_snapshot_take() -> MetricSnapshot:
+    """Store the current figures; the cache counters are cumulative, the analysis works on differences."""
+    usage = memory_usage()
+    cache: dict[str, dict[str, Any]] = {}
+    for namespace, counts in cache_counters_all().items():
+        config = settings.MEMORY.cache[namespace]
+        if config.backend == "file":
+            size = CacheEntry.objects.filter(namespace=namespace).count()
+        else:
+            size = cache_memory_usage(namespace=namespace).entries
+        cache[namespace] = {"hits": counts["hits"], "misses": counts["misses"], "current_size": size}
+    return MetricSnapshot.objects.create(
+        taken_at=timezone.now(),
+        memory_total=usage["total"],
+        memory_used=usage["used"],
+        memory_percentage=usage["percentage"],
+        active_contexts=active_contexts_count(),
+        cache=cache,
+        workflow_states=workflow_status_counts(),
+    )
+
+
+def metric_snapshots_prune(*, now: dt.datetime | None = None) -> int:
+    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.MEMORY.monitoring.snapshot_retention_days)
+    deleted, _ = MetricSnapshot.objects.filter(taken_at__lt=cutoff).delete()
+    return deleted
+
+
+# --- §7.1 memory optimizer ------------------------------------------------------------------------------------
+
+
+def contexts_release_inactive() -> dict[str, Any]:
+    """Release what this process holds for inactive contexts.
+
+    No process keeps conversation contexts in memory: every read goes to the database, so there is no context
+    to evict. What a process does hold is released: the tokenizer cache (the loaded tokenizer files) and the
+    garbage of finished requests. The count of inactive contexts is reported so staff see the picture.
+    """
+    since = timezone.now() - dt.timedelta(seconds=settings.MEMORY.conversation.inactive_after_seconds)
+    inactive = ConversationContext.objects.filter(last_updated__lt=since).count()
+    return {
+        "inactive_contexts": inactive,
+        "contexts_held_in_process": 0,
+        "tokenizers_released": token_counters_release(),
+        "objects_collected": gc.collect(),
+    }
+
+
+@dataclass
+class OptimizeReport:
+    memory_percentage: float
+    threshold_percentage: float
+    acted: bool
+    cache: dict[str, Any] | None = None
+    history_archived: int | None = None
+    contexts: dict[str, Any] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def memory_optimize() -> OptimizeReport:
+    """Above ``monitoring.memory_threshold``: clean expired caches, archive old history, release contexts.
+
+    Cleanup and archiving are cleanup tasks: with ``maintenance.auto_cleanup_enabled`` false they are skipped
+    (and the report says so); releasing process memory always happens above the threshold.
+    """
+    usage = memory_usage()["percentage"]
+    threshold = settings.MEMORY.monitoring.memory_threshold * 100
+    report = OptimizeReport(memory_percentage=usage, threshold_percentage=threshold, acted=usage > threshold)
+    if not report.acted:
+        return report
+    if settings.MEMORY.maintenance.auto_cleanup_enabled:
+        report.cache = cache_cleanup().as_dict()
+        report.history_archived = history_archive_run(
+            max_batches=settings.MEMORY.history.archive_batches_per_task
+        ).records_archived
+    else:
+        report.skipped = ["cache_cleanup", "history_archive"]
+    report.contexts = contexts_release_inactive()
+    logger.warning("memory at %.1f%% (threshold %.0f%%): optimizer ran: %s", usage, threshold, report.as_dict())
+    history_record(
+        project=None,
+        action=HistoryAction.MEMORY_OPTIMIZED,
+        summary=f"Memory at {usage:.1f}% (over {threshold:.0f}%): expired caches cleaned, old history archived, "
+        "inactive contexts released.",
+        details=report.as_dict(),
+    )
+    return report
+
+
+# --- stuck runs ----------------------------------------------------------------------------------------------
+
+
+def workflow_stuck_flag(*, now: dt.datetime | None = None) -> list[WorkflowState]:
+    """Flag every in_progress run with no progress (run or unit update) for ``workflow.stuck_after_seconds``.
+
+    Flagged once: a run stays flagged until its next transition clears ``stuck_since``.
+    """
+    now = now or timezone.now()
+    limit = now - dt.timedelta(seconds=settings.MEMORY.workflow.stuck_after_seconds)
+    candidates = (
+        WorkflowState.objects.filter(status=WorkflowStatus.IN_PROGRESS, stuck_since__isnull=True, updated_at__lt=limit)
+        .annotate(last_unit_update=Max("units__updated_at"))
+        .select_related("project")
+    )
+    flagged = []
+    for run in candidates:
+        if run.last_unit_update is not None and run.last_unit_update >= limit:
+            continue
+        last_progress = max(filter(None, [run.updated_at, run.last_unit_update]))
+        with transaction.atomic():
+            # Compare-and-set: a run that moved on meanwhile, or that another detector flagged, is left alone.
+            updated = WorkflowState.objects.filter(
+                pk=run.pk, status=WorkflowStatus.IN_PROGRESS, stuck_since__isnull=True, updated_at=run.updated_at
+            ).update(stuck_since=now)
+            if updated != 1:
+                continue
+            silent = int((now - last_progress).total_seconds())
+            history_record(
+                project=run.project,
+                action=HistoryAction.WORKFLOW_STUCK,
+                summary=f"Workflow stuck at {run.current_step or 'its first step'}: no progress for {silent} s.",
+                details={
+                    "step": run.current_step,
+                    "silent_seconds": silent,
+                    "last_progress": last_progress.isoformat(),
+                },
+                workflow_id=run.pk,
+            )
+        WORKFLOW_STUCK.labels(run.workflow_type).inc()
+        logger.warning("workflow %s (%s) stuck at %s for %d s", run.pk, run.workflow_type, run.current_step, silent)
+        run.stuck_since = now
+        flagged.append(run)
+    return flagged
+
+
+def workflow_stuck_release(*, workflow: WorkflowState) -> int:
+    """End the leases of a stuck run's unfinished units of its current step, so recovery re-enqueues them.
+
+    Safe against a unit that is in fact still running: completion is a compare-and-set on the claim token, so
+    at most one of the two runs of that unit applies its effects.
+    """
+    return WorkflowUnit.objects.filter(
+        workflow=workflow,
+        step_key=workflow.step_key,
+        status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
+    ).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+
+# --- §8.1 integrity check ------------------------------------------------------------------------------------
+
+
+@dataclass
+class IntegrityProblem:
+    kind: str
+    subject: str
+    detail: str
+    repaired: bool = False
+
+
+@dataclass
+class IntegrityReport:
+    checked: dict[str, int] = field(default_factory=dict)
+    problems: list[IntegrityProblem] = field(default_factory=list)
+
+    @property
+    def unrepaired(self) -> list[IntegrityProblem]:
+        return [problem for problem in self.problems if not problem.repaired]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"checked": self.checked, "problems": [asdict(problem) for problem in self.problems]}
+
+
+def _sha256_file(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _check_cache_blobs(report: IntegrityReport, repair: bool) -> None:
+    """Both directions: every entry has its blob with the right checksum; every blob has its entry."""
+    grace = settings.MEMORY.cache_options.orphan_grace_seconds
+    entries = blobs = 0
+    for namespace, config in settings.MEMORY.cache.items():
+        if config.backend != "file":
+            continue
+        directory = cache_namespace_directory(namespace=namespace)
+        known: set[str] = set()
+        for entry in CacheEntry.objects.filter(namespace=namespace).iterator():
+            entries += 1
+            known.add(entry.blob_name)
+            path = directory / entry.blob_name[:2] / entry.blob_name
+            checksum = _sha256_file(path)
+            if checksum == entry.checksum:
+                continue
+            detail = "its blob is missing" if checksum is None else "its blob does not match the checksum"
+            problem = IntegrityProblem("cache_entry_without_blob", f"{namespace}:{entry.key}", detail)
+            if repair:
+                # A cache is derived data: dropping the entry makes the next lookup a miss that recomputes it.
+                CacheEntry.objects.filter(pk=entry.pk, checksum=entry.checksum).delete()
+                path.unlink(missing_ok=True)
+                problem.repaired = True
+            report.problems.append(problem)
+        if not directory.is_dir():
+            continue
+        for shard in directory.iterdir():
+            if not shard.is_dir() or shard.name == ".tmp":
+                continue
+            for path in shard.iterdir():
+                blobs += 1
+                if path.name in known:
+                    continue
+                try:
+                    age = timezone.now().timestamp() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # removed meanwhile (cleanup, eviction)
+                if age < grace:
+                    # Young: its writer may be between the rename and the insert of its row.
+                    continue
+                if CacheEntry.objects.filter(namespace=namespace, blob_name=path.name).exists():
+                    continue
+                problem = IntegrityProblem("cache_blob_without_entry", f"{namespace}:{path.name}", "no entry names it")
+                if repair:
+                    path.unlink(missing_ok=True)
+                    problem.repaired = True
+                report.problems.append(problem)
+    report.checked["cache_entries"] = entries
+    report.checked["cache_blobs"] = blobs
+
+
+def _read_candidate(name: str) -> bytes | None:
+    try:
+        with default_storage.open(name, "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error):
+        return raw
+
+
+def _relocate_archive(archive: HistoryArchive) -> str | None:
+    """A file of the same scope and month whose content matches the manifest (checksum and count), if any."""
+    folder = f"{settings.MEMORY.history.archive_location}/{archive.scope}"
+    try:
+        _, files = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return None
+    for file_name in sorted(files):
+        name = f"{folder}/{file_name}"
+        if name == archive.file_name or not file_name.startswith(f"history_{archive.month}"):
+            continue
+        data = _read_candidate(name)
+        matches = data is not None and hashlib.sha256(data).hexdigest() == archive.checksum
+        if matches and data.count(b"\n") == archive.record_count:  # type: ignore[union-attr]
+            return name
+    return None
+
+
+def _check_history_archives(report: IntegrityReport, repair: bool) -> None:
+    checked = 0
+    for archive in HistoryArchive.objects.filter(record_count__gt=0).order_by("scope", "month"):
+        checked += 1
+        try:
+            history_archive_read(archive=archive)
+            continue
+        except ArchiveVerificationFailed as exc:
+            problem = IntegrityProblem("history_archive_mismatch", f"{archive.scope} {archive.month}", exc.message)
+        if repair:
+            found = _relocate_archive(archive)
+            if found is not None:
+                # The records are intact under another name (moved, renamed by the storage, or left by a crash
+                # between the write and the manifest update): point the manifest at them.
+                compressed = found.endswith(".gz")
+                with default_storage.open(found, "rb") as handle:
+                    size = len(handle.read())
+                HistoryArchive.objects.filter(pk=archive.pk, file_name=archive.file_name).update(
+                    file_name=found, compressed=compressed, size_bytes=size
+                )
+                problem.repaired = True
+                problem.detail += f" Repointed to {found}, which matches the manifest."
+            else:
+                problem.detail += " No intact copy exists: restore the file from a backup."
+        report.problems.append(problem)
+    report.checked["history_archives"] = checked
+    # Unfinished archive moves: files written by a batch that never committed, or superseded files whose
+    # deletion a crash interrupted. No manifest names them.
+    location = settings.MEMORY.history.archive_location
+    named = set(HistoryArchive.objects.exclude(file_name="").values_list("file_name", flat=True))
+    leftovers = []
+    try:
+        scopes, _ = default_storage.listdir(location)
+    except FileNotFoundError:
+        scopes = []
+    for scope in scopes:
+        _, files = default_storage.listdir(f"{location}/{scope}")
+        leftovers += [f"{location}/{scope}/{name}" for name in files if f"{location}/{scope}/{name}" not in named]
+    if leftovers:
+        removed = history_archive_sweep() if repair else 0
+        for name in leftovers:
+            report.problems.append(
+                IntegrityProblem(
+                    "unfinished_archive_move",
+                    name,
+                    "an archive file no manifest names (a batch that did not commit, or a superseded file)",
+                    repaired=repair and removed > 0 and not default_storage.exists(name),
+                )
+            )
+
+
+def _check_workflow_rows(report: IntegrityReport, repair: bool) -> None:
+    """Snapshots and units whose run is gone (foreign keys make this rare: a restore of a partial dump, a
+    manual delete with constraints off)."""
+    runs = WorkflowState.objects.values("pk")
+    for model, kind in ((WorkflowSnapshot, "snapshot_without_run"), (WorkflowUnit, "unit_without_run")):
+        # order_by(): the default ordering joins the run table, which would hide exactly the rows we look for.
+        orphans = list(model.objects.order_by().exclude(workflow_id__in=runs).values_list("pk", "workflow_id"))
+        report.checked[f"{kind.split('_')[0]}s"] = model.objects.count()
+        if orphans and repair:
+            model.objects.filter(pk__in=[pk for pk, _ in orphans]).delete()
+        report.problems += [
+            IntegrityProblem(kind, f"{model.__name__} {pk}", f"run {workflow_id} does not exist", repaired=repair)
+            for pk, workflow_id in orphans
+        ]
+
+
+def integrity_check(*, repair: bool = False) -> IntegrityReport:
+    """Verify cache blobs, history archives and the workflow tables; with ``repair``, fix what can be fixed."""
+    report = IntegrityReport()
+    _check_cache_blobs(report, repair)
+    _check_history_archives(report, repair)
+    _check_workflow_rows(report, repair)
+    if report.problems:
+        unrepaired = len(report.unrepaired)
+        logger.warning("integrity check: %d problem(s), %d unrepaired", len(report.problems), unrepaired)
+        history_record(
+            project=None,
+            action=HistoryAction.INTEGRITY_CHECKED,
+            summary=f"Integrity check: {len(report.problems)} problem(s) found, {unrepaired} left unrepaired.",
+            details=report.as_dict(),
+        )
+    return report

@@ -1,0 +1,64 @@
+"""Prometheus across processes: step metrics written by a real Celery worker's pool processes, scraped here."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from memory_app.models import WorkflowState
+from tests.workflows.pipelines import effects_table_create
+from workflows import engine
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render_units_done(client) -> float:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return render_units_in(response.content.decode())
+
+
+def render_units_in(text: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "comicmem_workflow_step_duration_seconds_count" and sample.labels == {
+                "workflow_type": "fan_out",
+                "step": "render",
+                "outcome": "done",
+            }:
+                return sample.value
+    return 0.0
+
+
+def test_a_scrape_sums_the_step_metrics_of_every_worker_process(start_worker, client, user, project):
+    effects_table_create()
+    before = render_units_done(client)
+    port = free_port()
+    start_worker(concurrency=2, WORKER_METRICS_PORT=str(port))
+
+    run = engine.workflow_start(user=user, workflow_type="fan_out", project_id="proj-001", data={"text": "a b c d"})
+    deadline = time.monotonic() + 60
+    while WorkflowState.objects.values_list("status", flat=True).get(pk=run.pk) != "completed":
+        assert time.monotonic() < deadline, "the run did not complete"
+        time.sleep(0.1)
+
+    assert render_units_done(client) == before + 4
+    # The worker's own endpoint (a worker container's scrape target) reads the same folder.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert render_units_in(response.read().decode()) == before + 4
+    # Written by other processes (the worker's pool), each into its own file of the shared folder.
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    writers = {path.stem.rsplit("_", 1)[-1] for path in folder.glob("histogram_*.db")}
+    assert writers - {str(os.getpid())}
