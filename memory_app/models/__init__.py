@@ -1,4 +1,5 @@
 from memory_app.models.cache import CacheEntry, CacheStatistics, CacheValueFormat
+from memory_app.models.creative import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.models.conversation import SUMMARY_POSITION, ContextMessage, ConversationContext, MessageRole
 from memory_app.models.history import (
     DEFAULT_SUMMARIES,
@@ -24,7 +25,11 @@ __all__ = [
     "PROJECT_ID_PATTERN",
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
+    "STYLE_ID_PATTERN",
     "CacheEntry",
+    "Character",
+    "StyleTemplate",
+    "StyleUsage",
     "CacheStatistics",
     "CacheValueFormat",
     "ContextMessage",
