@@ -1,6 +1,6 @@
 from memory_app.models.cache import CacheEntry, CacheStatistics, CacheValueFormat
-from memory_app.models.creative import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.models.conversation import SUMMARY_POSITION, ContextMessage, ConversationContext, MessageRole
+from memory_app.models.creative import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.models.history import (
     DEFAULT_SUMMARIES,
     SYSTEM_SCOPE,
@@ -23,15 +23,13 @@ __all__ = [
     "DEFAULT_SUMMARIES",
     "LEGAL_TRANSITIONS",
     "PROJECT_ID_PATTERN",
+    "STYLE_ID_PATTERN",
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
-    "STYLE_ID_PATTERN",
     "CacheEntry",
-    "Character",
-    "StyleTemplate",
-    "StyleUsage",
     "CacheStatistics",
     "CacheValueFormat",
+    "Character",
     "ContextMessage",
     "ConversationContext",
     "HistoryAction",
@@ -40,6 +38,8 @@ __all__ = [
     "MessageRole",
     "Project",
     "SnapshotEvent",
+    "StyleTemplate",
+    "StyleUsage",
     "UnitStatus",
     "WorkflowSnapshot",
     "WorkflowState",

@@ -74,3 +74,6 @@ class StyleUsage(models.Model):
     class Meta:
         ordering = ["-used_at", "-id"]
         indexes = [models.Index(fields=["style", "project", "-used_at"], name="style_usage_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.style_id} in {self.project_id} at {self.used_at:%Y-%m-%d %H:%M}"
