@@ -277,3 +277,10 @@ def previous_context_resolve(*, project: Project, value: object) -> ResolvedCont
     extension = os.path.splitext(checked.storage_name)[1].lower().lstrip(".")
     content_type = {"jpg": "image/jpeg", "jpeg": "image/jpeg"}.get(extension, f"image/{extension or 'png'}")
     return _image_context("project_image", data, content_type, checked.value)
+
+
+def image_download(*, url: str) -> bytes:
+    """An image's bytes from an http(s) URL through the same guard (an image provider's ``url`` answer)."""
+    fetched = _fetch_url(url)
+    assert fetched.image is not None
+    return fetched.image
