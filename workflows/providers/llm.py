@@ -196,7 +196,7 @@ def design_character(name: str, *, passages: list[str]) -> dict[str, Any]:
     return {
         "name": name,
         "appearance_features": appearance,
-        "consistent_features": ["hair_color", "eye_color", "clothing_style"],
+        "consistent_features": sorted(["hair_color", "eye_color", "clothing_style"]),
         "personality_traits": traits,
         "colors": {"hair": hair_hex, "clothing": clothing_hex, "skin": _pick(name, "skin", _SKIN)},
     }
