@@ -288,3 +288,17 @@ def openai_llm(settings, fake_openai) -> FakeOpenAIServer:
     )
     settings.MEMORY = settings.MEMORY.model_copy(update={"providers": providers})
     return fake_openai
+
+
+# --- pipelines and creative memory ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def media(settings, tmp_path) -> Path:
+    """A fresh MEDIA_ROOT (project storage) and CACHE_DIR (the images file cache) for one test."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = str(root)
+    settings.CACHE_DIR = tmp_path / "cache"
+    settings.CACHE_DIR.mkdir()
+    return root

@@ -161,7 +161,7 @@ def _fetch_url(url: str) -> ResolvedContext:
                 raise RetryableProviderError(f"previous_context download timed out: {exc}") from exc
             except httpx.TransportError as exc:
                 raise RetryableProviderError(f"previous_context download failed: {exc}") from exc
-            with response:
+            try:
                 if response.is_redirect:
                     location = response.headers.get("location", "")
                     current = urljoin(current, location)
@@ -183,6 +183,8 @@ def _fetch_url(url: str) -> ResolvedContext:
                         raise _refuse("The image is over the size limit.", url, "too_large")
                     if time.monotonic() > deadline:
                         raise _refuse("The download took too long.", url, "too_slow")
+            finally:
+                response.close()
             return _image_context("url_image", bytes(body), content_type, url)
     raise _refuse("Too many redirects.", url, "redirects")
 
