@@ -302,3 +302,17 @@ def media(settings, tmp_path) -> Path:
     settings.CACHE_DIR = tmp_path / "cache"
     settings.CACHE_DIR.mkdir()
     return root
+
+
+@pytest.fixture
+def manga_shonen(db):
+    """The built-in template, as its data migration ships it: a transactional test's flush removes migration
+    rows, so tests that need it run the migration's own function again (idempotent)."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from memory_app.models import StyleTemplate
+
+    import_module("memory_app.migrations.0008_manga_shonen_style").create(apps, None)
+    return StyleTemplate.objects.get(pk="manga_shonen")

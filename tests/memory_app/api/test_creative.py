@@ -7,7 +7,7 @@ import pytest
 from memory_app.models import Character, HistoryRecord, StyleTemplate, StyleUsage
 from tests.factories import ProjectFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("manga_shonen")]
 
 
 @pytest.fixture
@@ -34,6 +34,7 @@ def test_characters_are_listed_for_their_owner_and_filtered_by_project(auth_clie
 
 
 def test_manga_shonen_is_shipped_by_the_migration(auth_client):
+    # (The ``manga_shonen`` fixture re-runs the migration's function: the row is what the migration makes.)
     body = auth_client.get("/api/styles/manga_shonen").json()["data"]
 
     assert body["name"] == "少年漫画风格"

@@ -12,3 +12,8 @@ STORY = (
 @pytest.fixture
 def story() -> str:
     return STORY
+
+
+@pytest.fixture(autouse=True)
+def _built_in_styles(manga_shonen):
+    return manga_shonen
