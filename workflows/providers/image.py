@@ -88,10 +88,19 @@ class ImageProvider(Protocol):
 # --- fonts and text ----------------------------------------------------------------------------------------
 
 
+# Where Debian puts the CJK fonts we know (the Makefile installs the first, the Docker image the second); used
+# when the configured ``pipelines.font_path`` is missing.
+KNOWN_CJK_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+)
+
+
 @lru_cache(maxsize=8)
 def _font(path: str, size: int) -> FontType:
-    if Path(path).is_file():
-        return ImageFont.truetype(path, size)
+    for candidate in (path, *KNOWN_CJK_FONTS):
+        if Path(candidate).is_file():
+            return ImageFont.truetype(candidate, size)
     logger.warning("CJK font %s is missing: panels use Pillow's default font (install fonts-wqy-zenhei)", path)
     return ImageFont.load_default(size=size)
 

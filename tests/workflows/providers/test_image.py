@@ -74,7 +74,8 @@ def test_cjk_text_is_drawn_with_the_font(settings):
     assert dark_pixels(captioned.crop(box)) > 100
 
 
-def test_a_missing_font_falls_back_with_a_warning(settings, caplog):
+def test_a_missing_font_falls_back_with_a_warning(settings, caplog, monkeypatch):
+    monkeypatch.setattr("workflows.providers.image.KNOWN_CJK_FONTS", ())
     settings.MEMORY = settings.MEMORY.model_copy(
         update={"pipelines": settings.MEMORY.pipelines.model_copy(update={"font_path": "/nonexistent/font.ttc"})}
     )
