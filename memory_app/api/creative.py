@@ -89,7 +89,7 @@ class CharacterListView(GenericAPIView):
     serializer_class = CharacterSerializer
     queryset = Character.objects.none()
 
-    @extend_schema(tags=["creative"], parameters=[OpenApiParameter("project_id", str)])
+    @extend_schema(tags=["creative"], operation_id="characters_list", parameters=[OpenApiParameter("project_id", str)])
     def get(self, request: Request) -> Response:
         project_id = request.query_params.get("project_id") or None
         if project_id is not None:
@@ -108,7 +108,7 @@ class StyleListCreateView(GenericAPIView):
     serializer_class = StyleTemplateSerializer
     queryset = StyleTemplate.objects.none()
 
-    @extend_schema(tags=["creative"])
+    @extend_schema(tags=["creative"], operation_id="styles_list")
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(style_list(user=request.user))
         return self.get_paginated_response(StyleTemplateSerializer(page, many=True).data)
