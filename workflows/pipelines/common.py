@@ -14,9 +14,6 @@ from memory_app.errors import InputTooLarge, ValidationFailed
 from memory_app.models import Project, WorkflowState
 from workflows.engine import StepContext
 
-OUTPUT_NAME_PATTERN = r"^(panel|page)_\d{3}\.png$"
-
-
 def _field_error(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(message, details={"fields": {field: [message]}})
 

@@ -23,7 +23,7 @@ import io
 import logging
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,7 +60,6 @@ class PanelRequest:
     figures: tuple[PanelFigure, ...] = ()
     palette: tuple[str, ...] = ("#FFFFFF",)
     reference_sha256: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def cache_key(self, provider: str, model: str | None) -> dict[str, Any]:
         return {
