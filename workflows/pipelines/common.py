@@ -14,6 +14,7 @@ from memory_app.errors import InputTooLarge, ValidationFailed
 from memory_app.models import Project, WorkflowState
 from workflows.engine import StepContext
 
+
 def _field_error(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(message, details={"fields": {field: [message]}})
 
