@@ -96,3 +96,25 @@ def test_bad_input_exits_non_zero_and_starts_nothing(user, project, media, previ
     with pytest.raises(CommandError, match="VALIDATION_ERROR: Unknown style 'nope'"):
         call_command("generate_comic", str(SAMPLE), "--project", "proj-001", "--style", "nope", stdout=io.StringIO())
     assert WorkflowState.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_run_exits_non_zero(
+    user, project, media, manga_shonen, previous_eager, tmp_path, settings, fake_openai
+):
+    from comicmem_site.memory_config import ProviderConfig
+
+    fake_openai.route("/v1/images/generations", lambda body: (400, {"error": {"message": "bad prompt"}}))
+    providers = settings.MEMORY.providers.model_copy(
+        update={"image": ProviderConfig(provider="openai", base_url=fake_openai.base_url, model="m", timeout_seconds=2)}
+    )
+    settings.MEMORY = settings.MEMORY.model_copy(update={"providers": providers})
+    story = tmp_path / "story.txt"
+    story.write_text("小明走进村口。老王在抽烟。小明笑了。老王也笑了。", encoding="utf-8")
+
+    with pytest.raises(CommandError, match="failed: ProviderError The image provider answered HTTP 400"):
+        call_command(
+            "generate_comic", str(story), "--project", "proj-001", "--inline", "--poll", "0.05", stdout=io.StringIO()
+        )
+
+    assert WorkflowState.objects.get().status == "failed"

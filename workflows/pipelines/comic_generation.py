@@ -182,6 +182,11 @@ def scene_composition(context: StepContext) -> dict[str, Any]:
     designs = {design["name"]: design for design in context.data["characters"]}
     palette = list(style.visual_parameters.get("color_palette") or ["#FFFFFF"])
     base_seed = context.preferences["seed"]
+    reference_name = None
+    if previous.image is not None:
+        # Kept beside the outputs (a deterministic name: a retry overwrites it) so the first panel can show it.
+        reference_name = f"{output_folder(context.project_id, context.workflow_id)}/previous_context.png"
+        output_store(reference_name, _thumbnail(previous.image))
     panels = []
     previous_scene = ""
     for script in context.data["scripts"]:
@@ -202,15 +207,33 @@ def scene_composition(context: StepContext) -> dict[str, Any]:
                 "dialogue": [[line["speaker"], line["text"]] for line in script["dialogue"]],
                 "figures": [{"name": name, "colors": designs[name]["colors"]} for name in present],
                 "palette": palette,
-                "reference_sha256": previous.sha256,
+                # Only the first panel continues from the previous episode; later ones from their own predecessor.
+                "reference_sha256": previous.sha256 if script["index"] == 0 else None,
+                "reference_name": reference_name if script["index"] == 0 else None,
             }
         )
         previous_scene = script["scene"]
     return {
         **context.data,
         "panels": panels,
-        "previous_context_used": {"kind": previous.kind, "sha256": previous.sha256, "source": previous.source},
+        "previous_context_used": {
+            "kind": previous.kind,
+            "sha256": previous.sha256,
+            "source": previous.source,
+            "stored_as": reference_name,
+        },
     }
+
+
+def _thumbnail(data: bytes, size: int = 256) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        picture = image.convert("RGB")
+    picture.thumbnail((size, size))
+    output = io.BytesIO()
+    picture.save(output, format="PNG")
+    return output.getvalue()
 
 
 def scene_composition_commit(context: StepContext, result: dict[str, Any]) -> None:
@@ -243,7 +266,13 @@ def _panel_request(panel: dict[str, Any]) -> PanelRequest:
         figures=tuple(PanelFigure(name=figure["name"], colors=figure["colors"]) for figure in panel["figures"]),
         palette=tuple(panel["palette"]),
         reference_sha256=panel.get("reference_sha256"),
+        reference=_read(panel["reference_name"]) if panel.get("reference_name") else None,
     )
+
+
+def _read(name: str) -> bytes:
+    with default_storage.open(name, "rb") as handle:
+        return handle.read()
 
 
 def image_generation(context: StepContext) -> dict[str, Any]:

@@ -60,6 +60,8 @@ class PanelRequest:
     figures: tuple[PanelFigure, ...] = ()
     palette: tuple[str, ...] = ("#FFFFFF",)
     reference_sha256: str | None = None
+    # The previous_context image (first panel only). Not in the cache key: its checksum is.
+    reference: bytes | None = None
 
     def cache_key(self, provider: str, model: str | None) -> dict[str, Any]:
         return {
@@ -169,10 +171,24 @@ class OfflineRenderer:
         top = height // 4
         for speaker, line in request.dialogue[:3]:
             top = self._draw_balloon(draw, balloon_face, line, speakers.get(speaker), top, width, height)
+        if request.reference is not None:
+            self._draw_reference(image, request.reference, caption_face)
         draw.rectangle((0, 0, width - 1, height - 1), outline=(0, 0, 0), width=6)
         output = io.BytesIO()
         image.save(output, format="PNG")
         return output.getvalue()
+
+    @staticmethod
+    def _draw_reference(image: Image.Image, reference: bytes, face: FontType) -> None:
+        """The previous episode's image as a framed inset in the top-right corner, labelled 前情."""
+        side = image.width // 4
+        with Image.open(io.BytesIO(reference)) as source:
+            inset = source.convert("RGB").resize((side, side))
+        left, top = image.width - side - 16, image.height // 6
+        image.paste(inset, (left, top))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((left - 2, top - 2, left + side + 1, top + side + 1), outline=(0, 0, 0), width=2)
+        draw.text((left, top + side + 4), "前情", font=face, fill=(0, 0, 0))
 
     @staticmethod
     def _figure_positions(count: int, width: int) -> list[int]:

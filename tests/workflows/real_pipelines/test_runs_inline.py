@@ -96,3 +96,22 @@ def test_comic_generation_runs_and_a_second_run_draws_nothing(run_inline, user, 
     assert len(calls) == segments  # not one more panel drawn
     assert [item["cached"] for item in second.data["rendered"]] == [True] * segments
     assert [item["sha256"] for item in second.data["rendered"]] == [item["sha256"] for item in first.data["rendered"]]
+
+
+def test_a_previous_context_image_is_shown_in_the_first_panel_only(run_inline, user, project, story, media):
+    folder = media / "projects" / "proj-001" / "refs"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(folder / "last_page.png")
+    data = {"text": story, "previous_context": "/projects/proj-001/refs/last_page.png"}
+
+    run = start(run_inline, user, "comic_generation", data, {"segment_length": 60})
+
+    assert run.status == "completed", run.error
+    assert run.data["previous_context_used"]["kind"] == "project_image"
+    assert run.data["previous_context_used"]["stored_as"] == f"projects/proj-001/images/{run.pk}/previous_context.png"
+    first, second = (Image.open(media / name).convert("RGB") for name in run.data["outputs"]["panels"][:2])
+    # The inset is a quarter of the panel wide, 16 pixels from the right edge, a sixth of the height down.
+    assert first.getpixel((512 - 16 - 64, 512 // 6 + 64)) == (0, 0, 255)
+    assert second.getpixel((512 - 16 - 64, 512 // 6 + 64)) != (0, 0, 255)
+    assert run.data["panels"][0]["reference_sha256"] is not None
+    assert run.data["panels"][1]["reference_sha256"] is None
