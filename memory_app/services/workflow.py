@@ -538,6 +538,10 @@ def workflow_restore(
         progress=progress,
         error=None,
         head=source,
+        # The steps from the snapshot on are undone: their compression entries go too (a rerun appends anew).
+        compression_history=[
+            entry for entry in run.compression_history if entry.get("step") in set(run.steps[:step_index])
+        ],
     )
     snapshot = workflow_snapshot_append(workflow=run, event=SnapshotEvent.RESTORED, step=current_step)
     history_record(

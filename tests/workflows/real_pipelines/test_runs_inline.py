@@ -115,3 +115,19 @@ def test_a_previous_context_image_is_shown_in_the_first_panel_only(run_inline, u
     assert second.getpixel((512 - 16 - 64, 512 // 6 + 64)) != (0, 0, 255)
     assert run.data["panels"][0]["reference_sha256"] is not None
     assert run.data["panels"][1]["reference_sha256"] is None
+
+
+def test_restore_drops_the_compression_entries_of_the_undone_steps(run_inline, user, project, story, media):
+    run = start(run_inline, user, "text_compression", {"text": story}, {"target_ratio": 0.6})
+    snapshots = list(run.snapshots.order_by("sequence"))
+    # Snapshot 0 is the start; the one after plot_summarization has step_index 3.
+    after_plot = next(index for index, snapshot in enumerate(snapshots) if snapshot.step_index == 3)
+
+    restored = run_inline(engine.workflow_restore, workflow=run, index=after_plot, rerun=False, user=user)
+    restored.refresh_from_db()
+    assert [entry["step"] for entry in restored.compression_history] == ["plot_summarization"]
+
+    rerun = run_inline(engine.workflow_restore, workflow=restored, index=-1, rerun=True, user=user)
+    rerun.refresh_from_db()
+    assert rerun.status == "completed"
+    assert [entry["step"] for entry in rerun.compression_history] == ["plot_summarization", "compression_execution"]
