@@ -211,6 +211,27 @@ class ProviderConfig(_Section):
     timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
 
 
+class PipelinesConfig(_Section):
+    """The two pipelines (text_compression, comic_generation) and the creative memory they read."""
+
+    # Longest input text a run accepts (characters); longer is a 400 at POST /api/workflows/.
+    max_input_chars: PositiveInt = 50_000
+    default_target_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.75
+    # Comic segmentation: the target length of one panel's text, and the most panels one run may make.
+    segment_target_chars: PositiveInt = 120
+    max_segments: PositiveInt = 60
+    panel_width: Annotated[int, Field(ge=128, le=2048)] = 512
+    panel_height: Annotated[int, Field(ge=128, le=2048)] = 512
+    panels_per_page: Annotated[int, Field(ge=1, le=12)] = 4
+    default_style: str = "manga_shonen"
+    # A CJK font for captions and balloons; missing → Pillow's default font and a logged warning.
+    font_path: str = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
+    # previous_context downloads (http/https): limits, and the most redirects followed (each re-checked).
+    previous_context_max_bytes: ByteSize = 5 * 1024 * 1024
+    previous_context_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    previous_context_max_redirects: NonNegativeInt = 3
+
+
 class ProvidersConfig(_Section):
     llm: ProviderConfig = ProviderConfig()
     image: ProviderConfig = ProviderConfig()
@@ -227,6 +248,7 @@ class MemoryConfig(_Section):
     monitoring: MonitoringConfig = MonitoringConfig()
     api: ApiConfig = ApiConfig()
     providers: ProvidersConfig = ProvidersConfig()
+    pipelines: PipelinesConfig = PipelinesConfig()
 
     @model_validator(mode="after")
     def _namespace_names_are_slugs(self) -> MemoryConfig:

@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     CONTEXT_MESSAGE_TOO_LARGE = "CONTEXT_MESSAGE_TOO_LARGE"  # 400: one message does not fit the context's budget
     CONTEXT_BUDGET_EXCEEDED = "CONTEXT_BUDGET_EXCEEDED"  # 400: the system messages alone would overflow the budget
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413: body over memory.api.max_body_bytes
+    INPUT_TOO_LARGE = "INPUT_TOO_LARGE"  # 413: a workflow's text is over memory.pipelines.max_input_chars
+    PREVIOUS_CONTEXT_REFUSED = "PREVIOUS_CONTEXT_REFUSED"  # 400: previous_context is unsafe, missing or not an image
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # 415
     THROTTLED = "THROTTLED"  # 429
     INTERNAL_ERROR = "INTERNAL_ERROR"  # 500: logged with the traceback and the request id
@@ -79,6 +81,21 @@ class PayloadTooLarge(ComicmemError):
     code = ErrorCode.PAYLOAD_TOO_LARGE
     status_code = 413
     default_message = "The request body is too large."
+
+
+class InputTooLarge(ComicmemError):
+    code = ErrorCode.INPUT_TOO_LARGE
+    status_code = 413
+    default_message = "The input text is too long."
+
+
+class PreviousContextRefused(ComicmemError):
+    """A ``previous_context`` we will not use: a private or unresolvable host, a path outside the project, a
+    response that is too big, too slow or not an image."""
+
+    code = ErrorCode.PREVIOUS_CONTEXT_REFUSED
+    status_code = 400
+    default_message = "The previous_context cannot be used."
 
 
 class ContextLimitReached(ComicmemError):

@@ -288,3 +288,31 @@ def openai_llm(settings, fake_openai) -> FakeOpenAIServer:
     )
     settings.MEMORY = settings.MEMORY.model_copy(update={"providers": providers})
     return fake_openai
+
+
+# --- pipelines and creative memory ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def media(settings, tmp_path) -> Path:
+    """A fresh MEDIA_ROOT (project storage) and CACHE_DIR (the images file cache) for one test."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = str(root)
+    settings.CACHE_DIR = tmp_path / "cache"
+    settings.CACHE_DIR.mkdir()
+    return root
+
+
+@pytest.fixture
+def manga_shonen(db):
+    """The built-in template, as its data migration ships it: a transactional test's flush removes migration
+    rows, so tests that need it run the migration's own function again (idempotent)."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from memory_app.models import StyleTemplate
+
+    import_module("memory_app.migrations.0010_manga_shonen_style").create(apps, None)
+    return StyleTemplate.objects.get(pk="manga_shonen")

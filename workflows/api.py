@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.files.storage import default_storage
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -11,7 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from memory_app.errors import ValidationFailed
+from memory_app.api.history import AnyContentNegotiation
+from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
 from workflows import engine
@@ -184,3 +188,29 @@ class WorkflowCancelView(APIView):
         run = workflow_get(user=request.user, workflow_id=workflow_id)
         run = engine.workflow_cancel(workflow=run, user=request.user)
         return Response(_state(run))
+
+
+class WorkflowOutputView(APIView):
+    """One output file of a run (a panel or a page), streamed from storage to the run's owner."""
+
+    content_negotiation_class = AnyContentNegotiation
+
+    @extend_schema(tags=["workflows"], responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request: Request, workflow_id: str, name: str) -> FileResponse:
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        outputs = (run.data or {}).get("outputs") or {}
+        listed = {path.rsplit("/", 1)[-1]: path for path in [*outputs.get("panels", []), *outputs.get("pages", [])]}
+        # Only a name the run itself listed is served: the storage path comes from the state, never the request.
+        path = listed.get(name)
+        if path is None:
+            raise NotFound(
+                f"Workflow {run.pk} has no output '{name}'.",
+                details={"workflow_id": str(run.pk), "name": name, "suggestion": "See data.outputs of the run."},
+            )
+        try:
+            handle = default_storage.open(path, "rb")
+        except FileNotFoundError:
+            raise NotFound(
+                f"The output '{name}' is missing from storage.", details={"workflow_id": str(run.pk), "name": name}
+            ) from None
+        return FileResponse(handle, content_type="image/png", filename=name)

@@ -16,6 +16,8 @@ class WorkflowsConfig(AppConfig):
         from workflows.engine import EngineOperations
 
         workflow_operations_register(operations=EngineOperations())
-        # Workflow types register themselves when their module is imported (web and worker alike).
+        # Workflow types register themselves when their module is imported (web and worker alike). The real
+        # pipelines always; WORKFLOW_MODULES adds more (the tests' small pipelines).
+        import_module("workflows.pipelines")
         for module in getattr(settings, "WORKFLOW_MODULES", []):
             import_module(module)

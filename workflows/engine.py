@@ -30,12 +30,18 @@ from django.db import transaction
 from memory_app.errors import ValidationFailed
 from memory_app.logging import workflow_log_context
 from memory_app.metrics import step_observe
-from memory_app.models import UnitStatus, WorkflowState, WorkflowStatus, WorkflowUnit
+from memory_app.models import Project, UnitStatus, WorkflowState, WorkflowStatus, WorkflowUnit
 from memory_app.selectors.projects import project_get
 from memory_app.services import workflow as state
 from memory_app.services.operations import workflow_stuck_flag, workflow_stuck_release
 
 logger = logging.getLogger("workflows.engine")
+
+
+# A step may return this key in its data: a list of ``compression_history`` entries ({step, timestamp,
+# input_size, output_size, compression_ratio}) that the engine appends to the run's ``compression_history`` in
+# the transaction that records the step, and removes from the data. So a redone step never appends twice.
+COMPRESSION_HISTORY_KEY = "_compression_history"
 
 
 class RetryableStepError(Exception):
@@ -86,10 +92,22 @@ class FanOutStep:
 
 
 @dataclass(frozen=True)
+class StartRequest:
+    """What ``prepare`` sees when a run is asked for: it validates, and returns the data and preferences to
+    store. Raising one of our errors refuses the run before anything is written or enqueued."""
+
+    user: AbstractBaseUser
+    project: Project
+    data: dict[str, Any]
+    preferences: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class WorkflowType:
     name: str
     steps: tuple[Step | FanOutStep, ...] = field(default_factory=tuple)
     description: str = ""
+    prepare: Callable[[StartRequest], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
     @property
     def step_names(self) -> list[str]:
@@ -133,7 +151,12 @@ def _optional_openai_errors() -> tuple[type[BaseException], ...]:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Timeouts, connection errors, 429 and 5xx are transient; anything else is the step's own failure."""
+    """Timeouts, connection errors, 429 and 5xx are transient; anything else is the step's own failure.
+
+    An error that says so itself (``retryable = True``: ``memory_app.errors.RetryableProviderError``) is too.
+    """
+    if getattr(exc, "retryable", False) is True:
+        return True
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code == 429 or exc.response.status_code >= 500
     transient = (RetryableStepError, TimeoutError, ConnectionError, httpx.TimeoutException, httpx.TransportError)
@@ -216,7 +239,11 @@ def _finish_step(run: WorkflowState, step: Step | FanOutStep, results: list[Any]
         details = {}
     if not isinstance(data, dict):
         raise TypeError(f"step {step.name!r} must return a dict of state data, not {type(data).__name__}")
-    state.workflow_step_complete(workflow=run, data=data, details=details)
+    data = dict(data)
+    compression_entries = data.pop(COMPRESSION_HISTORY_KEY, None) or []
+    state.workflow_step_complete(
+        workflow=run, data=data, details=details, compression_entries=list(compression_entries)
+    )
     if run.status == WorkflowStatus.IN_PROGRESS:
         _begin_current_step(run)
 
@@ -343,6 +370,11 @@ def workflow_start(
     """Validate, create the run with its first units, and enqueue them after commit."""
     definition = workflow_type_get(workflow_type)
     project = project_get(user=user, project_id=project_id)
+    preferences = preferences or {}
+    if definition.prepare is not None:
+        data, preferences = definition.prepare(
+            StartRequest(user=user, project=project, data=dict(data), preferences=dict(preferences))
+        )
     with transaction.atomic():
         run = state.workflow_create(
             workflow_type=definition.name,
@@ -350,7 +382,7 @@ def workflow_start(
             owner=project.owner,
             steps=definition.step_names,
             data=data,
-            preferences=preferences or {},
+            preferences=preferences,
         )
         _begin_current_step(run)
     return run

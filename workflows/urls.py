@@ -7,6 +7,7 @@ from workflows.api import (
     WorkflowDetailView,
     WorkflowHistoryView,
     WorkflowListCreateView,
+    WorkflowOutputView,
     WorkflowRestoreView,
     WorkflowResumeView,
 )
@@ -19,4 +20,7 @@ urlpatterns = [
     re_path(r"^(?P<workflow_id>[^/]+)/resume/?$", WorkflowResumeView.as_view(), name="workflow-resume"),
     re_path(r"^(?P<workflow_id>[^/]+)/restore/?$", WorkflowRestoreView.as_view(), name="workflow-restore"),
     re_path(r"^(?P<workflow_id>[^/]+)/cancel/?$", WorkflowCancelView.as_view(), name="workflow-cancel"),
+    re_path(
+        r"^(?P<workflow_id>[^/]+)/outputs/(?P<name>[^/]+)/?$", WorkflowOutputView.as_view(), name="workflow-output"
+    ),
 ]

@@ -1,1 +1,1 @@
-from memory_app.admin import cache, conversation, history, operations, projects, workflow  # noqa: F401
+from memory_app.admin import cache, conversation, creative, history, operations, projects, workflow  # noqa: F401

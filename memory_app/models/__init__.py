@@ -1,5 +1,6 @@
 from memory_app.models.cache import CacheEntry, CacheStatistics, CacheValueFormat
 from memory_app.models.conversation import SUMMARY_POSITION, ContextMessage, ConversationContext, MessageRole
+from memory_app.models.creative import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.models.history import (
     DEFAULT_SUMMARIES,
     SYSTEM_SCOPE,
@@ -23,11 +24,13 @@ __all__ = [
     "DEFAULT_SUMMARIES",
     "LEGAL_TRANSITIONS",
     "PROJECT_ID_PATTERN",
+    "STYLE_ID_PATTERN",
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
     "CacheEntry",
     "CacheStatistics",
     "CacheValueFormat",
+    "Character",
     "ContextMessage",
     "ConversationContext",
     "HistoryAction",
@@ -37,6 +40,8 @@ __all__ = [
     "MetricSnapshot",
     "Project",
     "SnapshotEvent",
+    "StyleTemplate",
+    "StyleUsage",
     "UnitStatus",
     "WorkflowSnapshot",
     "WorkflowState",

@@ -383,9 +383,16 @@ def workflow_fan_out_progress(*, workflow: WorkflowState, fan_out: bool) -> None
 
 
 def workflow_step_complete(
-    *, workflow: WorkflowState, data: dict[str, Any], details: dict[str, Any] | None = None
+    *,
+    workflow: WorkflowState,
+    data: dict[str, Any],
+    details: dict[str, Any] | None = None,
+    compression_entries: list[dict[str, Any]] | None = None,
 ) -> WorkflowState:
     """The current step is done: save its output, advance (or complete), snapshot and history, in one go.
+
+    ``compression_entries`` (``{step, timestamp, input_size, output_size, compression_ratio}``) are appended
+    to the run's ``compression_history`` in the same write.
 
     Call with the run locked by ``workflow_lock_running``, inside the transaction that completed its last unit.
     """
@@ -407,6 +414,7 @@ def workflow_step_complete(
         status=new_status,
         progress=progress,
         error=None,
+        compression_history=[*workflow.compression_history, *(clean_data({"e": compression_entries or []})["e"])],
     )
     workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.STEP_COMPLETED, step=finished_step)
     history_record(
@@ -532,6 +540,10 @@ def workflow_restore(
         progress=progress,
         error=None,
         head=source,
+        # The steps from the snapshot on are undone: their compression entries go too (a rerun appends anew).
+        compression_history=[
+            entry for entry in run.compression_history if entry.get("step") in set(run.steps[:step_index])
+        ],
     )
     snapshot = workflow_snapshot_append(workflow=run, event=SnapshotEvent.RESTORED, step=current_step)
     history_record(

@@ -239,6 +239,7 @@ def test_schema_documents_every_workflow_route(api_client):
         "/api/workflows/{workflow_id}/resume/",
         "/api/workflows/{workflow_id}/restore/",
         "/api/workflows/{workflow_id}/cancel/",
+        "/api/workflows/{workflow_id}/outputs/{name}/",
     }
     started = schema["paths"]["/api/workflows/"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
     assert started["properties"]["data"]["$ref"] == "#/components/schemas/WorkflowState"

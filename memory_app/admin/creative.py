@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from memory_app.models import Character, StyleTemplate, StyleUsage
+
+
+@admin.register(Character)
+class CharacterAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "mentions", "last_updated"]
+    list_filter = ["project"]
+    search_fields = ["name", "project__id"]
+    readonly_fields = ["created_at", "last_updated"]
+
+
+class StyleUsageInline(admin.TabularInline):
+    model = StyleUsage
+    extra = 0
+    fields = ["project", "user", "workflow_id", "used_at", "satisfaction_score", "rated_at"]
+    readonly_fields = ["used_at", "rated_at"]
+    raw_id_fields = ["project", "user"]
+
+
+@admin.register(StyleTemplate)
+class StyleTemplateAdmin(admin.ModelAdmin):
+    list_display = ["template_id", "name", "owner", "updated_at"]
+    search_fields = ["template_id", "name"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [StyleUsageInline]
+
+
+@admin.register(StyleUsage)
+class StyleUsageAdmin(admin.ModelAdmin):
+    list_display = ["style", "project", "user", "used_at", "satisfaction_score"]
+    list_filter = ["style"]
+    readonly_fields = ["used_at"]
+    raw_id_fields = ["project", "user"]

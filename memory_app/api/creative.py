@@ -1,0 +1,166 @@
+"""/api/characters/ (filter by project_id) and /api/styles/ (templates, usage history, POST {id}/rate)."""
+
+from __future__ import annotations
+
+from django.urls import re_path
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from memory_app.models import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
+from memory_app.selectors.creative import character_get, character_list, style_get, style_list, style_usage_list
+from memory_app.selectors.projects import project_get
+from memory_app.services.creative import style_create, style_rate, style_rating_summary
+
+
+class CharacterSerializer(serializers.ModelSerializer):
+    character_id = serializers.IntegerField(source="pk", read_only=True)
+    project_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Character
+        fields = [
+            "character_id",
+            "project_id",
+            "name",
+            "appearance_features",
+            "consistent_features",
+            "personality_traits",
+            "reference_images",
+            "colors",
+            "mentions",
+            "created_at",
+            "last_updated",
+        ]
+        read_only_fields = fields
+
+
+class StyleUsageSerializer(serializers.ModelSerializer):
+    project_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = StyleUsage
+        fields = ["project_id", "workflow_id", "used_at", "satisfaction_score", "rated_at"]
+        read_only_fields = fields
+
+
+class StyleTemplateSerializer(serializers.ModelSerializer):
+    built_in = serializers.SerializerMethodField()
+
+    class Meta:
+        model = StyleTemplate
+        fields = [
+            "template_id",
+            "name",
+            "prompt",
+            "negative_prompt",
+            "visual_parameters",
+            "reference_examples",
+            "built_in",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_built_in(self, style: StyleTemplate) -> bool:
+        return style.owner_id is None
+
+
+class StyleCreateSerializer(serializers.Serializer):
+    template_id = serializers.RegexField(STYLE_ID_PATTERN, max_length=64)
+    name = serializers.CharField(max_length=200)
+    prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
+    negative_prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
+    visual_parameters = serializers.DictField(required=False, default=dict)
+    reference_examples = serializers.ListField(
+        child=serializers.CharField(max_length=500), required=False, default=list, max_length=20
+    )
+
+
+class StyleRateSerializer(serializers.Serializer):
+    project_id = serializers.CharField(max_length=64)
+    satisfaction_score = serializers.FloatField(min_value=0.0, max_value=5.0)
+
+
+class CharacterListView(GenericAPIView):
+    serializer_class = CharacterSerializer
+    queryset = Character.objects.none()
+
+    @extend_schema(tags=["creative"], operation_id="characters_list", parameters=[OpenApiParameter("project_id", str)])
+    def get(self, request: Request) -> Response:
+        project_id = request.query_params.get("project_id") or None
+        if project_id is not None:
+            project_get(user=request.user, project_id=project_id)  # 400 for a bad id, 404 for someone else's
+        page = self.paginate_queryset(character_list(user=request.user, project_id=project_id))
+        return self.get_paginated_response(CharacterSerializer(page, many=True).data)
+
+
+class CharacterDetailView(APIView):
+    @extend_schema(tags=["creative"], responses=CharacterSerializer)
+    def get(self, request: Request, character_id: str) -> Response:
+        return Response(CharacterSerializer(character_get(user=request.user, character_id=character_id)).data)
+
+
+class StyleListCreateView(GenericAPIView):
+    serializer_class = StyleTemplateSerializer
+    queryset = StyleTemplate.objects.none()
+
+    @extend_schema(tags=["creative"], operation_id="styles_list")
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(style_list(user=request.user))
+        return self.get_paginated_response(StyleTemplateSerializer(page, many=True).data)
+
+    @extend_schema(tags=["creative"], request=StyleCreateSerializer, responses={201: StyleTemplateSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = StyleCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        style = style_create(user=request.user, **serializer.validated_data)
+        return Response(StyleTemplateSerializer(style).data, status=status.HTTP_201_CREATED)
+
+
+class StyleDetailSerializer(StyleTemplateSerializer):
+    usage_history = serializers.SerializerMethodField()
+    rating = serializers.SerializerMethodField()
+
+    class Meta(StyleTemplateSerializer.Meta):
+        fields = [*StyleTemplateSerializer.Meta.fields, "usage_history", "rating"]
+        read_only_fields = fields
+
+    def get_usage_history(self, style: StyleTemplate) -> list[dict]:
+        usages = style_usage_list(user=self.context["request"].user, style=style)[:100]
+        return StyleUsageSerializer(usages, many=True).data
+
+    def get_rating(self, style: StyleTemplate) -> dict:
+        return style_rating_summary(style=style)
+
+
+class StyleDetailView(APIView):
+    @extend_schema(tags=["creative"], responses=StyleDetailSerializer)
+    def get(self, request: Request, template_id: str) -> Response:
+        style = style_get(user=request.user, template_id=template_id)
+        return Response(StyleDetailSerializer(style, context={"request": request}).data)
+
+
+class StyleRateView(APIView):
+    @extend_schema(tags=["creative"], request=StyleRateSerializer, responses={201: StyleUsageSerializer})
+    def post(self, request: Request, template_id: str) -> Response:
+        style = style_get(user=request.user, template_id=template_id)
+        serializer = StyleRateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = project_get(user=request.user, project_id=serializer.validated_data["project_id"])
+        usage = style_rate(
+            style=style, project=project, user=request.user, score=serializer.validated_data["satisfaction_score"]
+        )
+        return Response(StyleUsageSerializer(usage).data, status=status.HTTP_201_CREATED)
+
+
+urlpatterns = [
+    re_path(r"^characters/?$", CharacterListView.as_view(), name="character-list"),
+    re_path(r"^characters/(?P<character_id>[^/]+)/?$", CharacterDetailView.as_view(), name="character-detail"),
+    re_path(r"^styles/?$", StyleListCreateView.as_view(), name="style-list"),
+    re_path(r"^styles/(?P<template_id>[^/]+)/?$", StyleDetailView.as_view(), name="style-detail"),
+    re_path(r"^styles/(?P<template_id>[^/]+)/rate/?$", StyleRateView.as_view(), name="style-rate"),
+]

@@ -1,0 +1,79 @@
+"""Creative memory (seed §6): the characters of a project and the style templates panels are drawn in."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+# A template id becomes part of prompts and cache keys; keep it a plain slug.
+STYLE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class Character(models.Model):
+    """One named character of a project, as the pipelines designed it (§6.1 ``character_memory``).
+
+    ``consistent_features`` names the appearance features that must never change between panels; ``colors``
+    are the remembered drawing colours (hair, clothing, skin) the renderer uses for this character everywhere.
+    """
+
+    project = models.ForeignKey("memory_app.Project", on_delete=models.CASCADE, related_name="characters")
+    name = models.CharField(max_length=100)
+    appearance_features = models.JSONField(default=dict, blank=True)
+    consistent_features = models.JSONField(default=list, blank=True)
+    personality_traits = models.JSONField(default=list, blank=True)
+    reference_images = models.JSONField(default=list, blank=True)
+    colors = models.JSONField(default=dict, blank=True)
+    mentions = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="character_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.project_id})"
+
+
+class StyleTemplate(models.Model):
+    """A style preset (§6.2): prompt, negative prompt, visual parameters. ``owner`` null = built in, for all."""
+
+    template_id = models.CharField(primary_key=True, max_length=64)
+    name = models.CharField(max_length=200)
+    prompt = models.TextField(blank=True, default="")
+    negative_prompt = models.TextField(blank=True, default="")
+    visual_parameters = models.JSONField(default=dict, blank=True)
+    reference_examples = models.JSONField(default=list, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="style_templates"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["template_id"]
+
+    def __str__(self) -> str:
+        return f"{self.template_id} ({self.name})"
+
+
+class StyleUsage(models.Model):
+    """One use of a style in a project (a run), with the user's satisfaction score once rated."""
+
+    style = models.ForeignKey(StyleTemplate, on_delete=models.CASCADE, related_name="usages")
+    project = models.ForeignKey("memory_app.Project", on_delete=models.CASCADE, related_name="style_usages")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="style_usages")
+    workflow_id = models.UUIDField(null=True, blank=True)
+    used_at = models.DateTimeField(auto_now_add=True)
+    satisfaction_score = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(5.0)]
+    )
+    rated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-used_at", "-id"]
+        indexes = [models.Index(fields=["style", "project", "-used_at"], name="style_usage_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.style_id} in {self.project_id} at {self.used_at:%Y-%m-%d %H:%M}"

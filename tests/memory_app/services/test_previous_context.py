@@ -1,0 +1,321 @@
+"""previous_context: text, project paths confined to the project, and URLs behind the SSRF guard.
+
+Refused targets must be refused before any connection: a real listener on 127.0.0.1 counts the connections
+it accepts (it must see none), and ``socket.socket.connect`` is wrapped to record every attempt anywhere.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+
+from memory_app.errors import PreviousContextRefused, RetryableProviderError
+from memory_app.services import previous_context as guard
+from memory_app.services.previous_context import address_allowed, previous_context_check, previous_context_resolve
+
+pytestmark = pytest.mark.django_db
+
+
+def png_bytes(color: str = "red") -> bytes:
+    output = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(output, format="PNG")
+    return output.getvalue()
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that counts accepted connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def connects(monkeypatch) -> list[object]:
+    attempts: list[object] = []
+    original = socket.socket.connect
+
+    def recording(self, address):
+        attempts.append(address)
+        return original(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording)
+    return attempts
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.8.8.8",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",  # noqa: S104
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "::ffff:127.0.0.1",
+        "::ffff:8.8.8.8",
+        "::127.0.0.1",
+        "fe80::1",
+        "fc00::1",
+        "fd12:3456::1",
+        "fec0::1",
+        "ff02::1",
+        "2002:7f00:1::1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "64:ff9b::7f00:1",
+        "not-an-ip",
+    ],
+)
+def test_non_public_addresses_are_not_allowed(address):
+    assert address_allowed(address) is False
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_are_allowed(address):
+    assert address_allowed(address) is True
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "http://127.0.0.1:{port}/a.png",
+        "http://localhost:{port}/a.png",
+        "http://[::1]:{port}/a.png",
+        "http://[::ffff:127.0.0.1]:{port}/a.png",
+        "http://2130706433:{port}/a.png",  # 127.0.0.1 as one decimal number
+        "http://0x7f.1:{port}/a.png",  # hex and short forms getaddrinfo still accepts
+        "http://0.0.0.0:{port}/a.png",
+        "https://127.0.0.1:{port}/a.png",
+        "http://user:pw@127.0.0.1:{port}/a.png",
+        "http://10.0.0.1/a.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00::1]/a.png",
+        "gopher://127.0.0.1:{port}/",
+        "file:///etc/passwd",
+    ],
+)
+def test_private_targets_are_refused_without_connecting(project, listener, connects, template):
+    url = template.format(port=listener.port)
+
+    with pytest.raises(PreviousContextRefused) as refused:
+        previous_context_resolve(project=project, value=url)
+
+    assert refused.value.code == "PREVIOUS_CONTEXT_REFUSED"
+    assert connects == []
+    assert listener.accepted == 0
+
+
+class ImageServer:
+    """A real HTTP server on 127.0.0.1 serving fixed routes: (status, headers, body)."""
+
+    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
+        self.hits: list[tuple[str, str]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits.append((self.path, self.headers.get("Host", "")))
+                status, headers, body = routes.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def public_loopback(monkeypatch):
+    """Pretend ``images.example`` is a public host that resolves to 127.0.0.1 (only that address is allowed),
+    so the fetch path — pinning, Host header, redirects, limits — runs against a real local server."""
+    real_resolve = guard._resolve
+
+    def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"] if host == "images.example" else real_resolve(host, port)
+
+    monkeypatch.setattr(guard, "_resolve", resolve)
+    real_allowed = guard.address_allowed
+    monkeypatch.setattr(guard, "address_allowed", lambda address: address == "127.0.0.1" or real_allowed(address))
+
+
+def test_an_image_url_is_fetched_from_the_pinned_address_with_its_host_header(project, public_loopback):
+    image = png_bytes()
+    server = ImageServer({"/a.png": (200, {"Content-Type": "image/png"}, image)})
+    try:
+        resolved = previous_context_resolve(project=project, value=f"http://images.example:{server.port}/a.png")
+    finally:
+        server.close()
+
+    assert (resolved.kind, resolved.image, resolved.content_type) == ("url_image", image, "image/png")
+    assert server.hits == [("/a.png", f"images.example:{server.port}")]
+
+
+def test_a_redirect_to_a_private_address_is_refused_without_connecting(project, public_loopback, listener, connects):
+    target = f"http://[::ffff:127.0.0.1]:{listener.port}/secret"
+    server = ImageServer({"/r": (302, {"Location": target}, b"")})
+    try:
+        with pytest.raises(PreviousContextRefused) as refused:
+            previous_context_resolve(project=project, value=f"http://images.example:{server.port}/r")
+    finally:
+        server.close()
+
+    assert refused.value.details["reason"] == "private_address"
+    assert listener.accepted == 0
+    assert [address[1] for address in connects] == [server.port]  # only the first hop was ever connected
+
+
+@pytest.mark.parametrize(
+    ("route", "reason"),
+    [
+        ((200, {"Content-Type": "text/html"}, b"<html></html>"), "content_type"),
+        ((200, {"Content-Type": "image/svg+xml"}, b"<svg/>"), "content_type"),
+        ((200, {"Content-Type": "image/png"}, b"not really a png"), "not_an_image"),
+        ((200, {"Content-Type": "image/png"}, b"\x89PNG" + b"0" * 2000), "too_large"),
+        ((404, {}, b""), "http_status"),
+    ],
+)
+def test_non_images_and_oversized_answers_are_refused(project, public_loopback, settings, route, reason):
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"pipelines": settings.MEMORY.pipelines.model_copy(update={"previous_context_max_bytes": 1000})}
+    )
+    server = ImageServer({"/x": route})
+    try:
+        with pytest.raises(PreviousContextRefused) as refused:
+            previous_context_resolve(project=project, value=f"http://images.example:{server.port}/x")
+    finally:
+        server.close()
+
+    assert refused.value.details["reason"] == reason
+
+
+def test_a_5xx_answer_is_retryable(project, public_loopback):
+    server = ImageServer({"/x": (503, {}, b"")})
+    try:
+        with pytest.raises(RetryableProviderError):
+            previous_context_resolve(project=project, value=f"http://images.example:{server.port}/x")
+    finally:
+        server.close()
+
+
+def test_too_many_redirects_are_refused(project, public_loopback, settings):
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    server = ImageServer(routes)
+    routes["/loop"] = (302, {"Location": f"http://images.example:{server.port}/loop"}, b"")
+    try:
+        with pytest.raises(PreviousContextRefused) as refused:
+            previous_context_resolve(project=project, value=f"http://images.example:{server.port}/loop")
+    finally:
+        server.close()
+
+    assert refused.value.details["reason"] == "redirects"
+    assert len(server.hits) == settings.MEMORY.pipelines.previous_context_max_redirects + 1
+
+
+# --- project paths -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project_image(project, media) -> bytes:
+    folder = media / "projects" / "proj-001" / "images"
+    folder.mkdir(parents=True)
+    data = png_bytes("blue")
+    (folder / "ref.png").write_bytes(data)
+    return data
+
+
+def test_a_project_image_is_read_from_the_projects_storage(project, project_image):
+    resolved = previous_context_resolve(project=project, value="/projects/proj-001/images/ref.png")
+
+    assert (resolved.kind, resolved.image, resolved.content_type) == ("project_image", project_image, "image/png")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("/projects/proj-001/images/../../proj-002/x.png", "path_traversal"),
+        ("/projects/proj-001/./images/ref.png", "path_traversal"),
+        ("/projects/proj-001/images/%2e%2e/ref.png", "path_form"),
+        ("/projects/proj-001/images/ref.png\x00.txt", "path_form"),
+        ("/projects/proj-001\\images\\ref.png", "path_form"),
+        ("/projects/proj-002/images/ref.png", "outside_project"),
+        ("/projects/proj-001", "outside_project"),
+        ("/projects/proj-001/images/nothing.png", "missing"),
+    ],
+)
+def test_project_paths_outside_or_odd_are_refused(project, project_image, value, reason):
+    with pytest.raises(PreviousContextRefused) as refused:
+        previous_context_check(project=project, value=value)
+
+    assert refused.value.details["reason"] == reason
+
+
+def test_a_symlink_escaping_the_project_is_refused(project, project_image, media, tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(png_bytes())
+    os.symlink(outside, media / "projects" / "proj-001" / "images" / "link.png")
+
+    with pytest.raises(PreviousContextRefused) as refused:
+        previous_context_check(project=project, value="/projects/proj-001/images/link.png")
+
+    assert refused.value.details["reason"] == "outside_project"
+
+
+def test_text_enhances_the_prompt_and_long_text_is_refused(project):
+    resolved = previous_context_resolve(project=project, value="  上一话, 小明在山顶迷路了。 ")
+    assert (resolved.kind, resolved.text) == ("text", "上一话, 小明在山顶迷路了。")
+    with pytest.raises(PreviousContextRefused):
+        previous_context_check(project=project, value="长" * 2001)
+    assert previous_context_check(project=project, value=None).kind == "none"

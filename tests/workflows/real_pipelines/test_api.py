@@ -1,0 +1,133 @@
+"""POST /api/workflows/ for the real pipelines: refusals (4xx, code, nothing written or enqueued) and outputs."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from memory_app.models import HistoryRecord, WorkflowState, WorkflowUnit
+
+pytestmark = pytest.mark.django_db
+
+
+def counts() -> tuple[int, int, int]:
+    return WorkflowState.objects.count(), WorkflowUnit.objects.count(), HistoryRecord.objects.count()
+
+
+def post(client, workflow_type, data, preferences=None):
+    body = {"workflow_type": workflow_type, "project_id": "proj-001", "input": data}
+    if preferences is not None:
+        body["preferences"] = preferences
+    return client.post("/api/workflows/", body, format="json")
+
+
+@pytest.mark.parametrize(
+    ("workflow_type", "data", "preferences", "status", "code", "field"),
+    [
+        ("comic_generation", {"text": ""}, None, 400, "VALIDATION_ERROR", "input.text"),
+        ("comic_generation", {"text": "   \n "}, None, 400, "VALIDATION_ERROR", "input.text"),
+        ("text_compression", {}, None, 400, "VALIDATION_ERROR", "input.text"),
+        ("text_compression", {"text": 42}, None, 400, "VALIDATION_ERROR", "input.text"),
+        ("comic_generation", {"text": "小明。", "style": "no_such_style"}, None, 400, "VALIDATION_ERROR", "style"),
+        (
+            "text_compression",
+            {"text": "小明。"},
+            {"target_ratio": 1.5},
+            400,
+            "VALIDATION_ERROR",
+            "preferences.target_ratio",
+        ),
+        (
+            "comic_generation",
+            {"text": "小明。"},
+            {"segment_length": 0},
+            400,
+            "VALIDATION_ERROR",
+            "preferences.segment_length",
+        ),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_enqueued(
+    auth_client, project, django_capture_on_commit_callbacks, workflow_type, data, preferences, status, code, field
+):
+    before = counts()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(auth_client, workflow_type, data, preferences)
+
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert field in error["details"]["fields"]
+    assert counts() == before
+    assert callbacks == []
+
+
+def test_text_over_the_size_limit_is_a_413(auth_client, project, settings, django_capture_on_commit_callbacks):
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"pipelines": settings.MEMORY.pipelines.model_copy(update={"max_input_chars": 10})}
+    )
+    before = counts()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(auth_client, "text_compression", {"text": "小明走进村口，老王在抽烟。"})
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "INPUT_TOO_LARGE"
+    assert response.json()["error"]["details"]["limit"] == 10
+    assert (counts(), callbacks) == (before, [])
+
+
+@pytest.mark.parametrize(
+    ("previous_context", "reason"),
+    [
+        ("http://127.0.0.1/x.png", "private_address"),
+        ("http://169.254.169.254/latest/meta-data", "private_address"),
+        ("file:///etc/passwd", "scheme"),
+        ("/projects/proj-001/../proj-002/images/a.png", "path_traversal"),
+        ("/projects/other-proj/images/a.png", "outside_project"),
+        ("/projects/proj-001/images/missing.png", "missing"),
+    ],
+)
+def test_bad_previous_context_is_refused(
+    auth_client, project, media, django_capture_on_commit_callbacks, previous_context, reason
+):
+    before = counts()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(auth_client, "comic_generation", {"text": "小明。", "previous_context": previous_context})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["details"]["reason"]) == ("PREVIOUS_CONTEXT_REFUSED", reason)
+    assert (counts(), callbacks) == (before, [])
+
+
+def test_outputs_are_served_to_their_owner_only(
+    auth_client, other_client, staff_client, project, media, story, run_inline
+):
+    response = run_inline(
+        lambda: post(auth_client, "comic_generation", {"text": story}, {"segment_length": 80, "panels_per_page": 4})
+    )
+    assert response.status_code == 202
+    run = WorkflowState.objects.get(pk=response.json()["data"]["workflow_id"])
+    assert run.status == "completed", run.error
+    pages = run.data["outputs"]["pages"]
+    assert len(pages) == 1
+    url = f"/api/workflows/{run.pk}/outputs/page_001.png"
+
+    answer = auth_client.get(url)
+    assert answer.status_code == 200
+    assert answer["Content-Type"] == "image/png"
+    with Image.open(io.BytesIO(b"".join(answer.streaming_content))) as image:
+        assert image.format == "PNG"
+
+    refused = other_client.get(url)
+    assert refused.status_code == 404
+    assert refused.json()["error"]["code"] == "MEMORY_NOT_FOUND"
+    assert staff_client.get(url).status_code == 200
+    # An encoded path never matches the route; any other name must be one the run listed.
+    assert auth_client.get(f"/api/workflows/{run.pk}/outputs/..%2F..%2Fsettings.py").status_code == 404
+    for name in ("panel_999.png", "page_001.png.bak", "..", "settings.py"):
+        missing = auth_client.get(f"/api/workflows/{run.pk}/outputs/{name}")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "MEMORY_NOT_FOUND"

@@ -1,0 +1,395 @@
+"""comic_generation (seed §5.3.2): text_segmentation → script_generation → character_design →
+scene_composition → image_generation (one unit per panel) → quality_control.
+
+Input: ``{"text": str, "style": template id, "previous_context": str}``; preferences may carry ``style``,
+``previous_context``, ``segment_length`` (target characters per panel), ``panels_per_page`` and ``seed``
+(default: derived from the text, so the same text gives the same panels and a re-run costs nothing).
+
+Characters stay the same across panels — and across runs — because their look lives in the character
+records: ``character_design`` keeps what a record already says (hair, eyes, clothing, colours) and only adds
+what is new; every panel's prompt states those features and the renderer draws with those colours.
+
+Each panel image is cached in the ``images`` namespace keyed by everything it is made from (prompt,
+negative prompt, size, seed, figures, provider, model); the seed is kept in the state. Outputs are written to
+``projects/<project>/images/<workflow>/panel_NNN.png`` and ``page_NNN.png`` and listed in ``data.outputs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from memory_app.errors import NotFound, ProviderError, ValidationFailed
+from memory_app.models import Character, HistoryAction
+from memory_app.selectors.creative import style_get
+from memory_app.services.cache import cache_get_or_compute
+from memory_app.services.creative import character_upsert, style_usage_record
+from memory_app.services.history import history_record
+from memory_app.services.previous_context import previous_context_check, previous_context_resolve
+from workflows.engine import FanOutStep, StartRequest, Step, StepContext, WorkflowType
+from workflows.engine import workflow_type_register as register
+from workflows.pipelines.common import (
+    input_text,
+    int_preference,
+    output_folder,
+    output_store,
+    run_owner,
+    run_project,
+    text_seed,
+)
+from workflows.providers import llm, text
+from workflows.providers.image import PanelFigure, PanelRequest, image_provider, page_compose
+
+MAX_MAIN_CHARACTERS = 8
+CONSISTENCY_NEGATIVE = "inconsistent character design, changing hair color, changing clothes"
+
+
+def prepare(request: StartRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    config = settings.MEMORY.pipelines
+    data, preferences = request.data, dict(request.preferences)
+    style_id = data.get("style", preferences.get("style", config.default_style))
+    if not isinstance(style_id, str) or not style_id:
+        raise ValidationFailed("style is a template id.", details={"fields": {"style": ["A template id."]}})
+    try:
+        style = style_get(user=request.user, template_id=style_id)
+    except NotFound:
+        raise ValidationFailed(
+            f"Unknown style '{style_id}'.",
+            details={"fields": {"style": [f"No style template '{style_id}'; list them at /api/styles/."]}},
+        ) from None
+    previous = data.get("previous_context", preferences.get("previous_context"))
+    checked = previous_context_check(project=request.project, value=previous)
+    text_value = input_text(data)
+    preferences["segment_length"] = int_preference(preferences, "segment_length", config.segment_target_chars, 10, 2000)
+    preferences["panels_per_page"] = int_preference(preferences, "panels_per_page", config.panels_per_page, 1, 12)
+    preferences["seed"] = int_preference(preferences, "seed", text_seed(text_value), 0, 2**31 - 1)
+    preferences.pop("previous_context", None)
+    preferences.pop("style", None)
+    return {"text": text_value, "style": style.pk, "previous_context": checked.value}, preferences
+
+
+# --- steps -------------------------------------------------------------------------------------------------
+
+
+def text_segmentation(context: StepContext) -> dict[str, Any]:
+    started = time.monotonic()
+    source = context.data["text"]
+    pieces = text.segment(
+        source,
+        target_chars=context.preferences["segment_length"],
+        max_segments=settings.MEMORY.pipelines.max_segments,
+    )
+    found = llm.characters_find(source)
+    names = [str(item["name"]) for item in found[:MAX_MAIN_CHARACTERS]]
+    segmented = sum(len(piece) for piece in pieces)
+    return {
+        **context.data,
+        "segments": [{"index": index, "text": piece} for index, piece in enumerate(pieces)],
+        "main_characters": names,
+        "segmentation": {
+            "input_length": len(source),
+            "segments_count": len(pieces),
+            "average_segment_length": round(segmented / len(pieces)) if pieces else 0,
+            "compression_ratio": round(segmented / len(source), 4) if source else 0.0,
+            "preserved_characters": [name for name in names if any(name in piece for piece in pieces)],
+            "model_used": llm.provider_name(),
+            "processing_time": round(time.monotonic() - started, 3),
+            "target_language": "chinese",
+        },
+    }
+
+
+def text_segmentation_commit(context: StepContext, result: dict[str, Any]) -> None:
+    history_record(
+        project=run_project(context),
+        action=HistoryAction.TEXT_SEGMENTATION_COMPLETED,
+        user=run_owner(context),
+        workflow_id=context.workflow_id,
+        details=result["segmentation"],
+    )
+
+
+def script_generation(context: StepContext) -> dict[str, Any]:
+    names = context.data["main_characters"]
+    scripts = [
+        {"index": segment["index"], **llm.script_for(segment["text"], names=names)}
+        for segment in context.data["segments"]
+    ]
+    return {**context.data, "scripts": scripts}
+
+
+def character_design(context: StepContext) -> dict[str, Any]:
+    """Design every main character; a character already on record keeps its features and colours."""
+    passages = [segment["text"] for segment in context.data["segments"]]
+    existing = {
+        character.name: character
+        for character in Character.objects.filter(
+            project_id=context.project_id, name__in=context.data["main_characters"]
+        )
+    }
+    designs = []
+    for name in context.data["main_characters"]:
+        design = llm.design_character(name, passages=passages)
+        record = existing.get(name)
+        if record is not None:
+            design["appearance_features"] = {**design["appearance_features"], **record.appearance_features}
+            design["colors"] = {**design["colors"], **record.colors}
+            design["consistent_features"] = sorted(set(design["consistent_features"]) | set(record.consistent_features))
+        design["mentions"] = sum(passage.count(name) for passage in passages)
+        designs.append(design)
+    return {**context.data, "characters": designs}
+
+
+def character_design_commit(context: StepContext, result: dict[str, Any]) -> None:
+    project = run_project(context)
+    created, updated = [], []
+    for design in result["characters"]:
+        _character, was_created = character_upsert(
+            project=project,
+            name=design["name"],
+            appearance_features=design["appearance_features"],
+            consistent_features=design["consistent_features"],
+            personality_traits=design["personality_traits"],
+            colors=design["colors"],
+            mentions=design["mentions"],
+        )
+        (created if was_created else updated).append(design["name"])
+    history_record(
+        project=project,
+        action=HistoryAction.CHARACTER_DESIGNED,
+        user=run_owner(context),
+        workflow_id=context.workflow_id,
+        details={"created": created, "updated": updated},
+    )
+
+
+def _describe(design: dict[str, Any]) -> str:
+    features = design["appearance_features"]
+    kept = [f"{key}: {features[key]}" for key in design["consistent_features"] if key in features]
+    return f"{design['name']} ({', '.join(kept)})"
+
+
+def scene_composition(context: StepContext) -> dict[str, Any]:
+    """Each panel's prompt and negative prompt from its script, the character records, the style, the previous
+    panel and ``previous_context``; and the panel's seed."""
+    style = style_get(user=run_owner(context), template_id=context.data["style"])
+    previous = previous_context_resolve(project=run_project(context), value=context.data.get("previous_context"))
+    designs = {design["name"]: design for design in context.data["characters"]}
+    palette = list(style.visual_parameters.get("color_palette") or ["#FFFFFF"])
+    base_seed = context.preferences["seed"]
+    reference_name = None
+    if previous.image is not None:
+        # Kept beside the outputs (a deterministic name: a retry overwrites it) so the first panel can show it.
+        reference_name = f"{output_folder(context.project_id, context.workflow_id)}/previous_context.png"
+        output_store(reference_name, _thumbnail(previous.image))
+    panels = []
+    previous_scene = ""
+    for script in context.data["scripts"]:
+        present = [name for name in script["characters"] if name in designs]
+        parts = [style.prompt, script["scene"]]
+        parts += [_describe(designs[name]) for name in present]
+        if previous_scene:
+            parts.append(f"continuing from the previous panel: {previous_scene}")
+        elif previous.text:
+            parts.append(f"previously: {previous.text}")
+        panels.append(
+            {
+                "index": script["index"],
+                "prompt": ", ".join(part for part in parts if part),
+                "negative_prompt": ", ".join(part for part in (style.negative_prompt, CONSISTENCY_NEGATIVE) if part),
+                "seed": base_seed + script["index"],
+                "caption": script["caption"] or script["scene"],
+                "dialogue": [[line["speaker"], line["text"]] for line in script["dialogue"]],
+                "figures": [{"name": name, "colors": designs[name]["colors"]} for name in present],
+                "palette": palette,
+                # Only the first panel continues from the previous episode; later ones from their own predecessor.
+                "reference_sha256": previous.sha256 if script["index"] == 0 else None,
+                "reference_name": reference_name if script["index"] == 0 else None,
+            }
+        )
+        previous_scene = script["scene"]
+    return {
+        **context.data,
+        "panels": panels,
+        "previous_context_used": {
+            "kind": previous.kind,
+            "sha256": previous.sha256,
+            "source": previous.source,
+            "stored_as": reference_name,
+        },
+    }
+
+
+def _thumbnail(data: bytes, size: int = 256) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        picture = image.convert("RGB")
+    picture.thumbnail((size, size))
+    output = io.BytesIO()
+    picture.save(output, format="PNG")
+    return output.getvalue()
+
+
+def scene_composition_commit(context: StepContext, result: dict[str, Any]) -> None:
+    project, owner = run_project(context), run_owner(context)
+    style_usage_record(
+        style=style_get(user=owner, template_id=result["style"]),
+        project=project,
+        user=owner,
+        workflow_id=context.workflow_id,
+    )
+    history_record(
+        project=project,
+        action=HistoryAction.SCENE_COMPOSED,
+        user=owner,
+        workflow_id=context.workflow_id,
+        details={"panels": len(result["panels"]), "style": result["style"]},
+    )
+
+
+def _panel_request(panel: dict[str, Any]) -> PanelRequest:
+    config = settings.MEMORY.pipelines
+    return PanelRequest(
+        prompt=panel["prompt"],
+        negative_prompt=panel["negative_prompt"],
+        seed=panel["seed"],
+        width=config.panel_width,
+        height=config.panel_height,
+        caption=panel["caption"],
+        dialogue=tuple((speaker, line) for speaker, line in panel["dialogue"]),
+        figures=tuple(PanelFigure(name=figure["name"], colors=figure["colors"]) for figure in panel["figures"]),
+        palette=tuple(panel["palette"]),
+        reference_sha256=panel.get("reference_sha256"),
+        reference=_read(panel["reference_name"]) if panel.get("reference_name") else None,
+    )
+
+
+def _read(name: str) -> bytes:
+    with default_storage.open(name, "rb") as handle:
+        return handle.read()
+
+
+def image_generation(context: StepContext) -> dict[str, Any]:
+    """One panel: from the ``images`` cache, or drawn by the provider and cached; then written to storage."""
+    panel = context.item
+    provider = image_provider()
+    request = _panel_request(panel)
+    generated = []
+    started = time.monotonic()
+
+    def draw() -> bytes:
+        generated.append(True)
+        return provider.generate(request)
+
+    image = cache_get_or_compute(
+        namespace="images",
+        key=request.cache_key(provider.name, provider.model),
+        compute=draw,
+        content_type="image/png",
+    )
+    name = f"{output_folder(context.project_id, context.workflow_id)}/panel_{panel['index'] + 1:03d}.png"
+    output_store(name, image)
+    return {
+        "index": panel["index"],
+        "name": name,
+        "seed": panel["seed"],
+        "sha256": hashlib.sha256(image).hexdigest(),
+        "size_bytes": len(image),
+        "cached": not generated,
+        "generation_time": round(time.monotonic() - started, 3),
+        "model": provider.model,
+        "provider": provider.name,
+        "prompt_used": panel["prompt"],
+    }
+
+
+def image_generation_commit(context: StepContext, result: dict[str, Any]) -> None:
+    history_record(
+        project=run_project(context),
+        action=HistoryAction.IMAGE_GENERATION_COMPLETED,
+        user=run_owner(context),
+        workflow_id=context.workflow_id,
+        details={
+            "segment_index": result["index"],
+            "image_url": "/" + result["name"],
+            "prompt_used": result["prompt_used"][:500],
+            "generation_time": result["generation_time"],
+            "model": result["model"],
+            "seed": result["seed"],
+            "cached": result["cached"],
+        },
+    )
+
+
+def image_generation_merge(data: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    rendered = [{key: value for key, value in result.items() if key != "prompt_used"} for result in results]
+    return {**data, "rendered": rendered}
+
+
+def quality_control(context: StepContext) -> dict[str, Any]:
+    """Every panel present, readable and of the panel size; every scripted character designed; pages laid out."""
+    from PIL import Image
+
+    config = settings.MEMORY.pipelines
+    rendered = sorted(context.data["rendered"], key=lambda item: item["index"])
+    expected = [panel["index"] for panel in context.data["panels"]]
+    if [item["index"] for item in rendered] != expected:
+        raise ProviderError("Panels are missing.", details={"expected": expected})
+    images = []
+    for item in rendered:
+        with default_storage.open(item["name"], "rb") as handle:
+            data = handle.read()
+        if hashlib.sha256(data).hexdigest() != item["sha256"]:
+            raise ProviderError(f"Panel {item['name']} does not match what was generated.")
+        with Image.open(io.BytesIO(data)) as image:
+            if image.size != (config.panel_width, config.panel_height):
+                raise ProviderError(f"Panel {item['name']} has the wrong size {image.size}.")
+        images.append(data)
+    designed = {design["name"] for design in context.data["characters"]}
+    undesigned = sorted({name for script in context.data["scripts"] for name in script["characters"]} - designed)
+    per_page = context.preferences["panels_per_page"]
+    folder = output_folder(context.project_id, context.workflow_id)
+    pages = []
+    for number, start in enumerate(range(0, len(images), per_page), start=1):
+        page = page_compose(images[start : start + per_page], title=context.data["style"], page_number=number)
+        pages.append(output_store(f"{folder}/page_{number:03d}.png", page))
+    return {
+        **context.data,
+        "outputs": {"panels": [item["name"] for item in rendered], "pages": pages},
+        "quality": {
+            "panels_expected": len(expected),
+            "panels_verified": len(images),
+            "characters_without_design": undesigned,
+            "pages": len(pages),
+            "passed": not undesigned,
+        },
+    }
+
+
+COMIC_GENERATION = register(
+    WorkflowType(
+        name="comic_generation",
+        description="Turn a story into comic panels and pages, keeping its characters and style consistent.",
+        prepare=prepare,
+        steps=(
+            Step("text_segmentation", text_segmentation, commit=text_segmentation_commit),
+            Step("script_generation", script_generation),
+            Step("character_design", character_design, commit=character_design_commit),
+            Step("scene_composition", scene_composition, commit=scene_composition_commit),
+            FanOutStep(
+                "image_generation",
+                items=lambda data: data["panels"],
+                run=image_generation,
+                merge=image_generation_merge,
+                commit=image_generation_commit,
+            ),
+            Step("quality_control", quality_control),
+        ),
+    )
+)

@@ -1,0 +1,86 @@
+"""What both pipelines share: input checks at start, the run's owner and project, storage of outputs."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from memory_app.errors import InputTooLarge, ValidationFailed
+from memory_app.models import Project, WorkflowState
+from workflows.engine import StepContext
+
+
+def _field_error(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(message, details={"fields": {field: [message]}})
+
+
+def input_text(data: dict[str, Any]) -> str:
+    """The run's text: a non-empty string within ``pipelines.max_input_chars``."""
+    text = data.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise _field_error("input.text", "The text to process is required and must not be empty.")
+    limit = settings.MEMORY.pipelines.max_input_chars
+    if len(text) > limit:
+        raise InputTooLarge(
+            f"The text has {len(text)} characters; at most {limit} are accepted.",
+            details={"fields": {"input.text": [f"At most {limit} characters."]}, "limit": limit, "size": len(text)},
+        )
+    return text.strip()
+
+
+def ratio_preference(preferences: dict[str, Any]) -> float:
+    value = preferences.get("target_ratio", settings.MEMORY.pipelines.default_target_ratio)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < float(value) < 1:
+        raise _field_error("preferences.target_ratio", "target_ratio is a number between 0 and 1 (exclusive).")
+    return float(value)
+
+
+def int_preference(preferences: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = preferences.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _field_error(f"preferences.{name}", f"{name} is a whole number from {low} to {high}.")
+    return value
+
+
+def text_seed(text: str) -> int:
+    """The default seed of a text: stable, so the same text re-renders the same panels (and hits the cache)."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def run_project(context: StepContext) -> Project:
+    return Project.objects.get(pk=context.project_id)
+
+
+def run_owner(context: StepContext) -> Any:
+    return WorkflowState.objects.select_related("owner").get(pk=context.workflow_id).owner
+
+
+def compression_entry(step: str, input_size: int, output_size: int) -> dict[str, Any]:
+    return {
+        "step": step,
+        "timestamp": timezone.now().isoformat(),
+        "input_size": input_size,
+        "output_size": output_size,
+        "compression_ratio": round(output_size / input_size, 4) if input_size else 0.0,
+    }
+
+
+def output_folder(project_id: str, workflow_id: str) -> str:
+    # Both parts are validated ids (a project slug, a UUID): nothing from the request reaches the path.
+    return f"projects/{project_id}/images/{workflow_id}"
+
+
+def output_store(name: str, content: bytes) -> str:
+    """Write ``content`` under exactly ``name`` (a retry overwrites its own earlier attempt)."""
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    saved = default_storage.save(name, ContentFile(content))
+    if saved != name:  # pragma: no cover - only if another writer raced us to the same deterministic name
+        default_storage.delete(saved)
+        raise RuntimeError(f"storage saved {name!r} as {saved!r}")
+    return saved

@@ -1,0 +1,347 @@
+"""Panel images, behind one module: the offline Pillow renderer (default) or an OpenAI-style images API.
+
+``image_provider()`` returns the one ``settings.MEMORY.providers.image`` names (``IMAGE_PROVIDER``,
+``IMAGE_BASE_URL``, ``IMAGE_API_KEY``, ``IMAGE_MODEL``). Both return PNG bytes of the panel size.
+
+- ``OfflineRenderer`` draws a real panel: the style's palette as background, a frame, the scene caption in a
+  box, each character present as a figure in ITS remembered colours (hair, skin, clothing — the character
+  record's, so the same person looks the same in every panel), speech balloons with the dialogue, all text in
+  the CJK font of ``pipelines.font_path`` (Pillow's default font, with a warning, if it is missing). The seed
+  drives the only random choices (background details), so a panel is a pure function of its inputs.
+- ``OpenAIImages`` calls ``images.generate`` of any OpenAI-compatible endpoint (OpenAI, Seedream on
+  Volcengine Ark, a local server) with an explicit timeout and no hidden retries; it accepts ``b64_json`` or
+  ``url`` answers (a URL is downloaded through the same SSRF guard as ``previous_context``). Timeouts,
+  connection errors, 429 and 5xx raise ``RetryableProviderError`` for the engine.
+
+``page_compose`` lays panels out into pages (two columns).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from django.conf import settings
+from PIL import Image, ImageDraw, ImageFont
+
+from comicmem_site.memory_config import ProviderConfig
+from memory_app.errors import ProviderError, RetryableProviderError
+
+logger = logging.getLogger("workflows.providers.image")
+
+FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+@dataclass(frozen=True)
+class PanelFigure:
+    name: str
+    colors: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PanelRequest:
+    """Everything a panel is made from; its cache key is built from exactly these fields."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    caption: str = ""
+    dialogue: tuple[tuple[str, str], ...] = ()
+    figures: tuple[PanelFigure, ...] = ()
+    palette: tuple[str, ...] = ("#FFFFFF",)
+    reference_sha256: str | None = None
+    # The previous_context image (first panel only). Not in the cache key: its checksum is.
+    reference: bytes | None = None
+
+    def cache_key(self, provider: str, model: str | None) -> dict[str, Any]:
+        return {
+            "provider": provider,
+            "model": model,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "size": [self.width, self.height],
+            "caption": self.caption,
+            "dialogue": [list(line) for line in self.dialogue],
+            "figures": [[figure.name, figure.colors] for figure in self.figures],
+            "palette": list(self.palette),
+            "reference": self.reference_sha256,
+        }
+
+
+class ImageProvider(Protocol):
+    name: str
+    model: str | None
+
+    def generate(self, request: PanelRequest) -> bytes: ...
+
+
+# --- fonts and text ----------------------------------------------------------------------------------------
+
+
+# Where Debian puts the CJK fonts we know (the Makefile installs the first, the Docker image the second); used
+# when the configured ``pipelines.font_path`` is missing.
+KNOWN_CJK_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+)
+
+
+@lru_cache(maxsize=8)
+def _font(path: str, size: int) -> FontType:
+    for candidate in (path, *KNOWN_CJK_FONTS):
+        if Path(candidate).is_file():
+            return ImageFont.truetype(candidate, size)
+    logger.warning("CJK font %s is missing: panels use Pillow's default font (install fonts-wqy-zenhei)", path)
+    return ImageFont.load_default(size=size)
+
+
+def font(size: int) -> FontType:
+    return _font(settings.MEMORY.pipelines.font_path, size)
+
+
+def wrap(text: str, face: FontType, width: int) -> list[str]:
+    """Break ``text`` into lines no wider than ``width`` pixels, character by character (CJK has no spaces)."""
+    lines: list[str] = []
+    current = ""
+    for char in text.replace("\n", ""):
+        if current and face.getlength(current + char) > width:
+            lines.append(current)
+            current = char
+        else:
+            current += char
+    if current:
+        lines.append(current)
+    return lines
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    value = color.lstrip("#")
+    if len(value) != 6:
+        return (255, 255, 255)
+    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+
+
+def _tint(color: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
+    return tuple(round(channel + (255 - channel) * amount) for channel in color)  # type: ignore[return-value]
+
+
+# --- the offline renderer ----------------------------------------------------------------------------------
+
+
+class OfflineRenderer:
+    name = "offline"
+    model: str | None = "pillow-panel-v1"
+
+    def generate(self, request: PanelRequest) -> bytes:
+        width, height = request.width, request.height
+        rng = random.Random(request.seed)
+        palette = [_rgb(color) for color in request.palette] or [(255, 255, 255)]
+        image = Image.new("RGB", (width, height), _tint(palette[0], 0.8))
+        draw = ImageDraw.Draw(image)
+        # Background details from the seed: a few soft shapes in the palette's other colours.
+        for _ in range(6):
+            x, y, radius = rng.randrange(width), rng.randrange(height // 3, height), rng.randrange(20, 80)
+            color = _tint(palette[rng.randrange(len(palette))], 0.6)
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
+        caption_face = font(max(12, height // 28))
+        caption_lines = wrap(request.caption, caption_face, width - 40)[:3]
+        if caption_lines:
+            line_height = caption_face.size + 4 if hasattr(caption_face, "size") else 16
+            box_height = 12 + line_height * len(caption_lines)
+            draw.rectangle((10, 10, width - 10, 10 + box_height), fill=(255, 250, 220), outline=(0, 0, 0), width=2)
+            for number, line in enumerate(caption_lines):
+                draw.text((20, 16 + number * line_height), line, font=caption_face, fill=(0, 0, 0))
+        positions = self._figure_positions(len(request.figures), width)
+        ground = height - 30
+        for figure, x in zip(request.figures, positions, strict=True):
+            self._draw_figure(draw, figure, x, ground, height)
+        balloon_face = font(max(12, height // 26))
+        speakers = {figure.name: x for figure, x in zip(request.figures, positions, strict=True)}
+        top = height // 4
+        for speaker, line in request.dialogue[:3]:
+            top = self._draw_balloon(draw, balloon_face, line, speakers.get(speaker), top, width, height)
+        if request.reference is not None:
+            self._draw_reference(image, request.reference, caption_face)
+        draw.rectangle((0, 0, width - 1, height - 1), outline=(0, 0, 0), width=6)
+        output = io.BytesIO()
+        image.save(output, format="PNG")
+        return output.getvalue()
+
+    @staticmethod
+    def _draw_reference(image: Image.Image, reference: bytes, face: FontType) -> None:
+        """The previous episode's image as a framed inset in the top-right corner, labelled 前情."""
+        side = image.width // 4
+        with Image.open(io.BytesIO(reference)) as source:
+            inset = source.convert("RGB").resize((side, side))
+        left, top = image.width - side - 16, image.height // 6
+        image.paste(inset, (left, top))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((left - 2, top - 2, left + side + 1, top + side + 1), outline=(0, 0, 0), width=2)
+        draw.text((left, top + side + 4), "前情", font=face, fill=(0, 0, 0))
+
+    @staticmethod
+    def _figure_positions(count: int, width: int) -> list[int]:
+        return [round(width * (index + 1) / (count + 1)) for index in range(count)]
+
+    @staticmethod
+    def _draw_figure(draw: ImageDraw.ImageDraw, figure: PanelFigure, x: int, ground: int, height: int) -> None:
+        scale = height / 512
+        head = round(26 * scale)
+        body_height = round(110 * scale)
+        skin = _rgb(figure.colors.get("skin", "#F1C27D"))
+        hair = _rgb(figure.colors.get("hair", "#222222"))
+        clothing = _rgb(figure.colors.get("clothing", "#1B98E0"))
+        body_top = ground - body_height
+        draw.rectangle((x - head, body_top, x + head, ground - 20), fill=clothing, outline=(0, 0, 0), width=2)
+        draw.line((x - head // 2, ground - 20, x - head // 2, ground), fill=(0, 0, 0), width=4)
+        draw.line((x + head // 2, ground - 20, x + head // 2, ground), fill=(0, 0, 0), width=4)
+        head_center = body_top - head
+        draw.ellipse((x - head, head_center - head, x + head, head_center + head), fill=skin, outline=(0, 0, 0))
+        draw.chord((x - head, head_center - head, x + head, head_center + head), 180, 360, fill=hair)
+        label = font(max(10, round(16 * scale)))
+        text_width = label.getlength(figure.name)
+        draw.text((x - text_width / 2, ground + 4), figure.name, font=label, fill=(0, 0, 0))
+
+    @staticmethod
+    def _draw_balloon(
+        draw: ImageDraw.ImageDraw, face: FontType, text: str, speaker_x: int | None, top: int, width: int, height: int
+    ) -> int:
+        lines = wrap(text, face, width // 2)[:3]
+        line_height = getattr(face, "size", 12) + 4
+        box_width = max(face.getlength(line) for line in lines) + 24 if lines else 40
+        box_height = line_height * len(lines) + 16
+        center = speaker_x if speaker_x is not None else width // 2
+        left = min(max(12, center - box_width / 2), width - 12 - box_width)
+        bottom = min(top + box_height, height - 160)
+        top = bottom - box_height
+        draw.rounded_rectangle((left, top, left + box_width, bottom), radius=14, fill=(255, 255, 255), outline=0)
+        if speaker_x is not None:
+            draw.polygon([(center - 8, bottom), (center + 8, bottom), (center, bottom + 18)], fill=(255, 255, 255))
+            draw.line([(center - 8, bottom), (center, bottom + 18), (center + 8, bottom)], fill=(0, 0, 0), width=1)
+        for number, line in enumerate(lines):
+            draw.text((left + 12, top + 8 + number * line_height), line, font=face, fill=(0, 0, 0))
+        return bottom + 10
+
+
+# --- OpenAI-compatible images ------------------------------------------------------------------------------
+
+
+class OpenAIImages:
+    name = "openai"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        import openai
+
+        if not config.model:
+            raise ProviderError(
+                "No image model is configured (memory.providers.image.model or IMAGE_MODEL).",
+                details={"provider": self.name},
+            )
+        self.model: str | None = config.model
+        self._client = openai.OpenAI(
+            base_url=config.base_url,
+            api_key=config.api_key or "not-needed",
+            timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)),
+            max_retries=0,
+        )
+
+    def generate(self, request: PanelRequest) -> bytes:
+        import openai
+
+        details = {"provider": self.name, "model": self.model}
+        try:
+            answer = self._client.images.generate(
+                model=self.model or "",
+                prompt=request.prompt,
+                size=f"{request.width}x{request.height}",  # type: ignore[arg-type]
+                n=1,
+                response_format="b64_json",
+                # Not in OpenAI's own schema, understood by Seedream and most open servers.
+                extra_body={"seed": request.seed, "negative_prompt": request.negative_prompt, "watermark": False},
+            )
+        except openai.APITimeoutError:
+            raise RetryableProviderError("The image provider timed out.", details=details) from None
+        except openai.APIConnectionError as exc:
+            raise RetryableProviderError(f"Could not reach the image provider: {exc}", details=details) from None
+        except openai.APIStatusError as exc:
+            message = f"The image provider answered HTTP {exc.status_code}."
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise RetryableProviderError(message, details={**details, "status": exc.status_code}) from None
+            raise ProviderError(message, details={**details, "status": exc.status_code}) from None
+        except openai.OpenAIError as exc:
+            raise ProviderError(f"The image provider failed: {exc}", details=details) from None
+        if not answer.data:
+            raise ProviderError("The image provider returned no image.", details=details)
+        item = answer.data[0]
+        if item.b64_json:
+            try:
+                raw = base64.b64decode(item.b64_json, validate=True)
+            except ValueError:
+                raise ProviderError("The image provider's base64 is not valid.", details=details) from None
+        elif item.url:
+            from memory_app.errors import PreviousContextRefused
+            from memory_app.services.previous_context import image_download
+
+            try:
+                raw = image_download(url=item.url)
+            except PreviousContextRefused as exc:
+                raise ProviderError(f"The image URL was refused: {exc.message}", details=details) from None
+        else:
+            raise ProviderError("The image provider returned neither b64_json nor url.", details=details)
+        return _as_png(raw, request.width, request.height, details)
+
+
+def _as_png(raw: bytes, width: int, height: int, details: dict[str, Any]) -> bytes:
+    """Whatever format the provider sent, the panel is stored as a PNG of the panel size."""
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            panel = image.convert("RGB")
+            if panel.size != (width, height):
+                panel = panel.resize((width, height))
+    except (OSError, ValueError):
+        raise ProviderError("The image provider's answer is not an image.", details=details) from None
+    output = io.BytesIO()
+    panel.save(output, format="PNG")
+    return output.getvalue()
+
+
+def image_provider(config: ProviderConfig | None = None) -> ImageProvider:
+    config = config or settings.MEMORY.providers.image
+    if config.provider == "openai":
+        return OpenAIImages(config)
+    return OfflineRenderer()
+
+
+# --- pages -------------------------------------------------------------------------------------------------
+
+
+def page_compose(panels: list[bytes], *, title: str, page_number: int, columns: int = 2) -> bytes:
+    """One page: the panels in reading order on a grid, a margin, the title and page number at the bottom."""
+    images = [Image.open(io.BytesIO(data)).convert("RGB") for data in panels]
+    width, height = images[0].size
+    rows = math.ceil(len(images) / columns)
+    margin, footer = 20, 40
+    page = Image.new(
+        "RGB", (columns * width + (columns + 1) * margin, rows * height + (rows + 1) * margin + footer), "white"
+    )
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        page.paste(image, (margin + column * (width + margin), margin + row * (height + margin)))
+    draw = ImageDraw.Draw(page)
+    face = font(18)
+    label = f"{title} · {page_number}"
+    draw.text(((page.width - face.getlength(label)) / 2, page.height - footer + 8), label, font=face, fill=0)
+    output = io.BytesIO()
+    page.save(output, format="PNG")
+    return output.getvalue()
