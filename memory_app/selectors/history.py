@@ -190,13 +190,24 @@ def history_page(
 
 
 def history_timeline_summary(*, scope: HistoryScope, filters: HistoryFilters) -> TimelineSummary:
-    """Totals computed by the database: three aggregate queries, whatever the number of records.
+    """Totals computed by the database: one grouped scan of the records (and the archives' sum), whatever their number.
 
-    ``duration_days`` counts the calendar days (UTC) from the first record to the last, both included.
+    Count, first and last come from the same per-action groups as the most common action, so the records are read
+    once, not once for the totals and again for the grouping. ``duration_days`` counts the calendar days (UTC) from
+    the first record to the last, both included.
     """
-    queryset = history_filtered(scope=scope, filters=filters)
-    totals = queryset.aggregate(total=Count("id"), first=Min("timestamp"), last=Max("timestamp"))
-    most_common = queryset.order_by().values("action").annotate(count=Count("id")).order_by("-count", "action").first()
+    groups = list(
+        history_filtered(scope=scope, filters=filters)
+        .order_by()
+        .values("action")
+        .annotate(count=Count("id"), first=Min("timestamp"), last=Max("timestamp"))
+    )
+    most_common = min(groups, key=lambda group: (-group["count"], group["action"]), default=None)
+    totals = {
+        "total": sum(group["count"] for group in groups),
+        "first": min((group["first"] for group in groups), default=None),
+        "last": max((group["last"] for group in groups), default=None),
+    }
     first, last = totals["first"], totals["last"]
     duration = (last.date() - first.date()).days + 1 if first is not None and last is not None else 0
     archived = HistoryArchive.objects.filter(scope=scope.key).aggregate(count=Sum("record_count"))["count"] or 0

@@ -54,7 +54,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, ParamSpec, TypeVar
+from typing import IO, Any, ClassVar, Literal, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -362,8 +362,10 @@ def cache_counters_read(*, namespace: str) -> dict[str, int]:
 
 
 def cache_process_state_reset() -> None:
-    """Forget this process's pending counts. For test isolation, where every test has its own database."""
+    """Forget this process's pending counts and the generations it saw. For test isolation, where every test has
+    its own database."""
     _database_counters.discard()
+    _RedisMemoryStore._seen_generations.clear()
 
 
 # --- memory namespaces: the shared layer and its bookkeeping ------------------------------------------------
@@ -415,21 +417,52 @@ return members
         _shared_cache().delete_many([self._value_key(namespace, generation, digest) for digest in digests])
 
     def get(self, namespace: str, digest: str) -> bytes | None:
-        generation = self._generation(namespace)
+        return self._get(namespace, digest, count=False)
+
+    def lookup_counted(self, namespace: str, digest: str) -> bytes | None:
+        """``get`` that also counts the hit or the miss in the namespace's statistics."""
+        return self._get(namespace, digest, count=True)
+
+    # The generation this process saw last, per namespace: a lookup reads the current one in the same round trip
+    # as the value it guesses from it, and looks again only when a clear has moved it on meanwhile.
+    _seen_generations: ClassVar[dict[str, int]] = {}
+
+    def _get(self, namespace: str, digest: str, *, count: bool) -> bytes | None:
+        generation = self._seen_generations.get(namespace, 0)
         lru, exp, _sizes = self._keys(namespace, generation)
-        client = _redis_client()
-        expires = client.zscore(exp, digest)
+        # The generation, the expiry, the value, the LRU touch and the hit's count in one round trip: a hit is the
+        # hot path. Touching first is harmless: XX touches only a member that exists, and an expired or valueless
+        # one is forgotten below. A miss takes its hit back and counts a miss (a second round trip, off the hot path).
+        stats = _raw_key(f"cmcache:stats:{namespace}")
+        pipe = _redis_client().pipeline(transaction=False)
+        pipe.get(_raw_key(f"cmcache:{namespace}:generation"))
+        pipe.zscore(exp, digest)
+        pipe.get(_raw_key(self._value_key(namespace, generation, digest)))
+        pipe.zadd(lru, {digest: time.time()}, xx=True)
+        if count:
+            pipe.hincrby(stats, "hits", 1)
+        current, expires, raw, *_rest = pipe.execute()
+        current = int(current or 0)
+        if current != generation:
+            # Cleared since this process last looked: what was read belongs to an older generation. Take the hit
+            # back and look again in the current one.
+            self._seen_generations[namespace] = current
+            if count:
+                _redis_client().hincrby(stats, "hits", -1)
+            return self._get(namespace, digest, count=count)
+        hit = expires is not None and expires > time.time() and raw is not None
+        if not hit and count:
+            correction = _redis_client().pipeline(transaction=False)
+            correction.hincrby(stats, "hits", -1)
+            correction.hincrby(stats, "misses", 1)
+            correction.execute()
         if expires is None:
             return None
-        if expires <= time.time():
+        if not hit:
             self._forget(namespace, generation, [digest])
             return None
-        packed = _shared_cache().get(self._value_key(namespace, generation, digest))
-        if packed is None:
-            self._forget(namespace, generation, [digest])
-            return None
-        client.zadd(lru, {digest: time.time()}, xx=True)
-        return packed
+        # Decoded exactly as Django's RedisCache.get decodes what RedisCache.set stored.
+        return _shared_cache()._cache._serializer.loads(raw)
 
     def set(self, namespace: str, digest: str, packed: bytes, expiry: int | None, max_size: int | None) -> int:
         generation = self._generation(namespace)
@@ -532,6 +565,12 @@ class _LocalMemoryStore:
             index.pop(digest, None)
         if digests:
             _shared_cache().delete_many([self._value_key(namespace, generation, digest) for digest in digests])
+
+    def lookup_counted(self, namespace: str, digest: str) -> bytes | None:
+        """``get`` that also counts the hit or the miss in the namespace's statistics."""
+        packed = self.get(namespace, digest)
+        _counters().add(namespace, hits=1 if packed is not None else 0, misses=0 if packed is not None else 1)
+        return packed
 
     def get(self, namespace: str, digest: str) -> bytes | None:
         cache = _shared_cache()
@@ -743,25 +782,82 @@ def _file_entry_live(namespace: str, digest: str) -> CacheEntry | None:
     )
 
 
+def _file_entry_hit(namespace: str, digest: str) -> CacheEntry | None:
+    """The live entry of a key with its hit already counted (``hit_count``, ``last_accessed_at``), or None.
+
+    One ``UPDATE … RETURNING`` finds the entry and counts the hit: a lookup is one statement (one round trip), not
+    a read and then a write.
+    """
+    connection = connections[CacheEntry.objects.db]
+    operations = connection.ops
+    now = timezone.now()
+    table = operations.quote_name(CacheEntry._meta.db_table)
+    sql = (
+        f"UPDATE {table} SET hit_count = hit_count + 1, last_accessed_at = %s "  # noqa: S608 - model metadata
+        "WHERE namespace = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s) "
+        "RETURNING id, blob_name, size_bytes, checksum, compressed, value_format, content_type"
+    )
+    stamp = operations.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [stamp, namespace, digest, stamp])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    entry_id, blob_name, size_bytes, checksum, compressed, value_format, content_type = row
+    return CacheEntry(
+        id=entry_id,
+        namespace=namespace,
+        key=digest,
+        blob_name=blob_name,
+        size_bytes=size_bytes,
+        checksum=checksum,
+        compressed=bool(compressed),
+        value_format=value_format,
+        content_type=content_type,
+    )
+
+
+def _file_corrupted(namespace: str, directory: Path, entry: CacheEntry) -> None:
+    # Only the row that still names this blob goes: a concurrent rewrite of the key keeps its own.
+    CacheEntry.objects.filter(pk=entry.pk, blob_name=entry.blob_name).delete()
+    _remove_blobs(directory, [entry.blob_name])
+    logger.warning("cache blob %s/%s is missing or corrupted; entry removed", namespace, entry.blob_name)
+    _counters().add(namespace, misses=1, corrupted=1)
+
+
 def _file_open(namespace: str, digest: str) -> tuple[CacheEntry, IO[bytes]] | None:
     directory = cache_namespace_directory(namespace=namespace)
-    entry = _file_entry_live(namespace, digest)
+    entry = _file_entry_hit(namespace, digest)
     if entry is None:
         _counters().add(namespace, misses=1)
         return None
     handle = _verified_open(directory, entry)
     if handle is None:
-        # Only the row that still names this blob goes: a concurrent rewrite of the key keeps its own.
-        CacheEntry.objects.filter(pk=entry.pk, blob_name=entry.blob_name).delete()
-        _remove_blobs(directory, [entry.blob_name])
-        logger.warning("cache blob %s/%s is missing or corrupted; entry removed", namespace, entry.blob_name)
-        _counters().add(namespace, misses=1, corrupted=1)
+        _file_corrupted(namespace, directory, entry)
         return None
-    CacheEntry.objects.filter(pk=entry.pk).update(hit_count=F("hit_count") + 1, last_accessed_at=timezone.now())
     _counters().add(namespace, hits=1)
     if entry.compressed:
         return entry, gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return entry, handle
+
+
+def _file_read(namespace: str, digest: str) -> tuple[CacheEntry, bytes] | None:
+    """The whole value of a file entry, verified while it is read: the blob is read once, not once to verify and
+    again to return it (``cache_open`` streams instead, for values too large to hold)."""
+    directory = cache_namespace_directory(namespace=namespace)
+    entry = _file_entry_hit(namespace, digest)
+    if entry is None:
+        _counters().add(namespace, misses=1)
+        return None
+    try:
+        data = _blob_path(directory, entry.blob_name).read_bytes()
+    except FileNotFoundError:
+        data = None
+    if data is None or len(data) != entry.size_bytes or hashlib.sha256(data).hexdigest() != entry.checksum:
+        _file_corrupted(namespace, directory, entry)
+        return None
+    _counters().add(namespace, hits=1)
+    return entry, gzip.decompress(data) if entry.compressed else data
 
 
 def _file_store(
@@ -888,14 +984,12 @@ def cache_lookup(*, namespace: str, key: Any) -> CacheLookup:
 def _lookup(namespace: str, config: CacheNamespaceConfig, key: Any) -> CacheLookup:
     digest = cache_key(namespace=namespace, key=key)
     if config.backend == "file":
-        opened = _file_open(namespace, digest)
-        if opened is None:
+        read = _file_read(namespace, digest)
+        if read is None:
             return CacheLookup(hit=False)
-        entry, handle = opened
-        with handle:
-            return CacheLookup(hit=True, value=_decode(handle.read(), entry.value_format))
-    packed = _memory_store().get(namespace, digest)
-    _counters().add(namespace, hits=1 if packed is not None else 0, misses=0 if packed is not None else 1)
+        entry, data = read
+        return CacheLookup(hit=True, value=_decode(data, entry.value_format))
+    packed = _memory_store().lookup_counted(namespace, digest)
     if packed is None:
         return CacheLookup(hit=False)
     return CacheLookup(hit=True, value=_unpack_memory_value(packed))

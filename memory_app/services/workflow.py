@@ -362,7 +362,14 @@ def workflow_lock_running(
     ``allow_failed``: also a run that failed on this very step (a sibling unit failed while this one ran): its
     result is still kept, so a resume does not redo it.
     """
-    run = WorkflowState.objects.select_for_update().filter(pk=workflow_id).first()
+    # The project and the owner come with the run (the step's history record and snapshot need them): two queries
+    # fewer per step. Only the run's own row is locked, never the project's or the user's.
+    run = (
+        WorkflowState.objects.select_related("project", "owner")
+        .select_for_update(of=("self",))
+        .filter(pk=workflow_id)
+        .first()
+    )
     allowed = {WorkflowStatus.IN_PROGRESS, WorkflowStatus.FAILED} if allow_failed else {WorkflowStatus.IN_PROGRESS}
     if run is None or run.status not in allowed or str(run.step_key) != str(step_key):
         return None
