@@ -19,6 +19,7 @@ from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
 from workflows import engine
+from workflows.pipelines.common import output_folder
 
 
 class WorkflowStateSerializer(serializers.ModelSerializer):
@@ -199,10 +200,16 @@ class WorkflowOutputView(APIView):
     def get(self, request: Request, workflow_id: str, name: str) -> FileResponse:
         run = workflow_get(user=request.user, workflow_id=workflow_id)
         outputs = (run.data or {}).get("outputs") or {}
-        listed = {path.rsplit("/", 1)[-1]: path for path in [*outputs.get("panels", []), *outputs.get("pages", [])]}
-        # Only a name the run itself listed is served: the storage path comes from the state, never the request.
+        folder = f"{output_folder(run.project_id, str(run.pk))}/"
+        listed = {
+            path.rsplit("/", 1)[-1]: path
+            for path in [*outputs.get("panels", []), *outputs.get("pages", [])]
+            if isinstance(path, str)
+        }
+        # Only a name the run itself listed is served: the storage path comes from the state, never the request,
+        # and only from the run's own folder, whatever a restored or edited state says.
         path = listed.get(name)
-        if path is None:
+        if path is None or not path.startswith(folder) or "/" in path[len(folder) :]:
             raise NotFound(
                 f"Workflow {run.pk} has no output '{name}'.",
                 details={"workflow_id": str(run.pk), "name": name, "suggestion": "See data.outputs of the run."},
