@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.history import AnyContentNegotiation
+from memory_app.api.strict_fields import ProjectIdField, StrictChoiceField
 from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
@@ -71,8 +72,13 @@ class WorkflowSnapshotSerializer(serializers.ModelSerializer):
 
 
 class WorkflowStartSerializer(serializers.Serializer):
-    workflow_type = serializers.CharField(max_length=64)
-    project_id = serializers.CharField(max_length=64)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The types registered when the request (or the schema) is made, not when this module was imported.
+        self.fields["workflow_type"].choices = sorted(engine.workflow_types())
+
+    workflow_type = StrictChoiceField(choices=[])
+    project_id = ProjectIdField()
     input = serializers.DictField(required=False, default=dict)
     preferences = serializers.DictField(required=False, default=dict)
 
