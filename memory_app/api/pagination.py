@@ -18,8 +18,9 @@ def parse_limit(
     maximum = maximum or settings.MEMORY.api.max_page_size
     default = default or settings.MEMORY.api.default_page_size
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
+    # "" is refused like any other non-integer: the schema says integer, and a silent default hides a client bug.
     try:
         value = int(raw)
     except ValueError:

@@ -9,6 +9,7 @@ as plain regression tests in ``tests/security/test_fuzz_findings.py``.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
-EXAMPLES_PER_OPERATION = 6
+EXAMPLES_PER_OPERATION = int(os.environ.get("COMICMEM_FUZZ_EXAMPLES", "6"))
 # Responses that are not JSON by design: the schema document itself, the docs page and file downloads.
 NOT_ENVELOPED = {"/api/schema/", "/api/docs/"}
 

@@ -66,6 +66,13 @@ def test_a_value_of_the_wrong_json_type_or_form_is_refused(auth_client, path, bo
     assert (Project.objects.count(), StyleTemplate.objects.filter(owner__isnull=False).count()) == (0, 0)
 
 
+@pytest.mark.parametrize("query", ["/api/projects/?page_size=", "/api/memory/history/proj-001/?limit="])
+def test_an_empty_integer_parameter_is_refused_not_defaulted(auth_client, project, query):
+    error = _error(auth_client.get(query), 400, "VALIDATION_ERROR")
+
+    assert list(error["details"]["fields"]) == [query.rsplit("?", 1)[1].rstrip("=")]
+
+
 @pytest.mark.parametrize("prompt", ["", "   \n\t"])
 def test_blank_text_is_refused_with_one_message(auth_client, prompt):
     error = _error(
