@@ -246,6 +246,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Bodies are documented as JSON only: form encodings carry no types (every value a string) and the API's
+    # strict fields refuse them, so a client that follows the schema must send JSON.
+    "PARSER_WHITELIST": ["memory_app.api.envelope.LimitedJSONParser"],
+    # A required text field refuses "" (DRF's allow_blank=False): say so with minLength 1.
+    "ENFORCE_NON_BLANK_FIELDS": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "memory_app.api.schema.wrap_responses_in_envelope",

@@ -242,7 +242,7 @@ def history_archive_list(*, scope: HistoryScope) -> QuerySet[HistoryArchive]:
 
 def history_archive_get(*, scope: HistoryScope, archive_id: str) -> HistoryArchive:
     archive = None
-    if archive_id.isdigit() and len(archive_id) < 19:
+    if archive_id.isascii() and archive_id.isdigit() and len(archive_id) < 19:
         archive = history_archive_list(scope=scope).filter(pk=int(archive_id)).first()
     if archive is None:
         raise NotFound(
