@@ -5,6 +5,7 @@ files and the API's answers. A marker found anywhere is a leak.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import uuid
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.apps import apps
 from django.core import serializers
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from memory_app.redaction import REDACTED
 from memory_app.services.history import history_export
@@ -182,3 +183,36 @@ def test_planted_secrets_reach_no_row_log_export_or_response(
         assert_no_marker(f"API response #{number}", body)
     # The planted values were really stored, only redacted (the search above could not pass vacuously).
     assert "".join(dump.values()).count(REDACTED) >= 10
+
+
+def test_a_configured_provider_key_reaches_no_row_log_or_response(
+    auth_client, staff_client, user, settings, openai_llm, every_log_record
+):
+    key = f"{MARK}-provider-key"
+    llm = settings.MEMORY.providers.llm.model_copy(update={"api_key": key})
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"providers": settings.MEMORY.providers.model_copy(update={"llm": llm})}
+    )
+    responses: list[str] = []
+    openai_llm.reply("Hello there")
+    answered = auth_client.post("/api/context/generate-with-context", {"prompt": "hi"}, format="json")
+    openai_llm.fail(401, {"error": {"message": "invalid api key"}})
+    refused = auth_client.post("/api/context/generate-with-context", {"prompt": "again"}, format="json")
+    responses += [answered.content.decode(), refused.content.decode()]
+    for path in ["/api/memory/metrics", "/api/memory/analysis", "/api/health", "/api/context/"]:
+        responses.append(staff_client.get(path).content.decode())
+    diagnose_out, diagnose_err = io.StringIO(), io.StringIO()
+    # A failing probe (no worker here) still prints its report before the command fails.
+    with contextlib.suppress(SystemExit, CommandError):
+        call_command("diagnose", stdout=diagnose_out, stderr=diagnose_err)
+
+    assert answered.status_code == 200
+    assert refused.status_code >= 400
+    # The key was really used on the wire: only the provider may see it.
+    assert [request.headers.get("authorization") for request in openai_llm.requests] == [f"Bearer {key}"] * 2
+    dump = database_dump()
+    assert sorted(label for label, rows in dump.items() if MARK in rows) == []
+    assert_no_marker("the logs", log_text(every_log_record))
+    assert_no_marker("diagnose", diagnose_out.getvalue() + diagnose_err.getvalue())
+    for number, body in enumerate(responses):
+        assert_no_marker(f"API response #{number}", body)
