@@ -58,9 +58,13 @@ INSTALLED_APPS = [
     "workflows",
 ]
 
+# The security headers come first so that every answer gets them, those of the middleware below included (the
+# body limit's 413, the static files).
 MIDDLEWARE = [
     "memory_app.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "memory_app.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "memory_app.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -68,7 +72,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "comicmem_site.urls"
