@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from memory_app.services.history import history_export
 from tests.workflows.conftest import eager  # noqa: F401 - the fixture, used by name below
 from tests.workflows.real_pipelines.conftest import STORY
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
+pytestmark = pytest.mark.django_db
 
 MARK = f"mk{uuid.uuid4().hex[:12]}"
 
@@ -82,6 +83,7 @@ def assert_no_marker(where: str, text: str) -> None:
     assert position == -1, f"secret marker found in {where}: …{text[max(0, position - 200) : position + 80]}…"
 
 
+@pytest.mark.usefixtures("eager")
 def test_planted_secrets_reach_no_row_log_export_or_response(
     auth_client, staff_client, user, media, manga_shonen, every_log_record, django_capture_on_commit_callbacks, tmp_path
 ):
@@ -216,3 +218,38 @@ def test_a_configured_provider_key_reaches_no_row_log_or_response(
     assert_no_marker("diagnose", diagnose_out.getvalue() + diagnose_err.getvalue())
     for number, body in enumerate(responses):
         assert_no_marker(f"API response #{number}", body)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_secrets_in_a_run_on_a_real_worker_reach_neither_its_log_nor_the_database(
+    transactional_db, auth_client, user, start_worker
+):
+    from memory_app.models import Project
+
+    Project.objects.create(id="proj-001", owner=user, name="Secrets")
+    worker = start_worker(LOG_LEVEL="DEBUG", LOG_FORMAT="json")
+    body = {
+        "workflow_type": "text_compression",
+        "project_id": "proj-001",
+        "input": {"text": STORY, **secrets("worker-input")},
+        "preferences": {"target_ratio": 0.6, "auth": secrets("worker-preferences")},
+    }
+
+    response = auth_client.post("/api/workflows/", body, format="json")
+    assert response.status_code == 202, response.content[:300]
+    run_id = response.json()["data"]["workflow_id"]
+    deadline = time.monotonic() + 120
+    status = "pending"
+    while time.monotonic() < deadline and status not in {"completed", "failed"}:
+        time.sleep(0.2)
+        status = auth_client.get(f"/api/workflows/{run_id}").json()["data"]["status"]
+    worker.stop()
+
+    assert status == "completed", worker.output()[-3000:]
+    log = worker.output()
+    assert log.count("workflows.run_unit") >= 5, "the worker ran and logged every step"
+    assert_no_marker("the worker's log", log)
+    dump = database_dump()
+    assert sorted(label for label, rows in dump.items() if MARK in rows) == []
+    assert_no_marker("the run", auth_client.get(f"/api/workflows/{run_id}/history").content.decode())
