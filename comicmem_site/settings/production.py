@@ -13,6 +13,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # TLS ends at the proxy in front of gunicorn, which says so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# That proxy appends the client's address to X-Forwarded-For: throttling trusts only what it added.
+REST_FRAMEWORK = {**REST_FRAMEWORK, "NUM_PROXIES": env.int("NUM_PROXIES", default=1)}  # noqa: F405
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 # The orchestrator's health probe speaks plain HTTP inside the private network.
 SECURE_REDIRECT_EXEMPT = [r"^api/health/?$", r"^metrics$"]

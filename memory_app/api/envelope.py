@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,7 +23,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import parsers, renderers
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
 from memory_app.errors import ComicmemError, ErrorCode, PayloadTooLarge
 
@@ -124,6 +124,11 @@ def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int
     """(status, error body, extra headers) for any exception."""
     if isinstance(exc, ComicmemError):
         return exc.status_code, error_body(exc.code, exc.message, exc.details), {}
+    if isinstance(exc, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent):
+        # Django's own DATA_UPLOAD_* limits, met while a form or multipart body is parsed.
+        return 413, error_body(ErrorCode.PAYLOAD_TOO_LARGE, str(exc), {}), {}
+    if isinstance(exc, SuspiciousOperation):
+        return 400, error_body(ErrorCode.MALFORMED_REQUEST, "The request is malformed.", {}), {}
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -166,6 +171,11 @@ def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception becomes an error envelope; none escapes as a bare 500."""
+    # Imported here: rest_framework.views reads DEFAULT_RENDERER_CLASSES (this module) while it is imported, so
+    # importing it at the top made this module unimportable before a view had been loaded — the body-limit
+    # middleware's first oversized request in a fresh process was a 500.
+    from rest_framework.views import set_rollback
+
     request = context.get("request")
     status, body, headers = describe_exception(exc, request)
     if isinstance(exc, DatabaseError) or status >= 500:

@@ -36,12 +36,12 @@ def character_upsert(
             appearance_features=redact(appearance_features),
             consistent_features=list(consistent_features),
             personality_traits=list(personality_traits),
-            colors=dict(colors),
+            colors=redact(dict(colors)),
             mentions=mentions,
         )
         return character, True
     character.appearance_features = {**redact(appearance_features), **character.appearance_features}
-    character.colors = {**colors, **character.colors}
+    character.colors = {**redact(dict(colors)), **character.colors}
     character.consistent_features = sorted(set(character.consistent_features) | set(consistent_features))
     character.personality_traits = list(dict.fromkeys([*character.personality_traits, *personality_traits]))
     character.mentions = character.mentions + mentions
@@ -66,7 +66,8 @@ def style_create(
                 name=name,
                 prompt=prompt,
                 negative_prompt=negative_prompt,
-                visual_parameters=visual_parameters or {},
+                # Stored, shown and copied into prompts: sensitive keys never are (memory_app/redaction.py).
+                visual_parameters=redact(visual_parameters or {}),
                 reference_examples=reference_examples or [],
                 owner=user,
             )

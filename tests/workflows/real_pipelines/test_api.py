@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pytest
@@ -62,6 +63,20 @@ def test_bad_input_is_refused_and_nothing_is_enqueued(
     assert field in error["details"]["fields"]
     assert counts() == before
     assert callbacks == []
+
+
+def test_a_text_without_a_seed_gets_a_default_seed_in_range(auth_client, project, django_capture_on_commit_callbacks):
+    # The first 32 bits of this text's sha256 are over 2**31 - 1: the default seed must still be a valid one.
+    text = "小明走进村口。"
+    assert int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) > 2**31 - 1
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = post(auth_client, "comic_generation", {"text": text})
+
+    assert response.status_code == 202, response.content
+    seed = response.json()["data"]["preferences"]["seed"]
+    assert 0 <= seed <= 2**31 - 1
+    assert seed == int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) - 2**31
 
 
 def test_text_over_the_size_limit_is_a_413(auth_client, project, settings, django_capture_on_commit_callbacks):
