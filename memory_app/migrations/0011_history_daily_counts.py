@@ -46,9 +46,11 @@ BEGIN
     -- Records are append-only; an UPDATE that changes none of scope, day or action (a user set to NULL when the
     -- user is deleted) leaves the counts as they are, and any other is counted as a removal and an addition.
     IF EXISTS (
-        SELECT 1 FROM removed_rows AS old FULL JOIN added_rows AS new ON old.id = new.id
-        WHERE old.id IS NULL OR new.id IS NULL OR old.project_id IS DISTINCT FROM new.project_id
-           OR old.timestamp IS DISTINCT FROM new.timestamp OR old.action IS DISTINCT FROM new.action
+        SELECT 1 FROM removed_rows AS before_row FULL JOIN added_rows AS after_row ON before_row.id = after_row.id
+        WHERE before_row.id IS NULL OR after_row.id IS NULL
+           OR before_row.project_id IS DISTINCT FROM after_row.project_id
+           OR before_row.timestamp IS DISTINCT FROM after_row.timestamp
+           OR before_row.action IS DISTINCT FROM after_row.action
     ) THEN
         WITH removed AS (
             SELECT COALESCE(project_id, '_system') AS scope, (timestamp AT TIME ZONE 'UTC')::date AS day, action,
