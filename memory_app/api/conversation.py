@@ -24,7 +24,7 @@ from memory_app.services.conversation import (
     PERSISTENCE_VERSION,
     ROLES,
     NewMessage,
-    context_append_messages,
+    context_append_messages_for,
     context_clear,
     context_create,
     context_delete,
@@ -320,8 +320,12 @@ class ContextMessagesView(APIView):
 
     @extend_schema(tags=TAGS, request=MessageInputSerializer(many=True), responses={201: MessageSerializer(many=True)})
     def post(self, request: Request, context_id: str) -> Response:
-        context = context_get(user=request.user, context_id=context_id)
-        context, rows = context_append_messages(context=context, messages=_messages_from(request.data))
+        try:
+            messages = _messages_from(request.data)
+        except serializers.ValidationError:
+            context_get(user=request.user, context_id=context_id)  # an unknown context is a 404 whatever the body
+            raise
+        context, rows = context_append_messages_for(user=request.user, context_id=context_id, messages=messages)
         # "archived": true on an appended message means a later message of the same batch pushed it out.
         return Response(
             {"context": ContextSerializer(context).data, "messages": MessageSerializer(rows, many=True).data},
