@@ -315,9 +315,16 @@ class OpenAIImages:
 
 
 def _as_png(raw: bytes, width: int, height: int, details: dict[str, Any]) -> bytes:
-    """Whatever format the provider sent, the panel is stored as a PNG of the panel size."""
+    """Whatever format the provider sent, the panel is stored as an RGB PNG of the panel size.
+
+    An answer that already is one is decoded in full (so a broken one is refused) and kept as it came:
+    compressing it again would cost CPU per panel and change nothing.
+    """
     try:
         with Image.open(io.BytesIO(raw)) as image:
+            image.load()
+            if image.format == "PNG" and image.mode == "RGB" and image.size == (width, height):
+                return raw
             panel = image.convert("RGB")
             if panel.size != (width, height):
                 panel = panel.resize((width, height))
