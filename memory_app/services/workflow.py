@@ -379,10 +379,13 @@ def workflow_lock_running(
     result is still kept, so a resume does not redo it.
     """
     # The project and the owner come with the run (the step's history record and snapshot need them): two queries
-    # fewer per step. Only the run's own row is locked, never the project's or the user's.
+    # fewer per step. Only the run's own row is locked, never the project's or the user's. The data, the largest
+    # field, is read only if it is used (a fan-out's last unit merges into it, a failure snapshots it): a plain
+    # step's result replaces it and every other unit of a fan-out leaves it alone.
     run = (
         WorkflowState.objects.select_related("project", "owner")
         .select_for_update(of=("self",))
+        .defer("data")
         .filter(pk=workflow_id)
         .first()
     )

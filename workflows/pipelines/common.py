@@ -57,7 +57,8 @@ def run_project(context: StepContext) -> Project:
 
 
 def run_owner(context: StepContext) -> Any:
-    return WorkflowState.objects.select_related("owner").get(pk=context.workflow_id).owner
+    # Only the owner: the run's data can be large, and this runs in every panel's commit.
+    return WorkflowState.objects.select_related("owner").only("owner").get(pk=context.workflow_id).owner
 
 
 def compression_entry(step: str, input_size: int, output_size: int) -> dict[str, Any]:
