@@ -18,7 +18,7 @@ import random
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -52,7 +52,11 @@ class RetryableStepError(Exception):
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step function sees. ``item`` and ``unit_index`` are set for a fan-out unit."""
+    """What a step function sees. ``item`` and ``unit_index`` are set for a fan-out unit.
+
+    ``project`` and ``owner`` are set for ``commit``: the run's, read with its row lock, so a commit that records
+    history needs no query of its own for them.
+    """
 
     workflow_id: str
     workflow_type: str
@@ -63,6 +67,8 @@ class StepContext:
     attempt: int
     unit_index: int = 0
     item: Any = None
+    project: Project | None = None
+    owner: Any = None
 
 
 @dataclass(frozen=True)
@@ -328,7 +334,7 @@ def _record(unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, r
             # Our lease expired and another worker took the unit over: its run is the one that counts.
             return {"unit": unit.pk, "outcome": "skipped"}
         if step.commit is not None:
-            step.commit(context, result)
+            step.commit(replace(context, project=run.project, owner=run.owner), result)
         if run.status == WorkflowStatus.FAILED:
             return {"unit": unit.pk, "outcome": "done"}
         # The run's row lock makes this the one and only transaction that sees no unit of the step left. A plain

@@ -53,11 +53,15 @@ def text_seed(text: str) -> int:
 
 
 def run_project(context: StepContext) -> Project:
+    if context.project is not None:
+        return context.project
     return Project.objects.get(pk=context.project_id)
 
 
 def run_owner(context: StepContext) -> Any:
-    # Only the owner: the run's data can be large, and this runs in every panel's commit.
+    if context.owner is not None:
+        return context.owner
+    # Only the owner: the run's data can be large.
     return WorkflowState.objects.select_related("owner").only("owner").get(pk=context.workflow_id).owner
 
 
