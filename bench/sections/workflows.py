@@ -153,6 +153,9 @@ def run(*, sizes: Sizes, broker: str) -> list[Result]:
                 echo.delay(number).get(timeout=10, interval=0.002)
                 round_trips.append(time.perf_counter() - start)
             bare = median(round_trips)
+            # A first, unmeasured chain: each worker process opens its database connection once, as a
+            # long-running worker has.
+            _run_workflow(user=user, project_id="bench-workflows", workflow_type="bench_chain", data={}, timeout=120)
             chains = [
                 _seconds(
                     _run_workflow(
