@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from django.conf import settings
 
 from workflows import engine
+from workflows.providers import providers_warm_up
 
 logger = logging.getLogger("workflows.tasks")
 
@@ -52,3 +54,12 @@ def recover_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
         recover.delay(rearm=True)
     except Exception as exc:  # noqa: BLE001 - a broker hiccup at start-up must not stop the worker
         logger.warning("could not enqueue workflow recovery at worker start: %s", exc)
+
+
+@worker_init.connect
+def warm_up_providers(sender: Any = None, **kwargs: Any) -> None:
+    # In the worker's main process, before the pool forks: every pool process starts with the providers loaded.
+    providers_warm_up()
+    # What is loaded by now lives as long as the process: kept out of the collector's scans, a pool process's
+    # collections stay short and do not touch (and so copy) the pages it shares with its parent.
+    gc.freeze()

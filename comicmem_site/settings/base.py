@@ -200,8 +200,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # (closed once older than CONN_MAX_AGE or unusable, health-checked before reuse).
 CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_TRACK_STARTED = True
-CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Task events (received/started/succeeded… and sent) are one more broker message per task and state change, for
+# monitors such as Flower or ``celery events``; the metrics (memory_app.metrics) do not need them. Off unless an
+# operator watching with such a monitor turns them on (``celery control enable_events`` works too, at run time).
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=False)
+CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
 # The maintenance schedules live in django-celery-beat's tables, created by a data migration of memory_app

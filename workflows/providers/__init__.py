@@ -1,2 +1,24 @@
 """Providers of the pipelines, one module each: ``text`` (offline Chinese analysis), ``llm`` (text work, offline
 or any OpenAI-compatible chat API) and ``image`` (the offline Pillow renderer or any OpenAI-style images API)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def providers_warm_up() -> None:
+    """Load what every worker process would otherwise load on its first step: jieba's dictionary and its
+    part-of-speech table (~1.3 s) and, when a provider speaks the OpenAI API, the ``openai`` package (~0.5 s).
+
+    Called in a worker's main process before its pool forks, so the pool processes inherit both.
+    """
+    import jieba
+    import jieba.posseg  # its import reads the part-of-speech table
+
+    from workflows.providers.text import quiet_jieba
+
+    quiet_jieba()
+    jieba.initialize()
+    providers = settings.MEMORY.providers
+    if "openai" in (providers.image.provider, providers.llm.provider):
+        import openai  # noqa: F401 - imported for its side effect: the module is loaded once, before the fork

@@ -51,7 +51,7 @@ def sentences(text: str) -> list[Sentence]:
     return found
 
 
-def _quiet_jieba() -> None:
+def quiet_jieba() -> None:
     import logging
 
     import jieba
@@ -76,7 +76,7 @@ def extract_names(text: str, *, min_mentions: int = 2, limit: int = 12) -> list[
     """Person names with their mention count and first offset, most mentioned first (ties: first seen)."""
     import jieba.posseg
 
-    _quiet_jieba()
+    quiet_jieba()
     counts: Counter[str] = Counter()
     for token in jieba.posseg.cut(text):
         word = token.word.strip()

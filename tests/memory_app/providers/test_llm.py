@@ -138,3 +138,16 @@ def test_openai_summary_is_cut_to_our_budget(fake_openai):
     sent = fake_openai.requests[0].body["messages"]
     assert sent[1] == {"role": "user", "content": "Earlier.\nuser: a b c"}
     assert fake_openai.requests[0].body["max_tokens"] == 10
+
+
+def test_openai_providers_of_one_endpoint_share_one_client(fake_openai):
+    fake_openai.reply("one")
+    first = make(fake_openai)
+    second = make(fake_openai)
+    other_key = make(fake_openai, api_key="sk-other")
+
+    assert second._client is first._client
+    assert other_key._client is not first._client
+    assert first.chat(messages=[user("hello")]).content == "one"
+    fake_openai.reply("two")
+    assert second.chat(messages=[user("hello again")]).content == "two"
