@@ -20,19 +20,17 @@ its subclass ``RetryableProviderError`` (``retryable = True``).
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Protocol
+from typing import Protocol
 
-import httpx
 from django.conf import settings
 
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError, RetryableProviderError
+from memory_app.providers.openai_client import openai_client
 from memory_app.tokens import count_tokens
 
 SUMMARY_PREFIX = "Summary of earlier conversation: "
@@ -177,22 +175,6 @@ class OfflineLLM:
         return fit_to_budget(SUMMARY_PREFIX + " ".join(sentences[i] for i in sorted(chosen)), max_tokens)
 
 
-@lru_cache(maxsize=8)
-def _openai_client(base_url: str | None, api_key: str, timeout_seconds: float, process_id: int) -> Any:
-    """One client per endpoint and process, shared by every provider instance (one per request or step):
-    building one loads the CA bundle into a new TLS context, and its connection pool is what keeps the
-    connection open between calls. The client is thread-safe; the process id keeps a forked worker off its
-    parent's sockets."""
-    import openai
-
-    return openai.OpenAI(
-        base_url=base_url,
-        api_key=api_key,
-        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
-        max_retries=0,
-    )
-
-
 class OpenAICompatibleLLM:
     """Any OpenAI-compatible chat-completions API, with an explicit timeout on every call and no hidden retries."""
 
@@ -206,8 +188,8 @@ class OpenAICompatibleLLM:
             )
         self.model = config.model
         # Local servers (vLLM, Ollama) need no key, but the client insists on one.
-        self._client = _openai_client(
-            config.base_url, config.api_key or "not-needed", config.timeout_seconds, os.getpid()
+        self._client = openai_client(
+            base_url=config.base_url, api_key=config.api_key or "not-needed", timeout_seconds=config.timeout_seconds
         )
 
     def chat(

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from memory_app.providers.openai_client import openai_client_warm_up
+
 
 def providers_warm_up() -> None:
     """Load what every worker process would otherwise load on its first step: jieba's dictionary and its
-    part-of-speech table (~1.3 s) and, when a provider speaks the OpenAI API, the ``openai`` package (~0.5 s).
+    part-of-speech table (~1.3 s) and, when a provider speaks the OpenAI API, the ``openai`` package and the
+    TLS context of its clients (~0.5 s).
 
-    Called in a worker's main process before its pool forks, so the pool processes inherit both.
+    Called in a worker's main process before its pool forks, so the pool processes inherit them.
     """
     import jieba
     import jieba.posseg  # its import reads the part-of-speech table
@@ -21,4 +24,4 @@ def providers_warm_up() -> None:
     jieba.initialize()
     providers = settings.MEMORY.providers
     if "openai" in (providers.image.provider, providers.llm.provider):
-        import openai  # noqa: F401 - imported for its side effect: the module is loaded once, before the fork
+        openai_client_warm_up()

@@ -22,19 +22,18 @@ import base64
 import io
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont
 
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError, RetryableProviderError
+from memory_app.providers.openai_client import openai_client
 
 logger = logging.getLogger("workflows.providers.image")
 
@@ -238,21 +237,6 @@ class OfflineRenderer:
 # --- OpenAI-compatible images ------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=8)
-def _openai_client(base_url: str | None, api_key: str, timeout_seconds: float, process_id: int) -> Any:
-    """One client per endpoint and process, shared by every panel: building one loads the CA bundle into a new
-    TLS context (~20 ms of CPU) and its connection pool is what keeps the connection open between panels. The
-    client is thread-safe; the process id keeps a forked worker off its parent's sockets."""
-    import openai
-
-    return openai.OpenAI(
-        base_url=base_url,
-        api_key=api_key,
-        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
-        max_retries=0,
-    )
-
-
 class OpenAIImages:
     name = "openai"
 
@@ -264,8 +248,9 @@ class OpenAIImages:
                 details={"provider": self.name},
             )
         self.model: str | None = config.model
-        self._client = _openai_client(
-            config.base_url, config.api_key or "not-needed", config.timeout_seconds, os.getpid()
+        # One client per endpoint and process, shared by every panel.
+        self._client = openai_client(
+            base_url=config.base_url, api_key=config.api_key or "not-needed", timeout_seconds=config.timeout_seconds
         )
 
     def generate(self, request: PanelRequest) -> bytes:
