@@ -60,8 +60,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
-from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import F, Q, Sum
+from django.db import DatabaseError, connections, transaction
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -894,41 +894,75 @@ def _file_store(
         "hit_count": 0,
     }
     stale: list[str] = []
-    for _attempt in range(2):
-        try:
-            with transaction.atomic():
-                existing = CacheEntry.objects.select_for_update().filter(namespace=namespace, key=digest).first()
-                if existing is not None:
-                    if existing.blob_name != blob_name:
-                        stale.append(existing.blob_name)
-                    CacheEntry.objects.filter(pk=existing.pk).update(**fields)
-                else:
-                    CacheEntry.objects.create(namespace=namespace, key=digest, **fields)
-                stale += _evict_file_entries(namespace, config, keep=digest)
-            break
-        except IntegrityError:
-            # Another process inserted the same key between our read and insert: update its row instead.
-            stale = []
+    with transaction.atomic():
+        for _attempt in range(2):
+            if _file_entry_insert(namespace, digest, fields):
+                break
+            # The key has a row already (an earlier value, or another process just stored it): overwrite it, under
+            # its row lock, and unlink the blob it named once this commits.
+            existing = CacheEntry.objects.select_for_update().filter(namespace=namespace, key=digest).first()
+            if existing is not None:
+                if existing.blob_name != blob_name:
+                    stale.append(existing.blob_name)
+                CacheEntry.objects.filter(pk=existing.pk).update(**fields)
+                break
+            # Removed between the two statements (a cleanup, a clear): insert it again.
+        stale += _evict_file_entries(namespace, config, keep=digest)
     # Blobs go after the rows are committed. Inside a caller's transaction that later rolls back, a revived row
     # would find its blob gone: that reads as a miss (counted as corrupted) and the row is removed then.
     _remove_blobs(directory, stale)
     return True
 
 
+def _file_entry_insert(namespace: str, digest: str, fields: dict[str, Any]) -> bool:
+    """Insert the row of a key that has none, in one statement; False (nothing written) when the key has one.
+
+    ``INSERT … ON CONFLICT DO NOTHING``: a key stored for the first time (the usual case) costs no read before
+    the write, and a duplicate key neither raises nor spoils a caller's transaction.
+    """
+    connection = connections[CacheEntry.objects.db]
+    operations = connection.ops
+    values = {"namespace": namespace, "key": digest, **fields}
+    model_fields = [CacheEntry._meta.get_field(name) for name in values]
+    columns = ", ".join(operations.quote_name(field.column) for field in model_fields)
+    conflict = ", ".join(
+        operations.quote_name(CacheEntry._meta.get_field(name).column) for name in ("namespace", "key")
+    )
+    table = operations.quote_name(CacheEntry._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(model_fields))}) "  # noqa: S608 - model metadata
+        f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {operations.quote_name(CacheEntry._meta.pk.column)}"
+    )
+    params = [
+        field.get_db_prep_save(value, connection) for field, value in zip(model_fields, values.values(), strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
 def _evict_file_entries(namespace: str, config: CacheNamespaceConfig, *, keep: str) -> list[str]:
     """Delete least recently used rows until the namespace fits; returns their blob names (to unlink)."""
     blob_names: list[str] = []
     entries = CacheEntry.objects.filter(namespace=namespace)
+    if config.max_size is None and config.max_disk_usage is None:
+        return blob_names
+    # Both figures the limits need, in one query.
+    figures = entries.aggregate(count=Count("id"), total=Sum("size_bytes"))
+    evicted_bytes = 0
     if config.max_size is not None:
-        excess = entries.count() - config.max_size
+        excess = figures["count"] - config.max_size
         if excess > 0:
             victims = list(
-                entries.exclude(key=keep).order_by("last_accessed_at", "id").values_list("id", "blob_name")[:excess]
+                entries.exclude(key=keep)
+                .order_by("last_accessed_at", "id")
+                .values_list("id", "blob_name", "size_bytes")[:excess]
             )
             CacheEntry.objects.filter(id__in=[victim[0] for victim in victims]).delete()
             blob_names += [victim[1] for victim in victims]
+            evicted_bytes = sum(victim[2] for victim in victims)
     if config.max_disk_usage is not None:
-        total = entries.aggregate(total=Sum("size_bytes"))["total"] or 0
+        total = (figures["total"] or 0) - evicted_bytes
         while total > config.max_disk_usage:
             oldest = entries.exclude(key=keep).order_by("last_accessed_at", "id")
             batch = list(oldest.values_list("id", "blob_name", "size_bytes")[:100])

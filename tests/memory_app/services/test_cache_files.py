@@ -269,3 +269,39 @@ def test_cleanup_command_reports_what_it_freed(images, capsys):
     assert capsys.readouterr().out == (
         '{"expired_entries": 0, "orphaned_blobs": 0, "temporary_files": 0, "bytes_freed": 0, "more": false}\n'
     )
+
+
+def test_rewriting_a_key_inside_a_transaction_leaves_the_transaction_usable(images):
+    from django.db import transaction
+
+    cache_set(namespace="images", key="k", value=b"first")
+    with transaction.atomic():
+        assert cache_set(namespace="images", key="k", value=b"second") is True
+        # The duplicate key raised nothing, so the caller's transaction goes on.
+        assert CacheEntry.objects.count() == 1
+        cache_set(namespace="images", key="other", value=b"third")
+
+    assert cache_get(namespace="images", key="k") == b"second"
+    assert cache_get(namespace="images", key="other") == b"third"
+    assert CacheEntry.objects.get(key=cache_key(namespace="images", key="k")).size_bytes == 6
+
+
+def test_max_size_and_max_disk_usage_together(cache_namespaces, cache_root):
+    cache_namespaces(images={"backend": "file", "directory": "cache/both", "max_size": 3, "max_disk_usage": 5000})
+    directory = cache_root / "cache" / "both"
+    for index, name in enumerate("abc"):
+        cache_set(namespace="images", key=name, value=name.encode() * 2000)
+        CacheEntry.objects.filter(key=cache_key(namespace="images", key=name)).update(
+            last_accessed_at=timezone.now() - dt.timedelta(seconds=10 - index)
+        )
+    # Three rows of 2000 bytes: at max_size, over max_disk_usage already evicted a down to b and c.
+    assert [cache_lookup(namespace="images", key=name).hit for name in "abc"] == [False, True, True]
+
+    cache_set(namespace="images", key="d", value=b"d" * 1000)  # max_size is fine (3), 5000 bytes fit exactly
+
+    assert [cache_lookup(namespace="images", key=name).hit for name in "bcd"] == [True, True, True]
+    cache_set(namespace="images", key="e", value=b"e" * 100)  # 4 rows: b (least recent) goes for max_size
+
+    assert sorted(CacheEntry.objects.values_list("size_bytes", flat=True)) == [100, 1000, 2000]
+    assert [cache_lookup(namespace="images", key=name).hit for name in "bcde"] == [False, True, True, True]
+    assert len(files_under(directory)) == 3
