@@ -1049,8 +1049,12 @@ def cache_open(*, namespace: str, key: Any) -> IO[bytes] | None:
 def cache_set(*, namespace: str, key: Any, value: Any, ttl: int | None = None, content_type: str | None = None) -> bool:
     """Store a value (bytes or JSON). False when it cannot fit the namespace at all; ValidationFailed, with
     nothing stored, for a value or key that cannot be serialized."""
+    return _store(namespace, cache_key(namespace=namespace, key=key), value, ttl=ttl, content_type=content_type)
+
+
+def _store(namespace: str, digest: str, value: Any, *, ttl: int | None, content_type: str | None) -> bool:
+    """``cache_set`` of a key already hashed (``cache_get_or_compute`` has its digest: no second hashing)."""
     config = cache_namespace_config(namespace=namespace)
-    digest = cache_key(namespace=namespace, key=key)
     expiry = _expiry_seconds(config, ttl)
     encoded = _encode(value, content_type=content_type)
     if config.backend == "file":
@@ -1205,7 +1209,7 @@ def cache_get_or_compute(
         value = compute()
         _shielded(
             namespace,
-            lambda: cache_set(namespace=namespace, key=key, value=value, ttl=ttl, content_type=content_type),
+            lambda: _store(namespace, digest, value, ttl=ttl, content_type=content_type),
             False,
         )
         return value
