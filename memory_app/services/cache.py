@@ -356,8 +356,8 @@ def _counters() -> _DatabaseCounters | _RedisCounters:
 def cache_statistics_flush() -> None:
     """Write this process's pending counts (embedded mode; on Redis they are there already) and the hit counts and
     access times of the file entries it read."""
+    _file_hits.flush()  # first: it hands its hit counts to the counters
     _database_counters.flush()
-    _file_hits.flush()
 
 
 def cache_counters_read(*, namespace: str) -> dict[str, int]:
@@ -787,25 +787,29 @@ def _file_entry_live(namespace: str, digest: str) -> CacheEntry | None:
 
 
 class _FileHitBookkeeping:
-    """``hit_count`` and ``last_accessed_at`` of file entries, batched in this process like the embedded statistics.
+    """File-namespace hits, batched in this process like the embedded statistics: the namespace's ``hits`` counter
+    and each entry's ``hit_count`` and ``last_accessed_at``.
 
-    A hit only notes its entry here, so a hit is one read of the database and no write (a write is a commit, which
-    waits for the disk). The notes reach the rows within ``stats_flush_interval`` (from the next hit or a timer),
-    before this process evicts by LRU, when the statistics are flushed (``cache_statistics_flush``) and at exit: one
-    UPDATE per entry hit since the last flush. ``last_accessed_at`` only moves forward, whichever process writes.
+    A hit only notes itself here, so a hit is one read of the database, no write (a write is a commit, which waits
+    for the disk) and no round trip to Redis. The notes are written within ``stats_flush_interval`` (from the next
+    hit or a timer), before this process evicts by LRU, when the statistics are flushed (``cache_statistics_flush``,
+    which every reader of the statistics calls first) and at exit: the counters, then one UPDATE per entry hit
+    since the last flush. ``last_accessed_at`` only moves forward, whichever process writes it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[int, dt.datetime]] = {}
+        self._hits: Counter[str] = Counter()
         self._last_flush = time.monotonic()
         self._timer: threading.Timer | None = None
 
-    def add(self, entry_id: int, accessed_at: dt.datetime) -> None:
+    def add(self, namespace: str, entry_id: int, accessed_at: dt.datetime) -> None:
         options = settings.MEMORY.cache_options
         with self._lock:
             hits, _ = self._pending.get(entry_id, (0, accessed_at))
             self._pending[entry_id] = (hits + 1, accessed_at)
+            self._hits[namespace] += 1
             due = time.monotonic() - self._last_flush >= options.stats_flush_interval
             if not due and self._timer is None and options.stats_flush_in_background:
                 self._timer = threading.Timer(options.stats_flush_interval, self._flush_in_background)
@@ -825,7 +829,10 @@ class _FileHitBookkeeping:
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
+            namespace_hits, self._hits = self._hits, Counter()
             self._last_flush = time.monotonic()
+        for namespace, hits in namespace_hits.items():
+            _counters().add(namespace, hits=hits)
         if not pending:
             return
         try:
@@ -846,6 +853,7 @@ class _FileHitBookkeeping:
     def discard(self) -> None:
         with self._lock:
             self._pending = {}
+            self._hits = Counter()
 
 
 _file_hits = _FileHitBookkeeping()
@@ -853,7 +861,7 @@ atexit.register(_file_hits.flush)
 
 
 def _file_entry_hit(namespace: str, digest: str) -> CacheEntry | None:
-    """The live entry of a key, or None; its hit is noted for the batched bookkeeping (``_FileHitBookkeeping``).
+    """The live entry of a key, or None. Once its blob verifies, the caller notes the hit (``_file_hits``).
 
     One plain SELECT of the columns a read needs, without the ORM's query building: the hit path is a read.
     """
@@ -871,7 +879,6 @@ def _file_entry_hit(namespace: str, digest: str) -> CacheEntry | None:
     if row is None:
         return None
     entry_id, blob_name, size_bytes, checksum, compressed, value_format, content_type = row
-    _file_hits.add(entry_id, now)
     return CacheEntry(
         id=entry_id,
         namespace=namespace,
@@ -903,7 +910,7 @@ def _file_open(namespace: str, digest: str) -> tuple[CacheEntry, IO[bytes]] | No
     if handle is None:
         _file_corrupted(namespace, directory, entry)
         return None
-    _counters().add(namespace, hits=1)
+    _file_hits.add(namespace, entry.pk, timezone.now())
     if entry.compressed:
         return entry, gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return entry, handle
@@ -924,7 +931,7 @@ def _file_read(namespace: str, digest: str) -> tuple[CacheEntry, bytes] | None:
     if data is None or len(data) != entry.size_bytes or hashlib.sha256(data).hexdigest() != entry.checksum:
         _file_corrupted(namespace, directory, entry)
         return None
-    _counters().add(namespace, hits=1)
+    _file_hits.add(namespace, entry.pk, timezone.now())
     return entry, gzip.decompress(data) if entry.compressed else data
 
 

@@ -297,10 +297,12 @@ def test_a_file_hit_reads_the_database_and_writes_nothing_until_the_flush(batche
     assert [query["sql"].split()[0] for query in captured.captured_queries] == ["SELECT", "SELECT"]
     entry.refresh_from_db()
     assert (entry.hit_count, entry.last_accessed_at) == (0, entry.created_at)
+    assert cache_counters_read(namespace="images")["hits"] == 0  # nor a write to the counters (Redis or rows)
     cache_statistics_flush()
     entry.refresh_from_db()
     assert entry.hit_count == 2
     assert entry.created_at < entry.last_accessed_at <= noted_at
+    assert cache_counters_read(namespace="images") == {"hits": 2, "misses": 0, "corrupted": 0, "evictions": 0}
 
 
 def test_a_flush_never_moves_an_access_time_back(batched):
