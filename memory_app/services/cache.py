@@ -106,11 +106,20 @@ def cache_namespace_config(*, namespace: str) -> CacheNamespaceConfig:
 def cache_namespace_directory(*, namespace: str) -> Path:
     """``CACHE_DIR/<directory or namespace>``, resolved and checked to lie inside ``CACHE_DIR``."""
     config = cache_namespace_config(namespace=namespace)
-    root = Path(settings.CACHE_DIR).resolve()
-    directory = (root / (config.directory or namespace)).resolve()
-    if directory == root or not directory.is_relative_to(root):
+    directory = _resolved_directory(str(settings.CACHE_DIR), config.directory or namespace)
+    if directory is None:
         # The config validator refuses such a directory already; this guards a settings object built by hand.
         raise ValidationFailed(f"The directory of cache namespace '{namespace}' is outside the cache root.")
+    return directory
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved_directory(root_name: str, name: str) -> Path | None:
+    # Resolving walks the path on disk; every file hit needs it, so it is done once per (root, name).
+    root = Path(root_name).resolve()
+    directory = (root / name).resolve()
+    if directory == root or not directory.is_relative_to(root):
+        return None
     return directory
 
 
