@@ -409,3 +409,31 @@ def test_routes_need_authentication(api_client):
     assert api_client.get("/api/context/").status_code == 401
     assert api_client.post("/api/context/generate-with-context", {"prompt": "x"}, format="json").status_code == 401
     assert ConversationContext.objects.count() == 0
+
+
+def test_the_output_serializers_answer_exactly_what_their_declared_fields_produce(user, project):
+    # The hot path's hand-written representations must never drift from the declared fields (and the schema).
+    from rest_framework import serializers
+
+    from memory_app.api.conversation import ContextSerializer, MessageSerializer
+
+    plain = context_create(owner=user)
+    rich = context_create(owner=user, project=project, context_type="chapter-1", metadata={"k": ["v", 1]})
+    context_append_message(context=rich, role="system", content="你是漫画编剧。")
+    context_append_message(context=rich, role="user", content="The hero opens the door.")
+    rich.refresh_from_db()
+    ContextMessage.objects.filter(context=rich, role="user").update(unanswered=True, archived=True)
+
+    for context in (plain, rich):
+        serializer = ContextSerializer(context)
+        assert serializer.to_representation(context) == serializers.ModelSerializer.to_representation(
+            serializer, context
+        )
+    messages = list(ContextMessage.objects.filter(context=rich).order_by("position"))
+    assert len(messages) == 2
+    for message in messages:
+        serializer = MessageSerializer(message)
+        assert serializer.to_representation(message) == serializers.ModelSerializer.to_representation(
+            serializer, message
+        )
+    assert MessageSerializer(messages[1]).data["created_at"].endswith("Z")
