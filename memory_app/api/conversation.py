@@ -49,6 +49,9 @@ class StrictIntegerField(serializers.IntegerField):
 
 # --- output ---------------------------------------------------------------------------------------------------
 
+# Formats datetimes exactly as a declared DateTimeField does (ISO 8601, UTC as "Z"); it holds no per-request state.
+_DATETIME = serializers.DateTimeField()
+
 
 class ContextSerializer(serializers.ModelSerializer):
     context_id = serializers.UUIDField(source="id", read_only=True)
@@ -76,6 +79,24 @@ class ContextSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance: ConversationContext) -> dict[str, Any]:
+        # Every message append answers with its context: the declared fields' output (they still describe the
+        # schema, and a test checks this equals what they produce) without building them for every response.
+        return {
+            "context_id": str(instance.id),
+            "context_type": instance.context_type,
+            "project_id": instance.project_id,
+            "owner": instance.owner.username,
+            "max_messages": instance.max_messages,
+            "max_tokens": instance.max_tokens,
+            "is_default": instance.is_default,
+            "metadata": instance.metadata,
+            "message_count": instance.message_count,
+            "token_count": instance.token_count,
+            "created_at": _DATETIME.to_representation(instance.created_at),
+            "last_activity": _DATETIME.to_representation(instance.last_updated),
+        }
+
 
 class MessageSerializer(serializers.ModelSerializer):
     summary = serializers.BooleanField(source="is_summary", read_only=True)
@@ -84,6 +105,19 @@ class MessageSerializer(serializers.ModelSerializer):
         model = ContextMessage
         fields = ["position", "role", "content", "token_count", "archived", "summary", "unanswered", "created_at"]
         read_only_fields = fields
+
+    def to_representation(self, instance: ContextMessage) -> dict[str, Any]:
+        # As ContextSerializer.to_representation: the declared fields' output, without building them each time.
+        return {
+            "position": instance.position,
+            "role": instance.role,
+            "content": instance.content,
+            "token_count": instance.token_count,
+            "archived": bool(instance.archived),
+            "summary": bool(instance.is_summary),
+            "unanswered": bool(instance.unanswered),
+            "created_at": _DATETIME.to_representation(instance.created_at),
+        }
 
 
 # --- input ----------------------------------------------------------------------------------------------------
