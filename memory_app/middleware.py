@@ -10,7 +10,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from memory_app.errors import PayloadTooLarge
+from memory_app.errors import MalformedRequest, PayloadTooLarge
 from memory_app.logging import current_request, current_request_id
 from memory_app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -59,8 +59,16 @@ def route_label(request: HttpRequest) -> str:
     return match.view_name if match.url_name else (match.route or "unmatched")
 
 
+def _has_nul(request: HttpRequest) -> bool:
+    # PostgreSQL cannot compare text with a NUL in it: such an id or filter would be a database error.
+    return "\x00" in request.path or any(
+        "\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()
+    )
+
+
 class ApiBodyLimitMiddleware:
-    """Refuses an API body over memory.api.max_body_bytes from its Content-Length, before it is read.
+    """Refuses an API body over memory.api.max_body_bytes from its Content-Length, before it is read, and a NUL
+    character in the path or the query string.
 
     A body without a Content-Length (chunked) is bounded while it is parsed (LimitedJSONParser).
     """
@@ -69,6 +77,12 @@ class ApiBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/") and _has_nul(request):
+            from memory_app.api.envelope import error_response
+
+            return error_response(
+                request, MalformedRequest("NUL characters are refused in the path and the query string.")
+            )
         if request.path.startswith("/api/"):
             limit = settings.MEMORY.api.max_body_bytes
             try:
