@@ -85,26 +85,30 @@ class LimitedJSONParser(parsers.JSONParser):
             raise drf_exceptions.ParseError("JSON nested too deeply.") from None
         except ValueError as exc:
             raise drf_exceptions.ParseError(f"JSON parse error - {exc}") from None
-        if _holds_nul(document):
-            # PostgreSQL stores no NUL in text or jsonb: refused here, not as a database error later.
-            raise drf_exceptions.ParseError("JSON strings and keys may not contain NUL (\\u0000) characters.")
+        where = _nul_path(document)
+        if where is not None:
+            # PostgreSQL stores no NUL in text or jsonb: refused here, naming the field, not as a database error.
+            raise drf_exceptions.ValidationError({where: ["NUL (\\u0000) characters are not allowed."]})
         return document
 
 
-def _holds_nul(document: Any) -> bool:
-    """True if any string or key anywhere in ``document`` contains U+0000 (iterative: any depth json allows)."""
-    pending = [document]
+def _nul_path(document: Any) -> str | None:
+    """The dotted path of the first string or key holding U+0000 in ``document``, or None (iterative, so any
+    depth the parser allowed is fine)."""
+    pending: list[tuple[str, Any]] = [("", document)]
     while pending:
-        value = pending.pop()
+        path, value = pending.pop()
         if isinstance(value, str):
             if "\x00" in value:
-                return True
+                return path or "non_field_errors"
         elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
+            for key, item in value.items():
+                if "\x00" in key:
+                    return path or "non_field_errors"
+                pending.append((f"{path}.{key}" if path else key, item))
         elif isinstance(value, list):
-            pending.extend(value)
-    return False
+            pending.extend((f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value))
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -174,7 +178,11 @@ def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int
         # A value the database cannot hold (a NUL character, a number out of range) that slipped past validation:
         # the request's fault, and nothing was written (the transaction is rolled back below).
         logger.warning("value refused by the database while serving %s: %s", getattr(request, "path", "?"), exc)
-        return 400, error_body(ErrorCode.VALIDATION_ERROR, "A value in the request cannot be stored.", {}), {}
+        return (
+            400,
+            error_body(ErrorCode.VALIDATION_ERROR, "A value in the request is not valid for the database.", {}),
+            {},
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.error("database unavailable: %s", exc)
         return (
