@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.fields import FreeFormDictField
 from memory_app.api.history import AnyContentNegotiation
 from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
@@ -72,8 +73,8 @@ class WorkflowSnapshotSerializer(serializers.ModelSerializer):
 class WorkflowStartSerializer(serializers.Serializer):
     workflow_type = serializers.CharField(max_length=64)
     project_id = serializers.CharField(max_length=64)
-    input = serializers.DictField(required=False, default=dict)
-    preferences = serializers.DictField(required=False, default=dict)
+    input = FreeFormDictField(required=False, default=dict)
+    preferences = FreeFormDictField(required=False, default=dict)
 
 
 class WorkflowRestoreSerializer(serializers.Serializer):

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.fields import FreeFormDictField
 from memory_app.api.pagination import StrictPageNumberPagination
 from memory_app.errors import ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext
@@ -92,7 +93,7 @@ class ContextCreateSerializer(serializers.Serializer):
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
     context_type = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False, default="general")
     project_id = serializers.CharField(required=False, allow_null=True, max_length=64)
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = FreeFormDictField(required=False, default=dict)
 
 
 def _validate_text(value: str) -> str:
@@ -318,7 +319,8 @@ class ContextExportView(APIView):
 class ContextImportView(APIView):
     @extend_schema(tags=TAGS, request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
-        contexts = context_import(owner=request.user, document=request.data)
+        document = FreeFormDictField().run_validation(request.data)
+        contexts = context_import(owner=request.user, document=document)
         return Response(
             {"imported": [str(context.id) for context in contexts], "count": len(contexts)},
             status=status.HTTP_201_CREATED,

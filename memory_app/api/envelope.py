@@ -85,30 +85,7 @@ class LimitedJSONParser(parsers.JSONParser):
             raise drf_exceptions.ParseError("JSON nested too deeply.") from None
         except ValueError as exc:
             raise drf_exceptions.ParseError(f"JSON parse error - {exc}") from None
-        where = _nul_path(document)
-        if where is not None:
-            # PostgreSQL stores no NUL in text or jsonb: refused here, naming the field, not as a database error.
-            raise drf_exceptions.ValidationError({where: ["NUL (\\u0000) characters are not allowed."]})
         return document
-
-
-def _nul_path(document: Any) -> str | None:
-    """The dotted path of the first string or key holding U+0000 in ``document``, or None (iterative, so any
-    depth the parser allowed is fine)."""
-    pending: list[tuple[str, Any]] = [("", document)]
-    while pending:
-        path, value = pending.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return path or "non_field_errors"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if "\x00" in key:
-                    return path or "non_field_errors"
-                pending.append((f"{path}.{key}" if path else key, item))
-        elif isinstance(value, list):
-            pending.extend((f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value))
-    return None
 
 
 def _refuse_constant(name: str) -> Any:

@@ -20,36 +20,47 @@ def written() -> tuple[int, int, int, int]:
     )
 
 
+NUL = "NUL (\\u0000) characters are not allowed"
+DRF_NUL = "Null characters are not allowed."
+
+
 @pytest.mark.parametrize(
-    ("path", "body", "field"),
+    ("path", "body", "field", "message"),
     [
-        ("/api/projects/", {"name": "a\x00b"}, "name"),
-        ("/api/projects/", {"name": "ok", "description": "x\x00"}, "description"),
-        ("/api/context/create", {"metadata": {"note": "x\x00y"}}, "metadata.note"),
-        ("/api/context/create", {"metadata": {"key\x00": "y"}}, "metadata"),
-        ("/api/context/create", {"metadata": {"list": [[["\x00"]]]}}, "metadata.list.0.0.0"),
+        ("/api/projects/", {"name": "a\x00b"}, "name", DRF_NUL),
+        ("/api/projects/", {"name": "ok", "description": "x\x00"}, "description", DRF_NUL),
+        ("/api/context/create", {"metadata": {"note": "x\x00y"}}, "metadata", f"{NUL} (at 'note')."),
+        ("/api/context/create", {"metadata": {"key\x00": "y"}}, "metadata", f"{NUL}."),
+        ("/api/context/create", {"metadata": {"list": [[["\x00"]]]}}, "metadata", f"{NUL} (at 'list.0.0.0')."),
         (
             "/api/styles/",
-            {"template_id": "nul_style", "name": "n", "visual_parameters": {"a": "\x00"}},
-            "visual_parameters.a",
+            {"template_id": "nul_style", "name": "n", "visual_parameters": {"a": {"b": "\x00"}}},
+            "visual_parameters",
+            f"{NUL} (at 'a.b').",
         ),
         (
             "/api/workflows/",
             {"workflow_type": "text_compression", "project_id": "proj-001", "input": {"text": "小明\x00。"}},
-            "input.text",
+            "input",
+            f"{NUL} (at 'text').",
         ),
         (
             "/api/workflows/",
             {"workflow_type": "comic_generation", "project_id": "proj-001", "input": {"text": "小明。", "x": "\x00"}},
-            "input.x",
+            "input",
+            f"{NUL} (at 'x').",
         ),
-        ("/api/context/generate-with-context", {"prompt": "hi\x00"}, "prompt"),
-        ("/api/context/import", ["\x00"], "0"),
-        ("/api/context/import", "\x00", "non_field_errors"),
+        (
+            "/api/workflows/",
+            {"workflow_type": "comic_generation", "project_id": "proj-001", "preferences": {"k": ["\x00"]}},
+            "preferences",
+            f"{NUL} (at 'k.0').",
+        ),
+        ("/api/context/generate-with-context", {"prompt": "hi\x00"}, "prompt", DRF_NUL),
     ],
 )
-def test_a_nul_anywhere_in_a_json_body_is_400_naming_the_field_and_writes_nothing(
-    auth_client, project, django_capture_on_commit_callbacks, path, body, field
+def test_a_nul_in_a_stored_field_is_400_naming_the_field_and_writes_nothing(
+    auth_client, project, django_capture_on_commit_callbacks, path, body, field, message
 ):
     before = written()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -58,8 +69,31 @@ def test_a_nul_anywhere_in_a_json_body_is_400_naming_the_field_and_writes_nothin
     assert response.status_code == 400, response.content[:300]
     error = response.json()["error"]
     assert error["code"] == "VALIDATION_ERROR"
-    assert error["details"]["fields"] == {field: ["NUL (\\u0000) characters are not allowed."]}
+    assert error["details"]["fields"][field] == [message]
     assert (written(), callbacks) == (before, [])
+
+
+def test_a_nul_in_a_field_the_api_ignores_is_ignored_too(auth_client):
+    response = auth_client.post("/api/projects/", {"name": "ok", "unknown\x00": {"x\x00": "\x00"}}, format="json")
+
+    assert response.status_code == 201
+    assert Project.objects.get().name == "ok"
+
+
+def test_a_nul_in_an_imported_document_is_a_4xx_and_imports_nothing(auth_client):
+    context_id = "6f1b0b5e-8a55-4a53-9d6e-1a1d0d7a5a01"
+    document = {
+        "context_persistence": {
+            "version": "1.0",
+            "contexts": {context_id: {"conversation_id": context_id, "metadata": {"a": "\x00"}, "messages": []}},
+        }
+    }
+
+    response = auth_client.post("/api/context/import", document, format="json")
+
+    assert 400 <= response.status_code < 500, response.content[:300]
+    assert response.json()["success"] is False
+    assert ConversationContext.objects.count() == 0
 
 
 def test_an_escaped_backslash_before_u0000_is_ordinary_text(auth_client):
