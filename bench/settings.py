@@ -28,7 +28,7 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"anon": "10000000/min", "user": "10000000/min", "auth": "10000000/min"},
 }
-# The fan-out workflow that stands in for the comic generation pipeline.
+# The per-step benchmark's chain of trivial steps and its bare baseline task.
 WORKFLOW_MODULES = [*WORKFLOW_MODULES, "bench.workflow_types"]
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
 

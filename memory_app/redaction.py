@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -42,6 +43,12 @@ def normalise_key(key: str) -> str:
 def is_sensitive(key: Any, names: frozenset[str] = SENSITIVE_NAMES) -> bool:
     if not isinstance(key, str):
         return False
+    return _is_sensitive_key(key, names)
+
+
+@lru_cache(maxsize=4096)
+def _is_sensitive_key(key: str, names: frozenset[str]) -> bool:
+    # Remembered: the same few keys come back in every record and every item of a workflow's data.
     normalised = normalise_key(key)
     return normalised in names or any(normalised.endswith(f"_{name}") for name in names)
 

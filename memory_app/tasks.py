@@ -10,7 +10,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_init, worker_process_shutdown
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from memory_app.metrics import metrics_process_dead, metrics_worker_serve
@@ -62,7 +62,8 @@ def cache_cleanup_task() -> dict[str, Any]:
         return skipped
     report = cache_cleanup(max_batches=1)
     if report.more:
-        cache_cleanup_task.delay()
+        # Sent once whatever this task wrote is committed (at once outside a transaction), never for a rollback.
+        transaction.on_commit(cache_cleanup_task.delay)
     return report.as_dict()
 
 
@@ -99,7 +100,7 @@ def history_archive_task() -> dict[str, Any]:
         return skipped
     result = history_archive_run(max_batches=settings.MEMORY.history.archive_batches_per_task)
     if result.more:
-        history_archive_task.delay()
+        transaction.on_commit(history_archive_task.delay)
         swept = 0
     else:
         # The last task of a chain removes files an earlier crash may have left.

@@ -16,10 +16,12 @@ from rest_framework.views import APIView
 
 from memory_app.api.fields import FreeFormDictField
 from memory_app.api.history import AnyContentNegotiation
+from memory_app.api.strict_fields import ProjectIdField, StrictChoiceField
 from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
 from workflows import engine
+from workflows.pipelines.common import output_folder
 
 
 class WorkflowStateSerializer(serializers.ModelSerializer):
@@ -71,8 +73,13 @@ class WorkflowSnapshotSerializer(serializers.ModelSerializer):
 
 
 class WorkflowStartSerializer(serializers.Serializer):
-    workflow_type = serializers.CharField(max_length=64)
-    project_id = serializers.CharField(max_length=64)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The types registered when the request (or the schema) is made, not when this module was imported.
+        self.fields["workflow_type"].choices = sorted(engine.workflow_types())
+
+    workflow_type = StrictChoiceField(choices=[])
+    project_id = ProjectIdField()
     input = FreeFormDictField(required=False, default=dict)
     preferences = FreeFormDictField(required=False, default=dict)
 
@@ -200,10 +207,16 @@ class WorkflowOutputView(APIView):
     def get(self, request: Request, workflow_id: str, name: str) -> FileResponse:
         run = workflow_get(user=request.user, workflow_id=workflow_id)
         outputs = (run.data or {}).get("outputs") or {}
-        listed = {path.rsplit("/", 1)[-1]: path for path in [*outputs.get("panels", []), *outputs.get("pages", [])]}
-        # Only a name the run itself listed is served: the storage path comes from the state, never the request.
+        folder = f"{output_folder(run.project_id, str(run.pk))}/"
+        listed = {
+            path.rsplit("/", 1)[-1]: path
+            for path in [*outputs.get("panels", []), *outputs.get("pages", [])]
+            if isinstance(path, str)
+        }
+        # Only a name the run itself listed is served: the storage path comes from the state, never the request,
+        # and only from the run's own folder, whatever a restored or edited state says.
         path = listed.get(name)
-        if path is None:
+        if path is None or not path.startswith(folder) or "/" in path[len(folder) :]:
             raise NotFound(
                 f"Workflow {run.pk} has no output '{name}'.",
                 details={"workflow_id": str(run.pk), "name": name, "suggestion": "See data.outputs of the run."},

@@ -17,9 +17,8 @@ import os
 import random
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -53,7 +52,11 @@ class RetryableStepError(Exception):
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step function sees. ``item`` and ``unit_index`` are set for a fan-out unit."""
+    """What a step function sees. ``item`` and ``unit_index`` are set for a fan-out unit.
+
+    ``project`` and ``owner`` are set for ``commit``: the run's, read with its row lock, so a commit that records
+    history needs no query of its own for them.
+    """
 
     workflow_id: str
     workflow_type: str
@@ -64,6 +67,8 @@ class StepContext:
     attempt: int
     unit_index: int = 0
     item: Any = None
+    project: Project | None = None
+    owner: Any = None
 
 
 @dataclass(frozen=True)
@@ -191,12 +196,12 @@ def _error(exc: BaseException, *, unit: WorkflowUnit, retryable: bool) -> dict[s
 
 
 def _send_on_commit(units: Iterable[WorkflowUnit], countdown: float | None = None) -> None:
-    """Give each unit a fresh task id now (so cancel can revoke it) and send its message after commit."""
-    pending: list[tuple[int, str]] = []
-    for unit in units:
-        task_id = str(uuid.uuid4())
-        state.workflow_unit_set_task(unit=unit, task_id=task_id)
-        pending.append((unit.pk, task_id))
+    """Send each unit's message, under the task id stored on the unit (cancel revokes it), after commit.
+
+    New units get their task id when they are created; a unit sent again first gets a fresh one
+    (``_resend_on_commit``).
+    """
+    pending = [(unit.pk, unit.task_id) for unit in units]
 
     def send() -> None:
         from workflows.tasks import run_unit
@@ -206,6 +211,11 @@ def _send_on_commit(units: Iterable[WorkflowUnit], countdown: float | None = Non
 
     if pending:
         transaction.on_commit(send)
+
+
+def _resend_on_commit(units: list[WorkflowUnit], countdown: float | None = None) -> None:
+    state.workflow_units_renew_task_ids(units=units)
+    _send_on_commit(units, countdown=countdown)
 
 
 def _begin_current_step(run: WorkflowState) -> None:
@@ -226,7 +236,7 @@ def _begin_current_step(run: WorkflowState) -> None:
         count = 1
     units = state.workflow_units_create(workflow=run, count=count)
     if isinstance(step, FanOutStep):
-        state.workflow_fan_out_progress(workflow=run, fan_out=True)
+        state.workflow_fan_out_progress(workflow=run, segments=state.Segments(total=count, completed=0, current=0))
     _send_on_commit(units)
 
 
@@ -258,7 +268,7 @@ def _dispatch_current_step(run: WorkflowState) -> None:
         step = workflow_type_get(run.workflow_type).steps[run.step_index]
         _finish_step(run, step, state.workflow_unit_results(workflow=run))
         return
-    _send_on_commit(state.workflow_units_reset(workflow=run))
+    _resend_on_commit(state.workflow_units_reset(workflow=run))
 
 
 # --- the unit runner (the body of the Celery task) ---------------------------------------------------------
@@ -324,16 +334,19 @@ def _record(unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, r
             # Our lease expired and another worker took the unit over: its run is the one that counts.
             return {"unit": unit.pk, "outcome": "skipped"}
         if step.commit is not None:
-            step.commit(context, result)
+            step.commit(replace(context, project=run.project, owner=run.owner), result)
         if run.status == WorkflowStatus.FAILED:
             return {"unit": unit.pk, "outcome": "done"}
-        fan_out = isinstance(step, FanOutStep)
-        remaining = run.units.filter(step_key=unit.step_key).exclude(status=UnitStatus.DONE).exists()
-        if remaining:
-            state.workflow_fan_out_progress(workflow=run, fan_out=fan_out)
-        else:
-            # The run's row lock makes this the one and only transaction that sees no unit left.
+        # The run's row lock makes this the one and only transaction that sees no unit of the step left. A plain
+        # step has exactly one unit: this one.
+        if isinstance(step, FanOutStep):
+            segments = state.workflow_segments(workflow=run)
+            if segments.completed < segments.total:
+                state.workflow_fan_out_progress(workflow=run, segments=segments)
+                return {"unit": unit.pk, "outcome": "done"}
             _finish_step(run, step, state.workflow_unit_results(workflow=run))
+        else:
+            _finish_step(run, step, [result])
     return {"unit": unit.pk, "outcome": "done"}
 
 
@@ -348,7 +361,7 @@ def _handle_failure(unit: WorkflowUnit, exc: BaseException) -> dict[str, Any]:
             delay = retry_delay(unit.attempts)
             if state.workflow_unit_schedule_retry(unit=unit, error=error, delay_seconds=delay):
                 logger.info("unit %s of %s: %s, retry in %.1f s", unit.pk, run.pk, error["type"], delay)
-                _send_on_commit([unit], countdown=delay)
+                _resend_on_commit([unit], countdown=delay)
                 return {"unit": unit.pk, "outcome": "retry", "delay": delay}
             return {"unit": unit.pk, "outcome": "skipped"}
         logger.warning("unit %s of %s failed: %s: %s", unit.pk, run.pk, error["type"], error["message"])
@@ -455,7 +468,7 @@ def workflow_recover() -> dict[str, Any]:
     for unit in state.workflow_units_expired():
         with transaction.atomic():
             if state.workflow_unit_release_expired(unit=unit):
-                _send_on_commit([unit])
+                _resend_on_commit([unit])
                 requeued += 1
     in_flight = state.workflow_units_in_flight()
     if requeued:

@@ -194,6 +194,11 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_TIME_LIMIT = 30 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes the database connection around every task unless this is set: a new connection
+# (and its set-up queries) per workflow step. With it, a worker process keeps its connection and closes it after
+# this many tasks; around each task ``comicmem_site.celery`` applies Django's own rule, as for a request
+# (closed once older than CONN_MAX_AGE or unusable, health-checked before reuse).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -253,6 +258,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Bodies are documented as JSON only: form encodings carry no types (every value a string) and the API's
+    # strict fields refuse them, so a client that follows the schema must send JSON.
+    "PARSER_WHITELIST": ["memory_app.api.envelope.LimitedJSONParser"],
+    # A required text field refuses "" (DRF's allow_blank=False): say so with minLength 1.
+    "ENFORCE_NON_BLANK_FIELDS": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "memory_app.api.schema.wrap_responses_in_envelope",

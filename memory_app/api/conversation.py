@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.urls import URLPattern, re_path
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,14 +16,16 @@ from rest_framework.views import APIView
 
 from memory_app.api.fields import FreeFormDictField
 from memory_app.api.pagination import StrictPageNumberPagination
+from memory_app.api.strict_fields import ProjectIdField, StrictCharField, StrictChoiceField, StrictRegexField
 from memory_app.errors import ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.selectors.conversation import context_get, context_list, context_messages
 from memory_app.selectors.projects import project_get
 from memory_app.services.conversation import (
+    PERSISTENCE_VERSION,
     ROLES,
     NewMessage,
-    context_append_messages,
+    context_append_messages_for,
     context_clear,
     context_create,
     context_delete,
@@ -91,9 +93,14 @@ class MessageSerializer(serializers.ModelSerializer):
 class ContextCreateSerializer(serializers.Serializer):
     max_messages = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
-    context_type = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False, default="general")
-    project_id = serializers.CharField(required=False, allow_null=True, max_length=64)
+    context_type = StrictRegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False, default="general")
+    project_id = ProjectIdField(required=False, allow_null=True)
     metadata = FreeFormDictField(required=False, default=dict)
+
+
+# Also the schema's pattern: some character that is not white space (JSON Schema patterns search, like this).
+NON_EMPTY = RegexValidator(r"\S", "Must be non-empty text.")
+NON_EMPTY_MESSAGES = {"blank": "Must be non-empty text."}
 
 
 def _validate_text(value: str) -> str:
@@ -106,8 +113,8 @@ def _validate_text(value: str) -> str:
 
 
 class MessageInputSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=ROLES)
-    content = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    role = StrictChoiceField(choices=ROLES)
+    content = StrictCharField(trim_whitespace=False, validators=[NON_EMPTY], error_messages=NON_EMPTY_MESSAGES)
 
     def validate_content(self, value: str) -> str:
         return _validate_text(value)
@@ -115,8 +122,14 @@ class MessageInputSerializer(serializers.Serializer):
 
 class GenerateSerializer(serializers.Serializer):
     context_id = serializers.UUIDField(required=False, allow_null=True)
-    prompt = serializers.CharField(trim_whitespace=False, allow_blank=True)
-    system = serializers.CharField(trim_whitespace=False, allow_blank=True, required=False, allow_null=True)
+    prompt = StrictCharField(trim_whitespace=False, validators=[NON_EMPTY], error_messages=NON_EMPTY_MESSAGES)
+    system = StrictCharField(
+        trim_whitespace=False,
+        validators=[NON_EMPTY],
+        error_messages=NON_EMPTY_MESSAGES,
+        required=False,
+        allow_null=True,
+    )
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False, allow_null=True)
 
@@ -184,12 +197,59 @@ def _boolean_param(request: Request, name: str) -> bool:
     raise ValidationFailed(f"'{name}' must be true or false.", details={"fields": {name: ["Must be true or false."]}})
 
 
+_PERSISTED_MESSAGE_FIELDS = {
+    "role": serializers.ChoiceField(choices=ROLES),
+    "content": serializers.CharField(allow_blank=True),
+    "summary": serializers.BooleanField(required=False),
+    "position": serializers.IntegerField(required=False, allow_null=True),
+    "created_at": serializers.JSONField(required=False, help_text="Epoch seconds or an ISO datetime."),
+}
+PERSISTENCE_DOCUMENT = inline_serializer(
+    "ContextPersistenceDocument",
+    {
+        "context_persistence": inline_serializer(
+            "ContextPersistence",
+            {
+                "version": serializers.ChoiceField(choices=[PERSISTENCE_VERSION]),
+                "contexts": serializers.DictField(
+                    help_text="Keyed by conversation_id.",
+                    child=inline_serializer(
+                        "PersistedContext",
+                        {
+                            "conversation_id": serializers.UUIDField(),
+                            "messages": inline_serializer(
+                                "PersistedMessage", _PERSISTED_MESSAGE_FIELDS, many=True, required=False
+                            ),
+                            "metadata": serializers.DictField(required=False),
+                            "context_type": serializers.CharField(required=False, max_length=64),
+                            "project_id": serializers.CharField(required=False, allow_null=True, allow_blank=True),
+                            "max_messages": serializers.IntegerField(required=False, allow_null=True, min_value=1),
+                            "max_tokens": serializers.IntegerField(required=False, allow_null=True, min_value=1),
+                            "created_at": serializers.JSONField(required=False),
+                            "last_updated": serializers.JSONField(required=False),
+                        },
+                    ),
+                ),
+                "default_context_id": serializers.UUIDField(required=False, allow_null=True),
+                "last_saved": serializers.CharField(required=False, allow_null=True, allow_blank=True),
+            },
+        )
+    },
+)
+IMPORT_RESULT = inline_serializer(
+    "ContextImportResult",
+    {"imported": serializers.ListField(child=serializers.UUIDField()), "count": serializers.IntegerField()},
+)
+
+
 # --- views ----------------------------------------------------------------------------------------------------
 
 TAGS = ["conversation"]
 
 
 class ContextListCreateView(APIView):
+    pagination_class = StrictPageNumberPagination  # read by the schema generator: the list is paginated
+
     @extend_schema(tags=TAGS, responses=ContextSerializer(many=True))
     def get(self, request: Request) -> Response:
         paginator = StrictPageNumberPagination()
@@ -242,6 +302,8 @@ class ContextClearView(APIView):
 
 
 class ContextMessagesView(APIView):
+    pagination_class = StrictPageNumberPagination
+
     @extend_schema(
         tags=TAGS,
         parameters=[OpenApiParameter("include_archived", bool, description="Every stored message, not the window.")],
@@ -259,8 +321,12 @@ class ContextMessagesView(APIView):
 
     @extend_schema(tags=TAGS, request=MessageInputSerializer(many=True), responses={201: MessageSerializer(many=True)})
     def post(self, request: Request, context_id: str) -> Response:
-        context = context_get(user=request.user, context_id=context_id)
-        context, rows = context_append_messages(context=context, messages=_messages_from(request.data))
+        try:
+            messages = _messages_from(request.data)
+        except serializers.ValidationError:
+            context_get(user=request.user, context_id=context_id)  # an unknown context is a 404 whatever the body
+            raise
+        context, rows = context_append_messages_for(user=request.user, context_id=context_id, messages=messages)
         # "archived": true on an appended message means a later message of the same batch pushed it out.
         return Response(
             {"context": ContextSerializer(context).data, "messages": MessageSerializer(rows, many=True).data},
@@ -304,7 +370,7 @@ class ContextExportView(APIView):
     @extend_schema(
         tags=TAGS,
         parameters=[OpenApiParameter("context_id", str, description="One context; all of yours without it.")],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: PERSISTENCE_DOCUMENT},
     )
     def get(self, request: Request) -> Response:
         context_id = request.query_params.get("context_id")
@@ -317,7 +383,7 @@ class ContextExportView(APIView):
 
 
 class ContextImportView(APIView):
-    @extend_schema(tags=TAGS, request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(tags=TAGS, request=PERSISTENCE_DOCUMENT, responses={201: IMPORT_RESULT})
     def post(self, request: Request) -> Response:
         document = FreeFormDictField().run_validation(request.data)
         contexts = context_import(owner=request.user, document=document)

@@ -11,6 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.fields import FreeFormDictField
+from memory_app.api.schema import PROJECT_ID_FILTER_PATTERN
+from memory_app.api.strict_fields import ProjectIdField, StrictCharField, StrictRegexField
 from memory_app.models import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.selectors.creative import character_get, character_list, style_get, style_list, style_usage_list
 from memory_app.selectors.projects import project_get
@@ -71,18 +73,18 @@ class StyleTemplateSerializer(serializers.ModelSerializer):
 
 
 class StyleCreateSerializer(serializers.Serializer):
-    template_id = serializers.RegexField(STYLE_ID_PATTERN, max_length=64)
-    name = serializers.CharField(max_length=200)
-    prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
-    negative_prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
+    template_id = StrictRegexField(STYLE_ID_PATTERN, max_length=64)
+    name = StrictCharField(max_length=200)
+    prompt = StrictCharField(required=False, allow_blank=True, default="", max_length=4000)
+    negative_prompt = StrictCharField(required=False, allow_blank=True, default="", max_length=4000)
     visual_parameters = FreeFormDictField(required=False, default=dict)
     reference_examples = serializers.ListField(
-        child=serializers.CharField(max_length=500), required=False, default=list, max_length=20
+        child=StrictCharField(max_length=500), required=False, default=list, max_length=20
     )
 
 
 class StyleRateSerializer(serializers.Serializer):
-    project_id = serializers.CharField(max_length=64)
+    project_id = ProjectIdField()
     satisfaction_score = serializers.FloatField(min_value=0.0, max_value=5.0)
 
 
@@ -90,7 +92,12 @@ class CharacterListView(GenericAPIView):
     serializer_class = CharacterSerializer
     queryset = Character.objects.none()
 
-    @extend_schema(tags=["creative"], operation_id="characters_list", parameters=[OpenApiParameter("project_id", str)])
+    @extend_schema(
+        tags=["creative"],
+        operation_id="characters_list",
+        parameters=[OpenApiParameter("project_id", str, pattern=PROJECT_ID_FILTER_PATTERN)],
+        responses=CharacterSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         project_id = request.query_params.get("project_id") or None
         if project_id is not None:
@@ -100,7 +107,11 @@ class CharacterListView(GenericAPIView):
 
 
 class CharacterDetailView(APIView):
-    @extend_schema(tags=["creative"], responses=CharacterSerializer)
+    @extend_schema(
+        tags=["creative"],
+        parameters=[OpenApiParameter("character_id", int, OpenApiParameter.PATH)],
+        responses=CharacterSerializer,
+    )
     def get(self, request: Request, character_id: str) -> Response:
         return Response(CharacterSerializer(character_get(user=request.user, character_id=character_id)).data)
 
@@ -109,7 +120,7 @@ class StyleListCreateView(GenericAPIView):
     serializer_class = StyleTemplateSerializer
     queryset = StyleTemplate.objects.none()
 
-    @extend_schema(tags=["creative"], operation_id="styles_list")
+    @extend_schema(tags=["creative"], operation_id="styles_list", responses=StyleTemplateSerializer(many=True))
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(style_list(user=request.user))
         return self.get_paginated_response(StyleTemplateSerializer(page, many=True).data)

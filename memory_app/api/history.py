@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.utils import timezone
@@ -17,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.pagination import parse_limit
+from memory_app.api.schema import HISTORY_SCOPE_PATTERN
 from memory_app.errors import NotFound
 from memory_app.models import HistoryArchive, HistoryRecord
 from memory_app.selectors.history import (
@@ -109,11 +111,17 @@ ARCHIVE_LIST = inline_serializer(
     {"project_id": serializers.CharField(), "archives": HistoryArchiveSerializer(many=True)},
 )
 
+SCOPE_PATH = OpenApiParameter("project_id", str, OpenApiParameter.PATH, pattern=HISTORY_SCOPE_PATTERN)
 FILTER_PARAMETERS = [
+    SCOPE_PATH,
     OpenApiParameter("start_date", OpenApiTypes.STR, description="ISO date or datetime (UTC when naive), inclusive"),
     OpenApiParameter("end_date", OpenApiTypes.STR, description="ISO date (the whole day) or datetime, inclusive"),
     OpenApiParameter("action_type", OpenApiTypes.STR, description="an action of the vocabulary; commas for several"),
-    OpenApiParameter("limit", OpenApiTypes.INT, description="1..1000, default 50"),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": settings.MEMORY.api.max_page_size},
+        description=f"1..{settings.MEMORY.api.max_page_size}, default {settings.MEMORY.api.default_page_size}",
+    ),
     OpenApiParameter("cursor", OpenApiTypes.STR, description="next_cursor of the previous page"),
 ]
 
@@ -197,7 +205,12 @@ class TimelineView(APIView):
 class HistoryArchiveListView(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(tags=["history"], operation_id="memory_history_archives_list", responses=ARCHIVE_LIST)
+    @extend_schema(
+        tags=["history"],
+        operation_id="memory_history_archives_list",
+        parameters=[SCOPE_PATH],
+        responses=ARCHIVE_LIST,
+    )
     def get(self, request: Request, project_id: str) -> Response:
         scope = history_scope_get(user=request.user, project_id=project_id)
         archives = history_archive_list(scope=scope)
@@ -221,6 +234,7 @@ class HistoryArchiveDownloadView(APIView):
     @extend_schema(
         tags=["history"],
         operation_id="memory_history_archive_download",
+        parameters=[SCOPE_PATH, OpenApiParameter("archive_id", int, OpenApiParameter.PATH)],
         responses={(200, "application/gzip"): OpenApiTypes.BINARY},
     )
     def get(self, request: Request, project_id: str, archive_id: str) -> FileResponse:

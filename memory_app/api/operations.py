@@ -25,6 +25,11 @@ from memory_app.errors import ValidationFailed
 from memory_app.metrics import metrics_exposition
 from memory_app.selectors.operations import metrics_current, usage_analysis
 
+
+def _longest_window() -> int:
+    return settings.MEMORY.monitoring.snapshot_retention_days * 24
+
+
 _CachePerformance = inline_serializer(
     "CachePerformance",
     {
@@ -67,7 +72,13 @@ class MemoryAnalysisView(APIView):
 
     @extend_schema(
         tags=["operations"],
-        parameters=[OpenApiParameter("hours", int, description="Window of snapshots analysed (default 24).")],
+        parameters=[
+            OpenApiParameter(
+                "hours",
+                {"type": "integer", "minimum": 1, "maximum": _longest_window()},
+                description="Window of snapshots analysed (default 24), at most the snapshot retention.",
+            )
+        ],
         responses=inline_serializer(
             "UsageAnalysis",
             {
@@ -89,7 +100,7 @@ class MemoryAnalysisView(APIView):
     )
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("hours", "24")
-        longest = settings.MEMORY.monitoring.snapshot_retention_days * 24
+        longest = _longest_window()
         # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= longest:
             raise ValidationFailed(

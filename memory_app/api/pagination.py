@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
@@ -16,8 +18,9 @@ def parse_limit(
     maximum = maximum or settings.MEMORY.api.max_page_size
     default = default or settings.MEMORY.api.default_page_size
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
+    # "" is refused like any other non-integer: the schema says integer, and a silent default hides a client bug.
     try:
         value = int(raw)
     except ValueError:
@@ -41,3 +44,13 @@ class StrictPageNumberPagination(PageNumberPagination):
 
     def get_page_size(self, request: Request) -> int:
         return parse_limit(request, name=self.page_size_query_param, default=self.page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        """DRF's two parameters with the bounds this class enforces (a page below 1 or a size out of range is a
+        400; a page past the last one is a 404)."""
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["maximum"] = self.max_page_size
+        return parameters

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from memory_app.models import Project, validate_project_id
+from memory_app.api.strict_fields import ProjectIdField, StrictCharField
+from memory_app.models import PROJECT_ID_PATTERN, Project
 from memory_app.selectors.projects import project_get, project_list
 from memory_app.services.projects import project_create, project_delete, project_update
 
@@ -22,23 +23,30 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 
 class ProjectCreateSerializer(serializers.Serializer):
-    id = serializers.CharField(max_length=64, required=False, validators=[validate_project_id])
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    id = ProjectIdField(required=False)
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(required=False, allow_blank=True, default="", max_length=10_000)
 
 
 class ProjectUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, required=False)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    name = StrictCharField(max_length=200, required=False)
+    description = StrictCharField(required=False, allow_blank=True, max_length=10_000)
+
+
+PROJECT_PATH = [OpenApiParameter("id", str, OpenApiParameter.PATH, pattern=PROJECT_ID_PATTERN.pattern)]
 
 
 @extend_schema_view(
     list=extend_schema(tags=["projects"]),
-    retrieve=extend_schema(tags=["projects"]),
+    retrieve=extend_schema(tags=["projects"], parameters=PROJECT_PATH),
     create=extend_schema(tags=["projects"], request=ProjectCreateSerializer, responses={201: ProjectSerializer}),
-    partial_update=extend_schema(tags=["projects"], request=ProjectUpdateSerializer, responses=ProjectSerializer),
-    update=extend_schema(tags=["projects"], request=ProjectUpdateSerializer, responses=ProjectSerializer),
-    destroy=extend_schema(tags=["projects"], responses={200: None}),
+    partial_update=extend_schema(
+        tags=["projects"], parameters=PROJECT_PATH, request=ProjectUpdateSerializer, responses=ProjectSerializer
+    ),
+    update=extend_schema(
+        tags=["projects"], parameters=PROJECT_PATH, request=ProjectUpdateSerializer, responses=ProjectSerializer
+    ),
+    destroy=extend_schema(tags=["projects"], parameters=PROJECT_PATH, responses={200: None}),
 )
 class ProjectViewSet(viewsets.GenericViewSet):
     serializer_class = ProjectSerializer

@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from memory_app.errors import ErrorCode
+from memory_app.models import PROJECT_ID_PATTERN
+
+# A project id, or "" (an empty filter is no filter), as a query parameter's pattern.
+PROJECT_ID_FILTER_PATTERN = r"^(?:" + PROJECT_ID_PATTERN.pattern.strip("^$") + r")?$"
+# A project id in a path; staff may also name the system-wide history scope.
+HISTORY_SCOPE_PATTERN = r"^(?:_system|" + PROJECT_ID_PATTERN.pattern.strip("^$") + r")$"
 
 METADATA = {
     "type": "object",
@@ -44,6 +50,8 @@ COMMON_ERRORS = {
     "503": "A backing service is unavailable.",
 }
 BODY_ERRORS = {"400": "Validation error.", "413": "Body too large.", "415": "Unsupported media type."}
+# Every write can meet an object that exists already, a per-user limit, or a state that forbids it.
+WRITE_ERRORS = {"409": "Conflict: the object exists, a limit is reached, or its state forbids the operation."}
 
 
 def _success(schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -58,8 +66,36 @@ def _success(schema: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+# DRF's CharField refuses NUL characters in any input string; a request schema says so in its pattern.
+NO_NUL = "[^\\u0000]*"
+
+
+def _forbid_nul(schema: Any) -> None:
+    """Every free-form string of a request schema refuses NUL, as the server does (recursively, in place)."""
+    if isinstance(schema, list):
+        for item in schema:
+            _forbid_nul(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and "format" not in schema and "enum" not in schema:
+        pattern = schema.get("pattern")
+        if pattern is None:
+            schema["pattern"] = f"^{NO_NUL}$"
+        elif pattern == "\\S":
+            schema["pattern"] = f"^{NO_NUL}[^\\s\\u0000]{NO_NUL}$"
+    for key, value in schema.items():
+        if key in {"properties", "additionalProperties", "items", "oneOf", "anyOf", "allOf"}:
+            _forbid_nul(list(value.values()) if key == "properties" else value)
+
+
 def wrap_responses_in_envelope(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in schemas.items():
+        # COMPONENT_SPLIT_REQUEST: the input side of each serializer; the persistence document that import reads
+        # is parsed by its own model, not by DRF's fields.
+        if name.endswith("Request") and not name.startswith(("ContextPersistence", "Persisted")):
+            _forbid_nul(schema)
     schemas["EnvelopeMetadata"] = METADATA
     schemas["ApiError"] = ERROR
     schemas["ErrorEnvelope"] = ERROR_ENVELOPE
@@ -82,6 +118,8 @@ def wrap_responses_in_envelope(result: dict[str, Any], generator: Any, request: 
             errors = dict(COMMON_ERRORS)
             if method in {"post", "put", "patch"} or operation.get("parameters"):
                 errors.update(BODY_ERRORS)
+            if method != "get":
+                errors.update(WRITE_ERRORS)
             for status, description in errors.items():
                 responses.setdefault(status, {"description": description, "content": error_content})
     return result

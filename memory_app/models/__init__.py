@@ -6,6 +6,7 @@ from memory_app.models.history import (
     SYSTEM_SCOPE,
     HistoryAction,
     HistoryArchive,
+    HistoryDailyCount,
     HistoryRecord,
 )
 from memory_app.models.operations import MetricSnapshot
@@ -35,6 +36,7 @@ __all__ = [
     "ConversationContext",
     "HistoryAction",
     "HistoryArchive",
+    "HistoryDailyCount",
     "HistoryRecord",
     "MessageRole",
     "MetricSnapshot",

@@ -118,6 +118,29 @@ class HistoryRecord(models.Model):
 SYSTEM_SCOPE = "_system"
 
 
+class HistoryDailyCount(models.Model):
+    """How many records of one action one scope (a project, or ``SYSTEM_SCOPE``) holds on one UTC day.
+
+    Kept by database triggers on ``HistoryRecord`` (migration ``history_daily_counts``): every insert and delete
+    of records, however it is made (the ORM, bulk inserts, cascades of a project's deletion, raw SQL), changes the
+    counts in the same transaction. Nothing in Python writes this table. The timeline summary sums these rows
+    instead of scanning the records, so its cost follows the number of days, not of records.
+    """
+
+    scope = models.CharField(max_length=64)
+    day = models.DateField()
+    action = models.SlugField(max_length=64, db_index=False)
+    record_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "day", "action"], name="history_daily_count_scope_day_action")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.day} {self.action}: {self.record_count}"
+
+
 class HistoryArchive(models.Model):
     """The manifest of one archive file: every archived record of one scope (a project) and one month.
 

@@ -18,13 +18,22 @@ def context_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Conversa
     return scope_to_owner(ConversationContext.objects.select_related("owner"), user=user)
 
 
-def context_get(*, user: AbstractBaseUser | AnonymousUser, context_id: str | uuid.UUID) -> ConversationContext:
-    """The user's context, or NotFound naming the id (also for someone else's: its existence is not revealed)."""
+def context_get(
+    *, user: AbstractBaseUser | AnonymousUser, context_id: str | uuid.UUID, for_update: bool = False
+) -> ConversationContext:
+    """The user's context, or NotFound naming the id (also for someone else's: its existence is not revealed).
+
+    ``for_update`` (inside a transaction) also locks the context's row in the same query, so a writer checks the
+    owner and takes the lock in one round trip.
+    """
     try:
         parsed = context_id if isinstance(context_id, uuid.UUID) else uuid.UUID(str(context_id))
     except ValueError:
         parsed = None
-    context = context_list(user=user).filter(pk=parsed).first() if parsed is not None else None
+    contexts = context_list(user=user)
+    if for_update:
+        contexts = contexts.select_for_update(of=("self",))
+    context = contexts.filter(pk=parsed).first() if parsed is not None else None
     if context is None:
         raise NotFound(
             f"Conversation context '{context_id}' does not exist.",

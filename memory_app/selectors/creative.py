@@ -18,7 +18,10 @@ def character_list(*, user: AbstractBaseUser | AnonymousUser, project_id: str | 
 
 
 def character_get(*, user: AbstractBaseUser | AnonymousUser, character_id: str) -> Character:
-    character = character_list(user=user).filter(pk=int(character_id)).first() if character_id.isdigit() else None
+    # ASCII digits only, and within a 64-bit key: "²" passes str.isdigit() but not int(), and a longer number
+    # overflows the column on every backend.
+    numeric = character_id.isascii() and character_id.isdigit() and len(character_id) < 19
+    character = character_list(user=user).filter(pk=int(character_id)).first() if numeric else None
     if character is None:
         raise NotFound(
             f"Character '{character_id}' does not exist.",

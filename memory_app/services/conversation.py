@@ -54,6 +54,7 @@ from memory_app.models import (
 )
 from memory_app.providers.llm import ChatMessage, OfflineLLM, fit_to_budget, llm_provider
 from memory_app.redaction import redact
+from memory_app.selectors.conversation import context_get
 from memory_app.services.history import history_record
 from memory_app.tokens import count_tokens
 
@@ -173,8 +174,12 @@ def _append_locked(
     request_id: str | None = None,
     unanswered: bool = False,
     metadata: dict[str, Any] | None = None,
+    save_totals: bool = False,
 ) -> list[ContextMessage]:
-    """Check every message against the budgets, insert them, evict what left the window. Context row locked."""
+    """Check every message against the budgets, insert them, evict what left the window. Context row locked.
+
+    With ``save_totals`` the context's totals are saved too (when it can, in the statement that archives).
+    """
     rows: list[ContextMessage] = []
     now = timezone.now()
     for index, (role, content, tokens) in enumerate(messages):
@@ -222,16 +227,19 @@ def _append_locked(
         )
         context.next_position += 1
     ContextMessage.objects.bulk_create(rows)
-    _evict(context, totals, summarize=summarize)
+    saved = _evict(context, totals, summarize=summarize, save_totals=save_totals)
+    if save_totals and not saved:
+        _save_totals(context, totals)
     for row in rows:  # a long batch can push out its own first messages
         row.archived = row.pk in totals.evicted_ids
     return rows
 
 
-def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool) -> None:
+def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool, save_totals: bool = False) -> bool:
+    """Archive (or delete) what left the window. True when the totals were saved with the archiving."""
     others_count, others_tokens = _other_budgets(context, totals, summarize=summarize)
     if totals.window_count <= others_count and totals.window_tokens <= others_tokens:
-        return
+        return False
     # With summaries on, an evicted message stays (archived) until it is folded into the summary, even when
     # keep_archived is off: deleting it first could lose it if the process died before the fold.
     archive = settings.MEMORY.conversation.keep_archived or summarize
@@ -239,12 +247,14 @@ def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool) ->
     if archive and excess > 0:
         # The usual case, a full window: the oldest ``excess`` messages must go whatever their tokens, so they are
         # archived and reported back in one statement instead of a read and then a write.
-        for message_id, token_count in _archive_oldest(context, excess):
+        save_with_archiving = save_totals and connection.vendor == "postgresql"
+        archived = _archive_oldest(context, excess, totals=totals if save_with_archiving else None)
+        for message_id, token_count in archived:
             totals.evicted_ids.add(message_id)
             totals.window_count -= 1
             totals.window_tokens -= token_count
         if totals.window_count <= others_count and totals.window_tokens <= others_tokens:
-            return
+            return save_with_archiving
     ids: list[int] = []
     # Oldest active user/assistant messages first; only the window is read, never the archive.
     window = (
@@ -264,25 +274,55 @@ def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool) ->
         ContextMessage.objects.filter(id__in=ids).update(archived=True)
     else:
         ContextMessage.objects.filter(id__in=ids).delete()
+    return False
 
 
-def _archive_oldest(context: ConversationContext, count: int) -> list[tuple[int, int]]:
-    """Archive the ``count`` oldest active user/assistant messages; their (id, token_count), oldest first."""
+def _archive_oldest(
+    context: ConversationContext, count: int, *, totals: _Totals | None = None
+) -> list[tuple[int, int]]:
+    """Archive the ``count`` oldest active user/assistant messages; their (id, token_count), oldest first.
+
+    With ``totals`` (PostgreSQL only) the same statement also saves the context's totals as ``_save_totals`` would
+    after taking the archived messages off the window: one round trip instead of two on the append's hot path.
+    """
     table = connection.ops.quote_name(ContextMessage._meta.db_table)
+    context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
+    archive_sql = (
+        f"UPDATE {table} SET archived = %s WHERE id IN ("  # noqa: S608 - model metadata, not input
+        f"SELECT id FROM {table} WHERE context_id = %s AND archived = %s AND role <> %s "
+        "ORDER BY position LIMIT %s) RETURNING id, token_count, position"
+    )
+    archive_params: list[Any] = [True, context_id, False, MessageRole.SYSTEM.value, count]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET archived = %s WHERE id IN ("  # noqa: S608 - model metadata, not input
-            f"SELECT id FROM {table} WHERE context_id = %s AND archived = %s AND role <> %s "
-            "ORDER BY position LIMIT %s) RETURNING id, token_count, position",
-            [
-                True,
-                ConversationContext._meta.pk.get_db_prep_value(context.pk, connection),
-                False,
-                MessageRole.SYSTEM.value,
-                count,
-            ],
-        )
+        if totals is None:
+            cursor.execute(archive_sql, archive_params)
+        else:
+            context.last_updated = timezone.now()
+            contexts = connection.ops.quote_name(ConversationContext._meta.db_table)
+            cursor.execute(
+                f"WITH archived AS ({archive_sql}), saved AS ("  # noqa: S608 - model metadata, not input
+                f"UPDATE {contexts} SET next_position = %s, summarized_through = %s, system_count = %s, "
+                "system_tokens = %s, window_count = %s - (SELECT COUNT(*) FROM archived), "
+                "window_tokens = %s - (SELECT COALESCE(SUM(token_count), 0) FROM archived), last_updated = %s "
+                "WHERE id = %s) SELECT id, token_count, position FROM archived",
+                [
+                    *archive_params,
+                    context.next_position,
+                    context.summarized_through,
+                    totals.system_count,
+                    totals.system_tokens,
+                    totals.window_count,
+                    totals.window_tokens,
+                    context.last_updated,
+                    context_id,
+                ],
+            )
         rows = cursor.fetchall()
+    if totals is not None:
+        # What the statement wrote, as _save_totals leaves it on the instance.
+        context.system_count, context.system_tokens = totals.system_count, totals.system_tokens
+        context.window_count = totals.window_count - len(rows)
+        context.window_tokens = totals.window_tokens - sum(row[1] for row in rows)
     return [(message_id, token_count) for message_id, token_count, _position in sorted(rows, key=lambda row: row[2])]
 
 
@@ -400,12 +440,35 @@ def context_append_messages(
         locked = _lock(context)
         if ConversationContext.owner.is_cached(context):
             locked.owner = context.owner
-        totals = _totals_of(locked)
-        rows = _append_locked(locked, totals, prepared, summarize=settings.MEMORY.conversation.summarize_evicted)
-        _save_totals(locked, totals)
+        rows = _append_to_locked(locked, prepared)
     if context_refresh_summary(context=locked):
         locked.refresh_from_db()
     return locked, rows
+
+
+def context_append_messages_for(
+    *, user: AbstractBaseUser, context_id: str | UUID, messages: Sequence[NewMessage]
+) -> tuple[ConversationContext, list[ContextMessage]]:
+    """``context_append_messages`` for the user's context named by id: the owner check and the row lock are one
+    query. An unknown context (or someone else's) is NotFound, also when the messages are invalid."""
+    try:
+        prepared = _prepared(messages)
+    except ValidationFailed:
+        context_get(user=user, context_id=context_id)
+        raise
+    with transaction.atomic():
+        locked = context_get(user=user, context_id=context_id, for_update=True)
+        rows = _append_to_locked(locked, prepared)
+    if context_refresh_summary(context=locked):
+        locked.refresh_from_db()
+    return locked, rows
+
+
+def _append_to_locked(context: ConversationContext, prepared: Sequence[tuple[str, str, int]]) -> list[ContextMessage]:
+    totals = _totals_of(context)
+    return _append_locked(
+        context, totals, prepared, summarize=settings.MEMORY.conversation.summarize_evicted, save_totals=True
+    )
 
 
 def context_append_message(*, context: ConversationContext, role: str, content: str) -> ContextMessage:

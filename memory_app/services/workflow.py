@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import Count, Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from memory_app.errors import Conflict, ValidationFailed
@@ -119,6 +119,12 @@ def _compare_and_set(workflow: WorkflowState, *, expected_status: str, **fields:
         setattr(workflow, name, value)
 
 
+def _snapshot_tally(workflow: WorkflowState) -> tuple[int, int]:
+    """(the run's last snapshot sequence, its number of snapshots), in one query."""
+    tally = workflow.snapshots.aggregate(last=Max("sequence"), count=Count("id"))
+    return tally["last"] or 0, tally["count"]
+
+
 def workflow_snapshot_append(
     *, workflow: WorkflowState, event: SnapshotEvent, step: str, error: dict[str, Any] | None = None
 ) -> WorkflowSnapshot:
@@ -126,7 +132,7 @@ def workflow_snapshot_append(
 
     Call inside the transaction that changed the run (it holds the run's row lock).
     """
-    last = workflow.snapshots.aggregate(last=Max("sequence"))["last"] or 0
+    last, count = _snapshot_tally(workflow)
     snapshot = WorkflowSnapshot.objects.create(
         workflow=workflow,
         sequence=last + 1,
@@ -141,7 +147,7 @@ def workflow_snapshot_append(
     )
     WorkflowState.objects.filter(pk=workflow.pk).update(head=snapshot)
     workflow.head = snapshot
-    workflow_snapshots_trim(workflow=workflow)
+    workflow_snapshots_trim(workflow=workflow, count=count + 1)
     return snapshot
 
 
@@ -156,11 +162,14 @@ def workflow_lineage_ids(*, workflow: WorkflowState) -> list[int]:
     return lineage
 
 
-def workflow_snapshots_trim(*, workflow: WorkflowState) -> int:
-    """Apply the trimming rule of the module docstring; returns how many snapshots were deleted."""
+def workflow_snapshots_trim(*, workflow: WorkflowState, count: int | None = None) -> int:
+    """Apply the trimming rule of the module docstring; returns how many snapshots were deleted.
+
+    ``count``: the run's number of snapshots when the caller knows it (under the run's lock), saving a query.
+    """
     config = settings.MEMORY.workflow
     snapshots = workflow.snapshots.all()
-    if snapshots.count() <= config.max_state_history:
+    if (snapshots.count() if count is None else count) <= config.max_state_history:
         return 0
     newest = list(snapshots.order_by("-sequence").values_list("id", flat=True)[: config.keep_state_history])
     keep = set(newest) | set(workflow_lineage_ids(workflow=workflow))
@@ -215,8 +224,11 @@ def _lease_until(seconds: float) -> Any:
 
 
 def workflow_units_create(*, workflow: WorkflowState, count: int) -> list[WorkflowUnit]:
-    """One pending unit per item of the current step (one for a plain step)."""
-    lease = settings.MEMORY.workflow.lease_seconds
+    """One pending unit per item of the current step (one for a plain step), in one INSERT.
+
+    Each unit gets the id of the task that will carry it now, so a cancel can revoke its message.
+    """
+    lease = _lease_until(settings.MEMORY.workflow.lease_seconds)
     return WorkflowUnit.objects.bulk_create(
         [
             WorkflowUnit(
@@ -225,7 +237,8 @@ def workflow_units_create(*, workflow: WorkflowState, count: int) -> list[Workfl
                 step_index=workflow.step_index,
                 step=workflow.current_step,
                 unit_index=index,
-                lease_expires_at=_lease_until(lease),
+                lease_expires_at=lease,
+                task_id=str(uuid.uuid4()),
             )
             for index in range(count)
         ]
@@ -242,8 +255,11 @@ def workflow_units_reset(*, workflow: WorkflowState) -> list[WorkflowUnit]:
     return list(workflow.units.filter(step_key=workflow.step_key, status=UnitStatus.PENDING))
 
 
-def workflow_unit_set_task(*, unit: WorkflowUnit, task_id: str) -> None:
-    WorkflowUnit.objects.filter(pk=unit.pk).update(task_id=task_id)
+def workflow_units_renew_task_ids(*, units: list[WorkflowUnit]) -> None:
+    """A fresh task id for each unit sent again (retry, recovery, resume), so a cancel revokes the new message."""
+    for unit in units:
+        unit.task_id = str(uuid.uuid4())
+        WorkflowUnit.objects.filter(pk=unit.pk).update(task_id=unit.task_id)
 
 
 def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | None:
@@ -253,15 +269,15 @@ def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | Non
     Only while the run is ``in_progress`` on the unit's step key: a stale message does nothing.
     """
     now = timezone.now()
-    unit = WorkflowUnit.objects.select_related("workflow").filter(pk=unit_id).first()
-    if unit is None:
-        return None
-    run = unit.workflow
-    if run.status != WorkflowStatus.IN_PROGRESS or run.step_key != unit.step_key:
-        return None
     token = uuid.uuid4()
-    free = WorkflowUnit.objects.filter(pk=unit_id, status=UnitStatus.PENDING) | WorkflowUnit.objects.filter(
-        pk=unit_id, status=UnitStatus.RUNNING, lease_expires_at__lt=now
+    # One conditional UPDATE decides the claim: the unit is free and its run is on the unit's step.
+    running_step = WorkflowState.objects.filter(
+        pk=OuterRef("workflow_id"), status=WorkflowStatus.IN_PROGRESS, step_key=OuterRef("step_key")
+    )
+    free = WorkflowUnit.objects.filter(
+        Q(status=UnitStatus.PENDING) | Q(status=UnitStatus.RUNNING, lease_expires_at__lt=now),
+        Exists(running_step),
+        pk=unit_id,
     )
     updated = free.update(
         status=UnitStatus.RUNNING,
@@ -272,10 +288,10 @@ def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | Non
         updated_at=now,
     )
     if updated != 1:
-        # Done already, or another worker holds a live lease: this delivery is a duplicate.
+        # Done already, held by a live lease elsewhere (a duplicate delivery), gone, or its run moved on.
         return None
-    unit.refresh_from_db()
-    return unit
+    # The unit as claimed and its run, read in one query after the claim.
+    return WorkflowUnit.objects.select_related("workflow").get(pk=unit_id)
 
 
 def workflow_unit_complete(*, unit: WorkflowUnit, result: Any) -> bool:
@@ -363,10 +379,13 @@ def workflow_lock_running(
     result is still kept, so a resume does not redo it.
     """
     # The project and the owner come with the run (the step's history record and snapshot need them): two queries
-    # fewer per step. Only the run's own row is locked, never the project's or the user's.
+    # fewer per step. Only the run's own row is locked, never the project's or the user's. The data, the largest
+    # field, is read only if it is used (a fan-out's last unit merges into it, a failure snapshots it): a plain
+    # step's result replaces it and every other unit of a fan-out leaves it alone.
     run = (
         WorkflowState.objects.select_related("project", "owner")
         .select_for_update(of=("self",))
+        .defer("data")
         .filter(pk=workflow_id)
         .first()
     )
@@ -376,9 +395,8 @@ def workflow_lock_running(
     return run
 
 
-def workflow_fan_out_progress(*, workflow: WorkflowState, fan_out: bool) -> None:
-    """Refresh the progress of the current step (segment counts during a fan-out)."""
-    segments = workflow_segments(workflow=workflow) if fan_out else None
+def workflow_fan_out_progress(*, workflow: WorkflowState, segments: Segments) -> None:
+    """Refresh the progress of the current fan-out step with its segment counts."""
     progress = workflow_progress(
         steps=workflow.steps,
         step_index=workflow.step_index,
@@ -411,10 +429,30 @@ def workflow_step_complete(
     progress = workflow_progress(
         steps=workflow.steps, step_index=next_index, description=_describe_step(workflow.steps, next_index)
     )
+    data = clean_data(data)
+    # The snapshots of the new state are written first, so the run's one compare-and-set also moves its head:
+    # three writes per step (snapshot, run, history record). The run's row lock orders them.
+    last, count = _snapshot_tally(workflow)
+    events = [SnapshotEvent.STEP_COMPLETED, SnapshotEvent.COMPLETED] if done else [SnapshotEvent.STEP_COMPLETED]
+    head_id = workflow.head_id
+    for offset, event in enumerate(events, start=1):
+        head = WorkflowSnapshot.objects.create(
+            workflow=workflow,
+            sequence=last + offset,
+            parent_id=head_id,
+            event=event.value,
+            step=finished_step,
+            step_index=next_index,
+            status=new_status,
+            data=data,
+            progress=progress,
+            error=None,
+        )
+        head_id = head.pk
     _compare_and_set(
         workflow,
         expected_status=WorkflowStatus.IN_PROGRESS,
-        data=clean_data(data),
+        data=data,
         step_index=next_index,
         current_step="" if done else workflow.steps[next_index],
         step_key=uuid.uuid4(),
@@ -422,8 +460,9 @@ def workflow_step_complete(
         progress=progress,
         error=None,
         compression_history=[*workflow.compression_history, *(clean_data({"e": compression_entries or []})["e"])],
+        head=head,
     )
-    workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.STEP_COMPLETED, step=finished_step)
+    workflow_snapshots_trim(workflow=workflow, count=count + len(events))
     history_record(
         project=workflow.project,
         action=HistoryAction.WORKFLOW_STEP_COMPLETED,
@@ -433,7 +472,6 @@ def workflow_step_complete(
         details={"step": finished_step, "step_index": next_index - 1, **(details or {})},
     )
     if done:
-        workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.COMPLETED, step=finished_step)
         history_record(
             project=workflow.project,
             action=HistoryAction.WORKFLOW_COMPLETED,

@@ -25,14 +25,18 @@ def _small_batches(settings, tmp_path):
     )
 
 
-def test_the_task_runs_its_batches_and_requeues_while_more_is_due(project, monkeypatch):
+def test_the_task_runs_its_batches_and_requeues_while_more_is_due(
+    project, monkeypatch, django_capture_on_commit_callbacks
+):
     for days in (400, 401, 402):
         HistoryRecordFactory(project=project, timestamp=timezone.now() - dt.timedelta(days=days))
     requeued = []
     monkeypatch.setattr(tasks.history_archive_task, "delay", lambda: requeued.append(True))
 
-    first = tasks.history_archive_task.apply().get()
-    second = tasks.history_archive_task.apply().get()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = tasks.history_archive_task.apply().get()
+    with django_capture_on_commit_callbacks(execute=True):
+        second = tasks.history_archive_task.apply().get()
 
     assert first == {"batches": 1, "archived": 2, "more": True, "swept": 0}
     # The second batch merged into January's file; the first batch's file, superseded, was left because this

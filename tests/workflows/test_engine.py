@@ -11,7 +11,8 @@ from django.utils import timezone
 from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import HistoryRecord, UnitStatus, WorkflowSnapshot, WorkflowState, WorkflowUnit
 from tests.workflows.pipelines import effects
-from workflows import engine
+from workflows import engine, tasks
+from workflows.engine import Step, StepContext, WorkflowType, workflow_type_register
 
 pytestmark = pytest.mark.django_db
 
@@ -388,3 +389,65 @@ def test_recovery_never_requeues_the_stale_units_a_restore_left_behind(
     assert len(callbacks) == 1
     assert WorkflowUnit.objects.get(pk=stale.pk).status == UnitStatus.PENDING
     assert WorkflowUnit.objects.get(pk=stale.pk).lease_expires_at < timezone.now()
+
+
+COMMIT_CONTEXTS: list[StepContext] = []
+
+workflow_type_register(
+    WorkflowType(
+        name="commit_sees_its_run",
+        steps=(Step("only", lambda context: context.data, commit=lambda context, _: COMMIT_CONTEXTS.append(context)),),
+    )
+)
+
+
+def test_a_commit_is_given_the_run_project_and_owner(run_inline, user, project):
+    COMMIT_CONTEXTS.clear()
+
+    run = start(run_inline, user, "commit_sees_its_run", {"text": "x"})
+
+    assert run.status == "completed"
+    [context] = COMMIT_CONTEXTS
+    assert (context.project, context.owner, context.step) == (project, user, "only")
+
+
+def test_a_plain_step_costs_a_fixed_number_of_queries(
+    effects_table, user, project, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
+    unit = WorkflowUnit.objects.get(workflow=run)
+
+    # Claim (UPDATE) and read the unit with its run; in the transaction (a savepoint here, in the test's own):
+    # lock the run, mark the unit done, the step's effect, the snapshot sequence and count, the snapshot, the
+    # run's compare-and-set, the history record, the next step's unit with its task id.
+    with django_capture_on_commit_callbacks(execute=False) as callbacks, django_assert_num_queries(12):
+        outcome = engine.unit_execute(unit_id=unit.pk, lease_owner="worker")
+
+    assert outcome == {"unit": unit.pk, "outcome": "done"}
+    assert len(callbacks) == 1
+    run.refresh_from_db()
+    assert (run.current_step, run.head.event, run.head.sequence) == ("shout", "step_completed", 2)
+
+
+def test_every_message_carries_the_task_id_stored_on_its_unit(
+    effects_table, user, project, django_capture_on_commit_callbacks, monkeypatch
+):
+    sent: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        tasks.run_unit, "apply_async", lambda args, task_id, countdown=None: sent.append((args[0], task_id))
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
+    unit = WorkflowUnit.objects.get(workflow=run)
+    assert sent == [(unit.pk, unit.task_id)]
+
+    # The message was lost: recovery sends the unit again under a new task id, the one a cancel must revoke.
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.workflow_recover()
+
+    unit.refresh_from_db()
+    assert len(sent) == 2
+    assert sent[1] == (unit.pk, unit.task_id)
+    assert sent[1][1] != sent[0][1]

@@ -55,11 +55,16 @@ def text_seed(text: str) -> int:
 
 
 def run_project(context: StepContext) -> Project:
+    if context.project is not None:
+        return context.project
     return Project.objects.get(pk=context.project_id)
 
 
 def run_owner(context: StepContext) -> Any:
-    return WorkflowState.objects.select_related("owner").get(pk=context.workflow_id).owner
+    if context.owner is not None:
+        return context.owner
+    # Only the owner: the run's data can be large.
+    return WorkflowState.objects.select_related("owner").only("owner").get(pk=context.workflow_id).owner
 
 
 def compression_entry(step: str, input_size: int, output_size: int) -> dict[str, Any]:

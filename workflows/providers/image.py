@@ -22,6 +22,7 @@ import base64
 import io
 import logging
 import math
+import os
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -237,11 +238,25 @@ class OfflineRenderer:
 # --- OpenAI-compatible images ------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8)
+def _openai_client(base_url: str | None, api_key: str, timeout_seconds: float, process_id: int) -> Any:
+    """One client per endpoint and process, shared by every panel: building one loads the CA bundle into a new
+    TLS context (~20 ms of CPU) and its connection pool is what keeps the connection open between panels. The
+    client is thread-safe; the process id keeps a forked worker off its parent's sockets."""
+    import openai
+
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
+        max_retries=0,
+    )
+
+
 class OpenAIImages:
     name = "openai"
 
     def __init__(self, config: ProviderConfig) -> None:
-        import openai
 
         if not config.model:
             raise ProviderError(
@@ -249,11 +264,8 @@ class OpenAIImages:
                 details={"provider": self.name},
             )
         self.model: str | None = config.model
-        self._client = openai.OpenAI(
-            base_url=config.base_url,
-            api_key=config.api_key or "not-needed",
-            timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)),
-            max_retries=0,
+        self._client = _openai_client(
+            config.base_url, config.api_key or "not-needed", config.timeout_seconds, os.getpid()
         )
 
     def generate(self, request: PanelRequest) -> bytes:
@@ -303,9 +315,16 @@ class OpenAIImages:
 
 
 def _as_png(raw: bytes, width: int, height: int, details: dict[str, Any]) -> bytes:
-    """Whatever format the provider sent, the panel is stored as a PNG of the panel size."""
+    """Whatever format the provider sent, the panel is stored as an RGB PNG of the panel size.
+
+    An answer that already is one is decoded in full (so a broken one is refused) and kept as it came:
+    compressing it again would cost CPU per panel and change nothing.
+    """
     try:
         with Image.open(io.BytesIO(raw)) as image:
+            image.load()
+            if image.format == "PNG" and image.mode == "RGB" and image.size == (width, height):
+                return raw
             panel = image.convert("RGB")
             if panel.size != (width, height):
                 panel = panel.resize((width, height))

@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.services.conversation import context_append_message, context_create
@@ -98,6 +100,58 @@ def test_unknown_or_someone_elses_context_is_404_with_a_suggestion(auth_client, 
         assert "/api/context/" in error["details"]["suggestion"]
     assert auth_client.delete(f"{family}/{theirs.id}").status_code == 404
     assert ConversationContext.objects.filter(pk=theirs.pk).exists()
+
+
+@pytest.mark.parametrize(
+    "body", [{"role": "user", "content": "hello"}, {"role": "narrator", "content": "hello"}, {"messages": []}]
+)
+def test_appending_to_an_unknown_or_someone_elses_context_is_404_whatever_the_body(auth_client, other_user, body):
+    theirs = context_create(owner=other_user)
+    for context_id in [str(theirs.id), str(uuid.uuid4()), "not-a-uuid"]:
+        response = auth_client.post(f"/api/context/{context_id}/messages", body, format="json")
+
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "MEMORY_NOT_FOUND"
+        assert response.json()["error"]["details"]["context_id"] == context_id
+    assert ContextMessage.objects.count() == 0
+    theirs.refresh_from_db()
+    assert (theirs.next_position, theirs.window_count) == (0, 0)
+
+
+def test_staff_append_to_someone_elses_context_keeps_its_owner(staff_client, user):
+    context = context_create(owner=user)
+
+    response = staff_client.post(f"/api/context/{context.id}/messages", {"role": "user", "content": "hi"})
+
+    assert response.status_code == 201
+    assert response.json()["data"]["context"]["owner"] == "alice"
+    assert list(ContextMessage.objects.filter(context=context).values_list("content", flat=True)) == ["hi"]
+
+
+def test_an_append_to_a_full_window_reads_the_context_once_and_locks_it_in_that_read(auth_client, user):
+    context = context_create(owner=user, max_messages=2)
+    for number in range(2):
+        context_append_message(context=context, role="user", content=f"m{number}")
+
+    with CaptureQueriesContext(connection) as captured:
+        response = auth_client.post(f"/api/context/{context.id}/messages", {"role": "user", "content": "m2"})
+
+    assert response.status_code == 201
+    assert response.json()["data"]["context"]["message_count"] == 2
+    statements = [query["sql"] for query in captured.captured_queries]
+    table = ConversationContext._meta.db_table
+    reads = [sql for sql in statements if sql.startswith("SELECT") and f'FROM "{table}"' in sql]
+    assert len(reads) == 1
+    if connection.vendor == "postgresql":
+        assert f'FOR UPDATE OF "{table}"' in reads[0]
+        # The archiving of the oldest message also saves the context's totals: no separate UPDATE of the context.
+        assert not [sql for sql in statements if sql.startswith(f'UPDATE "{table}"')]
+    context.refresh_from_db()
+    assert (context.window_count, context.next_position) == (2, 3)
+    assert list(ContextMessage.objects.filter(context=context, archived=False).values_list("content", flat=True)) == [
+        "m1",
+        "m2",
+    ]
 
 
 def test_staff_see_every_context(staff_client, user):

@@ -133,6 +133,47 @@ def test_openai_images_b64_answer_is_a_panel_png(fake_openai, images_client):
     assert sent.body["negative_prompt"] == "n"
 
 
+def test_openai_images_answer_already_a_panel_png_is_kept_byte_for_byte(fake_openai, images_client):
+    answer = png_b64("green", size=(256, 256))
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"b64_json": answer}]}))
+
+    data = images_client.generate(request())
+
+    assert data == base64.b64decode(answer)
+
+
+@pytest.mark.parametrize(
+    ("image_format", "mode", "size"),
+    [("JPEG", "RGB", (256, 256)), ("PNG", "RGBA", (256, 256)), ("PNG", "RGB", (64, 64))],
+)
+def test_openai_images_other_answers_become_an_rgb_png_of_the_panel_size(
+    fake_openai, images_client, image_format, mode, size
+):
+    output = io.BytesIO()
+    Image.new(mode, size, "green").save(output, format=image_format)
+    answer = base64.b64encode(output.getvalue()).decode()
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"b64_json": answer}]}))
+
+    data = images_client.generate(request())
+
+    assert data != base64.b64decode(answer)
+    with Image.open(io.BytesIO(data)) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGB", (256, 256))
+        assert image.getpixel((128, 128))[1] > 100
+
+
+def test_openai_images_truncated_png_is_refused(fake_openai, images_client):
+    output = io.BytesIO()
+    Image.effect_noise((256, 256), 64).convert("RGB").save(output, format="PNG")
+    answer = base64.b64encode(output.getvalue()[:-200]).decode()
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"b64_json": answer}]}))
+
+    with pytest.raises(ProviderError) as raised:
+        images_client.generate(request())
+
+    assert raised.value.message == "The image provider's answer is not an image."
+
+
 @pytest.mark.parametrize(
     ("status", "error"), [(503, RetryableProviderError), (429, RetryableProviderError), (400, ProviderError)]
 )

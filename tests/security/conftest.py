@@ -1,0 +1,118 @@
+"""Two users and everything one of them owns, for the isolation matrix and the fuzzing run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from memory_app.models import HistoryArchive, WorkflowState
+from memory_app.services.cache import cache_set
+from memory_app.services.conversation import NewMessage, context_append_messages, context_create
+from memory_app.services.creative import character_upsert, style_create, style_rate
+from memory_app.services.history import history_archive_run
+from memory_app.services.workflow import workflow_create
+from tests.factories import HistoryRecordFactory, ProjectFactory, UserFactory
+
+PANEL = b"\x89PNG\r\n\x1a\n" + b"alice's panel"
+
+
+@dataclass
+class World:
+    """Alice's objects (the targets) and Bob's own project (what Bob may legitimately name)."""
+
+    alice: object
+    bob: object
+    project_id: str
+    bob_project_id: str
+    context_id: str
+    workflow_id: str
+    character_id: int
+    style_id: str
+    archive_id: int
+    output_name: str
+    output_path: str
+
+
+@pytest.fixture
+def world(db, settings, tmp_path) -> World:
+    media = tmp_path / "media"
+    media.mkdir()
+    settings.MEDIA_ROOT = str(media)
+    settings.CACHE_DIR = tmp_path / "cache"
+    Path(settings.CACHE_DIR).mkdir()
+
+    alice = UserFactory(username="alice")
+    bob = UserFactory(username="bob")
+    project = ProjectFactory(id="alice-comic", owner=alice, name="Alice's comic", description="private plot")
+    bob_project = ProjectFactory(id="bob-comic", owner=bob, name="Bob's comic")
+
+    context = context_create(owner=alice, project=project, context_type="chat", metadata={"topic": "secret"})
+    context_append_messages(
+        context=context,
+        messages=[NewMessage(role="system", content="You draw."), NewMessage(role="user", content="alice secret")],
+    )
+
+    old = dt.datetime(2024, 1, 5, 8, tzinfo=dt.UTC)
+    HistoryRecordFactory(project=project, timestamp=old, summary="alice archived")
+    HistoryRecordFactory(project=project, timestamp=old + dt.timedelta(days=1), summary="alice archived too")
+    history_archive_run(now=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    archive = HistoryArchive.objects.get(scope=project.pk)
+
+    run = workflow_create(
+        workflow_type="comic_generation",
+        project=project,
+        owner=alice,
+        steps=["text_segmentation", "quality_control"],
+        data={"text": "alice secret text"},
+        preferences={},
+    )
+    output_path = f"projects/{project.pk}/images/{run.pk}/panel_001.png"
+    default_storage.save(output_path, ContentFile(PANEL))
+    WorkflowState.objects.filter(pk=run.pk).update(
+        status="failed", data={"text": "alice secret text", "outputs": {"panels": [output_path], "pages": []}}
+    )
+
+    character, _ = character_upsert(
+        project=project,
+        name="AliceHero",
+        appearance_features={"hair": "red"},
+        consistent_features=["scar"],
+        personality_traits=["brave"],
+        colors={"hair": "#ff0000"},
+    )
+    style = style_create(user=alice, template_id="alice_noir", name="Alice noir", prompt="noir")
+    style_rate(style=style, project=project, user=alice, score=4.0)
+    cache_set(namespace="text_analysis", key={"text": "alice"}, value={"result": 1})
+
+    return World(
+        alice=alice,
+        bob=bob,
+        project_id=project.pk,
+        bob_project_id=bob_project.pk,
+        context_id=str(context.pk),
+        workflow_id=str(run.pk),
+        character_id=character.pk,
+        style_id=style.pk,
+        archive_id=archive.pk,
+        output_name="panel_001.png",
+        output_path=output_path,
+    )
+
+
+def database_fingerprint() -> dict[str, list]:
+    """Every row of every memory table, and every stored file: equal before and after means nothing changed."""
+    from django.apps import apps
+
+    rows: dict[str, list] = {}
+    for model in apps.get_app_config("memory_app").get_models():
+        if model.__name__ in {"CacheStatistics", "MetricSnapshot"}:
+            continue  # counters written by reads and by the clock, not by a request's effects
+        rows[model._meta.label] = sorted((dict(row) for row in model.objects.values()), key=repr)
+    media = Path(default_storage.location)
+    rows["storage"] = sorted(str(path.relative_to(media)) for path in media.rglob("*") if path.is_file())
+    return rows
