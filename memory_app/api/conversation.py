@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.fields import FreeFormDictField
 from memory_app.api.pagination import StrictPageNumberPagination
 from memory_app.api.strict_fields import ProjectIdField, StrictCharField, StrictChoiceField, StrictRegexField
 from memory_app.errors import ValidationFailed
@@ -128,7 +129,7 @@ class ContextCreateSerializer(serializers.Serializer):
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
     context_type = StrictRegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False, default="general")
     project_id = ProjectIdField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = FreeFormDictField(required=False, default=dict)
 
 
 # Also the schema's pattern: some character that is not white space (JSON Schema patterns search, like this).
@@ -418,7 +419,8 @@ class ContextExportView(APIView):
 class ContextImportView(APIView):
     @extend_schema(tags=TAGS, request=PERSISTENCE_DOCUMENT, responses={201: IMPORT_RESULT})
     def post(self, request: Request) -> Response:
-        contexts = context_import(owner=request.user, document=request.data)
+        document = FreeFormDictField().run_validation(request.data)
+        contexts = context_import(owner=request.user, document=document)
         return Response(
             {"imported": [str(context.id) for context in contexts], "count": len(contexts)},
             status=status.HTTP_201_CREATED,
