@@ -14,9 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from memory_app.api.fields import FreeFormDictField
+from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictChoiceField
 from memory_app.api.history import AnyContentNegotiation
-from memory_app.api.strict_fields import ProjectIdField, StrictChoiceField
 from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots

@@ -14,9 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from memory_app.api.fields import FreeFormDictField
+from memory_app.api.fields import (
+    FreeFormDictField,
+    ProjectIdField,
+    StrictCharField,
+    StrictChoiceField,
+    StrictRegexField,
+)
 from memory_app.api.pagination import StrictPageNumberPagination
-from memory_app.api.strict_fields import ProjectIdField, StrictCharField, StrictChoiceField, StrictRegexField
 from memory_app.errors import ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.selectors.conversation import context_get, context_list, context_messages

@@ -10,9 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from memory_app.api.fields import FreeFormDictField
+from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictCharField, StrictRegexField
 from memory_app.api.schema import PROJECT_ID_FILTER_PATTERN
-from memory_app.api.strict_fields import ProjectIdField, StrictCharField, StrictRegexField
 from memory_app.models import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.selectors.creative import character_get, character_list, style_get, style_list, style_usage_list
 from memory_app.selectors.projects import project_get

@@ -1,7 +1,12 @@
-"""Serializer fields shared by the API modules."""
+"""Serializer fields shared by the API modules.
+
+Input fields take JSON's types as the schema states them: a string field refuses a number, a boolean or an object
+instead of coercing it (DRF turns ``0`` into ``"0"``), so what the schema says is what is accepted. Free-form
+objects that are stored refuse NUL characters, which PostgreSQL's jsonb cannot hold."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rest_framework import serializers
@@ -40,3 +45,49 @@ class FreeFormDictField(serializers.DictField):
         if where is not None:
             raise serializers.ValidationError(f"{NUL_MESSAGE} (at '{where}')." if where else f"{NUL_MESSAGE}.")
         return value
+
+
+class StrictCharField(serializers.CharField):
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictRegexField(serializers.RegexField):
+    """A string the whole of which matches: DRF's RegexField searches, so ``$`` lets a trailing newline through,
+    where the schema's pattern (and the rest of the code, with ``fullmatch``) does not."""
+
+    default_error_messages = {"invalid": "Must be a string matching the pattern."}
+
+    def __init__(self, regex: str | re.Pattern[str], **kwargs: Any) -> None:
+        super().__init__(regex, **kwargs)
+        self.full_pattern = re.compile(regex) if isinstance(regex, str) else regex
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or not self.full_pattern.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def ProjectIdField(**kwargs: Any) -> StrictRegexField:
+    """A project id, refused with the same message as everywhere else."""
+    from memory_app.models import PROJECT_ID_PATTERN
+
+    kwargs.setdefault("max_length", 64)
+    kwargs.setdefault(
+        "error_messages",
+        {"invalid": "A project id is 1-64 letters, digits, '-' or '_', starting with a letter or digit."},
+    )
+    return StrictRegexField(PROJECT_ID_PATTERN, **kwargs)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    """A choice among strings, given as a string: ``0`` is not ``"0"``."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
