@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from memory_app.models import ContextMessage, ConversationContext
+from memory_app.models import ContextMessage, ConversationContext, WorkflowState
 from memory_app.services.conversation import context_create
 from tests.conftest import REQUIRE_SERVICES, database_url_for_subprocess, subprocess_env
 from tests.faults.servers import Gunicorn, TcpRelay, request
@@ -133,6 +133,7 @@ def test_database_down_gives_503_and_leaves_nothing_half_written(relay, user, pr
         web.stop()
 
     assert unexpected == [], web.output()[-5000:]
+    assert not WorkflowState.objects.exists()  # the refused start wrote nothing
     assert failures() >= 10
     assert acknowledged() >= 15
     stored = list(ContextMessage.objects.filter(context=context).order_by("position").values_list("content", flat=True))
