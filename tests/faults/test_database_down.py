@@ -101,9 +101,12 @@ def test_database_down_gives_503_and_leaves_nothing_half_written(relay, user, pr
         deadline = time.monotonic() + 120
         while acknowledged() < 15 and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert acknowledged() >= 15, web.output()[-5000:]
         relay.cut()  # in the middle of the burst
+        deadline = time.monotonic() + 120
         while failures() < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert failures() >= 10, (unexpected, web.output()[-5000:])
 
         status, body = request("GET", f"{web.base}/api/health/")
         assert_unavailable(status, body)
