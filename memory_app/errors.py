@@ -12,7 +12,7 @@ from typing import Any
 
 class ErrorCode(StrEnum):
     VALIDATION_ERROR = "VALIDATION_ERROR"  # 400: a field or parameter is wrong; details name it
-    MALFORMED_REQUEST = "MALFORMED_REQUEST"  # 400: the body is not valid JSON
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"  # 400: the body is not valid JSON, or the request holds a NUL
     AUTHENTICATION_REQUIRED = "AUTHENTICATION_REQUIRED"  # 401: no credentials were sent
     AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"  # 401: the credentials are wrong
     PERMISSION_DENIED = "PERMISSION_DENIED"  # 403: authenticated, not allowed
@@ -75,6 +75,12 @@ class AuthenticationFailed(ComicmemError):
     code = ErrorCode.AUTHENTICATION_FAILED
     status_code = 401
     default_message = "Incorrect username or password."
+
+
+class MalformedRequest(ComicmemError):
+    code = ErrorCode.MALFORMED_REQUEST
+    status_code = 400
+    default_message = "The request is malformed."
 
 
 class PayloadTooLarge(ComicmemError):

@@ -1,4 +1,4 @@
-"""Request id, timing and the API body limit; they run before anything reads the body."""
+"""Request id, timing, the API body limit and the security headers; they run before anything reads the body."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from urllib.parse import unquote
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from memory_app.errors import PayloadTooLarge
+from memory_app.errors import MalformedRequest, PayloadTooLarge
 from memory_app.logging import current_request, current_request_id
 from memory_app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -59,8 +60,16 @@ def route_label(request: HttpRequest) -> str:
     return match.view_name if match.url_name else (match.route or "unmatched")
 
 
+def _query_has_nul(request: HttpRequest) -> bool:
+    # PostgreSQL cannot compare text with a NUL in it: such a filter would be a database error. (A path segment is
+    # validated by its view, and the exception handler answers 400 to any database DataError left.) The raw query
+    # string is read, not request.GET: parsing it here would meet DATA_UPLOAD_MAX_NUMBER_FIELDS outside DRF.
+    return "\x00" in unquote(request.META.get("QUERY_STRING", ""))
+
+
 class ApiBodyLimitMiddleware:
-    """Refuses an API body over memory.api.max_body_bytes from its Content-Length, before it is read.
+    """Refuses an API body over memory.api.max_body_bytes from its Content-Length, before it is read, and a NUL
+    character in the query string.
 
     A body without a Content-Length (chunked) is bounded while it is parsed (LimitedJSONParser).
     """
@@ -69,6 +78,10 @@ class ApiBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/") and _query_has_nul(request):
+            from memory_app.api.envelope import error_response
+
+            return error_response(request, MalformedRequest("NUL characters are refused in the query string."))
         if request.path.startswith("/api/"):
             limit = settings.MEMORY.api.max_body_bytes
             try:

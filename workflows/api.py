@@ -14,8 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictChoiceField
 from memory_app.api.history import AnyContentNegotiation
-from memory_app.api.strict_fields import ProjectIdField, StrictChoiceField
 from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
@@ -79,8 +79,8 @@ class WorkflowStartSerializer(serializers.Serializer):
 
     workflow_type = StrictChoiceField(choices=[])
     project_id = ProjectIdField()
-    input = serializers.DictField(required=False, default=dict)
-    preferences = serializers.DictField(required=False, default=dict)
+    input = FreeFormDictField(required=False, default=dict)
+    preferences = FreeFormDictField(required=False, default=dict)
 
 
 class WorkflowRestoreSerializer(serializers.Serializer):

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 
 from memory_app.errors import ValidationFailed
 from memory_app.logging import workflow_log_context
@@ -278,6 +279,44 @@ def lease_owner_name(task_id: str | None) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{task_id or '-'}"
 
 
+class LeaseHeartbeat:
+    """Keeps the lease of a claimed unit alive while its step runs, from a thread with its own connection.
+
+    So a step may take longer than ``lease_seconds`` without another worker taking it over, while a dead worker's
+    unit (no heartbeat) is still free one lease after its last beat. A unit run inside a caller's transaction
+    (the tests' eager runs) gets none: its claim is not visible to another connection anyway.
+    """
+
+    def __init__(self, unit: WorkflowUnit) -> None:
+        self.unit = unit
+        self.interval = max(settings.MEMORY.workflow.lease_seconds / 3, 0.5)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LeaseHeartbeat:
+        if not connection.in_atomic_block:
+            self._thread = threading.Thread(target=self._beat, name=f"lease-{self.unit.pk}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    if not state.workflow_unit_extend_lease(unit=self.unit):
+                        return
+                except DatabaseError as exc:
+                    # A busy or unreachable database: try again at the next beat, the lease has a margin of two.
+                    logger.warning("could not extend the lease of unit %s: %s", self.unit.pk, exc)
+        finally:
+            connection.close()
+
+
 def unit_execute(*, unit_id: int, lease_owner: str) -> dict[str, Any]:
     """Run one unit once. Returns a small JSON outcome: done, skipped, retry or failed."""
     unit = state.workflow_unit_claim(unit_id=unit_id, lease_owner=lease_owner)
@@ -288,7 +327,7 @@ def unit_execute(*, unit_id: int, lease_owner: str) -> dict[str, Any]:
     started = time.perf_counter()
     outcome: dict[str, Any] = {"unit": unit.pk, "outcome": "failed"}
     # Every line logged while the unit runs carries its workflow id and step (JSON logs in production).
-    with workflow_log_context(workflow_id=str(run.pk), step=unit.step):
+    with workflow_log_context(workflow_id=str(run.pk), step=unit.step), LeaseHeartbeat(unit):
         try:
             outcome = _execute(unit, run)
         finally:

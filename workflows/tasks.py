@@ -6,8 +6,8 @@ import gc
 import logging
 from typing import Any
 
-from celery import shared_task
-from celery.signals import worker_init, worker_ready
+from celery import bootsteps, shared_task
+from celery.signals import worker_init
 from django.conf import settings
 
 from workflows import engine
@@ -47,13 +47,31 @@ def detect_stuck() -> dict[str, Any]:
     return engine.workflow_stuck_handle()
 
 
-@worker_ready.connect
-def recover_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
-    # A worker that starts after a crash picks up what the dead one held, once its lease is over.
+def recovery_send() -> None:
     try:
         recover.delay(rearm=True)
     except Exception as exc:  # noqa: BLE001 - a broker hiccup at start-up must not stop the worker
-        logger.warning("could not enqueue workflow recovery at worker start: %s", exc)
+        logger.warning("could not enqueue workflow recovery: %s", exc)
+
+
+class RecoveryOnConnect(bootsteps.StartStopStep):
+    """A step of the worker's consumer, started each time it connects to the broker: at worker start, and again
+    after a lost connection (a restarted Redis forgets every message it held, the re-arming recovery's own
+    included). A worker that starts after a crash picks up what the dead one held, once its lease is over."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, parent: Any) -> None:
+        recovery_send()
+
+
+def _register_consumer_step() -> None:
+    from comicmem_site.celery import app
+
+    app.steps["consumer"].add(RecoveryOnConnect)
+
+
+_register_consumer_step()
 
 
 @worker_init.connect

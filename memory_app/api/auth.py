@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from memory_app.api.strict_fields import StrictCharField
+from memory_app.api.fields import StrictCharField
 from memory_app.services.users import auth_token_obtain
 
 

@@ -14,8 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.fields import (
+    FreeFormDictField,
+    ProjectIdField,
+    StrictCharField,
+    StrictChoiceField,
+    StrictRegexField,
+)
 from memory_app.api.pagination import StrictPageNumberPagination
-from memory_app.api.strict_fields import ProjectIdField, StrictCharField, StrictChoiceField, StrictRegexField
 from memory_app.errors import ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.selectors.conversation import context_get, context_list, context_messages
@@ -49,6 +55,9 @@ class StrictIntegerField(serializers.IntegerField):
 
 # --- output ---------------------------------------------------------------------------------------------------
 
+# Formats datetimes exactly as a declared DateTimeField does (ISO 8601, UTC as "Z"); it holds no per-request state.
+_DATETIME = serializers.DateTimeField()
+
 
 class ContextSerializer(serializers.ModelSerializer):
     context_id = serializers.UUIDField(source="id", read_only=True)
@@ -76,6 +85,24 @@ class ContextSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance: ConversationContext) -> dict[str, Any]:
+        # Every message append answers with its context: the declared fields' output (they still describe the
+        # schema, and a test checks this equals what they produce) without building them for every response.
+        return {
+            "context_id": str(instance.id),
+            "context_type": instance.context_type,
+            "project_id": instance.project_id,
+            "owner": instance.owner.username,
+            "max_messages": instance.max_messages,
+            "max_tokens": instance.max_tokens,
+            "is_default": instance.is_default,
+            "metadata": instance.metadata,
+            "message_count": instance.message_count,
+            "token_count": instance.token_count,
+            "created_at": _DATETIME.to_representation(instance.created_at),
+            "last_activity": _DATETIME.to_representation(instance.last_updated),
+        }
+
 
 class MessageSerializer(serializers.ModelSerializer):
     summary = serializers.BooleanField(source="is_summary", read_only=True)
@@ -84,6 +111,19 @@ class MessageSerializer(serializers.ModelSerializer):
         model = ContextMessage
         fields = ["position", "role", "content", "token_count", "archived", "summary", "unanswered", "created_at"]
         read_only_fields = fields
+
+    def to_representation(self, instance: ContextMessage) -> dict[str, Any]:
+        # As ContextSerializer.to_representation: the declared fields' output, without building them each time.
+        return {
+            "position": instance.position,
+            "role": instance.role,
+            "content": instance.content,
+            "token_count": instance.token_count,
+            "archived": bool(instance.archived),
+            "summary": bool(instance.is_summary),
+            "unanswered": bool(instance.unanswered),
+            "created_at": _DATETIME.to_representation(instance.created_at),
+        }
 
 
 # --- input ----------------------------------------------------------------------------------------------------
@@ -94,7 +134,7 @@ class ContextCreateSerializer(serializers.Serializer):
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
     context_type = StrictRegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False, default="general")
     project_id = ProjectIdField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = FreeFormDictField(required=False, default=dict)
 
 
 # Also the schema's pattern: some character that is not white space (JSON Schema patterns search, like this).
@@ -384,7 +424,8 @@ class ContextExportView(APIView):
 class ContextImportView(APIView):
     @extend_schema(tags=TAGS, request=PERSISTENCE_DOCUMENT, responses={201: IMPORT_RESULT})
     def post(self, request: Request) -> Response:
-        contexts = context_import(owner=request.user, document=request.data)
+        document = FreeFormDictField().run_validation(request.data)
+        contexts = context_import(owner=request.user, document=document)
         return Response(
             {"imported": [str(context.id) for context in contexts], "count": len(contexts)},
             status=status.HTTP_201_CREATED,

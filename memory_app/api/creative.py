@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictCharField, StrictRegexField
 from memory_app.api.schema import PROJECT_ID_FILTER_PATTERN
-from memory_app.api.strict_fields import ProjectIdField, StrictCharField, StrictRegexField
 from memory_app.models import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.selectors.creative import character_get, character_list, style_get, style_list, style_usage_list
 from memory_app.selectors.projects import project_get
@@ -76,7 +76,7 @@ class StyleCreateSerializer(serializers.Serializer):
     name = StrictCharField(max_length=200)
     prompt = StrictCharField(required=False, allow_blank=True, default="", max_length=4000)
     negative_prompt = StrictCharField(required=False, allow_blank=True, default="", max_length=4000)
-    visual_parameters = serializers.DictField(required=False, default=dict)
+    visual_parameters = FreeFormDictField(required=False, default=dict)
     reference_examples = serializers.ListField(
         child=StrictCharField(max_length=500), required=False, default=list, max_length=20
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -80,11 +80,12 @@ class LimitedJSONParser(parsers.JSONParser):
             )
         encoding = (parser_context or {}).get("encoding", "utf-8")
         try:
-            return json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
+            document = json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
         except RecursionError:
             raise drf_exceptions.ParseError("JSON nested too deeply.") from None
         except ValueError as exc:
             raise drf_exceptions.ParseError(f"JSON parse error - {exc}") from None
+        return document
 
 
 def _refuse_constant(name: str) -> Any:
@@ -150,6 +151,15 @@ def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int
         if auth_header:
             headers["WWW-Authenticate"] = auth_header
         return exc.status_code, error_body(code, str(exc.detail), details), headers
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (a NUL character, a number out of range) that slipped past validation:
+        # the request's fault, and nothing was written (the transaction is rolled back below).
+        logger.warning("value refused by the database while serving %s: %s", getattr(request, "path", "?"), exc)
+        return (
+            400,
+            error_body(ErrorCode.VALIDATION_ERROR, "A value in the request is not valid for the database.", {}),
+            {},
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.error("database unavailable: %s", exc)
         return (

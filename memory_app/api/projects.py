@@ -7,7 +7,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from memory_app.api.strict_fields import ProjectIdField, StrictCharField
+from memory_app.api.fields import ProjectIdField, StrictCharField
 from memory_app.models import PROJECT_ID_PATTERN, Project
 from memory_app.selectors.projects import project_get, project_list
 from memory_app.services.projects import project_create, project_delete, project_update

@@ -61,7 +61,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, DateTimeField, F, Q, Sum, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -105,11 +106,20 @@ def cache_namespace_config(*, namespace: str) -> CacheNamespaceConfig:
 def cache_namespace_directory(*, namespace: str) -> Path:
     """``CACHE_DIR/<directory or namespace>``, resolved and checked to lie inside ``CACHE_DIR``."""
     config = cache_namespace_config(namespace=namespace)
-    root = Path(settings.CACHE_DIR).resolve()
-    directory = (root / (config.directory or namespace)).resolve()
-    if directory == root or not directory.is_relative_to(root):
+    directory = _resolved_directory(str(settings.CACHE_DIR), config.directory or namespace)
+    if directory is None:
         # The config validator refuses such a directory already; this guards a settings object built by hand.
         raise ValidationFailed(f"The directory of cache namespace '{namespace}' is outside the cache root.")
+    return directory
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved_directory(root_name: str, name: str) -> Path | None:
+    # Resolving walks the path on disk; every file hit needs it, so it is done once per (root, name).
+    root = Path(root_name).resolve()
+    directory = (root / name).resolve()
+    if directory == root or not directory.is_relative_to(root):
+        return None
     return directory
 
 
@@ -353,7 +363,9 @@ def _counters() -> _DatabaseCounters | _RedisCounters:
 
 
 def cache_statistics_flush() -> None:
-    """Write this process's pending counts (embedded mode); a no-op on Redis."""
+    """Write this process's pending counts (embedded mode; on Redis they are there already) and the hit counts and
+    access times of the file entries it read."""
+    _file_hits.flush()  # first: it hands its hit counts to the counters
     _database_counters.flush()
 
 
@@ -365,6 +377,7 @@ def cache_process_state_reset() -> None:
     """Forget this process's pending counts and the generations it saw. For test isolation, where every test has
     its own database."""
     _database_counters.discard()
+    _file_hits.discard()
     _RedisMemoryStore._seen_generations.clear()
 
 
@@ -782,24 +795,95 @@ def _file_entry_live(namespace: str, digest: str) -> CacheEntry | None:
     )
 
 
-def _file_entry_hit(namespace: str, digest: str) -> CacheEntry | None:
-    """The live entry of a key with its hit already counted (``hit_count``, ``last_accessed_at``), or None.
+class _FileHitBookkeeping:
+    """File-namespace hits, batched in this process like the embedded statistics: the namespace's ``hits`` counter
+    and each entry's ``hit_count`` and ``last_accessed_at``.
 
-    One ``UPDATE … RETURNING`` finds the entry and counts the hit: a lookup is one statement (one round trip), not
-    a read and then a write.
+    A hit only notes itself here, so a hit is one read of the database, no write (a write is a commit, which waits
+    for the disk) and no round trip to Redis. The notes are written within ``stats_flush_interval`` (from the next
+    hit or a timer), before this process evicts by LRU, when the statistics are flushed (``cache_statistics_flush``,
+    which every reader of the statistics calls first) and at exit: the counters, then one UPDATE per entry hit
+    since the last flush. ``last_accessed_at`` only moves forward, whichever process writes it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[int, dt.datetime]] = {}
+        self._hits: Counter[str] = Counter()
+        self._last_flush = time.monotonic()
+        self._timer: threading.Timer | None = None
+
+    def add(self, namespace: str, entry_id: int, accessed_at: dt.datetime) -> None:
+        options = settings.MEMORY.cache_options
+        with self._lock:
+            hits, _ = self._pending.get(entry_id, (0, accessed_at))
+            self._pending[entry_id] = (hits + 1, accessed_at)
+            self._hits[namespace] += 1
+            due = time.monotonic() - self._last_flush >= options.stats_flush_interval
+            if not due and self._timer is None and options.stats_flush_in_background:
+                self._timer = threading.Timer(options.stats_flush_interval, self._flush_in_background)
+                self._timer.daemon = True
+                self._timer.start()
+        if due:
+            self.flush()
+
+    def _flush_in_background(self) -> None:
+        with self._lock:
+            self._timer = None
+        try:
+            self.flush()
+        finally:
+            connections.close_all()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            namespace_hits, self._hits = self._hits, Counter()
+            self._last_flush = time.monotonic()
+        for namespace, hits in namespace_hits.items():
+            _counters().add(namespace, hits=hits)
+        if not pending:
+            return
+        try:
+            # A savepoint: a failure here must not break a transaction the caller has open.
+            with transaction.atomic():
+                for entry_id, (hits, accessed_at) in sorted(pending.items()):
+                    CacheEntry.objects.filter(pk=entry_id).update(
+                        hit_count=F("hit_count") + hits,
+                        last_accessed_at=Greatest(F("last_accessed_at"), Value(accessed_at, DateTimeField())),
+                    )
+        except DatabaseError:
+            logger.warning("access times of %d cache entries could not be saved; kept for the next flush", len(pending))
+            with self._lock:
+                for entry_id, (hits, accessed_at) in pending.items():
+                    newer_hits, newer_at = self._pending.get(entry_id, (0, accessed_at))
+                    self._pending[entry_id] = (hits + newer_hits, max(accessed_at, newer_at))
+
+    def discard(self) -> None:
+        with self._lock:
+            self._pending = {}
+            self._hits = Counter()
+
+
+_file_hits = _FileHitBookkeeping()
+atexit.register(_file_hits.flush)
+
+
+def _file_entry_hit(namespace: str, digest: str) -> CacheEntry | None:
+    """The live entry of a key, or None. Once its blob verifies, the caller notes the hit (``_file_hits``).
+
+    One plain SELECT of the columns a read needs, without the ORM's query building: the hit path is a read.
     """
     connection = connections[CacheEntry.objects.db]
     operations = connection.ops
     now = timezone.now()
     table = operations.quote_name(CacheEntry._meta.db_table)
     sql = (
-        f"UPDATE {table} SET hit_count = hit_count + 1, last_accessed_at = %s "  # noqa: S608 - model metadata
-        "WHERE namespace = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s) "
-        "RETURNING id, blob_name, size_bytes, checksum, compressed, value_format, content_type"
+        "SELECT id, blob_name, size_bytes, checksum, compressed, value_format, content_type "  # noqa: S608 - model
+        f"FROM {table} WHERE namespace = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s)"
     )
-    stamp = operations.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [stamp, namespace, digest, stamp])
+        cursor.execute(sql, [namespace, digest, operations.adapt_datetimefield_value(now)])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -835,7 +919,7 @@ def _file_open(namespace: str, digest: str) -> tuple[CacheEntry, IO[bytes]] | No
     if handle is None:
         _file_corrupted(namespace, directory, entry)
         return None
-    _counters().add(namespace, hits=1)
+    _file_hits.add(namespace, entry.pk, timezone.now())
     if entry.compressed:
         return entry, gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return entry, handle
@@ -856,7 +940,7 @@ def _file_read(namespace: str, digest: str) -> tuple[CacheEntry, bytes] | None:
     if data is None or len(data) != entry.size_bytes or hashlib.sha256(data).hexdigest() != entry.checksum:
         _file_corrupted(namespace, directory, entry)
         return None
-    _counters().add(namespace, hits=1)
+    _file_hits.add(namespace, entry.pk, timezone.now())
     return entry, gzip.decompress(data) if entry.compressed else data
 
 
@@ -943,6 +1027,7 @@ def _file_entry_insert(namespace: str, digest: str, fields: dict[str, Any]) -> b
 
 def _evict_file_entries(namespace: str, config: CacheNamespaceConfig, *, keep: str) -> list[str]:
     """Delete least recently used rows until the namespace fits; returns their blob names (to unlink)."""
+    _file_hits.flush()  # this process's recent hits count for "recently used"
     blob_names: list[str] = []
     entries = CacheEntry.objects.filter(namespace=namespace)
     if config.max_size is None and config.max_disk_usage is None:

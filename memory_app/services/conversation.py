@@ -226,20 +226,22 @@ def _append_locked(
             )
         )
         context.next_position += 1
-    ContextMessage.objects.bulk_create(rows)
-    saved = _evict(context, totals, summarize=summarize, save_totals=save_totals)
-    if save_totals and not saved:
-        _save_totals(context, totals)
+    if save_totals and _insert_evict_and_save(context, totals, rows, summarize=summarize):
+        pass
+    else:
+        ContextMessage.objects.bulk_create(rows)
+        _evict(context, totals, summarize=summarize)
+        if save_totals:
+            _save_totals(context, totals)
     for row in rows:  # a long batch can push out its own first messages
         row.archived = row.pk in totals.evicted_ids
     return rows
 
 
-def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool, save_totals: bool = False) -> bool:
-    """Archive (or delete) what left the window. True when the totals were saved with the archiving."""
+def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool) -> None:
     others_count, others_tokens = _other_budgets(context, totals, summarize=summarize)
     if totals.window_count <= others_count and totals.window_tokens <= others_tokens:
-        return False
+        return
     # With summaries on, an evicted message stays (archived) until it is folded into the summary, even when
     # keep_archived is off: deleting it first could lose it if the process died before the fold.
     archive = settings.MEMORY.conversation.keep_archived or summarize
@@ -247,14 +249,12 @@ def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool, sa
     if archive and excess > 0:
         # The usual case, a full window: the oldest ``excess`` messages must go whatever their tokens, so they are
         # archived and reported back in one statement instead of a read and then a write.
-        save_with_archiving = save_totals and connection.vendor == "postgresql"
-        archived = _archive_oldest(context, excess, totals=totals if save_with_archiving else None)
-        for message_id, token_count in archived:
+        for message_id, token_count in _archive_oldest(context, excess):
             totals.evicted_ids.add(message_id)
             totals.window_count -= 1
             totals.window_tokens -= token_count
         if totals.window_count <= others_count and totals.window_tokens <= others_tokens:
-            return save_with_archiving
+            return
     ids: list[int] = []
     # Oldest active user/assistant messages first; only the window is read, never the archive.
     window = (
@@ -274,56 +274,140 @@ def _evict(context: ConversationContext, totals: _Totals, *, summarize: bool, sa
         ContextMessage.objects.filter(id__in=ids).update(archived=True)
     else:
         ContextMessage.objects.filter(id__in=ids).delete()
-    return False
 
 
-def _archive_oldest(
-    context: ConversationContext, count: int, *, totals: _Totals | None = None
-) -> list[tuple[int, int]]:
-    """Archive the ``count`` oldest active user/assistant messages; their (id, token_count), oldest first.
+_ARCHIVE_OLDEST_SQL = (
+    "UPDATE {messages} SET archived = %s WHERE id IN ("
+    "SELECT id FROM {messages} WHERE context_id = %s AND archived = %s AND role <> %s "
+    "ORDER BY position LIMIT %s) RETURNING id, token_count, position"
+)
 
-    With ``totals`` (PostgreSQL only) the same statement also saves the context's totals as ``_save_totals`` would
-    after taking the archived messages off the window: one round trip instead of two on the append's hot path.
-    """
+
+def _archive_oldest(context: ConversationContext, count: int) -> list[tuple[int, int]]:
+    """Archive the ``count`` oldest active user/assistant messages; their (id, token_count), oldest first."""
     table = connection.ops.quote_name(ContextMessage._meta.db_table)
-    context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
-    archive_sql = (
-        f"UPDATE {table} SET archived = %s WHERE id IN ("  # noqa: S608 - model metadata, not input
-        f"SELECT id FROM {table} WHERE context_id = %s AND archived = %s AND role <> %s "
-        "ORDER BY position LIMIT %s) RETURNING id, token_count, position"
-    )
-    archive_params: list[Any] = [True, context_id, False, MessageRole.SYSTEM.value, count]
     with connection.cursor() as cursor:
-        if totals is None:
-            cursor.execute(archive_sql, archive_params)
-        else:
-            context.last_updated = timezone.now()
-            contexts = connection.ops.quote_name(ConversationContext._meta.db_table)
-            cursor.execute(
-                f"WITH archived AS ({archive_sql}), saved AS ("  # noqa: S608 - model metadata, not input
-                f"UPDATE {contexts} SET next_position = %s, summarized_through = %s, system_count = %s, "
-                "system_tokens = %s, window_count = %s - (SELECT COUNT(*) FROM archived), "
-                "window_tokens = %s - (SELECT COALESCE(SUM(token_count), 0) FROM archived), last_updated = %s "
-                "WHERE id = %s) SELECT id, token_count, position FROM archived",
-                [
-                    *archive_params,
-                    context.next_position,
-                    context.summarized_through,
-                    totals.system_count,
-                    totals.system_tokens,
-                    totals.window_count,
-                    totals.window_tokens,
-                    context.last_updated,
-                    context_id,
-                ],
-            )
+        cursor.execute(
+            _ARCHIVE_OLDEST_SQL.format(messages=table),
+            [
+                True,
+                ConversationContext._meta.pk.get_db_prep_value(context.pk, connection),
+                False,
+                MessageRole.SYSTEM.value,
+                count,
+            ],
+        )
         rows = cursor.fetchall()
-    if totals is not None:
-        # What the statement wrote, as _save_totals leaves it on the instance.
-        context.system_count, context.system_tokens = totals.system_count, totals.system_tokens
-        context.window_count = totals.window_count - len(rows)
-        context.window_tokens = totals.window_tokens - sum(row[1] for row in rows)
     return [(message_id, token_count) for message_id, token_count, _position in sorted(rows, key=lambda row: row[2])]
+
+
+_INSERTED_COLUMNS = (
+    "context",
+    "position",
+    "role",
+    "content",
+    "token_count",
+    "created_at",
+    "archived",
+    "is_summary",
+    "unanswered",
+    "request_id",
+    "metadata",
+)
+
+
+def _insert_evict_and_save(
+    context: ConversationContext, totals: _Totals, rows: list[ContextMessage], *, summarize: bool
+) -> bool:
+    """Insert the new messages, archive the oldest ones the window no longer holds and save the context's totals,
+    in plain SQL: on PostgreSQL one statement (one round trip instead of three), on SQLite three statements without
+    the ORM's query building (less time holding the database's write lock). False, with nothing written, where
+    that does not apply (eviction by deletion, or a batch that pushes out its own messages); the caller then takes
+    the general path.
+
+    The archiving picks among the messages that were there before the insert (PostgreSQL: the statement's parts
+    see one snapshot; SQLite: it runs first); that is exact when the messages to archive by count are all older
+    ones, which is what the conditions check.
+    """
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return False
+    others_count, others_tokens = _other_budgets(context, totals, summarize=summarize)
+    excess = max(totals.window_count - others_count, 0)
+    new_plain = sum(1 for row in rows if row.role != MessageRole.SYSTEM)
+    archive = settings.MEMORY.conversation.keep_archived or summarize
+    if (excess and not archive) or excess > totals.window_count - new_plain:
+        return False
+    operations = connection.ops
+    messages = operations.quote_name(ContextMessage._meta.db_table)
+    contexts = operations.quote_name(ConversationContext._meta.db_table)
+    fields = [ContextMessage._meta.get_field(name) for name in _INSERTED_COLUMNS]
+    columns = ", ".join(operations.quote_name(field.column) for field in fields)
+    values = ", ".join("(" + ", ".join(["%s"] * len(fields)) + ")" for _ in rows)
+    insert_sql = f"INSERT INTO {messages} ({columns}) VALUES {values} RETURNING id, position"  # noqa: S608
+    insert_params = [
+        field.get_db_prep_save(getattr(row, field.attname), connection) for row in rows for field in fields
+    ]
+    context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
+    archive_sql = _ARCHIVE_OLDEST_SQL.format(messages=messages)
+    archive_params = [True, context_id, False, MessageRole.SYSTEM.value, excess]
+    context.last_updated = timezone.now()
+    save_sql = (
+        f"UPDATE {contexts} SET next_position = %s, summarized_through = %s, system_count = %s, "  # noqa: S608
+        "system_tokens = %s, window_count = %s - {archived_count}, window_tokens = %s - {archived_tokens}, "
+        "last_updated = %s WHERE id = %s"
+    )
+    save_params = [
+        context.next_position,
+        context.summarized_through,
+        totals.system_count,
+        totals.system_tokens,
+        totals.window_count,
+        totals.window_tokens,
+        ConversationContext._meta.get_field("last_updated").get_db_prep_save(context.last_updated, connection),
+        context_id,
+    ]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            save = save_sql.format(
+                archived_count="(SELECT COUNT(*) FROM archived)",
+                archived_tokens="(SELECT COALESCE(SUM(token_count), 0) FROM archived)",
+            )
+            cursor.execute(
+                f"WITH archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save}) "  # noqa: S608
+                "SELECT FALSE, id, token_count, position FROM archived "
+                "UNION ALL SELECT TRUE, id, 0, position FROM inserted",
+                [*archive_params, *insert_params, *save_params],
+            )
+            result = [tuple(item) for item in cursor.fetchall()]
+        else:
+            cursor.execute(archive_sql, archive_params)
+            archived = [(False, *item) for item in cursor.fetchall()]
+            cursor.execute(insert_sql, insert_params)
+            inserted = [(True, row_id, 0, position) for row_id, position in cursor.fetchall()]
+            cursor.execute(
+                save_sql.format(archived_count="%s", archived_tokens="%s"),
+                [*save_params[:5], len(archived), save_params[5], sum(item[2] for item in archived), *save_params[6:]],
+            )
+            result = archived + inserted
+    inserted_ids = {position: row_id for is_new, row_id, _tokens, position in result if is_new}
+    for row in rows:
+        row.pk = inserted_ids[row.position]
+        row._state.adding = False
+        row._state.db = connection.alias
+    for _is_new, message_id, token_count, _position in sorted(
+        (item for item in result if not item[0]), key=lambda item: item[3]
+    ):
+        totals.evicted_ids.add(message_id)
+        totals.window_count -= 1
+        totals.window_tokens -= token_count
+    # As _save_totals leaves the instance.
+    context.system_count, context.system_tokens = totals.system_count, totals.system_tokens
+    context.window_count, context.window_tokens = totals.window_count, totals.window_tokens
+    if totals.window_tokens > others_tokens:
+        # Still over the token budget: the general rule takes more of the oldest, now that the new rows exist.
+        _evict(context, totals, summarize=summarize)
+        _save_totals(context, totals)
+    return True
 
 
 def context_refresh_summary(*, context: ConversationContext, attempts: int = 3) -> bool:

@@ -294,6 +294,17 @@ def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | Non
     return WorkflowUnit.objects.select_related("workflow").get(pk=unit_id)
 
 
+def workflow_unit_extend_lease(*, unit: WorkflowUnit) -> bool:
+    """Push the lease of a unit we still hold a full lease ahead (the heartbeat of a long step).
+
+    False once our claim is over: the unit is done, given back, or another worker took it over.
+    """
+    updated = WorkflowUnit.objects.filter(pk=unit.pk, status=UnitStatus.RUNNING, claim_token=unit.claim_token).update(
+        lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds)
+    )
+    return updated == 1
+
+
 def workflow_unit_complete(*, unit: WorkflowUnit, result: Any) -> bool:
     """Mark the claimed unit done, only if our claim still holds. Inside the effect's transaction."""
     updated = WorkflowUnit.objects.filter(pk=unit.pk, status=UnitStatus.RUNNING, claim_token=unit.claim_token).update(

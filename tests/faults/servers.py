@@ -160,7 +160,6 @@ class TcpRelay:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
-        self._closed = False
 
     def start(self) -> None:
         self._open_listener()
@@ -170,7 +169,8 @@ class TcpRelay:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
-        self._listener = listener
+        with self._lock:
+            self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -186,6 +186,11 @@ class TcpRelay:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:
+                    # Cut while this connection was being set up: it must not outlive the cut.
+                    client.close()
+                    upstream.close()
+                    return
                 self._sockets.update({client, upstream})
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
@@ -206,17 +211,19 @@ class TcpRelay:
 
     def cut(self) -> None:
         """Stop listening (new connections are refused) and reset every open one."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
         with self._lock:
+            listener, self._listener = self._listener, None
             open_sockets = list(self._sockets)
+        if listener is not None:
+            listener.close()
         for sock in open_sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def restore(self) -> None:
-        if self._listener is None:
+        with self._lock:
+            down = self._listener is None
+        if down:
             self._open_listener()
 
     def close(self) -> None:

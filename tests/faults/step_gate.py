@@ -1,9 +1,9 @@
 """Wraps the real pipelines' step functions in a worker that a fault test starts (WORKFLOW_MODULES).
 
 Every execution of a step function is logged, one line per call, to ``$COMICMEM_FAULT_DIR/calls.log`` (the
-provider calls of the step). When ``$COMICMEM_FAULT_PAUSE_STEP`` names a step, the wrapper writes
-``$COMICMEM_FAULT_DIR/running-<step>`` as the step starts and then holds it, so the test can kill the worker in
-the middle of that step.
+provider calls of the step). When ``$COMICMEM_FAULT_PAUSE_STEP`` names a step, the wrapper writes the unit's
+index to ``$COMICMEM_FAULT_DIR/running-<step>`` as the step starts and then holds it, so the test can kill the
+worker in the middle of that step.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _wrap(run: Any) -> Any:
         with (folder / "calls.log").open("a") as log:
             log.write(f"{context.workflow_id} {context.step} {context.unit_index} {os.getpid()}\n")
         if os.environ.get("COMICMEM_FAULT_PAUSE_STEP") == context.step:
-            (folder / f"running-{context.step}").touch()
+            (folder / f"running-{context.step}").write_text(str(context.unit_index))
             deadline = time.monotonic() + HOLD_SECONDS
             while time.monotonic() < deadline:
                 time.sleep(0.2)

@@ -57,7 +57,8 @@ def kill_during(start_worker, folder: Path, env: dict[str, str], step: str, star
     """Start a worker that holds ``step``; kill it while the step runs; start a plain worker; wait for the end."""
     worker = start_worker(**env, COMICMEM_FAULT_PAUSE_STEP=step)
     run = start_run()
-    wait_for(lambda: (folder / f"running-{step}").exists(), timeout=120, what=f"{step} to start")
+    marker = folder / f"running-{step}"
+    wait_for(lambda: marker.exists() and marker.read_text() != "", timeout=120, what=f"{step} to start")
     worker.kill()
     assert WorkflowUnit.objects.filter(workflow=run, step=step, status=UnitStatus.RUNNING).exists()
 
@@ -68,9 +69,10 @@ def kill_during(start_worker, folder: Path, env: dict[str, str], step: str, star
     return run
 
 
-def expected_calls(steps: list[str], killed: str, units: dict[str, int]) -> Counter[tuple[str, int]]:
+def expected_calls(folder: Path, steps: list[str], killed: str, units: dict[str, int]) -> Counter[tuple[str, int]]:
     expected = Counter({(step, index): 1 for step in steps for index in range(units.get(step, 1))})
-    expected[(killed, 0)] += 1  # the execution that died with the worker, and the one that counted
+    killed_unit = int((folder / f"running-{killed}").read_text())
+    expected[(killed, killed_unit)] += 1  # the execution that died with the worker, and the one that counted
     return expected
 
 
@@ -117,7 +119,7 @@ def test_text_compression_survives_a_worker_killed_in(step, start_worker, fault_
 
     run = kill_during(start_worker, folder, fault_env, step, start_run)
 
-    assert calls(folder, run) == expected_calls(TEXT_STEPS, step, {})
+    assert calls(folder, run) == expected_calls(folder, TEXT_STEPS, step, {})
     assert_each_step_recorded_once(run, TEXT_STEPS, {})
     assert [entry["step"] for entry in run.compression_history] == ["plot_summarization", "compression_execution"]
     assert run.data["quality"]["passed"] is True
@@ -142,7 +144,7 @@ def test_comic_generation_survives_a_worker_killed_in(
     units = {"image_generation": SEGMENTS}
 
     assert len(run.data["segments"]) == SEGMENTS
-    assert calls(folder, run) == expected_calls(COMIC_STEPS, step, units)
+    assert calls(folder, run) == expected_calls(folder, COMIC_STEPS, step, units)
     assert_each_step_recorded_once(run, COMIC_STEPS, units)
     assert sorted(Character.objects.filter(project=project).values_list("name", flat=True)) == ["小明", "王伯", "老王"]
     assert len(run.data["outputs"]["pages"]) == 2

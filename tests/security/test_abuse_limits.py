@@ -291,3 +291,11 @@ def test_an_oversized_body_is_413_even_as_the_first_request_of_a_fresh_process(t
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["413", "PAYLOAD_TOO_LARGE"]
+
+
+def test_a_query_string_with_too_many_parameters_is_a_4xx_envelope(auth_client, project, settings):
+    query = "&".join(f"p{index}=1" for index in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 10))
+
+    response = auth_client.get(f"/api/workflows/?{query}")
+
+    assert_envelope_error(response, {400, 413})

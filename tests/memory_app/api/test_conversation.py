@@ -142,10 +142,14 @@ def test_an_append_to_a_full_window_reads_the_context_once_and_locks_it_in_that_
     table = ConversationContext._meta.db_table
     reads = [sql for sql in statements if sql.startswith("SELECT") and f'FROM "{table}"' in sql]
     assert len(reads) == 1
+    kinds = [sql.split()[0] for sql in statements]
     if connection.vendor == "postgresql":
         assert f'FOR UPDATE OF "{table}"' in reads[0]
-        # The archiving of the oldest message also saves the context's totals: no separate UPDATE of the context.
-        assert not [sql for sql in statements if sql.startswith(f'UPDATE "{table}"')]
+        # Token, lock, then one statement inserts, archives the oldest message and saves the context's totals.
+        assert kinds == ["SELECT", "SAVEPOINT", "SELECT", "WITH", "RELEASE"]
+    else:
+        # The same three writes as plain statements: archive the oldest, insert, save the totals.
+        assert kinds == ["SELECT", "SAVEPOINT", "SELECT", "UPDATE", "INSERT", "UPDATE", "RELEASE"]
     context.refresh_from_db()
     assert (context.window_count, context.next_position) == (2, 3)
     assert list(ContextMessage.objects.filter(context=context, archived=False).values_list("content", flat=True)) == [
@@ -405,3 +409,31 @@ def test_routes_need_authentication(api_client):
     assert api_client.get("/api/context/").status_code == 401
     assert api_client.post("/api/context/generate-with-context", {"prompt": "x"}, format="json").status_code == 401
     assert ConversationContext.objects.count() == 0
+
+
+def test_the_output_serializers_answer_exactly_what_their_declared_fields_produce(user, project):
+    # The hot path's hand-written representations must never drift from the declared fields (and the schema).
+    from rest_framework import serializers
+
+    from memory_app.api.conversation import ContextSerializer, MessageSerializer
+
+    plain = context_create(owner=user)
+    rich = context_create(owner=user, project=project, context_type="chapter-1", metadata={"k": ["v", 1]})
+    context_append_message(context=rich, role="system", content="你是漫画编剧。")
+    context_append_message(context=rich, role="user", content="The hero opens the door.")
+    rich.refresh_from_db()
+    ContextMessage.objects.filter(context=rich, role="user").update(unanswered=True, archived=True)
+
+    for context in (plain, rich):
+        serializer = ContextSerializer(context)
+        assert serializer.to_representation(context) == serializers.ModelSerializer.to_representation(
+            serializer, context
+        )
+    messages = list(ContextMessage.objects.filter(context=rich).order_by("position"))
+    assert len(messages) == 2
+    for message in messages:
+        serializer = MessageSerializer(message)
+        assert serializer.to_representation(message) == serializers.ModelSerializer.to_representation(
+            serializer, message
+        )
+    assert MessageSerializer(messages[1]).data["created_at"].endswith("Z")

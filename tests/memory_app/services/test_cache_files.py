@@ -9,6 +9,8 @@ import time
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from memory_app.errors import NotFound
@@ -69,6 +71,7 @@ def test_a_blob_and_its_entry(images, cache_root):
     assert blob_of(images, entry).read_bytes() == PNG
 
     assert cache_get(namespace="images", key={"prompt": "a cat"}) == PNG
+    cache_statistics_flush()  # hit counts and access times are batched per process, like the statistics
     entry.refresh_from_db()
     assert entry.hit_count == 1
     assert entry.last_accessed_at > entry.created_at
@@ -269,6 +272,81 @@ def test_cleanup_command_reports_what_it_freed(images, capsys):
     assert capsys.readouterr().out == (
         '{"expired_entries": 0, "orphaned_blobs": 0, "temporary_files": 0, "bytes_freed": 0, "more": false}\n'
     )
+
+
+# --- hit bookkeeping, batched per process ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def batched(settings, images):
+    """Hit counts and access times wait for a flush (an interval no test reaches)."""
+    options = settings.MEMORY.cache_options.model_copy(update={"stats_flush_interval": 3600})
+    settings.MEMORY = settings.MEMORY.model_copy(update={"cache_options": options})
+    cache_statistics_flush()  # start from nothing pending
+
+
+def test_a_file_hit_reads_the_database_and_writes_nothing_until_the_flush(batched):
+    cache_set(namespace="images", key="k", value=PNG)
+    entry = CacheEntry.objects.get()
+
+    with CaptureQueriesContext(connection) as captured:
+        assert cache_get(namespace="images", key="k") == PNG
+        assert cache_get(namespace="images", key="k") == PNG
+    noted_at = timezone.now()
+
+    assert [query["sql"].split()[0] for query in captured.captured_queries] == ["SELECT", "SELECT"]
+    entry.refresh_from_db()
+    assert (entry.hit_count, entry.last_accessed_at) == (0, entry.created_at)
+    assert cache_counters_read(namespace="images")["hits"] == 0  # nor a write to the counters (Redis or rows)
+    cache_statistics_flush()
+    entry.refresh_from_db()
+    assert entry.hit_count == 2
+    assert entry.created_at < entry.last_accessed_at <= noted_at
+    assert cache_counters_read(namespace="images") == {"hits": 2, "misses": 0, "corrupted": 0, "evictions": 0}
+
+
+def test_a_flush_never_moves_an_access_time_back(batched):
+    cache_set(namespace="images", key="k", value=PNG)
+    cache_get(namespace="images", key="k")  # noted now
+    later = timezone.now() + dt.timedelta(hours=1)
+    CacheEntry.objects.update(last_accessed_at=later)  # another process's flush, with a later hit
+
+    cache_statistics_flush()
+
+    entry = CacheEntry.objects.get()
+    assert (entry.hit_count, entry.last_accessed_at) == (1, later)
+
+
+def test_eviction_counts_this_processs_pending_hits_as_recent_use(batched):
+    value = b"x" * 3000
+    for name in ("a", "b", "c"):
+        cache_set(namespace="images", key=name, value=value + name.encode())
+    assert cache_get(namespace="images", key="a") == value + b"a"  # pending, not yet written
+
+    cache_set(namespace="images", key="d", value=value + b"d")  # 4 x 3001 > 10,000: the least recently used goes
+
+    assert [cache_lookup(namespace="images", key=name).hit for name in "abcd"] == [True, False, True, True]
+
+
+def test_hits_on_an_entry_removed_before_the_flush_are_dropped_quietly(batched):
+    cache_set(namespace="images", key="k", value=PNG)
+    cache_get(namespace="images", key="k")
+    cache_clear(namespace="images")
+
+    cache_statistics_flush()
+
+    assert CacheEntry.objects.count() == 0
+    assert counts("images")["hits"] == 1
+
+
+def test_without_an_interval_every_hit_is_written_at_once(settings, images):
+    options = settings.MEMORY.cache_options.model_copy(update={"stats_flush_interval": 0})
+    settings.MEMORY = settings.MEMORY.model_copy(update={"cache_options": options})
+    cache_set(namespace="images", key="k", value=PNG)
+
+    cache_get(namespace="images", key="k")
+
+    assert CacheEntry.objects.get().hit_count == 1
 
 
 def test_rewriting_a_key_inside_a_transaction_leaves_the_transaction_usable(images):
