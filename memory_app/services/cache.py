@@ -274,27 +274,24 @@ def _raw_key(name: str) -> str:
     return _shared_cache().make_key(name)
 
 
-class _DatabaseCounters:
-    """Counters batched in this process and added to CacheStatistics rows with F() (embedded mode)."""
+class _BatchedInProcess:
+    """Notes batched in this process and written by the subclass's ``flush`` within ``stats_flush_interval``: from
+    the next note once the interval is up, or from a timer, so a process that goes idle does not sit on them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[str, Counter[str]] = {}
         self._last_flush = time.monotonic()
         self._timer: threading.Timer | None = None
 
-    def add(self, namespace: str, **counts: int) -> None:
+    def _due_locked(self) -> bool:
+        """Called with the lock held, after noting: True when the caller must flush now; otherwise a timer is armed."""
         options = settings.MEMORY.cache_options
-        with self._lock:
-            self._pending.setdefault(namespace, Counter()).update(counts)
-            due = time.monotonic() - self._last_flush >= options.stats_flush_interval
-            if not due and self._timer is None and options.stats_flush_in_background:
-                # A process that goes idle must not sit on its counts: flush them when the interval is up.
-                self._timer = threading.Timer(options.stats_flush_interval, self._flush_in_background)
-                self._timer.daemon = True
-                self._timer.start()
-        if due:
-            self.flush()
+        due = time.monotonic() - self._last_flush >= options.stats_flush_interval
+        if not due and self._timer is None and options.stats_flush_in_background:
+            self._timer = threading.Timer(options.stats_flush_interval, self._flush_in_background)
+            self._timer.daemon = True
+            self._timer.start()
+        return due
 
     def _flush_in_background(self) -> None:
         with self._lock:
@@ -304,6 +301,21 @@ class _DatabaseCounters:
         finally:
             # This thread's own database connections (Django keeps one per thread).
             connections.close_all()
+
+
+class _DatabaseCounters(_BatchedInProcess):
+    """Counters batched in this process and added to CacheStatistics rows with F() (embedded mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict[str, Counter[str]] = {}
+
+    def add(self, namespace: str, **counts: int) -> None:
+        with self._lock:
+            self._pending.setdefault(namespace, Counter()).update(counts)
+            due = self._due_locked()
+        if due:
+            self.flush()
 
     def flush(self) -> None:
         with self._lock:
@@ -795,7 +807,7 @@ def _file_entry_live(namespace: str, digest: str) -> CacheEntry | None:
     )
 
 
-class _FileHitBookkeeping:
+class _FileHitBookkeeping(_BatchedInProcess):
     """File-namespace hits, batched in this process like the embedded statistics: the namespace's ``hits`` counter
     and each entry's ``hit_count`` and ``last_accessed_at``.
 
@@ -807,33 +819,18 @@ class _FileHitBookkeeping:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._pending: dict[int, tuple[int, dt.datetime]] = {}
         self._hits: Counter[str] = Counter()
-        self._last_flush = time.monotonic()
-        self._timer: threading.Timer | None = None
 
     def add(self, namespace: str, entry_id: int, accessed_at: dt.datetime) -> None:
-        options = settings.MEMORY.cache_options
         with self._lock:
             hits, _ = self._pending.get(entry_id, (0, accessed_at))
             self._pending[entry_id] = (hits + 1, accessed_at)
             self._hits[namespace] += 1
-            due = time.monotonic() - self._last_flush >= options.stats_flush_interval
-            if not due and self._timer is None and options.stats_flush_in_background:
-                self._timer = threading.Timer(options.stats_flush_interval, self._flush_in_background)
-                self._timer.daemon = True
-                self._timer.start()
+            due = self._due_locked()
         if due:
             self.flush()
-
-    def _flush_in_background(self) -> None:
-        with self._lock:
-            self._timer = None
-        try:
-            self.flush()
-        finally:
-            connections.close_all()
 
     def flush(self) -> None:
         with self._lock:
