@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -130,6 +131,26 @@ def _table(results: list) -> str:
     return "\n".join(lines)
 
 
+def _settle(log: Callable[[str], None]) -> None:
+    """Leave PostgreSQL quiet for the next section: the rows a section wrote (a million history records) would
+    otherwise be vacuumed, analysed and checkpointed by the server while the next one measures."""
+    from django.db import DatabaseError, connection
+
+    if connection.vendor != "postgresql":
+        return
+    started = time.monotonic()
+    done = []
+    with connection.cursor() as cursor:
+        # VACUUM needs the tables' owner, CHECKPOINT a superuser or pg_checkpoint: without the right, go on without.
+        for statement in ("VACUUM (ANALYZE)", "CHECKPOINT"):
+            try:
+                cursor.execute(statement)
+                done.append(statement)
+            except DatabaseError as exc:
+                log(f"{statement} between sections failed: {str(exc).strip()}")
+    log(f"{' and '.join(done) or 'nothing'} between sections in {time.monotonic() - started:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = _arguments(argv)
     setup = _configure(arguments)
@@ -162,12 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in arguments.only.split(","):
         log(f"running {name}")
         results += runners[name]()
+        _settle(log)
     table = _table(results)
     print(table)
+    sections = arguments.only.split(",")
+    subset = sorted(sections) != sorted(SECTIONS)
+    command = "python -m bench" + (" --smoke" if arguments.smoke else "")
+    command += f" --only {arguments.only}" if subset else ""
     document = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench" + (" --smoke" if arguments.smoke else ""),
+        "command": command,
         "mode": "smoke" if arguments.smoke else "full",
+        "sections": sections,
         "database": urlparse(str(setup["database_url"])).scheme,
         "broker_and_cache": "redis" if setup["redis_url"] else "embedded",
         "seconds": round(time.monotonic() - started, 1),
@@ -177,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(str(setup["output"]))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(document, indent=2, ensure_ascii=False)
-    (output / f"bench-{document['mode']}-{stamp}.json").write_text(text, encoding="utf-8")
-    (output / f"latest-{document['mode']}.json").write_text(text, encoding="utf-8")
-    log(f"figures written to {output / ('latest-' + document['mode'] + '.json')}")
+    # A run of some sections only does not replace the figures of the last whole run.
+    label = document["mode"] + ("-" + "-".join(sections) if subset else "")
+    (output / f"bench-{label}-{stamp}.json").write_text(text, encoding="utf-8")
+    (output / f"latest-{label}.json").write_text(text, encoding="utf-8")
+    log(f"figures written to {output / f'latest-{label}.json'}")
     return 0
 
 

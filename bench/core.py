@@ -76,6 +76,7 @@ class Sizes:
     fanout_segments: int
     fanout_image_seconds: float
     fanout_concurrency: int
+    fanout_runs: int
     memory_contexts: tuple[int, int]
     memory_messages: int
 
@@ -93,6 +94,7 @@ FULL = Sizes(
     fanout_segments=25,
     fanout_image_seconds=0.2,
     fanout_concurrency=4,
+    fanout_runs=3,
     memory_contexts=(1_000, 10_000),
     memory_messages=20,
 )
@@ -109,6 +111,7 @@ SMOKE = Sizes(
     fanout_segments=4,
     fanout_image_seconds=0.01,
     fanout_concurrency=2,
+    fanout_runs=1,
     memory_contexts=(10, 30),
     memory_messages=5,
 )
@@ -122,6 +125,18 @@ def timed(function: Callable[[], Any], repeats: int) -> list[float]:
         function()
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def timed_pair(first: Callable[[], Any], second: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds per call of two functions, called in turn: a ratio of their medians is not skewed by the machine
+    getting slower or faster between two separate series (another process, the CPU's clock, the page cache)."""
+    first_samples, second_samples = [], []
+    for _ in range(repeats):
+        for function, samples in ((first, first_samples), (second, second_samples)):
+            start = time.perf_counter()
+            function()
+            samples.append(time.perf_counter() - start)
+    return first_samples, second_samples
 
 
 def median(samples: list[float]) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from bench.core import BENCH_DIR, Result, Sizes, median, result, timed
+from bench.core import BENCH_DIR, Result, Sizes, median, result, timed, timed_pair
 
 
 def run(*, sizes: Sizes) -> list[Result]:
@@ -40,8 +40,8 @@ def run(*, sizes: Sizes) -> list[Result]:
 
     for function in (ours, raw):  # warm both
         timed(function, 10)
-    ours_time = median(timed(ours, sizes.cache_repeats))
-    raw_time = median(timed(raw, sizes.cache_repeats))
+    ours_samples, raw_samples = timed_pair(ours, raw, sizes.cache_repeats)
+    ours_time, raw_time = median(ours_samples), median(raw_samples)
     counters = cache_service._counters()
     stats_time = median(timed(lambda: counters.add("bench_memory", hits=1), sizes.cache_repeats))
     backend = type(caches["default"]).__name__
@@ -79,8 +79,8 @@ def run(*, sizes: Sizes) -> list[Result]:
         repeats = max(5, sizes.cache_repeats // (50 if size > (4 << 20) else 10))
         for function in (file_hit, raw_read):
             timed(function, 3)
-        hit_time = median(timed(file_hit, repeats))
-        raw_time = median(timed(raw_read, repeats))
+        hit_samples, raw_samples = timed_pair(file_hit, raw_read, repeats)
+        hit_time, raw_time = median(hit_samples), median(raw_samples)
         results.append(
             result(
                 target="4",
