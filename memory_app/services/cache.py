@@ -54,14 +54,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar, Literal, ParamSpec, TypeVar
+from typing import IO, Any, ClassVar, Literal, NamedTuple, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Count, DateTimeField, F, Q, Sum, Value
+from django.db.models import Count, DateTimeField, F, Sum, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -693,9 +693,14 @@ def cache_memory_usage(*, namespace: str) -> NamespaceUsage:
 # --- file namespaces ----------------------------------------------------------------------------------------
 
 
-def _blob_path(directory: Path, blob_name: str) -> Path:
+def _blob_file(directory: Path, blob_name: str) -> str:
+    """Where a blob lives, as a string: the hit path opens it without pathlib's joining (about 10 µs a hit)."""
     # Two hex digits of sharding keep directories small; blob names are hex digests, never user input.
-    return directory / blob_name[:2] / blob_name
+    return os.path.join(directory, blob_name[:2], blob_name)
+
+
+def _blob_path(directory: Path, blob_name: str) -> Path:
+    return Path(_blob_file(directory, blob_name))
 
 
 def _fsync_directory(path: Path) -> None:
@@ -776,7 +781,19 @@ def _remove_blobs(directory: Path, blob_names: Iterable[str]) -> None:
             _blob_path(directory, blob_name).unlink()
 
 
-def _verified_open(directory: Path, entry: CacheEntry) -> IO[bytes] | None:
+class _FileHit(NamedTuple):
+    """The columns of a live file entry that a read needs: the hit path builds no model instance."""
+
+    pk: int
+    blob_name: str
+    size_bytes: int
+    checksum: str
+    compressed: bool
+    value_format: str
+    content_type: str
+
+
+def _verified_open(directory: Path, entry: CacheEntry | _FileHit) -> IO[bytes] | None:
     """The blob opened and verified (size and sha256, read in chunks), rewound; None when missing or corrupted.
 
     The returned handle keeps reading the verified bytes even if the blob is replaced or removed meanwhile:
@@ -796,15 +813,6 @@ def _verified_open(directory: Path, entry: CacheEntry) -> IO[bytes] | None:
         return None
     handle.seek(0)
     return handle
-
-
-def _file_entry_live(namespace: str, digest: str) -> CacheEntry | None:
-    now = timezone.now()
-    return (
-        CacheEntry.objects.filter(namespace=namespace, key=digest)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .first()
-    )
 
 
 class _FileHitBookkeeping(_BatchedInProcess):
@@ -866,14 +874,13 @@ _file_hits = _FileHitBookkeeping()
 atexit.register(_file_hits.flush)
 
 
-def _file_entry_hit(namespace: str, digest: str) -> CacheEntry | None:
+def _file_entry_hit(namespace: str, digest: str, now: dt.datetime) -> _FileHit | None:
     """The live entry of a key, or None. Once its blob verifies, the caller notes the hit (``_file_hits``).
 
     One plain SELECT of the columns a read needs, without the ORM's query building: the hit path is a read.
     """
     connection = connections[CacheEntry.objects.db]
     operations = connection.ops
-    now = timezone.now()
     table = operations.quote_name(CacheEntry._meta.db_table)
     sql = (
         "SELECT id, blob_name, size_bytes, checksum, compressed, value_format, content_type "  # noqa: S608 - model
@@ -885,20 +892,10 @@ def _file_entry_hit(namespace: str, digest: str) -> CacheEntry | None:
     if row is None:
         return None
     entry_id, blob_name, size_bytes, checksum, compressed, value_format, content_type = row
-    return CacheEntry(
-        id=entry_id,
-        namespace=namespace,
-        key=digest,
-        blob_name=blob_name,
-        size_bytes=size_bytes,
-        checksum=checksum,
-        compressed=bool(compressed),
-        value_format=value_format,
-        content_type=content_type,
-    )
+    return _FileHit(entry_id, blob_name, size_bytes, checksum, bool(compressed), value_format, content_type)
 
 
-def _file_corrupted(namespace: str, directory: Path, entry: CacheEntry) -> None:
+def _file_corrupted(namespace: str, directory: Path, entry: _FileHit) -> None:
     # Only the row that still names this blob goes: a concurrent rewrite of the key keeps its own.
     CacheEntry.objects.filter(pk=entry.pk, blob_name=entry.blob_name).delete()
     _remove_blobs(directory, [entry.blob_name])
@@ -906,9 +903,10 @@ def _file_corrupted(namespace: str, directory: Path, entry: CacheEntry) -> None:
     _counters().add(namespace, misses=1, corrupted=1)
 
 
-def _file_open(namespace: str, digest: str) -> tuple[CacheEntry, IO[bytes]] | None:
+def _file_open(namespace: str, digest: str) -> tuple[_FileHit, IO[bytes]] | None:
     directory = cache_namespace_directory(namespace=namespace)
-    entry = _file_entry_hit(namespace, digest)
+    now = timezone.now()
+    entry = _file_entry_hit(namespace, digest, now)
     if entry is None:
         _counters().add(namespace, misses=1)
         return None
@@ -916,28 +914,31 @@ def _file_open(namespace: str, digest: str) -> tuple[CacheEntry, IO[bytes]] | No
     if handle is None:
         _file_corrupted(namespace, directory, entry)
         return None
-    _file_hits.add(namespace, entry.pk, timezone.now())
+    _file_hits.add(namespace, entry.pk, now)
     if entry.compressed:
         return entry, gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return entry, handle
 
 
-def _file_read(namespace: str, digest: str) -> tuple[CacheEntry, bytes] | None:
+def _file_read(namespace: str, digest: str) -> tuple[_FileHit, bytes] | None:
     """The whole value of a file entry, verified while it is read: the blob is read once, not once to verify and
     again to return it (``cache_open`` streams instead, for values too large to hold)."""
     directory = cache_namespace_directory(namespace=namespace)
-    entry = _file_entry_hit(namespace, digest)
+    now = timezone.now()
+    entry = _file_entry_hit(namespace, digest, now)
     if entry is None:
         _counters().add(namespace, misses=1)
         return None
     try:
-        data = _blob_path(directory, entry.blob_name).read_bytes()
+        with open(_blob_file(directory, entry.blob_name), "rb") as handle:
+            # One read of the size the row names, and one more byte: a longer blob is caught without a stat.
+            data = handle.read(entry.size_bytes + 1)
     except FileNotFoundError:
         data = None
     if data is None or len(data) != entry.size_bytes or hashlib.sha256(data).hexdigest() != entry.checksum:
         _file_corrupted(namespace, directory, entry)
         return None
-    _file_hits.add(namespace, entry.pk, timezone.now())
+    _file_hits.add(namespace, entry.pk, now)
     return entry, gzip.decompress(data) if entry.compressed else data
 
 
@@ -1311,7 +1312,7 @@ def _peek(namespace: str, key: Any) -> CacheLookup:
     config = cache_namespace_config(namespace=namespace)
     digest = cache_key(namespace=namespace, key=key)
     if config.backend == "file":
-        if _file_entry_live(namespace, digest) is None:
+        if _file_entry_hit(namespace, digest, timezone.now()) is None:
             return CacheLookup(hit=False)
         return cache_lookup(namespace=namespace, key=key)
     packed = _memory_store().get(namespace, digest)

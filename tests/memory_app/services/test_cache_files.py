@@ -111,6 +111,17 @@ def test_a_truncated_or_missing_blob_is_a_miss(images):
     assert counts("images")["corrupted"] == 2
 
 
+def test_a_blob_longer_than_its_row_says_is_a_miss(images):
+    # The hit reads the size the row names and one byte more: bytes appended to a blob are caught.
+    cache_set(namespace="images", key="grown", value=PNG)
+    blob = blob_of(images, CacheEntry.objects.get())
+    blob.write_bytes(PNG + b"\x00")
+
+    assert cache_lookup(namespace="images", key="grown").hit is False
+    assert CacheEntry.objects.count() == 0
+    assert counts("images")["corrupted"] == 1
+
+
 def test_expired_entries_are_misses(images):
     cache_set(namespace="images", key="k", value=PNG, ttl=10)
     CacheEntry.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
