@@ -87,7 +87,7 @@ class ContextMessage(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
-        ordering = ["context", "position"]
+        ordering = ["context_id", "position"]  # by the column, without joining the context table
         constraints = [
             models.UniqueConstraint(fields=["context", "position"], name="message_context_position"),
             models.UniqueConstraint(

@@ -112,7 +112,7 @@ class WorkflowSnapshot(models.Model):
     objects = SnapshotQuerySet.as_manager()
 
     class Meta:
-        ordering = ["workflow", "sequence"]
+        ordering = ["workflow_id", "sequence"]  # by the column, without joining the run table
         constraints = [models.UniqueConstraint(fields=["workflow", "sequence"], name="snapshot_sequence_unique")]
 
     def __str__(self) -> str:
@@ -157,7 +157,8 @@ class WorkflowUnit(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["workflow", "step_index", "unit_index"]
+        # By the column: ordering by the relation would join the run table to sort by its own ordering.
+        ordering = ["workflow_id", "step_index", "unit_index"]
         constraints = [
             models.UniqueConstraint(fields=["workflow", "step_key", "unit_index"], name="unit_once_per_step_key")
         ]
