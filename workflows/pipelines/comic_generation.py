@@ -202,7 +202,8 @@ def scene_composition(context: StepContext) -> dict[str, Any]:
                 "index": script["index"],
                 "prompt": ", ".join(part for part in parts if part),
                 "negative_prompt": ", ".join(part for part in (style.negative_prompt, CONSISTENCY_NEGATIVE) if part),
-                "seed": base_seed + script["index"],
+                # Wrapped within the seed's range (the image APIs' signed 32-bit seed), as a base near the top needs.
+                "seed": (base_seed + script["index"]) % 2**31,
                 "caption": script["caption"] or script["scene"],
                 "dialogue": [[line["speaker"], line["text"]] for line in script["dialogue"]],
                 "figures": [{"name": name, "colors": designs[name]["colors"]} for name in present],

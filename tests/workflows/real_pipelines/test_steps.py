@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from memory_app.models import Character
@@ -149,6 +151,9 @@ def test_scene_composition_builds_prompts_from_style_characters_and_previous_pan
     panels = comic.scene_composition(step)["panels"]
 
     assert [panel["seed"] for panel in panels] == [100, 101]
+    # A base seed at the top of the range wraps: every panel's seed stays one the image APIs take.
+    top = comic.scene_composition(replace(step, preferences={"seed": 2**31 - 1}))["panels"]
+    assert [panel["seed"] for panel in top] == [2**31 - 1, 0]
     assert panels[0]["prompt"].startswith("shonen manga style")
     assert "小明 (clothing_style: 红色运动服, hair_color: 黑色)" in panels[0]["prompt"]
     assert panels[0]["prompt"].endswith("previously: 上一话的结尾")
