@@ -417,57 +417,93 @@ def _seed_entry(line: dict[str, Any], usernames: dict[int, str]) -> dict[str, An
     }
 
 
-def _all_project_lines(*, project: Project) -> list[dict[str, Any]]:
-    """Every record of the project, in the database or in its (verified) archives, oldest first."""
-    lines = [
-        history_record_to_json(record)
-        for record in HistoryRecord.objects.filter(project=project).order_by("timestamp", "id").iterator()
-    ]
-    for archive in HistoryArchive.objects.filter(scope=project.pk, record_count__gt=0):
+def _project_months(*, project: Project) -> list[str]:
+    """The UTC months (YYYYMM) that hold records of the project, in the database or in its archives."""
+    records = HistoryRecord.objects.filter(project=project).order_by()
+    months = {f"{moment:%Y%m}" for moment in records.datetimes("timestamp", "month", tzinfo=dt.UTC)}
+    months.update(HistoryArchive.objects.filter(scope=project.pk, record_count__gt=0).values_list("month", flat=True))
+    return sorted(months)
+
+
+def _month_lines(*, project: Project, month: str) -> list[dict[str, Any]]:
+    """The records of one UTC month of the project, in the database or in its (verified) archive, oldest first."""
+    _, start, end = _month_bounds(dt.datetime.strptime(month, "%Y%m").replace(tzinfo=dt.UTC))
+    records = HistoryRecord.objects.filter(project=project, timestamp__gte=start, timestamp__lt=end)
+    lines = [history_record_to_json(record) for record in records.order_by("timestamp", "id").iterator()]
+    for archive in HistoryArchive.objects.filter(scope=project.pk, month=month, record_count__gt=0):
         lines.extend(history_archive_read(archive=archive))
     lines.sort(key=_line_order)
     return lines
 
 
+class _HashedFile:
+    """A UTF-8 file written piece by piece, hashed as it is written (the export's SHA256SUMS)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = path.open("wb")
+        self._hasher = hashlib.sha256()
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self._hasher.update(data)
+        self._handle.write(data)
+
+    def close(self) -> str:
+        self._handle.close()
+        return self._hasher.hexdigest()
+
+
 def history_export(*, project: Project, out_dir: Path) -> HistoryExportResult:
-    """Write the project's whole history (database and archives) in the seed's layout under ``out_dir``."""
+    """Write the project's whole history (database and archives) in the seed's layout under ``out_dir``.
+
+    One month at a time: a month file is written from that month's records, and ``timeline.json`` is streamed
+    with one entry a line, so memory holds one month, never the whole history.
+    """
     from django.contrib.auth import get_user_model
 
-    lines = _all_project_lines(project=project)
-    user_ids = {line["user_id"] for line in lines if line.get("user_id") is not None}
-    usernames = dict(get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username"))
     processing = out_dir / "projects" / project.pk / "processing"
     processing.mkdir(parents=True, exist_ok=True)
-    months: dict[str, list[dict[str, Any]]] = {}
-    for line in lines:
-        months.setdefault(line["timestamp"][:7].replace("-", ""), []).append(_seed_entry(line, usernames))
-    written = []
-    for month, entries in sorted(months.items()):
-        path = processing / f"history_{month}.json"
-        path.write_text(json.dumps(entries, ensure_ascii=False, indent=2), encoding="utf-8")
-        written.append(str(path))
+    usernames: dict[int, str] = {}
     counts: dict[str, int] = {}
-    for line in lines:
-        counts[line["action"]] = counts.get(line["action"], 0) + 1
-    first = dt.datetime.fromisoformat(lines[0]["timestamp"]) if lines else None
-    last = dt.datetime.fromisoformat(lines[-1]["timestamp"]) if lines else None
-    timeline = {
-        "project_id": project.pk,
-        "timeline": [{key: line[key] for key in ("timestamp", "action", "summary", "details")} for line in lines],
-        "summary": {
-            "total_actions": len(lines),
-            "duration_days": (last.date() - first.date()).days + 1 if first and last else 0,
+    sums: dict[str, str] = {}
+    first = last = None
+    timeline = _HashedFile(processing / "timeline.json")
+    try:
+        timeline.write(f'{{\n  "project_id": {json.dumps(project.pk)},\n  "timeline": [')
+        for month in _project_months(project=project):
+            lines = _month_lines(project=project, month=month)
+            if not lines:
+                continue
+            missing = {line["user_id"] for line in lines if line.get("user_id") is not None} - usernames.keys()
+            usernames.update(get_user_model().objects.filter(pk__in=missing).values_list("pk", "username"))
+            path = processing / f"history_{month}.json"
+            text = json.dumps([_seed_entry(line, usernames) for line in lines], ensure_ascii=False, indent=2)
+            path.write_text(text, encoding="utf-8")
+            sums[str(path)] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            for line in lines:
+                entry = {key: line[key] for key in ("timestamp", "action", "summary", "details")}
+                timeline.write(("\n    " if first is None else ",\n    ") + json.dumps(entry, ensure_ascii=False))
+                counts[line["action"]] = counts.get(line["action"], 0) + 1
+                first = first or line["timestamp"]
+                last = line["timestamp"]
+        duration = (dt.date.fromisoformat(last[:10]) - dt.date.fromisoformat(first[:10])).days + 1 if first else 0
+        summary = {
+            "total_actions": sum(counts.values()),
+            "duration_days": duration,
             "most_common_action": min(counts, key=lambda action: (-counts[action], action)) if counts else None,
-        },
-        "generated_at": timezone.now().astimezone(dt.UTC).isoformat(),
-    }
-    timeline_path = processing / "timeline.json"
-    timeline_path.write_text(json.dumps(timeline, ensure_ascii=False, indent=2), encoding="utf-8")
-    written.append(str(timeline_path))
+        }
+        summary_text = json.dumps(summary, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        generated_at = json.dumps(timezone.now().astimezone(dt.UTC).isoformat())
+        closing = "\n  ]" if first else "]"
+        timeline.write(f'{closing},\n  "summary": {summary_text},\n  "generated_at": {generated_at}\n}}\n')
+    finally:
+        sums[str(timeline.path)] = timeline.close()
     # Checksums of the export (sha256sum's format, so `sha256sum -c SHA256SUMS` checks it too); import verifies them.
-    sums = "".join(f"{hashlib.sha256(Path(name).read_bytes()).hexdigest()}  {Path(name).name}\n" for name in written)
-    (processing / EXPORT_CHECKSUMS).write_text(sums, encoding="utf-8")
-    return HistoryExportResult(files=written, records=len(lines))
+    (processing / EXPORT_CHECKSUMS).write_text(
+        "".join(f"{digest}  {Path(name).name}\n" for name, digest in sums.items()), encoding="utf-8"
+    )
+    return HistoryExportResult(files=list(sums), records=sum(counts.values()))
 
 
 EXPORT_CHECKSUMS = "SHA256SUMS"

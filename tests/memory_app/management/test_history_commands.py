@@ -131,6 +131,49 @@ def test_export_writes_the_seed_layout_from_database_and_archives(history, tmp_p
     assert output.strip() == "Exported 4 records of proj-001 to 4 files."
 
 
+def test_export_of_a_project_without_history_is_valid_and_empty(project, tmp_path):
+    output = run("export_history", "proj-001", "--out", str(tmp_path / "out"))
+
+    processing = tmp_path / "out" / "projects" / "proj-001" / "processing"
+    timeline = json.loads((processing / "timeline.json").read_text(encoding="utf-8"))
+    assert timeline["timeline"] == []
+    assert timeline["summary"] == {"total_actions": 0, "duration_days": 0, "most_common_action": None}
+    assert output.strip() == "Exported 0 records of proj-001 to 1 files."
+
+
+def test_export_splits_months_at_utc_midnight_and_keeps_order_across_them(project, tmp_path):
+    # Written month by month (memory holds one month): the timeline must still run oldest first across months,
+    # a record at 23:59:59.999999 UTC on the last day stays in its month, and the checksums cover the streamed file.
+    for moment in ("2025-03-01T00:00:00", "2025-02-28T23:59:59.999999", "2025-04-30T12:00:00", "2025-02-01T08:00:00"):
+        HistoryRecordFactory(project=project, timestamp=at(moment), action="text_analyzed")
+
+    run("export_history", "proj-001", "--out", str(tmp_path / "out"))
+
+    processing = tmp_path / "out" / "projects" / "proj-001" / "processing"
+    months = {
+        path.name: [entry["timestamp"] for entry in json.loads(path.read_text(encoding="utf-8"))]
+        for path in processing.glob("history_*.json")
+    }
+    assert months == {
+        "history_202502.json": ["2025-02-01T08:00:00+00:00", "2025-02-28T23:59:59.999999+00:00"],
+        "history_202503.json": ["2025-03-01T00:00:00+00:00"],
+        "history_202504.json": ["2025-04-30T12:00:00+00:00"],
+    }
+    timeline = json.loads((processing / "timeline.json").read_text(encoding="utf-8"))
+    assert [entry["timestamp"][:10] for entry in timeline["timeline"]] == [
+        "2025-02-01",
+        "2025-02-28",
+        "2025-03-01",
+        "2025-04-30",
+    ]
+    assert timeline["summary"]["duration_days"] == 89
+    sums = dict(
+        reversed(line.split("  ")) for line in (processing / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
+    )
+    assert sums["timeline.json"] == hashlib.sha256((processing / "timeline.json").read_bytes()).hexdigest()
+    assert sums["history_202502.json"] == hashlib.sha256((processing / "history_202502.json").read_bytes()).hexdigest()
+
+
 def test_import_into_another_project_then_again_adds_nothing(history, tmp_path, user):
     run("export_history", "proj-001", "--out", str(tmp_path / "out"))
     source = tmp_path / "out" / "projects" / "proj-001"
