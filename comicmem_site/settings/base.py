@@ -219,7 +219,7 @@ WORKFLOW_MODULES = env.list("WORKFLOW_MODULES", default=[])
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes an anonymous request a 401 rather than a 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "memory_app.api.authentication.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from rest_framework.authtoken.models import Token
 from rest_framework.throttling import SimpleRateThrottle
 
-from memory_app.models import ConversationContext, Project, StyleTemplate, WorkflowState
+from memory_app.models import Project
+from tests.support.rows import written
 
 pytestmark = pytest.mark.django_db
 
@@ -36,15 +38,6 @@ LISTS = [
     "/api/workflows/",
     "/api/memory/history/proj-001",
 ]
-
-
-def written() -> tuple[int, int, int, int]:
-    return (
-        Project.objects.count(),
-        ConversationContext.objects.count(),
-        StyleTemplate.objects.filter(owner__isnull=False).count(),
-        WorkflowState.objects.count(),
-    )
 
 
 def assert_envelope_error(response, statuses: set[int]) -> dict:
@@ -245,6 +238,29 @@ def test_a_made_up_forwarded_for_header_does_not_escape_the_login_throttle(api_c
 
     assert statuses == [401, 401, 401]
     assert assert_envelope_error(response, {429})["code"] == "THROTTLED"
+
+
+@pytest.mark.usefixtures("low_rates")
+def test_wrong_tokens_are_throttled_per_address_before_any_lookup(api_client, user, django_assert_num_queries):
+    # DRF authenticates before it throttles: without the failed-token throttle a wrong token was a 401 at any rate.
+    right = f"Token {Token.objects.create(user=user).key}"
+
+    def get(authorization: str, address: str = "198.51.100.7"):
+        return api_client.get("/api/projects/", HTTP_AUTHORIZATION=authorization, REMOTE_ADDR=address)
+
+    # Right tokens are not counted: two of them between the wrong ones leave the three wrong guesses.
+    statuses = [get(token).status_code for token in (right, "Token wrong-1", right, "Token wrong-2", "Token x y")]
+    with django_assert_num_queries(0):  # refused before the token is looked up
+        response = get("Token wrong-4")
+
+    assert statuses == [200, 401, 200, 401, 401]
+    error = assert_envelope_error(response, {429})
+    assert error["code"] == "THROTTLED"
+    assert int(response["Retry-After"]) >= 1
+    # The address waits, whatever token it sends next; another address is not touched.
+    assert get(right).status_code == 429
+    assert get(right, address="198.51.100.8").status_code == 200
+    assert get("Token wrong-5", address="198.51.100.8").status_code == 401
 
 
 def test_production_counts_one_proxy(monkeypatch):
