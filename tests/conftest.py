@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 
 from tests.factories import ProjectFactory, UserFactory
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.support.http_servers import Listener
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("COMICMEM_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
@@ -316,3 +317,11 @@ def manga_shonen(db):
 
     import_module("memory_app.migrations.0010_manga_shonen_style").create(apps, None)
     return StyleTemplate.objects.get(pk="manga_shonen")
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A TCP listener on 127.0.0.1 that counts the connections it accepts (a refused target leaves it at zero)."""
+    server = Listener()
+    yield server
+    server.close()

@@ -6,18 +6,10 @@ from __future__ import annotations
 import pytest
 from django.db import DataError
 
-from memory_app.models import ConversationContext, Project, StyleTemplate, WorkflowState
+from memory_app.models import ConversationContext, Project
+from tests.support.rows import written
 
 pytestmark = pytest.mark.django_db
-
-
-def written() -> tuple[int, int, int, int]:
-    return (
-        Project.objects.count(),
-        ConversationContext.objects.count(),
-        StyleTemplate.objects.filter(owner__isnull=False).count(),
-        WorkflowState.objects.count(),
-    )
 
 
 NUL = "NUL (\\u0000) characters are not allowed"

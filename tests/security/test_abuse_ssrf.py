@@ -7,20 +7,17 @@ anything but loopback is refused by the recorder itself, and the only servers ar
 
 from __future__ import annotations
 
-import http.server
-import io
 import ipaddress
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
-from PIL import Image
 
 from memory_app.errors import PreviousContextRefused
 from memory_app.models import HistoryRecord, WorkflowState, WorkflowUnit
 from memory_app.services import previous_context as guard
 from memory_app.services.previous_context import previous_context_resolve
+from tests.support.http_servers import ImageServer, Listener, png_bytes
 from tests.workflows.conftest import eager  # noqa: F401 - the fixture, used by name below
 
 pytestmark = pytest.mark.django_db
@@ -38,80 +35,6 @@ NAMES: dict[str, list[str]] = {
     # One public and one private address: the host is refused, never "the good one" picked.
     "mixed.example": ["93.184.216.34", "192.168.0.1"],
 }
-
-
-def png_bytes() -> bytes:
-    output = io.BytesIO()
-    Image.new("RGB", (8, 8), "blue").save(output, format="PNG")
-    return output.getvalue()
-
-
-class Listener:
-    """A TCP listener that counts the connections it accepts (a refused target must leave it at zero)."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-
-class ImageServer:
-    """A real HTTP server on 127.0.0.1: ``routes[path] = (status, headers, body)``; it records each hit."""
-
-    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
-        self.hits: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.hits.append(self.path)
-                status, headers, body = routes.get(self.path, (404, {}, b""))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    server = Listener()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -280,7 +203,7 @@ def test_a_redirect_to_a_private_target_is_refused_before_connecting_to_it(
         loopback_two.close()
 
     assert refused.value.details["reason"] in {"private_address", "scheme"}
-    assert server.hits == ["/start.png"]
+    assert [path for path, _ in server.hits] == ["/start.png"]
     assert [address[:2] for address in connects] == [("127.0.0.1", server.port)]
     assert loopback_two.accepted == 0
 
@@ -351,7 +274,7 @@ def test_the_vetted_address_is_pinned_so_a_rebinding_name_cannot_redirect_the_co
         rebound.close()
 
     assert resolved.image == png_bytes()
-    assert server.hits == ["/a.png"]
+    assert [path for path, _ in server.hits] == ["/a.png"]
     assert rebound.accepted == 0
     assert lookups and all(inside for _, inside in lookups)
     assert {address[:2] for address in connects} == {("127.0.0.1", server.port)}

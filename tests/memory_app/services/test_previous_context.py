@@ -6,63 +6,17 @@ it accepts (it must see none), and ``socket.socket.connect`` is wrapped to recor
 
 from __future__ import annotations
 
-import http.server
-import io
 import os
 import socket
-import threading
-from collections.abc import Iterator
 
 import pytest
-from PIL import Image
 
 from memory_app.errors import PreviousContextRefused, RetryableProviderError
 from memory_app.services import previous_context as guard
 from memory_app.services.previous_context import address_allowed, previous_context_check, previous_context_resolve
+from tests.support.http_servers import ImageServer, png_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-def png_bytes(color: str = "red") -> bytes:
-    output = io.BytesIO()
-    Image.new("RGB", (8, 8), color).save(output, format="PNG")
-    return output.getvalue()
-
-
-class Listener:
-    """A TCP listener on 127.0.0.1 that counts accepted connections and never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    server = Listener()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -145,36 +99,6 @@ def test_private_targets_are_refused_without_connecting(project, listener, conne
     assert refused.value.code == "PREVIOUS_CONTEXT_REFUSED"
     assert connects == []
     assert listener.accepted == 0
-
-
-class ImageServer:
-    """A real HTTP server on 127.0.0.1 serving fixed routes: (status, headers, body)."""
-
-    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
-        self.hits: list[tuple[str, str]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.hits.append((self.path, self.headers.get("Host", "")))
-                status, headers, body = routes.get(self.path, (404, {}, b""))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
