@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import os
+import threading
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from memory_app.errors import NotFound
 from memory_app.models import CacheEntry
+from memory_app.services import cache as cache_module
 from memory_app.services.cache import (
     cache_cleanup,
     cache_clear,
@@ -394,3 +396,99 @@ def test_max_size_and_max_disk_usage_together(cache_namespaces, cache_root):
     assert sorted(CacheEntry.objects.values_list("size_bytes", flat=True)) == [100, 1000, 2000]
     assert [cache_lookup(namespace="images", key=name).hit for name in "bcde"] == [False, True, True, True]
     assert len(files_under(directory)) == 3
+
+
+# --- large blobs hit again: read beside the row's lookup ----------------------------------------------------
+
+
+@pytest.fixture
+def large(cache_namespaces, cache_root, monkeypatch):
+    """A file namespace, this process's blob guesses forgotten, and the threads that read blobs recorded."""
+    cache_namespaces(large={"backend": "file", "ttl": 3600, "directory": "cache/large"})
+    monkeypatch.setattr(cache_module, "_blob_reads", cache_module._SpeculativeBlobReads())
+    readers: list[str] = []
+    read_and_hash = cache_module._read_and_hash
+
+    def recording(path: str, size: int):
+        readers.append(threading.current_thread().name)
+        return read_and_hash(path, size)
+
+    monkeypatch.setattr(cache_module, "_read_and_hash", recording)
+    return readers
+
+
+def blob_reader(name: str) -> bool:
+    return name.startswith("comicmem-blob-read")
+
+
+def test_a_large_blob_hit_again_is_read_on_a_helper_thread(large):
+    value = os.urandom(300 * 1024)
+    cache_set(namespace="large", key="page", value=value)
+
+    assert cache_get(namespace="large", key="page") == value
+    assert large == [threading.current_thread().name]  # the first hit in this process reads inline
+    assert cache_get(namespace="large", key="page") == value
+    assert cache_get(namespace="large", key="page") == value
+    assert [blob_reader(name) for name in large] == [False, True, True]
+    assert counts("large") == {"hits": 3, "misses": 0, "corrupted": 0, "evictions": 0}
+
+
+def test_small_blobs_are_always_read_inline(large):
+    cache_set(namespace="large", key="icon", value=PNG)
+    for _ in range(3):
+        assert cache_get(namespace="large", key="icon") == PNG
+    assert not any(blob_reader(name) for name in large)
+
+
+def test_a_key_rewritten_since_its_last_hit_returns_the_new_value(large):
+    first, second = os.urandom(300 * 1024), os.urandom(300 * 1024)
+    cache_set(namespace="large", key="page", value=first)
+    assert cache_get(namespace="large", key="page") == first
+    cache_set(namespace="large", key="page", value=second)  # a new blob; the guessed one is removed
+
+    assert cache_get(namespace="large", key="page") == second
+    assert cache_get(namespace="large", key="page") == second
+    assert counts("large") == {"hits": 3, "misses": 0, "corrupted": 0, "evictions": 0}
+
+
+def test_a_guessed_blob_that_no_longer_verifies_is_a_miss(large, cache_root):
+    value = os.urandom(300 * 1024)
+    cache_set(namespace="large", key="page", value=value)
+    assert cache_get(namespace="large", key="page") == value
+    entry = CacheEntry.objects.get()
+    blob = blob_of(cache_root / "cache" / "large", entry)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0x01
+    blob.write_bytes(bytes(data))  # same name, same size, other bytes
+
+    assert cache_lookup(namespace="large", key="page").hit is False
+    assert blob_reader(large[-1])
+    assert CacheEntry.objects.count() == 0
+    assert not blob.exists()
+    assert counts("large") == {"hits": 1, "misses": 1, "corrupted": 1, "evictions": 0}
+
+    cache_set(namespace="large", key="page", value=value)
+    del large[:]
+    assert cache_get(namespace="large", key="page") == value
+    assert not any(blob_reader(name) for name in large)  # the failed guess was forgotten
+
+
+def test_a_forked_child_reads_guessed_blobs_on_threads_of_its_own(large, cache_root):
+    value = os.urandom(300 * 1024)
+    cache_set(namespace="large", key="page", value=value)
+    cache_get(namespace="large", key="page")
+    cache_get(namespace="large", key="page")  # the parent's helper thread exists now
+    reads = cache_module._blob_reads
+    digest = cache_key(namespace="large", key="page")
+    directory = cache_root / "cache" / "large"
+
+    pid = os.fork()
+    if pid == 0:  # the child touches no database connection: the parent's would be shared
+        code = 1
+        try:
+            started = reads.start("large", digest, directory)
+            code = 0 if started is not None and started[1].result(timeout=10)[0] == value else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
