@@ -966,16 +966,17 @@ class _SpeculativeBlobReads:
 
     def remember(self, namespace: str, digest: str, entry: _FileHit) -> None:
         key = (namespace, digest)
-        if entry.size_bytes < self.min_size:
-            self._guesses.pop(key, None)
-            return
         with self._lock:
-            if key not in self._guesses and len(self._guesses) >= self.capacity:
-                del self._guesses[next(iter(self._guesses))]  # the oldest guess
-            self._guesses[key] = (entry.blob_name, entry.size_bytes)
+            if entry.size_bytes < self.min_size:
+                self._guesses.pop(key, None)
+            else:
+                if key not in self._guesses and len(self._guesses) >= self.capacity:
+                    del self._guesses[next(iter(self._guesses))]  # the oldest guess
+                self._guesses[key] = (entry.blob_name, entry.size_bytes)
 
     def forget(self, namespace: str, digest: str) -> None:
-        self._guesses.pop((namespace, digest), None)
+        with self._lock:
+            self._guesses.pop((namespace, digest), None)
 
     def _pool(self) -> ThreadPoolExecutor:
         # A forked child (a Celery prefork worker) inherits the executor but none of its threads: it makes its own.

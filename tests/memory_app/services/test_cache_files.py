@@ -451,6 +451,20 @@ def test_a_key_rewritten_since_its_last_hit_returns_the_new_value(large):
     assert counts("large") == {"hits": 3, "misses": 0, "corrupted": 0, "evictions": 0}
 
 
+def test_a_process_keeps_a_bounded_number_of_guesses(large, monkeypatch):
+    monkeypatch.setattr(cache_module._blob_reads, "capacity", 2)
+    values = {name: os.urandom(300 * 1024) for name in ("first", "second", "third")}
+    for name, value in values.items():
+        cache_set(namespace="large", key=name, value=value)
+        assert cache_get(namespace="large", key=name) == value  # inline: each key's first hit here
+    del large[:]
+
+    for name in ("third", "second", "first"):
+        assert cache_get(namespace="large", key=name) == values[name]
+    # The oldest guess ("first") made room for the third; the other two are read beside their lookups.
+    assert [blob_reader(name) for name in large] == [True, True, False]
+
+
 def test_a_guessed_blob_that_no_longer_verifies_is_a_miss(large, cache_root):
     value = os.urandom(300 * 1024)
     cache_set(namespace="large", key="page", value=value)
