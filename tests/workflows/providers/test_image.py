@@ -174,6 +174,20 @@ def test_openai_images_truncated_png_is_refused(fake_openai, images_client):
     assert raised.value.message == "The image provider's answer is not an image."
 
 
+def test_openai_images_png_with_a_damaged_chunk_is_refused(fake_openai, images_client):
+    output = io.BytesIO()
+    Image.effect_noise((256, 256), 64).convert("RGB").save(output, format="PNG")
+    damaged = bytearray(output.getvalue())
+    damaged[len(damaged) // 2] ^= 0x01  # inside the image data: that chunk's CRC no longer matches
+    answer = base64.b64encode(bytes(damaged)).decode()
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"b64_json": answer}]}))
+
+    with pytest.raises(ProviderError) as raised:
+        images_client.generate(request())
+
+    assert raised.value.message == "The image provider's answer is not an image."
+
+
 @pytest.mark.parametrize(
     ("status", "error"), [(503, RetryableProviderError), (429, RetryableProviderError), (400, ProviderError)]
 )
