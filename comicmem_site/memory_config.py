@@ -129,8 +129,11 @@ class CacheOptionsConfig(_Section):
     stats_flush_interval: Annotated[float, Field(ge=0)] = 5.0
     # Also flush from a timer, so an idle process's counts arrive within the interval too.
     stats_flush_in_background: bool = True
-    # How long a compute-once lock is held at most, and how long a second caller waits for the first.
+    # How long a second caller of a compute-once key waits for the first before it computes anyway.
     lock_timeout: PositiveInt = 300
+    # The compute-once lock's time to live in Redis, renewed by its holder every third of it while it computes:
+    # a holder that dies (SIGKILL, OOM) frees its keys within this many seconds.
+    lock_ttl: PositiveInt = 10
     # Temporary files younger than this may belong to a write in progress: cleanup leaves them alone.
     orphan_grace_seconds: NonNegativeInt = 3600
     cleanup_batch_size: PositiveInt = 500

@@ -1,0 +1,121 @@
+"""The compute-once lock of ``cached()`` dies with its holder: a worker process killed while it draws a panel
+no longer holds the panel's key (and the pool slot of whoever waits for it) for ``lock_timeout`` (300 s)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+from django.core.cache import cache as shared_cache
+
+from memory_app.services.cache import cache_get_or_compute
+from tests.conftest import REPO_ROOT, subprocess_env
+
+pytestmark = pytest.mark.integration
+
+KEY = "panel 3 of run 41"
+
+
+class Caller:
+    """``tests/support/cache_compute.py`` in a process of its own; its output lines, in order, as they come."""
+
+    def __init__(self, env: dict[str, str], value: str, seconds: float, *extra: str) -> None:
+        command = [sys.executable, "-m", "tests.support.cache_compute", "images", KEY, value, str(seconds), *extra]
+        self.process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+
+    def expect(self, line: str, timeout: float = 60) -> None:
+        """Wait for ``line``; fails with everything the process printed when it does not come in time."""
+        while line not in self.lines:
+            try:
+                self.lines.append(self._queue.get(timeout=timeout))
+            except queue.Empty:
+                pytest.fail(f"no {line!r} within {timeout} s; the process printed {self.lines}")
+
+    def signal(self, number: int) -> None:
+        os.kill(self.process.pid, number)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def callers():
+    started: list[Caller] = []
+
+    def start(env: dict[str, str], value: str, seconds: float, *extra: str) -> Caller:
+        started.append(Caller(env, value, seconds, *extra))
+        return started[-1]
+
+    yield start
+    for caller in started:
+        caller.stop()
+
+
+@pytest.fixture
+def redis_mode(settings, redis_url, tmp_path):
+    """This process and the callers it starts share one Redis (as in production) and one cache folder."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": "comicmem",
+        }
+    }
+    settings.CACHE_DIR = tmp_path / "cache"
+    shared_cache.clear()
+    yield subprocess_env(REDIS_URL=redis_url, CACHE_DIR=str(settings.CACHE_DIR))
+    shared_cache.clear()
+
+
+def lock_keys(redis_url: str) -> list[bytes]:
+    return redis.Redis.from_url(redis_url).keys("*cmcache:lock:images:*")
+
+
+def never_called() -> bytes:
+    raise AssertionError("computed again")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_holder_frees_the_key_within_the_lock_ttl(redis_mode, redis_url, callers, tmp_path):
+    go = tmp_path / "go"
+    holder = callers(redis_mode, "never stored", 600)
+    waiter = callers(redis_mode, "panel", 0.2, "--go", str(go))
+    holder.expect("computing")
+    waiter.expect("ready")
+    [lock] = lock_keys(redis_url)
+    # Short-lived and renewed, not held for the 300 s of lock_timeout.
+    assert 0 < redis.Redis.from_url(redis_url).pttl(lock) <= 10_000
+
+    holder.signal(signal.SIGKILL)
+    holder.process.wait(timeout=10)
+    started = time.monotonic()
+    go.touch()
+    waiter.expect("result panel", timeout=60)
+    waited = time.monotonic() - started
+
+    assert waited < 15  # at most the lock's 10 s time to live after its last renewal, not 300 s
+    assert waiter.lines == ["ready", "computing", "result panel"]
+    assert waiter.process.wait(timeout=10) == 0
+    # Computed once: the next caller gets the waiter's value without computing.
+    assert cache_get_or_compute(namespace="images", key=KEY, compute=never_called) == b"panel"
+    assert lock_keys(redis_url) == []
