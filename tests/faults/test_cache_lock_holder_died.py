@@ -119,3 +119,58 @@ def test_a_killed_holder_frees_the_key_within_the_lock_ttl(redis_mode, redis_url
     # Computed once: the next caller gets the waiter's value without computing.
     assert cache_get_or_compute(namespace="images", key=KEY, compute=never_called) == b"panel"
     assert lock_keys(redis_url) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_holder_whose_lock_expired_leaves_the_next_holders_lock_alone(redis_mode, redis_url, callers, tmp_path):
+    go, finish, holder_finish = tmp_path / "go", tmp_path / "finish", tmp_path / "holder-finish"
+    holder = callers(redis_mode, "late", 0, "--lock-ttl", "1", "--until", str(holder_finish))
+    waiter = callers(redis_mode, "panel", 0, "--lock-ttl", "1", "--go", str(go), "--until", str(finish))
+    holder.expect("computing")
+    waiter.expect("ready")
+    client = redis.Redis.from_url(redis_url)
+    [lock] = lock_keys(redis_url)
+    holder_token = client.get(lock)
+
+    # Stopped (a long pause, a frozen VM): its renewal stops too, and its lock expires within the 1 s.
+    holder.signal(signal.SIGSTOP)
+    go.touch()
+    waiter.expect("computing", timeout=30)
+    waiter_token = client.get(lock)
+    assert waiter_token not in {None, holder_token}
+
+    # The holder wakes up, finishes and releases: neither its renewal nor its release touches the waiter's lock.
+    holder_finish.touch()
+    holder.signal(signal.SIGCONT)
+    holder.expect("result late")
+    assert holder.process.wait(timeout=10) == 0
+    assert client.get(lock) == waiter_token
+    assert client.pttl(lock) > 0
+
+    finish.touch()
+    waiter.expect("result panel")
+    assert waiter.process.wait(timeout=10) == 0
+    assert lock_keys(redis_url) == []
+    # The last computation's value is the one kept.
+    assert cache_get_or_compute(namespace="images", key=KEY, compute=never_called) == b"panel"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_embedded_mode_a_killed_holder_blocks_no_other_process(settings, callers, tmp_path):
+    # No Redis: the compute-once lock is a threading.Lock of the holder's process, gone with the process.
+    settings.CACHE_DIR = tmp_path / "cache"
+    holder = callers(subprocess_env(REDIS_URL="", CACHE_DIR=str(settings.CACHE_DIR)), "never stored", 600)
+    holder.expect("computing")
+    holder.signal(signal.SIGKILL)
+    holder.process.wait(timeout=10)
+    calls = []
+
+    def compute() -> bytes:
+        calls.append(1)
+        return b"panel"
+
+    started = time.monotonic()
+    assert cache_get_or_compute(namespace="images", key=KEY, compute=compute) == b"panel"
+    assert time.monotonic() - started < 5  # not the 300 s of lock_timeout
+    assert cache_get_or_compute(namespace="images", key=KEY, compute=never_called) == b"panel"
+    assert calls == [1]

@@ -209,3 +209,45 @@ def test_an_unreachable_shared_cache_costs_the_cache_not_the_work(namespaces, se
     with pytest.raises(ServiceUnavailable) as raised:
         cache_statistics_list()
     assert raised.value.details == {"service": "cache", "reason": "ConnectionError"}
+
+
+def test_a_computation_longer_than_the_lock_ttl_is_still_computed_once(namespaces, settings, redis_url):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": "comicmem-test",
+        }
+    }
+    shared_cache.clear()
+    # A 1 s lock, renewed by its holder every third of a second, around a 2.5 s computation.
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={
+            "cache_options": settings.MEMORY.cache_options.model_copy(
+                update={"stats_flush_interval": 3600.0, "lock_ttl": 1}
+            )
+        }
+    )
+    calls = []
+    start = threading.Barrier(4)
+    results = []
+
+    def slow_render() -> dict:
+        calls.append(1)
+        time.sleep(2.5)
+        return {"panel": 1}
+
+    def worker() -> None:
+        start.wait()
+        results.append(cache_get_or_compute(namespace="answers", key={"panel": 1}, compute=slow_render))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(calls) == 1
+    assert results == [{"panel": 1}] * 4
+    assert counts("answers")["hits"] == 3
+    shared_cache.clear()
