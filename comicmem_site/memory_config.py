@@ -129,7 +129,8 @@ class CacheOptionsConfig(_Section):
     stats_flush_interval: Annotated[float, Field(ge=0)] = 5.0
     # Also flush from a timer, so an idle process's counts arrive within the interval too.
     stats_flush_in_background: bool = True
-    # How long a second caller of a compute-once key waits for the first before it computes anyway.
+    # How long a second caller of a compute-once key waits for the first before it computes anyway, and how long
+    # the first keeps the key at most (a computation that hangs).
     lock_timeout: PositiveInt = 300
     # The compute-once lock's time to live in Redis, renewed by its holder every third of it while it computes:
     # a holder that dies (SIGKILL, OOM) frees its keys within this many seconds.

@@ -1301,14 +1301,15 @@ def _compute_lock(namespace: str, digest: str) -> Iterator[None]:
     """One computation per key at a time: a Redis lock in production, an in-process lock in the embedded mode.
 
     A second caller waits for the first at most ``lock_timeout``, then computes anyway, as a cache must never
-    block work forever. The Redis lock lives ``lock_ttl`` seconds and its holder renews it while it computes, so
-    a holder that is killed (SIGKILL, OOM) frees its key within ``lock_ttl``, while a slow computation that is
-    alive keeps it. The embedded lock is a ``threading.Lock``: it cannot outlive its process.
+    block work forever. The Redis lock lives ``lock_ttl`` seconds and its holder renews it while it computes (for
+    ``lock_timeout`` at most), so a holder that is killed (SIGKILL, OOM) frees its key within ``lock_ttl``, while a
+    slow computation that is alive keeps it. The embedded lock is a ``threading.Lock``: it cannot outlive its
+    process.
     """
     options = settings.MEMORY.cache_options
     if _uses_redis():
         with _RenewedRedisLock(
-            _raw_key(f"cmcache:lock:{namespace}:{digest}"), ttl=options.lock_ttl, wait=options.lock_timeout
+            _raw_key(f"cmcache:lock:{namespace}:{digest}"), ttl=options.lock_ttl, longest=options.lock_timeout
         ):
             yield
         return
@@ -1331,30 +1332,36 @@ class _RenewedRedisLock:
     Renewal and release are compare-and-set scripts on the token (redis-py's ``Lock``), so a holder whose lock
     expired (it was stopped, or Redis was out of reach for longer than the time to live) can neither extend nor
     delete the lock another caller holds since. ``thread_local=False``: the renewal thread uses the holder's token.
+    ``longest`` bounds both the wait for the lock and the time it is renewed: a computation that hangs (alive)
+    keeps its key no longer than that plus ``ttl``.
     """
 
-    def __init__(self, name: str, *, ttl: int, wait: int) -> None:
+    def __init__(self, name: str, *, ttl: int, longest: int) -> None:
         self._lock = _redis_client().lock(name, timeout=ttl, sleep=0.1, thread_local=False)
         self._ttl = ttl
-        self._wait = wait
+        self._longest = longest
         self._stop = threading.Event()
         self._renewal: threading.Thread | None = None
 
     def __enter__(self) -> None:
         try:
-            acquired = self._lock.acquire(blocking_timeout=self._wait)
+            acquired = self._lock.acquire(blocking_timeout=self._longest)
         except RedisError:
             logger.warning("cache lock %s unavailable (Redis unreachable); computing without it", self._lock.name)
             return
         if not acquired:
-            logger.warning("cache lock %s still held after %s s; computing without it", self._lock.name, self._wait)
+            logger.warning("cache lock %s still held after %s s; computing without it", self._lock.name, self._longest)
             return
         self._renewal = threading.Thread(target=self._renew, name="cache-lock-renewal", daemon=True)
         self._renewal.start()
 
     def _renew(self) -> None:
+        renew_until = time.monotonic() + self._longest
         # Three renewals per time to live: one late or failed renewal does not lose the lock.
         while not self._stop.wait(self._ttl / 3):
+            if time.monotonic() >= renew_until:
+                logger.warning("cache lock %s held for %s s; no longer renewed", self._lock.name, self._longest)
+                return
             try:
                 self._lock.reacquire()
             except LockNotOwnedError:
