@@ -23,6 +23,11 @@ How the pieces combine
   batches its counts and adds them to ``CacheStatistics`` rows with ``F()`` at most every
   ``cache_options.stats_flush_interval`` seconds and at exit, so figures seen by *another* process may lag by that
   interval; reading the statistics flushes the reading process's own batch first.
+* **Compute once** (``cached()``): concurrent misses of one key compute once, under a lock. In Redis the lock is a
+  key owned by a random token with a short time to live (``cache_options.lock_ttl``) that a thread of its holder
+  renews while it computes: a holder killed mid-computation (SIGKILL, OOM) frees the key within that time to live,
+  and a holder whose lock expired can neither renew nor release its successor's. In the embedded mode the lock is a
+  lock of the process, gone with it; processes of the machine do not share it.
 * **Keys** are the sha256 of the canonical JSON of ``{"namespace", "key"}`` (see ``cache_canonical_json``).
 * **Values** are bytes (stored as they are) or JSON values (dict, list, str, int, float, bool, None; they come
   back as JSON does: tuples as lists). Anything else is refused with ``ValidationFailed`` and nothing is stored.
