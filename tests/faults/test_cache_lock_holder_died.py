@@ -3,6 +3,8 @@ no longer holds the panel's key (and the pool slot of whoever waits for it) for 
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import queue
 import signal
@@ -11,12 +13,17 @@ import sys
 import threading
 import time
 
+import psutil
 import pytest
 import redis
 from django.core.cache import cache as shared_cache
+from PIL import Image
 
 from memory_app.services.cache import cache_get_or_compute
 from tests.conftest import REPO_ROOT, subprocess_env
+from tests.integration.test_workflow_worker import FAST, status_of, wait_for
+from tests.workflows.real_pipelines.conftest import STORY
+from workflows import engine
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +181,63 @@ def test_embedded_mode_a_killed_holder_blocks_no_other_process(settings, callers
     assert time.monotonic() - started < 5  # not the 300 s of lock_timeout
     assert cache_get_or_compute(namespace="images", key=KEY, compute=never_called) == b"panel"
     assert calls == [1]
+
+
+def png(width: int, height: int) -> str:
+    output = io.BytesIO()
+    Image.new("RGB", (width, height), "green").save(output, format="PNG")
+    return base64.b64encode(output.getvalue()).decode()
+
+
+@pytest.mark.slow
+def test_a_pool_process_killed_while_drawing_a_panel_stalls_the_run_seconds_not_minutes(
+    redis_mode, redis_url, start_worker, media, fake_openai, user, project, manga_shonen
+):
+    # The image API holds every request until the test lets it go: two panels are drawn at once, each under the
+    # compute-once lock of its key in Redis.
+    answer = threading.Event()
+
+    def images(body: dict) -> tuple[int, dict]:
+        answer.wait(120)
+        width, height = (int(side) for side in body["size"].split("x"))
+        return 200, {"data": [{"b64_json": png(width, height)}]}
+
+    fake_openai.route("/v1/images/generations", images)
+    worker = start_worker(
+        concurrency=2,
+        **{**redis_mode, **FAST},
+        CELERY_RESULT_BACKEND="django-db",
+        COMICMEM_TEST_MEDIA_ROOT=str(media),
+        IMAGE_PROVIDER="openai",
+        IMAGE_BASE_URL=fake_openai.base_url,
+        IMAGE_MODEL="seedream",
+    )
+    run = engine.workflow_start(
+        user=user,
+        workflow_type="comic_generation",
+        project_id="proj-001",
+        data={"text": STORY, "style": "manga_shonen"},
+        preferences={"segment_length": 60, "panels_per_page": 2},
+    )
+
+    def image_requests() -> list:
+        return [request for request in fake_openai.requests if request.path == "/v1/images/generations"]
+
+    wait_for(lambda: len(image_requests()) == 2, timeout=120, what="two panels to be drawn at once")
+    assert len(lock_keys(redis_url)) == 2
+
+    # The pool process drawing one of them dies (SIGKILL, the OOM killer); the worker's main process lives on.
+    pool = psutil.Process(worker.process.pid).children()
+    assert len(pool) == 2
+    pool[0].kill()
+    killed = time.monotonic()
+    answer.set()
+    wait_for(lambda: status_of(run) in {"completed", "failed"}, timeout=120, what="the run to end after the kill")
+    stalled = time.monotonic() - killed
+
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert len(run.data["rendered"]) == 3
+    # The killed panel was asked for twice (the drawing that died, then its redelivery), the others once.
+    assert len(image_requests()) == 4
+    assert stalled < 60  # the lock's 10 s time to live, not its old 300 s
