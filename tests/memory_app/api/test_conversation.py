@@ -42,6 +42,39 @@ def test_create_and_get_a_context(auth_client, family, project):
     assert fetched == data
 
 
+def test_credentials_in_context_metadata_are_redacted_in_the_answer_and_the_row(auth_client):
+    metadata = {
+        "bearer": "abc123",
+        "session_id": "s-1",
+        "sessionId": "s-2",
+        "Cookie": "sid=s-3",
+        "auth": {"Authorization": "Bearer abc123", "refresh_token": "r-1", "credentials": {"user": "u", "pw": "p"}},
+        "tabs": [{"x-session-key": "k-1", "jsessionid": "j-1"}],
+        "sessions": 3,
+        "session_count": 4,
+        "max_tokens": 100,
+        "title": "Chapter 2",
+    }
+
+    response = auth_client.post("/api/context/create", {"metadata": metadata}, format="json")
+
+    redacted = {
+        "bearer": "[REDACTED]",
+        "session_id": "[REDACTED]",
+        "sessionId": "[REDACTED]",
+        "Cookie": "[REDACTED]",
+        "auth": {"Authorization": "[REDACTED]", "refresh_token": "[REDACTED]", "credentials": "[REDACTED]"},
+        "tabs": [{"x-session-key": "[REDACTED]", "jsessionid": "[REDACTED]"}],
+        "sessions": 3,
+        "session_count": 4,
+        "max_tokens": 100,
+        "title": "Chapter 2",
+    }
+    assert response.status_code == 201, response.content[:300]
+    assert response.json()["data"]["metadata"] == redacted
+    assert ConversationContext.objects.get().metadata == redacted
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(
     ("body", "field"),
