@@ -12,6 +12,7 @@ from PIL import Image
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError, RetryableProviderError
 from memory_app.models import Character
+from tests.fakes.openai_server import RawAnswer
 from tests.workflows.real_pipelines.test_runs_inline import start
 from workflows import engine
 
@@ -129,3 +130,43 @@ def test_a_failing_image_api_fails_the_run_after_retries(run_inline, user, proje
     assert run.error["retryable"] is True
     assert run.error["attempts"] == 2
     assert run.current_step == "image_generation"
+
+
+def test_an_image_answer_cut_short_is_retried_and_fails_the_run_with_a_clean_provider_error(
+    run_inline, user, project, story, media, online, settings
+):
+    online.route(
+        "/v1/images/generations", lambda body: (200, RawAnswer(b'{"data": [{"b64_json": "iVBOR', declared_length=900))
+    )
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"workflow": settings.MEMORY.workflow.model_copy(update={"max_retries": 1, "retry_backoff_base": 0.01})}
+    )
+
+    run = start(run_inline, user, "comic_generation", {"text": story}, {"segment_length": 200})
+
+    assert (run.status, run.current_step) == ("failed", "image_generation")
+    assert (run.error["type"], run.error["retryable"], run.error["attempts"]) == ("RetryableProviderError", True, 2)
+    assert run.error["message"] == (
+        "The image provider's answer was cut short: peer closed connection without sending complete message body "
+        "(received 29 bytes, expected 900)"
+    )
+    assert paths(online).count("/v1/images/generations") == 2
+
+
+def test_an_html_page_instead_of_a_chat_answer_is_retried_and_fails_the_run_with_a_clean_provider_error(
+    run_inline, user, project, story, media, online, settings
+):
+    page = RawAnswer(b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+    online.route("/v1/chat/completions", lambda body: (200, page))
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"workflow": settings.MEMORY.workflow.model_copy(update={"max_retries": 1, "retry_backoff_base": 0.01})}
+    )
+
+    run = start(run_inline, user, "text_compression", {"text": story}, {"target_ratio": 0.1})
+
+    assert run.status == "failed"
+    assert (run.error["type"], run.error["retryable"], run.error["attempts"]) == ("RetryableProviderError", True, 2)
+    assert run.error["message"] == (
+        "The LLM provider's answer is not JSON (text/html, 41 bytes): cut short, or a page from something in between."
+    )
+    assert paths(online) == ["/v1/chat/completions"] * 2
