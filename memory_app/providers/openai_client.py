@@ -107,7 +107,7 @@ def openai_json_answer(
     except (httpx2.HTTPError, httpx.HTTPError) as exc:
         raise RetryableProviderError(f"The {label} provider's answer was cut short: {exc}", details=details) from None
     try:
-        document = json.loads(bytes(body))
+        document = json.loads(body)
     except (ValueError, RecursionError):
         excerpt = text_storable(bytes(body[:200]).decode("utf-8", "replace"))
         raise RetryableProviderError(
