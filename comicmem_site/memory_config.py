@@ -213,6 +213,9 @@ class ProviderConfig(_Section):
     api_key: str | None = None
     model: str | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # The largest answer body read from the provider (and image downloaded from a URL it answers with); a larger
+    # one is refused as soon as the limit is passed, before it is decoded.
+    max_answer_bytes: Annotated[int, BeforeValidator(parse_size), Field(ge=1024)] = 32 * 1024 * 1024
 
 
 class PipelinesConfig(_Section):
@@ -278,10 +281,12 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "LLM_BASE_URL": ("providers.llm.base_url", "str"),
     "LLM_API_KEY": ("providers.llm.api_key", "str"),
     "LLM_MODEL": ("providers.llm.model", "str"),
+    "LLM_MAX_ANSWER_BYTES": ("providers.llm.max_answer_bytes", "str"),
     "IMAGE_PROVIDER": ("providers.image.provider", "str"),
     "IMAGE_BASE_URL": ("providers.image.base_url", "str"),
     "IMAGE_API_KEY": ("providers.image.api_key", "str"),
     "IMAGE_MODEL": ("providers.image.model", "str"),
+    "IMAGE_MAX_ANSWER_BYTES": ("providers.image.max_answer_bytes", "str"),
     "WORKFLOW_LEASE_SECONDS": ("workflow.lease_seconds", "int"),
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
