@@ -24,7 +24,7 @@ from workflows.pipelines.common import output_folder
 
 
 class WorkflowStateSerializer(serializers.ModelSerializer):
-    project_id = serializers.CharField(read_only=True)
+    project_id = serializers.CharField(source="project.public_id", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
 
     class Meta:

@@ -70,7 +70,8 @@ class HistoryArchiveSerializer(serializers.ModelSerializer):
         ]
 
     def get_download_url(self, archive: HistoryArchive) -> str:
-        return f"/api/memory/history/{archive.scope}/archives/{archive.pk}"
+        scope = archive.project.public_id if archive.project is not None else archive.scope
+        return f"/api/memory/history/{scope}/archives/{archive.pk}"
 
 
 HISTORY_PAGE = inline_serializer(
@@ -159,7 +160,7 @@ class HistoryView(APIView):
         _, limit, order, page = _page(request, scope, default_order="desc")
         return Response(
             {
-                "project_id": scope.key,
+                "project_id": scope.public_id,
                 "records": HistoryRecordSerializer(page.records, many=True).data,
                 "count": len(page.records),
                 "limit": limit,
@@ -185,7 +186,7 @@ class TimelineView(APIView):
         summary = history_timeline_summary(scope=scope, filters=filters)
         return Response(
             {
-                "project_id": scope.key,
+                "project_id": scope.public_id,
                 "timeline": TimelineEntrySerializer(page.records, many=True).data,
                 "summary": {
                     "total_actions": summary.total_actions,
@@ -214,7 +215,7 @@ class HistoryArchiveListView(APIView):
     def get(self, request: Request, project_id: str) -> Response:
         scope = history_scope_get(user=request.user, project_id=project_id)
         archives = history_archive_list(scope=scope)
-        return Response({"project_id": scope.key, "archives": HistoryArchiveSerializer(archives, many=True).data})
+        return Response({"project_id": scope.public_id, "archives": HistoryArchiveSerializer(archives, many=True).data})
 
 
 class AnyContentNegotiation(BaseContentNegotiation):

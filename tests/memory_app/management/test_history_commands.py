@@ -265,7 +265,7 @@ def test_import_with_owner_creates_the_missing_project(history, tmp_path, other_
     output = run("import_history", "proj-new", "--from", str(tmp_path / "out"), "--owner", "bob")
 
     assert output.strip() == "Imported 4 records from 3 files; 0 already present."
-    project = Project.objects.get(pk="proj-new")
+    project = Project.objects.get(public_id="proj-new")
     assert project.owner == other_user
     # The four imported records plus the project_created record of the new project.
     assert HistoryRecord.objects.filter(project=project).count() == 5
@@ -279,7 +279,7 @@ def test_a_failed_import_with_owner_creates_no_project(tmp_path, other_user):
     with pytest.raises(CommandError, match="not readable JSON"):
         run("import_history", "proj-new", "--from", str(tmp_path), "--owner", "bob")
 
-    assert not Project.objects.filter(pk="proj-new").exists()
+    assert not Project.objects.filter(public_id="proj-new").exists()
     assert HistoryRecord.objects.count() == 0
 
 
