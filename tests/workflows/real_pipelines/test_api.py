@@ -146,3 +146,45 @@ def test_outputs_are_served_to_their_owner_only(
         missing = auth_client.get(f"/api/workflows/{run.pk}/outputs/{name}")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "MEMORY_NOT_FOUND"
+
+
+def test_a_previous_context_project_path_resolves_only_to_the_callers_project(
+    client_for, media, django_capture_on_commit_callbacks
+):
+    """Alice and Bob each have a project "alpha"; only Alice's holds ref.png. Bob naming it by the shared id
+    reads his own (empty) project; naming Alice's internal key is outside his project."""
+    from memory_app.services.projects import project_create
+    from tests.factories import UserFactory
+    from tests.support.http_servers import png_bytes
+
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    alice_project = project_create(owner=alice, project_id="alpha", name="Alice's")
+    project_create(owner=bob, project_id="alpha", name="Bob's")
+    folder = media / "projects" / alice_project.pk / "images"
+    folder.mkdir(parents=True)
+    (folder / "ref.png").write_bytes(png_bytes("blue"))
+    before = counts()
+
+    def start(user, previous_context):
+        body = {
+            "workflow_type": "comic_generation",
+            "project_id": "alpha",
+            "input": {"text": "小明。", "previous_context": previous_context},
+        }
+        return client_for(user).post("/api/workflows/", body, format="json")
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        by_shared_id = start(bob, "/projects/alpha/images/ref.png")
+        by_alices_key = start(bob, f"/projects/{alice_project.pk}/images/ref.png")
+
+    reasons = [response.json()["error"]["details"]["reason"] for response in (by_shared_id, by_alices_key)]
+    assert (by_shared_id.status_code, by_alices_key.status_code, reasons) == (400, 400, ["missing", "outside_project"])
+    assert (counts(), callbacks) == (before, [])
+
+    with django_capture_on_commit_callbacks(execute=False):
+        alices = start(alice, "/projects/alpha/images/ref.png")
+
+    assert alices.status_code == 202, alices.content[:300]
+    run = WorkflowState.objects.get(pk=alices.json()["data"]["workflow_id"])
+    assert (run.project_id, run.data["previous_context"]) == (alice_project.pk, "/projects/alpha/images/ref.png")
+    assert alices.json()["data"]["project_id"] == "alpha"
