@@ -113,11 +113,13 @@ def test_bob_works_in_his_own_object_under_alices_id(twins, client_for, method, 
     url = path.format(**ids)
     alice_before = _owned_rows(twins.alice)
 
+    bob_key = Project.objects.get(owner=twins.bob, public_id=twins.project_id).pk
+
     response = _call(client_for(twins.bob), method, url, _fill(body, ids))
 
     assert response.status_code == status, response.content[:500]
     assert response.json()["success"] is True
-    _assert_none_of(ALICE_ONLY, response)
+    _assert_none_of((*ALICE_ONLY, bob_key), response)  # nor the internal key of Bob's project
     if marker is not None:
         assert marker in response.content.decode()
     assert _owned_rows(twins.alice) == alice_before
