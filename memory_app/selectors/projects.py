@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 
@@ -68,3 +70,23 @@ def project_find(*, project_id: str, owner_username: str | None = None) -> Proje
             details={"project_id": project_id, "owners": owners},
         )
     return candidates[0] if candidates else None
+
+
+def project_paths_public(value: Any, *, project: Project | None) -> Any:
+    """``value`` (JSON: run data, history details) with the storage names of the project's files, which hold
+    its internal key (``projects/<key>/…``), as its owner names them (``projects/<public id>/…``). Answers
+    show only the public id; previous_context takes either form back, for the caller's own project only."""
+    if project is None or project.pk == project.public_id:
+        return value
+    inner, outer = f"projects/{project.pk}/", f"projects/{project.public_id}/"
+
+    def public(item: Any) -> Any:
+        if isinstance(item, str):
+            return item.replace(inner, outer) if inner in item else item
+        if isinstance(item, dict):
+            return {key: public(entry) for key, entry in item.items()}
+        if isinstance(item, list):
+            return [public(entry) for entry in item]
+        return item
+
+    return public(value)

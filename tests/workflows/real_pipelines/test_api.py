@@ -188,3 +188,45 @@ def test_a_previous_context_project_path_resolves_only_to_the_callers_project(
     run = WorkflowState.objects.get(pk=alices.json()["data"]["workflow_id"])
     assert (run.project_id, run.data["previous_context"]) == (alice_project.pk, "/projects/alpha/images/ref.png")
     assert alices.json()["data"]["project_id"] == "alpha"
+
+
+def test_a_runs_files_are_shown_under_the_public_id_and_taken_back_from_there(
+    client_for, user, media, story, run_inline, django_capture_on_commit_callbacks
+):
+    """Storage holds the files under the project's internal key; answers name them by its public id, and that
+    name is what previous_context and the outputs route accept."""
+    from memory_app.services.projects import project_create
+
+    project = project_create(owner=user, project_id="alpha", name="Alpha")
+    client = client_for(user)
+    body = {
+        "workflow_type": "comic_generation",
+        "project_id": "alpha",
+        "input": {"text": story},
+        "preferences": {"segment_length": 80, "panels_per_page": 4},
+    }
+    started = run_inline(lambda: client.post("/api/workflows/", body, format="json"))
+    run_id = started.json()["data"]["workflow_id"]
+
+    shown = client.get(f"/api/workflows/{run_id}/")
+    snapshots = client.get(f"/api/workflows/{run_id}/history/")
+    history = client.get("/api/memory/history/alpha/", {"action_type": "image_generation_completed"})
+
+    assert shown.json()["data"]["status"] == "completed", shown.json()["data"]["error"]
+    (page,) = shown.json()["data"]["data"]["outputs"]["pages"]
+    assert page == f"projects/alpha/images/{run_id}/page_001.png"
+    assert WorkflowState.objects.get(pk=run_id).data["outputs"]["pages"] == [
+        f"projects/{project.pk}/images/{run_id}/page_001.png"
+    ]
+    assert (media / "projects" / project.pk / "images" / run_id / "page_001.png").is_file()
+    urls = [record["details"]["image_url"] for record in history.json()["data"]["records"]]
+    assert urls and all(url.startswith(f"/projects/alpha/images/{run_id}/panel_") for url in urls)
+    for answer in (shown, snapshots, history):
+        assert project.pk not in answer.content.decode()
+    assert client.get(f"/api/workflows/{run_id}/outputs/page_001.png").status_code == 200
+
+    body = {**body, "input": {"text": "小明。", "previous_context": "/" + page}}
+    with django_capture_on_commit_callbacks(execute=False):
+        again = client.post("/api/workflows/", body, format="json")
+
+    assert again.status_code == 202, again.content[:300]
