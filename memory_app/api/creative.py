@@ -52,6 +52,8 @@ class StyleUsageSerializer(serializers.ModelSerializer):
 class StyleTemplateSerializer(serializers.ModelSerializer):
     # The id its owner chose; the internal key is never shown.
     template_id = serializers.CharField(source="public_id", read_only=True)
+    # Ids are per owner: staff, who see every style, tell two of one id apart by it. Null for a built-in.
+    owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True)
     built_in = serializers.SerializerMethodField()
 
     class Meta:
@@ -63,6 +65,7 @@ class StyleTemplateSerializer(serializers.ModelSerializer):
             "negative_prompt",
             "visual_parameters",
             "reference_examples",
+            "owner",
             "built_in",
             "created_at",
             "updated_at",

@@ -34,9 +34,10 @@ def style_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[StyleTempl
     """Built-in templates (no owner) for everyone signed in, plus the user's own; staff see all."""
     if not user.is_authenticated:
         return StyleTemplate.objects.none()
+    styles = StyleTemplate.objects.select_related("owner")
     if getattr(user, "is_staff", False):
-        return StyleTemplate.objects.all()
-    return StyleTemplate.objects.filter(Q(owner__isnull=True) | Q(owner=user))
+        return styles
+    return styles.filter(Q(owner__isnull=True) | Q(owner=user))
 
 
 def style_get(*, user: AbstractBaseUser | AnonymousUser, template_id: str) -> StyleTemplate:
@@ -46,7 +47,6 @@ def style_get(*, user: AbstractBaseUser | AnonymousUser, template_id: str) -> St
     candidates = list(
         style_list(user=user)
         .filter(public_id=template_id)
-        .select_related("owner")
         .annotate(
             rank=Case(
                 When(owner_id=getattr(user, "pk", None), then=Value(0)),

@@ -222,8 +222,14 @@ def test_staff_naming_an_id_two_owners_have_get_a_conflict_naming_them(twins, cl
     project = staff.get(f"/api/projects/{twins.project_id}/")
     style = staff.get(f"/api/styles/{twins.style_id}/")
     listed = staff.get("/api/projects/")
+    styles = staff.get("/api/styles/")
 
     assert (project.status_code, project.json()["error"]["details"]["owners"]) == (409, ["alice", "bob"])
     assert (style.status_code, style.json()["error"]["details"]["owners"]) == (409, ["alice", "bob"])
     shared = [(row["id"], row["owner"]) for row in listed.json()["data"]["results"] if row["id"] == twins.project_id]
     assert sorted(shared) == [(twins.project_id, "alice"), (twins.project_id, "bob")]
+    shared = [(row["template_id"], row["owner"]) for row in styles.json()["data"]["results"]]
+    assert sorted(row for row in shared if row[0] == twins.style_id) == [
+        (twins.style_id, "alice"),
+        (twins.style_id, "bob"),
+    ]
