@@ -316,6 +316,8 @@ def manga_shonen(db):
     from memory_app.models import StyleTemplate
 
     import_module("memory_app.migrations.0010_manga_shonen_style").create(apps, None)
+    # What 0013 does to the rows it finds: the key becomes the public id.
+    StyleTemplate.objects.filter(pk="manga_shonen", public_id="").update(public_id="manga_shonen")
     return StyleTemplate.objects.get(pk="manga_shonen")
 
 

@@ -27,7 +27,10 @@ class ProjectFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Project
 
+    # The internal key equals the public id here, as for rows made before public ids existed; projects made
+    # through project_create get a generated key.
     id = factory.Sequence(lambda n: f"proj-{n:03d}")
+    public_id = factory.LazyAttribute(lambda project: project.id)
     owner = factory.SubFactory(UserFactory)
     name = factory.Sequence(lambda n: f"Project {n}")
     description = ""

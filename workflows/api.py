@@ -18,13 +18,14 @@ from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictChoic
 from memory_app.api.history import AnyContentNegotiation
 from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
+from memory_app.selectors.projects import project_paths_public
 from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
 from workflows import engine
 from workflows.pipelines.common import output_folder
 
 
 class WorkflowStateSerializer(serializers.ModelSerializer):
-    project_id = serializers.CharField(read_only=True)
+    project_id = serializers.CharField(source="project.public_id", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
 
     class Meta:
@@ -48,6 +49,11 @@ class WorkflowStateSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance: WorkflowState) -> dict[str, Any]:
+        representation = super().to_representation(instance)
+        representation["data"] = project_paths_public(representation["data"], project=instance.project)
+        return representation
+
 
 class WorkflowSnapshotSerializer(serializers.ModelSerializer):
     index = serializers.IntegerField(read_only=True, help_text="Position in this list: restore's step_index.")
@@ -69,6 +75,11 @@ class WorkflowSnapshotSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance: WorkflowSnapshot) -> dict[str, Any]:
+        representation = super().to_representation(instance)
+        representation["data"] = project_paths_public(representation["data"], project=self.context.get("project"))
+        return representation
 
 
 class WorkflowStartSerializer(serializers.Serializer):
@@ -157,7 +168,10 @@ class WorkflowHistoryView(APIView):
         for index, snapshot in enumerate(snapshots):
             snapshot.index = index
         return Response(
-            {"workflow_id": str(run.pk), "snapshots": WorkflowSnapshotSerializer(snapshots, many=True).data}
+            {
+                "workflow_id": str(run.pk),
+                "snapshots": WorkflowSnapshotSerializer(snapshots, many=True, context={"project": run.project}).data,
+            }
         )
 
 

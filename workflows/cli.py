@@ -20,6 +20,7 @@ from django.db import connection
 
 from memory_app.errors import ComicmemError
 from memory_app.models import Project, WorkflowState, WorkflowStatus
+from memory_app.selectors.projects import project_find
 from memory_app.services.projects import project_create
 from workflows import engine
 
@@ -58,7 +59,14 @@ def read_text(path: Path) -> str:
 
 
 def project_for(options: dict[str, Any]) -> Project:
-    project = Project.objects.filter(pk=options["project"]).select_related("owner").first()
+    # The --user's project of that id first; else the only project of that id, whoever owns it (an operator's
+    # command); else a new one for --user.
+    try:
+        project = project_find(project_id=options["project"], owner_username=options["user"]) or project_find(
+            project_id=options["project"]
+        )
+    except ComicmemError as exc:
+        raise CommandError(f"{exc.message} (pass --user)") from None
     if project is not None:
         return project
     owner = get_user_model().objects.filter(username=options["user"]).first()
@@ -118,7 +126,11 @@ def run_with_progress(
 def _start(workflow_type: str, project: Project, data: dict[str, Any], preferences: dict[str, Any]) -> WorkflowState:
     try:
         return engine.workflow_start(
-            user=project.owner, workflow_type=workflow_type, project_id=project.pk, data=data, preferences=preferences
+            user=project.owner,
+            workflow_type=workflow_type,
+            project_id=project.public_id,
+            data=data,
+            preferences=preferences,
         )
     except ComicmemError as exc:
         raise CommandError(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from None

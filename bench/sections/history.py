@@ -105,7 +105,9 @@ def run(*, sizes: Sizes, log: callable) -> list[Result]:  # type: ignore[valid-t
     token, _ = Token.objects.get_or_create(user=user)
     HistoryRecord.objects.filter(project_id="bench-history").delete()
     Project.objects.filter(pk="bench-history").delete()
-    project = Project.objects.create(id="bench-history", owner=user, name="History benchmark")
+    project = Project.objects.create(
+        id="bench-history", public_id="bench-history", owner=user, name="History benchmark"
+    )
 
     ours: dict[int, float] = {}
     reference: dict[int, float] = {}

@@ -145,7 +145,9 @@ def run(*, sizes: Sizes, broker: str) -> list[Result]:
 
     user, _ = get_user_model().objects.get_or_create(username="bench-workflows")
     WorkflowState.objects.filter(project_id="bench-workflows").delete()
-    Project.objects.get_or_create(id="bench-workflows", defaults={"owner": user, "name": "Workflow benchmark"})
+    Project.objects.get_or_create(
+        id="bench-workflows", defaults={"public_id": "bench-workflows", "owner": user, "name": "Workflow benchmark"}
+    )
     with SleepingImageServer(seconds=sizes.fanout_image_seconds) as images:
         # The worker's image provider is the pipeline's OpenAI-compatible one, served by the sleeping server.
         provider = {"IMAGE_PROVIDER": "openai", "IMAGE_BASE_URL": images.base_url, "IMAGE_MODEL": "bench-sleep"}

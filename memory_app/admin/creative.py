@@ -9,7 +9,7 @@ from memory_app.models import Character, StyleTemplate, StyleUsage
 class CharacterAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "mentions", "last_updated"]
     list_filter = ["project"]
-    search_fields = ["name", "project__id"]
+    search_fields = ["name", "project__public_id", "project__owner__username"]
     readonly_fields = ["created_at", "last_updated"]
 
 
@@ -23,9 +23,9 @@ class StyleUsageInline(admin.TabularInline):
 
 @admin.register(StyleTemplate)
 class StyleTemplateAdmin(admin.ModelAdmin):
-    list_display = ["template_id", "name", "owner", "updated_at"]
-    search_fields = ["template_id", "name"]
-    readonly_fields = ["created_at", "updated_at"]
+    list_display = ["public_id", "owner", "name", "updated_at"]
+    search_fields = ["public_id", "name", "owner__username"]
+    readonly_fields = ["template_id", "created_at", "updated_at"]
     inlines = [StyleUsageInline]
 
 

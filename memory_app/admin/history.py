@@ -14,9 +14,10 @@ from memory_app.errors import ComicmemError
 from memory_app.models import HistoryArchive, HistoryRecord
 from memory_app.selectors.history import (
     HistoryFilters,
+    HistoryScope,
     history_actions_per_day,
     history_page,
-    history_scope_get,
+    history_scope_get_by_key,
     history_timeline_summary,
 )
 
@@ -74,7 +75,7 @@ class HistoryRecordAdmin(ReadOnlyAdmin):
     def timeline_view(self, request: HttpRequest, project_id: str) -> HttpResponse:
         """Chronological, grouped by day, the summary figures on top and a chart of actions per day."""
         try:
-            scope = history_scope_get(user=request.user, project_id=project_id)
+            scope = history_scope_get_by_key(user=request.user, key=project_id)
         except ComicmemError as exc:
             return TemplateResponse(
                 request,
@@ -95,7 +96,7 @@ class HistoryRecordAdmin(ReadOnlyAdmin):
             days[-1]["records"].append(record)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Timeline of {scope.key}",
+            "title": f"Timeline of {_scope_title(scope)}",
             "scope": scope,
             "summary": summary,
             "days": days,
@@ -104,6 +105,10 @@ class HistoryRecordAdmin(ReadOnlyAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/memory_app/history_timeline.html", context)
+
+
+def _scope_title(scope: HistoryScope) -> str:
+    return scope.public_id
 
 
 def _chart(per_day: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from memory_app.models import Project
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "owner", "created_at", "timeline_link"]
+    # Public ids are per owner: the list shows both, so two "alpha" projects are told apart.
+    list_display = ["public_id", "owner", "name", "created_at", "timeline_link"]
+    list_select_related = ["owner"]
     list_filter = ["created_at"]
-    search_fields = ["id", "name", "owner__username"]
-    readonly_fields = ["created_at", "updated_at"]
+    search_fields = ["public_id", "id", "name", "owner__username"]
+    readonly_fields = ["id", "created_at", "updated_at"]
     date_hierarchy = "created_at"
 
     @admin.display(description="history")

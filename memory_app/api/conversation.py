@@ -61,7 +61,7 @@ _DATETIME = serializers.DateTimeField()
 
 class ContextSerializer(serializers.ModelSerializer):
     context_id = serializers.UUIDField(source="id", read_only=True)
-    project_id = serializers.CharField(read_only=True, allow_null=True)
+    project_id = serializers.CharField(source="project.public_id", read_only=True, allow_null=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
     message_count = serializers.IntegerField(read_only=True, help_text="Messages in the active window.")
     token_count = serializers.IntegerField(read_only=True, help_text="Tokens in the active window.")
@@ -91,7 +91,7 @@ class ContextSerializer(serializers.ModelSerializer):
         return {
             "context_id": str(instance.id),
             "context_type": instance.context_type,
-            "project_id": instance.project_id,
+            "project_id": instance.project.public_id if instance.project_id is not None else None,
             "owner": instance.owner.username,
             "max_messages": instance.max_messages,
             "max_tokens": instance.max_tokens,

@@ -20,7 +20,7 @@ from memory_app.services.creative import style_create, style_rate, style_rating_
 
 class CharacterSerializer(serializers.ModelSerializer):
     character_id = serializers.IntegerField(source="pk", read_only=True)
-    project_id = serializers.CharField(read_only=True)
+    project_id = serializers.CharField(source="project.public_id", read_only=True)
 
     class Meta:
         model = Character
@@ -41,7 +41,7 @@ class CharacterSerializer(serializers.ModelSerializer):
 
 
 class StyleUsageSerializer(serializers.ModelSerializer):
-    project_id = serializers.CharField(read_only=True)
+    project_id = serializers.CharField(source="project.public_id", read_only=True)
 
     class Meta:
         model = StyleUsage
@@ -50,6 +50,10 @@ class StyleUsageSerializer(serializers.ModelSerializer):
 
 
 class StyleTemplateSerializer(serializers.ModelSerializer):
+    # The id its owner chose; the internal key is never shown.
+    template_id = serializers.CharField(source="public_id", read_only=True)
+    # Ids are per owner: staff, who see every style, tell two of one id apart by it. Null for a built-in.
+    owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True)
     built_in = serializers.SerializerMethodField()
 
     class Meta:
@@ -61,6 +65,7 @@ class StyleTemplateSerializer(serializers.ModelSerializer):
             "negative_prompt",
             "visual_parameters",
             "reference_examples",
+            "owner",
             "built_in",
             "created_at",
             "updated_at",

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from memory_app.api.pagination import parse_limit
 from memory_app.api.schema import HISTORY_SCOPE_PATTERN
 from memory_app.errors import NotFound
-from memory_app.models import HistoryArchive, HistoryRecord
+from memory_app.models import HistoryArchive, HistoryRecord, Project
 from memory_app.selectors.history import (
     HistoryFilters,
     history_archive_get,
@@ -30,6 +30,7 @@ from memory_app.selectors.history import (
     history_scope_get,
     history_timeline_summary,
 )
+from memory_app.selectors.projects import project_paths_public
 
 
 class HistoryRecordSerializer(serializers.ModelSerializer):
@@ -43,11 +44,23 @@ class HistoryRecordSerializer(serializers.ModelSerializer):
     def get_username(self, record: HistoryRecord) -> str | None:
         return record.user.get_username() if record.user is not None else None
 
+    def to_representation(self, instance: HistoryRecord) -> dict[str, Any]:
+        return _public_details(super().to_representation(instance), self.context.get("project"))
+
 
 class TimelineEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = HistoryRecord
         fields = ["id", "timestamp", "action", "summary", "details"]
+
+    def to_representation(self, instance: HistoryRecord) -> dict[str, Any]:
+        return _public_details(super().to_representation(instance), self.context.get("project"))
+
+
+def _public_details(representation: dict[str, Any], project: Project | None) -> dict[str, Any]:
+    # Details name the project's files by storage name (its internal key); answers show its public id.
+    representation["details"] = project_paths_public(representation["details"], project=project)
+    return representation
 
 
 class HistoryArchiveSerializer(serializers.ModelSerializer):
@@ -70,7 +83,8 @@ class HistoryArchiveSerializer(serializers.ModelSerializer):
         ]
 
     def get_download_url(self, archive: HistoryArchive) -> str:
-        return f"/api/memory/history/{archive.scope}/archives/{archive.pk}"
+        scope = archive.project.public_id if archive.project is not None else archive.scope
+        return f"/api/memory/history/{scope}/archives/{archive.pk}"
 
 
 HISTORY_PAGE = inline_serializer(
@@ -159,8 +173,8 @@ class HistoryView(APIView):
         _, limit, order, page = _page(request, scope, default_order="desc")
         return Response(
             {
-                "project_id": scope.key,
-                "records": HistoryRecordSerializer(page.records, many=True).data,
+                "project_id": scope.public_id,
+                "records": HistoryRecordSerializer(page.records, many=True, context={"project": scope.project}).data,
                 "count": len(page.records),
                 "limit": limit,
                 "order": order,
@@ -185,8 +199,8 @@ class TimelineView(APIView):
         summary = history_timeline_summary(scope=scope, filters=filters)
         return Response(
             {
-                "project_id": scope.key,
-                "timeline": TimelineEntrySerializer(page.records, many=True).data,
+                "project_id": scope.public_id,
+                "timeline": TimelineEntrySerializer(page.records, many=True, context={"project": scope.project}).data,
                 "summary": {
                     "total_actions": summary.total_actions,
                     "duration_days": summary.duration_days,
@@ -214,7 +228,7 @@ class HistoryArchiveListView(APIView):
     def get(self, request: Request, project_id: str) -> Response:
         scope = history_scope_get(user=request.user, project_id=project_id)
         archives = history_archive_list(scope=scope)
-        return Response({"project_id": scope.key, "archives": HistoryArchiveSerializer(archives, many=True).data})
+        return Response({"project_id": scope.public_id, "archives": HistoryArchiveSerializer(archives, many=True).data})
 
 
 class AnyContentNegotiation(BaseContentNegotiation):

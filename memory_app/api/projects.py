@@ -14,6 +14,8 @@ from memory_app.services.projects import project_create, project_delete, project
 
 
 class ProjectSerializer(serializers.ModelSerializer):
+    # The id its owner chose; the internal key is never shown.
+    id = serializers.CharField(source="public_id", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
 
     class Meta:

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from memory_app.models.project import new_internal_key
+
 # A template id becomes part of prompts and cache keys; keep it a plain slug.
 STYLE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -37,9 +39,13 @@ class Character(models.Model):
 
 
 class StyleTemplate(models.Model):
-    """A style preset (§6.2): prompt, negative prompt, visual parameters. ``owner`` null = built in, for all."""
+    """A style preset (§6.2): prompt, negative prompt, visual parameters. ``owner`` null = built in, for all.
 
-    template_id = models.CharField(primary_key=True, max_length=64)
+    ``template_id`` is the internal key (foreign keys); ``public_id`` is the id the API shows and takes, unique
+    per owner; a built-in's public id is taken for everyone (it is visible to all)."""
+
+    template_id = models.CharField(primary_key=True, max_length=64, default=new_internal_key)
+    public_id = models.CharField(max_length=64)
     name = models.CharField(max_length=200)
     prompt = models.TextField(blank=True, default="")
     negative_prompt = models.TextField(blank=True, default="")
@@ -52,10 +58,16 @@ class StyleTemplate(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["template_id"]
+        ordering = ["public_id", "template_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "public_id"], name="style_unique_public_id"),
+            models.UniqueConstraint(
+                fields=["public_id"], condition=models.Q(owner__isnull=True), name="style_unique_builtin_public_id"
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.template_id} ({self.name})"
+        return f"{self.public_id} ({self.name})"
 
 
 class StyleUsage(models.Model):

@@ -175,4 +175,5 @@ class HistoryArchive(models.Model):
 
     @property
     def download_name(self) -> str:
-        return f"{self.scope}-history_{self.month}.jsonl" + (".gz" if self.compressed else "")
+        scope = self.project.public_id if self.project is not None else self.scope
+        return f"{scope}-history_{self.month}.jsonl" + (".gz" if self.compressed else "")

@@ -15,7 +15,8 @@ SUGGESTION = "Check the context id; list yours at GET /api/context/ or create on
 
 
 def context_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ConversationContext]:
-    return scope_to_owner(ConversationContext.objects.select_related("owner"), user=user)
+    # The project comes in the same query: answers show its public id.
+    return scope_to_owner(ConversationContext.objects.select_related("owner", "project"), user=user)
 
 
 def context_get(

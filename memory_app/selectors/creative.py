@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
-from memory_app.errors import NotFound
+from memory_app.errors import Conflict, NotFound
 from memory_app.models import Character, StyleTemplate, StyleUsage
 from memory_app.selectors.ownership import scope_to_owner
 
@@ -13,7 +13,7 @@ from memory_app.selectors.ownership import scope_to_owner
 def character_list(*, user: AbstractBaseUser | AnonymousUser, project_id: str | None = None) -> QuerySet[Character]:
     characters = scope_to_owner(Character.objects.select_related("project"), user=user, owner_field="project__owner")
     if project_id is not None:
-        characters = characters.filter(project_id=project_id)
+        characters = characters.filter(project__public_id=project_id)
     return characters
 
 
@@ -34,21 +34,43 @@ def style_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[StyleTempl
     """Built-in templates (no owner) for everyone signed in, plus the user's own; staff see all."""
     if not user.is_authenticated:
         return StyleTemplate.objects.none()
+    styles = StyleTemplate.objects.select_related("owner")
     if getattr(user, "is_staff", False):
-        return StyleTemplate.objects.all()
-    return StyleTemplate.objects.filter(Q(owner__isnull=True) | Q(owner=user))
+        return styles
+    return styles.filter(Q(owner__isnull=True) | Q(owner=user))
 
 
 def style_get(*, user: AbstractBaseUser | AnonymousUser, template_id: str) -> StyleTemplate:
-    style = style_list(user=user).filter(pk=template_id).first()
-    if style is None:
-        raise NotFound(
-            f"Style template '{template_id}' does not exist.",
-            details={"template_id": template_id, "suggestion": "List the styles at /api/styles/."},
+    """The style whose public id is ``template_id`` among those the user sees: their own, else the built-in one
+    (a user cannot have both: a built-in's id is taken for everyone). Staff, who see all, reach another owner's
+    style when it is the only one of that id; several is a Conflict that names the owners."""
+    candidates = list(
+        style_list(user=user)
+        .filter(public_id=template_id)
+        .annotate(
+            rank=Case(
+                When(owner_id=getattr(user, "pk", None), then=Value(0)),
+                When(owner__isnull=True, then=Value(1)),
+                default=Value(2),
+                output_field=IntegerField(),
+            )
         )
-    return style
+        .order_by("rank", "created_at", "template_id")[:3]
+    )
+    if candidates and (len(candidates) == 1 or candidates[0].rank < 2):
+        return candidates[0]
+    if candidates:
+        owners = sorted(style.owner.get_username() for style in candidates if style.owner is not None)
+        raise Conflict(
+            f"Several owners have a style template '{template_id}'.",
+            details={"template_id": template_id, "owners": owners, "suggestion": "Open it from the admin."},
+        )
+    raise NotFound(
+        f"Style template '{template_id}' does not exist.",
+        details={"template_id": template_id, "suggestion": "List the styles at /api/styles/."},
+    )
 
 
 def style_usage_list(*, user: AbstractBaseUser | AnonymousUser, style: StyleTemplate) -> QuerySet[StyleUsage]:
     """The usage history of a style that this user may see: their own projects' uses (staff: all)."""
-    return scope_to_owner(style.usages.all(), user=user, owner_field="project__owner")
+    return scope_to_owner(style.usages.select_related("project"), user=user, owner_field="project__owner")

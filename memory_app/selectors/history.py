@@ -16,7 +16,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from memory_app.errors import NotFound, ValidationFailed
 from memory_app.models import SYSTEM_SCOPE, HistoryAction, HistoryArchive, HistoryDailyCount, HistoryRecord, Project
-from memory_app.selectors.projects import project_get
+from memory_app.selectors.projects import project_get, project_list
 
 CURSOR_SALT = "memory_app.history.cursor"
 
@@ -25,8 +25,13 @@ CURSOR_SALT = "memory_app.history.cursor"
 class HistoryScope:
     """Whose records: one project, or (staff only) the system-wide records that belong to none."""
 
-    key: str
+    key: str  # the archive scope: the project's internal key, or ``_system``
     project: Project | None
+
+    @property
+    def public_id(self) -> str:
+        """What the API shows: the project's public id, or ``_system``."""
+        return self.project.public_id if self.project is not None else self.key
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,17 @@ def history_scope_get(*, user: AbstractBaseUser | AnonymousUser, project_id: str
             details={"project_id": project_id, "suggestion": "Check the project id; list yours at /api/projects/."},
         )
     project = project_get(user=user, project_id=project_id)
+    return HistoryScope(key=project.pk, project=project)
+
+
+def history_scope_get_by_key(*, user: AbstractBaseUser | AnonymousUser, key: str) -> HistoryScope:
+    """The scope of the project whose internal key is ``key`` (admin links use it: public ids are not unique
+    across owners), within what the user sees; ``_system`` for staff. Anything else is the usual 404."""
+    if key == SYSTEM_SCOPE:
+        return history_scope_get(user=user, project_id=key)
+    project = project_list(user=user).filter(pk=key).first()
+    if project is None:
+        raise NotFound(f"Project '{key}' does not exist.", details={"project_id": key})
     return HistoryScope(key=project.pk, project=project)
 
 
@@ -270,7 +286,9 @@ def history_actions_per_day(*, scope: HistoryScope, filters: HistoryFilters) -> 
 
 
 def history_archive_list(*, scope: HistoryScope) -> QuerySet[HistoryArchive]:
-    return HistoryArchive.objects.filter(scope=scope.key, record_count__gt=0).order_by("-month")
+    return (
+        HistoryArchive.objects.filter(scope=scope.key, record_count__gt=0).select_related("project").order_by("-month")
+    )
 
 
 def history_archive_get(*, scope: HistoryScope, archive_id: str) -> HistoryArchive:

@@ -211,13 +211,14 @@ def usage_analysis(*, hours: int = 24) -> dict[str, Any]:
         key=lambda row: (-row["lookups"], row["namespace"]),
     )
     # The projects worked on most in the window: their history records are the trace of every layer's writes.
+    # Public ids are per owner: each row names its owner too.
     projects = [
-        {"project_id": row["project_id"], "actions": row["actions"]}
+        {"project_id": row["project__public_id"], "owner": row["project__owner__username"], "actions": row["actions"]}
         for row in HistoryRecord.objects.filter(timestamp__gte=since, project__isnull=False)
         .order_by()
-        .values("project_id")
+        .values("project_id", "project__public_id", "project__owner__username")
         .annotate(actions=Count("pk"))
-        .order_by("-actions", "project_id")[:5]
+        .order_by("-actions", "project__public_id", "project_id")[:5]
     ]
     latest = snapshots[-1] if snapshots else None
     return {

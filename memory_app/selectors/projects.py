@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from typing import Any
 
-from memory_app.errors import NotFound, ValidationFailed
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Case, IntegerField, QuerySet, Value, When
+
+from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import PROJECT_ID_PATTERN, Project
 from memory_app.selectors.ownership import scope_to_owner
 
@@ -13,19 +15,78 @@ def project_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]
 
 
 def project_get(*, user: AbstractBaseUser | AnonymousUser, project_id: str) -> Project:
-    """The user's project, or NotFound (also for someone else's: its existence is not revealed).
+    """The user's project whose public id is ``project_id``, or NotFound (also when only someone else has one:
+    ids are per owner, so another owner's project of that id is neither revealed nor reachable).
 
-    An id that is not a valid slug is refused before any query, so it can never reach a file path.
+    Staff reach every project: their own of that id first, else the only one; when several owners have it,
+    a Conflict names them (staff then act through the admin). An id that is not a valid slug is refused before
+    any query.
     """
     if not PROJECT_ID_PATTERN.fullmatch(project_id or ""):
         raise ValidationFailed(
             "A project id is 1-64 letters, digits, '-' or '_', starting with a letter or digit.",
             details={"fields": {"project_id": ["Not a valid project id."]}},
         )
-    project = project_list(user=user).filter(pk=project_id).first()
-    if project is not None:
-        return project
+    candidates = list(
+        project_list(user=user)
+        .filter(public_id=project_id)
+        .annotate(
+            mine=Case(
+                When(owner_id=getattr(user, "pk", None), then=Value(0)), default=Value(1), output_field=IntegerField()
+            )
+        )
+        .order_by("mine", "created_at", "id")[:3]
+    )
+    if candidates and (len(candidates) == 1 or candidates[0].owner_id == user.pk):
+        return candidates[0]
+    if candidates:
+        owners = sorted(project.owner.get_username() for project in candidates)
+        raise Conflict(
+            f"Several owners have a project '{project_id}'.",
+            details={"project_id": project_id, "owners": owners, "suggestion": "Open it from the admin."},
+        )
     raise NotFound(
         f"Project '{project_id}' does not exist.",
         details={"project_id": project_id, "suggestion": "Check the project id; list yours at /api/projects/."},
     )
+
+
+def project_find(*, project_id: str, owner_username: str | None = None) -> Project | None:
+    """For commands run by an operator (no request user): the project of that public id owned by
+    ``owner_username`` when given, else the only one of that id; None when there is none. Several owners with
+    that id and no owner named is a Conflict that names them."""
+    if not PROJECT_ID_PATTERN.fullmatch(project_id or ""):
+        raise ValidationFailed(
+            f"'{project_id}' is not a valid project id.", details={"fields": {"project_id": ["Not a valid id."]}}
+        )
+    projects = Project.objects.select_related("owner").filter(public_id=project_id).order_by("created_at", "id")
+    if owner_username is not None:
+        return projects.filter(owner__username=owner_username).first()
+    candidates = list(projects[:3])
+    if len(candidates) > 1:
+        owners = sorted(project.owner.get_username() for project in candidates)
+        raise Conflict(
+            f"Several owners have a project '{project_id}' ({', '.join(owners)}): name the owner.",
+            details={"project_id": project_id, "owners": owners},
+        )
+    return candidates[0] if candidates else None
+
+
+def project_paths_public(value: Any, *, project: Project | None) -> Any:
+    """``value`` (JSON: run data, history details) with the storage names of the project's files, which hold
+    its internal key (``projects/<key>/…``), as its owner names them (``projects/<public id>/…``). Answers
+    show only the public id; previous_context takes either form back, for the caller's own project only."""
+    if project is None or project.pk == project.public_id:
+        return value
+    inner, outer = f"projects/{project.pk}/", f"projects/{project.public_id}/"
+
+    def public(item: Any) -> Any:
+        if isinstance(item, str):
+            return item.replace(inner, outer) if inner in item else item
+        if isinstance(item, dict):
+            return {key: public(entry) for key, entry in item.items()}
+        if isinstance(item, list):
+            return [public(entry) for entry in item]
+        return item
+
+    return public(value)

@@ -21,7 +21,7 @@ def workflow_list(
 ) -> QuerySet[WorkflowState]:
     runs = scope_to_owner(WorkflowState.objects.select_related("owner", "project"), user=user)
     if project_id:
-        runs = runs.filter(project_id=project_id)
+        runs = runs.filter(project__public_id=project_id)
     if status:
         runs = runs.filter(status=status)
     if workflow_type:

@@ -841,7 +841,7 @@ def context_export_document(
             "messages": messages,
             "metadata": context.metadata,
             "context_type": context.context_type,
-            "project_id": context.project_id,
+            "project_id": context.project.public_id if context.project_id is not None else None,
             "is_default": context.is_default,
             "created_at": _epoch(context.created_at),
             "last_updated": _epoch(context.last_updated),
@@ -972,7 +972,10 @@ def context_import(*, owner: AbstractBaseUser, document: Any) -> list[Conversati
     if taken:
         raise Conflict("Some context ids exist already.", details={"context_ids": taken})
     project_ids = {entry.project_id for entry in persistence.contexts.values() if entry.project_id}
-    projects = {project.pk: project for project in Project.objects.filter(pk__in=project_ids, owner=owner)}
+    # Ids are the owner's public ids: another owner's project of the same id is not this one.
+    projects = {
+        project.public_id: project for project in Project.objects.filter(public_id__in=project_ids, owner=owner)
+    }
     missing = sorted(project_ids - set(projects))
     if missing:
         raise ValidationFailed(

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Avg, Count
+from django.db.models import Avg, Count, Q
 from django.utils import timezone
 
 from memory_app.errors import Conflict, ValidationFailed
@@ -59,10 +59,15 @@ def style_create(
     visual_parameters: dict[str, Any] | None = None,
     reference_examples: list[str] | None = None,
 ) -> StyleTemplate:
+    """Create the user's style. Its id is the user's (another user's style of that id is a different style);
+    an id the user already has, or a built-in's (visible to everyone), is a Conflict."""
+    taken = StyleTemplate.objects.filter(Q(owner=user) | Q(owner__isnull=True), public_id=template_id)
+    if taken.exists():
+        raise Conflict(f"Style template '{template_id}' exists already.", details={"template_id": template_id})
     try:
         with transaction.atomic():
             return StyleTemplate.objects.create(
-                template_id=template_id,
+                public_id=template_id,
                 name=name,
                 prompt=prompt,
                 negative_prompt=negative_prompt,
@@ -108,7 +113,7 @@ def style_rate(*, style: StyleTemplate, project: Project, user: AbstractBaseUser
             action=HistoryAction.STYLE_RATED,
             user=user,
             workflow_id=usage.workflow_id,
-            details={"template_id": style.pk, "satisfaction_score": score},
+            details={"template_id": style.public_id, "satisfaction_score": score},
         )
     return usage
 

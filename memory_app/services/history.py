@@ -462,7 +462,8 @@ def history_export(*, project: Project, out_dir: Path) -> HistoryExportResult:
     """
     from django.contrib.auth import get_user_model
 
-    processing = out_dir / "projects" / project.pk / "processing"
+    # The seed's layout names the folder after the id its owner knows (the internal key stays internal).
+    processing = out_dir / "projects" / project.public_id / "processing"
     processing.mkdir(parents=True, exist_ok=True)
     usernames: dict[int, str] = {}
     counts: dict[str, int] = {}
@@ -470,7 +471,7 @@ def history_export(*, project: Project, out_dir: Path) -> HistoryExportResult:
     first = last = None
     timeline = _HashedFile(processing / "timeline.json")
     try:
-        timeline.write(f'{{\n  "project_id": {json.dumps(project.pk)},\n  "timeline": [')
+        timeline.write(f'{{\n  "project_id": {json.dumps(project.public_id)},\n  "timeline": [')
         for month in _project_months(project=project):
             lines = _month_lines(project=project, month=month)
             if not lines:
@@ -574,7 +575,7 @@ def history_import(*, project: Project, source_dir: Path) -> HistoryImportResult
     """
     from django.contrib.auth import get_user_model
 
-    processing = source_dir / "projects" / project.pk / "processing"
+    processing = source_dir / "projects" / project.public_id / "processing"
     files = sorted(processing.glob("history_[0-9][0-9][0-9][0-9][0-9][0-9].json"))
     if not files:
         raise ValidationFailed(

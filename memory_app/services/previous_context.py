@@ -217,11 +217,14 @@ def _check_project_path(project: Project, value: str) -> CheckedContext:
         raise _refuse("Encoded, NUL or backslash characters are refused in a project path.", value, "path_form")
     relative = value.lstrip("/")
     parts = PurePosixPath(relative).parts
-    if len(parts) < 3 or parts[0] != "projects" or parts[1] != project.pk:
-        raise _refuse(f"A project path must be inside /projects/{project.pk}/.", value, "outside_project")
+    # The project is the caller's own (resolved through its owner), named by the id its owner knows (what
+    # answers show) or by its internal key (the storage name itself); either way the file is read from that
+    # project's folder only, so another owner's project of the same id is never reached.
+    if len(parts) < 3 or parts[0] != "projects" or parts[1] not in (project.public_id, project.pk):
+        raise _refuse(f"A project path must be inside /projects/{project.public_id}/.", value, "outside_project")
     if any(part in ("", ".", "..") for part in relative.split("/")):
         raise _refuse("'.' and '..' are refused in a project path.", value, "path_traversal")
-    name = "/".join(parts)
+    name = "/".join(("projects", project.pk, *parts[2:]))
     try:
         root = Path(default_storage.path(f"projects/{project.pk}")).resolve()
         resolved = Path(default_storage.path(name)).resolve()

@@ -20,15 +20,16 @@ def _new_project_id() -> str:
 def project_create(
     *, owner: AbstractBaseUser, name: str, description: str = "", project_id: str | None = None
 ) -> Project:
-    """Create a project. Ids are global (they name storage folders): a taken id is a Conflict."""
+    """Create a project. Its id is the owner's (another owner's project of the same id is a different project):
+    an id the owner already has is a Conflict. The internal key is generated."""
     project_id = project_id or _new_project_id()
-    if Project.objects.filter(pk=project_id).exists():
+    if Project.objects.filter(owner=owner, public_id=project_id).exists():
         raise Conflict(f"Project id '{project_id}' is taken.", details={"project_id": project_id})
     try:
         with transaction.atomic():
-            project = Project.objects.create(id=project_id, owner=owner, name=name, description=description)
+            project = Project.objects.create(public_id=project_id, owner=owner, name=name, description=description)
     except IntegrityError:
-        # Another request created the same id between the check and the insert.
+        # The same owner created the same id between the check and the insert.
         raise Conflict(f"Project id '{project_id}' is taken.", details={"project_id": project_id}) from None
     history_record(
         project=project,

@@ -83,8 +83,13 @@ REFERENCING: dict[tuple[str, str], Case] = {
         404, NOT_YOURS, {"workflow_type": "text_compression", "project_id": "{project_id}", "input": {"text": "x"}}
     ),
     ("GET", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}"}),
-    ("POST", "/api/projects/"): Case(409, "CONFLICT", {"id": "{project_id}", "name": "bob's"}),
-    ("POST", "/api/styles/"): Case(409, "CONFLICT", {"template_id": "{style_id}", "name": "bob's"}),
+}
+
+# Routes that create an object under an id the caller chooses: ids are per owner, so Alice's id is free for Bob
+# (his object, unrelated to hers), and taking it reveals nothing of hers.
+CREATING: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/api/projects/"): {"id": "{project_id}", "name": "bob's"},
+    ("POST", "/api/styles/"): {"template_id": "{style_id}", "name": "bob's"},
 }
 
 # Lists as Bob reads them: none of Alice's objects may appear.
@@ -120,7 +125,7 @@ def _route_keys() -> set[tuple[str, str]]:
 
 
 def test_every_route_is_in_the_matrix():
-    classified = set(OWNED) | set(REFERENCING) | LISTS | STAFF_ROUTES | set(UNSCOPED)
+    classified = set(OWNED) | set(REFERENCING) | set(CREATING) | LISTS | STAFF_ROUTES | set(UNSCOPED)
 
     routes = _route_keys()
 
@@ -415,7 +420,7 @@ def test_created_objects_belong_to_the_caller_whatever_the_body_says(world, clie
         True,
     )
     assert created.is_default is False
-    bob_style = StyleTemplate.objects.get(pk="bob_style")
+    bob_style = StyleTemplate.objects.get(public_id="bob_style")
     assert (bob_style.owner_id, style.json()["data"]["built_in"]) == (world.bob.pk, False)
     started = WorkflowState.objects.get(pk=run.json()["data"]["workflow_id"])
     assert (started.owner_id, str(started.pk) != forged_id, started.status) == (world.bob.pk, True, "in_progress")

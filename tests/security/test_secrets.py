@@ -167,7 +167,7 @@ def test_planted_secrets_reach_no_row_log_export_or_response(
     from memory_app.models import Project
 
     export_dir = tmp_path / "export"
-    history_export(project=Project.objects.get(pk="proj-001"), out_dir=export_dir)
+    history_export(project=Project.objects.get(public_id="proj-001"), out_dir=export_dir)
     call_command(
         "export_contexts",
         user.username,
@@ -230,7 +230,7 @@ def test_secrets_in_a_run_on_a_real_worker_reach_neither_its_log_nor_the_databas
 ):
     from memory_app.models import Project
 
-    Project.objects.create(id="proj-001", owner=user, name="Secrets")
+    Project.objects.create(id="proj-001", public_id="proj-001", owner=user, name="Secrets")
     worker = start_worker(LOG_LEVEL="DEBUG", LOG_FORMAT="json")
     body = {
         "workflow_type": "text_compression",

@@ -118,3 +118,21 @@ def test_a_failed_run_exits_non_zero(
         )
 
     assert WorkflowState.objects.get().status == "failed"
+
+
+@pytest.mark.django_db
+def test_the_project_option_names_the_users_own_project_when_two_owners_have_the_id(user, other_user):
+    from memory_app.services.projects import project_create
+    from workflows.cli import project_for
+
+    alices = project_create(owner=user, project_id="alpha", name="Alice's")
+    bobs = project_create(owner=other_user, project_id="alpha", name="Bob's")
+    solo = project_create(owner=user, project_id="solo", name="Only Alice's")
+
+    assert project_for({"project": "alpha", "user": "bob"}) == bobs
+    assert project_for({"project": "alpha", "user": "alice"}) == alices
+    assert project_for({"project": "solo", "user": "bob"}) == solo  # the only one of that id, whoever owns it
+    with pytest.raises(CommandError, match=r"Several owners have a project 'alpha' \(alice, bob\).*pass --user"):
+        project_for({"project": "alpha", "user": "demo"})
+    assert list(user.projects.order_by("public_id").values_list("public_id", flat=True)) == ["alpha", "solo"]
+    assert list(other_user.projects.values_list("public_id", flat=True)) == ["alpha"]

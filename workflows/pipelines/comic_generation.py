@@ -70,7 +70,7 @@ def prepare(request: StartRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     preferences["seed"] = int_preference(preferences, "seed", text_seed(text_value), 0, 2**31 - 1)
     preferences.pop("previous_context", None)
     preferences.pop("style", None)
-    return {"text": text_value, "style": style.pk, "previous_context": checked.value}, preferences
+    return {"text": text_value, "style": style.public_id, "previous_context": checked.value}, preferences
 
 
 # --- steps -------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from memory_app.errors import ComicmemError
-from memory_app.models import PROJECT_ID_PATTERN, Project
+from memory_app.selectors.projects import project_find
 from memory_app.services.history import history_export
 
 
@@ -18,12 +18,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project_id")
         parser.add_argument("--out", required=True, type=Path, help="the folder that receives projects/<id>/…")
+        parser.add_argument("--owner", help="the project's owner (needed when several owners have that id)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project_id = options["project_id"]
-        if not PROJECT_ID_PATTERN.fullmatch(project_id):
-            raise CommandError(f"'{project_id}' is not a valid project id.")
-        project = Project.objects.filter(pk=project_id).first()
+        try:
+            project = project_find(project_id=project_id, owner_username=options["owner"])
+        except ComicmemError as exc:
+            raise CommandError(exc.message) from exc
         if project is None:
             raise CommandError(f"Project '{project_id}' does not exist.")
         try:

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from memory_app.errors import ComicmemError
-from memory_app.models import PROJECT_ID_PATTERN, Project
+from memory_app.models import Project
+from memory_app.selectors.projects import project_find
 from memory_app.services.history import history_import
 from memory_app.services.projects import project_create
 
@@ -21,15 +22,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project_id")
         parser.add_argument("--from", dest="source", required=True, type=Path, help="the folder holding projects/")
-        parser.add_argument("--owner", help="create the project for this user when it does not exist")
+        parser.add_argument("--owner", help="the project's owner: created for this user when they have none of that id")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project_id = options["project_id"]
-        if not PROJECT_ID_PATTERN.fullmatch(project_id):
-            raise CommandError(f"'{project_id}' is not a valid project id.")
         try:
             with transaction.atomic():
-                project = Project.objects.filter(pk=project_id).first()
+                project = project_find(project_id=project_id, owner_username=options["owner"])
                 if project is None:
                     project = self._create(project_id, options["owner"])
                 result = history_import(project=project, source_dir=options["source"])

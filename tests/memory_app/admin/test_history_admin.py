@@ -99,3 +99,21 @@ def test_the_project_list_links_to_its_timeline(staff_browser, user):
     response = staff_browser.get("/admin/memory_app/project/")
 
     assert 'href="/admin/memory_app/historyrecord/timeline/proj-042/"' in response.content.decode()
+
+
+def test_two_projects_of_one_id_are_told_apart_by_owner_and_each_timeline_is_its_own(staff_browser, user, other_user):
+    from memory_app.services.projects import project_create
+
+    alices = project_create(owner=user, project_id="alpha", name="Alice's comic")
+    bobs = project_create(owner=other_user, project_id="alpha", name="Bob's comic")
+
+    listing = staff_browser.get("/admin/memory_app/project/").content.decode()
+    bob_page = staff_browser.get(f"/admin/memory_app/historyrecord/timeline/{bobs.pk}/")
+
+    rows = [row for row in listing.split("<tr")[1:] if "alpha" in row]
+    assert sorted(("alice" in row, "bob" in row) for row in rows) == [(False, True), (True, False)]
+    assert f'href="/admin/memory_app/historyrecord/timeline/{alices.pk}/"' in listing
+    assert bob_page.status_code == 200
+    text = bob_page.content.decode()
+    assert ("Timeline of alpha" in text, "Owner: bob" in text) == (True, True)
+    assert ("Bob&#x27;s comic" in text, "Alice&#x27;s comic" in text) == (True, False)

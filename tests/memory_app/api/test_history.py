@@ -291,6 +291,29 @@ def test_staff_list_a_projects_archives(staff_client, archived):
     assert archive["download_name"] == "proj-001-history_202401.jsonl.gz"
 
 
+def test_the_archives_of_a_project_with_a_generated_key_are_named_by_its_public_id(
+    staff_client, settings, tmp_path, user
+):
+    from memory_app.services.projects import project_create
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    project = project_create(owner=user, project_id="alpha", name="Alpha")
+    HistoryRecordFactory(project=project, timestamp=at("2024-01-05T08:00:00"))
+    history_archive_run(now=at("2025-01-01T00:00:00"))
+    manifest = HistoryArchive.objects.get()
+
+    listed = staff_client.get("/api/memory/history/alpha/archives")
+    (archive,) = listed.json()["data"]["archives"]
+    downloaded = staff_client.get(archive["download_url"], HTTP_ACCEPT="*/*")
+
+    assert (manifest.scope, listed.json()["data"]["project_id"]) == (project.pk, "alpha")
+    assert archive["download_url"] == f"/api/memory/history/alpha/archives/{manifest.pk}"
+    assert archive["download_name"] == "alpha-history_202401.jsonl.gz"
+    assert project.pk not in listed.content.decode()
+    assert downloaded.status_code == 200
+    assert 'filename="alpha-history_202401.jsonl.gz"' in downloaded["Content-Disposition"]
+
+
 def test_staff_download_an_archive_streamed_from_storage(staff_client, archived):
     manifest = HistoryArchive.objects.get()
 

@@ -121,7 +121,10 @@ def test_analysis_finds_peaks_hot_data_and_gives_figured_advice(staff_client, na
             {"namespace": "text_analysis", "lookups": 60},
             {"namespace": "api_responses", "lookups": 42},
         ],
-        "projects": [{"project_id": "proj-busy", "actions": 3}, {"project_id": "proj-001", "actions": 1}],
+        "projects": [
+            {"project_id": "proj-busy", "owner": "bob", "actions": 3},
+            {"project_id": "proj-001", "owner": "alice", "actions": 1},
+        ],
     }
     assert data["cache_efficiency"] == {
         "text_analysis": {"hits": 10, "misses": 50, "lookups": 60, "hit_rate": 0.1667},

@@ -15,7 +15,7 @@ def test_create_with_a_slug_id(auth_client, user):
     data = response.json()["data"]
     assert data["id"] == "proj-001"
     assert data["owner"] == "alice"
-    project = Project.objects.get(pk="proj-001")
+    project = Project.objects.get(public_id="proj-001")
     assert (project.owner, project.name, project.description) == (user, "Sky", "d")
 
 
@@ -44,14 +44,30 @@ def test_invalid_project_id_in_the_path_is_400(auth_client, bad_id):
     assert response.json()["error"]["details"]["fields"] == {"project_id": ["Not a valid project id."]}
 
 
-def test_taken_id_is_409_and_the_original_is_unchanged(auth_client, other_user):
+def test_an_id_i_have_is_409_and_the_original_is_unchanged(auth_client, user):
+    ProjectFactory(id="proj-007", owner=user, name="Mine")
+
+    response = auth_client.post("/api/projects/", {"id": "proj-007", "name": "Again"}, format="json")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "CONFLICT"
+    assert list(Project.objects.values_list("public_id", "name")) == [("proj-007", "Mine")]
+
+
+def test_an_id_another_user_has_is_a_plain_success(auth_client, user, other_user):
     ProjectFactory(id="proj-007", owner=other_user, name="Theirs")
 
     response = auth_client.post("/api/projects/", {"id": "proj-007", "name": "Mine"}, format="json")
 
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "CONFLICT"
-    assert Project.objects.get(pk="proj-007").name == "Theirs"
+    assert response.status_code == 201
+    data = response.json()["data"]
+    assert (data["id"], data["owner"], data["name"]) == ("proj-007", "alice", "Mine")
+    mine = Project.objects.get(owner=user)
+    theirs = Project.objects.get(owner=other_user)
+    assert (mine.public_id, mine.name) == ("proj-007", "Mine")
+    assert (theirs.pk, theirs.public_id, theirs.name) == ("proj-007", "proj-007", "Theirs")
+    # The new project has a key of its own: files and foreign keys never meet the other user's.
+    assert len(mine.pk) == 32 and mine.pk != theirs.pk
 
 
 def test_list_shows_only_my_projects_paginated(auth_client, user, other_user):

@@ -265,7 +265,7 @@ def test_import_with_owner_creates_the_missing_project(history, tmp_path, other_
     output = run("import_history", "proj-new", "--from", str(tmp_path / "out"), "--owner", "bob")
 
     assert output.strip() == "Imported 4 records from 3 files; 0 already present."
-    project = Project.objects.get(pk="proj-new")
+    project = Project.objects.get(public_id="proj-new")
     assert project.owner == other_user
     # The four imported records plus the project_created record of the new project.
     assert HistoryRecord.objects.filter(project=project).count() == 5
@@ -279,7 +279,7 @@ def test_a_failed_import_with_owner_creates_no_project(tmp_path, other_user):
     with pytest.raises(CommandError, match="not readable JSON"):
         run("import_history", "proj-new", "--from", str(tmp_path), "--owner", "bob")
 
-    assert not Project.objects.filter(pk="proj-new").exists()
+    assert not Project.objects.filter(public_id="proj-new").exists()
     assert HistoryRecord.objects.count() == 0
 
 
@@ -323,3 +323,23 @@ def test_export_checksums_are_verified_on_import(history, tmp_path, project):
         run("import_history", "proj-001", "--from", str(tmp_path / "out"))
 
     assert HistoryRecord.objects.count() == before
+
+
+def test_export_of_an_id_two_owners_have_needs_the_owner_and_writes_the_public_id(user, other_user, tmp_path):
+    from memory_app.services.projects import project_create
+
+    alices = project_create(owner=user, project_id="alpha", name="Alice's")
+    bobs = project_create(owner=other_user, project_id="alpha", name="Bob's")
+
+    with pytest.raises(CommandError, match=r"Several owners have a project 'alpha' \(alice, bob\): name the owner"):
+        run("export_history", "alpha", "--out", str(tmp_path / "none"))
+    output = run("export_history", "alpha", "--owner", "bob", "--out", str(tmp_path / "out"))
+
+    assert output.strip() == "Exported 1 records of alpha to 2 files."
+    assert not (tmp_path / "none").exists()
+    # The seed's layout names the folder after the public id; the internal key stays internal.
+    processing = tmp_path / "out" / "projects" / "alpha" / "processing"
+    timeline = json.loads((processing / "timeline.json").read_text(encoding="utf-8"))
+    assert timeline["project_id"] == "alpha"
+    assert [entry["summary"] for entry in timeline["timeline"]] == ["Project 'Bob's' created."]
+    assert (alices.pk != bobs.pk, bobs.pk not in str(list((tmp_path / "out").rglob("*")))) == (True, True)

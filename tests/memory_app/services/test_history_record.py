@@ -98,4 +98,4 @@ def test_project_creation_is_recorded_once(user):
 def test_request_id_of_the_api_call_is_stored(auth_client):
     auth_client.post("/api/projects/", {"id": "proj-r", "name": "R"}, format="json", HTTP_X_REQUEST_ID="req-abc")
 
-    assert HistoryRecord.objects.get(project_id="proj-r").request_id == "req-abc"
+    assert HistoryRecord.objects.get(project__public_id="proj-r").request_id == "req-abc"

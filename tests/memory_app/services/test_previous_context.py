@@ -243,3 +243,23 @@ def test_text_enhances_the_prompt_and_long_text_is_refused(project):
     with pytest.raises(PreviousContextRefused):
         previous_context_check(project=project, value="长" * 2001)
     assert previous_context_check(project=project, value=None).kind == "none"
+
+
+def test_a_later_project_of_the_same_id_never_sees_an_earlier_ones_files(media):
+    from memory_app.services.projects import project_create, project_delete
+    from tests.factories import UserFactory
+
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    earlier = project_create(owner=alice, project_id="alpha", name="Earlier")
+    folder = media / "projects" / earlier.pk / "images"
+    folder.mkdir(parents=True)
+    (folder / "ref.png").write_bytes(png_bytes("blue"))
+    assert previous_context_check(project=earlier, value="/projects/alpha/images/ref.png").kind == "project_image"
+    project_delete(project=earlier)
+
+    for owner in (alice, bob):
+        later = project_create(owner=owner, project_id="alpha", name="Later")
+        with pytest.raises(PreviousContextRefused) as refused:
+            previous_context_check(project=later, value="/projects/alpha/images/ref.png")
+        assert (later.public_id, later.pk != earlier.pk, refused.value.details["reason"]) == ("alpha", True, "missing")
+        project_delete(project=later)

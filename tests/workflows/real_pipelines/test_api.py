@@ -146,3 +146,87 @@ def test_outputs_are_served_to_their_owner_only(
         missing = auth_client.get(f"/api/workflows/{run.pk}/outputs/{name}")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "MEMORY_NOT_FOUND"
+
+
+def test_a_previous_context_project_path_resolves_only_to_the_callers_project(
+    client_for, media, django_capture_on_commit_callbacks
+):
+    """Alice and Bob each have a project "alpha"; only Alice's holds ref.png. Bob naming it by the shared id
+    reads his own (empty) project; naming Alice's internal key is outside his project."""
+    from memory_app.services.projects import project_create
+    from tests.factories import UserFactory
+    from tests.support.http_servers import png_bytes
+
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    alice_project = project_create(owner=alice, project_id="alpha", name="Alice's")
+    project_create(owner=bob, project_id="alpha", name="Bob's")
+    folder = media / "projects" / alice_project.pk / "images"
+    folder.mkdir(parents=True)
+    (folder / "ref.png").write_bytes(png_bytes("blue"))
+    before = counts()
+
+    def start(user, previous_context):
+        body = {
+            "workflow_type": "comic_generation",
+            "project_id": "alpha",
+            "input": {"text": "小明。", "previous_context": previous_context},
+        }
+        return client_for(user).post("/api/workflows/", body, format="json")
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        by_shared_id = start(bob, "/projects/alpha/images/ref.png")
+        by_alices_key = start(bob, f"/projects/{alice_project.pk}/images/ref.png")
+
+    reasons = [response.json()["error"]["details"]["reason"] for response in (by_shared_id, by_alices_key)]
+    assert (by_shared_id.status_code, by_alices_key.status_code, reasons) == (400, 400, ["missing", "outside_project"])
+    assert (counts(), callbacks) == (before, [])
+
+    with django_capture_on_commit_callbacks(execute=False):
+        alices = start(alice, "/projects/alpha/images/ref.png")
+
+    assert alices.status_code == 202, alices.content[:300]
+    run = WorkflowState.objects.get(pk=alices.json()["data"]["workflow_id"])
+    assert (run.project_id, run.data["previous_context"]) == (alice_project.pk, "/projects/alpha/images/ref.png")
+    assert alices.json()["data"]["project_id"] == "alpha"
+
+
+def test_a_runs_files_are_shown_under_the_public_id_and_taken_back_from_there(
+    client_for, user, media, story, run_inline, django_capture_on_commit_callbacks
+):
+    """Storage holds the files under the project's internal key; answers name them by its public id, and that
+    name is what previous_context and the outputs route accept."""
+    from memory_app.services.projects import project_create
+
+    project = project_create(owner=user, project_id="alpha", name="Alpha")
+    client = client_for(user)
+    body = {
+        "workflow_type": "comic_generation",
+        "project_id": "alpha",
+        "input": {"text": story},
+        "preferences": {"segment_length": 80, "panels_per_page": 4},
+    }
+    started = run_inline(lambda: client.post("/api/workflows/", body, format="json"))
+    run_id = started.json()["data"]["workflow_id"]
+
+    shown = client.get(f"/api/workflows/{run_id}/")
+    snapshots = client.get(f"/api/workflows/{run_id}/history/")
+    history = client.get("/api/memory/history/alpha/", {"action_type": "image_generation_completed"})
+
+    assert shown.json()["data"]["status"] == "completed", shown.json()["data"]["error"]
+    (page,) = shown.json()["data"]["data"]["outputs"]["pages"]
+    assert page == f"projects/alpha/images/{run_id}/page_001.png"
+    assert WorkflowState.objects.get(pk=run_id).data["outputs"]["pages"] == [
+        f"projects/{project.pk}/images/{run_id}/page_001.png"
+    ]
+    assert (media / "projects" / project.pk / "images" / run_id / "page_001.png").is_file()
+    urls = [record["details"]["image_url"] for record in history.json()["data"]["records"]]
+    assert urls and all(url.startswith(f"/projects/alpha/images/{run_id}/panel_") for url in urls)
+    for answer in (shown, snapshots, history):
+        assert project.pk not in answer.content.decode()
+    assert client.get(f"/api/workflows/{run_id}/outputs/page_001.png").status_code == 200
+
+    body = {**body, "input": {"text": "小明。", "previous_context": "/" + page}}
+    with django_capture_on_commit_callbacks(execute=False):
+        again = client.post("/api/workflows/", body, format="json")
+
+    assert again.status_code == 202, again.content[:300]
