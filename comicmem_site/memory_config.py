@@ -201,6 +201,11 @@ class ApiConfig(_Section):
     default_page_size: PositiveInt = 50
     max_page_size: PositiveInt = 1000
     throttle: ThrottleConfig = ThrottleConfig()
+    # LLM calls made inside a web request (generate-with-context): how many one user may have in flight across
+    # every web process (beyond: 429), and how many one web process may run at once (beyond: 503), by default
+    # half its threads, so that health and everyone else's requests always find a free thread.
+    llm_calls_per_user: PositiveInt = 2
+    llm_calls_per_process: PositiveInt | None = None
 
 
 class ProviderConfig(_Section):
@@ -270,6 +275,8 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "AUTO_CLEANUP_ENABLED": ("maintenance.auto_cleanup_enabled", "bool"),
     "MEMORY_MONITORING_ENABLED": ("monitoring.enabled", "bool"),
     "METRICS_PASSWORD": ("monitoring.metrics_password", "str"),
+    "LLM_CALLS_PER_USER": ("api.llm_calls_per_user", "int"),
+    "LLM_CALLS_PER_PROCESS": ("api.llm_calls_per_process", "int"),
     "LLM_PROVIDER": ("providers.llm.provider", "str"),
     "LLM_BASE_URL": ("providers.llm.base_url", "str"),
     "LLM_API_KEY": ("providers.llm.api_key", "str"),
