@@ -186,8 +186,11 @@ class MonitoringConfig(_Section):
     low_hit_rate: Annotated[float, Field(ge=0, le=1)] = 0.5
     # Lookups a namespace needs in the analysed window before its hit rate is judged.
     min_lookups_for_advice: PositiveInt = 20
-    # Basic-auth password of the Prometheus scraper on /metrics (user "prometheus"); loopback needs none.
+    # Credentials of a Prometheus scraper on /metrics: basic auth prometheus:<password>, or the header
+    # "Authorization: Bearer <token>". Without either only staff may scrape (loopback is no credential: behind a
+    # reverse proxy on the same host every request comes from loopback).
     metrics_password: str | None = None
+    metrics_token: str | None = None
 
 
 class ThrottleConfig(_Section):
@@ -275,6 +278,7 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "AUTO_CLEANUP_ENABLED": ("maintenance.auto_cleanup_enabled", "bool"),
     "MEMORY_MONITORING_ENABLED": ("monitoring.enabled", "bool"),
     "METRICS_PASSWORD": ("monitoring.metrics_password", "str"),
+    "METRICS_TOKEN": ("monitoring.metrics_token", "str"),
     "LLM_CALLS_PER_USER": ("api.llm_calls_per_user", "int"),
     "LLM_CALLS_PER_PROCESS": ("api.llm_calls_per_process", "int"),
     "LLM_PROVIDER": ("providers.llm.provider", "str"),
