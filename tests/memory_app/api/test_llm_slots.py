@@ -84,3 +84,38 @@ def test_the_process_bound_is_half_the_web_threads_unless_configured(
     set_api(settings, llm_calls_per_process=configured)
 
     assert llm_calls_per_process() == expected
+
+
+def test_in_the_embedded_mode_the_slots_live_in_the_file_cache(settings, tmp_path, user, other_user):
+    # make run's processes share the file-based cache under var/; its check-then-write add runs under a flock.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.core.cache import caches
+
+    from memory_app.errors import LLMCallsPerUserExceeded
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "django_cache"),
+        }
+    }
+    set_api(settings, llm_calls_per_user=2, llm_calls_per_process=50)
+
+    def try_slot(user_id: int) -> bool:
+        try:
+            with llm_call_slot(user_id=user_id):
+                return True
+        except LLMCallsPerUserExceeded:
+            return False
+
+    with llm_call_slot(user_id=user.pk), llm_call_slot(user_id=user.pk):
+        assert sorted(caches["default"].get(f"llm-slot:{user.pk}:{index}") is not None for index in (0, 1)) == [
+            True,
+            True,
+        ]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert list(pool.map(try_slot, [user.pk] * 4)) == [False] * 4
+        assert try_slot(other_user.pk) is True
+    assert [caches["default"].get(f"llm-slot:{user.pk}:{index}") for index in (0, 1)] == [None, None]
+    assert (settings.VAR_DIR / "llm-slots.lock").exists()
