@@ -129,8 +129,12 @@ class CacheOptionsConfig(_Section):
     stats_flush_interval: Annotated[float, Field(ge=0)] = 5.0
     # Also flush from a timer, so an idle process's counts arrive within the interval too.
     stats_flush_in_background: bool = True
-    # How long a compute-once lock is held at most, and how long a second caller waits for the first.
+    # How long a second caller of a compute-once key waits for the first before it computes anyway, and how long
+    # the first keeps the key at most (a computation that hangs).
     lock_timeout: PositiveInt = 300
+    # The compute-once lock's time to live in Redis, renewed by its holder every third of it while it computes:
+    # a holder that dies (SIGKILL, OOM) frees its keys within this many seconds.
+    lock_ttl: PositiveInt = 10
     # Temporary files younger than this may belong to a write in progress: cleanup leaves them alone.
     orphan_grace_seconds: NonNegativeInt = 3600
     cleanup_batch_size: PositiveInt = 500
@@ -217,6 +221,9 @@ class ProviderConfig(_Section):
     api_key: str | None = None
     model: str | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # The largest answer body read from the provider (and image downloaded from a URL it answers with); a larger
+    # one is refused as soon as the limit is passed, before it is decoded.
+    max_answer_bytes: Annotated[int, BeforeValidator(parse_size), Field(ge=1024)] = 32 * 1024 * 1024
 
 
 class PipelinesConfig(_Section):
@@ -285,10 +292,12 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "LLM_BASE_URL": ("providers.llm.base_url", "str"),
     "LLM_API_KEY": ("providers.llm.api_key", "str"),
     "LLM_MODEL": ("providers.llm.model", "str"),
+    "LLM_MAX_ANSWER_BYTES": ("providers.llm.max_answer_bytes", "str"),
     "IMAGE_PROVIDER": ("providers.image.provider", "str"),
     "IMAGE_BASE_URL": ("providers.image.base_url", "str"),
     "IMAGE_API_KEY": ("providers.image.api_key", "str"),
     "IMAGE_MODEL": ("providers.image.model", "str"),
+    "IMAGE_MAX_ANSWER_BYTES": ("providers.image.max_answer_bytes", "str"),
     "WORKFLOW_LEASE_SECONDS": ("workflow.lease_seconds", "int"),
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),

@@ -2,7 +2,9 @@
 
 A key is sensitive when, lower-cased and snake_cased (``apiKey`` → ``api_key``, ``X-Api-Key`` → ``x_api_key``),
 it equals one of the names or ends with ``_<name>``: ``access_token`` and ``user_token`` are redacted,
-``max_tokens`` and ``token_count`` are not. This holds at any depth, inside lists too.
+``max_tokens`` and ``token_count`` are not. This holds at any depth, inside lists too. The names below cover API
+keys and tokens, bearer credentials and the headers that carry them, passwords, session ids and cookies;
+``memory.history.redact_extra_fields`` adds more.
 """
 
 from __future__ import annotations
@@ -15,19 +17,34 @@ from typing import Any
 REDACTED = "[REDACTED]"
 SENSITIVE_NAMES: frozenset[str] = frozenset(
     {
+        # Keys and tokens (``access_token``, ``X-CSRF-Token``, ``refresh_token`` end with ``_token``).
         "api_key",
         "apikey",
-        "user_token",
-        "personal_info",
-        "authorization",
-        "password",
-        "passwd",
-        "secret",
         "token",
+        "user_token",
+        "csrftoken",
+        "bearer",
+        "jwt",
+        "secret",
         "secret_key",
         "private_key",
         "access_key",
+        # Credentials and the headers that carry them (``Proxy-Authorization`` ends with ``_authorization``).
+        "authorization",
+        "credential",
+        "credentials",
+        "password",
+        "passwd",
+        "passphrase",
+        # Sessions and cookies (``Set-Cookie``, ``session_cookie`` end with ``_cookie``).
         "cookie",
+        "session_id",
+        "sessionid",
+        "session_key",
+        "jsessionid",
+        "phpsessid",
+        # Personal data.
+        "personal_info",
     }
 )
 MAX_DEPTH = 32

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +25,9 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework import parsers, renderers
 from rest_framework.response import Response
 
+from memory_app.api.fields import LONE_SURROGATE_MESSAGE, lone_surrogate_path
 from memory_app.errors import ComicmemError, ErrorCode, PayloadTooLarge
+from memory_app.text import surrogates_replaced
 
 logger = logging.getLogger("memory_app.api")
 
@@ -63,7 +66,12 @@ class EnvelopeJSONRenderer(renderers.JSONRenderer):
             envelope = {"success": False, "error": data, "metadata": response_metadata(request)}
         else:
             envelope = {"success": True, "data": data, "metadata": response_metadata(request)}
-        return super().render(envelope, accepted_media_type, renderer_context)
+        try:
+            return super().render(envelope, accepted_media_type, renderer_context)
+        except UnicodeEncodeError:
+            # A lone surrogate somewhere in the answer (UTF-8 cannot hold one): the answer is still sent, with
+            # U+FFFD in its place, rather than turning into a 500.
+            return super().render(surrogates_replaced(envelope), accepted_media_type, renderer_context)
 
 
 class LimitedJSONParser(parsers.JSONParser):
@@ -80,12 +88,22 @@ class LimitedJSONParser(parsers.JSONParser):
             )
         encoding = (parser_context or {}).get("encoding", "utf-8")
         try:
-            document = json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
+            text = raw.decode(encoding)
+            document = json.loads(text, parse_constant=_refuse_constant)
         except RecursionError:
             raise drf_exceptions.ParseError("JSON nested too deeply.") from None
         except ValueError as exc:
             raise drf_exceptions.ParseError(f"JSON parse error - {exc}") from None
+        # JSON may escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text, no database and no answer can
+        # hold: refused here, once for every field, naming where. Only a body with such an escape is walked.
+        if _SURROGATE_ESCAPE.search(text):
+            where = lone_surrogate_path(document)
+            if where is not None:
+                raise drf_exceptions.ValidationError({where or "non_field_errors": [LONE_SURROGATE_MESSAGE]})
         return document
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -202,7 +220,8 @@ def error_response(request: HttpRequest, exc: Exception) -> JsonResponse:
     """The error envelope outside DRF (middleware, unknown routes, Django's own handlers)."""
     status, body, headers = describe_exception(exc, request)
     response = JsonResponse(
-        {"success": False, "error": body, "metadata": response_metadata(request)},
+        # Its message or details may quote a value holding a lone surrogate, which UTF-8 cannot encode.
+        surrogates_replaced({"success": False, "error": body, "metadata": response_metadata(request)}),
         status=status,
         json_dumps_params={"ensure_ascii": False},
     )

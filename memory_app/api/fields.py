@@ -11,7 +11,10 @@ from typing import Any
 
 from rest_framework import serializers
 
+from memory_app.text import LONE_SURROGATE
+
 NUL_MESSAGE = "NUL (\\u0000) characters are not allowed"
+LONE_SURROGATE_MESSAGE = "Lone UTF-16 surrogates (\\ud800-\\udfff) are not allowed."
 
 
 def nul_path(value: Any) -> str | None:
@@ -32,6 +35,33 @@ def nul_path(value: Any) -> str | None:
                 pending.append((f"{path}.{key}" if path else str(key), child))
         elif isinstance(item, list):
             pending.extend((f"{path}.{index}" if path else str(index), child) for index, child in enumerate(item))
+    return None
+
+
+def lone_surrogate_path(value: Any) -> str | None:
+    """The path of the first string or key holding a lone UTF-16 surrogate in ``value`` ("" for ``value``
+    itself), or None: ``input.text``, ``messages[1].content`` as the API names fields. A key in the path is
+    written with its surrogates escaped (``\\ud800``), so the path itself can be encoded.
+
+    Iterative, so any depth the JSON parser allowed is fine.
+    """
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if LONE_SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            # Reversed onto the stack: the first offending key in document order is the one named.
+            for key, child in reversed(item.items()):
+                name = str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+                child_path = f"{path}.{name}" if path else name
+                if LONE_SURROGATE.search(str(key)):
+                    pending.append((child_path, str(key)))
+                else:
+                    pending.append((child_path, child))
+        elif isinstance(item, list):
+            pending.extend((f"{path}[{index}]", child) for index, child in reversed(list(enumerate(item))))
     return None
 
 

@@ -14,8 +14,10 @@
   DeepSeek, Doubao, Qwen, vLLM, Ollama) with an explicit timeout and ``max_retries=0``: retrying is the
   caller's decision (the workflow engine retries ``RetryableProviderError`` with backoff).
 
-Failures raise ``ProviderError`` (502 ``PROVIDER_ERROR``); timeouts, connection errors, HTTP 429 and 5xx raise
-its subclass ``RetryableProviderError`` (``retryable = True``).
+Failures raise ``ProviderError`` (502 ``PROVIDER_ERROR``); timeouts, connection errors, HTTP 429 and 5xx, and an
+answer cut short or not JSON (an HTML page from a proxy) raise its subclass ``RetryableProviderError``
+(``retryable = True``). An answer over ``max_answer_bytes`` is refused while it is read. NUL characters and lone
+surrogates in a reply are dropped / replaced by U+FFFD, so the reply can be stored.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from typing import Protocol
 from django.conf import settings
 
 from comicmem_site.memory_config import ProviderConfig
-from memory_app.errors import ProviderError, RetryableProviderError
-from memory_app.providers.openai_client import openai_client
+from memory_app.errors import ProviderError
+from memory_app.providers.openai_client import openai_client, openai_json_answer
+from memory_app.text import text_storable
 from memory_app.tokens import count_tokens
 
 SUMMARY_PREFIX = "Summary of earlier conversation: "
@@ -187,6 +190,7 @@ class OpenAICompatibleLLM:
                 details={"provider": self.name},
             )
         self.model = config.model
+        self.max_answer_bytes = config.max_answer_bytes
         # Local servers (vLLM, Ollama) need no key, but the client insists on one.
         self._client = openai_client(
             base_url=config.base_url, api_key=config.api_key or "not-needed", timeout_seconds=config.timeout_seconds
@@ -195,8 +199,6 @@ class OpenAICompatibleLLM:
     def chat(
         self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
     ) -> ChatResult:
-        import openai
-
         arguments: dict[str, object] = {
             "model": self.model,
             "messages": [{"role": message.role, "content": message.content} for message in messages],
@@ -206,31 +208,32 @@ class OpenAICompatibleLLM:
         if max_tokens is not None:
             arguments["max_tokens"] = max_tokens
         details = {"provider": self.name, "model": self.model}
-        try:
-            completion = self._client.chat.completions.create(**arguments)  # type: ignore[call-overload]
-        except openai.APITimeoutError:
-            raise RetryableProviderError("The LLM provider timed out.", details=details) from None
-        except openai.APIConnectionError as exc:
-            raise RetryableProviderError(
-                f"Could not reach the LLM provider: {exc.__cause__ or exc}", details=details
-            ) from None
-        except openai.APIStatusError as exc:
-            status_details = {**details, "status": exc.status_code}
-            message = f"The LLM provider answered HTTP {exc.status_code}."
-            if exc.status_code == 429 or exc.status_code >= 500:
-                raise RetryableProviderError(message, details=status_details) from None
-            raise ProviderError(message, details=status_details) from None
-        except openai.OpenAIError as exc:
-            raise ProviderError(f"The LLM provider failed: {exc}", details=details) from None
-        if not completion.choices or completion.choices[0].message.content is None:
+        completion = openai_json_answer(
+            send=lambda: self._client.chat.completions.with_streaming_response.create(**arguments),
+            label="LLM",
+            details=details,
+            max_bytes=self.max_answer_bytes,
+        )
+        choices = completion.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        message = first.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
             raise ProviderError("The LLM provider returned no message.", details=details)
-        content = completion.choices[0].message.content
-        usage = completion.usage
+        # A NUL (which PostgreSQL cannot store) or a lone surrogate (which UTF-8 cannot encode) in an otherwise good
+        # answer: dropped and replaced by U+FFFD, so the reply is kept and can be stored and sent.
+        content = text_storable(content)
+        usage = completion.get("usage")
+        prompt_tokens = _count(usage, "prompt_tokens")
+        completion_tokens = _count(usage, "completion_tokens")
+        model = completion.get("model")
         return ChatResult(
             content=content,
-            prompt_tokens=usage.prompt_tokens if usage else sum(count_tokens(message.content) for message in messages),
-            completion_tokens=usage.completion_tokens if usage else count_tokens(content),
-            model=completion.model or self.model,
+            prompt_tokens=prompt_tokens
+            if prompt_tokens is not None
+            else sum(count_tokens(message.content) for message in messages),
+            completion_tokens=completion_tokens if completion_tokens is not None else count_tokens(content),
+            model=text_storable(model) if isinstance(model, str) and model else self.model,
             provider=self.name,
         )
 
@@ -248,6 +251,12 @@ class OpenAICompatibleLLM:
         result = self.chat(messages=[instruction, ChatMessage(role="user", content=transcript)], max_tokens=max_tokens)
         # The provider's tokens are not ours: enforce the budget with our own counter.
         return fit_to_budget(SUMMARY_PREFIX + result.content.strip(), max_tokens)
+
+
+def _count(usage: object, name: str) -> int | None:
+    """A token count of the answer's ``usage``, if it is there and is a count."""
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def llm_provider(config: ProviderConfig | None = None) -> LLMProvider:

@@ -9,12 +9,18 @@ thread-safe; the process id in the cache key keeps a forked worker off its paren
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import lru_cache
 from typing import Any
 
 import httpx
+
+from memory_app.errors import ProviderError, RetryableProviderError
+from memory_app.text import text_storable
 
 
 @lru_cache(maxsize=1)
@@ -51,3 +57,71 @@ def openai_client_warm_up() -> None:
 
     # A first HTTP client imports the transport modules it loads on first use; it opens no connection.
     openai.DefaultHttpxClient(verify=_tls_context()).close()
+
+
+def openai_json_answer(
+    *, send: Callable[[], AbstractContextManager[Any]], label: str, details: dict[str, Any], max_bytes: int
+) -> dict[str, Any]:
+    """Send one request and return its answer, which must be one JSON object of at most ``max_bytes``.
+
+    ``send`` opens the call in the client's streaming-response form (``client.x.with_streaming_response.y(...)``),
+    so the body is read here, chunk by chunk, and refused as soon as it passes the limit: the client would
+    otherwise read all of it into memory, then parse it, and hand back a bare string for an HTML page (its
+    models are built without validation, so a truncated or foreign answer became an ``AttributeError`` later).
+
+    Errors name the provider (``label``: "LLM", "image"). ``RetryableProviderError``: timeouts, connection errors,
+    429, 5xx, an answer cut short or not JSON (a transfer fault or a proxy's page: trying again can help).
+    ``ProviderError``: other HTTP statuses, an answer over the limit, JSON that is not an object.
+    """
+    import httpx2
+    import openai
+
+    try:
+        with send() as response:
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise _too_large(label, details, max_bytes)
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body.extend(chunk)
+                if len(body) > max_bytes:
+                    raise _too_large(label, details, max_bytes)
+    except openai.APITimeoutError:
+        raise RetryableProviderError(f"The {label} provider timed out.", details=details) from None
+    except openai.APIConnectionError as exc:
+        raise RetryableProviderError(
+            f"Could not reach the {label} provider: {exc.__cause__ or exc}", details=details
+        ) from None
+    except openai.APIStatusError as exc:
+        message = f"The {label} provider answered HTTP {exc.status_code}."
+        if exc.status_code == 429 or exc.status_code >= 500:
+            raise RetryableProviderError(message, details={**details, "status": exc.status_code}) from None
+        raise ProviderError(message, details={**details, "status": exc.status_code}) from None
+    except openai.OpenAIError as exc:
+        raise ProviderError(f"The {label} provider failed: {exc}", details=details) from None
+    except (httpx2.TimeoutException, httpx.TimeoutException):
+        # Met while the body was read (by the client's transport, httpx2): the client wraps only the errors of
+        # sending the request.
+        raise RetryableProviderError(f"The {label} provider timed out.", details=details) from None
+    except (httpx2.HTTPError, httpx.HTTPError) as exc:
+        raise RetryableProviderError(f"The {label} provider's answer was cut short: {exc}", details=details) from None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        excerpt = text_storable(bytes(body[:200]).decode("utf-8", "replace"))
+        raise RetryableProviderError(
+            f"The {label} provider's answer is not JSON ({content_type or 'no content type'}, {len(body)} bytes): "
+            "cut short, or a page from something in between.",
+            details={**details, "content_type": content_type, "answer_bytes": len(body), "answer": excerpt},
+        ) from None
+    if not isinstance(document, dict):
+        raise ProviderError(f"The {label} provider's answer is not a JSON object.", details=details)
+    return document
+
+
+def _too_large(label: str, details: dict[str, Any], max_bytes: int) -> ProviderError:
+    return ProviderError(
+        f"The {label} provider's answer is over the limit of {max_bytes} bytes.",
+        details={**details, "limit_bytes": max_bytes},
+    )

@@ -23,6 +23,11 @@ How the pieces combine
   batches its counts and adds them to ``CacheStatistics`` rows with ``F()`` at most every
   ``cache_options.stats_flush_interval`` seconds and at exit, so figures seen by *another* process may lag by that
   interval; reading the statistics flushes the reading process's own batch first.
+* **Compute once** (``cached()``): concurrent misses of one key compute once, under a lock. In Redis the lock is a
+  key owned by a random token with a short time to live (``cache_options.lock_ttl``) that a thread of its holder
+  renews while it computes: a holder killed mid-computation (SIGKILL, OOM) frees the key within that time to live,
+  and a holder whose lock expired can neither renew nor release its successor's. In the embedded mode the lock is a
+  lock of the process, gone with it; processes of the machine do not share it.
 * **Keys** are the sha256 of the canonical JSON of ``{"namespace", "key"}`` (see ``cache_canonical_json``).
 * **Values** are bytes (stored as they are) or JSON values (dict, list, str, int, float, bool, None; they come
   back as JSON does: tuples as lists). Anything else is refused with ``ValidationFailed`` and nothing is stored.
@@ -65,7 +70,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import Count, DateTimeField, F, Sum, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
-from redis.exceptions import RedisError
+from redis.exceptions import LockNotOwnedError, RedisError
 
 from comicmem_site.memory_config import CacheNamespaceConfig
 from memory_app.errors import NotFound, ValidationFailed
@@ -1300,35 +1305,84 @@ _local_locks_guard = threading.Lock()
 def _compute_lock(namespace: str, digest: str) -> Iterator[None]:
     """One computation per key at a time: a Redis lock in production, an in-process lock in the embedded mode.
 
-    A lock that cannot be had within ``lock_timeout`` is given up on: the caller computes anyway, as a cache
-    must never block work forever.
+    A second caller waits for the first at most ``lock_timeout``, then computes anyway, as a cache must never
+    block work forever. The Redis lock lives ``lock_ttl`` seconds and its holder renews it while it computes (for
+    ``lock_timeout`` at most), so a holder that is killed (SIGKILL, OOM) frees its key within ``lock_ttl``, while a
+    slow computation that is alive keeps it. The embedded lock is a ``threading.Lock``: it cannot outlive its
+    process.
     """
-    timeout = settings.MEMORY.cache_options.lock_timeout
+    options = settings.MEMORY.cache_options
     if _uses_redis():
-        lock = _redis_client().lock(_raw_key(f"cmcache:lock:{namespace}:{digest}"), timeout=timeout)
-        try:
-            acquired = lock.acquire(blocking_timeout=timeout)
-        except RedisError:
-            logger.warning("cache lock for %s unavailable (Redis unreachable); computing without it", namespace)
-            acquired = False
-        try:
+        with _RenewedRedisLock(
+            _raw_key(f"cmcache:lock:{namespace}:{digest}"), ttl=options.lock_ttl, longest=options.lock_timeout
+        ):
             yield
-        finally:
-            if acquired:
-                with contextlib.suppress(Exception):  # expired meanwhile: someone else may hold it now
-                    lock.release()
         return
     with _local_locks_guard:
         lock = _local_locks.get(f"{namespace}:{digest}")
         if lock is None:
             lock = threading.Lock()
             _local_locks[f"{namespace}:{digest}"] = lock
-    acquired = lock.acquire(timeout=timeout)
+    acquired = lock.acquire(timeout=options.lock_timeout)
     try:
         yield
     finally:
         if acquired:
             lock.release()
+
+
+class _RenewedRedisLock:
+    """A Redis lock owned by a random token, with a short time to live that a thread of its holder renews.
+
+    Renewal and release are compare-and-set scripts on the token (redis-py's ``Lock``), so a holder whose lock
+    expired (it was stopped, or Redis was out of reach for longer than the time to live) can neither extend nor
+    delete the lock another caller holds since. ``thread_local=False``: the renewal thread uses the holder's token.
+    ``longest`` bounds both the wait for the lock and the time it is renewed: a computation that hangs (alive)
+    keeps its key no longer than that plus ``ttl``.
+    """
+
+    def __init__(self, name: str, *, ttl: int, longest: int) -> None:
+        self._lock = _redis_client().lock(name, timeout=ttl, sleep=0.1, thread_local=False)
+        self._ttl = ttl
+        self._longest = longest
+        self._stop = threading.Event()
+        self._renewal: threading.Thread | None = None
+
+    def __enter__(self) -> None:
+        try:
+            acquired = self._lock.acquire(blocking_timeout=self._longest)
+        except RedisError:
+            logger.warning("cache lock %s unavailable (Redis unreachable); computing without it", self._lock.name)
+            return
+        if not acquired:
+            logger.warning("cache lock %s still held after %s s; computing without it", self._lock.name, self._longest)
+            return
+        self._renewal = threading.Thread(target=self._renew, name="cache-lock-renewal", daemon=True)
+        self._renewal.start()
+
+    def _renew(self) -> None:
+        renew_until = time.monotonic() + self._longest
+        # Three renewals per time to live: one late or failed renewal does not lose the lock.
+        while not self._stop.wait(self._ttl / 3):
+            if time.monotonic() >= renew_until:
+                logger.warning("cache lock %s held for %s s; no longer renewed", self._lock.name, self._longest)
+                return
+            try:
+                self._lock.reacquire()
+            except LockNotOwnedError:
+                logger.warning("cache lock %s expired before it was renewed; the computation goes on", self._lock.name)
+                return
+            except RedisError as exc:
+                logger.warning("cache lock %s not renewed (%s); trying again", self._lock.name, exc)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._renewal is None:
+            return
+        self._stop.set()
+        self._renewal.join(timeout=self._ttl)
+        # Not ours any more (expired meanwhile): the token check leaves the next holder's lock alone.
+        with contextlib.suppress(RedisError):
+            self._lock.release()
 
 
 def cache_get_or_compute(

@@ -146,9 +146,9 @@ def _pinned_request(client: httpx.Client, target: _Target) -> httpx.Request:
     )
 
 
-def _fetch_url(url: str) -> ResolvedContext:
+def _fetch_url(url: str, *, max_bytes: int | None = None) -> ResolvedContext:
     config = settings.MEMORY.pipelines
-    limit = int(config.previous_context_max_bytes)
+    limit = int(config.previous_context_max_bytes if max_bytes is None else max_bytes)
     deadline = time.monotonic() + config.previous_context_timeout_seconds
     timeout = httpx.Timeout(config.previous_context_timeout_seconds)
     current = url
@@ -281,8 +281,9 @@ def previous_context_resolve(*, project: Project, value: object) -> ResolvedCont
     return _image_context("project_image", data, content_type, checked.value)
 
 
-def image_download(*, url: str) -> bytes:
-    """An image's bytes from an http(s) URL through the same guard (an image provider's ``url`` answer)."""
-    fetched = _fetch_url(url)
+def image_download(*, url: str, max_bytes: int | None = None) -> bytes:
+    """An image's bytes from an http(s) URL through the same guard (an image provider's ``url`` answer), at most
+    ``max_bytes`` (``previous_context_max_bytes`` by default)."""
+    fetched = _fetch_url(url, max_bytes=max_bytes)
     assert fetched.image is not None
     return fetched.image

@@ -56,6 +56,17 @@ def test_environment_overrides_the_file(tmp_path):
     assert config.monitoring.enabled is False
 
 
+def test_provider_answers_are_limited_to_32_mib_unless_the_environment_says_otherwise():
+    shipped = load_memory_config(REPO_ROOT / "memory_config.yaml", {})
+    overridden = load_memory_config(
+        REPO_ROOT / "memory_config.yaml", {"IMAGE_MAX_ANSWER_BYTES": "64MB", "LLM_MAX_ANSWER_BYTES": "1048576"}
+    )
+
+    assert (shipped.providers.image.max_answer_bytes, shipped.providers.llm.max_answer_bytes) == (32 * 1024**2,) * 2
+    assert overridden.providers.image.max_answer_bytes == 64 * 1024**2
+    assert overridden.providers.llm.max_answer_bytes == 1024**2
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -5,11 +5,14 @@
         server.fail(503, {"error": {"message": "busy"}})  # next answer is an HTTP error
         server.delay(2.0)                              # the next answer is sent after 2 s (timeouts)
         server.slow(10.0)                              # every answer without a plan is sent after 10 s
+        server.reply_raw(RawAnswer(b"<html>…", content_type="text/html"))  # next answer sent as these bytes
         ... base_url=server.base_url ...
         server.requests                                # every JSON body received, in order, with its headers
 
 Other routes (``/v1/images/generations``) can be added with ``server.route(path, handler)``, where
-``handler(body) -> (status, json_body)``.
+``handler(body) -> (status, json_body)``; a handler may answer a ``RawAnswer`` instead of a JSON body: bytes as
+they are (an HTML page, JSON cut short, a Content-Length that promises more than is sent), or chunks streamed with
+no length at all. ``server.bytes_sent`` counts the answer bytes really written to clients.
 """
 
 from __future__ import annotations
@@ -18,12 +21,23 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+
+@dataclass
+class RawAnswer:
+    """An answer written as it is. ``body`` bytes are sent with ``Content-Length: declared_length`` (their own
+    length by default); an iterable of chunks is streamed with no length, the connection closed at its end."""
+
+    body: bytes | Iterable[bytes]
+    content_type: str = "application/json"
+    declared_length: int | None = None
+
+
+Handler = Callable[[dict[str, Any]], tuple[int, "dict[str, Any] | RawAnswer"]]
 
 
 @dataclass
@@ -38,6 +52,7 @@ class _Planned:
     status: int = 200
     body: dict[str, Any] | None = None
     content: str | None = None
+    raw: RawAnswer | None = None
     delay: float = 0.0
 
 
@@ -45,6 +60,7 @@ class _Planned:
 class FakeOpenAIServer:
     model: str = "fake-model"
     requests: list[ReceivedRequest] = field(default_factory=list)
+    bytes_sent: int = 0
 
     def __post_init__(self) -> None:
         self._planned: deque[_Planned] = deque()
@@ -66,15 +82,39 @@ class FakeOpenAIServer:
                 status, answer = (
                     (404, {"error": {"message": f"no route {self.path}"}}) if handler is None else (handler(body))
                 )
-                payload = json.dumps(answer).encode()
                 try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    if isinstance(answer, RawAnswer):
+                        self._send_raw(status, answer)
+                    else:
+                        payload = json.dumps(answer).encode()
+                        self.send_response(status)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self._write(payload)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test): nothing to answer
+                    pass  # the client gave up (a timeout or a size limit): nothing more to answer
+
+            def _send_raw(self, status: int, answer: RawAnswer) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", answer.content_type)
+                if isinstance(answer.body, bytes):
+                    declared = len(answer.body) if answer.declared_length is None else answer.declared_length
+                    self.send_header("Content-Length", str(declared))
+                    self.end_headers()
+                    self._write(answer.body)
+                    return
+                # No length: the body ends when the connection closes (HTTP/1.0, as this server speaks).
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for chunk in answer.body:
+                    self._write(chunk)
+
+            def _write(self, data: bytes) -> None:
+                self.wfile.write(data)
+                self.wfile.flush()
+                with fake._lock:
+                    fake.bytes_sent += len(data)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -102,6 +142,9 @@ class FakeOpenAIServer:
     def reply(self, content: str, *, delay: float = 0.0) -> None:
         self._planned.append(_Planned(content=content, delay=delay))
 
+    def reply_raw(self, answer: RawAnswer, *, status: int = 200) -> None:
+        self._planned.append(_Planned(status=status, raw=answer))
+
     def fail(self, status: int, body: dict[str, Any] | None = None, *, delay: float = 0.0) -> None:
         self._planned.append(_Planned(status=status, body=body or {"error": {"message": "failure"}}, delay=delay))
 
@@ -112,11 +155,13 @@ class FakeOpenAIServer:
         """Every answer that has no plan of its own (the echo) is sent after ``seconds``: a slow LLM."""
         self._default_delay = seconds
 
-    def _chat_completions(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _chat_completions(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | RawAnswer]:
         with self._lock:
             planned = self._planned.popleft() if self._planned else _Planned(delay=self._default_delay)
         if planned.delay:
             time.sleep(planned.delay)
+        if planned.raw is not None:
+            return planned.status, planned.raw
         if planned.status != 200:
             return planned.status, planned.body or {}
         messages = body.get("messages") or [{"content": ""}]

@@ -39,6 +39,9 @@ def secrets(label: str) -> dict:
         },
         "items": [[{"access_token": f"{MARK}-{label}-access"}], {"X-Api-Key": f"{MARK}-{label}-header"}],
         "client_secret": f"{MARK}-{label}-client-secret",
+        "bearer": f"{MARK}-{label}-bare-bearer",
+        "session": {"session_id": f"{MARK}-{label}-session-id", "Set-Cookie": f"sid={MARK}-{label}-cookie"},
+        "refs": [{"sessionId": f"{MARK}-{label}-session-camel"}, {"X-CSRF-Token": f"{MARK}-{label}-csrf"}],
     }
 
 

@@ -50,8 +50,9 @@ def int_preference(preferences: dict[str, Any], name: str, default: int, low: in
 def text_seed(text: str) -> int:
     """The default seed of a text: stable, so the same text re-renders the same panels (and hits the cache).
 
-    Kept within 0..2**31-1, the range a ``seed`` preference may take (the image APIs' signed 32-bit seed)."""
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+    Kept within 0..2**31-1, the range a ``seed`` preference may take (the image APIs' signed 32-bit seed). A lone
+    surrogate, which UTF-8 cannot encode, is hashed as its three bytes (``surrogatepass``) rather than failing."""
+    return int(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 def run_project(context: StepContext) -> Project:

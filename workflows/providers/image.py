@@ -10,8 +10,10 @@
   drives the only random choices (background details), so a panel is a pure function of its inputs.
 - ``OpenAIImages`` calls ``images.generate`` of any OpenAI-compatible endpoint (OpenAI, Seedream on
   Volcengine Ark, a local server) with an explicit timeout and no hidden retries; it accepts ``b64_json`` or
-  ``url`` answers (a URL is downloaded through the same SSRF guard as ``previous_context``). Timeouts,
-  connection errors, 429 and 5xx raise ``RetryableProviderError`` for the engine.
+  ``url`` answers (a URL is downloaded through the same SSRF guard as ``previous_context``). The answer, and an
+  image downloaded from its URL, are read up to ``max_answer_bytes`` (32 MiB by default) and refused past it,
+  before anything is decoded. Timeouts, connection errors, 429 and 5xx, and an answer cut short or not JSON raise
+  ``RetryableProviderError`` for the engine.
 
 ``page_compose`` lays panels out into pages (two columns).
 """
@@ -32,8 +34,8 @@ from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont
 
 from comicmem_site.memory_config import ProviderConfig
-from memory_app.errors import ProviderError, RetryableProviderError
-from memory_app.providers.openai_client import openai_client
+from memory_app.errors import ProviderError
+from memory_app.providers.openai_client import openai_client, openai_json_answer
 
 logger = logging.getLogger("workflows.providers.image")
 
@@ -248,17 +250,16 @@ class OpenAIImages:
                 details={"provider": self.name},
             )
         self.model: str | None = config.model
+        self.max_answer_bytes = config.max_answer_bytes
         # One client per endpoint and process, shared by every panel.
         self._client = openai_client(
             base_url=config.base_url, api_key=config.api_key or "not-needed", timeout_seconds=config.timeout_seconds
         )
 
     def generate(self, request: PanelRequest) -> bytes:
-        import openai
-
         details = {"provider": self.name, "model": self.model}
-        try:
-            answer = self._client.images.generate(
+        answer = openai_json_answer(
+            send=lambda: self._client.images.with_streaming_response.generate(
                 model=self.model or "",
                 prompt=request.prompt,
                 size=f"{request.width}x{request.height}",  # type: ignore[arg-type]
@@ -266,32 +267,27 @@ class OpenAIImages:
                 response_format="b64_json",
                 # Not in OpenAI's own schema, understood by Seedream and most open servers.
                 extra_body={"seed": request.seed, "negative_prompt": request.negative_prompt, "watermark": False},
-            )
-        except openai.APITimeoutError:
-            raise RetryableProviderError("The image provider timed out.", details=details) from None
-        except openai.APIConnectionError as exc:
-            raise RetryableProviderError(f"Could not reach the image provider: {exc}", details=details) from None
-        except openai.APIStatusError as exc:
-            message = f"The image provider answered HTTP {exc.status_code}."
-            if exc.status_code == 429 or exc.status_code >= 500:
-                raise RetryableProviderError(message, details={**details, "status": exc.status_code}) from None
-            raise ProviderError(message, details={**details, "status": exc.status_code}) from None
-        except openai.OpenAIError as exc:
-            raise ProviderError(f"The image provider failed: {exc}", details=details) from None
-        if not answer.data:
+            ),
+            label="image",
+            details=details,
+            max_bytes=self.max_answer_bytes,
+        )
+        data = answer.get("data")
+        item = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+        if item is None:
             raise ProviderError("The image provider returned no image.", details=details)
-        item = answer.data[0]
-        if item.b64_json:
+        encoded, url = item.get("b64_json"), item.get("url")
+        if encoded and isinstance(encoded, str):
             try:
-                raw = base64.b64decode(item.b64_json, validate=True)
+                raw = base64.b64decode(encoded, validate=True)
             except ValueError:
                 raise ProviderError("The image provider's base64 is not valid.", details=details) from None
-        elif item.url:
+        elif url and isinstance(url, str):
             from memory_app.errors import PreviousContextRefused
             from memory_app.services.previous_context import image_download
 
             try:
-                raw = image_download(url=item.url)
+                raw = image_download(url=url, max_bytes=self.max_answer_bytes)
             except PreviousContextRefused as exc:
                 raise ProviderError(f"The image URL was refused: {exc.message}", details=details) from None
         else:

@@ -63,19 +63,27 @@ def provider_name() -> str:
 
 
 def _chat_json(system: str, user: str) -> Any:
-    """One chat call whose answer must be JSON (code fences tolerated); cached by model and messages."""
+    """One chat call whose answer must be JSON (code fences tolerated); cached by model and messages.
+
+    The answer is parsed before it is cached: one that is not JSON is refused and never stored, so the next run
+    (or a retry) asks again instead of meeting the same answer in the cache."""
     config = settings.MEMORY.providers.llm
     messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
     key = {"model": config.model, "base_url": config.base_url, "messages": [m.__dict__ for m in messages]}
 
     def ask() -> str:
-        return llm_provider(config).chat(messages=messages, temperature=0).content
+        answer = llm_provider(config).chat(messages=messages, temperature=0).content
+        _parse_json(answer)
+        return answer
 
-    answer = cache_get_or_compute(namespace="api_responses", key=key, compute=ask)
+    return _parse_json(cache_get_or_compute(namespace="api_responses", key=key, compute=ask))
+
+
+def _parse_json(answer: str) -> Any:
     cleaned = re.sub(r"^```(?:json)?\s*|\s*```$", "", answer.strip())
     try:
         return json.loads(cleaned)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise ProviderError(
             "The LLM did not answer with JSON.", details={"provider": "openai", "answer": answer[:300]}
         ) from None

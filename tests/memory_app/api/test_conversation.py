@@ -8,6 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.services.conversation import context_append_message, context_create
+from tests.fakes.openai_server import RawAnswer
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +41,39 @@ def test_create_and_get_a_context(auth_client, family, project):
 
     fetched = auth_client.get(f"{family}/{context.id}").json()["data"]
     assert fetched == data
+
+
+def test_credentials_in_context_metadata_are_redacted_in_the_answer_and_the_row(auth_client):
+    metadata = {
+        "bearer": "abc123",
+        "session_id": "s-1",
+        "sessionId": "s-2",
+        "Cookie": "sid=s-3",
+        "auth": {"Authorization": "Bearer abc123", "refresh_token": "r-1", "credentials": {"user": "u", "pw": "p"}},
+        "tabs": [{"x-session-key": "k-1", "jsessionid": "j-1"}],
+        "sessions": 3,
+        "session_count": 4,
+        "max_tokens": 100,
+        "title": "Chapter 2",
+    }
+
+    response = auth_client.post("/api/context/create", {"metadata": metadata}, format="json")
+
+    redacted = {
+        "bearer": "[REDACTED]",
+        "session_id": "[REDACTED]",
+        "sessionId": "[REDACTED]",
+        "Cookie": "[REDACTED]",
+        "auth": {"Authorization": "[REDACTED]", "refresh_token": "[REDACTED]", "credentials": "[REDACTED]"},
+        "tabs": [{"x-session-key": "[REDACTED]", "jsessionid": "[REDACTED]"}],
+        "sessions": 3,
+        "session_count": 4,
+        "max_tokens": 100,
+        "title": "Chapter 2",
+    }
+    assert response.status_code == 201, response.content[:300]
+    assert response.json()["data"]["metadata"] == redacted
+    assert ConversationContext.objects.get().metadata == redacted
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -374,6 +408,54 @@ def test_generate_provider_failure_is_502_and_a_retry_does_not_duplicate(auth_cl
         ("assistant", "Here is a cat.", False),
     ]
     assert retried.json()["data"]["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            RawAnswer(b'{"choices": [{"message": {"content": "Here is'),
+            "The LLM provider's answer is not JSON (application/json, 45 bytes): cut short, or a page from something "
+            "in between.",
+        ),
+        (
+            RawAnswer(b"<html><body>Bad gateway</body></html>", content_type="text/html"),
+            "The LLM provider's answer is not JSON (text/html, 37 bytes): cut short, or a page from something in "
+            "between.",
+        ),
+        (RawAnswer(b'{"choices": []}'), "The LLM provider returned no message."),
+    ],
+)
+def test_generate_with_a_malformed_provider_answer_is_502_and_stores_no_reply(
+    auth_client, user, openai_llm, answer, message
+):
+    context = context_create(owner=user)
+    openai_llm.reply_raw(answer)
+
+    response = auth_client.post(
+        "/api/context/generate-with-context", {"context_id": str(context.id), "prompt": "Draw a cat."}, format="json"
+    )
+
+    assert response.status_code == 502, response.content[:300]
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == ("PROVIDER_ERROR", message)
+    assert list(ContextMessage.objects.values_list("role", "content", "unanswered")) == [("user", "Draw a cat.", True)]
+
+
+def test_generate_keeps_a_reply_holding_nul_and_lone_surrogates_without_them(auth_client, user, openai_llm):
+    context = context_create(owner=user)
+    openai_llm.reply("A\x00 cat\ud800.")
+
+    response = auth_client.post(
+        "/api/context/generate-with-context", {"context_id": str(context.id), "prompt": "Draw a cat."}, format="json"
+    )
+
+    assert response.status_code == 200, response.content[:300]
+    assert response.json()["data"]["message"]["content"] == "A cat\ufffd."
+    assert list(ContextMessage.objects.order_by("position").values_list("role", "content")) == [
+        ("user", "Draw a cat."),
+        ("assistant", "A cat\ufffd."),
+    ]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -14,6 +14,7 @@ from memory_app.providers.llm import (
     llm_provider,
 )
 from memory_app.tokens import estimate_tokens
+from tests.fakes.openai_server import RawAnswer
 
 
 def user(content: str) -> ChatMessage:
@@ -151,3 +152,71 @@ def test_openai_providers_of_one_endpoint_share_one_client(fake_openai):
     assert first.chat(messages=[user("hello")]).content == "one"
     fake_openai.reply("two")
     assert second.chat(messages=[user("hello again")]).content == "two"
+
+
+# --- malformed answers, over real HTTP ----------------------------------------------------------------------
+
+CUT = b'{"id": "c", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hel'
+HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+NOT_JSON = "cut short, or a page from something in between."
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "message"),
+    [
+        (
+            RawAnswer(CUT),
+            RetryableProviderError,
+            f"The LLM provider's answer is not JSON (application/json, 85 bytes): {NOT_JSON}",
+        ),
+        (
+            RawAnswer(HTML, content_type="text/html"),
+            RetryableProviderError,
+            f"The LLM provider's answer is not JSON (text/html, 50 bytes): {NOT_JSON}",
+        ),
+        (
+            RawAnswer(CUT, declared_length=500),
+            RetryableProviderError,
+            "The LLM provider's answer was cut short: peer closed connection without sending complete message body "
+            "(received 85 bytes, expected 500)",
+        ),
+        (RawAnswer(b"[1, 2]"), ProviderError, "The LLM provider's answer is not a JSON object."),
+        (RawAnswer(b'{"choices": "x"}'), ProviderError, "The LLM provider returned no message."),
+        (
+            RawAnswer(b'{"choices": [{"message": {"content": 7}}]}'),
+            ProviderError,
+            "The LLM provider returned no message.",
+        ),
+    ],
+)
+def test_openai_malformed_answers_are_provider_errors(fake_openai, answer, error, message):
+    fake_openai.reply_raw(answer)
+
+    with pytest.raises(ProviderError) as raised:
+        make(fake_openai).chat(messages=[user("x")])
+
+    assert type(raised.value) is error
+    assert raised.value.message == message
+    assert len(fake_openai.requests) == 1
+
+
+def test_openai_answer_over_the_limit_is_refused_while_it_is_read(fake_openai):
+    # 8 MiB, streamed with no length: refused once 1 MiB has been read, the rest never sent.
+    fake_openai.reply_raw(RawAnswer(b'{"choices": [{"message": {"content": "' + b"a" * 65536 for _ in range(128)))
+
+    with pytest.raises(ProviderError) as raised:
+        make(fake_openai, max_answer_bytes=1024 * 1024).chat(messages=[user("x")])
+
+    assert type(raised.value) is ProviderError
+    assert raised.value.message == "The LLM provider's answer is over the limit of 1048576 bytes."
+    assert raised.value.details["limit_bytes"] == 1024 * 1024
+    assert fake_openai.bytes_sent < 8 * 1024 * 1024
+
+
+def test_openai_nul_and_lone_surrogates_in_a_reply_are_dropped_and_replaced(fake_openai):
+    fake_openai.reply("a\x00b\ud800c \ud83d\ude00")
+
+    result = make(fake_openai).chat(messages=[user("x")])
+
+    assert result.content == "ab\ufffdc \U0001f600"
+    result.content.encode("utf-8")

@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+import redis
 from django.core.cache import cache as shared_cache
 
 from memory_app.errors import ServiceUnavailable, ValidationFailed
@@ -209,3 +210,79 @@ def test_an_unreachable_shared_cache_costs_the_cache_not_the_work(namespaces, se
     with pytest.raises(ServiceUnavailable) as raised:
         cache_statistics_list()
     assert raised.value.details == {"service": "cache", "reason": "ConnectionError"}
+
+
+@pytest.fixture
+def short_redis_locks(settings, redis_url):
+    """Redis as the shared layer, and compute-once locks that live 1 s unless their holder renews them."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": "comicmem-test",
+        }
+    }
+    shared_cache.clear()
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={
+            "cache_options": settings.MEMORY.cache_options.model_copy(
+                update={"stats_flush_interval": 3600.0, "lock_ttl": 1}
+            )
+        }
+    )
+    yield redis.Redis.from_url(redis_url)
+    shared_cache.clear()
+
+
+def test_a_computation_longer_than_the_lock_ttl_is_still_computed_once(namespaces, short_redis_locks):
+    # The 1 s lock is renewed by its holder every third of a second, around a 2.5 s computation.
+    calls = []
+    start = threading.Barrier(4)
+    results = []
+
+    def slow_render() -> dict:
+        calls.append(1)
+        time.sleep(2.5)
+        return {"panel": 1}
+
+    def worker() -> None:
+        start.wait()
+        results.append(cache_get_or_compute(namespace="answers", key={"panel": 1}, compute=slow_render))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(calls) == 1
+    assert results == [{"panel": 1}] * 4
+    assert counts("answers")["hits"] == 3
+
+
+def test_a_hanging_computation_keeps_its_lock_no_longer_than_lock_timeout(namespaces, settings, short_redis_locks):
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"cache_options": settings.MEMORY.cache_options.model_copy(update={"lock_timeout": 1})}
+    )
+    computing, finish = threading.Event(), threading.Event()
+
+    def hanging() -> str:
+        computing.set()
+        finish.wait(30)
+        return "late"
+
+    holder = threading.Thread(
+        target=cache_get_or_compute, kwargs={"namespace": "answers", "key": "k", "compute": hanging}
+    )
+    holder.start()
+    assert computing.wait(10)
+    [lock] = short_redis_locks.keys("*cmcache:lock:answers:*")
+    # Renewed for lock_timeout (1 s), then left to expire (1 s), while the computation goes on.
+    deadline = time.monotonic() + 10
+    while short_redis_locks.exists(lock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert short_redis_locks.exists(lock) == 0
+    assert holder.is_alive()
+    finish.set()
+    holder.join(10)
+    assert cache_get_or_compute(namespace="answers", key="k", compute=lambda: "again") == "late"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from PIL import Image
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError, RetryableProviderError
 from tests.conftest import service_unavailable
+from tests.fakes.openai_server import RawAnswer
+from tests.memory_app.services.test_previous_context import public_loopback  # noqa: F401 - a fixture, used by name
+from tests.support.http_servers import ImageServer
 from workflows.providers.image import (
     OfflineRenderer,
     OpenAIImages,
@@ -211,3 +215,109 @@ def test_openai_images_url_answer_is_downloaded_through_the_guard(fake_openai, i
 
     assert "refused" in raised.value.message
     assert [sent.path for sent in fake_openai.requests] == ["/v1/images/generations"]
+
+
+# --- answers that are too large, cut short or not JSON ------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+def capped_client(fake_openai, max_answer_bytes: int) -> OpenAIImages:
+    return OpenAIImages(
+        ProviderConfig(
+            provider="openai",
+            base_url=fake_openai.base_url,
+            model="seedream",
+            timeout_seconds=5.0,
+            max_answer_bytes=max_answer_bytes,
+        )
+    )
+
+
+def streamed_b64_answer(total: int, chunk: int = 64 * 1024):
+    """A JSON answer of ``total`` bytes, mostly one base64 string, made chunk by chunk (never held whole)."""
+    head, tail = b'{"data": [{"b64_json": "', b'"}]}'
+    yield head
+    for _ in range((total - len(head) - len(tail)) // chunk):
+        yield b"A" * chunk
+    yield tail
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["streamed-with-no-length", "content-length-declared"])
+def test_openai_images_answer_over_the_limit_is_refused_with_memory_bounded(fake_openai, declared):
+    total = 64 * MiB
+    answer = (
+        RawAnswer(b'{"data": [{"b64_json": "AAAA', declared_length=total)
+        if declared
+        else RawAnswer(streamed_b64_answer(total))
+    )
+    fake_openai.route("/v1/images/generations", lambda body: (200, answer))
+    client = capped_client(fake_openai, 1 * MiB)
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProviderError) as raised:
+            client.generate(request())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert type(raised.value) is ProviderError  # the same request would get the same answer: not retried
+    assert raised.value.message == "The image provider's answer is over the limit of 1048576 bytes."
+    assert raised.value.details == {"provider": "openai", "model": "seedream", "limit_bytes": MiB}
+    # Read no further than the limit and a chunk: a few MiB at most were allocated, not the 64 MiB sent.
+    assert peak < 6 * MiB, peak
+    assert fake_openai.bytes_sent < 16 * MiB
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            RawAnswer(b'{"data": [{"b64_json": "iVBORw0KGgo'),
+            "The image provider's answer is not JSON (application/json, 35 bytes): cut short, or a page from "
+            "something in between.",
+        ),
+        (
+            RawAnswer(b'{"data": [{"b64_json": "iVBORw0KGgo', declared_length=4096),
+            "The image provider's answer was cut short: peer closed connection without sending complete message "
+            "body (received 35 bytes, expected 4096)",
+        ),
+        (
+            RawAnswer(b"<html><body>Gateway Timeout</body></html>", content_type="text/html"),
+            "The image provider's answer is not JSON (text/html, 41 bytes): cut short, or a page from something in "
+            "between.",
+        ),
+    ],
+    ids=["json-cut-short", "body-cut-short", "html-page"],
+)
+def test_openai_images_answer_cut_short_or_not_json_is_a_retryable_provider_error(
+    fake_openai, images_client, answer, message
+):
+    fake_openai.route("/v1/images/generations", lambda body: (200, answer))
+
+    with pytest.raises(RetryableProviderError) as raised:
+        images_client.generate(request())
+
+    assert raised.value.message == message
+    assert raised.value.retryable is True
+    assert "AttributeError" not in str(raised.value.details)
+
+
+@pytest.mark.usefixtures("public_loopback")
+def test_openai_images_url_answer_is_downloaded_within_the_answer_limit(fake_openai, settings):
+    # The provider's limit applies to the download, not previous_context's (set larger here to tell them apart).
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"pipelines": settings.MEMORY.pipelines.model_copy(update={"previous_context_max_bytes": 8 * MiB})}
+    )
+    server = ImageServer({"/big.png": (200, {"Content-Type": "image/png"}, b"\x89PNG" + bytes(2 * MiB))})
+    url = f"http://images.example:{server.port}/big.png"
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"url": url}]}))
+    try:
+        with pytest.raises(ProviderError) as raised:
+            capped_client(fake_openai, 1 * MiB).generate(request())
+    finally:
+        server.close()
+
+    assert raised.value.message == "The image URL was refused: The image is over the size limit."
+    assert [path for path, _host in server.hits] == ["/big.png"]

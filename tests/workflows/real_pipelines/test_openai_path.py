@@ -12,6 +12,7 @@ from PIL import Image
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError, RetryableProviderError
 from memory_app.models import Character
+from tests.fakes.openai_server import RawAnswer
 from tests.workflows.real_pipelines.test_runs_inline import start
 from workflows import engine
 
@@ -129,3 +130,59 @@ def test_a_failing_image_api_fails_the_run_after_retries(run_inline, user, proje
     assert run.error["retryable"] is True
     assert run.error["attempts"] == 2
     assert run.current_step == "image_generation"
+
+
+def test_an_image_answer_cut_short_is_retried_and_fails_the_run_with_a_clean_provider_error(
+    run_inline, user, project, story, media, online, settings
+):
+    online.route(
+        "/v1/images/generations", lambda body: (200, RawAnswer(b'{"data": [{"b64_json": "iVBOR', declared_length=900))
+    )
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"workflow": settings.MEMORY.workflow.model_copy(update={"max_retries": 1, "retry_backoff_base": 0.01})}
+    )
+
+    run = start(run_inline, user, "comic_generation", {"text": story}, {"segment_length": 200})
+
+    assert (run.status, run.current_step) == ("failed", "image_generation")
+    assert (run.error["type"], run.error["retryable"], run.error["attempts"]) == ("RetryableProviderError", True, 2)
+    assert run.error["message"] == (
+        "The image provider's answer was cut short: peer closed connection without sending complete message body "
+        "(received 29 bytes, expected 900)"
+    )
+    assert paths(online).count("/v1/images/generations") == 2
+
+
+def test_an_html_page_instead_of_a_chat_answer_is_retried_and_fails_the_run_with_a_clean_provider_error(
+    run_inline, user, project, story, media, online, settings
+):
+    page = RawAnswer(b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+    online.route("/v1/chat/completions", lambda body: (200, page))
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"workflow": settings.MEMORY.workflow.model_copy(update={"max_retries": 1, "retry_backoff_base": 0.01})}
+    )
+
+    run = start(run_inline, user, "text_compression", {"text": story}, {"target_ratio": 0.1})
+
+    assert run.status == "failed"
+    assert (run.error["type"], run.error["retryable"], run.error["attempts"]) == ("RetryableProviderError", True, 2)
+    assert run.error["message"] == (
+        "The LLM provider's answer is not JSON (text/html, 41 bytes): cut short, or a page from something in between."
+    )
+    assert paths(online) == ["/v1/chat/completions"] * 2
+
+
+def test_a_chat_answer_that_is_not_json_is_not_cached_so_the_next_run_asks_again(
+    run_inline, user, project, story, media, online
+):
+    prose = ["Sure! The characters are 小明 and 老王."]
+    online.route("/v1/chat/completions", lambda body: chat_answer(prose.pop()) if prose else story_model(body))
+    failed = start(run_inline, user, "text_compression", {"text": story}, {"target_ratio": 0.1, "ratio_tolerance": 0.2})
+
+    second = start(run_inline, user, "text_compression", {"text": story}, {"target_ratio": 0.1, "ratio_tolerance": 0.2})
+
+    assert (failed.status, failed.error["type"], failed.error["retryable"]) == ("failed", "ProviderError", False)
+    assert failed.error["message"] == "The LLM did not answer with JSON."
+    assert second.status == "completed", second.error
+    assert second.data["main_characters"] == ["小明", "老王"]
+    assert paths(online) == ["/v1/chat/completions"] * 4  # the prose, then names, plot summary, compression
