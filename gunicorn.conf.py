@@ -1,6 +1,8 @@
-"""gunicorn settings read by `gunicorn -c gunicorn.conf.py`: Prometheus multiprocess bookkeeping.
+"""gunicorn settings read by `gunicorn -c gunicorn.conf.py`: threads, and Prometheus multiprocess bookkeeping.
 
 Every gunicorn worker writes its metrics to PROMETHEUS_MULTIPROC_DIR (memory_app.metrics); /metrics sums them.
+Each worker runs GUNICORN_THREADS threads (4; `--threads` on the command line wins); the app lets LLM calls take
+at most half of them (memory_app.services.llm_slots), so a health check always finds a free thread.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ def _metrics_dir() -> Path:
     return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", var_dir / "prometheus")).resolve()
 
 
+# gthread workers: a worker whose threads are held by slow LLM calls still has threads for other requests.
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+
+
 def on_starting(server: Any) -> None:
     # Files of an earlier run's processes would be summed forever: start from an empty folder.
     path = _metrics_dir()
@@ -23,6 +29,8 @@ def on_starting(server: Any) -> None:
     for stale in path.glob("*.db"):
         stale.unlink(missing_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    # The workers inherit it: the app's default bound on LLM calls per process is half of these threads.
+    os.environ["COMICMEM_WEB_THREADS"] = str(server.cfg.threads)
 
 
 def child_exit(server: Any, worker: Any) -> None:

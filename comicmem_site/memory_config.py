@@ -190,8 +190,11 @@ class MonitoringConfig(_Section):
     low_hit_rate: Annotated[float, Field(ge=0, le=1)] = 0.5
     # Lookups a namespace needs in the analysed window before its hit rate is judged.
     min_lookups_for_advice: PositiveInt = 20
-    # Basic-auth password of the Prometheus scraper on /metrics (user "prometheus"); loopback needs none.
+    # Credentials of a Prometheus scraper on /metrics: basic auth prometheus:<password>, or the header
+    # "Authorization: Bearer <token>". Without either only staff may scrape (loopback is no credential: behind a
+    # reverse proxy on the same host every request comes from loopback).
     metrics_password: str | None = None
+    metrics_token: str | None = None
 
 
 class ThrottleConfig(_Section):
@@ -205,6 +208,11 @@ class ApiConfig(_Section):
     default_page_size: PositiveInt = 50
     max_page_size: PositiveInt = 1000
     throttle: ThrottleConfig = ThrottleConfig()
+    # LLM calls made inside a web request (generate-with-context): how many one user may have in flight across
+    # every web process (beyond: 429), and how many one web process may run at once (beyond: 503), by default
+    # half its threads, so that health and everyone else's requests always find a free thread.
+    llm_calls_per_user: PositiveInt = 2
+    llm_calls_per_process: PositiveInt | None = None
 
 
 class ProviderConfig(_Section):
@@ -277,6 +285,9 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "AUTO_CLEANUP_ENABLED": ("maintenance.auto_cleanup_enabled", "bool"),
     "MEMORY_MONITORING_ENABLED": ("monitoring.enabled", "bool"),
     "METRICS_PASSWORD": ("monitoring.metrics_password", "str"),
+    "METRICS_TOKEN": ("monitoring.metrics_token", "str"),
+    "LLM_CALLS_PER_USER": ("api.llm_calls_per_user", "int"),
+    "LLM_CALLS_PER_PROCESS": ("api.llm_calls_per_process", "int"),
     "LLM_PROVIDER": ("providers.llm.provider", "str"),
     "LLM_BASE_URL": ("providers.llm.base_url", "str"),
     "LLM_API_KEY": ("providers.llm.api_key", "str"),

@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"  # 500: logged with the traceback and the request id
     PROVIDER_ERROR = "PROVIDER_ERROR"  # 502: an AI provider failed
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # 503: the database, broker or cache is down
+    LLM_CAPACITY_EXHAUSTED = "LLM_CAPACITY_EXHAUSTED"  # 503: this web process runs as many LLM calls as it may
 
 
 class ComicmemError(Exception):
@@ -40,6 +41,8 @@ class ComicmemError(Exception):
     code: ErrorCode = ErrorCode.INTERNAL_ERROR
     status_code: int = 500
     default_message = "Internal error."
+    # Seconds a client should wait before trying again: the Retry-After header and details.retry_after_seconds.
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
         self.message = message or self.default_message
@@ -141,3 +144,22 @@ class ServiceUnavailable(ComicmemError):
     code = ErrorCode.SERVICE_UNAVAILABLE
     status_code = 503
     default_message = "A backing service is unavailable."
+
+
+class LLMCallsPerUserExceeded(ComicmemError):
+    """The user already has ``api.llm_calls_per_user`` LLM calls in flight from the web (any process)."""
+
+    code = ErrorCode.THROTTLED
+    status_code = 429
+    default_message = "You already have as many LLM calls in progress as allowed; retry when one has finished."
+    retry_after = 5
+
+
+class LLMCapacityExhausted(ComicmemError):
+    """This web process runs ``api.llm_calls_per_process`` LLM calls already; the rest of its threads are kept
+    for other requests."""
+
+    code = ErrorCode.LLM_CAPACITY_EXHAUSTED
+    status_code = 503
+    default_message = "The server is running as many LLM calls as it can; retry shortly."
+    retry_after = 5

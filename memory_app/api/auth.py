@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from memory_app.api.authentication import login_failure_throttles
 from memory_app.api.fields import StrictCharField
+from memory_app.errors import AuthenticationFailed
 from memory_app.services.users import auth_token_obtain
 
 
@@ -27,12 +28,21 @@ class TokenResponseSerializer(serializers.Serializer):
 class TokenObtainView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "auth"
+    # Only wrong passwords are counted (login_failure_throttles): right ones from a busy address are not refused.
+    throttle_classes: list = []
 
     @extend_schema(request=TokenRequestSerializer, responses={200: TokenResponseSerializer}, tags=["auth"])
     def post(self, request: Request) -> Response:
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token = auth_token_obtain(**serializer.validated_data)
+        throttles = login_failure_throttles(request, username=serializer.validated_data["username"])
+        used_up = [throttle for throttle in throttles if throttle.exhausted()]
+        if used_up:
+            raise exceptions.Throttled(wait=max(throttle.wait() or 0 for throttle in used_up))
+        try:
+            token = auth_token_obtain(**serializer.validated_data)
+        except AuthenticationFailed:
+            for throttle in throttles:
+                throttle.record_failure()
+            raise
         return Response({"token": token.key, "username": token.user.get_username()})

@@ -1,4 +1,5 @@
-"""Token authentication whose failures are throttled per client address.
+"""Token authentication and logins whose failures are throttled, without refusing a right credential to everyone
+behind the same address.
 
 Kept apart from the views: DRF imports its default authentication classes while it defines ``APIView``, so
 this module must not import ``rest_framework.views``.
@@ -6,6 +7,7 @@ this module must not import ``rest_framework.views``.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from rest_framework import exceptions
@@ -13,42 +15,80 @@ from rest_framework.authentication import TokenAuthentication, get_authorization
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+# A password guesser spreading its guesses over many usernames meets this bound per address (the ``auth`` rate
+# times this), well above what the people behind one NAT get wrong in a minute.
+LOGIN_FAILURES_PER_ADDRESS_FACTOR = 5
 
-class FailedTokenThrottle(SimpleRateThrottle):
-    """Wrong tokens per client address, at the ``auth`` rate of the login route."""
+
+class FailureThrottle(SimpleRateThrottle):
+    """Failed credentials of one ``kind`` from one client address (and, given a ``subject``, for that username),
+    at the ``auth`` rate times ``factor``. Only failures are recorded; ``exhausted`` records nothing."""
 
     scope = "auth"
 
-    def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": "auth-failed-token", "ident": self.get_ident(request)}
+    def __init__(self, request: Request, *, kind: str, subject: str | None = None, factor: int = 1) -> None:
+        super().__init__()
+        self.num_requests *= factor
+        ident = self.get_ident(request)
+        if subject is not None:
+            # A digest: a username of any length or character makes a bounded, valid cache key.
+            ident = f"{ident}:{hashlib.sha256(subject.encode()).hexdigest()[:32]}"
+        self.key = self.cache_format % {"scope": f"auth-failed-{kind}", "ident": ident}
 
-    def exhausted(self, request: Request) -> bool:
-        """Whether this address has no wrong guess left in the window; records nothing."""
-        self.key = self.get_cache_key(request, None)
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.key
+
+    def _load(self) -> None:
         self.history = self.cache.get(self.key, [])
         self.now = self.timer()
         while self.history and self.history[-1] <= self.now - self.duration:
             self.history.pop()
+
+    def exhausted(self) -> bool:
+        """Whether no failure is left in the window."""
+        self._load()
         return len(self.history) >= self.num_requests
+
+    def record_failure(self) -> None:
+        self._load()
+        self.throttle_success()  # DRF's name for "add this one to the window"
 
 
 class ThrottledTokenAuthentication(TokenAuthentication):
     """DRF's token authentication, whose failures count against the client's address.
 
-    DRF authenticates before it throttles, so a request with a wrong token never reached the throttles and
-    tokens could be guessed at any rate. Now an address that used up its wrong guesses (the ``auth`` rate) gets
-    a 429 before its token is looked up; requests with a right token are never counted.
+    DRF authenticates before it throttles, so without this a wrong token never reached the throttles. The token
+    is always looked up: a right one authenticates whatever its address did (one stale client behind a NAT must
+    not lock out everyone behind it); a wrong one from an address that used up its wrong guesses (the ``auth``
+    rate) is a 429 instead of a 401, and counts no further. A guesser is then told "wrong" by a 429 instead of
+    a 401, so the throttle does not slow guessing down: what stops it is the token itself, 160 random bits
+    (DRF's 40 hex characters from ``os.urandom``), out of reach at any request rate.
     """
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         parts = get_authorization_header(request).split()
         if not parts or parts[0].lower() != self.keyword.lower().encode():
             return None  # another scheme, or none: not a token guess
-        throttle = FailedTokenThrottle()
-        if throttle.exhausted(request):
-            raise exceptions.Throttled(wait=throttle.wait())
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:
-            throttle.throttle_success()  # records this failure in the address's window
+            throttle = FailureThrottle(request, kind="token")
+            if throttle.exhausted():
+                raise exceptions.Throttled(wait=throttle.wait()) from None
+            throttle.record_failure()
             raise
+
+
+def login_failure_throttles(request: Request, *, username: str) -> list[FailureThrottle]:
+    """The bounds on wrong passwords from the request's address: per username at the ``auth`` rate, and for all
+    usernames together at ``LOGIN_FAILURES_PER_ADDRESS_FACTOR`` times it.
+
+    Unlike a token, a password may be guessable: a login whose bound is used up is refused before the password
+    is checked, or a guesser would learn a right guess from its 200 among the 429s. So a person whose stale
+    client keeps sending a wrong password waits (60 s at most), but only for that username: everyone else
+    behind the same address logs in.
+    """
+    return [
+        FailureThrottle(request, kind="login", subject=username),
+        FailureThrottle(request, kind="login-any", factor=LOGIN_FAILURES_PER_ADDRESS_FACTOR),
+    ]

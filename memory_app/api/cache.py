@@ -1,4 +1,4 @@
-"""/api/memory/cache/: statistics of every namespace, and emptying one (staff)."""
+"""/api/memory/cache/: statistics of every namespace and emptying one, both for staff: the figures are system-wide."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ _NamespaceStatistics = inline_serializer(
 
 
 class CacheStatsView(APIView):
+    # Counters of every user's calls together (the hit rates, the memory held): like /api/memory/metrics.
+    permission_classes = [IsAdminUser]
+
     @extend_schema(
         tags=["cache"],
         responses=inline_serializer("CacheStatistics", {"caches": serializers.DictField(child=_NamespaceStatistics)}),

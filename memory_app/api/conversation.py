@@ -39,6 +39,7 @@ from memory_app.services.conversation import (
     context_get_or_create_default,
     context_import,
 )
+from memory_app.services.llm_slots import llm_call_slot
 
 MAX_MESSAGES_PER_REQUEST = 1000
 MAX_LIMIT = 10_000_000
@@ -379,18 +380,20 @@ class ContextGenerateView(APIView):
         serializer = GenerateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if data.get("context_id"):
-            context = context_get(user=request.user, context_id=data["context_id"])
-        else:
-            context = context_get_or_create_default(owner=request.user)
-        generation = context_generate(
-            context=context,
-            prompt=data["prompt"],
-            system=data.get("system"),
-            temperature=data.get("temperature"),
-            max_tokens=data.get("max_tokens"),
-            request_id=getattr(request, "request_id", None),
-        )
+        # Taken before anything is written: a call refused for want of a slot (429, 503) changes nothing.
+        with llm_call_slot(user_id=request.user.pk):
+            if data.get("context_id"):
+                context = context_get(user=request.user, context_id=data["context_id"])
+            else:
+                context = context_get_or_create_default(owner=request.user)
+            generation = context_generate(
+                context=context,
+                prompt=data["prompt"],
+                system=data.get("system"),
+                temperature=data.get("temperature"),
+                max_tokens=data.get("max_tokens"),
+                request_id=getattr(request, "request_id", None),
+            )
         return Response(
             {
                 "context_id": str(generation.context.id),

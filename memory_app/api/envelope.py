@@ -142,7 +142,10 @@ def _validation_message(detail: Any) -> str:
 def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int, dict[str, Any], dict[str, str]]:
     """(status, error body, extra headers) for any exception."""
     if isinstance(exc, ComicmemError):
-        return exc.status_code, error_body(exc.code, exc.message, exc.details), {}
+        if exc.retry_after is None:
+            return exc.status_code, error_body(exc.code, exc.message, exc.details), {}
+        details = {**exc.details, "retry_after_seconds": exc.retry_after}
+        return exc.status_code, error_body(exc.code, exc.message, details), {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent):
         # Django's own DATA_UPLOAD_* limits, met while a form or multipart body is parsed.
         return 413, error_body(ErrorCode.PAYLOAD_TOO_LARGE, str(exc), {}), {}

@@ -110,26 +110,29 @@ class MemoryAnalysisView(APIView):
         return Response(usage_analysis(hours=int(raw)))
 
 
-_LOOPBACK = frozenset({"127.0.0.1", "::1"})
 SCRAPER_USERNAME = "prometheus"
 
 
 def _scrape_allowed(request: HttpRequest) -> bool:
-    """Loopback without a proxy in between, a staff session, or basic auth prometheus:<METRICS_PASSWORD>."""
-    if request.META.get("REMOTE_ADDR") in _LOOPBACK and "HTTP_X_FORWARDED_FOR" not in request.META:
-        return True
+    """A staff session, ``Authorization: Bearer <METRICS_TOKEN>``, or basic auth prometheus:<METRICS_PASSWORD>.
+
+    Where a request comes from grants nothing: behind a reverse proxy on the same host every request arrives from
+    loopback, and ``X-Forwarded-For`` is whatever the client wrote.
+    """
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_staff:
         return True
-    password = settings.MEMORY.monitoring.metrics_password
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    if not password or not header.startswith("Basic "):
+    monitoring = settings.MEMORY.monitoring
+    scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() == "bearer" and monitoring.metrics_token:
+        return hmac.compare_digest(credentials.strip().encode(), monitoring.metrics_token.encode())
+    if scheme.lower() != "basic" or not monitoring.metrics_password:
         return False
     try:
-        username, _, given = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        username, _, given = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return False
-    return username == SCRAPER_USERNAME and hmac.compare_digest(given.encode(), password.encode())
+    return username == SCRAPER_USERNAME and hmac.compare_digest(given.encode(), monitoring.metrics_password.encode())
 
 
 @require_GET

@@ -1,14 +1,28 @@
-"""Reachability of what the API and the workers depend on: database, broker, cache."""
+"""Reachability of what the API and the workers depend on: database, broker, cache.
+
+A health check answers within about ``CHECK_SECONDS`` even when a server accepts connections and then says
+nothing (a paused Redis): the broker and cache checks run side by side on helper threads with short socket
+timeouts, and one that has not answered by the deadline is reported down, named.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+
+# How long the broker and cache checks may take together, and each socket operation inside them.
+CHECK_SECONDS = 1.5
+# Threads of a check stuck past the deadline finish on their socket timeout; a few spare ones keep later checks
+# from queueing behind them.
+_checks = ThreadPoolExecutor(max_workers=6, thread_name_prefix="health-check")
 
 
 @dataclass(frozen=True)
@@ -37,9 +51,15 @@ def _broker() -> ComponentHealth:
         if os.path.isdir(folder) and os.access(folder, os.W_OK):
             return ComponentHealth("broker", True, "filesystem")
         return ComponentHealth("broker", False, f"broker folder {folder!r} is missing or not writable")
+    # Without socket timeouts a Redis that accepts the connection and never answers holds the check forever.
+    options = {
+        **app.conf.broker_transport_options,
+        "socket_timeout": CHECK_SECONDS,
+        "socket_connect_timeout": CHECK_SECONDS,
+    }
     try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+        with app.connection_for_write(connect_timeout=CHECK_SECONDS, transport_options=options) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=CHECK_SECONDS)
             transport = conn.transport_cls
     except Exception as exc:  # noqa: BLE001
         return ComponentHealth("broker", False, f"{type(exc).__name__}: {exc}".strip()[:300])
@@ -60,4 +80,12 @@ def _cache() -> ComponentHealth:
 
 
 def health_check() -> list[ComponentHealth]:
-    return [_database(), _broker(), _cache()]
+    started = time.monotonic()
+    pending = {"broker": _checks.submit(_broker), "cache": _checks.submit(_cache)}
+    results = [_database()]
+    for name, future in pending.items():
+        try:
+            results.append(future.result(timeout=max(0.0, started + CHECK_SECONDS - time.monotonic())))
+        except FutureTimeout:
+            results.append(ComponentHealth(name, False, f"no answer within {CHECK_SECONDS} s"))
+    return results

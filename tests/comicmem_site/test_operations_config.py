@@ -29,6 +29,7 @@ def test_the_shipped_file_has_the_operations_defaults():
         "low_hit_rate": 0.5,
         "min_lookups_for_advice": 20,
         "metrics_password": None,
+        "metrics_token": None,
     }
     assert config.maintenance.model_dump() == {
         "auto_cleanup_enabled": True,
@@ -41,12 +42,17 @@ def test_the_shipped_file_has_the_operations_defaults():
 
 
 def test_the_environment_switches_cleanup_monitoring_and_the_scrape_password():
-    environ = {"AUTO_CLEANUP_ENABLED": "false", "MEMORY_MONITORING_ENABLED": "0", "METRICS_PASSWORD": "pw"}
+    environ = {
+        "AUTO_CLEANUP_ENABLED": "false",
+        "MEMORY_MONITORING_ENABLED": "0",
+        "METRICS_PASSWORD": "pw",
+        "METRICS_TOKEN": "tk",
+    }
 
     config = load_memory_config(REPO_ROOT / "memory_config.yaml", environ=environ)
 
     assert (config.maintenance.auto_cleanup_enabled, config.monitoring.enabled) == (False, False)
-    assert config.monitoring.metrics_password == "pw"
+    assert (config.monitoring.metrics_password, config.monitoring.metrics_token) == ("pw", "tk")
 
 
 def test_a_bad_threshold_stops_start_up_naming_the_key(tmp_path):

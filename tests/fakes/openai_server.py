@@ -4,6 +4,7 @@
         server.reply("Hello")                          # next answer (FIFO); without one it echoes the last message
         server.fail(503, {"error": {"message": "busy"}})  # next answer is an HTTP error
         server.delay(2.0)                              # the next answer is sent after 2 s (timeouts)
+        server.slow(10.0)                              # every answer without a plan is sent after 10 s
         server.reply_raw(RawAnswer(b"<html>…", content_type="text/html"))  # next answer sent as these bytes
         ... base_url=server.base_url ...
         server.requests                                # every JSON body received, in order, with its headers
@@ -65,6 +66,7 @@ class FakeOpenAIServer:
         self._planned: deque[_Planned] = deque()
         self._routes: dict[str, Handler] = {"/v1/chat/completions": self._chat_completions}
         self._lock = threading.Lock()
+        self._default_delay = 0.0
         fake = self
 
         class RequestHandler(BaseHTTPRequestHandler):
@@ -149,9 +151,13 @@ class FakeOpenAIServer:
     def delay(self, seconds: float) -> None:
         self._planned.append(_Planned(delay=seconds))
 
+    def slow(self, seconds: float) -> None:
+        """Every answer that has no plan of its own (the echo) is sent after ``seconds``: a slow LLM."""
+        self._default_delay = seconds
+
     def _chat_completions(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | RawAnswer]:
         with self._lock:
-            planned = self._planned.popleft() if self._planned else _Planned()
+            planned = self._planned.popleft() if self._planned else _Planned(delay=self._default_delay)
         if planned.delay:
             time.sleep(planned.delay)
         if planned.raw is not None:

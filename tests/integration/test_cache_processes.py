@@ -71,7 +71,7 @@ def assert_both_processes_counted(client) -> None:
     assert (stats["hit_rate"], stats["hit_rate_value"]) == ("57.1%", 0.5714)
 
 
-def test_statistics_from_two_processes_agree_embedded(transactional_db, settings, tmp_path, auth_client):
+def test_statistics_from_two_processes_agree_embedded(transactional_db, settings, tmp_path, staff_client):
     # The embedded mode as `make run` has it: local settings, the file-based Django cache under var/.
     var = tmp_path / "var"
     settings.CACHES = {
@@ -91,11 +91,11 @@ def test_statistics_from_two_processes_agree_embedded(transactional_db, settings
 
     run_child(CHILD_OPERATIONS, env)
 
-    assert_both_processes_counted(auth_client)
+    assert_both_processes_counted(staff_client)
     assert_a_clear_elsewhere_is_seen_here(env)
 
 
-def test_statistics_from_two_processes_agree_on_redis(transactional_db, settings, tmp_path, auth_client, redis_url):
+def test_statistics_from_two_processes_agree_on_redis(transactional_db, settings, tmp_path, staff_client, redis_url):
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -108,7 +108,7 @@ def test_statistics_from_two_processes_agree_on_redis(transactional_db, settings
     try:
         env = subprocess_env(REDIS_URL=redis_url, CACHE_DIR=str(tmp_path / "cache"))
         run_child(CHILD_OPERATIONS, env)
-        assert_both_processes_counted(auth_client)
+        assert_both_processes_counted(staff_client)
         assert_a_clear_elsewhere_is_seen_here(env)
     finally:
         shared_cache.clear()

@@ -24,9 +24,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get(url: str) -> tuple[int, bytes]:
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -38,7 +38,7 @@ def test_every_gunicorn_worker_counts_into_one_scrape(transactional_db, tmp_path
     stale = metrics_dir / "counter_999999.db"
     stale.write_bytes(b"from an earlier run")
     port = free_port()
-    env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    env = subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), METRICS_TOKEN="scrape-token")
     log_path = tmp_path / "gunicorn.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
@@ -70,7 +70,7 @@ def test_every_gunicorn_worker_counts_into_one_scrape(transactional_db, tmp_path
             assert not stale.exists()  # emptied at start (on_starting)
             for _ in range(29):
                 get(f"{base}/api/health/")
-            status, body = get(f"{base}/metrics")
+            status, body = get(f"{base}/metrics", {"Authorization": "Bearer scrape-token"})
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 from prometheus_client.parser import text_string_to_metric_families
 
 from memory_app.models import WorkflowState
@@ -25,6 +26,8 @@ def free_port() -> int:
 
 
 def render_units_done(client) -> float:
+    staff, _ = get_user_model().objects.get_or_create(username="scraper", defaults={"is_staff": True})
+    client.force_login(staff)
     response = client.get("/metrics")
     assert response.status_code == 200
     return render_units_in(response.content.decode())

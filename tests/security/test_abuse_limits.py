@@ -240,8 +240,11 @@ def test_a_made_up_forwarded_for_header_does_not_escape_the_login_throttle(api_c
     assert assert_envelope_error(response, {429})["code"] == "THROTTLED"
 
 
-@pytest.mark.usefixtures("low_rates")
-def test_wrong_tokens_are_throttled_per_address_before_any_lookup(api_client, user, django_assert_num_queries):
+def test_wrong_tokens_are_throttled_per_address_and_a_right_token_still_works(
+    api_client, user, django_assert_num_queries, monkeypatch
+):
+    # Three wrong guesses a minute; the user's own rate is not what this test is about.
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/min", "user": "100/min", "auth": "3/min"})
     # DRF authenticates before it throttles: without the failed-token throttle a wrong token was a 401 at any rate.
     right = f"Token {Token.objects.create(user=user).key}"
 
@@ -250,17 +253,64 @@ def test_wrong_tokens_are_throttled_per_address_before_any_lookup(api_client, us
 
     # Right tokens are not counted: two of them between the wrong ones leave the three wrong guesses.
     statuses = [get(token).status_code for token in (right, "Token wrong-1", right, "Token wrong-2", "Token x y")]
-    with django_assert_num_queries(0):  # refused before the token is looked up
+    with django_assert_num_queries(1):  # the token is still looked up (one query), then refused
         response = get("Token wrong-4")
 
     assert statuses == [200, 401, 200, 401, 401]
     error = assert_envelope_error(response, {429})
     assert error["code"] == "THROTTLED"
     assert int(response["Retry-After"]) >= 1
-    # The address waits, whatever token it sends next; another address is not touched.
-    assert get(right).status_code == 429
+    # A right token from that address is still served (one stale client behind a NAT locks nobody out) and does
+    # not reset the count: the address's next wrong token is a 429 again. Another address is not touched.
+    assert get(right).status_code == 200
+    assert get("Token wrong-5").status_code == 429
     assert get(right, address="198.51.100.8").status_code == 200
     assert get("Token wrong-5", address="198.51.100.8").status_code == 401
+
+
+@pytest.mark.usefixtures("low_rates")
+def test_a_stale_password_locks_out_only_its_username_on_that_address(api_client, user, other_user):
+    # The "auth" rate is 3/min here. A client behind a NAT keeps sending alice's old password.
+    user.set_password("alice-new-password")
+    user.save()
+    other_user.set_password("bob-password")
+    other_user.save()
+
+    def login(username: str, password: str, address: str = "198.51.100.7"):
+        body = {"username": username, "password": password}
+        return api_client.post("/api/auth/token/", body, format="json", REMOTE_ADDR=address)
+
+    stale = [login("alice", "alice-old-password").status_code for _ in range(3)]
+    refused = login("alice", "alice-old-password")
+
+    assert stale == [401, 401, 401]
+    assert assert_envelope_error(refused, {429})["code"] == "THROTTLED"
+    assert int(refused["Retry-After"]) >= 1
+    # Bob, behind the same address, logs in (and again: right passwords are not counted).
+    assert [login("bob", "bob-password").status_code for _ in range(5)] == [200] * 5
+    # Alice's right password from that address waits too: a guesser must not tell a right guess by its 200.
+    assert login("alice", "alice-new-password").status_code == 429
+    assert login("alice", "alice-new-password", address="198.51.100.8").status_code == 200
+
+
+@pytest.mark.usefixtures("low_rates")
+def test_wrong_passwords_spread_over_usernames_meet_the_address_bound(api_client, other_user):
+    from memory_app.api.authentication import LOGIN_FAILURES_PER_ADDRESS_FACTOR
+
+    other_user.set_password("bob-password")
+    other_user.save()
+    bound = 3 * LOGIN_FAILURES_PER_ADDRESS_FACTOR
+
+    def login(username: str, password: str, address: str = "198.51.100.7"):
+        body = {"username": username, "password": password}
+        return api_client.post("/api/auth/token/", body, format="json", REMOTE_ADDR=address)
+
+    statuses = [login(f"guess-{index}", "password").status_code for index in range(bound)]
+
+    assert statuses == [401] * bound
+    assert assert_envelope_error(login("guess-new", "password"), {429})["code"] == "THROTTLED"
+    assert login("bob", "bob-password").status_code == 429
+    assert login("bob", "bob-password", address="198.51.100.8").status_code == 200
 
 
 def test_production_counts_one_proxy(monkeypatch):

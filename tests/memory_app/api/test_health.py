@@ -78,3 +78,63 @@ def test_redis_outage_is_503_not_500(auth_client, settings):
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert response.json()["error"]["details"] == {"component": "cache"}
+
+
+@pytest.fixture
+def paused_redis(tmp_path):
+    """A private redis-server (never the shared one); ``pause()`` stops it with SIGSTOP for at most 10 s, as a
+    Redis busy or frozen would be: connections are accepted, nothing is answered."""
+    import os
+    import signal
+    import threading
+
+    from tests.faults.servers import PrivateRedis
+
+    server = PrivateRedis(tmp_path)
+    server.start()
+    resumed = threading.Event()
+    timer = threading.Timer(10, lambda: resume())
+    timer.daemon = True
+
+    def resume() -> None:
+        timer.cancel()
+        if not resumed.is_set():
+            resumed.set()
+            os.kill(server.process.pid, signal.SIGCONT)
+
+    def pause() -> None:
+        os.kill(server.process.pid, signal.SIGSTOP)
+        timer.start()
+
+    server.pause, server.resume = pause, resume
+    yield server
+    resume()
+    server.stop()
+
+
+def test_a_paused_redis_is_a_quick_503_naming_broker_and_cache(api_client, settings, monkeypatch, paused_redis):
+    import time
+
+    # The production shape: the broker and the cache on one Redis, with the cache's socket timeouts of production.
+    monkeypatch.setattr(app.conf, "broker_url", paused_redis.url)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": paused_redis.url,
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+    assert api_client.get("/api/health/").status_code == 200
+    paused_redis.pause()
+
+    started = time.monotonic()
+    response = api_client.get("/api/health/")
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 3  # not the pause's 10 s
+    assert response.status_code == 503
+    details = response.json()["error"]["details"]
+    assert details["unavailable"] == ["broker", "cache"]
+    assert details["components"]["database"]["ok"] is True
+    paused_redis.resume()
+    assert api_client.get("/api/health/").status_code == 200

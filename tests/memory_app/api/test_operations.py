@@ -191,7 +191,16 @@ def test_analysis_is_for_staff(auth_client):
 # --- /metrics ---------------------------------------------------------------------------------------------------
 
 
+SCRAPE_TOKEN = "scrape-token-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def scrape_token(settings) -> None:
+    set_memory(settings, "monitoring", metrics_token=SCRAPE_TOKEN)
+
+
 def scrape(client, **extra) -> dict:
+    extra.setdefault("HTTP_AUTHORIZATION", f"Bearer {SCRAPE_TOKEN}")
     response = client.get("/metrics", **extra)
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain")
@@ -321,10 +330,35 @@ def test_from_elsewhere_a_scrape_needs_credentials(client, settings, staff_user)
     assert client.get("/metrics", **remote).status_code == 200
 
 
-def test_without_a_password_only_loopback_and_staff_may_scrape(client, user):
+def test_without_credentials_only_staff_may_scrape(client, user):
     client.force_login(user)
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 401
     assert client.post("/metrics").status_code == 405
+
+
+def test_loopback_alone_is_no_credential(client, settings, user, staff_user):
+    # Behind a reverse proxy on the same host every request arrives from 127.0.0.1, most without X-Forwarded-For.
+    for address in ("127.0.0.1", "::1"):
+        refused = client.get("/metrics", REMOTE_ADDR=address)
+        assert (refused.status_code, refused["WWW-Authenticate"]) == (401, 'Basic realm="metrics"')
+        assert refused.content == b"Authentication required.\n"
+    client.force_login(user)
+    assert client.get("/metrics").status_code == 401
+    client.force_login(staff_user)
+    assert client.get("/metrics").status_code == 200
+
+
+def test_a_scraper_may_send_the_metrics_token_as_a_bearer(client, settings):
+    remote = {"REMOTE_ADDR": "10.1.2.3"}
+
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {SCRAPE_TOKEN}", **remote).status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"bearer {SCRAPE_TOKEN}").status_code == 200
+    for wrong in ("Bearer wrong", "Bearer ", f"Token {SCRAPE_TOKEN}", f"Bearer {SCRAPE_TOKEN}x", "Bearer é"):
+        assert client.get("/metrics", HTTP_AUTHORIZATION=wrong).status_code == 401, wrong
+    # Unset, no bearer is accepted (not even an empty one).
+    set_memory(settings, "monitoring", metrics_token=None)
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {SCRAPE_TOKEN}").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
 
 
 def test_a_database_outage_leaves_the_process_metrics_scrapeable(client, monkeypatch):
