@@ -154,12 +154,20 @@ class WorkflowConfig(_Section):
     lease_seconds: PositiveInt = 1860
     # How often recovery looks again while work is in flight (it re-arms itself; also run at worker start).
     recovery_interval: PositiveInt = 60
+    # Runs one user may have in progress at once; starting (or resuming, or re-running) one more is a 429 until
+    # one of them completes, fails or is cancelled. One user's backlog can then never hold the workers for long.
+    max_active_runs_per_user: PositiveInt = 10
 
     @model_validator(mode="after")
     def _keep_below_max(self) -> WorkflowConfig:
         if self.keep_state_history > self.max_state_history:
             raise ValueError("keep_state_history must not exceed max_state_history")
         return self
+
+
+class ProjectsConfig(_Section):
+    # Projects one user may own; one more is a 409 PROJECT_LIMIT_REACHED, and nothing is created.
+    max_projects_per_user: PositiveInt = 1000
 
 
 class StorageConfig(_Section):
@@ -243,6 +251,7 @@ class MemoryConfig(_Section):
     cache: dict[str, CacheNamespaceConfig] = Field(default_factory=_default_namespaces)
     cache_options: CacheOptionsConfig = CacheOptionsConfig()
     workflow: WorkflowConfig = WorkflowConfig()
+    projects: ProjectsConfig = ProjectsConfig()
     storage: StorageConfig = StorageConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
@@ -281,6 +290,8 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WORKFLOW_LEASE_SECONDS": ("workflow.lease_seconds", "int"),
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
+    "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),
+    "MEMORY_MAX_PROJECTS_PER_USER": ("projects.max_projects_per_user", "int"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from memory_app.errors import Conflict
+from memory_app.errors import Conflict, ProjectLimitReached
 from memory_app.models import HistoryAction, Project
 from memory_app.services.history import history_archive_files_forget, history_record
 
@@ -20,8 +22,24 @@ def _new_project_id() -> str:
 def project_create(
     *, owner: AbstractBaseUser, name: str, description: str = "", project_id: str | None = None
 ) -> Project:
-    """Create a project. Ids are global (they name storage folders): a taken id is a Conflict."""
+    """Create a project. Ids are global (they name storage folders): a taken id is a Conflict.
+
+    A user owns at most ``projects.max_projects_per_user`` projects: one more is ProjectLimitReached.
+    """
     project_id = project_id or _new_project_id()
+    # The owner's row lock serialises this user's creations, so two at once cannot both pass the count.
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    limit = settings.MEMORY.projects.max_projects_per_user
+    existing = Project.objects.filter(owner=owner).count()
+    if existing >= limit:
+        raise ProjectLimitReached(
+            f"You have {existing} projects; the limit is {limit}.",
+            details={
+                "limit": limit,
+                "current": existing,
+                "suggestion": "Delete projects you no longer need (DELETE /api/projects/{id}/).",
+            },
+        )
     if Project.objects.filter(pk=project_id).exists():
         raise Conflict(f"Project id '{project_id}' is taken.", details={"project_id": project_id})
     try:
