@@ -7,10 +7,10 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from memory_app.api.fields import StrictCharField
+from memory_app.api.throttling import AtomicScopedRateThrottle
 from memory_app.services.users import auth_token_obtain
 
 
@@ -27,7 +27,7 @@ class TokenResponseSerializer(serializers.Serializer):
 class TokenObtainView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [AtomicScopedRateThrottle]
     throttle_scope = "auth"
 
     @extend_schema(request=TokenRequestSerializer, responses={200: TokenResponseSerializer}, tags=["auth"])
