@@ -154,14 +154,19 @@ class WorkflowConfig(_Section):
     lease_seconds: PositiveInt = 1860
     # How often recovery looks again while work is in flight (it re-arms itself; also run at worker start).
     recovery_interval: PositiveInt = 60
-    # Runs one user may have in progress at once; starting (or resuming, or re-running) one more is a 429 until
-    # one of them completes, fails or is cancelled. One user's backlog can then never hold the workers for long.
-    max_active_runs_per_user: PositiveInt = 10
+    # Runs one user may have in progress at once. One more is accepted but waits, queued (``pending``), and
+    # starts when one of that user's runs ends: one user's backlog never holds every worker, so another user's
+    # new run starts at once.
+    max_active_runs_per_user: PositiveInt = 3
+    # Runs one user may have in progress or queued; one more is a 429 WORKFLOW_LIMIT_REACHED, creating nothing.
+    max_unfinished_runs_per_user: PositiveInt = 50
 
     @model_validator(mode="after")
     def _keep_below_max(self) -> WorkflowConfig:
         if self.keep_state_history > self.max_state_history:
             raise ValueError("keep_state_history must not exceed max_state_history")
+        if self.max_active_runs_per_user > self.max_unfinished_runs_per_user:
+            raise ValueError("max_active_runs_per_user must not exceed max_unfinished_runs_per_user")
         return self
 
 
@@ -291,6 +296,7 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
     "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),
+    "WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": ("workflow.max_unfinished_runs_per_user", "int"),
     "MEMORY_MAX_PROJECTS_PER_USER": ("projects.max_projects_per_user", "int"),
 }
 

@@ -23,7 +23,7 @@ class ErrorCode(StrEnum):
     CONFLICT = "CONFLICT"  # 409: the object exists already, or its state forbids the operation
     CONTEXT_LIMIT_REACHED = "CONTEXT_LIMIT_REACHED"  # 409: max_contexts_per_user
     PROJECT_LIMIT_REACHED = "PROJECT_LIMIT_REACHED"  # 409: projects.max_projects_per_user
-    WORKFLOW_LIMIT_REACHED = "WORKFLOW_LIMIT_REACHED"  # 429: workflow.max_active_runs_per_user runs in progress
+    WORKFLOW_LIMIT_REACHED = "WORKFLOW_LIMIT_REACHED"  # 429: workflow.max_unfinished_runs_per_user runs unfinished
     CONTEXT_MESSAGE_TOO_LARGE = "CONTEXT_MESSAGE_TOO_LARGE"  # 400: one message does not fit the context's budget
     CONTEXT_BUDGET_EXCEEDED = "CONTEXT_BUDGET_EXCEEDED"  # 400: the system messages alone would overflow the budget
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413: body over memory.api.max_body_bytes
@@ -119,11 +119,11 @@ class ProjectLimitReached(ComicmemError):
 
 
 class WorkflowLimitReached(ComicmemError):
-    """Too many of the user's runs are in progress; another can start once one of them ends."""
+    """Too many of the user's runs are in progress or queued; another is accepted once one of them ends."""
 
     code = ErrorCode.WORKFLOW_LIMIT_REACHED
     status_code = 429
-    default_message = "You have reached the maximum number of workflow runs in progress."
+    default_message = "You have reached the maximum number of unfinished workflow runs."
 
 
 class ContextMessageTooLarge(ComicmemError):

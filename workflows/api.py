@@ -43,6 +43,7 @@ class WorkflowStateSerializer(serializers.ModelSerializer):
             "preferences",
             "compression_history",
             "error",
+            "queued_at",
             "created_at",
             "updated_at",
         ]
