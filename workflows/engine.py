@@ -438,6 +438,8 @@ def workflow_start(
     """
     definition = workflow_type_get(workflow_type)
     project = project_get(user=user, project_id=project_id)
+    # Refused at the cap before the input is checked (which may download a previous_context); checked again below.
+    state.workflow_queue_admit(owner=project.owner, lock=False)
     preferences = preferences or {}
     if definition.prepare is not None:
         data, preferences = definition.prepare(

@@ -247,12 +247,14 @@ def _queued_runs(owner_id: Any) -> Any:
     return WorkflowState.objects.filter(owner_id=owner_id, status=WorkflowStatus.PENDING, queued_at__isnull=False)
 
 
-def workflow_queue_admit(*, owner: AbstractBaseUser) -> bool:
+def workflow_queue_admit(*, owner: AbstractBaseUser, lock: bool = True) -> bool:
     """Whether a new run of ``owner`` must wait (queued) rather than start; WorkflowLimitReached past the cap.
 
     Call inside the transaction that creates the run: the owner's row stays locked until it commits.
+    ``lock=False``: only an early look, outside any transaction (the run's input is not checked for nothing).
     """
-    _lock_owner(owner.pk)
+    if lock:
+        _lock_owner(owner.pk)
     config = settings.MEMORY.workflow
     active = WorkflowState.objects.filter(owner_id=owner.pk, status=WorkflowStatus.IN_PROGRESS).count()
     queued = _queued_runs(owner.pk).count()

@@ -4,6 +4,8 @@ wait, queued, and start oldest first as that user's runs end; past max_unfinishe
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from memory_app.models import HistoryRecord, WorkflowState, WorkflowUnit
@@ -46,7 +48,7 @@ def completed_order(run: WorkflowState) -> int:
 
 
 def test_runs_past_the_active_limit_are_queued_and_past_the_cap_refused(
-    auth_client, other_client, other_user, project, limits, django_capture_on_commit_callbacks
+    auth_client, other_client, other_user, project, limits, django_capture_on_commit_callbacks, monkeypatch
 ):
     limits(active=2, unfinished=3)
     ProjectFactory(id="theirs", owner=other_user)
@@ -61,6 +63,11 @@ def test_runs_past_the_active_limit_are_queued_and_past_the_cap_refused(
     assert WorkflowUnit.objects.filter(workflow_id=bodies[2]["workflow_id"]).count() == 0
     assert not HistoryRecord.objects.filter(workflow_id=bodies[2]["workflow_id"]).exists()
     before = counts()
+    # The input of a refused run is not even checked (a comic's prepare may download its previous_context).
+    prepared: list[object] = []
+    three_steps = engine.workflow_type_get("three_steps")
+    spy = replace(three_steps, prepare=lambda request: prepared.append(request) or (request.data, request.preferences))
+    monkeypatch.setitem(engine._REGISTRY, "three_steps", spy)
 
     with django_capture_on_commit_callbacks(execute=False) as refused_sent:
         refused = post(auth_client)
@@ -71,6 +78,7 @@ def test_runs_past_the_active_limit_are_queued_and_past_the_cap_refused(
     assert error["details"] == {"limit": 3, "in_progress": 2, "queued": 1}
     assert counts() == before
     assert refused_sent == []
+    assert prepared == []
     # Another user's run starts at once, whatever this user's backlog.
     theirs = post(other_client, "theirs")
     assert theirs.status_code == 202
