@@ -27,8 +27,9 @@ def project_create(
     A user owns at most ``projects.max_projects_per_user`` projects: one more is ProjectLimitReached.
     """
     project_id = project_id or _new_project_id()
-    # The owner's row lock serialises this user's creations, so two at once cannot both pass the count.
-    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    # The owner's row lock serialises this user's creations, so two at once cannot both pass the count (NO KEY
+    # UPDATE: rows being inserted with this user as their foreign key do not hold it up).
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=owner.pk).first()
     limit = settings.MEMORY.projects.max_projects_per_user
     existing = Project.objects.filter(owner=owner).count()
     if existing >= limit:

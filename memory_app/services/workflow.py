@@ -239,8 +239,11 @@ QUEUED_DESCRIPTION = "Queued: starts when one of your runs in progress ends."
 
 
 def _lock_owner(owner_id: Any) -> None:
-    # Serialises the admissions and starts of one user's runs, so the counts below hold under races.
-    get_user_model().objects.select_for_update().filter(pk=owner_id).first()
+    # Serialises the admissions and starts of one user's runs, so the counts below hold under races. NO KEY
+    # UPDATE (PostgreSQL): every transaction that inserted a row naming this user (each step's history record)
+    # takes a KEY SHARE lock on the user's row when it commits (the deferred foreign-key check); FOR UPDATE would
+    # make all of them wait for this one.
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=owner_id).first()
 
 
 def _queued_runs(owner_id: Any) -> Any:

@@ -4,11 +4,15 @@ wait, queued, and start oldest first as that user's runs end; past max_unfinishe
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
+from django.db import connection, transaction
 
 from memory_app.models import HistoryRecord, WorkflowState, WorkflowUnit
+from memory_app.services import workflow as state
+from memory_app.services.history import history_record
 from memory_app.services.workflow import QUEUED_DESCRIPTION
 from tests.factories import ProjectFactory
 from workflows import engine
@@ -170,3 +174,48 @@ def test_recovery_starts_a_queued_run_whose_turn_came_unseen(user, project, limi
     assert WorkflowUnit.objects.filter(workflow=queued).count() == 1
     assert len(sent) == 1
     assert outcome == {"requeued": 0, "in_flight": True}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_queue_lock_does_not_hold_up_the_commits_of_the_users_other_work(user, project, limits):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite runs one writer at a time")
+    limits(active=1, unfinished=10)
+    holding, committed = threading.Event(), threading.Event()
+    seen_while_holding: list[bool] = []
+    errors: list[BaseException] = []
+
+    def admit_slowly() -> None:
+        # An admission holding the owner's queue lock (as while a run is being created).
+        try:
+            with transaction.atomic():
+                state.workflow_queue_admit(owner=user)
+                holding.set()
+                seen_while_holding.append(committed.wait(timeout=5))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def record() -> None:
+        # A step of another of the user's runs commits its history record: its foreign-key check at commit takes
+        # a KEY SHARE lock on the user's row, which FOR UPDATE would make wait for the admission.
+        try:
+            assert holding.wait(timeout=10)
+            with transaction.atomic():
+                history_record(project=project, action="workflow_step_completed", user=user)
+            committed.set()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=admit_slowly), threading.Thread(target=record)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert seen_while_holding == [True]  # committed while the admission still held the lock
+    assert HistoryRecord.objects.filter(action="workflow_step_completed", user=user).count() == 1
