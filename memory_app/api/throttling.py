@@ -11,9 +11,10 @@ those of the ``SLICES - 1`` slices before it. So at most ``num_requests`` reques
 ``duration - duration / SLICES`` seconds (54 s for a per-minute rate), and never more than that plus one
 slice's own requests in a full ``duration``.
 
-Atomic where the cache is: Redis (``INCR``, production: every process and host shares it) and the local-memory
-cache (one lock, one process). The embedded mode's file cache has no atomic increment: there the counting is
-done under an exclusive file lock beside the cache's files, so it holds across the processes of one machine.
+Atomic where the cache is: Redis (``INCR``, production: every process and host shares it; one round trip a
+request) and the local-memory cache (one lock, one process). The embedded mode's file cache has no atomic
+increment: there the counting is done under an exclusive file lock beside the cache's files, so it holds across
+the processes of one machine.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 
 SLICES = 10
@@ -99,6 +101,16 @@ class AtomicRateThrottleMixin:
 
     def _increment(self, key: str, earlier_keys: list[str], timeout: int) -> tuple[int, list[int]]:
         """This slice's counter after adding one, and the earlier slices' counters (oldest first)."""
+        if isinstance(self.cache, RedisCache):
+            # One round trip: create the counter with its expiry if it is new, increment it (Redis INCR is
+            # atomic), read the earlier slices. A counter cannot expire between the first two: it lives a window.
+            names = [self.cache.make_and_validate_key(name) for name in (*earlier_keys, key)]
+            pipeline = self.cache._cache.get_client(names[-1], write=True).pipeline(transaction=False)
+            pipeline.set(names[-1], 0, ex=timeout, nx=True)
+            pipeline.incr(names[-1])
+            pipeline.mget(names[:-1])
+            _, count, earlier = pipeline.execute()
+            return int(count), [int(value or 0) for value in earlier]
         if self._atomic():
             count = None
             for _ in range(3):
@@ -118,7 +130,10 @@ class AtomicRateThrottleMixin:
         return count, [int(values.get(name, 0)) for name in earlier_keys]
 
     def _decrement(self, key: str, timeout: int) -> None:
-        if self._atomic():
+        if isinstance(self.cache, RedisCache):
+            name = self.cache.make_and_validate_key(key)
+            self.cache._cache.get_client(name, write=True).decr(name)
+        elif self._atomic():
             # Expired already (ValueError): nothing left to take back.
             with suppress(ValueError):
                 self.cache.decr(key)

@@ -8,6 +8,7 @@ import http.client
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from django import db
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.throttling import SimpleRateThrottle
@@ -49,6 +51,10 @@ class SlowFileBasedCache(SlowReads, FileBasedCache):
     pass
 
 
+class SlowRedisCache(SlowReads, RedisCache):
+    pass
+
+
 Answer = tuple[str, int, str | None, dict[str, Any]]  # (content sent, status, Retry-After, body)
 
 
@@ -60,14 +66,16 @@ def append(client: Client, context_id: str, content: str) -> Answer:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("backend", ["locmem", "file"])
-def test_concurrent_appends_from_threads_stop_at_the_rate(user, monkeypatch, tmp_path, backend):
-    # The production caches: Redis elsewhere; the embedded mode's file cache; local memory in one process.
-    cache = (
-        SlowLocMemCache("throttle-test", {})
-        if backend == "locmem"
-        else SlowFileBasedCache(str(tmp_path / "django_cache"), {"OPTIONS": {"MAX_ENTRIES": 100_000}})
-    )
+@pytest.mark.parametrize("backend", ["locmem", "file", "redis"])
+def test_concurrent_appends_from_threads_stop_at_the_rate(user, monkeypatch, tmp_path, backend, request):
+    # The production cache (Redis), the embedded mode's (files), and local memory (one process).
+    if backend == "redis":
+        prefix = f"throttle-test-{uuid.uuid4().hex}"  # a fresh key space: no counter of an earlier run
+        cache = SlowRedisCache(request.getfixturevalue("redis_url"), {"KEY_PREFIX": prefix})
+    elif backend == "file":
+        cache = SlowFileBasedCache(str(tmp_path / "django_cache"), {"OPTIONS": {"MAX_ENTRIES": 100_000}})
+    else:
+        cache = SlowLocMemCache("throttle-test", {})
     monkeypatch.setattr(SimpleRateThrottle, "cache", cache)
     rates = {"anon": "1000/min", "user": f"{RATE}/min", "auth": "1000/min"}
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
