@@ -528,7 +528,7 @@ class EngineOperations:
 
 def workflow_recover() -> dict[str, Any]:
     """Re-enqueue every unit whose lease expired (a lost message, a killed worker), and start queued runs whose
-    turn came without the engine seeing it (a project deleted with its runs, a crash). Safe to run anywhere, any
+    turn came without the engine seeing it (runs deleted with their project or by staff). Safe to run anywhere, any
     number of times at once: each unit is released by compare-and-set, and a duplicate message is a no-op."""
     requeued = 0
     for unit in state.workflow_units_expired():
