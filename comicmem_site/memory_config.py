@@ -158,12 +158,25 @@ class WorkflowConfig(_Section):
     lease_seconds: PositiveInt = 1860
     # How often recovery looks again while work is in flight (it re-arms itself; also run at worker start).
     recovery_interval: PositiveInt = 60
+    # Runs one user may have in progress at once. One more is accepted but waits, queued (``pending``), and
+    # starts when one of that user's runs ends: one user's backlog never holds every worker, so another user's
+    # new run starts at once.
+    max_active_runs_per_user: PositiveInt = 3
+    # Runs one user may have in progress or queued; one more is a 429 WORKFLOW_LIMIT_REACHED, creating nothing.
+    max_unfinished_runs_per_user: PositiveInt = 50
 
     @model_validator(mode="after")
     def _keep_below_max(self) -> WorkflowConfig:
         if self.keep_state_history > self.max_state_history:
             raise ValueError("keep_state_history must not exceed max_state_history")
+        if self.max_active_runs_per_user > self.max_unfinished_runs_per_user:
+            raise ValueError("max_active_runs_per_user must not exceed max_unfinished_runs_per_user")
         return self
+
+
+class ProjectsConfig(_Section):
+    # Projects one user may own; one more is a 409 PROJECT_LIMIT_REACHED, and nothing is created.
+    max_projects_per_user: PositiveInt = 1000
 
 
 class StorageConfig(_Section):
@@ -258,6 +271,7 @@ class MemoryConfig(_Section):
     cache: dict[str, CacheNamespaceConfig] = Field(default_factory=_default_namespaces)
     cache_options: CacheOptionsConfig = CacheOptionsConfig()
     workflow: WorkflowConfig = WorkflowConfig()
+    projects: ProjectsConfig = ProjectsConfig()
     storage: StorageConfig = StorageConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
@@ -301,6 +315,9 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WORKFLOW_LEASE_SECONDS": ("workflow.lease_seconds", "int"),
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
+    "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),
+    "WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": ("workflow.max_unfinished_runs_per_user", "int"),
+    "MEMORY_MAX_PROJECTS_PER_USER": ("projects.max_projects_per_user", "int"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

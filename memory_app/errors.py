@@ -22,6 +22,8 @@ class ErrorCode(StrEnum):
     NOT_ACCEPTABLE = "NOT_ACCEPTABLE"  # 406
     CONFLICT = "CONFLICT"  # 409: the object exists already, or its state forbids the operation
     CONTEXT_LIMIT_REACHED = "CONTEXT_LIMIT_REACHED"  # 409: max_contexts_per_user
+    PROJECT_LIMIT_REACHED = "PROJECT_LIMIT_REACHED"  # 409: projects.max_projects_per_user
+    WORKFLOW_LIMIT_REACHED = "WORKFLOW_LIMIT_REACHED"  # 429: workflow.max_unfinished_runs_per_user runs unfinished
     CONTEXT_MESSAGE_TOO_LARGE = "CONTEXT_MESSAGE_TOO_LARGE"  # 400: one message does not fit the context's budget
     CONTEXT_BUDGET_EXCEEDED = "CONTEXT_BUDGET_EXCEEDED"  # 400: the system messages alone would overflow the budget
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413: body over memory.api.max_body_bytes
@@ -111,6 +113,20 @@ class ContextLimitReached(ComicmemError):
     code = ErrorCode.CONTEXT_LIMIT_REACHED
     status_code = 409
     default_message = "You have reached the maximum number of conversation contexts."
+
+
+class ProjectLimitReached(ComicmemError):
+    code = ErrorCode.PROJECT_LIMIT_REACHED
+    status_code = 409
+    default_message = "You have reached the maximum number of projects."
+
+
+class WorkflowLimitReached(ComicmemError):
+    """Too many of the user's runs are in progress or queued; another is accepted once one of them ends."""
+
+    code = ErrorCode.WORKFLOW_LIMIT_REACHED
+    status_code = 429
+    default_message = "You have reached the maximum number of unfinished workflow runs."
 
 
 class ContextMessageTooLarge(ComicmemError):

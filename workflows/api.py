@@ -44,6 +44,7 @@ class WorkflowStateSerializer(serializers.ModelSerializer):
             "preferences",
             "compression_history",
             "error",
+            "queued_at",
             "created_at",
             "updated_at",
         ]

@@ -228,6 +228,7 @@ def _begin_current_step(run: WorkflowState) -> None:
             items = list(step.items(run.data))
         except Exception as exc:  # noqa: BLE001 - the pipeline's own bug or bad data: the run fails, kept
             state.workflow_fail(workflow=run, error={"type": type(exc).__name__, "message": str(exc)[:2000]})
+            _start_queued(run.owner_id)
             return
         if not items:
             _finish_step(run, step, [])
@@ -257,6 +258,16 @@ def _finish_step(run: WorkflowState, step: Step | FanOutStep, results: list[Any]
     )
     if run.status == WorkflowStatus.IN_PROGRESS:
         _begin_current_step(run)
+    else:
+        _start_queued(run.owner_id)  # completed: the owner's next queued run takes its place
+
+
+def _start_queued(owner_id: Any) -> int:
+    """Start the owner's queued runs whose turn it is (a run of theirs ended), in the caller's transaction."""
+    started = state.workflow_queue_start(owner_id=owner_id)
+    for run in started:
+        _begin_current_step(run)
+    return len(started)
 
 
 def _dispatch_current_step(run: WorkflowState) -> None:
@@ -405,6 +416,7 @@ def _handle_failure(unit: WorkflowUnit, exc: BaseException) -> dict[str, Any]:
             return {"unit": unit.pk, "outcome": "skipped"}
         logger.warning("unit %s of %s failed: %s: %s", unit.pk, run.pk, error["type"], error["message"])
         state.workflow_fail(workflow=run, error=error, unit=unit)
+        _start_queued(run.owner_id)
     return {"unit": unit.pk, "outcome": "failed"}
 
 
@@ -419,15 +431,22 @@ def workflow_start(
     data: dict[str, Any],
     preferences: dict[str, Any] | None = None,
 ) -> WorkflowState:
-    """Validate, create the run with its first units, and enqueue them after commit."""
+    """Validate, create the run with its first units, and enqueue them after commit.
+
+    A user with ``workflow.max_active_runs_per_user`` runs in progress gets the run queued (``pending``): it
+    starts when one of theirs ends. Past ``max_unfinished_runs_per_user`` it is refused (WorkflowLimitReached).
+    """
     definition = workflow_type_get(workflow_type)
     project = project_get(user=user, project_id=project_id)
+    # Refused at the cap before the input is checked (which may download a previous_context); checked again below.
+    state.workflow_queue_admit(owner=project.owner, lock=False)
     preferences = preferences or {}
     if definition.prepare is not None:
         data, preferences = definition.prepare(
             StartRequest(user=user, project=project, data=dict(data), preferences=dict(preferences))
         )
     with transaction.atomic():
+        queued = state.workflow_queue_admit(owner=project.owner)
         run = state.workflow_create(
             workflow_type=definition.name,
             project=project,
@@ -435,8 +454,12 @@ def workflow_start(
             steps=definition.step_names,
             data=data,
             preferences=preferences,
+            queued=queued,
         )
-        _begin_current_step(run)
+        if queued:
+            _start_queued(project.owner_id)  # only if a place is free: the oldest queued runs first
+        else:
+            _begin_current_step(run)
     return run
 
 
@@ -467,6 +490,9 @@ def workflow_cancel(*, workflow: WorkflowState, user: AbstractBaseUser | None) -
     with transaction.atomic():
         task_ids = state.workflow_cancel(workflow=workflow, user=user)
         transaction.on_commit(lambda: revoke(task_ids))
+    # In a transaction of its own, holding no run's lock: the owner's next queued run takes the place.
+    with transaction.atomic():
+        _start_queued(workflow.owner_id)
     workflow.refresh_from_db()
     return workflow
 
@@ -501,7 +527,8 @@ class EngineOperations:
 
 
 def workflow_recover() -> dict[str, Any]:
-    """Re-enqueue every unit whose lease expired (a lost message, a killed worker). Safe to run anywhere, any
+    """Re-enqueue every unit whose lease expired (a lost message, a killed worker), and start queued runs whose
+    turn came without the engine seeing it (runs deleted with their project or by staff). Safe to run anywhere, any
     number of times at once: each unit is released by compare-and-set, and a duplicate message is a no-op."""
     requeued = 0
     for unit in state.workflow_units_expired():
@@ -509,9 +536,15 @@ def workflow_recover() -> dict[str, Any]:
             if state.workflow_unit_release_expired(unit=unit):
                 _resend_on_commit([unit])
                 requeued += 1
-    in_flight = state.workflow_units_in_flight()
-    if requeued:
-        logger.info("recovery re-enqueued %d unit(s)", requeued)
+    started = 0
+    queued_owners = state.workflow_queue_owners()
+    for owner_id in queued_owners:
+        with transaction.atomic():
+            started += _start_queued(owner_id)
+    # Queued runs keep recovery watching too: their turn may come through an ending it alone sees.
+    in_flight = bool(queued_owners) or state.workflow_units_in_flight()
+    if requeued or started:
+        logger.info("recovery re-enqueued %d unit(s), started %d queued run(s)", requeued, started)
     return {"requeued": requeued, "in_flight": in_flight}
 
 

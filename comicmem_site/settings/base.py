@@ -233,9 +233,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "memory_app.api.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": MEMORY.api.default_page_size,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # DRF's own throttles lose counts to concurrent requests (a read-modify-write of a list in the cache):
+    # these count with one atomic increment each (memory_app/api/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "memory_app.api.throttling.AtomicAnonRateThrottle",
+        "memory_app.api.throttling.AtomicUserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": MEMORY.api.throttle.anon,

@@ -62,10 +62,15 @@ if not env.str("CACHE_DIR", default=""):
 # The small pipelines the engine's tests run, registered in the test process and in a test worker alike.
 WORKFLOW_MODULES = [*WORKFLOW_MODULES, "tests.workflows.pipelines"]  # noqa: F405
 
-# Throttling is exercised by its own tests with lower rates.
+# Throttling is exercised by its own tests with lower rates (a web process such a test starts gets its user rate
+# from COMICMEM_TEST_USER_RATE).
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,
-    "DEFAULT_THROTTLE_RATES": {"anon": "100000/min", "user": "100000/min", "auth": "100000/min"},
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": "100000/min",
+        "user": env.str("COMICMEM_TEST_USER_RATE", default="100000/min"),
+        "auth": "100000/min",
+    },
 }
 
 # Static files are collected only for deployment; the tests never serve them.

@@ -74,6 +74,9 @@ class WorkflowState(models.Model):
     # Set by stuck-run detection when an in_progress run made no progress for workflow.stuck_after_seconds;
     # cleared by the next transition (any save of the run's progress).
     stuck_since = models.DateTimeField(null=True, blank=True)
+    # Set while a ``pending`` run waits for one of its owner's runs in progress to end
+    # (workflow.max_active_runs_per_user); cleared when it starts. Queued runs start oldest first.
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

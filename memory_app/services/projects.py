@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from memory_app.errors import Conflict
+from memory_app.errors import Conflict, ProjectLimitReached
 from memory_app.models import HistoryAction, Project
 from memory_app.services.history import history_archive_files_forget, history_record
 
@@ -21,8 +23,25 @@ def project_create(
     *, owner: AbstractBaseUser, name: str, description: str = "", project_id: str | None = None
 ) -> Project:
     """Create a project. Its id is the owner's (another owner's project of the same id is a different project):
-    an id the owner already has is a Conflict. The internal key is generated."""
+    an id the owner already has is a Conflict. The internal key is generated.
+
+    A user owns at most ``projects.max_projects_per_user`` projects: one more is ProjectLimitReached.
+    """
     project_id = project_id or _new_project_id()
+    # The owner's row lock serialises this user's creations, so two at once cannot both pass the count (NO KEY
+    # UPDATE: rows being inserted with this user as their foreign key do not hold it up).
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=owner.pk).first()
+    limit = settings.MEMORY.projects.max_projects_per_user
+    existing = Project.objects.filter(owner=owner).count()
+    if existing >= limit:
+        raise ProjectLimitReached(
+            f"You have {existing} projects; the limit is {limit}.",
+            details={
+                "limit": limit,
+                "current": existing,
+                "suggestion": "Delete projects you no longer need (DELETE /api/projects/{id}/).",
+            },
+        )
     if Project.objects.filter(owner=owner, public_id=project_id).exists():
         raise Conflict(f"Project id '{project_id}' is taken.", details={"project_id": project_id})
     try:

@@ -20,12 +20,13 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
-from memory_app.errors import Conflict, ValidationFailed
+from memory_app.errors import Conflict, ValidationFailed, WorkflowLimitReached
 from memory_app.models import (
     LEGAL_TRANSITIONS,
     HistoryAction,
@@ -185,10 +186,13 @@ def workflow_create(
     steps: list[str],
     data: dict[str, Any],
     preferences: dict[str, Any],
+    queued: bool = False,
 ) -> WorkflowState:
     """A new run, already ``in_progress`` at its first step, with its ``started`` snapshot and history record.
 
-    The caller (the engine) creates the first step's units in the same transaction.
+    The caller (the engine) creates the first step's units in the same transaction. A ``queued`` run is
+    ``pending`` with ``queued_at`` set instead, and gets its snapshot and record when it starts
+    (``workflow_queue_start``).
     """
     if not steps:
         raise ValidationFailed(f"Workflow type '{workflow_type}' has no steps.")
@@ -200,20 +204,108 @@ def workflow_create(
             steps=list(steps),
             current_step=steps[0],
             step_index=0,
-            status=WorkflowStatus.IN_PROGRESS,
+            status=WorkflowStatus.PENDING if queued else WorkflowStatus.IN_PROGRESS,
+            queued_at=timezone.now() if queued else None,
             data=clean_data(data),
             preferences=clean_data(preferences),
-            progress=workflow_progress(steps=steps, step_index=0, description=_describe_step(steps, 0)),
+            progress=workflow_progress(
+                steps=steps, step_index=0, description=QUEUED_DESCRIPTION if queued else _describe_step(steps, 0)
+            ),
         )
-        workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.STARTED, step=steps[0])
-        history_record(
-            project=project,
-            action=HistoryAction.WORKFLOW_STARTED,
-            user=owner,
-            workflow_id=workflow.pk,
-            details={"workflow_type": workflow_type, "steps": list(steps), "input": workflow.data},
-        )
+        if not queued:
+            _record_started(workflow)
     return workflow
+
+
+def _record_started(workflow: WorkflowState) -> None:
+    workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.STARTED, step=workflow.steps[0])
+    history_record(
+        project=workflow.project,
+        action=HistoryAction.WORKFLOW_STARTED,
+        user=workflow.owner,
+        workflow_id=workflow.pk,
+        details={"workflow_type": workflow.workflow_type, "steps": list(workflow.steps), "input": workflow.data},
+    )
+
+
+# --- the per-user queue ------------------------------------------------------------------------------------
+# At most ``workflow.max_active_runs_per_user`` runs of one user are in progress. The next ones are accepted as
+# ``pending`` with ``queued_at`` set, and start, oldest first, when one of that user's runs ends (the engine calls
+# ``workflow_queue_start`` in the transaction of the ending; recovery calls it too, for an ending it missed). So
+# one user's backlog holds at most that many runs' units in the broker, and another user's new run starts at
+# once. In progress and queued together are capped by ``max_unfinished_runs_per_user`` (a 429 beyond).
+
+QUEUED_DESCRIPTION = "Queued: starts when one of your runs in progress ends."
+
+
+def _lock_owner(owner_id: Any) -> None:
+    # Serialises the admissions and starts of one user's runs, so the counts below hold under races. NO KEY
+    # UPDATE (PostgreSQL): every transaction that inserted a row naming this user (each step's history record)
+    # takes a KEY SHARE lock on the user's row when it commits (the deferred foreign-key check); FOR UPDATE would
+    # make all of them wait for this one.
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=owner_id).first()
+
+
+def _queued_runs(owner_id: Any) -> Any:
+    return WorkflowState.objects.filter(owner_id=owner_id, status=WorkflowStatus.PENDING, queued_at__isnull=False)
+
+
+def workflow_queue_admit(*, owner: AbstractBaseUser, lock: bool = True) -> bool:
+    """Whether a new run of ``owner`` must wait (queued) rather than start; WorkflowLimitReached past the cap.
+
+    Call inside the transaction that creates the run: the owner's row stays locked until it commits.
+    ``lock=False``: only an early look, outside any transaction (the run's input is not checked for nothing).
+    """
+    if lock:
+        _lock_owner(owner.pk)
+    config = settings.MEMORY.workflow
+    active = WorkflowState.objects.filter(owner_id=owner.pk, status=WorkflowStatus.IN_PROGRESS).count()
+    queued = _queued_runs(owner.pk).count()
+    if active + queued >= config.max_unfinished_runs_per_user:
+        raise WorkflowLimitReached(
+            f"You have {active} workflow runs in progress and {queued} queued; the limit is "
+            f"{config.max_unfinished_runs_per_user}. Start another when one of them has ended.",
+            details={"limit": config.max_unfinished_runs_per_user, "in_progress": active, "queued": queued},
+        )
+    # Behind runs already queued even if a place is free: they go first (the engine starts them at once).
+    return active >= config.max_active_runs_per_user or queued > 0
+
+
+def workflow_queue_start(*, owner_id: Any) -> list[WorkflowState]:
+    """Start the owner's oldest queued runs while fewer than ``max_active_runs_per_user`` are in progress.
+
+    Returns the runs now ``in_progress`` at their first step; the caller creates their units in this transaction.
+    """
+    _lock_owner(owner_id)
+    active = WorkflowState.objects.filter(owner_id=owner_id, status=WorkflowStatus.IN_PROGRESS).count()
+    free = settings.MEMORY.workflow.max_active_runs_per_user - active
+    if free <= 0:
+        return []
+    started = []
+    candidates = _queued_runs(owner_id).select_related("project", "owner").order_by("queued_at", "created_at")
+    for run in candidates[:free]:
+        progress = workflow_progress(steps=run.steps, step_index=0, description=_describe_step(run.steps, 0))
+        now = timezone.now()
+        updated = WorkflowState.objects.filter(
+            pk=run.pk, status=WorkflowStatus.PENDING, queued_at__isnull=False
+        ).update(status=WorkflowStatus.IN_PROGRESS, queued_at=None, progress=progress, updated_at=now, stuck_since=None)
+        if updated != 1:
+            # Cancelled (or started) by another process since we read it: its place goes to the next one later.
+            continue
+        run.status, run.queued_at, run.progress, run.updated_at = WorkflowStatus.IN_PROGRESS, None, progress, now
+        _record_started(run)
+        started.append(run)
+    return started
+
+
+def workflow_queue_owners() -> list[Any]:
+    """Ids of the users with queued runs (recovery starts those whose turn it is)."""
+    return list(
+        WorkflowState.objects.filter(status=WorkflowStatus.PENDING, queued_at__isnull=False)
+        .order_by()
+        .values_list("owner_id", flat=True)
+        .distinct()
+    )
 
 
 # --- units -------------------------------------------------------------------------------------------------
@@ -628,7 +720,9 @@ def workflow_cancel(*, workflow: WorkflowState, user: AbstractBaseUser | None) -
         )
     _check_transition(run, WorkflowStatus.CANCELLED)
     progress = {**run.progress, "description": "Cancelled."}
-    _compare_and_set(run, expected_status=run.status, status=WorkflowStatus.CANCELLED, progress=progress)
+    _compare_and_set(
+        run, expected_status=run.status, status=WorkflowStatus.CANCELLED, progress=progress, queued_at=None
+    )
     workflow_snapshot_append(workflow=run, event=SnapshotEvent.CANCELLED, step=run.current_step)
     history_record(
         project=run.project,

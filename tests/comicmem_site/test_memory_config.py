@@ -142,3 +142,24 @@ def test_workflow_lease_and_recovery_come_from_the_file_or_the_environment():
     assert overridden.workflow.max_retries == 0
     with pytest.raises(MemoryConfigError, match="WORKFLOW_LEASE_SECONDS"):
         load_memory_config(REPO_ROOT / "memory_config.yaml", {"WORKFLOW_LEASE_SECONDS": "soon"})
+
+
+def test_per_user_limits_come_from_the_file_or_the_environment():
+    shipped = load_memory_config(REPO_ROOT / "memory_config.yaml", {})
+    overridden = load_memory_config(
+        REPO_ROOT / "memory_config.yaml",
+        {
+            "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": "2",
+            "WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": "5",
+            "MEMORY_MAX_PROJECTS_PER_USER": "50",
+        },
+    )
+
+    assert (shipped.workflow.max_active_runs_per_user, shipped.workflow.max_unfinished_runs_per_user) == (3, 50)
+    assert shipped.projects.max_projects_per_user == 1000
+    assert (overridden.workflow.max_active_runs_per_user, overridden.workflow.max_unfinished_runs_per_user) == (2, 5)
+    assert overridden.projects.max_projects_per_user == 50
+    with pytest.raises(MemoryConfigError, match=r"memory\.projects\.max_projects_per_user"):
+        load_memory_config(REPO_ROOT / "memory_config.yaml", {"MEMORY_MAX_PROJECTS_PER_USER": "0"})
+    with pytest.raises(MemoryConfigError, match="max_active_runs_per_user must not exceed"):
+        load_memory_config(REPO_ROOT / "memory_config.yaml", {"WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": "2"})

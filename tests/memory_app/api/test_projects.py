@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from memory_app.models import Project
+from memory_app.models import HistoryRecord, Project
 from tests.factories import ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -141,3 +141,33 @@ def test_delete_removes_the_project(auth_client, project):
 def test_routes_answer_with_and_without_trailing_slash(auth_client, project):
     assert auth_client.get("/api/projects").status_code == 200
     assert auth_client.get("/api/projects/proj-001").status_code == 200
+
+
+@pytest.fixture
+def two_projects_each(settings):
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"projects": settings.MEMORY.projects.model_copy(update={"max_projects_per_user": 2})}
+    )
+
+
+@pytest.mark.usefixtures("two_projects_each")
+def test_a_project_over_the_per_user_limit_is_409_and_nothing_is_created(auth_client, other_client, user):
+    for index in range(2):
+        assert (
+            auth_client.post("/api/projects/", {"id": f"mine-{index}", "name": "x"}, format="json").status_code == 201
+        )
+    history_before = HistoryRecord.objects.count()
+
+    response = auth_client.post("/api/projects/", {"id": "mine-2", "name": "one too many"}, format="json")
+
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "PROJECT_LIMIT_REACHED"
+    assert (error["details"]["limit"], error["details"]["current"]) == (2, 2)
+    assert sorted(Project.objects.filter(owner=user).values_list("id", flat=True)) == ["mine-0", "mine-1"]
+    assert not Project.objects.filter(pk="mine-2").exists()
+    assert HistoryRecord.objects.count() == history_before
+    # The limit is per user: another user still creates theirs; a deleted project frees a place.
+    assert other_client.post("/api/projects/", {"name": "theirs"}, format="json").status_code == 201
+    assert auth_client.delete("/api/projects/mine-0/").status_code == 200
+    assert auth_client.post("/api/projects/", {"id": "mine-2", "name": "x"}, format="json").status_code == 201
