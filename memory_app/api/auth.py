@@ -36,13 +36,23 @@ class TokenObtainView(APIView):
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         throttles = login_failure_throttles(request, username=serializer.validated_data["username"])
-        used_up = [throttle for throttle in throttles if throttle.exhausted()]
-        if used_up:
-            raise exceptions.Throttled(wait=max(throttle.wait() or 0 for throttle in used_up))
+        # Each bound takes this attempt's place before the password is checked, so attempts sent at once cannot
+        # all pass a check made before any of them failed; a right password gives its places back.
+        reserved = []
+        for throttle in throttles:
+            if not throttle.reserve():
+                for taken in reserved:
+                    taken.release()
+                raise exceptions.Throttled(wait=throttle.wait())
+            reserved.append(throttle)
         try:
             token = auth_token_obtain(**serializer.validated_data)
         except AuthenticationFailed:
-            for throttle in throttles:
-                throttle.record_failure()
+            raise  # a wrong password keeps its places
+        except BaseException:
+            for throttle in reserved:
+                throttle.release()
             raise
+        for throttle in reserved:
+            throttle.release()
         return Response({"token": token.key, "username": token.user.get_username()})

@@ -13,16 +13,18 @@ from typing import Any
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+
+from memory_app.api.throttling import AtomicFailureCounter
 
 # A password guesser spreading its guesses over many usernames meets this bound per address (the ``auth`` rate
 # times this), well above what the people behind one NAT get wrong in a minute.
 LOGIN_FAILURES_PER_ADDRESS_FACTOR = 5
 
 
-class FailureThrottle(SimpleRateThrottle):
+class FailureThrottle(AtomicFailureCounter):
     """Failed credentials of one ``kind`` from one client address (and, given a ``subject``, for that username),
-    at the ``auth`` rate times ``factor``. Only failures are recorded; ``exhausted`` records nothing."""
+    at the ``auth`` rate times ``factor``. Only failures are counted (one atomic increment each, so wrong guesses
+    sent at once are all counted); ``exhausted`` counts nothing."""
 
     scope = "auth"
 
@@ -37,21 +39,6 @@ class FailureThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         return self.key
-
-    def _load(self) -> None:
-        self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
-        while self.history and self.history[-1] <= self.now - self.duration:
-            self.history.pop()
-
-    def exhausted(self) -> bool:
-        """Whether no failure is left in the window."""
-        self._load()
-        return len(self.history) >= self.num_requests
-
-    def record_failure(self) -> None:
-        self._load()
-        self.throttle_success()  # DRF's name for "add this one to the window"
 
 
 class ThrottledTokenAuthentication(TokenAuthentication):

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache
-from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 SLICES = 10
 
@@ -43,21 +43,30 @@ class AtomicRateThrottleMixin:
     duration: int
     key: str | None
 
+    def _window(self) -> tuple[float, int, float, list[str], int]:
+        """Now, the current slice's number, a slice's length, the window's counter keys (oldest first) and how
+        long a counter lives (as long as it is inside some window)."""
+        now = self.timer()
+        slice_seconds = self.duration / SLICES
+        current = math.floor(now / slice_seconds)
+        keys = [f"{self.key}:{index}" for index in range(current - SLICES + 1, current + 1)]
+        return now, current, slice_seconds, keys, math.ceil(self.duration + slice_seconds)
+
     def allow_request(self, request: Any, view: Any) -> bool:
         if self.rate is None:
             return True
         self.key = self.get_cache_key(request, view)  # type: ignore[attr-defined]
         if self.key is None:
             return True
-        now = self.timer()
-        slice_seconds = self.duration / SLICES
-        current = math.floor(now / slice_seconds)
-        keys = [f"{self.key}:{index}" for index in range(current - SLICES + 1, current + 1)]
-        # A slice's counter lives as long as it is inside some window.
-        timeout = math.ceil(self.duration + slice_seconds)
+        return self._take()
+
+    def _take(self) -> bool:
+        """Count one in the current slice if the window has room for it (atomically); else count nothing."""
+        now, current, slice_seconds, keys, timeout = self._window()
         with self._counting():
             count, earlier = self._increment(keys[-1], keys[:-1], timeout)
             if count + sum(earlier) <= self.num_requests:
+                self._taken = (keys[-1], timeout)
                 return True
             # Refused requests do not count, as with DRF's own throttles: take this one back.
             self._decrement(keys[-1], timeout)
@@ -160,3 +169,38 @@ class AtomicScopedRateThrottle(AtomicRateThrottleMixin, ScopedRateThrottle):
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return super().allow_request(request, view)
+
+
+class AtomicFailureCounter(AtomicRateThrottleMixin, SimpleRateThrottle):
+    """Counts only failures (wrong credentials) against a rate, with the same atomic slice counters. Subclasses
+    set ``key``.
+
+    Two ways to use it: ``exhausted`` then ``record_failure`` (the failure is counted once known; attempts sent
+    at once may all pass the check before any is counted), or ``reserve`` before the attempt and ``release``
+    after a success (attempts sent at once are bounded exactly: each takes its place before it is checked)."""
+
+    def exhausted(self) -> bool:
+        """Whether the failures in the window reach the rate (and then ``wait()`` says for how long)."""
+        now, current, slice_seconds, keys, _ = self._window()
+        values = self.cache.get_many(keys)
+        counts = [int(values.get(name, 0)) for name in keys]
+        if sum(counts) < self.num_requests:
+            return False
+        self._wait = self._seconds_until_free(now, current, slice_seconds, counts)
+        return True
+
+    def record_failure(self) -> None:
+        _, _, _, keys, timeout = self._window()
+        with self._counting():
+            self._increment(keys[-1], [], timeout)
+
+    def reserve(self) -> bool:
+        """Count this attempt as a failure in advance if the window has room for it; False (nothing counted, and
+        ``wait()`` says how long) if not."""
+        return self._take()
+
+    def release(self) -> None:
+        """The reserved attempt succeeded: it no longer counts."""
+        key, timeout = self._taken
+        with self._counting():
+            self._decrement(key, timeout)

@@ -157,3 +157,35 @@ def test_concurrent_appends_to_several_gunicorn_processes_sharing_redis_stop_at_
     accepted = [content for content, status, _, _ in answers if status == 201]
     stored = list(ContextMessage.objects.filter(context=context).values_list("content", flat=True))
     assert sorted(stored) == sorted(accepted)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("backend", ["locmem", "file", "redis"])
+def test_wrong_passwords_sent_at_once_stop_at_the_rate(user, monkeypatch, tmp_path, backend, request):
+    # Each attempt takes its place before its password is checked: attempts sent at once cannot all pass a check
+    # made before any of them failed (a check-then-count lets the whole burst through).
+    if backend == "redis":
+        cache = SlowRedisCache(request.getfixturevalue("redis_url"), {"KEY_PREFIX": f"login-{uuid.uuid4().hex}"})
+    elif backend == "file":
+        cache = SlowFileBasedCache(str(tmp_path / "django_cache"), {"OPTIONS": {"MAX_ENTRIES": 100_000}})
+    else:
+        cache = SlowLocMemCache(f"login-{uuid.uuid4().hex}", {})
+    monkeypatch.setattr(SimpleRateThrottle, "cache", cache)
+    auth_rate = 4
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1000/min", "auth": f"{auth_rate}/min"})
+    user.set_password("alice-password")
+    user.save()
+
+    def login(password: str) -> int:
+        try:
+            body = json.dumps({"username": "alice", "password": password})
+            return Client().post("/api/auth/token/", body, content_type="application/json").status_code
+        finally:
+            db.connection.close()
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        statuses = Counter(pool.map(login, [f"guess-{number}" for number in range(SENDERS * 3)]))
+
+    assert statuses == {401: auth_rate, 429: SENDERS * 3 - auth_rate}
+    # The bound is used up for this username: even the right password waits, so a guess cannot be told by a 200.
+    assert login("alice-password") == 429
