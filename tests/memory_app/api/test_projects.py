@@ -164,7 +164,7 @@ def test_a_project_over_the_per_user_limit_is_409_and_nothing_is_created(auth_cl
     error = response.json()["error"]
     assert error["code"] == "PROJECT_LIMIT_REACHED"
     assert (error["details"]["limit"], error["details"]["current"]) == (2, 2)
-    assert sorted(Project.objects.filter(owner=user).values_list("id", flat=True)) == ["mine-0", "mine-1"]
+    assert sorted(Project.objects.filter(owner=user).values_list("public_id", flat=True)) == ["mine-0", "mine-1"]
     assert not Project.objects.filter(pk="mine-2").exists()
     assert HistoryRecord.objects.count() == history_before
     # The limit is per user: another user still creates theirs; a deleted project frees a place.
