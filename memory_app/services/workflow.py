@@ -362,6 +362,18 @@ def workflow_units_in_flight() -> bool:
     ).exists()
 
 
+def workflow_units_end(*, workflow: WorkflowState) -> list[str]:
+    """End every unfinished unit of the run as ``cancelled`` (cancel, restore); returns their task ids, to revoke.
+
+    Call under the run's lock. A late message for one of them finds nothing to claim, recovery no longer counts
+    it as in flight, and a step still running for one cannot complete it (its claim is gone).
+    """
+    unfinished = workflow.units.filter(status__in=[UnitStatus.PENDING, UnitStatus.RUNNING])
+    task_ids = [task_id for task_id in unfinished.values_list("task_id", flat=True) if task_id]
+    unfinished.update(status=UnitStatus.CANCELLED, claim_token=None, updated_at=timezone.now())
+    return task_ids
+
+
 def workflow_segments(*, workflow: WorkflowState) -> Segments:
     units = list(workflow.units.filter(step_key=workflow.step_key).values_list("unit_index", "status"))
     unfinished = sorted(index for index, status in units if status != UnitStatus.DONE)
@@ -601,6 +613,8 @@ def workflow_restore(
             entry for entry in run.compression_history if entry.get("step") in set(run.steps[:step_index])
         ],
     )
+    # The units of the abandoned branch are over: a rerun creates its own.
+    workflow_units_end(workflow=run)
     snapshot = workflow_snapshot_append(workflow=run, event=SnapshotEvent.RESTORED, step=current_step)
     history_record(
         project=run.project,
@@ -637,8 +651,7 @@ def workflow_cancel(*, workflow: WorkflowState, user: AbstractBaseUser | None) -
         workflow_id=run.pk,
         details={"step": run.current_step, "step_index": run.step_index},
     )
-    unfinished = run.units.exclude(status=UnitStatus.DONE).exclude(task_id="")
-    return list(unfinished.values_list("task_id", flat=True))
+    return workflow_units_end(workflow=run)
 
 
 # --- operations that dispatch work -------------------------------------------------------------------------

@@ -217,7 +217,7 @@ def test_cancel_stops_later_steps(eager, effects_table, user, project, django_ca
     assert run.status == "cancelled"
     assert effects(str(run.pk)) == []
     assert actions(run) == ["workflow_started", "workflow_cancelled"]
-    assert WorkflowUnit.objects.get(workflow=run).status == UnitStatus.PENDING
+    assert WorkflowUnit.objects.get(workflow=run).status == UnitStatus.CANCELLED
 
 
 def test_cancel_of_a_finished_run_is_refused(run_inline, user, project):
@@ -387,7 +387,7 @@ def test_recovery_never_requeues_the_stale_units_a_restore_left_behind(
 
     assert outcome == {"requeued": 1, "in_flight": True}
     assert len(callbacks) == 1
-    assert WorkflowUnit.objects.get(pk=stale.pk).status == UnitStatus.PENDING
+    assert WorkflowUnit.objects.get(pk=stale.pk).status == UnitStatus.CANCELLED
     assert WorkflowUnit.objects.get(pk=stale.pk).lease_expires_at < timezone.now()
 
 
@@ -451,3 +451,80 @@ def test_every_message_carries_the_task_id_stored_on_its_unit(
     assert len(sent) == 2
     assert sent[1] == (unit.pk, unit.task_id)
     assert sent[1][1] != sent[0][1]
+
+
+def _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks) -> tuple[WorkflowState, WorkflowUnit]:
+    """A fan_out run in its render step: unit 0 claimed by a worker that is still at it, unit 1 queued."""
+    from memory_app.services import workflow as state
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="fan_out", project_id="proj-001", data={"text": "a b"})
+    split = WorkflowUnit.objects.get(workflow=run, step="split")
+    with django_capture_on_commit_callbacks(execute=False):
+        assert engine.unit_execute(unit_id=split.pk, lease_owner="worker")["outcome"] == "done"
+    render = WorkflowUnit.objects.get(workflow=run, step="render", unit_index=0)
+    claimed = state.workflow_unit_claim(unit_id=render.pk, lease_owner="busy-worker")
+    assert claimed is not None
+    run.refresh_from_db()
+    return run, claimed
+
+
+def _unit_statuses(run: WorkflowState) -> list[tuple[str, int, str]]:
+    return list(WorkflowUnit.objects.filter(workflow=run).order_by("id").values_list("step", "unit_index", "status"))
+
+
+def test_cancel_ends_the_runs_units_and_nothing_runs_them_afterwards(
+    effects_table, user, project, django_capture_on_commit_callbacks, monkeypatch
+):
+    from memory_app.services import workflow as state
+
+    revoked: list[list[str]] = []
+    monkeypatch.setattr(engine, "revoke", revoked.append)
+    run, claimed = _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks)
+    queued = WorkflowUnit.objects.get(workflow=run, step="render", unit_index=1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.workflow_cancel(workflow=run, user=user)
+
+    assert _unit_statuses(run) == [("split", 0, "done"), ("render", 0, "cancelled"), ("render", 1, "cancelled")]
+    assert revoked == [[claimed.task_id, queued.task_id]]
+    # A late delivery, the step that was running, and recovery after every lease ran out: all do nothing.
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert engine.unit_execute(unit_id=queued.pk, lease_owner="late") == {"unit": queued.pk, "outcome": "skipped"}
+        assert state.workflow_unit_complete(unit=claimed, result="<a>") is False
+        WorkflowUnit.objects.filter(workflow=run).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        assert engine.workflow_recover() == {"requeued": 0, "in_flight": False}
+    assert callbacks == []
+    assert _unit_statuses(run) == [("split", 0, "done"), ("render", 0, "cancelled"), ("render", 1, "cancelled")]
+    assert effects(str(run.pk)) == [f"{run.pk}:split:0"]
+    assert actions(run) == ["workflow_started", "workflow_step_completed", "workflow_cancelled"]
+
+
+@pytest.mark.parametrize("rerun", [False, True])
+def test_restore_ends_the_old_branchs_units_and_nothing_runs_them_afterwards(
+    effects_table, user, project, django_capture_on_commit_callbacks, rerun
+):
+    from memory_app.services import workflow as state
+
+    # Unit 1 fails for good while unit 0 is still running: the run is failed, unit 0 left running.
+    run, claimed = _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks)
+    failing = state.workflow_unit_claim(
+        unit_id=WorkflowUnit.objects.get(workflow=run, step="render", unit_index=1).pk, lease_owner="worker"
+    )
+    assert engine._handle_failure(failing, ValueError("bad segment"))["outcome"] == "failed"
+    assert _unit_statuses(run) == [("split", 0, "done"), ("render", 0, "running"), ("render", 1, "failed")]
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_restore(workflow=run, index=1, rerun=rerun, user=user)
+
+    new_units = [("render", 0, "pending"), ("render", 1, "pending")] if rerun else []
+    old_units = [("split", 0, "done"), ("render", 0, "cancelled"), ("render", 1, "failed")]
+    assert _unit_statuses(run) == old_units + new_units
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert engine.unit_execute(unit_id=claimed.pk, lease_owner="late") == {"unit": claimed.pk, "outcome": "skipped"}
+        assert state.workflow_unit_complete(unit=claimed, result="<a>") is False
+        WorkflowUnit.objects.filter(pk=claimed.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        assert engine.workflow_recover() == {"requeued": 0, "in_flight": rerun}
+    assert callbacks == []
+    assert _unit_statuses(run) == old_units + new_units
+    assert effects(str(run.pk)) == [f"{run.pk}:split:0"]
