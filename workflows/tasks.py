@@ -26,7 +26,17 @@ logger = logging.getLogger("workflows.tasks")
     ignore_result=True,
 )
 def run_unit(self: Any, unit_id: int) -> dict[str, Any]:
-    return engine.unit_execute(unit_id=unit_id, lease_owner=engine.lease_owner_name(self.request.id))
+    try:
+        return engine.unit_execute(unit_id=unit_id, lease_owner=engine.lease_owner_name(self.request.id))
+    except engine.DATABASE_CONNECTION_ERRORS as exc:
+        # The database went away under the claim or under the failure's record: deliver the task again (same id,
+        # so a cancel still revokes it) to run on a new connection. The unit's row decides what it does then.
+        engine.database_connection_reset()
+        raise self.retry(
+            exc=exc,
+            countdown=engine.retry_delay(self.request.retries + 1),
+            max_retries=settings.MEMORY.workflow.max_retries,
+        ) from exc
 
 
 @shared_task(name="workflows.recover", ignore_result=True)

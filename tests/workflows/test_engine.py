@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import redis
+from django.db import IntegrityError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from memory_app.errors import Conflict, NotFound, ValidationFailed
@@ -298,6 +300,11 @@ def test_an_expired_running_unit_is_taken_over_and_the_old_claim_cannot_complete
         (httpx.HTTPStatusError("x", request=httpx.Request("GET", "http://t"), response=httpx.Response(429)), True),
         (httpx.HTTPStatusError("x", request=httpx.Request("GET", "http://t"), response=httpx.Response(503)), True),
         (httpx.HTTPStatusError("x", request=httpx.Request("GET", "http://t"), response=httpx.Response(400)), False),
+        (OperationalError("terminating connection due to administrator command"), True),
+        (InterfaceError("connection already closed"), True),
+        (redis.exceptions.ConnectionError("Connection refused"), True),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), True),
+        (IntegrityError("duplicate key"), False),
         (ValueError("bad"), False),
         (KeyError("k"), False),
     ],
