@@ -27,6 +27,7 @@ import httpx
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
 
 from memory_app.errors import ValidationFailed
 from memory_app.logging import workflow_log_context
@@ -249,6 +250,18 @@ def _send_on_commit(units: Iterable[WorkflowUnit], countdown: float | None = Non
         transaction.on_commit(send)
 
 
+def _send_again_on_commit(unit_id: int, *, task_id: str, countdown: float) -> None:
+    """Deliver a held unit's task once more (same task id, so a cancel's revoke still reaches it), marked so that
+    delivery does not send it again."""
+
+    def send() -> None:
+        from workflows.tasks import run_unit
+
+        run_unit.apply_async(args=[unit_id], kwargs={"after_lease": True}, task_id=task_id, countdown=countdown)
+
+    transaction.on_commit(send)
+
+
 def _resend_on_commit(units: list[WorkflowUnit], countdown: float | None = None) -> None:
     state.workflow_units_renew_task_ids(units=units)
     _send_on_commit(units, countdown=countdown)
@@ -354,11 +367,27 @@ class LeaseHeartbeat:
             connection.close()
 
 
-def unit_execute(*, unit_id: int, lease_owner: str) -> dict[str, Any]:
-    """Run one unit once. Returns a small JSON outcome: done, skipped, retry or failed."""
+def unit_execute(
+    *, unit_id: int, lease_owner: str, task_id: str | None = None, after_lease: bool = False
+) -> dict[str, Any]:
+    """Run one unit once. Returns a small JSON outcome: done, skipped, held, retry or failed.
+
+    ``task_id``: the delivering task's, to deliver it again when the unit is held (below); ``after_lease``: this
+    delivery is that second one.
+    """
     unit = state.workflow_unit_claim(unit_id=unit_id, lease_owner=lease_owner)
     if unit is None:
         # Done already, held by a live lease, or the run is no longer running this step (cancel, restore).
+        if task_id is not None and not after_lease:
+            held_for = state.workflow_unit_held_for(unit_id=unit_id)
+            if held_for is not None:
+                # Another claim holds the unit: a duplicate delivery while it runs, or the message given back by a
+                # worker whose process died holding it (its claim is dead, but its lease still runs). Deliver once
+                # more just after that lease ends instead of waiting for recovery: if the holder is dead the unit
+                # is free by then; if it is alive it renewed its lease and that delivery does nothing.
+                countdown = min(round(held_for + 1.0, 3), max_countdown())
+                _send_again_on_commit(unit_id, task_id=task_id, countdown=countdown)
+                return {"unit": unit_id, "outcome": "held", "again_in": countdown}
         return {"unit": unit_id, "outcome": "skipped"}
     run = unit.workflow
     started = time.perf_counter()
@@ -573,6 +602,17 @@ def workflow_recover() -> dict[str, Any]:
     if requeued:
         logger.info("recovery re-enqueued %d unit(s)", requeued)
     return {"requeued": requeued, "in_flight": in_flight}
+
+
+def recovery_countdown() -> float:
+    """When a re-arming recovery should look again: just after the first lease in flight ends, and at the latest
+    after ``recovery_interval``. So a dead worker's unit is sent again as soon as its lease is over."""
+    longest = min(float(settings.MEMORY.workflow.recovery_interval), max_countdown())
+    lease_end = state.workflow_units_next_lease_end()
+    if lease_end is None:
+        return longest
+    until_lease_end = (lease_end - timezone.now()).total_seconds() + 0.5
+    return round(min(max(until_lease_end, 0.5), longest), 3)
 
 
 def workflow_stuck_handle() -> dict[str, Any]:

@@ -535,3 +535,60 @@ def test_restore_ends_the_old_branchs_units_and_nothing_runs_them_afterwards(
     assert callbacks == []
     assert _unit_statuses(run) == old_units + new_units
     assert effects(str(run.pk)) == [f"{run.pk}:split:0"]
+
+
+def test_a_unit_held_by_a_dead_claim_is_delivered_again_just_after_its_lease_ends(
+    effects_table, user, project, django_capture_on_commit_callbacks, monkeypatch
+):
+    from memory_app.services import workflow as state
+
+    sent: list[tuple[int, dict, str, float]] = []
+    monkeypatch.setattr(
+        tasks.run_unit,
+        "apply_async",
+        lambda args, kwargs=None, task_id=None, countdown=None: sent.append((args[0], kwargs, task_id, countdown)),
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
+    unit = WorkflowUnit.objects.get(workflow=run)
+    # A pool process claimed the unit and died; its worker gave the message back, so it is delivered at once.
+    assert state.workflow_unit_claim(unit_id=unit.pk, lease_owner="dead-process") is not None
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=20))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = engine.unit_execute(unit_id=unit.pk, lease_owner="worker", task_id=unit.task_id)
+
+    assert outcome["outcome"] == "held"
+    assert 20.0 < outcome["again_in"] <= 21.0
+    assert sent == [(unit.pk, {"after_lease": True}, unit.task_id, outcome["again_in"])]
+    # That delivery finds the lease renewed (the holder was alive after all): it does nothing, sends nothing.
+    with django_capture_on_commit_callbacks(execute=True):
+        again = engine.unit_execute(unit_id=unit.pk, lease_owner="worker", task_id=unit.task_id, after_lease=True)
+    assert again == {"unit": unit.pk, "outcome": "skipped"}
+    assert len(sent) == 1
+    # Once the lease is over, the delivery takes the unit over and runs it.
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=False):
+        done = engine.unit_execute(unit_id=unit.pk, lease_owner="worker", task_id=unit.task_id, after_lease=True)
+    assert done == {"unit": unit.pk, "outcome": "done"}
+    assert WorkflowUnit.objects.get(pk=unit.pk).attempts == 2
+    assert effects(str(run.pk)) == [f"{run.pk}:measure:0"]
+
+
+def test_recovery_looks_again_when_the_first_lease_ends_at_the_latest_after_its_interval(
+    effects_table, user, project, django_capture_on_commit_callbacks, settings
+):
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"workflow": settings.MEMORY.workflow.model_copy(update={"recovery_interval": 10})}
+    )
+    assert engine.recovery_countdown() == 10.0  # nothing in flight
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="fan_out", project_id="proj-001", data={"text": "a"})
+    unit = WorkflowUnit.objects.get(workflow=run)
+
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=4))
+    assert 4.0 < engine.recovery_countdown() <= 4.5
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=600))
+    assert engine.recovery_countdown() == 10.0
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert engine.recovery_countdown() == 0.5
