@@ -592,3 +592,39 @@ def test_recovery_looks_again_when_the_first_lease_ends_at_the_latest_after_its_
     assert engine.recovery_countdown() == 10.0
     WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert engine.recovery_countdown() == 0.5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broken_database_connection_is_a_retry_recorded_on_a_new_connection(
+    user, project, django_capture_on_commit_callbacks, monkeypatch
+):
+    from memory_app.services import workflow as state
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
+    unit = state.workflow_unit_claim(unit_id=WorkflowUnit.objects.get(workflow=run).pk, lease_owner="worker")
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.run_unit, "apply_async", lambda args, **options: sent.append(args[0]))
+    resets: list[bool] = []
+    monkeypatch.setattr(engine, "database_connection_reset", lambda: resets.append(True))
+    monkeypatch.setattr(engine, "FAILURE_RECORD_PAUSES", (0.0, 0.0, 0.0))
+    record = engine._record_failure
+    attempts: list[int] = []
+
+    def record_on_a_database_still_restarting(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_record_failure", record_on_a_database_still_restarting)
+
+    outcome = engine._handle_failure(unit, OperationalError("terminating connection due to administrator command"))
+
+    assert outcome["outcome"] == "retry"
+    assert (len(attempts), len(resets), sent) == (2, 2, [unit.pk])
+    unit = WorkflowUnit.objects.get(pk=unit.pk)
+    assert (unit.status, unit.error["type"], unit.error["retryable"]) == ("pending", "OperationalError", True)
+    run.refresh_from_db()
+    assert (run.status, run.error) == ("in_progress", None)
+    assert actions(run) == ["workflow_started"]
