@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from memory_app.errors import Conflict, ValidationFailed
@@ -354,7 +354,7 @@ def workflow_unit_release_expired(*, unit: WorkflowUnit) -> bool:
     return updated == 1
 
 
-def _units_in_flight() -> Any:
+def _units_in_flight() -> QuerySet[WorkflowUnit]:
     return WorkflowUnit.objects.filter(
         status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
         workflow__status=WorkflowStatus.IN_PROGRESS,
@@ -367,7 +367,7 @@ def workflow_units_in_flight() -> bool:
     return _units_in_flight().exists()
 
 
-def workflow_units_next_lease_end() -> Any:
+def workflow_units_next_lease_end() -> datetime | None:
     """When the first lease of a unit in flight ends (None when none is in flight): recovery looks again then."""
     return _units_in_flight().aggregate(first=Min("lease_expires_at"))["first"]
 
