@@ -153,11 +153,16 @@ class WorkflowConfig(_Section):
     stuck_after_seconds: PositiveInt = 1800
     # What stuck-run detection does after flagging a run: hand its units to recovery (True) or only flag it.
     resume_stuck: bool = False
-    # How long a claimed unit (or a queued message) may go silent before recovery hands it to another worker.
-    # Above the hard task time limit (1800 s), so a unit that is still running never loses its lease.
-    lease_seconds: PositiveInt = 1860
-    # How often recovery looks again while work is in flight (it re-arms itself; also run at worker start).
-    recovery_interval: PositiveInt = 60
+    # How long a claimed unit may go silent before recovery hands it to another worker. A running step renews it
+    # every third of it (the lease heartbeat), however long it runs; a killed worker's unit is free this long
+    # after its last renewal.
+    lease_seconds: PositiveInt = 30
+    # How long a queued unit's message may wait unclaimed before recovery presumes it lost (a broker that
+    # restarted empty) and sends it again. Long, so a busy queue is not filled with duplicates.
+    queue_lease_seconds: PositiveInt = 600
+    # The longest recovery waits before it looks again while work is in flight (it re-arms itself, sooner when a
+    # lease ends sooner; also run at worker start and on beat).
+    recovery_interval: PositiveInt = 10
     # Runs one user may have in progress at once. One more is accepted but waits, queued (``pending``), and
     # starts when one of that user's runs ends: one user's backlog never holds every worker, so another user's
     # new run starts at once.
@@ -313,6 +318,7 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "IMAGE_MODEL": ("providers.image.model", "str"),
     "IMAGE_MAX_ANSWER_BYTES": ("providers.image.max_answer_bytes", "str"),
     "WORKFLOW_LEASE_SECONDS": ("workflow.lease_seconds", "int"),
+    "WORKFLOW_QUEUE_LEASE_SECONDS": ("workflow.queue_lease_seconds", "int"),
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
     "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),

@@ -12,6 +12,7 @@ recovery re-enqueues units whose lease expired.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -25,7 +26,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
 
 from memory_app.errors import ValidationFailed
 from memory_app.logging import workflow_log_context
@@ -148,6 +150,37 @@ def workflow_type_get(name: str) -> WorkflowType:
 # --- retry policy ------------------------------------------------------------------------------------------
 
 
+# A lost or refused database connection (a restart, a failover, a pooler recycling it, the server out of reach)
+# or a busy one (a lock or statement timeout, SQLite's "database is locked"): transient, the unit runs again on a
+# fresh connection.
+DATABASE_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+
+def _optional_redis_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = []
+    with contextlib.suppress(ImportError):  # pragma: no cover - redis and kombu are in requirements
+        import redis
+
+        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    with contextlib.suppress(ImportError):  # pragma: no cover
+        import kombu.exceptions
+
+        errors.append(kombu.exceptions.OperationalError)
+    return tuple(errors)
+
+
+def database_connection_reset() -> None:
+    """Drop this thread's database connection after a connection error, so the next query opens a new one.
+
+    Django keeps a connection that broke outside a transaction until the end of the task; every later query on
+    it fails the same way. Not inside a transaction (an eager run in its caller's one): that one is its owner's.
+    """
+    if connection.in_atomic_block:
+        return
+    with contextlib.suppress(DatabaseError):  # closing a broken connection may fail too; it is dropped anyway
+        connection.close()
+
+
 def _optional_openai_errors() -> tuple[type[BaseException], ...]:
     try:
         import openai
@@ -157,7 +190,8 @@ def _optional_openai_errors() -> tuple[type[BaseException], ...]:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Timeouts, connection errors, 429 and 5xx are transient; anything else is the step's own failure.
+    """Timeouts, connection errors (to a provider, the database, Redis or the broker), 429 and 5xx are
+    transient; anything else is the step's own failure.
 
     An error that says so itself (``retryable = True``: ``memory_app.errors.RetryableProviderError``) is too.
     """
@@ -166,7 +200,9 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code == 429 or exc.response.status_code >= 500
     transient = (RetryableStepError, TimeoutError, ConnectionError, httpx.TimeoutException, httpx.TransportError)
-    return isinstance(exc, transient + _optional_openai_errors())
+    return isinstance(
+        exc, transient + DATABASE_CONNECTION_ERRORS + _optional_redis_errors() + _optional_openai_errors()
+    )
 
 
 def max_countdown() -> float:
@@ -212,6 +248,18 @@ def _send_on_commit(units: Iterable[WorkflowUnit], countdown: float | None = Non
 
     if pending:
         transaction.on_commit(send)
+
+
+def _send_again_on_commit(unit_id: int, *, task_id: str, countdown: float) -> None:
+    """Deliver a held unit's task once more (same task id, so a cancel's revoke still reaches it), marked so that
+    delivery does not send it again."""
+
+    def send() -> None:
+        from workflows.tasks import run_unit
+
+        run_unit.apply_async(args=[unit_id], kwargs={"after_lease": True}, task_id=task_id, countdown=countdown)
+
+    transaction.on_commit(send)
 
 
 def _resend_on_commit(units: list[WorkflowUnit], countdown: float | None = None) -> None:
@@ -322,17 +370,35 @@ class LeaseHeartbeat:
                     if not state.workflow_unit_extend_lease(unit=self.unit):
                         return
                 except DatabaseError as exc:
-                    # A busy or unreachable database: try again at the next beat, the lease has a margin of two.
+                    # A busy or unreachable database: try again at the next beat, the lease has a margin of two, on
+                    # a new connection (a terminated one would fail every beat after).
                     logger.warning("could not extend the lease of unit %s: %s", self.unit.pk, exc)
+                    database_connection_reset()
         finally:
             connection.close()
 
 
-def unit_execute(*, unit_id: int, lease_owner: str) -> dict[str, Any]:
-    """Run one unit once. Returns a small JSON outcome: done, skipped, retry or failed."""
+def unit_execute(
+    *, unit_id: int, lease_owner: str, task_id: str | None = None, after_lease: bool = False
+) -> dict[str, Any]:
+    """Run one unit once. Returns a small JSON outcome: done, skipped, held, retry or failed.
+
+    ``task_id``: the delivering task's, to deliver it again when the unit is held (below); ``after_lease``: this
+    delivery is that second one.
+    """
     unit = state.workflow_unit_claim(unit_id=unit_id, lease_owner=lease_owner)
     if unit is None:
         # Done already, held by a live lease, or the run is no longer running this step (cancel, restore).
+        if task_id is not None and not after_lease:
+            held_for = state.workflow_unit_held_for(unit_id=unit_id)
+            if held_for is not None:
+                # Another claim holds the unit: a duplicate delivery while it runs, or the message given back by a
+                # worker whose process died holding it (its claim is dead, but its lease still runs). Deliver once
+                # more just after that lease ends instead of waiting for recovery: if the holder is dead the unit
+                # is free by then; if it is alive it renewed its lease and that delivery does nothing.
+                countdown = min(round(held_for + 1.0, 3), max_countdown())
+                _send_again_on_commit(unit_id, task_id=task_id, countdown=countdown)
+                return {"unit": unit_id, "outcome": "held", "again_in": countdown}
         return {"unit": unit_id, "outcome": "skipped"}
     run = unit.workflow
     started = time.perf_counter()
@@ -400,9 +466,32 @@ def _record(unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, r
     return {"unit": unit.pk, "outcome": "done"}
 
 
+# Attempts at recording a failure when the database connection breaks under it, and the pause before each next.
+FAILURE_RECORD_PAUSES = (0.5, 1.0, 2.0)
+
+
 def _handle_failure(unit: WorkflowUnit, exc: BaseException) -> dict[str, Any]:
     retryable = is_retryable(exc)
     error = _error(exc, unit=unit, retryable=retryable)
+    if isinstance(exc, DATABASE_CONNECTION_ERRORS):
+        # The step's own connection may be the one that broke: record the failure on a new one.
+        database_connection_reset()
+    pauses = iter(FAILURE_RECORD_PAUSES)
+    while True:
+        try:
+            return _record_failure(unit, error, retryable=retryable)
+        except DATABASE_CONNECTION_ERRORS as record_exc:
+            # The database is still restarting. Recording is one transaction and a compare-and-set on our claim, so
+            # doing it again is harmless; if it never works, the task is retried and, at worst, the lease ends.
+            pause = next(pauses, None)
+            if pause is None or connection.in_atomic_block:
+                raise
+            logger.warning("could not record the failure of unit %s: %s", unit.pk, record_exc)
+            database_connection_reset()
+            time.sleep(pause)
+
+
+def _record_failure(unit: WorkflowUnit, error: dict[str, Any], *, retryable: bool) -> dict[str, Any]:
     with transaction.atomic():
         run = state.workflow_lock_running(workflow_id=unit.workflow_id, step_key=unit.step_key)
         if run is None:
@@ -546,6 +635,17 @@ def workflow_recover() -> dict[str, Any]:
     if requeued or started:
         logger.info("recovery re-enqueued %d unit(s), started %d queued run(s)", requeued, started)
     return {"requeued": requeued, "in_flight": in_flight}
+
+
+def recovery_countdown() -> float:
+    """When a re-arming recovery should look again: just after the first lease in flight ends, and at the latest
+    after ``recovery_interval``. So a dead worker's unit is sent again as soon as its lease is over."""
+    longest = min(float(settings.MEMORY.workflow.recovery_interval), max_countdown())
+    lease_end = state.workflow_units_next_lease_end()
+    if lease_end is None:
+        return longest
+    until_lease_end = (lease_end - timezone.now()).total_seconds() + 0.5
+    return round(min(max(until_lease_end, 0.5), longest), 3)
 
 
 def workflow_stuck_handle() -> dict[str, Any]:

@@ -25,18 +25,33 @@ logger = logging.getLogger("workflows.tasks")
     reject_on_worker_lost=True,
     ignore_result=True,
 )
-def run_unit(self: Any, unit_id: int) -> dict[str, Any]:
-    return engine.unit_execute(unit_id=unit_id, lease_owner=engine.lease_owner_name(self.request.id))
+def run_unit(self: Any, unit_id: int, after_lease: bool = False) -> dict[str, Any]:
+    try:
+        return engine.unit_execute(
+            unit_id=unit_id,
+            lease_owner=engine.lease_owner_name(self.request.id),
+            task_id=self.request.id,
+            after_lease=after_lease,
+        )
+    except engine.DATABASE_CONNECTION_ERRORS as exc:
+        # The database went away under the claim or under the failure's record: deliver the task again (same id,
+        # so a cancel still revokes it) to run on a new connection. The unit's row decides what it does then.
+        engine.database_connection_reset()
+        raise self.retry(
+            exc=exc,
+            countdown=engine.retry_delay(self.request.retries + 1),
+            max_retries=settings.MEMORY.workflow.max_retries,
+        ) from exc
 
 
 @shared_task(name="workflows.recover", ignore_result=True)
 def recover(rearm: bool = False) -> dict[str, Any]:
-    """Re-enqueue expired units. With ``rearm`` (the run sent at worker start), look again after
-    ``recovery_interval`` while work is in flight; beat's periodic runs do not re-arm, so runs never pile up."""
+    """Re-enqueue expired units. With ``rearm`` (the run sent at worker start), look again while work is in
+    flight: when the first lease ends, at the latest after ``recovery_interval``; beat's periodic runs do not
+    re-arm, so runs never pile up."""
     outcome = engine.workflow_recover()
     if rearm and outcome["in_flight"]:
-        countdown = min(settings.MEMORY.workflow.recovery_interval, engine.max_countdown())
-        recover.apply_async(kwargs={"rearm": True}, countdown=countdown)
+        recover.apply_async(kwargs={"rearm": True}, countdown=engine.recovery_countdown())
     return outcome
 
 

@@ -181,8 +181,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("queue", "control", "processed"):
         os.makedirs(BROKER_DIR / _folder, exist_ok=True)
 else:
-    # Every ETA and retry delay is kept below this, so Redis never redelivers a message that is only waiting.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Every ETA and retry delay is kept below half of this, so Redis never redelivers a message that is only
+    # waiting. A dead worker's unacknowledged messages come back after it (recovery has sent their units again
+    # long before, through their leases: the returned copies find them done or held, and do nothing).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL or "django-db")
 CELERY_RESULT_EXTENDED = True

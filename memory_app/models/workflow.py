@@ -132,6 +132,8 @@ class UnitStatus(models.TextChoices):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    # Ended unrun by a cancel or a restore of its run: never claimed, never re-enqueued.
+    CANCELLED = "cancelled"
 
 
 class WorkflowUnit(models.Model):

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from memory_app.errors import Conflict, ValidationFailed, WorkflowLimitReached
@@ -318,9 +318,10 @@ def _lease_until(seconds: float) -> Any:
 def workflow_units_create(*, workflow: WorkflowState, count: int) -> list[WorkflowUnit]:
     """One pending unit per item of the current step (one for a plain step), in one INSERT.
 
-    Each unit gets the id of the task that will carry it now, so a cancel can revoke its message.
+    Each unit gets the id of the task that will carry it now, so a cancel can revoke its message. Its lease is the
+    queue's: how long its message may wait for a worker before recovery presumes it lost.
     """
-    lease = _lease_until(settings.MEMORY.workflow.lease_seconds)
+    lease = _lease_until(settings.MEMORY.workflow.queue_lease_seconds)
     return WorkflowUnit.objects.bulk_create(
         [
             WorkflowUnit(
@@ -339,7 +340,7 @@ def workflow_units_create(*, workflow: WorkflowState, count: int) -> list[Workfl
 
 def workflow_units_reset(*, workflow: WorkflowState) -> list[WorkflowUnit]:
     """Make every unfinished unit of the current step pending again with a fresh retry budget (resume)."""
-    lease = settings.MEMORY.workflow.lease_seconds
+    lease = settings.MEMORY.workflow.queue_lease_seconds
     units = workflow.units.filter(step_key=workflow.step_key).exclude(status=UnitStatus.DONE)
     units.update(
         status=UnitStatus.PENDING, attempts=0, claim_token=None, lease_owner="", lease_expires_at=_lease_until(lease)
@@ -433,25 +434,64 @@ def workflow_units_expired(*, limit: int = 500) -> list[WorkflowUnit]:
 
 
 def workflow_unit_release_expired(*, unit: WorkflowUnit) -> bool:
-    """Compare-and-set an expired unit back to pending with a new lease, so one recovery re-enqueues it."""
+    """Compare-and-set an expired unit back to pending with a queue lease, so one recovery re-enqueues it."""
     updated = WorkflowUnit.objects.filter(
         pk=unit.pk, status=unit.status, lease_expires_at=unit.lease_expires_at
     ).update(
         status=UnitStatus.PENDING,
         claim_token=None,
-        lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds),
+        lease_expires_at=_lease_until(settings.MEMORY.workflow.queue_lease_seconds),
         updated_at=timezone.now(),
     )
     return updated == 1
 
 
-def workflow_units_in_flight() -> bool:
-    """Whether any running run still has unfinished units of its current step (recovery keeps watching)."""
+def _units_in_flight() -> QuerySet[WorkflowUnit]:
     return WorkflowUnit.objects.filter(
         status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
         workflow__status=WorkflowStatus.IN_PROGRESS,
         step_key=F("workflow__step_key"),
-    ).exists()
+    )
+
+
+def workflow_units_in_flight() -> bool:
+    """Whether any running run still has unfinished units of its current step (recovery keeps watching)."""
+    return _units_in_flight().exists()
+
+
+def workflow_units_next_lease_end() -> datetime | None:
+    """When the first lease of a unit in flight ends (None when none is in flight): recovery looks again then."""
+    return _units_in_flight().aggregate(first=Min("lease_expires_at"))["first"]
+
+
+def workflow_unit_held_for(*, unit_id: int) -> float | None:
+    """Seconds left on the lease of a unit that another claim holds while it runs; None when it is not held
+    (done, free, ended, or its run moved on)."""
+    lease_end = (
+        WorkflowUnit.objects.filter(
+            pk=unit_id,
+            status=UnitStatus.RUNNING,
+            workflow__status=WorkflowStatus.IN_PROGRESS,
+            step_key=F("workflow__step_key"),
+        )
+        .values_list("lease_expires_at", flat=True)
+        .first()
+    )
+    if lease_end is None:
+        return None
+    return max((lease_end - timezone.now()).total_seconds(), 0.0)
+
+
+def workflow_units_end(*, workflow: WorkflowState) -> list[str]:
+    """End every unfinished unit of the run as ``cancelled`` (cancel, restore); returns their task ids, to revoke.
+
+    Call under the run's lock. A late message for one of them finds nothing to claim, recovery no longer counts
+    it as in flight, and a step still running for one cannot complete it (its claim is gone).
+    """
+    unfinished = workflow.units.filter(status__in=[UnitStatus.PENDING, UnitStatus.RUNNING])
+    task_ids = [task_id for task_id in unfinished.values_list("task_id", flat=True) if task_id]
+    unfinished.update(status=UnitStatus.CANCELLED, claim_token=None, updated_at=timezone.now())
+    return task_ids
 
 
 def workflow_segments(*, workflow: WorkflowState) -> Segments:
@@ -693,6 +733,8 @@ def workflow_restore(
             entry for entry in run.compression_history if entry.get("step") in set(run.steps[:step_index])
         ],
     )
+    # The units of the abandoned branch are over: a rerun creates its own.
+    workflow_units_end(workflow=run)
     snapshot = workflow_snapshot_append(workflow=run, event=SnapshotEvent.RESTORED, step=current_step)
     history_record(
         project=run.project,
@@ -731,8 +773,7 @@ def workflow_cancel(*, workflow: WorkflowState, user: AbstractBaseUser | None) -
         workflow_id=run.pk,
         details={"step": run.current_step, "step_index": run.step_index},
     )
-    unfinished = run.units.exclude(status=UnitStatus.DONE).exclude(task_id="")
-    return list(unfinished.values_list("task_id", flat=True))
+    return workflow_units_end(workflow=run)
 
 
 # --- operations that dispatch work -------------------------------------------------------------------------

@@ -137,7 +137,8 @@ def test_workflow_lease_and_recovery_come_from_the_file_or_the_environment():
         {"WORKFLOW_LEASE_SECONDS": "3", "WORKFLOW_RECOVERY_INTERVAL": "1", "WORKFLOW_MAX_RETRIES": "0"},
     )
 
-    assert (shipped.workflow.lease_seconds, shipped.workflow.recovery_interval) == (1860, 60)
+    assert (shipped.workflow.lease_seconds, shipped.workflow.recovery_interval) == (30, 10)
+    assert shipped.workflow.queue_lease_seconds == 600
     assert (overridden.workflow.lease_seconds, overridden.workflow.recovery_interval) == (3, 1)
     assert overridden.workflow.max_retries == 0
     with pytest.raises(MemoryConfigError, match="WORKFLOW_LEASE_SECONDS"):

@@ -22,7 +22,7 @@ from workflows import engine
 
 pytestmark = pytest.mark.integration
 
-FAST = {"WORKFLOW_LEASE_SECONDS": "3", "WORKFLOW_RECOVERY_INTERVAL": "1"}
+FAST = {"WORKFLOW_LEASE_SECONDS": "3", "WORKFLOW_QUEUE_LEASE_SECONDS": "3", "WORKFLOW_RECOVERY_INTERVAL": "1"}
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float = 60, what: str = "condition") -> None:

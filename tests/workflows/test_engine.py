@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import redis
+from django.db import IntegrityError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from memory_app.errors import Conflict, NotFound, ValidationFailed
@@ -217,7 +219,7 @@ def test_cancel_stops_later_steps(eager, effects_table, user, project, django_ca
     assert run.status == "cancelled"
     assert effects(str(run.pk)) == []
     assert actions(run) == ["workflow_started", "workflow_cancelled"]
-    assert WorkflowUnit.objects.get(workflow=run).status == UnitStatus.PENDING
+    assert WorkflowUnit.objects.get(workflow=run).status == UnitStatus.CANCELLED
 
 
 def test_cancel_of_a_finished_run_is_refused(run_inline, user, project):
@@ -298,6 +300,11 @@ def test_an_expired_running_unit_is_taken_over_and_the_old_claim_cannot_complete
         (httpx.HTTPStatusError("x", request=httpx.Request("GET", "http://t"), response=httpx.Response(429)), True),
         (httpx.HTTPStatusError("x", request=httpx.Request("GET", "http://t"), response=httpx.Response(503)), True),
         (httpx.HTTPStatusError("x", request=httpx.Request("GET", "http://t"), response=httpx.Response(400)), False),
+        (OperationalError("terminating connection due to administrator command"), True),
+        (InterfaceError("connection already closed"), True),
+        (redis.exceptions.ConnectionError("Connection refused"), True),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), True),
+        (IntegrityError("duplicate key"), False),
         (ValueError("bad"), False),
         (KeyError("k"), False),
     ],
@@ -387,7 +394,7 @@ def test_recovery_never_requeues_the_stale_units_a_restore_left_behind(
 
     assert outcome == {"requeued": 1, "in_flight": True}
     assert len(callbacks) == 1
-    assert WorkflowUnit.objects.get(pk=stale.pk).status == UnitStatus.PENDING
+    assert WorkflowUnit.objects.get(pk=stale.pk).status == UnitStatus.CANCELLED
     assert WorkflowUnit.objects.get(pk=stale.pk).lease_expires_at < timezone.now()
 
 
@@ -451,3 +458,173 @@ def test_every_message_carries_the_task_id_stored_on_its_unit(
     assert len(sent) == 2
     assert sent[1] == (unit.pk, unit.task_id)
     assert sent[1][1] != sent[0][1]
+
+
+def _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks) -> tuple[WorkflowState, WorkflowUnit]:
+    """A fan_out run in its render step: unit 0 claimed by a worker that is still at it, unit 1 queued."""
+    from memory_app.services import workflow as state
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="fan_out", project_id="proj-001", data={"text": "a b"})
+    split = WorkflowUnit.objects.get(workflow=run, step="split")
+    with django_capture_on_commit_callbacks(execute=False):
+        assert engine.unit_execute(unit_id=split.pk, lease_owner="worker")["outcome"] == "done"
+    render = WorkflowUnit.objects.get(workflow=run, step="render", unit_index=0)
+    claimed = state.workflow_unit_claim(unit_id=render.pk, lease_owner="busy-worker")
+    assert claimed is not None
+    run.refresh_from_db()
+    return run, claimed
+
+
+def _unit_statuses(run: WorkflowState) -> list[tuple[str, int, str]]:
+    return list(WorkflowUnit.objects.filter(workflow=run).order_by("id").values_list("step", "unit_index", "status"))
+
+
+def test_cancel_ends_the_runs_units_and_nothing_runs_them_afterwards(
+    effects_table, user, project, django_capture_on_commit_callbacks, monkeypatch
+):
+    from memory_app.services import workflow as state
+
+    revoked: list[list[str]] = []
+    monkeypatch.setattr(engine, "revoke", revoked.append)
+    run, claimed = _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks)
+    queued = WorkflowUnit.objects.get(workflow=run, step="render", unit_index=1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.workflow_cancel(workflow=run, user=user)
+
+    assert _unit_statuses(run) == [("split", 0, "done"), ("render", 0, "cancelled"), ("render", 1, "cancelled")]
+    assert revoked == [[claimed.task_id, queued.task_id]]
+    # A late delivery, the step that was running, and recovery after every lease ran out: all do nothing.
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert engine.unit_execute(unit_id=queued.pk, lease_owner="late") == {"unit": queued.pk, "outcome": "skipped"}
+        assert state.workflow_unit_complete(unit=claimed, result="<a>") is False
+        WorkflowUnit.objects.filter(workflow=run).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        assert engine.workflow_recover() == {"requeued": 0, "in_flight": False}
+    assert callbacks == []
+    assert _unit_statuses(run) == [("split", 0, "done"), ("render", 0, "cancelled"), ("render", 1, "cancelled")]
+    assert effects(str(run.pk)) == [f"{run.pk}:split:0"]
+    assert actions(run) == ["workflow_started", "workflow_step_completed", "workflow_cancelled"]
+
+
+@pytest.mark.parametrize("rerun", [False, True])
+def test_restore_ends_the_old_branchs_units_and_nothing_runs_them_afterwards(
+    effects_table, user, project, django_capture_on_commit_callbacks, rerun
+):
+    from memory_app.services import workflow as state
+
+    # Unit 1 fails for good while unit 0 is still running: the run is failed, unit 0 left running.
+    run, claimed = _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks)
+    failing = state.workflow_unit_claim(
+        unit_id=WorkflowUnit.objects.get(workflow=run, step="render", unit_index=1).pk, lease_owner="worker"
+    )
+    assert engine._handle_failure(failing, ValueError("bad segment"))["outcome"] == "failed"
+    assert _unit_statuses(run) == [("split", 0, "done"), ("render", 0, "running"), ("render", 1, "failed")]
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_restore(workflow=run, index=1, rerun=rerun, user=user)
+
+    new_units = [("render", 0, "pending"), ("render", 1, "pending")] if rerun else []
+    old_units = [("split", 0, "done"), ("render", 0, "cancelled"), ("render", 1, "failed")]
+    assert _unit_statuses(run) == old_units + new_units
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert engine.unit_execute(unit_id=claimed.pk, lease_owner="late") == {"unit": claimed.pk, "outcome": "skipped"}
+        assert state.workflow_unit_complete(unit=claimed, result="<a>") is False
+        WorkflowUnit.objects.filter(pk=claimed.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        assert engine.workflow_recover() == {"requeued": 0, "in_flight": rerun}
+    assert callbacks == []
+    assert _unit_statuses(run) == old_units + new_units
+    assert effects(str(run.pk)) == [f"{run.pk}:split:0"]
+
+
+def test_a_unit_held_by_a_dead_claim_is_delivered_again_just_after_its_lease_ends(
+    effects_table, user, project, django_capture_on_commit_callbacks, monkeypatch
+):
+    from memory_app.services import workflow as state
+
+    sent: list[tuple[int, dict, str, float]] = []
+    monkeypatch.setattr(
+        tasks.run_unit,
+        "apply_async",
+        lambda args, kwargs=None, task_id=None, countdown=None: sent.append((args[0], kwargs, task_id, countdown)),
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
+    unit = WorkflowUnit.objects.get(workflow=run)
+    # A pool process claimed the unit and died; its worker gave the message back, so it is delivered at once.
+    assert state.workflow_unit_claim(unit_id=unit.pk, lease_owner="dead-process") is not None
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=20))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = engine.unit_execute(unit_id=unit.pk, lease_owner="worker", task_id=unit.task_id)
+
+    assert outcome["outcome"] == "held"
+    assert 20.0 < outcome["again_in"] <= 21.0
+    assert sent == [(unit.pk, {"after_lease": True}, unit.task_id, outcome["again_in"])]
+    # That delivery finds the lease renewed (the holder was alive after all): it does nothing, sends nothing.
+    with django_capture_on_commit_callbacks(execute=True):
+        again = engine.unit_execute(unit_id=unit.pk, lease_owner="worker", task_id=unit.task_id, after_lease=True)
+    assert again == {"unit": unit.pk, "outcome": "skipped"}
+    assert len(sent) == 1
+    # Once the lease is over, the delivery takes the unit over and runs it.
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=False):
+        done = engine.unit_execute(unit_id=unit.pk, lease_owner="worker", task_id=unit.task_id, after_lease=True)
+    assert done == {"unit": unit.pk, "outcome": "done"}
+    assert WorkflowUnit.objects.get(pk=unit.pk).attempts == 2
+    assert effects(str(run.pk)) == [f"{run.pk}:measure:0"]
+
+
+def test_recovery_looks_again_when_the_first_lease_ends_at_the_latest_after_its_interval(
+    effects_table, user, project, django_capture_on_commit_callbacks, settings
+):
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"workflow": settings.MEMORY.workflow.model_copy(update={"recovery_interval": 10})}
+    )
+    assert engine.recovery_countdown() == 10.0  # nothing in flight
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="fan_out", project_id="proj-001", data={"text": "a"})
+    unit = WorkflowUnit.objects.get(workflow=run)
+
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=4))
+    assert 4.0 < engine.recovery_countdown() <= 4.5
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=600))
+    assert engine.recovery_countdown() == 10.0
+    WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert engine.recovery_countdown() == 0.5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broken_database_connection_is_a_retry_recorded_on_a_new_connection(
+    user, project, django_capture_on_commit_callbacks, monkeypatch
+):
+    from memory_app.services import workflow as state
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
+    unit = state.workflow_unit_claim(unit_id=WorkflowUnit.objects.get(workflow=run).pk, lease_owner="worker")
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.run_unit, "apply_async", lambda args, **options: sent.append(args[0]))
+    resets: list[bool] = []
+    monkeypatch.setattr(engine, "database_connection_reset", lambda: resets.append(True))
+    monkeypatch.setattr(engine, "FAILURE_RECORD_PAUSES", (0.0, 0.0, 0.0))
+    record = engine._record_failure
+    attempts: list[int] = []
+
+    def record_on_a_database_still_restarting(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_record_failure", record_on_a_database_still_restarting)
+
+    outcome = engine._handle_failure(unit, OperationalError("terminating connection due to administrator command"))
+
+    assert outcome["outcome"] == "retry"
+    assert (len(attempts), len(resets), sent) == (2, 2, [unit.pk])
+    unit = WorkflowUnit.objects.get(pk=unit.pk)
+    assert (unit.status, unit.error["type"], unit.error["retryable"]) == ("pending", "OperationalError", True)
+    run.refresh_from_db()
+    assert (run.status, run.error) == ("in_progress", None)
+    assert actions(run) == ["workflow_started"]
