@@ -52,7 +52,9 @@ class WorkflowStateSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance: WorkflowState) -> dict[str, Any]:
         representation = super().to_representation(instance)
-        representation["data"] = project_paths_public(representation["data"], project=instance.project)
+        # A run's error (a provider's message, a missing file) may name its files too.
+        for field in ("data", "error", "progress"):
+            representation[field] = project_paths_public(representation[field], project=instance.project)
         return representation
 
 
@@ -79,7 +81,8 @@ class WorkflowSnapshotSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance: WorkflowSnapshot) -> dict[str, Any]:
         representation = super().to_representation(instance)
-        representation["data"] = project_paths_public(representation["data"], project=self.context.get("project"))
+        for field in ("data", "error", "progress"):
+            representation[field] = project_paths_public(representation[field], project=self.context.get("project"))
         return representation
 
 

@@ -53,7 +53,7 @@ def _run_each(modeladmin: admin.ModelAdmin, request: HttpRequest, runs, operatio
 class WorkflowStateAdmin(admin.ModelAdmin):
     list_display = ["workflow_id", "workflow_type", "project", "owner", "status", "current_step", "updated_at"]
     list_filter = ["workflow_type", "status", ("stuck_since", admin.EmptyFieldListFilter), "project"]
-    search_fields = ["workflow_id", "project__id", "owner__username"]
+    search_fields = ["workflow_id", "project__public_id", "owner__username"]
     readonly_fields = [
         "workflow_id",
         "workflow_type",

@@ -230,3 +230,32 @@ def test_a_runs_files_are_shown_under_the_public_id_and_taken_back_from_there(
         again = client.post("/api/workflows/", body, format="json")
 
     assert again.status_code == 202, again.content[:300]
+
+
+def test_a_failed_runs_error_names_its_files_by_the_public_id(client_for, user):
+    """A provider's message or a missing file in a run's error names the project's storage folder: the answer
+    shows it under the public id, as it does the run's data."""
+    from memory_app.services.projects import project_create
+    from memory_app.services.workflow import workflow_create, workflow_fail
+
+    project = project_create(owner=user, project_id="alpha", name="Alpha")
+    run = workflow_create(
+        workflow_type="comic_generation",
+        project=project,
+        owner=user,
+        steps=["image_generation"],
+        data={},
+        preferences={},
+    )
+    missing = f"projects/{project.pk}/images/{run.pk}/panel_002.png"
+    workflow_fail(workflow=run, error={"type": "FileNotFoundError", "message": f"No such file: '{missing}'"})
+    client = client_for(user)
+
+    shown = client.get(f"/api/workflows/{run.pk}/")
+    snapshots = client.get(f"/api/workflows/{run.pk}/history/")
+
+    assert shown.json()["data"]["error"]["message"] == f"No such file: 'projects/alpha/images/{run.pk}/panel_002.png'"
+    assert snapshots.json()["data"]["snapshots"][-1]["error"]["message"] == shown.json()["data"]["error"]["message"]
+    for answer in (shown, snapshots):
+        assert project.pk not in answer.content.decode()
+    assert WorkflowState.objects.get(pk=run.pk).error["message"] == f"No such file: '{missing}'"
