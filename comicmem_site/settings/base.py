@@ -228,8 +228,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["memory_app.api.envelope.EnvelopeJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "memory_app.api.envelope.LimitedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "memory_app.api.envelope.CheckedFormParser",
+        "memory_app.api.envelope.CheckedMultiPartParser",
     ],
     "EXCEPTION_HANDLER": "memory_app.api.envelope.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "memory_app.api.pagination.StrictPageNumberPagination",

@@ -25,7 +25,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework import parsers, renderers
 from rest_framework.response import Response
 
-from memory_app.api.fields import LONE_SURROGATE_MESSAGE, lone_surrogate_path
+from memory_app.api.fields import LONE_SURROGATE, LONE_SURROGATE_MESSAGE, lone_surrogate_path
 from memory_app.errors import ComicmemError, ErrorCode, PayloadTooLarge
 from memory_app.text import surrogates_replaced
 
@@ -94,13 +94,42 @@ class LimitedJSONParser(parsers.JSONParser):
             raise drf_exceptions.ParseError("JSON nested too deeply.") from None
         except ValueError as exc:
             raise drf_exceptions.ParseError(f"JSON parse error - {exc}") from None
-        # JSON may escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text, no database and no answer can
-        # hold: refused here, once for every field, naming where. Only a body with such an escape is walked.
-        if _SURROGATE_ESCAPE.search(text):
-            where = lone_surrogate_path(document)
-            if where is not None:
-                raise drf_exceptions.ValidationError({where or "non_field_errors": [LONE_SURROGATE_MESSAGE]})
+        # JSON may escape a lone UTF-16 surrogate ("\ud800"), and a body in another charset the client names
+        # (utf-7, unicode_escape) may decode to one: no UTF-8 text, no database and no answer can hold it. Refused
+        # here, once for every field, naming where. Only a body with such an escape or character is walked.
+        if _SURROGATE_ESCAPE.search(text) or LONE_SURROGATE.search(text):
+            _refuse_lone_surrogates(document)
         return document
+
+
+def _refuse_lone_surrogates(document: Any) -> None:
+    where = lone_surrogate_path(document)
+    if where is not None:
+        raise drf_exceptions.ValidationError({where or "non_field_errors": [LONE_SURROGATE_MESSAGE]})
+
+
+def _form_fields(data: Any) -> dict[str, Any]:
+    """A form's fields as the API names them: one value as it is, a repeated field as a list."""
+    return {key: values[0] if len(values) == 1 else values for key, values in data.lists()}
+
+
+class CheckedFormParser(parsers.FormParser):
+    """DRF's form parser, refusing a lone surrogate (a form body in a charset that decodes to one) as a 400."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+        data = super().parse(stream, media_type, parser_context)
+        _refuse_lone_surrogates(_form_fields(data))
+        return data
+
+
+class CheckedMultiPartParser(parsers.MultiPartParser):
+    """DRF's multipart parser, refusing a lone surrogate in a field or a file name as a 400."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+        parsed = super().parse(stream, media_type, parser_context)
+        _refuse_lone_surrogates(_form_fields(parsed.data))
+        _refuse_lone_surrogates({key: [upload.name for upload in parsed.files.getlist(key)] for key in parsed.files})
+        return parsed
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

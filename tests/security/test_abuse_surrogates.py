@@ -60,6 +60,26 @@ def test_a_lone_surrogate_in_a_request_is_400_naming_the_field_and_writes_nothin
 
 
 @pytest.mark.parametrize(
+    ("content_type", "body", "field"),
+    [
+        # UTF-7 spells U+D800 without any JSON escape; Django decodes a body in whatever charset it names.
+        ("application/json; charset=utf-7", b'{"role": "user", "content": "+2AA-"}', "content"),
+        ("application/x-www-form-urlencoded; charset=utf-7", b"role=user&content=%2B2AA-", "content"),
+    ],
+)
+def test_a_lone_surrogate_spelled_by_another_charset_is_400_and_appends_nothing(
+    auth_client, user, content_type, body, field
+):
+    context = context_create(owner=user)
+
+    response = auth_client.post(f"/api/memory/context/{context.id}/messages", data=body, content_type=content_type)
+
+    assert response.status_code == 400, response.content[:300]
+    assert strict_json(response.content)["error"]["details"]["fields"] == {field: [LONE]}
+    assert ContextMessage.objects.count() == 0
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         ('{"role": "\\ud800", "content": "hello"}', "role"),
