@@ -219,6 +219,9 @@ class ThrottleConfig(_Section):
     anon: Annotated[str, Field(pattern=RATE_PATTERN)] = "60/min"
     user: Annotated[str, Field(pattern=RATE_PATTERN)] = "1200/min"
     auth: Annotated[str, Field(pattern=RATE_PATTERN)] = "20/min"
+    # Every login attempt per client address, right or wrong: a password check costs a slow hash, so even right
+    # ones are bounded; generous, so many people behind one NAT still log in.
+    login: Annotated[str, Field(pattern=RATE_PATTERN)] = "300/min"
 
 
 class ApiConfig(_Section):

@@ -245,6 +245,7 @@ REST_FRAMEWORK = {
         "anon": MEMORY.api.throttle.anon,
         "user": MEMORY.api.throttle.user,
         "auth": MEMORY.api.throttle.auth,
+        "login": MEMORY.api.throttle.login,
     },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",

@@ -70,6 +70,7 @@ REST_FRAMEWORK = {
         "anon": "100000/min",
         "user": env.str("COMICMEM_TEST_USER_RATE", default="100000/min"),
         "auth": "100000/min",
+        "login": "100000/min",
     },
 }
 

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from memory_app.api.authentication import login_failure_throttles
 from memory_app.api.fields import StrictCharField
+from memory_app.api.throttling import AtomicScopedRateThrottle
 from memory_app.errors import AuthenticationFailed
 from memory_app.services.users import auth_token_obtain
 
@@ -28,8 +29,11 @@ class TokenResponseSerializer(serializers.Serializer):
 class TokenObtainView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    # Only wrong passwords are counted (login_failure_throttles): right ones from a busy address are not refused.
-    throttle_classes: list = []
+    # Wrong passwords are counted apart (login_failure_throttles), so a stale client behind a NAT does not lock
+    # out everyone behind it; every attempt, right or wrong, meets the generous ``login`` rate per address, as
+    # each costs a password hash.
+    throttle_classes = [AtomicScopedRateThrottle]
+    throttle_scope = "login"
 
     @extend_schema(request=TokenRequestSerializer, responses={200: TokenResponseSerializer}, tags=["auth"])
     def post(self, request: Request) -> Response:

@@ -193,7 +193,9 @@ def test_the_largest_page_size_is_accepted_and_one_more_is_refused(auth_client, 
 
 @pytest.fixture
 def low_rates(monkeypatch):
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/min", "user": "3/min", "auth": "3/min"})
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/min", "user": "3/min", "auth": "3/min", "login": "1000/min"}
+    )
 
 
 @pytest.mark.usefixtures("low_rates")
@@ -244,7 +246,9 @@ def test_wrong_tokens_are_throttled_per_address_and_a_right_token_still_works(
     api_client, user, django_assert_num_queries, monkeypatch
 ):
     # Three wrong guesses a minute; the user's own rate is not what this test is about.
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/min", "user": "100/min", "auth": "3/min"})
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/min", "user": "100/min", "auth": "3/min", "login": "1000/min"}
+    )
     # DRF authenticates before it throttles: without the failed-token throttle a wrong token was a 401 at any rate.
     right = f"Token {Token.objects.create(user=user).key}"
 
@@ -365,3 +369,23 @@ def test_a_query_string_with_too_many_parameters_is_a_4xx_envelope(auth_client, 
     response = auth_client.get(f"/api/workflows/?{query}")
 
     assert_envelope_error(response, {400, 413})
+
+
+def test_every_login_attempt_meets_the_login_rate_per_address(api_client, other_user, monkeypatch):
+    # Right passwords give their failure places back, so without a bound on attempts one valid account could make
+    # the server hash passwords without end.
+    rates = {"anon": "1000/min", "user": "1000/min", "auth": "1000/min", "login": "4/min"}
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+    other_user.set_password("bob-password")
+    other_user.save()
+
+    def login(address: str):
+        body = {"username": "bob", "password": "bob-password"}
+        return api_client.post("/api/auth/token/", body, format="json", REMOTE_ADDR=address)
+
+    statuses = [login("198.51.100.7").status_code for _ in range(4)]
+    refused = login("198.51.100.7")
+
+    assert statuses == [200] * 4
+    assert assert_envelope_error(refused, {429})["code"] == "THROTTLED"
+    assert login("198.51.100.8").status_code == 200

@@ -77,7 +77,7 @@ def test_concurrent_appends_from_threads_stop_at_the_rate(user, monkeypatch, tmp
     else:
         cache = SlowLocMemCache("throttle-test", {})
     monkeypatch.setattr(SimpleRateThrottle, "cache", cache)
-    rates = {"anon": "1000/min", "user": f"{RATE}/min", "auth": "1000/min"}
+    rates = {"anon": "1000/min", "user": f"{RATE}/min", "auth": "1000/min", "login": "1000/min"}
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
     context = context_create(owner=user, max_messages=100, max_tokens=100_000)
     token = Token.objects.create(user=user).key
@@ -172,7 +172,9 @@ def test_wrong_passwords_sent_at_once_stop_at_the_rate(user, monkeypatch, tmp_pa
         cache = SlowLocMemCache(f"login-{uuid.uuid4().hex}", {})
     monkeypatch.setattr(SimpleRateThrottle, "cache", cache)
     auth_rate = 4
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1000/min", "auth": f"{auth_rate}/min"})
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1000/min", "auth": f"{auth_rate}/min", "login": "1000/min"}
+    )
     user.set_password("alice-password")
     user.save()
 

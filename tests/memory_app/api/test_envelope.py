@@ -146,7 +146,11 @@ def test_default_limit_refuses_a_body_over_one_mebibyte(auth_client):
 def test_throttling_is_429_with_retry_after(api_client, monkeypatch):
     from rest_framework.throttling import SimpleRateThrottle
 
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"auth": "2/min", "anon": "1000/min", "user": "1000/min"})
+    monkeypatch.setattr(
+        SimpleRateThrottle,
+        "THROTTLE_RATES",
+        {"auth": "2/min", "anon": "1000/min", "user": "1000/min", "login": "1000/min"},
+    )
     payload = {"username": "nobody", "password": "wrong"}
 
     statuses = [api_client.post("/api/auth/token/", payload, format="json").status_code for _ in range(3)]
