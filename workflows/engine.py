@@ -314,7 +314,16 @@ def _start_queued(owner_id: Any) -> int:
     """Start the owner's queued runs whose turn it is (a run of theirs ended), in the caller's transaction."""
     started = state.workflow_queue_start(owner_id=owner_id)
     for run in started:
-        _begin_current_step(run)
+        try:
+            # A savepoint: a queued run that cannot begin (its type no longer registered after a deploy, its first
+            # step's own bug) fails alone, never the run whose ending gave it its place, nor recovery's loop.
+            with transaction.atomic():
+                _begin_current_step(run)
+        except DatabaseError:
+            raise  # the database itself: the caller's transaction is lost anyway
+        except Exception as exc:  # logged, and this run fails with the error kept (see above)
+            logger.exception("queued run %s could not begin", run.pk)
+            state.workflow_fail(workflow=run, error={"type": type(exc).__name__, "message": str(exc)[:2000]})
     return len(started)
 
 

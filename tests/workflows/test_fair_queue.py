@@ -219,3 +219,30 @@ def test_the_queue_lock_does_not_hold_up_the_commits_of_the_users_other_work(use
     assert errors == []
     assert seen_while_holding == [True]  # committed while the admission still held the lock
     assert HistoryRecord.objects.filter(action="workflow_step_completed", user=user).count() == 1
+
+
+def test_a_queued_run_that_cannot_begin_fails_alone(
+    user, project, limits, run_inline, django_capture_on_commit_callbacks
+):
+    limits(active=1, unfinished=10)
+    with django_capture_on_commit_callbacks(execute=False):
+        first = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "a"})
+        broken = engine.workflow_start(
+            user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "b"}
+        )
+        last = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "c"})
+    # Its type is gone (a deploy removed it) while it waited.
+    WorkflowState.objects.filter(pk=broken.pk).update(workflow_type="retired_type")
+
+    run_inline(engine.unit_execute, unit_id=WorkflowUnit.objects.get(workflow=first).pk, lease_owner="test")
+    for run in (first, broken, last):
+        run.refresh_from_db()
+
+    # The run whose ending gave it its place completed all the same; the broken one failed with its error kept.
+    assert first.status == "completed"
+    assert (broken.status, broken.error["type"]) == ("failed", "ValidationFailed")
+    assert "retired_type" in broken.error["message"]
+    # Its place is not lost: recovery starts the next one.
+    run_inline(engine.workflow_recover)
+    last.refresh_from_db()
+    assert last.status == "completed"
