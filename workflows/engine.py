@@ -564,6 +564,7 @@ def workflow_start(
 def workflow_resume(*, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState:
     with transaction.atomic():
         run = state.workflow_resume(workflow=workflow, user=user)
+        state.workflow_active_admit(workflow=run)
         _dispatch_current_step(run)
     return run
 
@@ -579,6 +580,7 @@ def workflow_restore(
                     "Nothing is left to run after that snapshot; restore it without rerun.",
                     details={"fields": {"rerun": ["The snapshot is past the last step."]}},
                 )
+            state.workflow_active_admit(workflow=run)
             _begin_current_step(run)
     return run
 

@@ -271,6 +271,28 @@ def workflow_queue_admit(*, owner: AbstractBaseUser, lock: bool = True) -> bool:
     return active >= config.max_active_runs_per_user or queued > 0
 
 
+def workflow_active_admit(*, workflow: WorkflowState) -> None:
+    """A run going back to ``in_progress`` (resume, restore with rerun) takes a place among its owner's
+    ``max_active_runs_per_user`` like a new one: WorkflowLimitReached when they are all taken, so a backlog of old
+    runs cannot be set going past the limit, nor ahead of the owner's queued runs.
+
+    Call in the transaction that resumes the run (the run locked first, then its owner, as every ending does).
+    """
+    _lock_owner(workflow.owner_id)
+    config = settings.MEMORY.workflow
+    others = WorkflowState.objects.filter(owner_id=workflow.owner_id, status=WorkflowStatus.IN_PROGRESS).exclude(
+        pk=workflow.pk
+    )
+    active = others.count()
+    queued = _queued_runs(workflow.owner_id).count()
+    if active >= config.max_active_runs_per_user or queued:
+        raise WorkflowLimitReached(
+            f"You have {active} workflow runs in progress and {queued} queued; at most "
+            f"{config.max_active_runs_per_user} run at once. Go on with this one when one of them has ended.",
+            details={"limit": config.max_active_runs_per_user, "in_progress": active, "queued": queued},
+        )
+
+
 def workflow_queue_start(*, owner_id: Any) -> list[WorkflowState]:
     """Start the owner's oldest queued runs while fewer than ``max_active_runs_per_user`` are in progress.
 

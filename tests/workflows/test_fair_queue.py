@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 from django.db import connection, transaction
 
+from memory_app.errors import WorkflowLimitReached
 from memory_app.models import HistoryRecord, WorkflowState, WorkflowUnit
 from memory_app.services import workflow as state
 from memory_app.services.history import history_record
@@ -246,3 +247,29 @@ def test_a_queued_run_that_cannot_begin_fails_alone(
     run_inline(engine.workflow_recover)
     last.refresh_from_db()
     assert last.status == "completed"
+
+
+def test_resume_and_rerun_take_a_place_like_a_new_run(user, project, limits, effects_table, tmp_path, run_inline):
+    limits(active=1, unfinished=10)
+    flag = tmp_path / "fail"
+    flag.touch()
+    failing = {"text": "a", "faults": {"measure": {"fail_while_exists": str(flag)}}}
+    old = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data=failing)
+    run_inline(engine.unit_execute, unit_id=WorkflowUnit.objects.get(workflow=old).pk, lease_owner="test")
+    old.refresh_from_db()
+    assert old.status == "failed"
+    flag.unlink()
+    with transaction.atomic():
+        busy = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "b"})
+    before = counts(), list(WorkflowState.objects.order_by("pk").values_list("status", flat=True))
+
+    # The one place is taken: neither a resume nor a rerun sets the old run going past the limit.
+    with pytest.raises(WorkflowLimitReached):
+        engine.workflow_resume(workflow=old, user=user)
+    with pytest.raises(WorkflowLimitReached):
+        engine.workflow_restore(workflow=old, index=0, rerun=True, user=user)
+
+    assert (counts(), list(WorkflowState.objects.order_by("pk").values_list("status", flat=True))) == before
+    # Once the other run has ended, the resume goes through.
+    WorkflowState.objects.filter(pk=busy.pk).update(status="completed")
+    assert engine.workflow_resume(workflow=old, user=user).status == "in_progress"
