@@ -17,6 +17,7 @@ Two bounds, checked in this order before anything is written:
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import uuid
@@ -26,8 +27,11 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache.backends.redis import RedisCache
 
 from memory_app.errors import LLMCallsPerUserExceeded, LLMCapacityExhausted
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WEB_THREADS = 4
 WEB_THREADS_VARIABLE = "COMICMEM_WEB_THREADS"
@@ -71,11 +75,28 @@ def _user_slot_take(user_id: int, limit: int, token: str) -> str | None:
     return None
 
 
+# Delete the slot only if it still holds our token, in one step (a get then a delete could remove the slot that
+# another call took between the two, once our lease had run out).
+_GIVE_BACK_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
 def _user_slot_give_back(key: str, token: str) -> None:
-    with _slots_lock():
-        # Another token there means our lease ran out and someone else holds the slot now: leave it.
-        if cache.get(key) == token:
-            cache.delete(key)
+    """Never raises: the call it guarded is over (its answer stored, or its own error on its way); a slot that
+    cannot be given back now frees itself when its lease runs out."""
+    try:
+        backend = caches["default"]
+        if isinstance(backend, RedisCache):
+            name = backend.make_and_validate_key(key)
+            stored = backend._cache.get_client(name, write=True)
+            # The cache pickles its values: compare with our token as it stored it.
+            stored.eval(_GIVE_BACK_SCRIPT, 1, name, backend._cache._serializer.dumps(token))
+            return
+        with _slots_lock():
+            # Another token there means our lease ran out and someone else holds the slot now: leave it.
+            if cache.get(key) == token:
+                cache.delete(key)
+    except Exception:  # noqa: BLE001 - see the docstring; logged
+        logger.warning("could not give back the LLM call slot %s; it frees itself when its lease ends", key)
 
 
 def _process_slot_take(limit: int) -> bool:

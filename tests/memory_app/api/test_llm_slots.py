@@ -119,3 +119,50 @@ def test_in_the_embedded_mode_the_slots_live_in_the_file_cache(settings, tmp_pat
         assert try_slot(other_user.pk) is True
     assert [caches["default"].get(f"llm-slot:{user.pk}:{index}") for index in (0, 1)] == [None, None]
     assert (settings.VAR_DIR / "llm-slots.lock").exists()
+
+
+@pytest.fixture
+def redis_cache(settings, redis_url):
+    import uuid
+
+    from django.core.cache import caches
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"slots-{uuid.uuid4().hex}",
+        }
+    }
+    yield caches["default"]
+    caches["default"].clear()
+
+
+def test_on_redis_a_slot_is_given_back_only_while_it_holds_our_token(settings, user, redis_cache):
+    from memory_app.services import llm_slots
+
+    set_api(settings, llm_calls_per_user=1)
+    with llm_call_slot(user_id=user.pk):
+        assert redis_cache.get(f"llm-slot:{user.pk}:0") is not None
+    # Given back: the next call gets the one slot.
+    with llm_call_slot(user_id=user.pk):
+        pass
+
+    # A call whose lease ran out finds another call's token in its slot: it leaves that one alone.
+    key = llm_slots._user_slot_take(user.pk, 1, "ours")
+    redis_cache.set(key, "theirs", timeout=60)
+    llm_slots._user_slot_give_back(key, "ours")
+    assert redis_cache.get(key) == "theirs"
+    llm_slots._user_slot_give_back(key, "theirs")
+    assert redis_cache.get(key) is None
+
+
+def test_a_slot_that_cannot_be_given_back_does_not_fail_the_call(settings, user, monkeypatch):
+    from django.core.cache import cache
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the cache went away")
+
+    with llm_call_slot(user_id=user.pk):
+        monkeypatch.setattr(cache, "get", unreachable)
+    # The block ended normally: nothing raised from the give-back.
