@@ -8,9 +8,11 @@ timeouts, and one that has not answered by the deadline is reported down, named.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -20,9 +22,11 @@ from django.db import connection
 
 # How long the broker and cache checks may take together, and each socket operation inside them.
 CHECK_SECONDS = 1.5
-# Threads of a check stuck past the deadline finish on their socket timeout; a few spare ones keep later checks
-# from queueing behind them.
-_checks = ThreadPoolExecutor(max_workers=6, thread_name_prefix="health-check")
+# At most one check of each kind is in flight: health requests that come while one runs share its answer, so a
+# stalled Redis and a prober calling every second never pile up checks (threads, connections) behind it.
+_checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="health-check")
+_in_flight: dict[str, Future[ComponentHealth]] = {}
+_in_flight_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,19 @@ def _cache() -> ComponentHealth:
     return ComponentHealth("cache", True, settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1])
 
 
+def _shared_check(name: str, check: Callable[[], ComponentHealth]) -> Future[ComponentHealth]:
+    """The check of that kind in flight, or a new one."""
+    with _in_flight_lock:
+        future = _in_flight.get(name)
+        if future is None or future.done():
+            future = _checks.submit(check)
+            _in_flight[name] = future
+        return future
+
+
 def health_check() -> list[ComponentHealth]:
     started = time.monotonic()
-    pending = {"broker": _checks.submit(_broker), "cache": _checks.submit(_cache)}
+    pending = {"broker": _shared_check("broker", _broker), "cache": _shared_check("cache", _cache)}
     results = [_database()]
     for name, future in pending.items():
         try:

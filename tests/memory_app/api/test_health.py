@@ -138,3 +138,43 @@ def test_a_paused_redis_is_a_quick_503_naming_broker_and_cache(api_client, setti
     assert details["components"]["database"]["ok"] is True
     paused_redis.resume()
     assert api_client.get("/api/health/").status_code == 200
+
+
+def test_checks_stuck_past_the_deadline_are_shared_not_piled_up(monkeypatch):
+    """A stalled Redis and a prober calling often: requests that come while a check hangs share it, so the checks
+    in flight (threads, connections) stay one of each kind however many requests arrive."""
+    import threading
+    import time
+
+    from memory_app.services import health
+
+    calls = {"cache": 0, "broker": 0}
+    release = threading.Event()
+
+    def stalled(name):
+        def check():
+            calls[name] += 1
+            release.wait(10)
+            return health.ComponentHealth(name, True, "late")
+
+        return check
+
+    monkeypatch.setattr(health, "_cache", stalled("cache"))
+    monkeypatch.setattr(health, "_broker", stalled("broker"))
+    monkeypatch.setattr(health, "_database", lambda: health.ComponentHealth("database", True, "test"))
+    monkeypatch.setattr(health, "_in_flight", {})
+    answers = []
+    try:
+        threads = [threading.Thread(target=lambda: answers.append(health.health_check())) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=5)
+    finally:
+        release.set()
+        time.sleep(0.1)
+
+    assert len(answers) == 8
+    assert calls == {"cache": 1, "broker": 1}
+    for answer in answers:
+        assert {item.name: item.ok for item in answer} == {"database": True, "broker": False, "cache": False}
