@@ -21,7 +21,7 @@ EXPECTED = {
     "memory-optimize": ("memory_app.memory_optimize", 300),
     "metrics-snapshot": ("memory_app.metrics_snapshot", 300),
     "integrity-check": ("memory_app.integrity_check", 86400),
-    "workflows-recover": ("workflows.recover", 60),
+    "workflows-recover": ("workflows.recover", 10),
     "workflows-detect-stuck": ("workflows.detect_stuck", 300),
 }
 
