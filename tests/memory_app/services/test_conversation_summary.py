@@ -7,8 +7,9 @@ from django.db import connection
 
 from memory_app.models import SUMMARY_POSITION, ContextMessage, ConversationContext
 from memory_app.providers.llm import OfflineLLM
-from memory_app.services import conversation
 from memory_app.services.conversation import context_append_message, context_create, context_refresh_summary
+from memory_app.services.conversation import summary as summary_module
+from memory_app.services.conversation import window as window_module
 
 
 @pytest.fixture
@@ -66,11 +67,12 @@ def test_with_keep_archived_off_folded_messages_are_deleted_after_the_fold(summa
 def test_a_concurrent_fold_makes_the_loser_read_again_and_nothing_is_folded_twice(summaries_on, user, monkeypatch):
     context = context_create(owner=user, max_messages=2, max_tokens=100)
     with monkeypatch.context() as patch:
-        patch.setattr(conversation, "context_refresh_summary", lambda **kwargs: False)  # leave the folds pending
+        # The append services look the fold up in their own module: replaced there, the folds stay pending.
+        patch.setattr(window_module, "context_refresh_summary", lambda **kwargs: False)
         for content in ["Alpha.", "Beta.", "Gamma."]:
             context_append_message(context=context, role="user", content=content)
     calls: list[list[str]] = []
-    original = conversation._summary_text
+    original = summary_module._summary_text
 
     def racing(context_, previous, pending):
         calls.append([content for _, _, content in pending])
@@ -79,7 +81,7 @@ def test_a_concurrent_fold_makes_the_loser_read_again_and_nothing_is_folded_twic
             ConversationContext.objects.filter(pk=context.pk).update(summarized_through=0)
         return original(context_, previous, pending)
 
-    monkeypatch.setattr(conversation, "_summary_text", racing)
+    monkeypatch.setattr(summary_module, "_summary_text", racing)
 
     assert context_refresh_summary(context=context) is True
 

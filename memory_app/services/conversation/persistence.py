@@ -1,0 +1,123 @@
+"""The append's raw-SQL fast path: insert the new messages, archive what left the window and save the context's
+totals in one statement on PostgreSQL (three plain ones on SQLite), instead of the ORM's several round trips.
+
+(The §2.3 persistence document, export and import, is in ``transfer``.)
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from memory_app.models import ContextMessage, ConversationContext, MessageRole
+from memory_app.services.conversation.eviction import _ARCHIVE_OLDEST_SQL, _evict
+from memory_app.services.conversation.totals import _other_budgets, _save_totals, _Totals
+
+_INSERTED_COLUMNS = (
+    "context",
+    "position",
+    "role",
+    "content",
+    "token_count",
+    "created_at",
+    "archived",
+    "is_summary",
+    "unanswered",
+    "request_id",
+    "metadata",
+)
+
+
+def _insert_evict_and_save(
+    context: ConversationContext, totals: _Totals, rows: list[ContextMessage], *, summarize: bool
+) -> bool:
+    """Insert the new messages, archive the oldest ones the window no longer holds and save the context's totals,
+    in plain SQL: on PostgreSQL one statement (one round trip instead of three), on SQLite three statements without
+    the ORM's query building (less time holding the database's write lock). False, with nothing written, where
+    that does not apply (eviction by deletion, or a batch that pushes out its own messages); the caller then takes
+    the general path.
+
+    The archiving picks among the messages that were there before the insert (PostgreSQL: the statement's parts
+    see one snapshot; SQLite: it runs first); that is exact when the messages to archive by count are all older
+    ones, which is what the conditions check.
+    """
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return False
+    others_count, others_tokens = _other_budgets(context, totals, summarize=summarize)
+    excess = max(totals.window_count - others_count, 0)
+    new_plain = sum(1 for row in rows if row.role != MessageRole.SYSTEM)
+    archive = settings.MEMORY.conversation.keep_archived or summarize
+    if (excess and not archive) or excess > totals.window_count - new_plain:
+        return False
+    operations = connection.ops
+    messages = operations.quote_name(ContextMessage._meta.db_table)
+    contexts = operations.quote_name(ConversationContext._meta.db_table)
+    fields = [ContextMessage._meta.get_field(name) for name in _INSERTED_COLUMNS]
+    columns = ", ".join(operations.quote_name(field.column) for field in fields)
+    values = ", ".join("(" + ", ".join(["%s"] * len(fields)) + ")" for _ in rows)
+    insert_sql = f"INSERT INTO {messages} ({columns}) VALUES {values} RETURNING id, position"  # noqa: S608
+    insert_params = [
+        field.get_db_prep_save(getattr(row, field.attname), connection) for row in rows for field in fields
+    ]
+    context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
+    archive_sql = _ARCHIVE_OLDEST_SQL.format(messages=messages)
+    archive_params = [True, context_id, False, MessageRole.SYSTEM.value, excess]
+    context.last_updated = timezone.now()
+    save_sql = (
+        f"UPDATE {contexts} SET next_position = %s, summarized_through = %s, system_count = %s, "  # noqa: S608
+        "system_tokens = %s, window_count = %s - {archived_count}, window_tokens = %s - {archived_tokens}, "
+        "last_updated = %s WHERE id = %s"
+    )
+    save_params = [
+        context.next_position,
+        context.summarized_through,
+        totals.system_count,
+        totals.system_tokens,
+        totals.window_count,
+        totals.window_tokens,
+        ConversationContext._meta.get_field("last_updated").get_db_prep_save(context.last_updated, connection),
+        context_id,
+    ]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            save = save_sql.format(
+                archived_count="(SELECT COUNT(*) FROM archived)",
+                archived_tokens="(SELECT COALESCE(SUM(token_count), 0) FROM archived)",
+            )
+            cursor.execute(
+                f"WITH archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save}) "  # noqa: S608
+                "SELECT FALSE, id, token_count, position FROM archived "
+                "UNION ALL SELECT TRUE, id, 0, position FROM inserted",
+                [*archive_params, *insert_params, *save_params],
+            )
+            result = [tuple(item) for item in cursor.fetchall()]
+        else:
+            cursor.execute(archive_sql, archive_params)
+            archived = [(False, *item) for item in cursor.fetchall()]
+            cursor.execute(insert_sql, insert_params)
+            inserted = [(True, row_id, 0, position) for row_id, position in cursor.fetchall()]
+            cursor.execute(
+                save_sql.format(archived_count="%s", archived_tokens="%s"),
+                [*save_params[:5], len(archived), save_params[5], sum(item[2] for item in archived), *save_params[6:]],
+            )
+            result = archived + inserted
+    inserted_ids = {position: row_id for is_new, row_id, _tokens, position in result if is_new}
+    for row in rows:
+        row.pk = inserted_ids[row.position]
+        row._state.adding = False
+        row._state.db = connection.alias
+    for _is_new, message_id, token_count, _position in sorted(
+        (item for item in result if not item[0]), key=lambda item: item[3]
+    ):
+        totals.evicted_ids.add(message_id)
+        totals.window_count -= 1
+        totals.window_tokens -= token_count
+    # As _save_totals leaves the instance.
+    context.system_count, context.system_tokens = totals.system_count, totals.system_tokens
+    context.window_count, context.window_tokens = totals.window_count, totals.window_tokens
+    if totals.window_tokens > others_tokens:
+        # Still over the token budget: the general rule takes more of the oldest, now that the new rows exist.
+        _evict(context, totals, summarize=summarize)
+        _save_totals(context, totals)
+    return True
