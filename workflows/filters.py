@@ -8,6 +8,8 @@ from memory_app.models import WorkflowState, WorkflowStatus
 
 
 class WorkflowFilterSet(django_filters.FilterSet):
+    refusal_messages = {"status": "Unknown status '{value}'."}
+
     # The public id as given: a run of no project of the caller's simply matches nothing (never a 400 or 404).
     project_id = django_filters.CharFilter(field_name="project__public_id", strip=False)
     status = django_filters.ChoiceFilter(

@@ -24,12 +24,18 @@ from memory_app.selectors.projects import project_get
 
 
 def filterset_validate(filterset: django_filters.FilterSet) -> dict[str, Any]:
-    """The filterset's cleaned values, or a 400 naming every refused parameter."""
+    """The filterset's cleaned values, or a 400 naming every refused parameter.
+
+    The message speaks of the first refused parameter: ``'name': reason``, or the filterset's own words for it
+    (``refusal_messages``, formatted with the value sent) where the endpoint has always said it differently.
+    """
     if filterset.is_valid():
         return filterset.form.cleaned_data
     errors = {name: [str(message) for message in messages] for name, messages in filterset.errors.items()}
     name, messages = next(iter(errors.items()))
-    raise ValidationFailed(f"'{name}': {messages[0]}", details={"fields": errors})
+    template = getattr(filterset, "refusal_messages", {}).get(name)
+    message = template.format(value=filterset.data.get(name)) if template else f"'{name}': {messages[0]}"
+    raise ValidationFailed(message, details={"fields": errors})
 
 
 def filter_parameters(filterset_class: type[django_filters.FilterSet], request: Request) -> dict[str, Any]:
@@ -134,6 +140,8 @@ class CharacterFilterSet(django_filters.FilterSet):
 
 
 class ContextMessageFilterSet(django_filters.FilterSet):
+    refusal_messages = {"include_archived": "'include_archived' must be true or false."}
+
     include_archived = TrueFalseFilter(
         method="filter_include_archived", help_text="Every stored message, not the window."
     )

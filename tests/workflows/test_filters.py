@@ -73,23 +73,15 @@ def test_a_project_id_that_is_not_the_callers_matches_nothing_rather_than_refusi
     assert listed(other_client, "project_id=proj-002") == []
 
 
-@pytest.mark.parametrize(
-    ("query", "field", "message"),
-    [
-        ("status=exploded", "status", "Must be one of: pending, in_progress, completed, failed, cancelled."),
-        ("status=COMPLETED", "status", "Must be one of: pending, in_progress, completed, failed, cancelled."),
-        ("status=null", "status", "Must be one of: pending, in_progress, completed, failed, cancelled."),
-    ],
-)
-def test_a_bad_value_is_400_naming_the_parameter(auth_client, runs, query, field, message):
-    response = auth_client.get(f"/api/workflows/?{query}")
+@pytest.mark.parametrize("value", ["exploded", "COMPLETED", "null"])
+def test_an_unknown_status_is_400_naming_it(auth_client, runs, value):
+    response = auth_client.get(f"/api/workflows/?status={value}")
 
     assert response.status_code == 400
-    error = response.json()["error"]
-    assert error == {
+    assert response.json()["error"] == {
         "code": "VALIDATION_ERROR",
-        "message": f"'{field}': {message}",
-        "details": {"fields": {field: [message]}},
+        "message": f"Unknown status '{value}'.",
+        "details": {"fields": {"status": ["Must be one of: pending, in_progress, completed, failed, cancelled."]}},
     }
     assert WorkflowState.objects.count() == 4
 

@@ -192,7 +192,7 @@ def test_a_bad_include_archived_is_400_naming_it(auth_client, context):
     assert response.status_code == 400
     assert response.json()["error"] == {
         "code": "VALIDATION_ERROR",
-        "message": "'include_archived': Must be true or false.",
+        "message": "'include_archived' must be true or false.",
         "details": {"fields": {"include_archived": ["Must be true or false."]}},
     }
     assert list(ContextMessage.objects.values_list("position", "archived")) == before
