@@ -7,7 +7,7 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
@@ -16,11 +16,12 @@ from rest_framework.views import APIView
 
 from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictChoiceField
 from memory_app.api.history import AnyContentNegotiation
-from memory_app.errors import NotFound, ValidationFailed
-from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowStatus
+from memory_app.errors import NotFound
+from memory_app.models import WorkflowSnapshot, WorkflowState
 from memory_app.selectors.projects import project_paths_public
 from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
 from workflows import engine
+from workflows.filters import WorkflowFilterSet
 from workflows.pipelines.common import output_folder
 
 
@@ -103,33 +104,14 @@ class WorkflowRestoreSerializer(serializers.Serializer):
     rerun = serializers.BooleanField(required=False, default=False)
 
 
-STATUS_FILTER = OpenApiParameter("status", str, enum=[choice.value for choice in WorkflowStatus])
-LIST_FILTERS = [
-    OpenApiParameter("project_id", str),
-    STATUS_FILTER,
-    OpenApiParameter("workflow_type", str),
-]
-
-
 class WorkflowListCreateView(GenericAPIView):
     serializer_class = WorkflowStateSerializer
     queryset = WorkflowState.objects.none()  # for the schema only; get() asks the selector
+    filterset_class = WorkflowFilterSet
 
-    @extend_schema(tags=["workflows"], parameters=LIST_FILTERS, responses=WorkflowStateSerializer(many=True))
+    @extend_schema(tags=["workflows"], responses=WorkflowStateSerializer(many=True))
     def get(self, request: Request) -> Response:
-        status_filter = request.query_params.get("status") or None
-        if status_filter is not None and status_filter not in WorkflowStatus.values:
-            raise ValidationFailed(
-                f"Unknown status '{status_filter}'.",
-                details={"fields": {"status": [f"Must be one of: {', '.join(WorkflowStatus.values)}."]}},
-            )
-        runs = workflow_list(
-            user=request.user,
-            project_id=request.query_params.get("project_id") or None,
-            status=status_filter,
-            workflow_type=request.query_params.get("workflow_type") or None,
-        )
-        page = self.paginate_queryset(runs)
+        page = self.paginate_queryset(self.filter_queryset(workflow_list(user=request.user)))
         return self.get_paginated_response(WorkflowStateSerializer(page, many=True).data)
 
     @extend_schema(tags=["workflows"], request=WorkflowStartSerializer, responses={202: WorkflowStateSerializer})

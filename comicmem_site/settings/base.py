@@ -234,7 +234,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "memory_app.api.envelope.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "memory_app.api.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": MEMORY.api.default_page_size,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["memory_app.api.filters.FilterBackend"],
     # DRF's own throttles lose counts to concurrent requests (a read-modify-write of a list in the cache):
     # these count with one atomic increment each (memory_app/api/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [

@@ -21,8 +21,8 @@ from memory_app.api.fields import (
     StrictChoiceField,
     StrictRegexField,
 )
+from memory_app.api.filters import ContextMessageFilterSet, filter_parameters
 from memory_app.api.pagination import StrictPageNumberPagination
-from memory_app.errors import ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.selectors.conversation import context_get, context_list, context_messages
 from memory_app.selectors.projects import project_get
@@ -228,15 +228,6 @@ def _messages_from(data: Any) -> list[NewMessage]:
     return messages
 
 
-def _boolean_param(request: Request, name: str) -> bool:
-    raw = (request.query_params.get(name) or "false").strip().lower()
-    if raw in {"1", "true", "yes"}:
-        return True
-    if raw in {"0", "false", "no", ""}:
-        return False
-    raise ValidationFailed(f"'{name}' must be true or false.", details={"fields": {name: ["Must be true or false."]}})
-
-
 _PERSISTED_MESSAGE_FIELDS = {
     "role": serializers.ChoiceField(choices=ROLES),
     "content": serializers.CharField(allow_blank=True),
@@ -351,7 +342,7 @@ class ContextMessagesView(APIView):
     )
     def get(self, request: Request, context_id: str) -> Response:
         context = context_get(user=request.user, context_id=context_id)
-        include_archived = _boolean_param(request, "include_archived")
+        include_archived = filter_parameters(ContextMessageFilterSet, request)["include_archived"]
         paginator = StrictPageNumberPagination()
         page = paginator.paginate_queryset(
             context_messages(context=context, include_archived=include_archived), request, view=self

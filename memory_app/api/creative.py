@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictCharField, StrictRegexField
+from memory_app.api.filters import CharacterFilterSet
 from memory_app.api.schema import PROJECT_ID_FILTER_PATTERN
 from memory_app.models import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.selectors.creative import character_get, character_list, style_get, style_list, style_usage_list
@@ -95,6 +96,7 @@ class StyleRateSerializer(serializers.Serializer):
 class CharacterListView(GenericAPIView):
     serializer_class = CharacterSerializer
     queryset = Character.objects.none()
+    filterset_class = CharacterFilterSet
 
     @extend_schema(
         tags=["creative"],
@@ -103,10 +105,7 @@ class CharacterListView(GenericAPIView):
         responses=CharacterSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        project_id = request.query_params.get("project_id") or None
-        if project_id is not None:
-            project_get(user=request.user, project_id=project_id)  # 400 for a bad id, 404 for someone else's
-        page = self.paginate_queryset(character_list(user=request.user, project_id=project_id))
+        page = self.paginate_queryset(self.filter_queryset(character_list(user=request.user)))
         return self.get_paginated_response(CharacterSerializer(page, many=True).data)
 
 

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.filters import HistoryFilterSet, history_filters_from
 from memory_app.api.pagination import parse_limit
 from memory_app.api.schema import HISTORY_SCOPE_PATTERN
 from memory_app.errors import NotFound
@@ -25,7 +26,6 @@ from memory_app.selectors.history import (
     HistoryFilters,
     history_archive_get,
     history_archive_list,
-    history_filters_parse,
     history_page,
     history_scope_get,
     history_timeline_summary,
@@ -128,9 +128,11 @@ ARCHIVE_LIST = inline_serializer(
 SCOPE_PATH = OpenApiParameter("project_id", str, OpenApiParameter.PATH, pattern=HISTORY_SCOPE_PATTERN)
 FILTER_PARAMETERS = [
     SCOPE_PATH,
-    OpenApiParameter("start_date", OpenApiTypes.STR, description="ISO date or datetime (UTC when naive), inclusive"),
-    OpenApiParameter("end_date", OpenApiTypes.STR, description="ISO date (the whole day) or datetime, inclusive"),
-    OpenApiParameter("action_type", OpenApiTypes.STR, description="an action of the vocabulary; commas for several"),
+    # The views page through a selector rather than a listed queryset, so the FilterSet's parameters are named here.
+    *[
+        OpenApiParameter(name, OpenApiTypes.STR, description=history_filter.extra["help_text"])
+        for name, history_filter in HistoryFilterSet.base_filters.items()
+    ],
     OpenApiParameter(
         "limit",
         {"type": "integer", "minimum": 1, "maximum": settings.MEMORY.api.max_page_size},
@@ -140,17 +142,9 @@ FILTER_PARAMETERS = [
 ]
 
 
-def _filters(request: Request) -> HistoryFilters:
-    return history_filters_parse(
-        start_date=request.query_params.get("start_date"),
-        end_date=request.query_params.get("end_date"),
-        action_type=request.query_params.get("action_type"),
-    )
-
-
 def _page(request: Request, scope: Any, *, default_order: str) -> tuple[HistoryFilters, int, str, Any]:
     """The query parameters both routes share, parsed, and the page they select."""
-    filters = _filters(request)
+    filters = history_filters_from(request)
     limit = parse_limit(request)
     order = request.query_params.get("order") or default_order
     page = history_page(

@@ -10,11 +10,9 @@ from memory_app.models import Character, StyleTemplate, StyleUsage
 from memory_app.selectors.ownership import scope_to_owner
 
 
-def character_list(*, user: AbstractBaseUser | AnonymousUser, project_id: str | None = None) -> QuerySet[Character]:
-    characters = scope_to_owner(Character.objects.select_related("project"), user=user, owner_field="project__owner")
-    if project_id is not None:
-        characters = characters.filter(project__public_id=project_id)
-    return characters
+def character_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Character]:
+    # The API's project_id filter is memory_app.api.filters.CharacterFilterSet.
+    return scope_to_owner(Character.objects.select_related("project"), user=user, owner_field="project__owner")
 
 
 def character_get(*, user: AbstractBaseUser | AnonymousUser, character_id: str) -> Character:

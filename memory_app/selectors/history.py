@@ -143,7 +143,10 @@ def history_filters_parse(*, start_date: str | None, end_date: str | None, actio
 
 
 def history_filtered(*, scope: HistoryScope, filters: HistoryFilters) -> QuerySet[HistoryRecord]:
-    queryset = history_scope_queryset(scope=scope)
+    return history_filter_apply(queryset=history_scope_queryset(scope=scope), filters=filters)
+
+
+def history_filter_apply(*, queryset: QuerySet[HistoryRecord], filters: HistoryFilters) -> QuerySet[HistoryRecord]:
     if filters.start is not None:
         queryset = queryset.filter(timestamp__gte=filters.start)
     if filters.end is not None:

@@ -12,20 +12,9 @@ from memory_app.models import WorkflowSnapshot, WorkflowState
 from memory_app.selectors.ownership import scope_to_owner
 
 
-def workflow_list(
-    *,
-    user: AbstractBaseUser | AnonymousUser,
-    project_id: str | None = None,
-    status: str | None = None,
-    workflow_type: str | None = None,
-) -> QuerySet[WorkflowState]:
+def workflow_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[WorkflowState]:
+    # The API's filters (project_id, status, workflow_type) are workflows.filters.WorkflowFilterSet.
     runs = scope_to_owner(WorkflowState.objects.select_related("owner", "project"), user=user)
-    if project_id:
-        runs = runs.filter(project__public_id=project_id)
-    if status:
-        runs = runs.filter(status=status)
-    if workflow_type:
-        runs = runs.filter(workflow_type=workflow_type)
     return runs.order_by("-created_at", "workflow_id")
 
 
