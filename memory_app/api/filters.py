@@ -131,9 +131,9 @@ class CharacterFilterSet(django_filters.FilterSet):
         fields: list[str] = []
 
     def filter_project_id(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        # Resolved through the caller's own projects: 400 for a bad id, 404 for someone else's.
-        project_get(user=self.request.user, project_id=value)
-        return queryset.filter(project__public_id=value)
+        # Resolved through the caller's own projects: 400 for a bad id, 404 for someone else's; staff get the one
+        # project the id names (a 409 when several owners have it), never several owners' characters mixed.
+        return queryset.filter(project=project_get(user=self.request.user, project_id=value))
 
 
 # --- conversation contexts ------------------------------------------------------------------------------------
