@@ -12,9 +12,9 @@ from pathlib import Path
 
 from django.utils import timezone
 
-from memory_app.services.cache.blobs import _blob_file
+from memory_app.services.cache.blobs import _blob_file, _FileHit
 from memory_app.services.cache.counters import _counters
-from memory_app.services.cache.files import _file_corrupted, _file_entry_hit, _FileHit
+from memory_app.services.cache.files import _file_corrupted, _file_entry_hit
 from memory_app.services.cache.hits import _file_hits
 from memory_app.services.cache.namespaces import cache_namespace_directory
 
