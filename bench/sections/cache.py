@@ -14,6 +14,7 @@ def run(*, sizes: Sizes) -> list[Result]:
 
     from comicmem_site.memory_config import CacheNamespaceConfig
     from memory_app.services import cache as cache_service
+    from memory_app.services.cache.counters import _counters
 
     settings.CACHE_DIR = BENCH_DIR / "cache"
     settings.MEMORY = settings.MEMORY.model_copy(
@@ -42,7 +43,7 @@ def run(*, sizes: Sizes) -> list[Result]:
         timed(function, 10)
     ours_samples, raw_samples = timed_pair(ours, raw, sizes.cache_repeats)
     ours_time, raw_time = median(ours_samples), median(raw_samples)
-    counters = cache_service._counters()
+    counters = _counters()
     stats_time = median(timed(lambda: counters.add("bench_memory", hits=1), sizes.cache_repeats))
     backend = type(caches["default"]).__name__
     results.append(

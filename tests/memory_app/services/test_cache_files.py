@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from memory_app.errors import NotFound
 from memory_app.models import CacheEntry
-from memory_app.services import cache as cache_module
 from memory_app.services.cache import (
     cache_cleanup,
     cache_clear,
@@ -29,6 +28,7 @@ from memory_app.services.cache import (
     cache_set_stream,
     cache_statistics_flush,
 )
+from memory_app.services.cache import reads as cache_reads
 
 pytestmark = pytest.mark.django_db
 
@@ -405,15 +405,15 @@ def test_max_size_and_max_disk_usage_together(cache_namespaces, cache_root):
 def large(cache_namespaces, cache_root, monkeypatch):
     """A file namespace, this process's blob guesses forgotten, and the threads that read blobs recorded."""
     cache_namespaces(large={"backend": "file", "ttl": 3600, "directory": "cache/large"})
-    monkeypatch.setattr(cache_module, "_blob_reads", cache_module._SpeculativeBlobReads())
+    monkeypatch.setattr(cache_reads, "_blob_reads", cache_reads._SpeculativeBlobReads())
     readers: list[str] = []
-    read_and_hash = cache_module._read_and_hash
+    read_and_hash = cache_reads._read_and_hash
 
     def recording(path: str, size: int):
         readers.append(threading.current_thread().name)
         return read_and_hash(path, size)
 
-    monkeypatch.setattr(cache_module, "_read_and_hash", recording)
+    monkeypatch.setattr(cache_reads, "_read_and_hash", recording)
     return readers
 
 
@@ -452,7 +452,7 @@ def test_a_key_rewritten_since_its_last_hit_returns_the_new_value(large):
 
 
 def test_a_process_keeps_a_bounded_number_of_guesses(large, monkeypatch):
-    monkeypatch.setattr(cache_module._blob_reads, "capacity", 2)
+    monkeypatch.setattr(cache_reads._blob_reads, "capacity", 2)
     values = {name: os.urandom(300 * 1024) for name in ("first", "second", "third")}
     for name, value in values.items():
         cache_set(namespace="large", key=name, value=value)
@@ -492,7 +492,7 @@ def test_a_forked_child_reads_guessed_blobs_on_threads_of_its_own(large, cache_r
     cache_set(namespace="large", key="page", value=value)
     cache_get(namespace="large", key="page")
     cache_get(namespace="large", key="page")  # the parent's helper thread exists now
-    reads = cache_module._blob_reads
+    reads = cache_reads._blob_reads
     digest = cache_key(namespace="large", key="page")
     directory = cache_root / "cache" / "large"
 

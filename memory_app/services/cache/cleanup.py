@@ -1,0 +1,109 @@
+"""Cleanup: expired entries in batches, orphaned blobs and temporary files of file namespaces past a grace period,
+and expired members of memory namespaces."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from memory_app.models import CacheEntry
+from memory_app.services.cache.blobs import _remove_blobs
+from memory_app.services.cache.memory import _memory_store
+from memory_app.services.cache.namespaces import cache_namespace_directory
+from memory_app.services.cache.statistics import cache_statistics_flush
+
+
+@dataclass
+class CacheCleanupReport:
+    expired_entries: int = 0
+    orphaned_blobs: int = 0
+    temporary_files: int = 0
+    bytes_freed: int = 0
+    more: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _older_than_grace(path: Path, grace: int) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime >= grace
+    except FileNotFoundError:
+        return False
+
+
+def _cleanup_file_namespace(
+    namespace: str, report: CacheCleanupReport, batch_size: int, max_batches: int | None
+) -> None:
+    directory = cache_namespace_directory(namespace=namespace)
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batch = list(
+            CacheEntry.objects.filter(namespace=namespace, expires_at__lte=timezone.now()).values_list(
+                "id", "blob_name", "size_bytes"
+            )[:batch_size]
+        )
+        if not batch:
+            break
+        CacheEntry.objects.filter(id__in=[row[0] for row in batch]).delete()
+        _remove_blobs(directory, [row[1] for row in batch])
+        report.expired_entries += len(batch)
+        report.bytes_freed += sum(row[2] for row in batch)
+        batches += 1
+    else:
+        report.more = (
+            report.more or CacheEntry.objects.filter(namespace=namespace, expires_at__lte=timezone.now()).exists()
+        )
+    if not directory.is_dir():
+        return
+    grace = settings.MEMORY.cache_options.orphan_grace_seconds
+    temporary_directory = directory / ".tmp"
+    if temporary_directory.is_dir():
+        for temporary in temporary_directory.iterdir():
+            if _older_than_grace(temporary, grace):
+                size = temporary.stat().st_size
+                temporary.unlink(missing_ok=True)
+                report.temporary_files += 1
+                report.bytes_freed += size
+    # A blob without a row: its row was evicted or rolled back, or its writer died between rename and insert.
+    # Young ones may belong to a write in progress, so the same grace applies.
+    for shard in directory.iterdir():
+        if not shard.is_dir() or shard.name == ".tmp":
+            continue
+        names = [path.name for path in shard.iterdir()]
+        for start in range(0, len(names), batch_size):
+            chunk = names[start : start + batch_size]
+            known = set(
+                CacheEntry.objects.filter(namespace=namespace, blob_name__in=chunk).values_list("blob_name", flat=True)
+            )
+            for name in chunk:
+                path = shard / name
+                if name not in known and _older_than_grace(path, grace):
+                    size = path.stat().st_size
+                    path.unlink(missing_ok=True)
+                    report.orphaned_blobs += 1
+                    report.bytes_freed += size
+
+
+def cache_cleanup(*, batch_size: int | None = None, max_batches: int | None = None) -> CacheCleanupReport:
+    """Remove expired entries (in batches of ``batch_size``) and orphaned blobs and temporary files.
+
+    With ``max_batches``, stops after that many batches of expired rows per namespace and says in ``more``
+    whether some are left (the scheduled task re-queues itself then).
+    """
+    batch_size = batch_size or settings.MEMORY.cache_options.cleanup_batch_size
+    report = CacheCleanupReport()
+    for namespace, config in settings.MEMORY.cache.items():
+        if config.backend == "file":
+            _cleanup_file_namespace(namespace, report, batch_size, max_batches)
+        else:
+            expired, freed = _memory_store().purge_expired(namespace)
+            report.expired_entries += expired
+            report.bytes_freed += freed
+    cache_statistics_flush()
+    return report

@@ -1,0 +1,27 @@
+"""Statistics as callers see them: flush this process's batched counts and hits, read a namespace's counters, and
+forget this process's state (test isolation)."""
+
+from __future__ import annotations
+
+from memory_app.services.cache.counters import _counters, _database_counters
+from memory_app.services.cache.hits import _file_hits
+from memory_app.services.cache.redis_store import _RedisMemoryStore
+
+
+def cache_statistics_flush() -> None:
+    """Write this process's pending counts (embedded mode; on Redis they are there already) and the hit counts and
+    access times of the file entries it read."""
+    _file_hits.flush()  # first: it hands its hit counts to the counters
+    _database_counters.flush()
+
+
+def cache_counters_read(*, namespace: str) -> dict[str, int]:
+    return _counters().read(namespace)
+
+
+def cache_process_state_reset() -> None:
+    """Forget this process's pending counts and the generations it saw. For test isolation, where every test has
+    its own database."""
+    _database_counters.discard()
+    _file_hits.discard()
+    _RedisMemoryStore._seen_generations.clear()
