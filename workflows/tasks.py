@@ -10,7 +10,7 @@ from celery import bootsteps, shared_task
 from celery.signals import worker_init
 from django.conf import settings
 
-from workflows import engine
+from workflows import engine, retries
 from workflows.providers import providers_warm_up
 
 logger = logging.getLogger("workflows.tasks")
@@ -33,13 +33,13 @@ def run_unit(self: Any, unit_id: int, after_lease: bool = False) -> dict[str, An
             task_id=self.request.id,
             after_lease=after_lease,
         )
-    except engine.DATABASE_CONNECTION_ERRORS as exc:
+    except retries.DATABASE_CONNECTION_ERRORS as exc:
         # The database went away under the claim or under the failure's record: deliver the task again (same id,
         # so a cancel still revokes it) to run on a new connection. The unit's row decides what it does then.
-        engine.database_connection_reset()
+        retries.database_connection_reset()
         raise self.retry(
             exc=exc,
-            countdown=engine.retry_delay(self.request.retries + 1),
+            countdown=retries.retry_delay(self.request.retries + 1),
             max_retries=settings.MEMORY.workflow.max_retries,
         ) from exc
 

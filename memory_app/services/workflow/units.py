@@ -1,0 +1,221 @@
+"""A run's units: one row per dispatched step or fan-out item, claimed by compare-and-set under a lease, renewed,
+completed, retried, expired and ended; the figures recovery and the progress of a fan-out read from them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from memory_app.models import (
+    UnitStatus,
+    WorkflowState,
+    WorkflowStatus,
+    WorkflowUnit,
+)
+from memory_app.services.workflow.runs import Segments, clean_data
+
+# --- units -------------------------------------------------------------------------------------------------
+
+
+def _lease_until(seconds: float) -> Any:
+    return timezone.now() + timedelta(seconds=seconds)
+
+
+def workflow_units_create(*, workflow: WorkflowState, count: int) -> list[WorkflowUnit]:
+    """One pending unit per item of the current step (one for a plain step), in one INSERT.
+
+    Each unit gets the id of the task that will carry it now, so a cancel can revoke its message. Its lease is the
+    queue's: how long its message may wait for a worker before recovery presumes it lost.
+    """
+    lease = _lease_until(settings.MEMORY.workflow.queue_lease_seconds)
+    return WorkflowUnit.objects.bulk_create(
+        [
+            WorkflowUnit(
+                workflow=workflow,
+                step_key=workflow.step_key,
+                step_index=workflow.step_index,
+                step=workflow.current_step,
+                unit_index=index,
+                lease_expires_at=lease,
+                task_id=str(uuid.uuid4()),
+            )
+            for index in range(count)
+        ]
+    )
+
+
+def workflow_units_reset(*, workflow: WorkflowState) -> list[WorkflowUnit]:
+    """Make every unfinished unit of the current step pending again with a fresh retry budget (resume)."""
+    lease = settings.MEMORY.workflow.queue_lease_seconds
+    units = workflow.units.filter(step_key=workflow.step_key).exclude(status=UnitStatus.DONE)
+    units.update(
+        status=UnitStatus.PENDING, attempts=0, claim_token=None, lease_owner="", lease_expires_at=_lease_until(lease)
+    )
+    return list(workflow.units.filter(step_key=workflow.step_key, status=UnitStatus.PENDING))
+
+
+def workflow_units_renew_task_ids(*, units: list[WorkflowUnit]) -> None:
+    """A fresh task id for each unit sent again (retry, recovery, resume), so a cancel revokes the new message."""
+    for unit in units:
+        unit.task_id = str(uuid.uuid4())
+        WorkflowUnit.objects.filter(pk=unit.pk).update(task_id=unit.task_id)
+
+
+def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | None:
+    """Claim a unit for one execution; None when it is done, or held by a live lease elsewhere.
+
+    A pending unit is free; a running one is free once its lease has expired (its worker is presumed dead).
+    Only while the run is ``in_progress`` on the unit's step key: a stale message does nothing.
+    """
+    now = timezone.now()
+    token = uuid.uuid4()
+    # One conditional UPDATE decides the claim: the unit is free and its run is on the unit's step.
+    running_step = WorkflowState.objects.filter(
+        pk=OuterRef("workflow_id"), status=WorkflowStatus.IN_PROGRESS, step_key=OuterRef("step_key")
+    )
+    free = WorkflowUnit.objects.filter(
+        Q(status=UnitStatus.PENDING) | Q(status=UnitStatus.RUNNING, lease_expires_at__lt=now),
+        Exists(running_step),
+        pk=unit_id,
+    )
+    updated = free.update(
+        status=UnitStatus.RUNNING,
+        claim_token=token,
+        lease_owner=lease_owner[:200],
+        lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds),
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    if updated != 1:
+        # Done already, held by a live lease elsewhere (a duplicate delivery), gone, or its run moved on.
+        return None
+    # The unit as claimed and its run, read in one query after the claim.
+    return WorkflowUnit.objects.select_related("workflow").get(pk=unit_id)
+
+
+def workflow_unit_extend_lease(*, unit: WorkflowUnit) -> bool:
+    """Push the lease of a unit we still hold a full lease ahead (the heartbeat of a long step).
+
+    False once our claim is over: the unit is done, given back, or another worker took it over.
+    """
+    updated = WorkflowUnit.objects.filter(pk=unit.pk, status=UnitStatus.RUNNING, claim_token=unit.claim_token).update(
+        lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds)
+    )
+    return updated == 1
+
+
+def workflow_unit_complete(*, unit: WorkflowUnit, result: Any) -> bool:
+    """Mark the claimed unit done, only if our claim still holds. Inside the effect's transaction."""
+    updated = WorkflowUnit.objects.filter(pk=unit.pk, status=UnitStatus.RUNNING, claim_token=unit.claim_token).update(
+        status=UnitStatus.DONE, result=clean_data({"value": result})["value"], error=None, updated_at=timezone.now()
+    )
+    return updated == 1
+
+
+def workflow_unit_schedule_retry(*, unit: WorkflowUnit, error: dict[str, Any], delay_seconds: float) -> bool:
+    """Give the unit back as pending; its lease covers the retry delay so recovery does not jump in early."""
+    updated = WorkflowUnit.objects.filter(pk=unit.pk, status=UnitStatus.RUNNING, claim_token=unit.claim_token).update(
+        status=UnitStatus.PENDING,
+        claim_token=None,
+        error=error,
+        lease_expires_at=_lease_until(delay_seconds + settings.MEMORY.workflow.lease_seconds),
+        updated_at=timezone.now(),
+    )
+    return updated == 1
+
+
+def workflow_units_expired(*, limit: int = 500) -> list[WorkflowUnit]:
+    """Unfinished units of running runs whose lease is over: their message or their worker was lost."""
+    return list(
+        WorkflowUnit.objects.select_related("workflow")
+        .filter(
+            status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
+            lease_expires_at__lt=timezone.now(),
+            workflow__status=WorkflowStatus.IN_PROGRESS,
+            # Units of an older step key (left behind by a restore) are stale: never re-enqueue them.
+            step_key=F("workflow__step_key"),
+        )
+        .order_by("lease_expires_at")[:limit]
+    )
+
+
+def workflow_unit_release_expired(*, unit: WorkflowUnit) -> bool:
+    """Compare-and-set an expired unit back to pending with a queue lease, so one recovery re-enqueues it."""
+    updated = WorkflowUnit.objects.filter(
+        pk=unit.pk, status=unit.status, lease_expires_at=unit.lease_expires_at
+    ).update(
+        status=UnitStatus.PENDING,
+        claim_token=None,
+        lease_expires_at=_lease_until(settings.MEMORY.workflow.queue_lease_seconds),
+        updated_at=timezone.now(),
+    )
+    return updated == 1
+
+
+def _units_in_flight() -> QuerySet[WorkflowUnit]:
+    return WorkflowUnit.objects.filter(
+        status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
+        workflow__status=WorkflowStatus.IN_PROGRESS,
+        step_key=F("workflow__step_key"),
+    )
+
+
+def workflow_units_in_flight() -> bool:
+    """Whether any running run still has unfinished units of its current step (recovery keeps watching)."""
+    return _units_in_flight().exists()
+
+
+def workflow_units_next_lease_end() -> datetime | None:
+    """When the first lease of a unit in flight ends (None when none is in flight): recovery looks again then."""
+    return _units_in_flight().aggregate(first=Min("lease_expires_at"))["first"]
+
+
+def workflow_unit_held_for(*, unit_id: int) -> float | None:
+    """Seconds left on the lease of a unit that another claim holds while it runs; None when it is not held
+    (done, free, ended, or its run moved on)."""
+    lease_end = (
+        WorkflowUnit.objects.filter(
+            pk=unit_id,
+            status=UnitStatus.RUNNING,
+            workflow__status=WorkflowStatus.IN_PROGRESS,
+            step_key=F("workflow__step_key"),
+        )
+        .values_list("lease_expires_at", flat=True)
+        .first()
+    )
+    if lease_end is None:
+        return None
+    return max((lease_end - timezone.now()).total_seconds(), 0.0)
+
+
+def workflow_units_end(*, workflow: WorkflowState) -> list[str]:
+    """End every unfinished unit of the run as ``cancelled`` (cancel, restore); returns their task ids, to revoke.
+
+    Call under the run's lock. A late message for one of them finds nothing to claim, recovery no longer counts
+    it as in flight, and a step still running for one cannot complete it (its claim is gone).
+    """
+    unfinished = workflow.units.filter(status__in=[UnitStatus.PENDING, UnitStatus.RUNNING])
+    task_ids = [task_id for task_id in unfinished.values_list("task_id", flat=True) if task_id]
+    unfinished.update(status=UnitStatus.CANCELLED, claim_token=None, updated_at=timezone.now())
+    return task_ids
+
+
+def workflow_segments(*, workflow: WorkflowState) -> Segments:
+    units = list(workflow.units.filter(step_key=workflow.step_key).values_list("unit_index", "status"))
+    unfinished = sorted(index for index, status in units if status != UnitStatus.DONE)
+    return Segments(
+        total=len(units),
+        completed=sum(1 for _, status in units if status == UnitStatus.DONE),
+        current=unfinished[0] if unfinished else None,
+    )
+
+
+def workflow_unit_results(*, workflow: WorkflowState) -> list[Any]:
+    return list(
+        workflow.units.filter(step_key=workflow.step_key).order_by("unit_index").values_list("result", flat=True)
+    )
