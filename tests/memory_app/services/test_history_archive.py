@@ -9,13 +9,13 @@ import pytest
 from django.core.files.storage import default_storage
 
 from memory_app.models import HistoryAction, HistoryArchive, HistoryRecord
-from memory_app.services import history as history_service
 from memory_app.services.history import (
     ArchiveVerificationFailed,
     history_archive_batch,
     history_archive_read,
     history_archive_run,
 )
+from memory_app.services.history import archive as history_service
 from tests.factories import HistoryRecordFactory
 
 pytestmark = pytest.mark.django_db
