@@ -12,8 +12,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from memory_app.errors import MalformedRequest, PayloadTooLarge
+from memory_app.instruments import HTTP_LATENCY, HTTP_REQUESTS
 from memory_app.logging import current_request, current_request_id
-from memory_app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

@@ -27,8 +27,8 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from memory_app.errors import ValidationFailed
+from memory_app.instruments import step_observe
 from memory_app.logging import workflow_log_context
-from memory_app.metrics import step_observe
 from memory_app.models import Project, UnitStatus, WorkflowState, WorkflowStatus, WorkflowUnit
 from memory_app.selectors.projects import project_get
 from memory_app.services import workflow as state

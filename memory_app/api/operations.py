@@ -21,9 +21,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.cache_store import SHARED_LAYER_ERRORS, shared_layer_unavailable
 from memory_app.errors import ValidationFailed
 from memory_app.metrics import metrics_exposition
 from memory_app.selectors.operations import metrics_current, usage_analysis
+from memory_app.services.cache import cache_statistics_flush
 
 
 def _longest_window() -> int:
@@ -64,6 +66,11 @@ class MemoryMetricsView(APIView):
         ),
     )
     def get(self, request: Request) -> Response:
+        try:
+            # This process's pending cache counts first, so the figures include its own lookups.
+            cache_statistics_flush()
+        except SHARED_LAYER_ERRORS as exc:
+            raise shared_layer_unavailable(exc) from None
         return Response(metrics_current())
 
 

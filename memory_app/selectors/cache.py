@@ -8,14 +8,13 @@ from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from memory_app.errors import ServiceUnavailable
-from memory_app.models import CacheEntry
-from memory_app.services.cache import (
+from memory_app.cache_store import (
     SHARED_LAYER_ERRORS,
     cache_counters_read,
     cache_memory_usage,
-    cache_statistics_flush,
+    shared_layer_unavailable,
 )
+from memory_app.models import CacheEntry
 
 _UNITS = ("B", "KB", "MB", "GB", "TB")
 
@@ -68,12 +67,10 @@ def cache_statistics_get(*, namespace: str) -> dict[str, Any]:
 
 
 def cache_statistics_list() -> dict[str, dict[str, Any]]:
-    """Every namespace's figures, true across processes. This process's pending counts are written first so it
-    reads its own operations; other processes' batches may lag by ``cache_options.stats_flush_interval``."""
-    cache_statistics_flush()
+    """Every namespace's figures, true across processes. The caller writes this process's pending counts first
+    (``cache_statistics_flush``) so it reads its own operations; other processes' batches may lag by
+    ``cache_options.stats_flush_interval``."""
     try:
         return {namespace: cache_statistics_get(namespace=namespace) for namespace in settings.MEMORY.cache}
     except SHARED_LAYER_ERRORS as exc:
-        raise ServiceUnavailable(
-            "The shared cache is unreachable.", details={"service": "cache", "reason": type(exc).__name__}
-        ) from None
+        raise shared_layer_unavailable(exc) from None

@@ -275,7 +275,7 @@ def history_timeline_summary(*, scope: HistoryScope, filters: HistoryFilters) ->
 
 def history_actions_per_day(*, scope: HistoryScope, filters: HistoryFilters) -> list[dict[str, Any]]:
     """``[{"day": date, "count": n}]`` oldest first, grouped by the database."""
-    return list(
+    rows = (
         history_filtered(scope=scope, filters=filters)
         .annotate(day=TruncDate("timestamp", tzinfo=dt.UTC))
         .order_by()
@@ -283,6 +283,7 @@ def history_actions_per_day(*, scope: HistoryScope, filters: HistoryFilters) -> 
         .annotate(count=Count("id"))
         .order_by("day")
     )
+    return [{"day": row["day"], "count": row["count"]} for row in rows]
 
 
 # --- archives -------------------------------------------------------------------------------------------------

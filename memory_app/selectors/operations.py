@@ -14,11 +14,11 @@ from django.conf import settings
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
+from memory_app.cache_store import SHARED_LAYER_ERRORS, cache_counters_read_all, shared_layer_unavailable
 from memory_app.errors import ServiceUnavailable
-from memory_app.metrics import cache_lookup_latency
+from memory_app.instruments import cache_lookup_latency
 from memory_app.models import ConversationContext, HistoryRecord, MetricSnapshot, WorkflowState, WorkflowStatus
 from memory_app.selectors.cache import cache_statistics_list, human_size
-from memory_app.services.cache import SHARED_LAYER_ERRORS, cache_counters_read, cache_statistics_flush
 
 
 def active_contexts_count() -> int:
@@ -38,18 +38,12 @@ def workflows_stuck_count() -> int:
     return WorkflowState.objects.filter(status=WorkflowStatus.IN_PROGRESS, stuck_since__isnull=False).count()
 
 
-def cache_counters_all() -> dict[str, dict[str, int]]:
-    """Every namespace's cumulative counters. Raises one of SHARED_LAYER_ERRORS when Redis is unreachable."""
-    cache_statistics_flush()
-    return {namespace: cache_counters_read(namespace=namespace) for namespace in settings.MEMORY.cache}
-
-
 def broker_queue_depths() -> dict[str, int]:
     """Messages waiting per queue: Redis LLEN (every priority list of the queue), or files in the folder queue."""
     broker_url: str = settings.CELERY_BROKER_URL
     queue = "celery"
     if broker_url.startswith("filesystem://"):
-        folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+        folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))
         # kombu names each message file <milliseconds>_<uuid>.<queue>.msg, all queues in one folder.
         depths = {queue: 0}
         for path in folder.glob("*.msg") if folder.is_dir() else []:
@@ -78,14 +72,13 @@ def memory_usage() -> dict[str, Any]:
 
 
 def cache_performance() -> dict[str, dict[str, Any]]:
-    """Per namespace: hit rate (percent, as in §9.1), average lookup latency on this machine, total lookups."""
+    """Per namespace: hit rate (percent, as in §9.1), average lookup latency on this machine, total lookups. The
+    caller writes this process's pending counts first (``cache_statistics_flush``)."""
     latencies = cache_lookup_latency()
     try:
-        counters = cache_counters_all()
+        counters = cache_counters_read_all()
     except SHARED_LAYER_ERRORS as exc:
-        raise ServiceUnavailable(
-            "The shared cache is unreachable.", details={"service": "cache", "reason": type(exc).__name__}
-        ) from None
+        raise shared_layer_unavailable(exc) from None
     result = {}
     for namespace, counts in counters.items():
         total = counts["hits"] + counts["misses"]
@@ -99,7 +92,8 @@ def cache_performance() -> dict[str, dict[str, Any]]:
 
 
 def metrics_current() -> dict[str, Any]:
-    """The §9.1 JSON. System-wide figures: the API shows them to staff only."""
+    """The §9.1 JSON. System-wide figures: the API shows them to staff only. The caller flushes first (see
+    ``cache_performance``)."""
     return {
         "timestamp": timezone.now().isoformat(),
         "memory_usage": memory_usage(),
@@ -192,7 +186,7 @@ def usage_analysis(*, hours: int = 24) -> dict[str, Any]:
     since = timezone.now() - dt.timedelta(hours=hours)
     snapshots = list(MetricSnapshot.objects.filter(taken_at__gte=since).order_by("taken_at"))
     per_namespace, per_hour = _lookup_deltas(snapshots)
-    efficiency = {}
+    efficiency: dict[str, dict[str, Any]] = {}
     for namespace, counts in per_namespace.items():
         lookups = counts["hits"] + counts["misses"]
         efficiency[namespace] = {
@@ -256,7 +250,8 @@ def workflows_silent_count() -> int:
 
 
 def diagnose() -> list[Finding]:
-    """The seed's checks (§12.2) with its thresholds as warnings (configurable, same defaults)."""
+    """The seed's checks (§12.2) with its thresholds as warnings (configurable, same defaults). The caller writes
+    this process's pending cache counts first (``cache_statistics_flush``)."""
     monitoring = settings.MEMORY.monitoring
     findings = []
     contexts = active_contexts_count()

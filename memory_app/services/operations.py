@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from memory_app.metrics import WORKFLOW_STUCK
+from memory_app.instruments import WORKFLOW_STUCK
 from memory_app.models import (
     CacheEntry,
     ConversationContext,
@@ -37,12 +37,12 @@ from memory_app.models import (
 )
 from memory_app.selectors.operations import (
     active_contexts_count,
-    cache_counters_all,
     memory_usage,
     workflow_status_counts,
 )
 from memory_app.services.cache import (
     cache_cleanup,
+    cache_counters_all,
     cache_memory_usage,
     cache_namespace_directory,
 )

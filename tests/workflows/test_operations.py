@@ -8,7 +8,7 @@ import logging
 import pytest
 from django.utils import timezone
 
-from memory_app.metrics import STEP_DURATION, STEP_FAILURES
+from memory_app.instruments import STEP_DURATION, STEP_FAILURES
 from memory_app.models import HistoryAction, HistoryRecord, UnitStatus, WorkflowState, WorkflowUnit
 from workflows import engine, tasks
 

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from memory_app.selectors.operations import diagnose
+from memory_app.services.cache import cache_statistics_flush
 
 
 class Command(BaseCommand):
@@ -19,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the findings as one JSON document")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        cache_statistics_flush()  # this process's pending cache counts first, so the figures include them
         findings = diagnose()
         warnings = [finding for finding in findings if finding.warning]
         if options["json"]:

@@ -34,15 +34,16 @@ How the pieces combine
   Above ``compress_threshold`` bytes a value is gzip-compressed (§7.3), transparently.
 
 Where each piece lives, from the bottom of the stack to the top (a module imports only modules above it in this
-list): ``namespaces``, ``keys``, ``values``, ``shared`` (the shared layer), ``counters``, ``redis_store``,
-``local_store``, ``memory`` (which store), ``blobs`` (blob I/O), ``hits`` (hit bookkeeping), ``files`` (file
-entries), ``reads`` (whole reads, the speculative read), ``statistics``, ``operations`` (the public operations),
-``compute`` (compute once, ``cached()``), ``cleanup``. Callers import from this package, not from its modules.
+list): ``namespaces``, ``keys``, ``values``, ``shared`` (the shared layer, named from ``memory_app.cache_store``,
+which the selectors read too), ``counters``, ``redis_store``, ``local_store``, ``memory`` (which store), ``blobs``
+(blob I/O), ``hits`` (hit bookkeeping), ``files`` (file entries), ``reads`` (whole reads, the speculative read),
+``statistics``, ``operations`` (the public operations), ``compute`` (compute once, ``cached()``), ``cleanup``.
+Callers import from this package, not from its modules.
 """
 
+from memory_app.cache_store import COUNTER_FIELDS
 from memory_app.services.cache.cleanup import CacheCleanupReport, cache_cleanup
 from memory_app.services.cache.compute import CACHE_POLICIES, CachePolicy, cache_get_or_compute, cached
-from memory_app.services.cache.counters import COUNTER_FIELDS
 from memory_app.services.cache.files import cache_file_read_verified
 from memory_app.services.cache.keys import cache_canonical_json, cache_key
 from memory_app.services.cache.memory import cache_memory_usage
@@ -59,6 +60,7 @@ from memory_app.services.cache.operations import (
 )
 from memory_app.services.cache.shared import SHARED_LAYER_ERRORS, NamespaceUsage
 from memory_app.services.cache.statistics import (
+    cache_counters_all,
     cache_counters_read,
     cache_process_state_reset,
     cache_statistics_flush,
@@ -75,6 +77,7 @@ __all__ = [
     "cache_canonical_json",
     "cache_cleanup",
     "cache_clear",
+    "cache_counters_all",
     "cache_counters_read",
     "cache_delete",
     "cache_file_read_verified",

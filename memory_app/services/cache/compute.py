@@ -149,13 +149,15 @@ def cache_get_or_compute(
     if policy == "use":
         lookup = _shielded(namespace, lambda: cache_lookup(namespace=namespace, key=key), CacheLookup(hit=False))
         if lookup.hit:
-            return lookup.value
+            cached_value: R = lookup.value  # what compute() returned when it was stored
+            return cached_value
     with _compute_lock(namespace, digest):
         if policy == "use":
             # Someone may have computed it while we waited for the lock. Read without counting a second miss.
             lookup = _shielded(namespace, lambda: _peek(namespace, key), CacheLookup(hit=False))
             if lookup.hit:
-                return lookup.value
+                computed_meanwhile: R = lookup.value
+                return computed_meanwhile
         # The computation's own errors are never caught here: only the cache's.
         value = compute()
         _shielded(

@@ -1,5 +1,6 @@
 """Counters: the namespaces' hits, misses, corrupted reads and evictions; atomic in Redis, batched in this process
-and added to ``CacheStatistics`` rows in the embedded mode (``_BatchedInProcess`` is the batching both use)."""
+and added to ``CacheStatistics`` rows in the embedded mode (``_BatchedInProcess`` is the batching both use). Reading
+them is ``memory_app.cache_store.cache_counters_read``."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.db.models import F
 
+from memory_app.cache_store import counters_key
 from memory_app.models import CacheStatistics
-from memory_app.services.cache.shared import _raw_key, _redis_client, _uses_redis
+from memory_app.services.cache.shared import _redis_client, _uses_redis
 
 logger = logging.getLogger("memory_app.cache")
-
-COUNTER_FIELDS: tuple[str, ...] = ("hits", "misses", "corrupted", "evictions")
 
 
 class _BatchedInProcess:
@@ -39,6 +39,10 @@ class _BatchedInProcess:
             self._timer.daemon = True
             self._timer.start()
         return due
+
+    def flush(self) -> None:
+        """Write the notes batched so far (each subclass knows where)."""
+        raise NotImplementedError
 
     def _flush_in_background(self) -> None:
         with self._lock:
@@ -83,10 +87,6 @@ class _DatabaseCounters(_BatchedInProcess):
                 with self._lock:
                     self._pending.setdefault(namespace, Counter()).update(counts)
 
-    def read(self, namespace: str) -> dict[str, int]:
-        row = CacheStatistics.objects.filter(namespace=namespace).first()
-        return {field: getattr(row, field, 0) if row else 0 for field in COUNTER_FIELDS}
-
     def discard(self) -> None:
         with self._lock:
             self._pending = {}
@@ -97,7 +97,7 @@ class _RedisCounters:
 
     def add(self, namespace: str, **counts: int) -> None:
         pipe = _redis_client().pipeline(transaction=False)
-        key = _raw_key(f"cmcache:stats:{namespace}")
+        key = counters_key(namespace)
         for field, amount in counts.items():
             if amount:
                 pipe.hincrby(key, field, amount)
@@ -105,11 +105,6 @@ class _RedisCounters:
 
     def flush(self) -> None:
         """Nothing is batched: every count is in Redis already."""
-
-    def read(self, namespace: str) -> dict[str, int]:
-        raw = _redis_client().hgetall(_raw_key(f"cmcache:stats:{namespace}"))
-        values = {key.decode(): int(value) for key, value in raw.items()}
-        return {field: values.get(field, 0) for field in COUNTER_FIELDS}
 
 
 _database_counters = _DatabaseCounters()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.db import connections, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Field, Sum
 from django.utils import timezone
 
 from comicmem_site.memory_config import CacheNamespaceConfig
@@ -124,6 +124,14 @@ def _file_store(
     return True
 
 
+def _concrete_field(name: str) -> tuple[Field[Any, Any], str]:
+    """One of CacheEntry's fields and its column (``get_field`` may also name a relation, which has none)."""
+    field = CacheEntry._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"CacheEntry.{name} is not a column")
+    return field, field.column
+
+
 def _file_entry_insert(namespace: str, digest: str, fields: dict[str, Any]) -> bool:
     """Insert the row of a key that has none, in one statement; False (nothing written) when the key has one.
 
@@ -133,18 +141,18 @@ def _file_entry_insert(namespace: str, digest: str, fields: dict[str, Any]) -> b
     connection = connections[CacheEntry.objects.db]
     operations = connection.ops
     values = {"namespace": namespace, "key": digest, **fields}
-    model_fields = [CacheEntry._meta.get_field(name) for name in values]
-    columns = ", ".join(operations.quote_name(field.column) for field in model_fields)
-    conflict = ", ".join(
-        operations.quote_name(CacheEntry._meta.get_field(name).column) for name in ("namespace", "key")
-    )
+    model_fields = [_concrete_field(name) for name in values]
+    columns = ", ".join(operations.quote_name(column) for _field, column in model_fields)
+    conflict = ", ".join(operations.quote_name(_concrete_field(name)[1]) for name in ("namespace", "key"))
+    returning = operations.quote_name(_concrete_field("id")[1])
     table = operations.quote_name(CacheEntry._meta.db_table)
     sql = (
         f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(model_fields))}) "  # noqa: S608 - model metadata
-        f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {operations.quote_name(CacheEntry._meta.pk.column)}"
+        f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {returning}"
     )
     params = [
-        field.get_db_prep_save(value, connection) for field, value in zip(model_fields, values.values(), strict=True)
+        field.get_db_prep_save(value, connection)
+        for (field, _column), value in zip(model_fields, values.values(), strict=True)
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -179,14 +187,14 @@ def _evict_file_entries(namespace: str, config: CacheNamespaceConfig, *, keep: s
             batch = list(oldest.values_list("id", "blob_name", "size_bytes")[:100])
             if not batch:
                 break
-            victims = []
+            victim_ids: list[int] = []
             for victim_id, blob_name, size in batch:
-                victims.append(victim_id)
+                victim_ids.append(victim_id)
                 blob_names.append(blob_name)
                 total -= size
                 if total <= config.max_disk_usage:
                     break
-            CacheEntry.objects.filter(id__in=victims).delete()
+            CacheEntry.objects.filter(id__in=victim_ids).delete()
     if blob_names:
         _counters().add(namespace, evictions=len(blob_names))
     return blob_names

@@ -1,5 +1,6 @@
 """The local store of memory namespaces (embedded mode): values in Django's file-based cache and an ordered LRU index
-per namespace beside them, changed under an ``flock`` so the processes of the machine share it safely."""
+per namespace beside them, changed under an ``flock`` so the processes of the machine share it safely. The names of
+the generation and the index, and the usage figures, are ``memory_app.cache_store``'s."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any
 
 from django.conf import settings
 
+from memory_app.cache_store import generation_name, local_index_name
 from memory_app.services.cache.counters import _counters
-from memory_app.services.cache.shared import NamespaceUsage, _shared_cache
+from memory_app.services.cache.shared import _shared_cache
 
 
 class _LocalMemoryStore:
@@ -41,16 +43,16 @@ class _LocalMemoryStore:
 
     def _generation(self, namespace: str) -> str:
         cache = _shared_cache()
-        generation = cache.get(f"cmcache:{namespace}:generation")
+        generation: str | None = cache.get(generation_name(namespace))
         if generation is None:
             # A fresh token, never a counter from zero: a lost generation can only hide old values, not revive them.
             generation = uuid.uuid4().hex
-            cache.set(f"cmcache:{namespace}:generation", generation, None)
+            cache.set(generation_name(namespace), generation, None)
         return generation
 
     @staticmethod
     def _index_key(namespace: str, generation: str) -> str:
-        return f"cmcache:{namespace}:{generation}:index"
+        return local_index_name(namespace, generation)
 
     @staticmethod
     def _value_key(namespace: str, generation: str, digest: str) -> str:
@@ -122,7 +124,7 @@ class _LocalMemoryStore:
         cache = _shared_cache()
         with self._locked(namespace):
             old = self._generation(namespace)
-            cache.set(f"cmcache:{namespace}:generation", uuid.uuid4().hex, None)
+            cache.set(generation_name(namespace), uuid.uuid4().hex, None)
             index = cache.get(self._index_key(namespace, old)) or {}
             now = time.time()
             live = sum(1 for meta in index.values() if meta[1] is None or meta[1] > now)
@@ -140,11 +142,3 @@ class _LocalMemoryStore:
             self._drop(namespace, generation, index, expired)
             cache.set(self._index_key(namespace, generation), index, None)
             return len(expired), sum(meta[2] for meta in expired.values())
-
-    def usage(self, namespace: str) -> NamespaceUsage:
-        cache = _shared_cache()
-        generation = cache.get(f"cmcache:{namespace}:generation")
-        index = (cache.get(self._index_key(namespace, generation)) or {}) if generation else {}
-        now = time.time()
-        live = [meta for meta in index.values() if meta[1] is None or meta[1] > now]
-        return NamespaceUsage(entries=len(live), bytes=sum(meta[2] for meta in live))

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from comicmem_site.memory_config import CacheNamespaceConfig
 from memory_app.errors import ValidationFailed
-from memory_app.metrics import CACHE_LOOKUP_LATENCY
+from memory_app.instruments import CACHE_LOOKUP_LATENCY
 from memory_app.models import CacheEntry, CacheValueFormat, HistoryAction
 from memory_app.services.cache.blobs import _chunks_of, _remove_blobs
 from memory_app.services.cache.counters import _counters
@@ -38,7 +38,7 @@ def cache_lookup(*, namespace: str, key: Any) -> CacheLookup:
     try:
         return _lookup(namespace, config, key)
     finally:
-        # Timed per namespace for the §9.1 avg_latency_ms and Prometheus (memory_app.metrics).
+        # Timed per namespace for the §9.1 avg_latency_ms and Prometheus (memory_app.instruments).
         CACHE_LOOKUP_LATENCY.labels(namespace).observe(time.perf_counter() - started)
 
 

@@ -1,12 +1,14 @@
 """The Redis store of memory namespaces: values through Django's RedisCache, LRU, expiry and sizes in sorted sets
-and a hash beside them, a generation per namespace that ``clear`` moves on."""
+and a hash beside them, a generation per namespace that ``clear`` moves on. The names of those structures and the
+usage figures are ``memory_app.cache_store``'s."""
 
 from __future__ import annotations
 
 import time
 from typing import ClassVar
 
-from memory_app.services.cache.shared import NamespaceUsage, _raw_key, _redis_client, _shared_cache
+from memory_app.cache_store import counters_key, generation_name, redis_generation, redis_structure_keys
+from memory_app.services.cache.shared import _raw_key, _redis_client, _shared_cache
 
 
 class _RedisMemoryStore:
@@ -25,13 +27,10 @@ return members
     _NO_EXPIRY = 1e15
 
     def _generation(self, namespace: str) -> int:
-        raw = _redis_client().get(_raw_key(f"cmcache:{namespace}:generation"))
-        return int(raw or 0)
+        return redis_generation(namespace)
 
     def _keys(self, namespace: str, generation: int) -> tuple[str, str, str]:
-        # The braces make a hash tag: on a Redis cluster the three structures share one slot (Lua needs it).
-        base = f"cmcache:{{{namespace}:{generation}}}"
-        return _raw_key(f"{base}:lru"), _raw_key(f"{base}:exp"), _raw_key(f"{base}:sizes")
+        return redis_structure_keys(namespace, generation)
 
     @staticmethod
     def _value_key(namespace: str, generation: int, digest: str) -> str:
@@ -65,9 +64,9 @@ return members
         # The generation, the expiry, the value, the LRU touch and the hit's count in one round trip: a hit is the
         # hot path. Touching first is harmless: XX touches only a member that exists, and an expired or valueless
         # one is forgotten below. A miss takes its hit back and counts a miss (a second round trip, off the hot path).
-        stats = _raw_key(f"cmcache:stats:{namespace}")
+        stats = counters_key(namespace)
         pipe = _redis_client().pipeline(transaction=False)
-        pipe.get(_raw_key(f"cmcache:{namespace}:generation"))
+        pipe.get(_raw_key(generation_name(namespace)))
         pipe.zscore(exp, digest)
         pipe.get(_raw_key(self._value_key(namespace, generation, digest)))
         pipe.zadd(lru, {digest: time.time()}, xx=True)
@@ -94,7 +93,8 @@ return members
             self._forget(namespace, generation, [digest])
             return None
         # Decoded exactly as Django's RedisCache.get decodes what RedisCache.set stored.
-        return _shared_cache()._cache._serializer.loads(raw)
+        value: bytes = _shared_cache()._cache._serializer.loads(raw)
+        return value
 
     def set(self, namespace: str, digest: str, packed: bytes, expiry: int | None, max_size: int | None) -> int:
         generation = self._generation(namespace)
@@ -127,7 +127,7 @@ return members
     def clear(self, namespace: str) -> int:
         client = _redis_client()
         # INCR first: from this instant every process reads and writes the new generation.
-        old = client.incr(_raw_key(f"cmcache:{namespace}:generation")) - 1
+        old = client.incr(_raw_key(generation_name(namespace))) - 1
         lru, exp, sizes = self._keys(namespace, old)
         live = client.zcount(exp, time.time(), "+inf")
         members = [member.decode() for member in client.zrange(lru, 0, -1)]
@@ -143,11 +143,3 @@ return members
         freed = sum(int(size or 0) for size in client.hmget(sizes, expired)) if expired else 0
         self._forget(namespace, generation, expired)
         return len(expired), freed
-
-    def usage(self, namespace: str) -> NamespaceUsage:
-        generation = self._generation(namespace)
-        _lru, exp, sizes = self._keys(namespace, generation)
-        client = _redis_client()
-        live = client.zrangebyscore(exp, f"({time.time()}", "+inf")
-        total = sum(int(size or 0) for size in client.hmget(sizes, live)) if live else 0
-        return NamespaceUsage(entries=len(live), bytes=total)

@@ -1,9 +1,11 @@
-"""Statistics as callers see them: flush this process's batched counts and hits, read a namespace's counters, and
-forget this process's state (test isolation)."""
+"""Statistics as callers see them: flush this process's batched counts and hits, read a namespace's counters (the
+read itself is ``memory_app.cache_store``'s, which the selectors use too), and forget this process's state (test
+isolation)."""
 
 from __future__ import annotations
 
-from memory_app.services.cache.counters import _counters, _database_counters
+from memory_app.cache_store import cache_counters_read, cache_counters_read_all
+from memory_app.services.cache.counters import _database_counters
 from memory_app.services.cache.hits import _file_hits
 from memory_app.services.cache.redis_store import _RedisMemoryStore
 
@@ -15,8 +17,14 @@ def cache_statistics_flush() -> None:
     _database_counters.flush()
 
 
-def cache_counters_read(*, namespace: str) -> dict[str, int]:
-    return _counters().read(namespace)
+__all__ = ["cache_counters_all", "cache_counters_read", "cache_process_state_reset", "cache_statistics_flush"]
+
+
+def cache_counters_all() -> dict[str, dict[str, int]]:
+    """Every namespace's cumulative counters, this process's pending counts written first. Raises one of
+    SHARED_LAYER_ERRORS when Redis is unreachable."""
+    cache_statistics_flush()
+    return cache_counters_read_all()
 
 
 def cache_process_state_reset() -> None:

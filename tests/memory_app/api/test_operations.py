@@ -280,11 +280,11 @@ def test_queue_depth_on_redis_is_the_list_length(client, settings, redis_url):
 
 def test_values_written_by_another_process_are_summed(client, user, project):
     before = scrape(client)
-    from memory_app.metrics import step_observe
+    from memory_app.instruments import step_observe
 
     step_observe(workflow_type="elsewhere", step="draw", seconds=0.2, outcome="done")
     code = (
-        "from memory_app.metrics import step_observe\n"
+        "from memory_app.instruments import step_observe\n"
         "step_observe(workflow_type='elsewhere', step='draw', seconds=3.0, outcome='done')\n"
         "step_observe(workflow_type='elsewhere', step='draw', seconds=1.0, outcome='failed')\n"
     )

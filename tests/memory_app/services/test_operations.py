@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
-from memory_app.metrics import WORKFLOW_STUCK
+from memory_app.instruments import WORKFLOW_STUCK
 from memory_app.models import (
     CacheEntry,
     HistoryAction,
