@@ -34,12 +34,14 @@ def _tls_context() -> ssl.SSLContext:
 
 @lru_cache(maxsize=16)
 def _client(base_url: str | None, api_key: str, timeout_seconds: float, process_id: int) -> Any:
+    import httpx2
     import openai
 
     return openai.OpenAI(
         base_url=base_url,
         api_key=api_key,
-        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
+        # The client's own transport's Timeout (it would convert an ``httpx.Timeout`` to this, value for value).
+        timeout=httpx2.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
         max_retries=0,
         http_client=openai.DefaultHttpxClient(verify=_tls_context()),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
@@ -26,6 +28,14 @@ def character_get(*, user: AbstractBaseUser | AnonymousUser, character_id: str) 
             details={"character_id": character_id, "suggestion": "List your characters at /api/characters/."},
         )
     return character
+
+
+def character_list_named(*, project_id: str, names: Iterable[str]) -> QuerySet[Character]:
+    """The characters of one project (its internal key, as a run holds it) with one of ``names``.
+
+    Not scoped to a user: it serves a workflow run, whose project was checked against its owner when it started.
+    """
+    return Character.objects.filter(project_id=project_id, name__in=list(names))
 
 
 def style_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[StyleTemplate]:

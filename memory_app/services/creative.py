@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count, Q
 from django.utils import timezone
@@ -51,7 +51,7 @@ def character_upsert(
 
 def style_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     template_id: str,
     name: str,
     prompt: str = "",
@@ -83,12 +83,12 @@ def style_create(
 
 
 def style_usage_record(
-    *, style: StyleTemplate, project: Project, user: AbstractBaseUser, workflow_id: uuid.UUID | str | None
+    *, style: StyleTemplate, project: Project, user: User, workflow_id: uuid.UUID | str | None
 ) -> StyleUsage:
     return StyleUsage.objects.create(style=style, project=project, user=user, workflow_id=workflow_id)
 
 
-def style_rate(*, style: StyleTemplate, project: Project, user: AbstractBaseUser, score: float) -> StyleUsage:
+def style_rate(*, style: StyleTemplate, project: Project, user: User, score: float) -> StyleUsage:
     """Record a satisfaction score (0-5) for the style in the project: on the user's latest unrated use of it
     there, else as a use of its own (a rating without a run is still feedback on the style)."""
     if not 0.0 <= score <= 5.0:

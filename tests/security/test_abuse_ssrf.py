@@ -13,9 +13,9 @@ import threading
 
 import pytest
 
+from memory_app import safe_fetch as guard
 from memory_app.errors import PreviousContextRefused
 from memory_app.models import HistoryRecord, WorkflowState, WorkflowUnit
-from memory_app.services import previous_context as guard
 from memory_app.services.previous_context import previous_context_resolve
 from tests.support.http_servers import ImageServer, Listener, png_bytes
 from tests.workflows.conftest import eager  # noqa: F401 - the fixture, used by name below

@@ -24,10 +24,9 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 
+from memory_app.choices import HistoryAction
 from memory_app.errors import NotFound, ProviderError, ValidationFailed
-from memory_app.models import Character, HistoryAction
-from memory_app.selectors.creative import style_get
-from memory_app.services.cache import cache_get_or_compute
+from memory_app.selectors.creative import character_list_named, style_get
 from memory_app.services.creative import character_upsert, style_usage_record
 from memory_app.services.history import history_record
 from memory_app.services.previous_context import previous_context_check, previous_context_resolve
@@ -42,6 +41,7 @@ from workflows.pipelines.common import (
     run_project,
     text_seed,
 )
+from workflows.pipelines.generation import chat_cached, generation_cached
 from workflows.providers import llm, text
 from workflows.providers.image import PanelFigure, PanelRequest, image_provider, page_compose
 
@@ -84,7 +84,7 @@ def text_segmentation(context: StepContext) -> dict[str, Any]:
         target_chars=context.preferences["segment_length"],
         max_segments=settings.MEMORY.pipelines.max_segments,
     )
-    found = llm.characters_find(source)
+    found = llm.characters_find(source, ask=chat_cached)
     names = [str(item["name"]) for item in found[:MAX_MAIN_CHARACTERS]]
     segmented = sum(len(piece) for piece in pieces)
     return {
@@ -117,7 +117,7 @@ def text_segmentation_commit(context: StepContext, result: dict[str, Any]) -> No
 def script_generation(context: StepContext) -> dict[str, Any]:
     names = context.data["main_characters"]
     scripts = [
-        {"index": segment["index"], **llm.script_for(segment["text"], names=names)}
+        {"index": segment["index"], **llm.script_for(segment["text"], names=names, ask=chat_cached)}
         for segment in context.data["segments"]
     ]
     return {**context.data, "scripts": scripts}
@@ -128,13 +128,11 @@ def character_design(context: StepContext) -> dict[str, Any]:
     passages = [segment["text"] for segment in context.data["segments"]]
     existing = {
         character.name: character
-        for character in Character.objects.filter(
-            project_id=context.project_id, name__in=context.data["main_characters"]
-        )
+        for character in character_list_named(project_id=context.project_id, names=context.data["main_characters"])
     }
     designs = []
     for name in context.data["main_characters"]:
-        design = llm.design_character(name, passages=passages)
+        design = llm.design_character(name, passages=passages, ask=chat_cached)
         record = existing.get(name)
         if record is not None:
             design["appearance_features"] = {**design["appearance_features"], **record.appearance_features}
@@ -147,7 +145,8 @@ def character_design(context: StepContext) -> dict[str, Any]:
 
 def character_design_commit(context: StepContext, result: dict[str, Any]) -> None:
     project = run_project(context)
-    created, updated = [], []
+    created: list[str] = []
+    updated: list[str] = []
     for design in result["characters"]:
         _character, was_created = character_upsert(
             project=project,
@@ -273,7 +272,8 @@ def _panel_request(panel: dict[str, Any]) -> PanelRequest:
 
 def _read(name: str) -> bytes:
     with default_storage.open(name, "rb") as handle:
-        return handle.read()
+        data: bytes = handle.read()
+    return data
 
 
 def image_generation(context: StepContext) -> dict[str, Any]:
@@ -281,19 +281,14 @@ def image_generation(context: StepContext) -> dict[str, Any]:
     panel = context.item
     provider = image_provider()
     request = _panel_request(panel)
-    generated = []
     started = time.monotonic()
-
-    def draw() -> bytes:
-        generated.append(True)
-        return provider.generate(request)
-
-    image = cache_get_or_compute(
+    drawn = generation_cached(
         namespace="images",
         key=request.cache_key(provider.name, provider.model),
-        compute=draw,
+        generate=lambda: provider.generate(request),
         content_type="image/png",
     )
+    image = drawn.value
     name = f"{output_folder(context.project_id, context.workflow_id)}/panel_{panel['index'] + 1:03d}.png"
     output_store(name, image)
     return {
@@ -302,7 +297,7 @@ def image_generation(context: StepContext) -> dict[str, Any]:
         "seed": panel["seed"],
         "sha256": hashlib.sha256(image).hexdigest(),
         "size_bytes": len(image),
-        "cached": not generated,
+        "cached": drawn.cached,
         "generation_time": round(time.monotonic() - started, 3),
         "model": provider.model,
         "provider": provider.name,

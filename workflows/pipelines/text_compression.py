@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from memory_app.choices import HistoryAction
 from memory_app.errors import ValidationFailed
-from memory_app.models import HistoryAction
 from memory_app.services.history import history_record
 from workflows.engine import COMPRESSION_HISTORY_KEY, StartRequest, Step, StepContext, WorkflowType
 from workflows.engine import workflow_type_register as register
 from workflows.pipelines.common import compression_entry, input_text, ratio_preference, run_owner, run_project
+from workflows.pipelines.generation import chat_cached
 from workflows.providers import llm, text
 
 PLOT_RATIO = 0.25
@@ -44,14 +45,14 @@ def text_analysis(context: StepContext) -> dict[str, Any]:
 
 
 def character_extraction(context: StepContext) -> dict[str, Any]:
-    found = llm.characters_find(context.data["text"])
+    found = llm.characters_find(context.data["text"], ask=chat_cached)
     main = [str(item["name"]) for item in found[:MAX_MAIN_CHARACTERS]]
     return {**context.data, "characters": found, "main_characters": main}
 
 
 def plot_summarization(context: StepContext) -> dict[str, Any]:
     source = context.data["text"]
-    summary = llm.compress(source, target_ratio=PLOT_RATIO, keep_names=context.data["main_characters"])
+    summary = llm.compress(source, target_ratio=PLOT_RATIO, keep_names=context.data["main_characters"], ask=chat_cached)
     return {
         **context.data,
         "plot_summary": summary,
@@ -62,7 +63,7 @@ def plot_summarization(context: StepContext) -> dict[str, Any]:
 def compression_execution(context: StepContext) -> dict[str, Any]:
     source = context.data["text"]
     ratio = context.preferences["target_ratio"]
-    compressed = llm.compress(source, target_ratio=ratio, keep_names=context.data["main_characters"])
+    compressed = llm.compress(source, target_ratio=ratio, keep_names=context.data["main_characters"], ask=chat_cached)
     return {
         **context.data,
         "compressed_text": compressed,

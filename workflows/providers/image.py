@@ -10,10 +10,10 @@
   drives the only random choices (background details), so a panel is a pure function of its inputs.
 - ``OpenAIImages`` calls ``images.generate`` of any OpenAI-compatible endpoint (OpenAI, Seedream on
   Volcengine Ark, a local server) with an explicit timeout and no hidden retries; it accepts ``b64_json`` or
-  ``url`` answers (a URL is downloaded through the same SSRF guard as ``previous_context``). The answer, and an
-  image downloaded from its URL, are read up to ``max_answer_bytes`` (32 MiB by default) and refused past it,
-  before anything is decoded. Timeouts, connection errors, 429 and 5xx, and an answer cut short or not JSON raise
-  ``RetryableProviderError`` for the engine.
+  ``url`` answers (a URL is downloaded through ``memory_app.safe_fetch``, the SSRF guard ``previous_context``
+  uses too). The answer, and an image downloaded from its URL, are read up to ``max_answer_bytes`` (32 MiB by
+  default) and refused past it, before anything is decoded. Timeouts, connection errors, 429 and 5xx, and an
+  answer cut short or not JSON raise ``RetryableProviderError`` for the engine.
 
 ``page_compose`` lays panels out into pages (two columns).
 """
@@ -34,8 +34,9 @@ from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont
 
 from comicmem_site.memory_config import ProviderConfig
-from memory_app.errors import ProviderError
+from memory_app.errors import PreviousContextRefused, ProviderError
 from memory_app.providers.openai_client import openai_client, openai_json_answer
+from memory_app.safe_fetch import image_download
 
 logger = logging.getLogger("workflows.providers.image")
 
@@ -262,7 +263,7 @@ class OpenAIImages:
             send=lambda: self._client.images.with_streaming_response.generate(
                 model=self.model or "",
                 prompt=request.prompt,
-                size=f"{request.width}x{request.height}",  # type: ignore[arg-type]
+                size=f"{request.width}x{request.height}",
                 n=1,
                 response_format="b64_json",
                 # Not in OpenAI's own schema, understood by Seedream and most open servers.
@@ -283,9 +284,6 @@ class OpenAIImages:
             except ValueError:
                 raise ProviderError("The image provider's base64 is not valid.", details=details) from None
         elif url and isinstance(url, str):
-            from memory_app.errors import PreviousContextRefused
-            from memory_app.services.previous_context import image_download
-
             try:
                 raw = image_download(url=url, max_bytes=self.max_answer_bytes)
             except PreviousContextRefused as exc:

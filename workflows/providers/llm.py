@@ -3,8 +3,12 @@
 Built on ``memory_app.providers.llm`` (one client, one set of error rules: ``RetryableProviderError`` for
 timeouts, connection errors, 429 and 5xx). ``settings.MEMORY.providers.llm.provider`` chooses:
 ``offline`` → jieba and TextRank (``workflows.providers.text``), no network; ``openai`` → the chat model,
-asked for JSON where a structure is needed. Chat answers are cached in the ``api_responses`` namespace by
-model and messages, so re-running the same text does not pay twice.
+asked for JSON where a structure is needed.
+
+Every chat goes through the ``ask`` the caller passes (``Ask``: a ``ChatRequest`` in, the answer out): the
+pipelines pass ``workflows.pipelines.generation.chat_cached``, which caches answers in the ``api_responses``
+namespace by model and messages (``ChatRequest.cache_key``), so re-running the same text does not pay twice. This
+module calls the model (``chat_answer``) but caches nothing and imports no service.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
+from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError
 from memory_app.providers.llm import ChatMessage, llm_provider
-from memory_app.services.cache import cache_get_or_compute
 from workflows.providers import text as offline
 
 NARRATOR = "旁白"
@@ -62,21 +68,40 @@ def provider_name() -> str:
     return settings.MEMORY.providers.llm.provider
 
 
-def _chat_json(system: str, user: str) -> Any:
-    """One chat call whose answer must be JSON (code fences tolerated); cached by model and messages.
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat call: a system and a user message, answered at temperature 0; a ``json_answer`` must parse."""
 
-    The answer is parsed before it is cached: one that is not JSON is refused and never stored, so the next run
-    (or a retry) asks again instead of meeting the same answer in the cache."""
-    config = settings.MEMORY.providers.llm
-    messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
-    key = {"model": config.model, "base_url": config.base_url, "messages": [m.__dict__ for m in messages]}
+    system: str
+    user: str
+    json_answer: bool = False
 
-    def ask() -> str:
-        answer = llm_provider(config).chat(messages=messages, temperature=0).content
+    @property
+    def messages(self) -> list[ChatMessage]:
+        return [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=self.user)]
+
+    def cache_key(self, config: ProviderConfig) -> dict[str, Any]:
+        return {"model": config.model, "base_url": config.base_url, "messages": [m.__dict__ for m in self.messages]}
+
+
+# How a provider function has the model answer a ``ChatRequest``: the caller's choice (cached or not).
+Ask = Callable[[ChatRequest], str]
+
+
+def chat_answer(request: ChatRequest, *, config: ProviderConfig | None = None) -> str:
+    """The model's answer to ``request``. A ``json_answer`` request is parsed before it is returned, so an
+    answer that is not JSON raises here, inside the computation, and a cache around this call never stores it:
+    the next run (or a retry) asks again instead of meeting the same answer in the cache."""
+    config = config or settings.MEMORY.providers.llm
+    answer = llm_provider(config).chat(messages=request.messages, temperature=0).content
+    if request.json_answer:
         _parse_json(answer)
-        return answer
+    return answer
 
-    return _parse_json(cache_get_or_compute(namespace="api_responses", key=key, compute=ask))
+
+def _chat_json(ask: Ask, system: str, user: str) -> Any:
+    """One chat call whose answer must be JSON (code fences tolerated)."""
+    return _parse_json(ask(ChatRequest(system=system, user=user, json_answer=True)))
 
 
 def _parse_json(answer: str) -> Any:
@@ -89,45 +114,44 @@ def _parse_json(answer: str) -> Any:
         ) from None
 
 
-def _chat_text(system: str, user: str) -> str:
-    config = settings.MEMORY.providers.llm
-    messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
-    key = {"model": config.model, "base_url": config.base_url, "messages": [m.__dict__ for m in messages]}
-    return cache_get_or_compute(
-        namespace="api_responses",
-        key=key,
-        compute=lambda: llm_provider(config).chat(messages=messages, temperature=0).content,
-    ).strip()
+def _chat_text(ask: Ask, system: str, user: str) -> str:
+    return ask(ChatRequest(system=system, user=user)).strip()
 
 
-def characters_find(text: str) -> list[dict[str, Any]]:
+def characters_find(text: str, *, ask: Ask) -> list[offline.FoundName]:
     """Named characters, most mentioned first: ``[{name, mentions, first_position}]``."""
     if provider_name() != "openai":
         return offline.extract_names(text)
-    answer = _chat_json("List the named characters of the story. Answer with a JSON array of their names only.", text)
+    answer = _chat_json(
+        ask, "List the named characters of the story. Answer with a JSON array of their names only.", text
+    )
     if not isinstance(answer, list):
         raise ProviderError("The LLM's character list is not a JSON array.", details={"provider": "openai"})
     # Only names that really occur in the text: a model may invent or translate.
     names = [str(name) for name in answer if isinstance(name, str) and name and name in text]
-    found = [{"name": name, "mentions": text.count(name), "first_position": text.find(name)} for name in names]
+    found: list[offline.FoundName] = [
+        {"name": name, "mentions": text.count(name), "first_position": text.find(name)} for name in names
+    ]
     return sorted(found, key=lambda item: (-item["mentions"], item["first_position"]))
 
 
-def compress(text: str, *, target_ratio: float, keep_names: list[str]) -> str:
+def compress(text: str, *, target_ratio: float, keep_names: list[str], ask: Ask) -> str:
     if provider_name() != "openai":
         return offline.summarize_to_ratio(text, target_ratio=target_ratio, keep_names=keep_names)[0]
     target_chars = max(1, round(len(text) * target_ratio))
     return _chat_text(
+        ask,
         f"Compress the story to about {target_chars} characters in its own language. Keep every one of these "
         f"names: {', '.join(keep_names) or 'none'}. Answer with the compressed story only.",
         text,
     )
 
 
-def script_for(segment: str, *, names: list[str]) -> dict[str, Any]:
+def script_for(segment: str, *, names: list[str], ask: Ask) -> dict[str, Any]:
     """One panel's script: ``{scene, characters, dialogue: [{speaker, text}], caption}``."""
     if provider_name() == "openai":
         answer = _chat_json(
+            ask,
             'Write a comic panel script for this passage. Answer with JSON: {"scene": str, "characters": '
             '[names present], "dialogue": [{"speaker": name, "text": line}], "caption": str}. Known '
             f"characters: {', '.join(names) or 'none'}.",
@@ -172,7 +196,7 @@ def _pick(name: str, salt: str, options: list[Any]) -> Any:
     return options[digest[0] % len(options)]
 
 
-def design_character(name: str, *, passages: list[str]) -> dict[str, Any]:
+def design_character(name: str, *, passages: list[str], ask: Ask) -> dict[str, Any]:
     """Appearance, traits, the features that must stay the same, and the drawing colours.
 
     Offline, appearance is derived from the name (stable across runs and machines) and age cues (老王, 王伯
@@ -192,6 +216,7 @@ def design_character(name: str, *, passages: list[str]) -> dict[str, Any]:
     traits = [word for word in _TRAIT_WORDS if word in mentioned][:4]
     if provider_name() == "openai":
         answer = _chat_json(
+            ask,
             'Describe the comic character for consistent drawing. Answer with JSON: {"appearance_features": '
             '{"hair_color", "eye_color", "height", "clothing_style"}, "personality_traits": [str]}.',
             f"{name}\n\n" + "\n".join(passages)[:4000],

@@ -11,6 +11,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypedDict
 
 from memory_app.providers.llm import content_words
 
@@ -72,7 +73,13 @@ def analyze(text: str) -> dict[str, object]:
     }
 
 
-def extract_names(text: str, *, min_mentions: int = 2, limit: int = 12) -> list[dict[str, object]]:
+class FoundName(TypedDict):
+    name: str
+    mentions: int
+    first_position: int  # offset of the first mention in the text
+
+
+def extract_names(text: str, *, min_mentions: int = 2, limit: int = 12) -> list[FoundName]:
     """Person names with their mention count and first offset, most mentioned first (ties: first seen)."""
     import jieba.posseg
 
@@ -84,14 +91,14 @@ def extract_names(text: str, *, min_mentions: int = 2, limit: int = 12) -> list[
             continue
         if token.flag == "nr" or _NAME_PREFIX.fullmatch(word) or _NAME_SUFFIX.fullmatch(word):
             counts[word] += 1
-    names = [
+    names: list[FoundName] = [
         {"name": name, "mentions": count, "first_position": text.find(name)}
         for name, count in counts.items()
         if count >= min_mentions
     ]
     # A name inside a longer found name (王 in 老王) is not a second person.
     names = [n for n in names if not any(n["name"] != o["name"] and n["name"] in o["name"] for o in names)]
-    names.sort(key=lambda n: (-int(n["mentions"]), int(n["first_position"])))
+    names.sort(key=lambda n: (-n["mentions"], n["first_position"]))
     return names[:limit]
 
 

@@ -14,7 +14,7 @@ from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError, RetryableProviderError
 from tests.conftest import service_unavailable
 from tests.fakes.openai_server import RawAnswer
-from tests.memory_app.services.test_previous_context import public_loopback  # noqa: F401 - a fixture, used by name
+from tests.memory_app.conftest import public_loopback  # noqa: F401 - a fixture, used by name
 from tests.support.http_servers import ImageServer
 from workflows.providers.image import (
     OfflineRenderer,

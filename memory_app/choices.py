@@ -1,0 +1,40 @@
+"""Vocabularies shared by the models and the code above them, in a module that imports nothing of the project.
+
+The models re-export them (``memory_app.models.HistoryAction``), so migrations and existing imports are
+unchanged; the pipelines, which must not import the models, take them from here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class HistoryAction(StrEnum):
+    """The action vocabulary (seed §3.2), in one place. Every layer records through ``history_record``."""
+
+    PROJECT_CREATED = "project_created"
+    TEXT_ANALYZED = "text_analyzed"
+    TEXT_SEGMENTATION_COMPLETED = "text_segmentation_completed"
+    CHARACTER_EXTRACTED = "character_extracted"
+    PLOT_SUMMARIZED = "plot_summarized"
+    TEXT_COMPRESSED = "text_compressed"
+    CHARACTER_DESIGNED = "character_designed"
+    SCENE_COMPOSED = "scene_composed"
+    IMAGE_GENERATION_COMPLETED = "image_generation_completed"
+    CONTEXT_CREATED = "context_created"
+    CONTEXT_CLEARED = "context_cleared"
+    CONTEXT_DELETED = "context_deleted"
+    CONTEXT_IMPORTED = "context_imported"
+    WORKFLOW_STARTED = "workflow_started"
+    WORKFLOW_STEP_COMPLETED = "workflow_step_completed"
+    WORKFLOW_FAILED = "workflow_failed"
+    WORKFLOW_RESUMED = "workflow_resumed"
+    WORKFLOW_RESTORED = "workflow_restored"
+    WORKFLOW_CANCELLED = "workflow_cancelled"
+    WORKFLOW_COMPLETED = "workflow_completed"
+    WORKFLOW_STUCK = "workflow_stuck"
+    CACHE_CLEARED = "cache_cleared"
+    HISTORY_ARCHIVED = "history_archived"
+    STYLE_RATED = "style_rated"
+    MEMORY_OPTIMIZED = "memory_optimized"
+    INTEGRITY_CHECKED = "integrity_checked"

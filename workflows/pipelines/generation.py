@@ -1,0 +1,51 @@
+"""Every generation call of the pipelines is cached here, one way: chat answers in ``api_responses``, panel
+images in ``images``.
+
+The providers (``workflows.providers``) only generate; whether a result is read from the cache, and how its
+hit or miss is counted, is decided at this one layer. The keys are the providers' own
+(``ChatRequest.cache_key``, ``PanelRequest.cache_key``), so entries cached before this module existed still hit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+
+from memory_app.services.cache import cache_get_or_compute
+from workflows.providers.llm import ChatRequest, chat_answer
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Generated(Generic[R]):
+    value: R
+    cached: bool  # True when the value came from the cache and nothing was generated
+
+
+def generation_cached(
+    *, namespace: str, key: dict[str, Any], generate: Callable[[], R], content_type: str | None = None
+) -> Generated[R]:
+    """The cached result of ``key`` in ``namespace``, generated (and stored) on a miss."""
+    generated: list[bool] = []
+
+    def compute() -> R:
+        generated.append(True)
+        return generate()
+
+    value = cache_get_or_compute(namespace=namespace, key=key, compute=compute, content_type=content_type)
+    return Generated(value=value, cached=not generated)
+
+
+def chat_cached(request: ChatRequest) -> str:
+    """The chat model's answer to ``request``, from the ``api_responses`` cache when it was asked before (the
+    ``ask`` the pipelines pass to ``workflows.providers.llm``)."""
+    config = settings.MEMORY.providers.llm
+    return generation_cached(
+        namespace="api_responses",
+        key=request.cache_key(config),
+        generate=lambda: chat_answer(request, config=config),
+    ).value
