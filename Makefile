@@ -53,6 +53,8 @@ run: migrate
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy memory_app workflows comicmem_site
 
 format: install
 	$(BIN)/ruff check --fix .

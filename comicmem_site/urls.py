@@ -29,7 +29,7 @@ def api_route_not_found(request: Request, unmatched: str = "") -> HttpResponse:
     raise RouteNotFound(details={"path": request.path})
 
 
-api_route_not_found.cls.schema = None  # type: ignore[attr-defined]
+api_route_not_found.cls.schema = None
 
 urlpatterns = [
     path("admin/", admin.site.urls),

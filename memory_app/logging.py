@@ -35,7 +35,8 @@ def _user_id(request: Any) -> int | None:
     user = getattr(user, "_wrapped", user)
     if user is None or user is empty or not getattr(user, "is_authenticated", False):
         return None
-    return user.pk
+    pk: int | None = user.pk
+    return pk
 
 
 class RequestContextFilter(logging.Filter):
@@ -64,4 +65,7 @@ class RedactingJsonFormatter(JsonFormatter):
         from django.conf import settings
 
         config = settings.MEMORY.history
-        return redact(log_data, extra_names=config.redact_extra_fields, max_chars=config.max_detail_value_chars)
+        redacted: dict[str, Any] = redact(
+            log_data, extra_names=config.redact_extra_fields, max_chars=config.max_detail_value_chars
+        )
+        return redacted

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictChoiceField
 from memory_app.api.history import AnyContentNegotiation
 from memory_app.errors import NotFound
@@ -25,7 +26,7 @@ from workflows.filters import WorkflowFilterSet
 from workflows.pipelines.common import output_folder
 
 
-class WorkflowStateSerializer(serializers.ModelSerializer):
+class WorkflowStateSerializer(serializers.ModelSerializer[WorkflowState]):
     project_id = serializers.CharField(source="project.public_id", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
 
@@ -59,7 +60,7 @@ class WorkflowStateSerializer(serializers.ModelSerializer):
         return representation
 
 
-class WorkflowSnapshotSerializer(serializers.ModelSerializer):
+class WorkflowSnapshotSerializer(serializers.ModelSerializer[WorkflowSnapshot]):
     index = serializers.IntegerField(read_only=True, help_text="Position in this list: restore's step_index.")
     parent_sequence = serializers.IntegerField(source="parent.sequence", read_only=True, allow_null=True)
 
@@ -87,11 +88,13 @@ class WorkflowSnapshotSerializer(serializers.ModelSerializer):
         return representation
 
 
-class WorkflowStartSerializer(serializers.Serializer):
+class WorkflowStartSerializer(serializers.Serializer[Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The types registered when the request (or the schema) is made, not when this module was imported.
-        self.fields["workflow_type"].choices = sorted(engine.workflow_types())
+        workflow_type = self.fields["workflow_type"]
+        assert isinstance(workflow_type, serializers.ChoiceField)  # declared below
+        workflow_type.choices = sorted(engine.workflow_types())
 
     workflow_type = StrictChoiceField(choices=[])
     project_id = ProjectIdField()
@@ -99,12 +102,12 @@ class WorkflowStartSerializer(serializers.Serializer):
     preferences = FreeFormDictField(required=False, default=dict)
 
 
-class WorkflowRestoreSerializer(serializers.Serializer):
+class WorkflowRestoreSerializer(serializers.Serializer[Any]):
     step_index = serializers.IntegerField(help_text="Index into the snapshot list; negative counts from the end.")
     rerun = serializers.BooleanField(required=False, default=False)
 
 
-class WorkflowListCreateView(GenericAPIView):
+class WorkflowListCreateView(GenericAPIView[WorkflowState]):
     serializer_class = WorkflowStateSerializer
     queryset = WorkflowState.objects.none()  # for the schema only; get() asks the selector
     filterset_class = WorkflowFilterSet
@@ -119,7 +122,7 @@ class WorkflowListCreateView(GenericAPIView):
         serializer = WorkflowStartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         run = engine.workflow_start(
-            user=request.user,
+            user=authenticated_user(request),
             workflow_type=serializer.validated_data["workflow_type"],
             project_id=serializer.validated_data["project_id"],
             data=serializer.validated_data["input"],
@@ -141,7 +144,7 @@ class WorkflowDetailView(APIView):
         return Response(WorkflowStateSerializer(workflow_get(user=request.user, workflow_id=workflow_id)).data)
 
 
-class WorkflowHistorySerializer(serializers.Serializer):
+class WorkflowHistorySerializer(serializers.Serializer[Any]):
     workflow_id = serializers.UUIDField()
     snapshots = WorkflowSnapshotSerializer(many=True)
 
@@ -152,7 +155,7 @@ class WorkflowHistoryView(APIView):
         run = workflow_get(user=request.user, workflow_id=workflow_id)
         snapshots = list(workflow_snapshots(workflow=run).select_related("parent"))
         for index, snapshot in enumerate(snapshots):
-            snapshot.index = index
+            snapshot.index = index  # type: ignore[attr-defined]  # read by WorkflowSnapshotSerializer's index
         return Response(
             {
                 "workflow_id": str(run.pk),
@@ -170,7 +173,7 @@ class WorkflowResumeView(APIView):
     @extend_schema(tags=["workflows"], request=None, responses={202: WorkflowStateSerializer})
     def post(self, request: Request, workflow_id: str) -> Response:
         run = workflow_get(user=request.user, workflow_id=workflow_id)
-        run = engine.workflow_resume(workflow=run, user=request.user)
+        run = engine.workflow_resume(workflow=run, user=authenticated_user(request))
         return Response(_state(run), status=status.HTTP_202_ACCEPTED)
 
 
@@ -184,7 +187,7 @@ class WorkflowRestoreView(APIView):
             workflow=run,
             index=serializer.validated_data["step_index"],
             rerun=serializer.validated_data["rerun"],
-            user=request.user,
+            user=authenticated_user(request),
         )
         return Response(_state(run))
 
@@ -193,7 +196,7 @@ class WorkflowCancelView(APIView):
     @extend_schema(tags=["workflows"], request=None, responses={200: WorkflowStateSerializer})
     def post(self, request: Request, workflow_id: str) -> Response:
         run = workflow_get(user=request.user, workflow_id=workflow_id)
-        run = engine.workflow_cancel(workflow=run, user=request.user)
+        run = engine.workflow_cancel(workflow=run, user=authenticated_user(request))
         return Response(_state(run))
 
 

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db import connection
 
 from memory_app.errors import ComicmemError
@@ -83,7 +83,7 @@ def project_for(options: dict[str, Any]) -> Project:
 
 def run_with_progress(
     *,
-    out: TextIO,
+    out: OutputWrapper | TextIO,
     workflow_type: str,
     project: Project,
     data: dict[str, Any],
@@ -183,7 +183,7 @@ def _wait_for_created(
     raise CommandError("the run was not created in time")
 
 
-def report(out: TextIO, run: WorkflowState) -> None:
+def report(out: OutputWrapper | TextIO, run: WorkflowState) -> None:
     if run.status != WorkflowStatus.COMPLETED:
         error = run.error or {}
         raise CommandError(f"run {run.pk} {run.status}: {error.get('type', '')} {error.get('message', '')}".strip())

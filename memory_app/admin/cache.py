@@ -4,8 +4,10 @@ import base64
 
 from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest
 from django.utils.html import format_html
 
+from memory_app.admin.generic import ModelAdmin
 from memory_app.models import CacheEntry, CacheStatistics
 from memory_app.selectors.cache import human_size
 from memory_app.services.cache import cache_file_read_verified
@@ -14,7 +16,7 @@ _PREVIEWABLE = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
 @admin.register(CacheEntry)
-class CacheEntryAdmin(admin.ModelAdmin):
+class CacheEntryAdmin(ModelAdmin[CacheEntry]):
     list_display = ["namespace", "short_key", "content_type", "size", "hit_count", "expires_at", "last_accessed_at"]
     list_filter = ["namespace", "content_type", "compressed"]
     search_fields = ["key", "checksum"]
@@ -36,10 +38,10 @@ class CacheEntryAdmin(admin.ModelAdmin):
     ]
 
     # Entries are written by the cache only; staff may look and delete (the blob is then an orphan for cleanup).
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: CacheEntry | None = None) -> bool:
         return False
 
     @admin.display(description="key")
@@ -66,11 +68,11 @@ class CacheEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(CacheStatistics)
-class CacheStatisticsAdmin(admin.ModelAdmin):
+class CacheStatisticsAdmin(ModelAdmin[CacheStatistics]):
     list_display = ["namespace", "hits", "misses", "corrupted", "evictions"]
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: CacheStatistics | None = None) -> bool:
         return False

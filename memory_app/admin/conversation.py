@@ -1,26 +1,31 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
+from memory_app.admin.generic import ModelAdmin, TabularInline
 from memory_app.models import ContextMessage, ConversationContext
 
+# Shown and read-only alike: one tuple serves both (the stubs type the two attributes as different lists).
+_MESSAGE_FIELDS = ("position", "role", "content", "token_count", "archived", "is_summary", "unanswered", "created_at")
 
-class ContextMessageInline(admin.TabularInline):
+
+class ContextMessageInline(TabularInline[ContextMessage, ConversationContext]):
     model = ContextMessage
-    fields = ["position", "role", "content", "token_count", "archived", "is_summary", "unanswered", "created_at"]
-    readonly_fields = fields
+    fields = _MESSAGE_FIELDS
+    readonly_fields = _MESSAGE_FIELDS
     ordering = ["position"]
     extra = 0
     can_delete = False
     show_change_link = False
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: ConversationContext | None = None) -> bool:
         # Messages are written through the conversation services only, which keep the window's totals right.
         return False
 
 
 @admin.register(ConversationContext)
-class ConversationContextAdmin(admin.ModelAdmin):
+class ConversationContextAdmin(ModelAdmin[ConversationContext]):
     list_display = [
         "id",
         "owner",

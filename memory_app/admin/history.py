@@ -7,9 +7,10 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from memory_app.admin.generic import ModelAdmin
 from memory_app.errors import ComicmemError
 from memory_app.models import HistoryArchive, HistoryRecord
 from memory_app.selectors.history import (
@@ -26,7 +27,7 @@ CHART_WIDTH = 720
 CHART_HEIGHT = 120
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ModelAdmin[Any]):
     """History is append-only: the admin can neither add, change nor delete it."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -65,7 +66,7 @@ class HistoryRecordAdmin(ReadOnlyAdmin):
         url = reverse("admin:memory_app_history_timeline", args=[record.project_id])
         return format_html('<a href="{}">timeline</a>', url)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         timeline = self.admin_site.admin_view(self.timeline_view)
         return [
             path("timeline/<str:project_id>/", timeline, name="memory_app_history_timeline"),

@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
+from memory_app.admin.generic import ModelAdmin
 from memory_app.models import MetricSnapshot
 
 
 @admin.register(MetricSnapshot)
-class MetricSnapshotAdmin(admin.ModelAdmin):
+class MetricSnapshotAdmin(ModelAdmin[MetricSnapshot]):
     list_display = ["taken_at", "memory_percentage", "active_contexts"]
     date_hierarchy = "taken_at"
     readonly_fields = [

@@ -4,11 +4,12 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from memory_app.admin.generic import ModelAdmin
 from memory_app.models import Project
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ModelAdmin[Project]):
     # Public ids are per owner: the list shows both, so two "alpha" projects are told apart.
     list_display = ["public_id", "owner", "name", "created_at", "timeline_link"]
     list_select_related = ["owner"]

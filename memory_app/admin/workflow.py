@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from memory_app.admin.generic import ModelAdmin, TabularInline
 from memory_app.errors import ComicmemError
 from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowUnit
 from memory_app.services.workflow import workflow_operations
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(TabularInline[Any, WorkflowState]):
     extra = 0
     can_delete = False
     show_change_link = True
@@ -23,21 +28,47 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+# Shown and read-only alike: one tuple serves both (the stubs type the two attributes as different lists).
+_SNAPSHOT_FIELDS = (
+    "sequence",
+    "parent",
+    "event",
+    "step",
+    "step_index",
+    "status",
+    "data",
+    "progress",
+    "error",
+    "created_at",
+)
+_UNIT_FIELDS = ("step", "unit_index", "status", "attempts", "lease_owner", "lease_expires_at", "result", "error")
+
+
 class WorkflowSnapshotInline(ReadOnlyInline):
     model = WorkflowSnapshot
     fk_name = "workflow"
-    fields = ["sequence", "parent", "event", "step", "step_index", "status", "data", "progress", "error", "created_at"]
-    readonly_fields = fields
+    fields = _SNAPSHOT_FIELDS
+    readonly_fields = _SNAPSHOT_FIELDS
     ordering = ["sequence"]
 
 
 class WorkflowUnitInline(ReadOnlyInline):
     model = WorkflowUnit
-    fields = ["step", "unit_index", "status", "attempts", "lease_owner", "lease_expires_at", "result", "error"]
-    readonly_fields = fields
+    fields = _UNIT_FIELDS
+    readonly_fields = _UNIT_FIELDS
 
 
-def _run_each(modeladmin: admin.ModelAdmin, request: HttpRequest, runs, operation: str) -> None:  # type: ignore[no-untyped-def]
+def _staff_user(request: HttpRequest) -> User:
+    """The signed-in staff member: the admin lets no one else reach its actions."""
+    user = request.user
+    if not user.is_authenticated:
+        raise PermissionDenied
+    return user
+
+
+def _run_each(
+    modeladmin: ModelAdmin[WorkflowState], request: HttpRequest, runs: QuerySet[WorkflowState], operation: str
+) -> None:
     done = 0
     for run in runs:
         try:
@@ -50,7 +81,7 @@ def _run_each(modeladmin: admin.ModelAdmin, request: HttpRequest, runs, operatio
 
 
 @admin.register(WorkflowState)
-class WorkflowStateAdmin(admin.ModelAdmin):
+class WorkflowStateAdmin(ModelAdmin[WorkflowState]):
     list_display = ["workflow_id", "workflow_type", "project", "owner", "status", "current_step", "updated_at"]
     list_filter = ["workflow_type", "status", ("stuck_since", admin.EmptyFieldListFilter), "project"]
     search_fields = ["workflow_id", "project__public_id", "owner__username"]
@@ -91,7 +122,7 @@ class WorkflowStateAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkflowSnapshot)
-class WorkflowSnapshotAdmin(admin.ModelAdmin):
+class WorkflowSnapshotAdmin(ModelAdmin[WorkflowSnapshot]):
     list_display = ["workflow", "sequence", "event", "step", "status", "created_at"]
     list_filter = ["event", "status", "workflow__workflow_type"]
     search_fields = ["workflow__workflow_id"]
@@ -101,7 +132,7 @@ class WorkflowSnapshotAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: WorkflowSnapshot | None = None) -> bool:
         return False
 
     def _restore(self, request: HttpRequest, queryset: QuerySet[WorkflowSnapshot], *, rerun: bool) -> None:
@@ -111,7 +142,9 @@ class WorkflowSnapshotAdmin(admin.ModelAdmin):
         snapshot = queryset.select_related("workflow").get()
         index = list(snapshot.workflow.snapshots.order_by("sequence").values_list("pk", flat=True)).index(snapshot.pk)
         try:
-            workflow_operations().restore(workflow=snapshot.workflow, index=index, rerun=rerun, user=request.user)
+            workflow_operations().restore(
+                workflow=snapshot.workflow, index=index, rerun=rerun, user=_staff_user(request)
+            )
         except ComicmemError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             return

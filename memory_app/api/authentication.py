@@ -8,13 +8,16 @@ this module must not import ``rest_framework.views``.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.request import Request
 
 from memory_app.api.throttling import AtomicFailureCounter
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # A password guesser spreading its guesses over many usernames meets this bound per address (the ``auth`` rate
 # times this), well above what the people behind one NAT get wrong in a minute.
@@ -37,7 +40,7 @@ class FailureThrottle(AtomicFailureCounter):
             ident = f"{ident}:{hashlib.sha256(subject.encode()).hexdigest()[:32]}"
         self.key = self.cache_format % {"scope": f"auth-failed-{kind}", "ident": ident}
 
-    def get_cache_key(self, request: Any, view: Any) -> str:
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
         return self.key
 
 
@@ -64,6 +67,15 @@ class ThrottledTokenAuthentication(TokenAuthentication):
                 raise exceptions.Throttled(wait=throttle.wait()) from None
             throttle.record_failure()
             raise
+
+
+def authenticated_user(request: Request) -> User:
+    """The signed-in user of a view that lets no one else in (DRF's default ``IsAuthenticated``, ``IsAdminUser``):
+    the user the services take, never the anonymous one."""
+    user = request.user
+    if not user.is_authenticated:
+        raise exceptions.NotAuthenticated()
+    return user
 
 
 def login_failure_throttles(request: Request, *, username: str) -> list[FailureThrottle]:

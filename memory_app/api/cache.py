@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.authentication import authenticated_user
 from memory_app.selectors.cache import cache_statistics_list
 from memory_app.services.cache import cache_clear, cache_statistics_flush
 
@@ -64,5 +65,5 @@ class CacheNamespaceView(APIView):
         },
     )
     def delete(self, request: Request, cache_type: str) -> Response:
-        removed = cache_clear(namespace=cache_type, user=request.user)
+        removed = cache_clear(namespace=cache_type, user=authenticated_user(request))
         return Response({"cache_type": cache_type, "cleared": True, "entries_removed": removed})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import re_path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -10,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictCharField, StrictRegexField
 from memory_app.api.filters import CharacterFilterSet
 from memory_app.api.schema import PROJECT_ID_FILTER_PATTERN
@@ -19,7 +22,7 @@ from memory_app.selectors.projects import project_get
 from memory_app.services.creative import style_create, style_rate, style_rating_summary
 
 
-class CharacterSerializer(serializers.ModelSerializer):
+class CharacterSerializer(serializers.ModelSerializer[Character]):
     character_id = serializers.IntegerField(source="pk", read_only=True)
     project_id = serializers.CharField(source="project.public_id", read_only=True)
 
@@ -41,7 +44,7 @@ class CharacterSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class StyleUsageSerializer(serializers.ModelSerializer):
+class StyleUsageSerializer(serializers.ModelSerializer[StyleUsage]):
     project_id = serializers.CharField(source="project.public_id", read_only=True)
 
     class Meta:
@@ -50,7 +53,7 @@ class StyleUsageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class StyleTemplateSerializer(serializers.ModelSerializer):
+class StyleTemplateSerializer(serializers.ModelSerializer[StyleTemplate]):
     # The id its owner chose; the internal key is never shown.
     template_id = serializers.CharField(source="public_id", read_only=True)
     # Ids are per owner: staff, who see every style, tell two of one id apart by it. Null for a built-in.
@@ -77,7 +80,7 @@ class StyleTemplateSerializer(serializers.ModelSerializer):
         return style.owner_id is None
 
 
-class StyleCreateSerializer(serializers.Serializer):
+class StyleCreateSerializer(serializers.Serializer[Any]):
     template_id = StrictRegexField(STYLE_ID_PATTERN, max_length=64)
     name = StrictCharField(max_length=200)
     prompt = StrictCharField(required=False, allow_blank=True, default="", max_length=4000)
@@ -88,12 +91,12 @@ class StyleCreateSerializer(serializers.Serializer):
     )
 
 
-class StyleRateSerializer(serializers.Serializer):
+class StyleRateSerializer(serializers.Serializer[Any]):
     project_id = ProjectIdField()
     satisfaction_score = serializers.FloatField(min_value=0.0, max_value=5.0)
 
 
-class CharacterListView(GenericAPIView):
+class CharacterListView(GenericAPIView[Character]):
     serializer_class = CharacterSerializer
     queryset = Character.objects.none()
     filterset_class = CharacterFilterSet
@@ -119,7 +122,7 @@ class CharacterDetailView(APIView):
         return Response(CharacterSerializer(character_get(user=request.user, character_id=character_id)).data)
 
 
-class StyleListCreateView(GenericAPIView):
+class StyleListCreateView(GenericAPIView[StyleTemplate]):
     serializer_class = StyleTemplateSerializer
     queryset = StyleTemplate.objects.none()
 
@@ -132,7 +135,7 @@ class StyleListCreateView(GenericAPIView):
     def post(self, request: Request) -> Response:
         serializer = StyleCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        style = style_create(user=request.user, **serializer.validated_data)
+        style = style_create(user=authenticated_user(request), **serializer.validated_data)
         return Response(StyleTemplateSerializer(style).data, status=status.HTTP_201_CREATED)
 
 
@@ -144,11 +147,12 @@ class StyleDetailSerializer(StyleTemplateSerializer):
         fields = [*StyleTemplateSerializer.Meta.fields, "usage_history", "rating"]
         read_only_fields = fields
 
-    def get_usage_history(self, style: StyleTemplate) -> list[dict]:
+    def get_usage_history(self, style: StyleTemplate) -> list[dict[str, Any]]:
         usages = style_usage_list(user=self.context["request"].user, style=style)[:100]
-        return StyleUsageSerializer(usages, many=True).data
+        # many=True builds a ListSerializer, whose data is a list; the stubs type the serializer named.
+        return StyleUsageSerializer(usages, many=True).data  # type: ignore[return-value]  # a list (see above)
 
-    def get_rating(self, style: StyleTemplate) -> dict:
+    def get_rating(self, style: StyleTemplate) -> dict[str, Any]:
         return style_rating_summary(style=style)
 
 
@@ -167,7 +171,10 @@ class StyleRateView(APIView):
         serializer.is_valid(raise_exception=True)
         project = project_get(user=request.user, project_id=serializer.validated_data["project_id"])
         usage = style_rate(
-            style=style, project=project, user=request.user, score=serializer.validated_data["satisfaction_score"]
+            style=style,
+            project=project,
+            user=authenticated_user(request),
+            score=serializer.validated_data["satisfaction_score"],
         )
         return Response(StyleUsageSerializer(usage).data, status=status.HTTP_201_CREATED)
 

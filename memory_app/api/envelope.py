@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,9 +26,9 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework import parsers, renderers
 from rest_framework.response import Response
 
-from memory_app.api.fields import LONE_SURROGATE, LONE_SURROGATE_MESSAGE, lone_surrogate_path
+from memory_app.api.fields import LONE_SURROGATE_MESSAGE, lone_surrogate_path
 from memory_app.errors import ComicmemError, ErrorCode, PayloadTooLarge
-from memory_app.text import surrogates_replaced
+from memory_app.text import LONE_SURROGATE, surrogates_replaced
 
 logger = logging.getLogger("memory_app.api")
 
@@ -53,7 +54,7 @@ class EnvelopeJSONRenderer(renderers.JSONRenderer):
         self,
         data: Any,
         accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         renderer_context = renderer_context or {}
         response = renderer_context.get("response")
@@ -77,7 +78,7 @@ class EnvelopeJSONRenderer(renderers.JSONRenderer):
 class LimitedJSONParser(parsers.JSONParser):
     """JSON parser that never reads more than memory.api.max_body_bytes, whatever the headers say."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         from django.conf import settings
 
         limit = settings.MEMORY.api.max_body_bytes
@@ -116,7 +117,7 @@ def _form_fields(data: Any) -> dict[str, Any]:
 class CheckedFormParser(parsers.FormParser):
     """DRF's form parser, refusing a lone surrogate (a form body in a charset that decodes to one) as a 400."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         data = super().parse(stream, media_type, parser_context)
         _refuse_lone_surrogates(_form_fields(data))
         return data
@@ -125,7 +126,7 @@ class CheckedFormParser(parsers.FormParser):
 class CheckedMultiPartParser(parsers.MultiPartParser):
     """DRF's multipart parser, refusing a lone surrogate in a field or a file name as a 400."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         parsed = super().parse(stream, media_type, parser_context)
         _refuse_lone_surrogates(_form_fields(parsed.data))
         _refuse_lone_surrogates({key: [upload.name for upload in parsed.files.getlist(key)] for key in parsed.files})
@@ -173,7 +174,7 @@ def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int
     if isinstance(exc, ComicmemError):
         if exc.retry_after is None:
             return exc.status_code, error_body(exc.code, exc.message, exc.details), {}
-        details = {**exc.details, "retry_after_seconds": exc.retry_after}
+        details: dict[str, Any] = {**exc.details, "retry_after_seconds": exc.retry_after}
         return exc.status_code, error_body(exc.code, exc.message, details), {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent):
         # Django's own DATA_UPLOAD_* limits, met while a form or multipart body is parsed.
@@ -193,10 +194,12 @@ def describe_exception(exc: Exception, request: HttpRequest | None) -> tuple[int
                 error_body(code, _validation_message(exc.detail), _validation_details(exc.detail)),
                 {},
             )
-        details: dict[str, Any] = {}
-        if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-            details["retry_after_seconds"] = int(exc.wait) + 1
-            headers["Retry-After"] = str(int(exc.wait) + 1)
+        details = {}
+        if isinstance(exc, drf_exceptions.Throttled):
+            wait: float | None = exc.wait  # type: ignore[attr-defined]  # DRF sets it in __init__; the stubs omit it
+            if wait is not None:
+                details["retry_after_seconds"] = int(wait) + 1
+                headers["Retry-After"] = str(int(wait) + 1)
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:
             headers["WWW-Authenticate"] = auth_header

@@ -7,12 +7,13 @@ the parameter, like every other refused input (``FilterBackend`` and ``filter_pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import django_filters
 from django import forms
 from django.db.models import QuerySet
-from django.http import QueryDict
+from django.http import HttpRequest
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -34,13 +35,14 @@ def filterset_validate(filterset: django_filters.FilterSet) -> dict[str, Any]:
     errors = {name: [str(message) for message in messages] for name, messages in filterset.errors.items()}
     name, messages = next(iter(errors.items()))
     template = getattr(filterset, "refusal_messages", {}).get(name)
-    message = template.format(value=filterset.data.get(name)) if template else f"'{name}': {messages[0]}"
+    data = filterset.data if filterset.data is not None else {}
+    message = template.format(value=data.get(name)) if template else f"'{name}': {messages[0]}"
     raise ValidationFailed(message, details={"fields": errors})
 
 
 def filter_parameters(filterset_class: type[django_filters.FilterSet], request: Request) -> dict[str, Any]:
     """The validated parameters of a view that does not list a queryset itself (a selector pages it)."""
-    model = filterset_class._meta.model
+    model = filterset_class._meta.model  # type: ignore[attr-defined]  # the metaclass sets _meta; the stubs omit it
     filterset = filterset_class(request.query_params, queryset=model._default_manager.none(), request=request)
     return filterset_validate(filterset)
 
@@ -48,7 +50,7 @@ def filter_parameters(filterset_class: type[django_filters.FilterSet], request: 
 class FilterBackend(DjangoFilterBackend):
     """django-filter's backend, refusing a bad value with our envelope's message (``'name': reason``)."""
 
-    def filter_queryset(self, request: Request, queryset: QuerySet, view: APIView) -> QuerySet:
+    def filter_queryset(self, request: HttpRequest, queryset: QuerySet[Any], view: APIView) -> QuerySet[Any]:
         filterset = self.get_filterset(request, queryset, view)
         if filterset is None:
             return queryset
@@ -80,7 +82,7 @@ class HistoryFilterForm(forms.Form):
         cleaned = super().clean() or {}
         # The three are read together (the end must follow the start), by the selector every caller uses, from
         # the raw query string: the same values, the same first refusal.
-        data: QueryDict = self.data
+        data: Mapping[str, Any] = self.data
         try:
             cleaned["filters"] = history_filters_parse(
                 start_date=data.get("start_date"), end_date=data.get("end_date"), action_type=data.get("action_type")
@@ -109,15 +111,16 @@ class HistoryFilterSet(django_filters.FilterSet):
         fields: list[str] = []
         form = HistoryFilterForm
 
-    def filter_history(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+    def filter_history(self, queryset: QuerySet[HistoryRecord], name: str, value: str) -> QuerySet[HistoryRecord]:
         return queryset  # the three apply together, in filter_queryset
 
-    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+    def filter_queryset(self, queryset: QuerySet[HistoryRecord]) -> QuerySet[HistoryRecord]:
         return history_filter_apply(queryset=queryset, filters=self.form.cleaned_data["filters"])
 
 
 def history_filters_from(request: Request) -> HistoryFilters:
-    return filter_parameters(HistoryFilterSet, request)["filters"]
+    filters: HistoryFilters = filter_parameters(HistoryFilterSet, request)["filters"]
+    return filters
 
 
 # --- characters -----------------------------------------------------------------------------------------------
@@ -130,9 +133,10 @@ class CharacterFilterSet(django_filters.FilterSet):
         model = Character
         fields: list[str] = []
 
-    def filter_project_id(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+    def filter_project_id(self, queryset: QuerySet[Character], name: str, value: str) -> QuerySet[Character]:
         # Resolved through the caller's own projects: 400 for a bad id, 404 for someone else's; staff get the one
         # project the id names (a 409 when several owners have it), never several owners' characters mixed.
+        assert self.request is not None  # FilterBackend and filter_parameters always bind the request
         return queryset.filter(project=project_get(user=self.request.user, project_id=value))
 
 
@@ -150,5 +154,7 @@ class ContextMessageFilterSet(django_filters.FilterSet):
         model = ContextMessage
         fields: list[str] = []
 
-    def filter_include_archived(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
+    def filter_include_archived(
+        self, queryset: QuerySet[ContextMessage], name: str, value: bool
+    ) -> QuerySet[ContextMessage]:
         return queryset if value else queryset.filter(archived=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +13,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAdminUser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,7 +36,7 @@ from memory_app.selectors.history import (
 from memory_app.selectors.projects import project_paths_public
 
 
-class HistoryRecordSerializer(serializers.ModelSerializer):
+class HistoryRecordSerializer(serializers.ModelSerializer[HistoryRecord]):
     user_id = serializers.IntegerField(allow_null=True, read_only=True)
     username = serializers.SerializerMethodField()
 
@@ -48,7 +51,7 @@ class HistoryRecordSerializer(serializers.ModelSerializer):
         return _public_details(super().to_representation(instance), self.context.get("project"))
 
 
-class TimelineEntrySerializer(serializers.ModelSerializer):
+class TimelineEntrySerializer(serializers.ModelSerializer[HistoryRecord]):
     class Meta:
         model = HistoryRecord
         fields = ["id", "timestamp", "action", "summary", "details"]
@@ -63,7 +66,7 @@ def _public_details(representation: dict[str, Any], project: Project | None) -> 
     return representation
 
 
-class HistoryArchiveSerializer(serializers.ModelSerializer):
+class HistoryArchiveSerializer(serializers.ModelSerializer[HistoryArchive]):
     download_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -228,11 +231,14 @@ class HistoryArchiveListView(APIView):
 class AnyContentNegotiation(BaseContentNegotiation):
     """A download answers whatever the client accepts: the file when it exists, the JSON envelope otherwise."""
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        return parsers[0]
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser:
+        return next(iter(parsers))
 
-    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
-        return (renderers[0], renderers[0].media_type)
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return (renderer, renderer.media_type)
 
 
 class HistoryArchiveDownloadView(APIView):

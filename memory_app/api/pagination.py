@@ -39,7 +39,7 @@ class StrictPageNumberPagination(PageNumberPagination):
     page_size_query_param = "page_size"
 
     @property
-    def max_page_size(self) -> int:  # type: ignore[override]
+    def max_page_size(self) -> int:  # type: ignore[override]  # DRF's attribute, read from the config here
         return settings.MEMORY.api.max_page_size
 
     def get_page_size(self, request: Request) -> int:

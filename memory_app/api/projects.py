@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import ProjectIdField, StrictCharField
 from memory_app.models import PROJECT_ID_PATTERN, Project
 from memory_app.selectors.projects import project_get, project_list
 from memory_app.services.projects import project_create, project_delete, project_update
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(serializers.ModelSerializer[Project]):
     # The id its owner chose; the internal key is never shown.
     id = serializers.CharField(source="public_id", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
@@ -24,13 +28,13 @@ class ProjectSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "owner", "created_at", "updated_at"]
 
 
-class ProjectCreateSerializer(serializers.Serializer):
+class ProjectCreateSerializer(serializers.Serializer[Any]):
     id = ProjectIdField(required=False)
     name = StrictCharField(max_length=200)
     description = StrictCharField(required=False, allow_blank=True, default="", max_length=10_000)
 
 
-class ProjectUpdateSerializer(serializers.Serializer):
+class ProjectUpdateSerializer(serializers.Serializer[Any]):
     name = StrictCharField(max_length=200, required=False)
     description = StrictCharField(required=False, allow_blank=True, max_length=10_000)
 
@@ -50,11 +54,11 @@ PROJECT_PATH = [OpenApiParameter("id", str, OpenApiParameter.PATH, pattern=PROJE
     ),
     destroy=extend_schema(tags=["projects"], parameters=PROJECT_PATH, responses={200: None}),
 )
-class ProjectViewSet(viewsets.GenericViewSet):
+class ProjectViewSet(viewsets.GenericViewSet[Project]):
     serializer_class = ProjectSerializer
     lookup_value_regex = "[^/]+"
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Project]:
         return project_list(user=self.request.user)
 
     def get_object(self) -> Project:
@@ -71,7 +75,7 @@ class ProjectViewSet(viewsets.GenericViewSet):
         serializer = ProjectCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         project = project_create(
-            owner=request.user,
+            owner=authenticated_user(request),
             name=serializer.validated_data["name"],
             description=serializer.validated_data["description"],
             project_id=serializer.validated_data.get("id"),

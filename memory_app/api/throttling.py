@@ -24,7 +24,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache
@@ -43,6 +43,10 @@ class AtomicRateThrottleMixin:
     duration: int
     key: str | None
 
+    if TYPE_CHECKING:
+        # The throttle class this is mixed into defines it (SimpleRateThrottle and its subclasses).
+        def get_cache_key(self, request: Any, view: Any) -> str | None: ...
+
     def _window(self) -> tuple[float, int, float, list[str], int]:
         """Now, the current slice's number, a slice's length, the window's counter keys (oldest first) and how
         long a counter lives (as long as it is inside some window)."""
@@ -55,7 +59,7 @@ class AtomicRateThrottleMixin:
     def allow_request(self, request: Any, view: Any) -> bool:
         if self.rate is None:
             return True
-        self.key = self.get_cache_key(request, view)  # type: ignore[attr-defined]
+        self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
         return self._take()
@@ -167,7 +171,10 @@ class AtomicScopedRateThrottle(AtomicRateThrottleMixin, ScopedRateThrottle):
         if not self.scope:
             return True
         self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
+        num_requests, duration = self.parse_rate(self.rate)
+        if num_requests is None or duration is None:
+            return True  # no rate for this scope (as the parent's allow_request answers it)
+        self.num_requests, self.duration = num_requests, duration
         return super().allow_request(request, view)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from django.conf import settings
 from django.db import models
 
@@ -39,8 +41,8 @@ DEFAULT_SUMMARIES: dict[str, str] = {
 }
 
 
-class AppendOnlyQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+class AppendOnlyQuerySet(models.QuerySet["HistoryRecord"]):
+    def update(self, **kwargs: Any) -> NoReturn:
         raise TypeError("history records are append-only: they are never updated")
 
 
@@ -76,7 +78,7 @@ class HistoryRecord(models.Model):
     def __str__(self) -> str:
         return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.project_id} {self.action}"
 
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def save(self, *args: Any, **kwargs: Any) -> None:
         # The one invariant a model may guard itself: an existing record is never written again.
         if self.pk is not None and not self._state.adding:
             raise TypeError("history records are append-only: they are never updated")

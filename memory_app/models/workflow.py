@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
@@ -89,8 +90,8 @@ class WorkflowState(models.Model):
         return f"{self.workflow_type} {self.workflow_id} ({self.status})"
 
 
-class SnapshotQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+class SnapshotQuerySet(models.QuerySet["WorkflowSnapshot"]):
+    def update(self, **kwargs: Any) -> NoReturn:
         raise TypeError("workflow snapshots are append-only: they are never updated")
 
 
@@ -121,7 +122,7 @@ class WorkflowSnapshot(models.Model):
     def __str__(self) -> str:
         return f"#{self.sequence} {self.event} {self.step}"
 
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not self._state.adding:
             raise TypeError("workflow snapshots are append-only: they are never updated")
         super().save(*args, **kwargs)

@@ -63,7 +63,12 @@ def _broker() -> ComponentHealth:
     }
     try:
         with app.connection_for_write(connect_timeout=CHECK_SECONDS, transport_options=options) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=CHECK_SECONDS)
+            conn.ensure_connection(
+                max_retries=1,
+                interval_start=0,
+                interval_step=0,
+                timeout=CHECK_SECONDS,  # type: ignore[arg-type]  # kombu takes float seconds; its stubs say int
+            )
             transport = conn.transport_cls
     except Exception as exc:  # noqa: BLE001
         return ComponentHealth("broker", False, f"{type(exc).__name__}: {exc}".strip()[:300])

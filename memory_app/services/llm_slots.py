@@ -89,7 +89,8 @@ def _user_slot_give_back(key: str, token: str) -> None:
             name = backend.make_and_validate_key(key)
             stored = backend._cache.get_client(name, write=True)
             # The cache pickles its values: compare with our token as it stored it.
-            stored.eval(_GIVE_BACK_SCRIPT, 1, name, backend._cache._serializer.dumps(token))
+            serializer = backend._cache._serializer  # type: ignore[attr-defined]  # Django's, undeclared in its stubs
+            stored.eval(_GIVE_BACK_SCRIPT, 1, name, serializer.dumps(token))
             return
         with _slots_lock():
             # Another token there means our lease ran out and someone else holds the slot now: leave it.

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from memory_app.errors import Conflict, ProjectLimitReached
 from memory_app.models import HistoryAction, Project
 from memory_app.services.history import history_archive_files_forget, history_record
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 def _new_project_id() -> str:
@@ -19,9 +22,7 @@ def _new_project_id() -> str:
 
 
 @transaction.atomic
-def project_create(
-    *, owner: AbstractBaseUser, name: str, description: str = "", project_id: str | None = None
-) -> Project:
+def project_create(*, owner: User, name: str, description: str = "", project_id: str | None = None) -> Project:
     """Create a project. Its id is the owner's (another owner's project of the same id is a different project):
     an id the owner already has is a Conflict. The internal key is generated.
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -15,12 +16,12 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=None, help="rows per batch (default from config)")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    def handle(self, *args: object, **options: object) -> None:
-        batch_size = options["batch_size"]
-        if batch_size is not None and int(batch_size) < 1:  # type: ignore[call-overload]
+    def handle(self, *args: Any, **options: Any) -> None:
+        batch_size: int | None = options["batch_size"]
+        if batch_size is not None and int(batch_size) < 1:
             self.stderr.write("--batch-size must be 1 or more")
             raise SystemExit(2)
-        report = cache_cleanup(batch_size=batch_size)  # type: ignore[arg-type]
+        report = cache_cleanup(batch_size=batch_size)
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict()))
             return
