@@ -155,10 +155,10 @@ def _validate_text(value: str) -> str:
     return value
 
 
+# The schema of a message to append, for the OpenAPI document only: the append service validates messages
+# (``context_append``), so the view never runs this serializer. (A comment, not a docstring: a docstring would
+# become the schema's description.)
 class MessageInputSerializer(serializers.Serializer[Any]):
-    """The schema of a message to append, for the OpenAPI document only: the append service validates messages
-    (``context_append``), so the view never runs this serializer."""
-
     role = StrictChoiceField(choices=ROLES)
     content = StrictCharField(trim_whitespace=False, validators=[NON_EMPTY], error_messages=NON_EMPTY_MESSAGES)
 
