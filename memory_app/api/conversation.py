@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.core.validators import RegexValidator
 from django.urls import URLPattern, re_path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import (
     FreeFormDictField,
     ProjectIdField,
@@ -282,14 +282,6 @@ IMPORT_RESULT = inline_serializer(
 # --- views ----------------------------------------------------------------------------------------------------
 
 
-def _user(request: Request) -> User:
-    """The signed-in user (these views let no one else in: DRF's default ``IsAuthenticated``)."""
-    user = request.user
-    if not user.is_authenticated:
-        raise exceptions.NotAuthenticated()
-    return user
-
-
 TAGS = ["conversation"]
 
 
@@ -309,7 +301,7 @@ class ContextListCreateView(APIView):
         data = serializer.validated_data
         project = project_get(user=request.user, project_id=data["project_id"]) if data.get("project_id") else None
         context = context_create(
-            owner=_user(request),
+            owner=authenticated_user(request),
             max_messages=data.get("max_messages"),
             max_tokens=data.get("max_tokens"),
             context_type=data["context_type"],
@@ -331,7 +323,7 @@ class ContextDetailView(APIView):
     @extend_schema(tags=TAGS, responses={200: None})
     def delete(self, request: Request, context_id: str) -> Response:
         context = context_get(user=request.user, context_id=context_id)
-        context_delete(context=context, user=_user(request))
+        context_delete(context=context, user=authenticated_user(request))
         return Response({"context_id": str(context_id), "deleted": True})
 
 
@@ -342,7 +334,7 @@ class ContextClearView(APIView):
         serializer = ClearSerializer(data=request.data or {})
         serializer.is_valid(raise_exception=True)
         context, removed = context_clear(
-            context=context, keep_system=serializer.validated_data["keep_system"], user=_user(request)
+            context=context, keep_system=serializer.validated_data["keep_system"], user=authenticated_user(request)
         )
         return Response({**ContextSerializer(context).data, "removed_messages": removed})
 
@@ -387,7 +379,7 @@ class ContextGenerateView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         # Taken before anything is written: a call refused for want of a slot (429, 503) changes nothing.
-        user = _user(request)
+        user = authenticated_user(request)
         with llm_call_slot(user_id=user.pk):
             if data.get("context_id"):
                 context = context_get(user=request.user, context_id=data["context_id"])
@@ -426,7 +418,9 @@ class ContextExportView(APIView):
         if context_id:
             contexts = [context_get(user=request.user, context_id=context_id)]
         else:
-            contexts = list(context_list(user=request.user).filter(owner=_user(request)).order_by("created_at"))
+            contexts = list(
+                context_list(user=request.user).filter(owner=authenticated_user(request)).order_by("created_at")
+            )
         default = next((context.id for context in contexts if context.is_default), None)
         return Response(context_export_document(contexts=contexts, default_context_id=default))
 
@@ -435,7 +429,7 @@ class ContextImportView(APIView):
     @extend_schema(tags=TAGS, request=PERSISTENCE_DOCUMENT, responses={201: IMPORT_RESULT})
     def post(self, request: Request) -> Response:
         document = FreeFormDictField().run_validation(request.data)
-        contexts = context_import(owner=_user(request), document=document)
+        contexts = context_import(owner=authenticated_user(request), document=document)
         return Response(
             {"imported": [str(context.id) for context in contexts], "count": len(contexts)},
             status=status.HTTP_201_CREATED,
