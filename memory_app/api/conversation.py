@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import (
     FreeFormDictField,
     ProjectIdField,
@@ -27,10 +28,11 @@ from memory_app.models import ContextMessage, ConversationContext
 from memory_app.selectors.conversation import context_get, context_list, context_messages
 from memory_app.selectors.projects import project_get
 from memory_app.services.conversation import (
+    MISSING,
     PERSISTENCE_VERSION,
     ROLES,
     NewMessage,
-    context_append_messages_for,
+    context_append,
     context_clear,
     context_create,
     context_delete,
@@ -38,6 +40,7 @@ from memory_app.services.conversation import (
     context_generate,
     context_get_or_create_default,
     context_import,
+    message_problems,
 )
 from memory_app.services.llm_slots import llm_call_slot
 
@@ -60,7 +63,7 @@ class StrictIntegerField(serializers.IntegerField):
 _DATETIME = serializers.DateTimeField()
 
 
-class ContextSerializer(serializers.ModelSerializer):
+class ContextSerializer(serializers.ModelSerializer[ConversationContext]):
     context_id = serializers.UUIDField(source="id", read_only=True)
     project_id = serializers.CharField(source="project.public_id", read_only=True, allow_null=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
@@ -92,7 +95,7 @@ class ContextSerializer(serializers.ModelSerializer):
         return {
             "context_id": str(instance.id),
             "context_type": instance.context_type,
-            "project_id": instance.project.public_id if instance.project_id is not None else None,
+            "project_id": instance.project.public_id if instance.project is not None else None,
             "owner": instance.owner.username,
             "max_messages": instance.max_messages,
             "max_tokens": instance.max_tokens,
@@ -105,7 +108,7 @@ class ContextSerializer(serializers.ModelSerializer):
         }
 
 
-class MessageSerializer(serializers.ModelSerializer):
+class MessageSerializer(serializers.ModelSerializer[ContextMessage]):
     summary = serializers.BooleanField(source="is_summary", read_only=True)
 
     class Meta:
@@ -130,7 +133,7 @@ class MessageSerializer(serializers.ModelSerializer):
 # --- input ----------------------------------------------------------------------------------------------------
 
 
-class ContextCreateSerializer(serializers.Serializer):
+class ContextCreateSerializer(serializers.Serializer[Any]):
     max_messages = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False)
     context_type = StrictRegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False, default="general")
@@ -140,7 +143,7 @@ class ContextCreateSerializer(serializers.Serializer):
 
 # Also the schema's pattern: some character that is not white space (JSON Schema patterns search, like this).
 NON_EMPTY = RegexValidator(r"\S", "Must be non-empty text.")
-NON_EMPTY_MESSAGES = {"blank": "Must be non-empty text."}
+NON_EMPTY_MESSAGES: dict[str, Any] = {"blank": "Must be non-empty text."}
 
 
 def _validate_text(value: str) -> str:
@@ -152,15 +155,15 @@ def _validate_text(value: str) -> str:
     return value
 
 
-class MessageInputSerializer(serializers.Serializer):
+# The schema of a message to append, for the OpenAPI document only: the append service validates messages
+# (``context_append``), so the view never runs this serializer. (A comment, not a docstring: a docstring would
+# become the schema's description.)
+class MessageInputSerializer(serializers.Serializer[Any]):
     role = StrictChoiceField(choices=ROLES)
     content = StrictCharField(trim_whitespace=False, validators=[NON_EMPTY], error_messages=NON_EMPTY_MESSAGES)
 
-    def validate_content(self, value: str) -> str:
-        return _validate_text(value)
 
-
-class GenerateSerializer(serializers.Serializer):
+class GenerateSerializer(serializers.Serializer[Any]):
     context_id = serializers.UUIDField(required=False, allow_null=True)
     prompt = StrictCharField(trim_whitespace=False, validators=[NON_EMPTY], error_messages=NON_EMPTY_MESSAGES)
     system = StrictCharField(
@@ -180,13 +183,13 @@ class GenerateSerializer(serializers.Serializer):
         return None if value is None else _validate_text(value)
 
 
-class UsageSerializer(serializers.Serializer):
+class UsageSerializer(serializers.Serializer[Any]):
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
     total_tokens = serializers.IntegerField()
 
 
-class GenerateResponseSerializer(serializers.Serializer):
+class GenerateResponseSerializer(serializers.Serializer[Any]):
     context_id = serializers.UUIDField()
     message = MessageSerializer()
     prompt_position = serializers.IntegerField()
@@ -194,41 +197,44 @@ class GenerateResponseSerializer(serializers.Serializer):
     provider = serializers.CharField()
     model = serializers.CharField()
     replayed = serializers.BooleanField(help_text="True when a retry with the same X-Request-ID found the reply.")
-    context = ContextSerializer()
+    context = ContextSerializer()  # type: ignore[assignment]  # a declared field: DRF's metaclass takes it off the class
 
 
-class ClearSerializer(serializers.Serializer):
+class ClearSerializer(serializers.Serializer[Any]):
     keep_system = serializers.BooleanField(required=False, default=True)
 
 
-def _messages_from(data: Any) -> list[NewMessage]:
-    """One message ``{role, content}``, a list of them, or ``{"messages": [...]}``; errors name each field."""
-    single = isinstance(data, dict) and "messages" not in data
-    items = [data] if single else data.get("messages") if isinstance(data, dict) else data
+def _message_of(item: dict[str, Any]) -> NewMessage:
+    # Passed on unchecked (MISSING for an absent field): the append service validates the values.
+    return NewMessage(role=item.get("role", MISSING), content=item.get("content", MISSING))
+
+
+def _messages_from(data: Any) -> NewMessage | list[NewMessage]:
+    """The request's shape: one message ``{role, content}``, a list of them, or ``{"messages": [...]}``. Only the
+    shape is checked here; the service checks each message's role and content (and names each bad field)."""
+    if isinstance(data, dict) and "messages" not in data:
+        return _message_of(data)
+    items = data.get("messages") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise serializers.ValidationError(
             {"messages": ["Send {role, content}, a non-empty list of them, or messages."]}
         )
     if len(items) > MAX_MESSAGES_PER_REQUEST:
         raise serializers.ValidationError({"messages": [f"At most {MAX_MESSAGES_PER_REQUEST} messages per request."]})
+    if all(isinstance(item, dict) for item in items):
+        return [_message_of(item) for item in items]
+    # Some item is not an object: the answer names it and, as ever, every bad field of the other items too.
     errors: dict[str, Any] = {}
-    messages = []
     for index, item in enumerate(items):
-        prefix = "" if single else f"messages[{index}]."
-        if not isinstance(item, dict):
+        if isinstance(item, dict):
+            message = _message_of(item)
+            errors.update(message_problems(role=message.role, content=message.content, prefix=f"messages[{index}]."))
+        else:
             errors[f"messages[{index}]"] = ["Must be an object with role and content."]
-            continue
-        serializer = MessageInputSerializer(data=item)
-        if not serializer.is_valid():
-            errors.update({prefix + name: problems for name, problems in serializer.errors.items()})
-            continue
-        messages.append(NewMessage(**serializer.validated_data))
-    if errors:
-        raise serializers.ValidationError(errors)
-    return messages
+    raise serializers.ValidationError(errors)
 
 
-_PERSISTED_MESSAGE_FIELDS = {
+_PERSISTED_MESSAGE_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
     "role": serializers.ChoiceField(choices=ROLES),
     "content": serializers.CharField(allow_blank=True),
     "summary": serializers.BooleanField(required=False),
@@ -275,6 +281,7 @@ IMPORT_RESULT = inline_serializer(
 
 # --- views ----------------------------------------------------------------------------------------------------
 
+
 TAGS = ["conversation"]
 
 
@@ -294,7 +301,7 @@ class ContextListCreateView(APIView):
         data = serializer.validated_data
         project = project_get(user=request.user, project_id=data["project_id"]) if data.get("project_id") else None
         context = context_create(
-            owner=request.user,
+            owner=authenticated_user(request),
             max_messages=data.get("max_messages"),
             max_tokens=data.get("max_tokens"),
             context_type=data["context_type"],
@@ -316,7 +323,7 @@ class ContextDetailView(APIView):
     @extend_schema(tags=TAGS, responses={200: None})
     def delete(self, request: Request, context_id: str) -> Response:
         context = context_get(user=request.user, context_id=context_id)
-        context_delete(context=context, user=request.user)
+        context_delete(context=context, user=authenticated_user(request))
         return Response({"context_id": str(context_id), "deleted": True})
 
 
@@ -327,7 +334,7 @@ class ContextClearView(APIView):
         serializer = ClearSerializer(data=request.data or {})
         serializer.is_valid(raise_exception=True)
         context, removed = context_clear(
-            context=context, keep_system=serializer.validated_data["keep_system"], user=request.user
+            context=context, keep_system=serializer.validated_data["keep_system"], user=authenticated_user(request)
         )
         return Response({**ContextSerializer(context).data, "removed_messages": removed})
 
@@ -357,7 +364,7 @@ class ContextMessagesView(APIView):
         except serializers.ValidationError:
             context_get(user=request.user, context_id=context_id)  # an unknown context is a 404 whatever the body
             raise
-        context, rows = context_append_messages_for(user=request.user, context_id=context_id, messages=messages)
+        context, rows = context_append(user=request.user, context_id=context_id, messages=messages)
         # "archived": true on an appended message means a later message of the same batch pushed it out.
         return Response(
             {"context": ContextSerializer(context).data, "messages": MessageSerializer(rows, many=True).data},
@@ -372,11 +379,12 @@ class ContextGenerateView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         # Taken before anything is written: a call refused for want of a slot (429, 503) changes nothing.
-        with llm_call_slot(user_id=request.user.pk):
+        user = authenticated_user(request)
+        with llm_call_slot(user_id=user.pk):
             if data.get("context_id"):
                 context = context_get(user=request.user, context_id=data["context_id"])
             else:
-                context = context_get_or_create_default(owner=request.user)
+                context = context_get_or_create_default(owner=user)
             generation = context_generate(
                 context=context,
                 prompt=data["prompt"],
@@ -410,7 +418,9 @@ class ContextExportView(APIView):
         if context_id:
             contexts = [context_get(user=request.user, context_id=context_id)]
         else:
-            contexts = list(context_list(user=request.user).filter(owner=request.user).order_by("created_at"))
+            contexts = list(
+                context_list(user=request.user).filter(owner=authenticated_user(request)).order_by("created_at")
+            )
         default = next((context.id for context in contexts if context.is_default), None)
         return Response(context_export_document(contexts=contexts, default_context_id=default))
 
@@ -419,7 +429,7 @@ class ContextImportView(APIView):
     @extend_schema(tags=TAGS, request=PERSISTENCE_DOCUMENT, responses={201: IMPORT_RESULT})
     def post(self, request: Request) -> Response:
         document = FreeFormDictField().run_validation(request.data)
-        contexts = context_import(owner=request.user, document=document)
+        contexts = context_import(owner=authenticated_user(request), document=document)
         return Response(
             {"imported": [str(context.id) for context in contexts], "count": len(contexts)},
             status=status.HTTP_201_CREATED,

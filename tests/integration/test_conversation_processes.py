@@ -23,14 +23,14 @@ SCRIPT = """
 import sys, time, pathlib, django
 django.setup()
 from memory_app.models import ConversationContext
-from memory_app.services.conversation import context_append_message
+from memory_app.services.conversation import NewMessage, context_append
 context = ConversationContext.objects.get(pk=sys.argv[1])
 folder = pathlib.Path(sys.argv[4])
 (folder / f"ready-{sys.argv[2]}").touch()
 while not (folder / "go").exists():
     time.sleep(0.01)
 for number in range(int(sys.argv[3])):
-    context_append_message(context=context, role="user", content=f"p{sys.argv[2]}-{number}")
+    context_append(context=context, messages=NewMessage(role="user", content=f"p{sys.argv[2]}-{number}"))
 """
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from memory_app.services.conversation import context_append_message, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_create
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ def admin_client_for_staff(staff_user):
 def test_admin_lists_searches_filters_and_shows_messages_inline(admin_client_for_staff, user, other_user):
     mine = context_create(owner=user, context_type="comic_generation")
     theirs = context_create(owner=other_user, context_type="general")
-    context_append_message(context=mine, role="user", content="an inline message")
+    context_append(context=mine, messages=NewMessage(role="user", content="an inline message"))
 
     by_owner = admin_client_for_staff.get("/admin/memory_app/conversationcontext/?q=alice")
     by_id = admin_client_for_staff.get(f"/admin/memory_app/conversationcontext/?q={theirs.id}")

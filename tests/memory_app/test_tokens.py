@@ -4,7 +4,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from memory_app.models import ContextMessage
-from memory_app.services.conversation import context_append_message, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_create
 from memory_app.tokens import count_tokens, estimate_tokens
 
 
@@ -47,7 +47,9 @@ def test_a_configured_tokenizer_file_counts_exactly_and_is_stored(settings, toke
     assert estimate_tokens("the cat sat on the mat .") == 5
 
     context = context_create(owner=user)
-    message = context_append_message(context=context, role="user", content="the cat sat on the mat .")
+    _, (message,) = context_append(
+        context=context, messages=NewMessage(role="user", content="the cat sat on the mat .")
+    )
 
     assert ContextMessage.objects.get(pk=message.pk).token_count == 7
     context.refresh_from_db()

@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 
 from memory_app.models import HistoryArchive, WorkflowState
 from memory_app.services.cache import cache_set
-from memory_app.services.conversation import NewMessage, context_append_messages, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_create
 from memory_app.services.creative import character_upsert, style_create, style_rate
 from memory_app.services.history import history_archive_run
 from memory_app.services.workflow import workflow_create
@@ -52,7 +52,7 @@ def world(db, settings, tmp_path) -> World:
     bob_project = ProjectFactory(id="bob-comic", owner=bob, name="Bob's comic")
 
     context = context_create(owner=alice, project=project, context_type="chat", metadata={"topic": "secret"})
-    context_append_messages(
+    context_append(
         context=context,
         messages=[NewMessage(role="system", content="You draw."), NewMessage(role="user", content="alice secret")],
     )

@@ -21,9 +21,9 @@ The package, one module per concern; a module imports only those listed before i
 - ``validation``: roles, message content, the context's limits.
 - ``totals``: the running totals and budgets, the context's row lock.
 - ``eviction``: which messages leave the window, and how (archived or deleted).
-- ``persistence``: the append's raw-SQL fast path (insert, archive and save the totals in one statement).
+- ``persistence``: writing an append (insert, archive and save the totals; one statement where the database allows).
 - ``summary``: the rolling summary, folded after commit.
-- ``window``: appending under the window rule (the public append services).
+- ``window``: appending under the window rule (``context_append``, the one append service).
 - ``lifecycle``: create, get-or-create the default, delete, clear.
 - ``generate``: generate with context (prompt, provider call, reply).
 - ``transfer``: export and import of the §2.3 persistence document.
@@ -43,22 +43,25 @@ from memory_app.services.conversation.lifecycle import (
 )
 from memory_app.services.conversation.summary import context_refresh_summary
 from memory_app.services.conversation.transfer import PERSISTENCE_VERSION, context_export_document, context_import
-from memory_app.services.conversation.validation import ROLES, NewMessage, limit_validate, message_validate
-from memory_app.services.conversation.window import (
-    context_append_message,
-    context_append_messages,
-    context_append_messages_for,
+from memory_app.services.conversation.validation import (
+    MISSING,
+    ROLES,
+    NewMessage,
+    limit_validate,
+    message_problems,
+    message_validate,
 )
+from memory_app.services.conversation.window import Appended, context_append
 
 __all__ = [
+    "MISSING",
     "PERSISTENCE_VERSION",
     "REPLY_SUFFIX",
     "ROLES",
+    "Appended",
     "Generation",
     "NewMessage",
-    "context_append_message",
-    "context_append_messages",
-    "context_append_messages_for",
+    "context_append",
     "context_clear",
     "context_create",
     "context_delete",
@@ -68,5 +71,6 @@ __all__ = [
     "context_import",
     "context_refresh_summary",
     "limit_validate",
+    "message_problems",
     "message_validate",
 ]

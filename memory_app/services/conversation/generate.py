@@ -14,9 +14,9 @@ from memory_app.errors import Conflict
 from memory_app.models import ContextMessage, ConversationContext, MessageRole
 from memory_app.providers.llm import ChatMessage, fit_to_budget, llm_provider
 from memory_app.services.conversation.summary import context_refresh_summary
-from memory_app.services.conversation.totals import _lock, _other_budgets, _save_totals, _totals_of
-from memory_app.services.conversation.validation import message_validate
-from memory_app.services.conversation.window import _append_locked
+from memory_app.services.conversation.totals import _lock, _other_budgets, _totals_of
+from memory_app.services.conversation.validation import NewMessage, message_validate
+from memory_app.services.conversation.window import _append_locked, context_append
 from memory_app.tokens import count_tokens
 
 REPLY_SUFFIX = ":reply"
@@ -133,7 +133,6 @@ def _store_reply(
             request_id=reply_request_id,
             metadata=metadata,
         )
-        _save_totals(locked, totals)
         ContextMessage.objects.filter(pk=prompt_message.pk).update(unanswered=False)
     return locked, reply
 
@@ -148,20 +147,13 @@ def _prompt_message(*, context: ConversationContext, prompt: str, request_id: st
                     details={"request_id": request_id, "context_id": str(context.id)},
                 )
             return existing
-    prepared = [(MessageRole.USER.value, prompt, count_tokens(prompt))]
     try:
-        with transaction.atomic():
-            locked = _lock(context)
-            totals = _totals_of(locked)
-            (row,) = _append_locked(
-                locked,
-                totals,
-                prepared,
-                summarize=settings.MEMORY.conversation.summarize_evicted,
-                request_id=request_id,
-                unanswered=True,
-            )
-            _save_totals(locked, totals)
+        _, (row,) = context_append(
+            context=context,
+            messages=NewMessage(role=MessageRole.USER.value, content=prompt),
+            request_id=request_id,
+            unanswered=True,
+        )
     except IntegrityError:
         # A concurrent retry with the same request id stored the prompt first: use that one.
         existing = ContextMessage.objects.filter(context=context, request_id=request_id).first()

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import transaction
 
 from memory_app.errors import ContextLimitReached
@@ -36,7 +36,7 @@ def _lock_owner(owner: AbstractBaseUser) -> None:
     get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
 
 
-def _check_limit(owner: AbstractBaseUser, adding: int = 1) -> None:
+def _check_limit(owner: User, adding: int = 1) -> None:
     limit = settings.MEMORY.conversation.max_contexts_per_user
     existing = ConversationContext.objects.filter(owner=owner).count()
     if existing + adding > limit:
@@ -52,7 +52,7 @@ def _check_limit(owner: AbstractBaseUser, adding: int = 1) -> None:
 
 def context_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     max_messages: int | None = None,
     max_tokens: int | None = None,
     context_type: str = "general",
@@ -88,7 +88,7 @@ def context_create(
     return context
 
 
-def context_get_or_create_default(*, owner: AbstractBaseUser) -> ConversationContext:
+def context_get_or_create_default(*, owner: User) -> ConversationContext:
     """The user's default context, created on first use (with the configured budgets)."""
     existing = ConversationContext.objects.filter(owner=owner, is_default=True).first()
     if existing is not None:

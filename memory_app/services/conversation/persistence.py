@@ -1,13 +1,18 @@
-"""The append's raw-SQL fast path: insert the new messages, archive what left the window and save the context's
-totals in one statement on PostgreSQL (three plain ones on SQLite), instead of the ORM's several round trips.
+"""Persisting an append: insert the new messages, archive (or delete) what left the window and save the context's
+totals. ``persist_append`` is the one entry: it takes the raw-SQL fast path where it applies (one statement on
+PostgreSQL, three plain ones on SQLite, instead of the ORM's several round trips) and the ORM otherwise.
 
 (The §2.3 persistence document, export and import, is in ``transfer``.)
 """
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from django.conf import settings
 from django.db import connection
+from django.db.models import Field, Model
 from django.utils import timezone
 
 from memory_app.models import ContextMessage, ConversationContext, MessageRole
@@ -29,14 +34,37 @@ _INSERTED_COLUMNS = (
 )
 
 
+@cache
+def _concrete_field(model: type[Model], name: str) -> tuple[Field[Any, Any], str]:
+    """The model's field stored in a column of its own, and that column (``get_field`` may also answer a
+    relation's other side, which has none)."""
+    for field in model._meta.concrete_fields:
+        if field.name == name and field.column is not None:
+            return field, field.column
+    raise LookupError(f"{model.__name__} has no column for {name}.")
+
+
+def persist_append(
+    context: ConversationContext, totals: _Totals, rows: list[ContextMessage], *, summarize: bool
+) -> None:
+    """Write ``rows`` (built for ``context``, their positions taken), apply the window rule to what is stored and
+    save the context's totals. ``totals`` already counts the rows; afterwards it holds what is left in the window
+    and ``evicted_ids`` what left it. The rows get their primary keys. Context row locked by the caller.
+    """
+    if not _insert_evict_and_save(context, totals, rows, summarize=summarize):
+        ContextMessage.objects.bulk_create(rows)
+        _evict(context, totals, summarize=summarize)
+        _save_totals(context, totals)
+
+
 def _insert_evict_and_save(
     context: ConversationContext, totals: _Totals, rows: list[ContextMessage], *, summarize: bool
 ) -> bool:
     """Insert the new messages, archive the oldest ones the window no longer holds and save the context's totals,
     in plain SQL: on PostgreSQL one statement (one round trip instead of three), on SQLite three statements without
     the ORM's query building (less time holding the database's write lock). False, with nothing written, where
-    that does not apply (eviction by deletion, or a batch that pushes out its own messages); the caller then takes
-    the general path.
+    that does not apply (another database, eviction by deletion, or a batch that pushes out its own messages);
+    ``persist_append`` then takes the ORM's path.
 
     The archiving picks among the messages that were there before the insert (PostgreSQL: the statement's parts
     see one snapshot; SQLite: it runs first); that is exact when the messages to archive by count are all older
@@ -53,8 +81,8 @@ def _insert_evict_and_save(
     operations = connection.ops
     messages = operations.quote_name(ContextMessage._meta.db_table)
     contexts = operations.quote_name(ConversationContext._meta.db_table)
-    fields = [ContextMessage._meta.get_field(name) for name in _INSERTED_COLUMNS]
-    columns = ", ".join(operations.quote_name(field.column) for field in fields)
+    fields = [_concrete_field(ContextMessage, name)[0] for name in _INSERTED_COLUMNS]
+    columns = ", ".join(operations.quote_name(_concrete_field(ContextMessage, name)[1]) for name in _INSERTED_COLUMNS)
     values = ", ".join("(" + ", ".join(["%s"] * len(fields)) + ")" for _ in rows)
     insert_sql = f"INSERT INTO {messages} ({columns}) VALUES {values} RETURNING id, position"  # noqa: S608
     insert_params = [
@@ -76,7 +104,7 @@ def _insert_evict_and_save(
         totals.system_tokens,
         totals.window_count,
         totals.window_tokens,
-        ConversationContext._meta.get_field("last_updated").get_db_prep_save(context.last_updated, connection),
+        _concrete_field(ConversationContext, "last_updated")[0].get_db_prep_save(context.last_updated, connection),
         context_id,
     ]
     with connection.cursor() as cursor:

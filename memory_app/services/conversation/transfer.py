@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
@@ -57,7 +57,7 @@ def context_export_document(
             "messages": messages,
             "metadata": context.metadata,
             "context_type": context.context_type,
-            "project_id": context.project.public_id if context.project_id is not None else None,
+            "project_id": context.project.public_id if context.project is not None else None,
             "is_default": context.is_default,
             "created_at": _epoch(context.created_at),
             "last_updated": _epoch(context.last_updated),
@@ -157,7 +157,7 @@ def _parse_document(document: Any) -> _Persistence:
         raise ValidationFailed("The persistence document is not valid.", details={"fields": fields}) from None
 
 
-def context_import(*, owner: AbstractBaseUser, document: Any) -> list[ConversationContext]:
+def context_import(*, owner: User, document: Any) -> list[ConversationContext]:
     """Import a §2.3 document for ``owner``: everything is validated first and the import is atomic.
 
     Contexts keep their ids (a taken id is a 409 naming it). Messages are replayed in position order through
@@ -236,8 +236,9 @@ def context_import(*, owner: AbstractBaseUser, document: Any) -> list[Conversati
                 )
                 totals.system_count, totals.system_tokens, totals.summary_tokens = 1, tokens, tokens
             if ordered:
-                # Replayed in order through the window rule; what the file's summary already covers is not
-                # folded into it a second time.
+                # Replayed in order through the window rule (which saves the totals; saved again below once
+                # summarized_through is set); what the file's summary already covers is not folded into it a
+                # second time.
                 _append_locked(
                     context,
                     totals,

@@ -1,27 +1,31 @@
-"""Appending messages under the window rule: the budget checks, the insert (through the fast path where it
-applies) and the eviction, then the summary fold after commit. The public append services live here.
+"""Appending messages under the window rule: the budget checks, the write (``persistence.persist_append``) and the
+eviction, then the summary fold after commit. ``context_append`` is the one public append service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
 from memory_app.errors import ContextBudgetExceeded, ContextMessageTooLarge, ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext, MessageRole
 from memory_app.selectors.conversation import context_get
-from memory_app.services.conversation.eviction import _evict
-from memory_app.services.conversation.persistence import _insert_evict_and_save
+from memory_app.services.conversation.persistence import persist_append
 from memory_app.services.conversation.summary import context_refresh_summary
-from memory_app.services.conversation.totals import _lock, _other_budgets, _save_totals, _Totals, _totals_of
-from memory_app.services.conversation.validation import NewMessage, _field_error, message_validate
+from memory_app.services.conversation.totals import _lock, _other_budgets, _Totals, _totals_of
+from memory_app.services.conversation.validation import NewMessage, messages_validate
 from memory_app.tokens import count_tokens
+
+
+class Appended(NamedTuple):
+    context: ConversationContext  # refreshed: its totals count the new messages
+    messages: list[ContextMessage]  # in order; ``archived`` set on one a later message of the batch pushed out
 
 
 def _append_locked(
@@ -33,12 +37,9 @@ def _append_locked(
     request_id: str | None = None,
     unanswered: bool = False,
     metadata: dict[str, Any] | None = None,
-    save_totals: bool = False,
 ) -> list[ContextMessage]:
-    """Check every message against the budgets, insert them, evict what left the window. Context row locked.
-
-    With ``save_totals`` the context's totals are saved too (when it can, in the statement that archives).
-    """
+    """Check every message against the budgets, insert them, evict what left the window and save the context's
+    totals. Context row locked."""
     rows: list[ContextMessage] = []
     now = timezone.now()
     for index, (role, content, tokens) in enumerate(messages):
@@ -85,70 +86,59 @@ def _append_locked(
             )
         )
         context.next_position += 1
-    if save_totals and _insert_evict_and_save(context, totals, rows, summarize=summarize):
-        pass
-    else:
-        ContextMessage.objects.bulk_create(rows)
-        _evict(context, totals, summarize=summarize)
-        if save_totals:
-            _save_totals(context, totals)
+    persist_append(context, totals, rows, summarize=summarize)
     for row in rows:  # a long batch can push out its own first messages
         row.archived = row.pk in totals.evicted_ids
     return rows
 
 
-def _prepared(messages: Iterable[NewMessage]) -> list[tuple[str, str, int]]:
-    prepared = []
-    items = list(messages)
-    if not items:
-        raise _field_error("messages", "At least one message is required.")
-    for index, message in enumerate(items):
-        prefix = f"messages[{index}]." if len(items) > 1 else ""
-        message_validate(role=message.role, content=message.content, field_prefix=prefix)
-        prepared.append((message.role, message.content, count_tokens(message.content)))
-    return prepared
+def context_append(
+    *,
+    messages: NewMessage | Sequence[NewMessage],
+    context: ConversationContext | None = None,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+    context_id: str | UUID | None = None,
+    request_id: str | None = None,
+    unanswered: bool = False,
+) -> Appended:
+    """Append messages in order (all or none) under the window rule, then fold what left the window into the
+    summary (after commit). Returns the refreshed context and the new rows.
 
-
-def context_append_messages(
-    *, context: ConversationContext, messages: Sequence[NewMessage]
-) -> tuple[ConversationContext, list[ContextMessage]]:
-    """Append messages in order (all or none), then apply the window rule. Returns the refreshed context."""
-    prepared = _prepared(messages)  # validation and token counting happen before the lock is taken
-    with transaction.atomic():
-        locked = _lock(context)
-        if ConversationContext.owner.is_cached(context):
-            locked.owner = context.owner
-        rows = _append_to_locked(locked, prepared)
-    if context_refresh_summary(context=locked):
-        locked.refresh_from_db()
-    return locked, rows
-
-
-def context_append_messages_for(
-    *, user: AbstractBaseUser, context_id: str | UUID, messages: Sequence[NewMessage]
-) -> tuple[ConversationContext, list[ContextMessage]]:
-    """``context_append_messages`` for the user's context named by id: the owner check and the row lock are one
-    query. An unknown context (or someone else's) is NotFound, also when the messages are invalid."""
+    The context is ``context``, or the one ``user`` owns named by ``context_id`` (the owner check and the row
+    lock are then one query; an unknown context, or someone else's, is NotFound, also when the messages are
+    invalid). A single ``NewMessage`` is refused naming ``role`` / ``content``; a sequence naming
+    ``messages[0].role`` and so on (ValidationFailed, before anything is locked or written). ``request_id`` and
+    ``unanswered`` are stored on every new row (a generation's prompt).
+    """
+    if context is None:
+        if user is None or context_id is None:
+            raise TypeError("context_append takes context, or user and context_id.")
+        owner, named = user, context_id
+    elif user is not None or context_id is not None:
+        raise TypeError("context_append takes context, or user and context_id, not both.")
     try:
-        prepared = _prepared(messages)
+        items = messages_validate(messages)
     except ValidationFailed:
-        context_get(user=user, context_id=context_id)
+        if context is None:
+            context_get(user=owner, context_id=named)
         raise
+    # Token counting happens before the lock is taken.
+    prepared = [(item.role, item.content, count_tokens(item.content)) for item in items]
     with transaction.atomic():
-        locked = context_get(user=user, context_id=context_id, for_update=True)
-        rows = _append_to_locked(locked, prepared)
+        if context is None:
+            locked = context_get(user=owner, context_id=named, for_update=True)
+        else:
+            locked = _lock(context)
+            if ConversationContext.owner.is_cached(context):
+                locked.owner = context.owner
+        rows = _append_locked(
+            locked,
+            _totals_of(locked),
+            prepared,
+            summarize=settings.MEMORY.conversation.summarize_evicted,
+            request_id=request_id,
+            unanswered=unanswered,
+        )
     if context_refresh_summary(context=locked):
         locked.refresh_from_db()
-    return locked, rows
-
-
-def _append_to_locked(context: ConversationContext, prepared: Sequence[tuple[str, str, int]]) -> list[ContextMessage]:
-    totals = _totals_of(context)
-    return _append_locked(
-        context, totals, prepared, summarize=settings.MEMORY.conversation.summarize_evicted, save_totals=True
-    )
-
-
-def context_append_message(*, context: ConversationContext, role: str, content: str) -> ContextMessage:
-    _, rows = context_append_messages(context=context, messages=[NewMessage(role=role, content=content)])
-    return rows[0]
+    return Appended(locked, rows)

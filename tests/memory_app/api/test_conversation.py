@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from memory_app.models import ContextMessage, ConversationContext
-from memory_app.services.conversation import context_append_message, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_create
 from tests.fakes.openai_server import RawAnswer
 
 pytestmark = pytest.mark.django_db
@@ -165,7 +165,7 @@ def test_staff_append_to_someone_elses_context_keeps_its_owner(staff_client, use
 def test_an_append_to_a_full_window_reads_the_context_once_and_locks_it_in_that_read(auth_client, user):
     context = context_create(owner=user, max_messages=2)
     for number in range(2):
-        context_append_message(context=context, role="user", content=f"m{number}")
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{number}"))
 
     with CaptureQueriesContext(connection) as captured:
         response = auth_client.post(f"/api/context/{context.id}/messages", {"role": "user", "content": "m2"})
@@ -288,7 +288,7 @@ def test_message_over_the_token_budget_is_400_and_nothing_written(auth_client, u
 
 def test_system_messages_over_budget_is_400(auth_client, user):
     context = context_create(owner=user, max_messages=1)
-    context_append_message(context=context, role="system", content="one")
+    context_append(context=context, messages=NewMessage(role="system", content="one"))
 
     response = auth_client.post(
         f"/api/context/{context.id}/messages", {"role": "system", "content": "two"}, format="json"
@@ -302,8 +302,8 @@ def test_system_messages_over_budget_is_400(auth_client, user):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_clear_and_delete(auth_client, user, family):
     context = context_create(owner=user)
-    context_append_message(context=context, role="system", content="persona")
-    context_append_message(context=context, role="user", content="hi")
+    context_append(context=context, messages=NewMessage(role="system", content="persona"))
+    context_append(context=context, messages=NewMessage(role="user", content="hi"))
 
     cleared = auth_client.post(f"{family}/{context.id}/clear")
 
@@ -341,7 +341,7 @@ def test_generate_with_context_uses_the_default_context(auth_client, user, famil
 
 def test_generate_with_a_given_context(auth_client, user):
     context = context_create(owner=user)
-    context_append_message(context=context, role="user", content="The castle is blue.")
+    context_append(context=context, messages=NewMessage(role="user", content="The castle is blue."))
 
     data = auth_client.post(
         "/api/context/generate-with-context",
@@ -461,7 +461,7 @@ def test_generate_keeps_a_reply_holding_nul_and_lone_surrogates_without_them(aut
 @pytest.mark.parametrize("family", FAMILIES)
 def test_export_and_import_through_the_api(auth_client, client_for, user, family):
     context = context_create(owner=user, context_type="comic")
-    context_append_message(context=context, role="user", content="hello")
+    context_append(context=context, messages=NewMessage(role="user", content="hello"))
 
     exported = auth_client.get(f"{family}/export?context_id={context.id}").json()["data"]
 
@@ -501,8 +501,8 @@ def test_the_output_serializers_answer_exactly_what_their_declared_fields_produc
 
     plain = context_create(owner=user)
     rich = context_create(owner=user, project=project, context_type="chapter-1", metadata={"k": ["v", 1]})
-    context_append_message(context=rich, role="system", content="你是漫画编剧。")
-    context_append_message(context=rich, role="user", content="The hero opens the door.")
+    context_append(context=rich, messages=NewMessage(role="system", content="你是漫画编剧。"))
+    context_append(context=rich, messages=NewMessage(role="user", content="The hero opens the door."))
     rich.refresh_from_db()
     ContextMessage.objects.filter(context=rich, role="user").update(unanswered=True, archived=True)
 

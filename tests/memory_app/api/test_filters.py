@@ -15,7 +15,7 @@ from django.http import QueryDict
 from memory_app.api.filters import CharacterFilterSet, HistoryFilterSet, filterset_validate
 from memory_app.errors import ValidationFailed
 from memory_app.models import Character, ContextMessage, HistoryRecord
-from memory_app.services.conversation import context_append_message, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_create
 from tests.factories import HistoryRecordFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -167,7 +167,7 @@ def test_the_character_filterset_needs_the_request_for_the_callers_projects(rf, 
 def context(user):
     context = context_create(owner=user, max_messages=2)
     for number in range(3):
-        context_append_message(context=context, role="user", content=f"m{number}")
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{number}"))
     return context
 
 

@@ -6,15 +6,15 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from memory_app.models import ContextMessage, ConversationContext
-from memory_app.services.conversation import context_append_message, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_create
 
 pytestmark = pytest.mark.django_db
 
 
 def test_export_to_a_file_then_import_for_another_user(user, other_user, tmp_path):
     context = context_create(owner=user, context_type="comic")
-    context_append_message(context=context, role="system", content="你是一位专业的漫画创作助手")
-    context_append_message(context=context, role="user", content="帮我生成一个少年漫画的主角")
+    context_append(context=context, messages=NewMessage(role="system", content="你是一位专业的漫画创作助手"))
+    context_append(context=context, messages=NewMessage(role="user", content="帮我生成一个少年漫画的主角"))
     target = tmp_path / "contexts.json"
 
     call_command("export_contexts", "alice", "--output", str(target))

@@ -15,8 +15,7 @@ from memory_app.models import SUMMARY_POSITION, ContextMessage, ConversationCont
 from memory_app.selectors.conversation import context_messages
 from memory_app.services.conversation import (
     NewMessage,
-    context_append_message,
-    context_append_messages,
+    context_append,
     context_clear,
     context_create,
     context_delete,
@@ -65,7 +64,7 @@ def test_create_refuses_bad_limits_and_writes_nothing(user, field, value):
 def test_window_keeps_the_most_recent_within_the_message_budget(user):
     context = context_create(owner=user, max_messages=3, max_tokens=1000)
     for index in range(5):
-        context_append_message(context=context, role="user", content=f"m{index}")
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{index}"))
 
     context.refresh_from_db()
     assert window(context) == [(2, "user", "m2"), (3, "user", "m3"), (4, "user", "m4")]
@@ -81,10 +80,10 @@ def test_window_keeps_the_most_recent_within_the_message_budget(user):
 
 def test_window_keeps_every_system_message_and_fits_the_token_budget(user):
     context = context_create(owner=user, max_messages=10, max_tokens=10)
-    context_append_message(context=context, role="system", content=words(2, "rule"))
-    context_append_message(context=context, role="user", content=words(3))
-    context_append_message(context=context, role="assistant", content=words(3))
-    context_append_message(context=context, role="user", content=words(4))
+    context_append(context=context, messages=NewMessage(role="system", content=words(2, "rule")))
+    context_append(context=context, messages=NewMessage(role="user", content=words(3)))
+    context_append(context=context, messages=NewMessage(role="assistant", content=words(3)))
+    context_append(context=context, messages=NewMessage(role="user", content=words(4)))
 
     context.refresh_from_db()
     # 2 (system) + 3 + 4 = 9 ≤ 10; adding the 3-token message at position 1 would make 12.
@@ -94,10 +93,10 @@ def test_window_keeps_every_system_message_and_fits_the_token_budget(user):
 
 def test_message_larger_than_the_budget_is_refused_and_nothing_changes(user):
     context = context_create(owner=user, max_messages=10, max_tokens=5)
-    context_append_message(context=context, role="user", content=words(2))
+    context_append(context=context, messages=NewMessage(role="user", content=words(2)))
 
     with pytest.raises(ContextMessageTooLarge) as error:
-        context_append_message(context=context, role="user", content=words(6))
+        context_append(context=context, messages=NewMessage(role="user", content=words(6)))
 
     assert error.value.details["token_count"] == 6
     assert error.value.details["available_tokens"] == 5
@@ -108,10 +107,10 @@ def test_message_larger_than_the_budget_is_refused_and_nothing_changes(user):
 
 def test_message_that_fits_only_without_the_system_messages_is_refused(user):
     context = context_create(owner=user, max_messages=10, max_tokens=5)
-    context_append_message(context=context, role="system", content=words(3))
+    context_append(context=context, messages=NewMessage(role="system", content=words(3)))
 
     with pytest.raises(ContextMessageTooLarge) as error:
-        context_append_message(context=context, role="user", content=words(3))
+        context_append(context=context, messages=NewMessage(role="user", content=words(3)))
 
     assert error.value.details["available_tokens"] == 2
     assert ContextMessage.objects.filter(context=context).count() == 1
@@ -119,11 +118,11 @@ def test_message_that_fits_only_without_the_system_messages_is_refused(user):
 
 def test_system_messages_alone_over_budget_are_refused(user):
     context = context_create(owner=user, max_messages=2, max_tokens=100)
-    context_append_message(context=context, role="system", content="one")
-    context_append_message(context=context, role="system", content="two")
+    context_append(context=context, messages=NewMessage(role="system", content="one"))
+    context_append(context=context, messages=NewMessage(role="system", content="two"))
 
     with pytest.raises(ContextBudgetExceeded):
-        context_append_message(context=context, role="system", content="three")
+        context_append(context=context, messages=NewMessage(role="system", content="three"))
 
     context.refresh_from_db()
     assert (context.system_count, context.next_position) == (2, 2)
@@ -133,7 +132,7 @@ def test_a_batch_is_all_or_nothing(user):
     context = context_create(owner=user, max_messages=10, max_tokens=5)
 
     with pytest.raises(ContextMessageTooLarge) as error:
-        context_append_messages(context=context, messages=[NewMessage("user", "fine"), NewMessage("user", words(9))])
+        context_append(context=context, messages=[NewMessage("user", "fine"), NewMessage("user", words(9))])
 
     assert error.value.details["index"] == 1
     assert ContextMessage.objects.count() == 0
@@ -150,7 +149,7 @@ def test_bad_messages_are_refused_naming_the_field(user, settings, role, content
     context = context_create(owner=user)
 
     with pytest.raises(ValidationFailed) as error:
-        context_append_message(context=context, role=role, content=content)
+        context_append(context=context, messages=NewMessage(role=role, content=content))
 
     assert list(error.value.details["fields"]) == [field]
     assert ContextMessage.objects.count() == 0
@@ -162,7 +161,7 @@ def test_evicted_messages_are_deleted_when_keep_archived_is_off(user, settings):
     )
     context = context_create(owner=user, max_messages=2, max_tokens=100)
     for index in range(4):
-        context_append_message(context=context, role="user", content=f"m{index}")
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{index}"))
 
     assert stored(context) == [(2, "m2", False), (3, "m3", False)]
 
@@ -176,10 +175,10 @@ def test_rolling_summary_folds_evicted_messages_within_its_share(user, settings)
         }
     )
     context = context_create(owner=user, max_messages=4, max_tokens=40)
-    context_append_message(context=context, role="system", content="You draw comics.")
-    context_append_message(context=context, role="user", content="The hero is called Ember.")
-    context_append_message(context=context, role="assistant", content="Ember has red hair.")
-    context_append_message(context=context, role="user", content="Next panel please.")
+    context_append(context=context, messages=NewMessage(role="system", content="You draw comics."))
+    context_append(context=context, messages=NewMessage(role="user", content="The hero is called Ember."))
+    context_append(context=context, messages=NewMessage(role="assistant", content="Ember has red hair."))
+    context_append(context=context, messages=NewMessage(role="user", content="Next panel please."))
 
     context.refresh_from_db()
     summary = ContextMessage.objects.get(context=context, position=SUMMARY_POSITION)
@@ -194,16 +193,16 @@ def test_rolling_summary_folds_evicted_messages_within_its_share(user, settings)
 
 def test_clear_keeps_system_messages_and_removes_the_rest(user, project):
     context = context_create(owner=user, max_messages=3, project=project)
-    context_append_message(context=context, role="system", content="persona")
+    context_append(context=context, messages=NewMessage(role="system", content="persona"))
     for index in range(4):
-        context_append_message(context=context, role="user", content=f"m{index}")
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{index}"))
 
     context, removed = context_clear(context=context, user=user)
 
     assert removed == 4  # two archived and two in the window
     assert stored(context) == [(0, "persona", False)]
     assert (context.message_count, context.system_count, context.window_count, context.next_position) == (1, 1, 0, 5)
-    context_append_message(context=context, role="user", content="again")
+    context_append(context=context, messages=NewMessage(role="user", content="again"))
     assert window(context) == [(0, "system", "persona"), (5, "user", "again")]
     record = HistoryRecord.objects.get(action="context_cleared")
     assert record.details == {
@@ -216,8 +215,8 @@ def test_clear_keeps_system_messages_and_removes_the_rest(user, project):
 
 def test_clear_without_keep_system_removes_everything(user):
     context = context_create(owner=user)
-    context_append_message(context=context, role="system", content="persona")
-    context_append_message(context=context, role="user", content="hi")
+    context_append(context=context, messages=NewMessage(role="system", content="persona"))
+    context_append(context=context, messages=NewMessage(role="user", content="hi"))
 
     context, removed = context_clear(context=context, keep_system=False)
 
@@ -280,8 +279,10 @@ def test_one_default_context_per_user_created_on_first_use(user, other_user):
 
 def test_generate_appends_prompt_and_reply_from_the_window(user):
     context = context_create(owner=user)
-    context_append_message(context=context, role="user", content="The dragon is called Ember. It lives in a cave.")
-    context_append_message(context=context, role="assistant", content="Noted.")
+    context_append(
+        context=context, messages=NewMessage(role="user", content="The dragon is called Ember. It lives in a cave.")
+    )
+    context_append(context=context, messages=NewMessage(role="assistant", content="Noted."))
 
     generation = context_generate(context=context, prompt="What is the dragon called?", request_id="req-1")
 
@@ -306,9 +307,9 @@ def test_generate_appends_prompt_and_reply_from_the_window(user):
 
 def test_generate_answer_changes_when_the_fact_leaves_the_window(user):
     context = context_create(owner=user, max_messages=3, max_tokens=1000)
-    context_append_message(context=context, role="user", content="The dragon is called Ember.")
-    context_append_message(context=context, role="user", content="Filler one.")
-    context_append_message(context=context, role="user", content="Filler two.")
+    context_append(context=context, messages=NewMessage(role="user", content="The dragon is called Ember."))
+    context_append(context=context, messages=NewMessage(role="user", content="Filler one."))
+    context_append(context=context, messages=NewMessage(role="user", content="Filler two."))
 
     generation = context_generate(context=context, prompt="What is the dragon called?")
 
@@ -368,9 +369,9 @@ def test_generate_sends_the_system_instruction_without_storing_it(user, openai_l
 
 def test_export_then_import_round_trips_everything(user, other_user):
     context = context_create(owner=user, max_messages=3, max_tokens=100, context_type="comic", metadata={"k": 1})
-    context_append_message(context=context, role="system", content="persona")
+    context_append(context=context, messages=NewMessage(role="system", content="persona"))
     for index in range(4):
-        context_append_message(context=context, role="user", content=f"m{index}")
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{index}"))
     document = context_export_document(contexts=[context], default_context_id=context.id)
     persistence = document["context_persistence"]
     assert (persistence["version"], persistence["default_context_id"]) == ("1.0", str(context.id))
@@ -466,7 +467,7 @@ def test_summary_falls_back_to_offline_when_the_provider_fails(user, settings, o
     context = context_create(owner=user, max_messages=3, max_tokens=100)
     openai_llm.fail(500)
     for content in ["Ember is a dragon.", "Second.", "Third."]:
-        context_append_message(context=context, role="user", content=content)
+        context_append(context=context, messages=NewMessage(role="user", content=content))
 
     summary = ContextMessage.objects.get(context=context, is_summary=True)
     assert summary.content == "Summary of earlier conversation: user: Ember is a dragon."
@@ -508,7 +509,7 @@ def test_append_to_a_context_deleted_meanwhile_is_not_found(user):
     ConversationContext.objects.filter(pk=context.pk).delete()
 
     with pytest.raises(NotFound) as error:
-        context_append_message(context=context, role="user", content="hi")
+        context_append(context=context, messages=NewMessage(role="user", content="hi"))
 
     assert error.value.details["context_id"] == str(context.pk)
     assert ContextMessage.objects.count() == 0

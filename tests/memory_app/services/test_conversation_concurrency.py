@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from memory_app.models import ContextMessage
-from memory_app.services.conversation import context_append_message, context_create, context_generate
+from memory_app.services.conversation import NewMessage, context_append, context_create, context_generate
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,7 +43,7 @@ def test_concurrent_appends_keep_a_strict_order_without_loss_or_duplicates():
 
     def append_many(index: int) -> None:
         for number in range(APPENDS):
-            context_append_message(context=context, role="user", content=f"t{index}-{number}")
+            context_append(context=context, messages=NewMessage(role="user", content=f"t{index}-{number}"))
 
     assert run_in_threads(append_many, THREADS) == []
 
@@ -64,7 +64,7 @@ def test_concurrent_appends_keep_a_strict_order_without_loss_or_duplicates():
 
 def test_concurrent_retries_with_one_request_id_store_the_prompt_and_the_reply_once():
     context = context_create(owner=UserFactory(username="alice"))
-    context_append_message(context=context, role="user", content="The cat is orange.")
+    context_append(context=context, messages=NewMessage(role="user", content="The cat is orange."))
     results: list[tuple[int, str]] = []
 
     def generate(index: int) -> None:

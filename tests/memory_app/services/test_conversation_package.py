@@ -39,14 +39,14 @@ def test_each_module_imports_only_the_modules_below_it():
 
 def test_the_package_keeps_the_names_its_callers_import():
     assert sorted(conversation.__all__) == [
+        "Appended",
         "Generation",
+        "MISSING",
         "NewMessage",
         "PERSISTENCE_VERSION",
         "REPLY_SUFFIX",
         "ROLES",
-        "context_append_message",
-        "context_append_messages",
-        "context_append_messages_for",
+        "context_append",
         "context_clear",
         "context_create",
         "context_delete",
@@ -56,6 +56,7 @@ def test_the_package_keeps_the_names_its_callers_import():
         "context_import",
         "context_refresh_summary",
         "limit_validate",
+        "message_problems",
         "message_validate",
     ]
     assert all(callable(getattr(conversation, name)) for name in conversation.__all__ if not name.isupper())

@@ -7,7 +7,7 @@ from django.db import connection
 
 from memory_app.models import SUMMARY_POSITION, ContextMessage, ConversationContext
 from memory_app.providers.llm import OfflineLLM
-from memory_app.services.conversation import context_append_message, context_create, context_refresh_summary
+from memory_app.services.conversation import NewMessage, context_append, context_create, context_refresh_summary
 from memory_app.services.conversation import summary as summary_module
 from memory_app.services.conversation import window as window_module
 
@@ -37,7 +37,7 @@ def test_the_provider_is_called_outside_the_append_transaction(summaries_on, use
     monkeypatch.setattr(OfflineLLM, "summarize", spy)
     context = context_create(owner=user, max_messages=2, max_tokens=100)
     for content in ["One.", "Two.", "Three."]:
-        context_append_message(context=context, role="user", content=content)
+        context_append(context=context, messages=NewMessage(role="user", content=content))
 
     # Budget for others: 2 - 1 (summary slot) = 1, so "One." and then "Two." were evicted and folded.
     assert seen == [False, False]
@@ -52,7 +52,7 @@ def test_with_keep_archived_off_folded_messages_are_deleted_after_the_fold(summa
     summaries_on(keep_archived=False)
     context = context_create(owner=user, max_messages=3, max_tokens=100)
     for content in ["Ember is a dragon.", "Second.", "Third."]:
-        context_append_message(context=context, role="user", content=content)
+        context_append(context=context, messages=NewMessage(role="user", content=content))
 
     assert list(
         ContextMessage.objects.filter(context=context).order_by("position").values_list("position", "content")
@@ -70,7 +70,7 @@ def test_a_concurrent_fold_makes_the_loser_read_again_and_nothing_is_folded_twic
         # The append services look the fold up in their own module: replaced there, the folds stay pending.
         patch.setattr(window_module, "context_refresh_summary", lambda **kwargs: False)
         for content in ["Alpha.", "Beta.", "Gamma."]:
-            context_append_message(context=context, role="user", content=content)
+            context_append(context=context, messages=NewMessage(role="user", content=content))
     calls: list[list[str]] = []
     original = summary_module._summary_text
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from memory_app.errors import ContextBudgetExceeded, ContextMessageTooLarge
 from memory_app.models import ContextMessage
-from memory_app.services.conversation import NewMessage, context_append_messages, context_clear, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_clear, context_create
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -89,9 +89,9 @@ def test_window_matches_the_reference(db, max_messages, max_tokens, operations):
             messages = [NewMessage(role, " ".join(["word"] * tokens)) for role, tokens in batch]
             if expected_refusal:
                 with pytest.raises(expected_refusal):
-                    context_append_messages(context=context, messages=messages)
+                    context_append(context=context, messages=messages)
             else:
-                context, _ = context_append_messages(context=context, messages=messages)
+                context, _ = context_append(context=context, messages=messages)
                 reference = trial
 
             active = list(
