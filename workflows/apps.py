@@ -16,6 +16,8 @@ class WorkflowsConfig(AppConfig):
         from workflows.engine import EngineOperations
 
         workflow_operations_register(operations=EngineOperations())
+        # The tasks module hands its ``run_unit`` task to the engine's dispatch: web and worker alike send units.
+        import_module("workflows.tasks")
         # Workflow types register themselves when their module is imported (web and worker alike). The real
         # pipelines always; WORKFLOW_MODULES adds more (the tests' small pipelines).
         import_module("workflows.pipelines")

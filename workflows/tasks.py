@@ -1,4 +1,7 @@
-"""Thin Celery tasks of the workflow engine: every decision lives in ``workflows.engine`` and the services."""
+"""Thin Celery tasks of the workflow engine: every decision lives in ``workflows.engine`` and the services.
+
+Importing this module hands ``run_unit`` to the engine's dispatch (the workflows app imports it at start-up):
+the engine sends units through it without importing this module."""
 
 from __future__ import annotations
 
@@ -10,7 +13,17 @@ from celery import bootsteps, shared_task
 from celery.signals import worker_init
 from django.conf import settings
 
-from workflows import engine, retries
+from workflows.engine import (
+    DATABASE_CONNECTION_ERRORS,
+    database_connection_reset,
+    lease_owner_name,
+    recovery_countdown,
+    retry_delay,
+    unit_execute,
+    unit_task_register,
+    workflow_recover,
+    workflow_stuck_handle,
+)
 from workflows.providers import providers_warm_up
 
 logger = logging.getLogger("workflows.tasks")
@@ -27,21 +40,24 @@ logger = logging.getLogger("workflows.tasks")
 )
 def run_unit(self: Any, unit_id: int, after_lease: bool = False) -> dict[str, Any]:
     try:
-        return engine.unit_execute(
+        return unit_execute(
             unit_id=unit_id,
-            lease_owner=engine.lease_owner_name(self.request.id),
+            lease_owner=lease_owner_name(self.request.id),
             task_id=self.request.id,
             after_lease=after_lease,
         )
-    except retries.DATABASE_CONNECTION_ERRORS as exc:
+    except DATABASE_CONNECTION_ERRORS as exc:
         # The database went away under the claim or under the failure's record: deliver the task again (same id,
         # so a cancel still revokes it) to run on a new connection. The unit's row decides what it does then.
-        retries.database_connection_reset()
+        database_connection_reset()
         raise self.retry(
             exc=exc,
-            countdown=retries.retry_delay(self.request.retries + 1),
+            countdown=retry_delay(self.request.retries + 1),
             max_retries=settings.MEMORY.workflow.max_retries,
         ) from exc
+
+
+unit_task_register(run_unit)
 
 
 @shared_task(name="workflows.recover", ignore_result=True)
@@ -49,9 +65,9 @@ def recover(rearm: bool = False) -> dict[str, Any]:
     """Re-enqueue expired units. With ``rearm`` (the run sent at worker start), look again while work is in
     flight: when the first lease ends, at the latest after ``recovery_interval``; beat's periodic runs do not
     re-arm, so runs never pile up."""
-    outcome = engine.workflow_recover()
+    outcome = workflow_recover()
     if rearm and outcome["in_flight"]:
-        recover.apply_async(kwargs={"rearm": True}, countdown=engine.recovery_countdown())
+        recover.apply_async(kwargs={"rearm": True}, countdown=recovery_countdown())
     return outcome
 
 
@@ -59,7 +75,7 @@ def recover(rearm: bool = False) -> dict[str, Any]:
 def detect_stuck() -> dict[str, Any]:
     """Scheduled: flag runs with no progress for workflow.stuck_after_seconds (state, history, metric); with
     workflow.resume_stuck, end their units' leases and let the engine's recovery re-enqueue them."""
-    return engine.workflow_stuck_handle()
+    return workflow_stuck_handle()
 
 
 def recovery_send() -> None:

@@ -1,7 +1,8 @@
-"""Operations (seed §7.1, §8, §9): metric snapshots, the memory optimizer, stuck-run flagging, integrity checks.
+"""Operations (seed §7.1, §8, §9): metric snapshots, the memory optimizer, integrity checks.
 
-The scheduled tasks (``memory_app.tasks``, ``workflows.tasks``) and the commands call these; every run that
-changes something is logged and, when it did something, recorded in history (project-less records).
+The scheduled tasks (``memory_app.tasks``) and the commands call these; every run that changes something is
+logged and, when it did something, recorded in history (project-less records). Stuck runs are the engine's
+(``workflows/engine/recovery.py``).
 """
 
 from __future__ import annotations
@@ -18,21 +19,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
-from memory_app.instruments import WORKFLOW_STUCK
 from memory_app.models import (
     CacheEntry,
     ConversationContext,
     HistoryAction,
     HistoryArchive,
     MetricSnapshot,
-    UnitStatus,
     WorkflowSnapshot,
     WorkflowState,
-    WorkflowStatus,
     WorkflowUnit,
 )
 from memory_app.selectors.operations import (
@@ -153,65 +149,6 @@ def memory_optimize() -> OptimizeReport:
     return report
 
 
-# --- stuck runs ----------------------------------------------------------------------------------------------
-
-
-def workflow_stuck_flag(*, now: dt.datetime | None = None) -> list[WorkflowState]:
-    """Flag every in_progress run with no progress (run or unit update) for ``workflow.stuck_after_seconds``.
-
-    Flagged once: a run stays flagged until its next transition clears ``stuck_since``.
-    """
-    now = now or timezone.now()
-    limit = now - dt.timedelta(seconds=settings.MEMORY.workflow.stuck_after_seconds)
-    candidates = (
-        WorkflowState.objects.filter(status=WorkflowStatus.IN_PROGRESS, stuck_since__isnull=True, updated_at__lt=limit)
-        .annotate(last_unit_update=Max("units__updated_at"))
-        .select_related("project")
-    )
-    flagged = []
-    for run in candidates:
-        if run.last_unit_update is not None and run.last_unit_update >= limit:
-            continue
-        last_progress = max(filter(None, [run.updated_at, run.last_unit_update]))
-        with transaction.atomic():
-            # Compare-and-set: a run that moved on meanwhile, or that another detector flagged, is left alone.
-            updated = WorkflowState.objects.filter(
-                pk=run.pk, status=WorkflowStatus.IN_PROGRESS, stuck_since__isnull=True, updated_at=run.updated_at
-            ).update(stuck_since=now)
-            if updated != 1:
-                continue
-            silent = int((now - last_progress).total_seconds())
-            history_record(
-                project=run.project,
-                action=HistoryAction.WORKFLOW_STUCK,
-                summary=f"Workflow stuck at {run.current_step or 'its first step'}: no progress for {silent} s.",
-                details={
-                    "step": run.current_step,
-                    "silent_seconds": silent,
-                    "last_progress": last_progress.isoformat(),
-                },
-                workflow_id=run.pk,
-            )
-        WORKFLOW_STUCK.labels(run.workflow_type).inc()
-        logger.warning("workflow %s (%s) stuck at %s for %d s", run.pk, run.workflow_type, run.current_step, silent)
-        run.stuck_since = now
-        flagged.append(run)
-    return flagged
-
-
-def workflow_stuck_release(*, workflow: WorkflowState) -> int:
-    """End the leases of a stuck run's unfinished units of its current step, so recovery re-enqueues them.
-
-    Safe against a unit that is in fact still running: completion is a compare-and-set on the claim token, so
-    at most one of the two runs of that unit applies its effects.
-    """
-    return WorkflowUnit.objects.filter(
-        workflow=workflow,
-        step_key=workflow.step_key,
-        status__in=[UnitStatus.PENDING, UnitStatus.RUNNING],
-    ).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
-
-
 # --- §8.1 integrity check ------------------------------------------------------------------------------------
 
 
@@ -301,7 +238,7 @@ def _check_cache_blobs(report: IntegrityReport, repair: bool) -> None:
 def _read_candidate(name: str) -> bytes | None:
     try:
         with default_storage.open(name, "rb") as handle:
-            raw = handle.read()
+            raw: bytes = handle.read()
     except OSError:
         return None
     try:
@@ -322,8 +259,9 @@ def _relocate_archive(archive: HistoryArchive) -> str | None:
         if name == archive.file_name or not file_name.startswith(f"history_{archive.month}"):
             continue
         data = _read_candidate(name)
-        matches = data is not None and hashlib.sha256(data).hexdigest() == archive.checksum
-        if matches and data.count(b"\n") == archive.record_count:  # type: ignore[union-attr]
+        if data is None:
+            continue
+        if hashlib.sha256(data).hexdigest() == archive.checksum and data.count(b"\n") == archive.record_count:
             return name
     return None
 

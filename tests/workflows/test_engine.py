@@ -14,7 +14,8 @@ from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import HistoryRecord, UnitStatus, WorkflowSnapshot, WorkflowState, WorkflowUnit
 from tests.workflows.pipelines import effects
 from workflows import engine, tasks
-from workflows.engine import Step, StepContext, WorkflowType, workflow_type_register
+from workflows.engine import Step, StepContext, WorkflowType, runner, steps, workflow_type_register
+from workflows.engine.units import workflow_unit_claim, workflow_unit_complete
 
 pytestmark = pytest.mark.django_db
 
@@ -276,16 +277,15 @@ def test_recovery_requeues_units_whose_lease_expired(
 def test_an_expired_running_unit_is_taken_over_and_the_old_claim_cannot_complete(effects_table, user, project):
     run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
     unit = WorkflowUnit.objects.get(workflow=run)
-    from memory_app.services import workflow as state
 
-    first = state.workflow_unit_claim(unit_id=unit.pk, lease_owner="dead-worker")
-    assert state.workflow_unit_claim(unit_id=unit.pk, lease_owner="second") is None  # the lease is live
+    first = workflow_unit_claim(unit_id=unit.pk, lease_owner="dead-worker")
+    assert workflow_unit_claim(unit_id=unit.pk, lease_owner="second") is None  # the lease is live
     WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    second = state.workflow_unit_claim(unit_id=unit.pk, lease_owner="second")
+    second = workflow_unit_claim(unit_id=unit.pk, lease_owner="second")
 
     assert second is not None and second.attempts == 2
-    assert state.workflow_unit_complete(unit=first, result={"x": 1}) is False
-    assert state.workflow_unit_complete(unit=second, result={"x": 2}) is True
+    assert workflow_unit_complete(unit=first, result={"x": 1}) is False
+    assert workflow_unit_complete(unit=second, result={"x": 2}) is True
     assert WorkflowUnit.objects.get(pk=unit.pk).result == {"x": 2}
 
 
@@ -351,7 +351,7 @@ def test_a_unit_that_finishes_after_a_sibling_failed_the_run_keeps_its_result(
             pipelines.FAN_OUT.steps[2],
         ),
     )
-    monkeypatch.setitem(engine._REGISTRY, "fan_out", racing)
+    monkeypatch.setitem(steps._REGISTRY, "fan_out", racing)
     faults = {"render": {"fail_while_exists": str(flag), "units": [1]}}
 
     run = start(run_inline, user, "fan_out", {"text": "a b", "faults": faults})
@@ -418,6 +418,41 @@ def test_a_commit_is_given_the_run_project_and_owner(run_inline, user, project):
     assert (context.project, context.owner, context.step) == (project, user, "only")
 
 
+RUN_CONTEXTS: list[StepContext] = []
+
+
+def _run_sees_its_run(context: StepContext) -> dict:
+    RUN_CONTEXTS.append(context)
+    return context.data
+
+
+workflow_type_register(WorkflowType(name="run_sees_its_run", steps=(Step("only", _run_sees_its_run),)))
+
+
+def test_a_step_run_is_given_the_run_project_and_owner(run_inline, user, project):
+    RUN_CONTEXTS.clear()
+
+    run = start(run_inline, user, "run_sees_its_run", {"text": "x"})
+
+    assert run.status == "completed"
+    [context] = RUN_CONTEXTS
+    assert (context.project, context.owner, context.step) == (project, user, "only")
+
+
+def test_the_claim_reads_the_run_project_and_owner_in_one_query(
+    effects_table, user, project, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        run = engine.workflow_start(user=user, workflow_type="run_sees_its_run", project_id="proj-001", data={})
+    unit = WorkflowUnit.objects.get(workflow=run)
+
+    # The claim (one UPDATE), then the unit with its run, the run's project and owner (one SELECT).
+    with django_assert_num_queries(2):
+        claimed = workflow_unit_claim(unit_id=unit.pk, lease_owner="worker")
+    with django_assert_num_queries(0):
+        assert (claimed.workflow.project, claimed.workflow.owner) == (project, user)
+
+
 def test_a_plain_step_costs_a_fixed_number_of_queries(
     effects_table, user, project, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
@@ -462,7 +497,6 @@ def test_every_message_carries_the_task_id_stored_on_its_unit(
 
 def _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks) -> tuple[WorkflowState, WorkflowUnit]:
     """A fan_out run in its render step: unit 0 claimed by a worker that is still at it, unit 1 queued."""
-    from memory_app.services import workflow as state
 
     with django_capture_on_commit_callbacks(execute=False):
         run = engine.workflow_start(user=user, workflow_type="fan_out", project_id="proj-001", data={"text": "a b"})
@@ -470,7 +504,7 @@ def _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks) -> 
     with django_capture_on_commit_callbacks(execute=False):
         assert engine.unit_execute(unit_id=split.pk, lease_owner="worker")["outcome"] == "done"
     render = WorkflowUnit.objects.get(workflow=run, step="render", unit_index=0)
-    claimed = state.workflow_unit_claim(unit_id=render.pk, lease_owner="busy-worker")
+    claimed = workflow_unit_claim(unit_id=render.pk, lease_owner="busy-worker")
     assert claimed is not None
     run.refresh_from_db()
     return run, claimed
@@ -483,10 +517,9 @@ def _unit_statuses(run: WorkflowState) -> list[tuple[str, int, str]]:
 def test_cancel_ends_the_runs_units_and_nothing_runs_them_afterwards(
     effects_table, user, project, django_capture_on_commit_callbacks, monkeypatch
 ):
-    from memory_app.services import workflow as state
 
     revoked: list[list[str]] = []
-    monkeypatch.setattr(engine, "revoke", revoked.append)
+    monkeypatch.setattr("workflows.engine.operations.revoke", revoked.append)
     run, claimed = _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks)
     queued = WorkflowUnit.objects.get(workflow=run, step="render", unit_index=1)
 
@@ -498,7 +531,7 @@ def test_cancel_ends_the_runs_units_and_nothing_runs_them_afterwards(
     # A late delivery, the step that was running, and recovery after every lease ran out: all do nothing.
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert engine.unit_execute(unit_id=queued.pk, lease_owner="late") == {"unit": queued.pk, "outcome": "skipped"}
-        assert state.workflow_unit_complete(unit=claimed, result="<a>") is False
+        assert workflow_unit_complete(unit=claimed, result="<a>") is False
         WorkflowUnit.objects.filter(workflow=run).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
         assert engine.workflow_recover() == {"requeued": 0, "in_flight": False}
     assert callbacks == []
@@ -511,14 +544,13 @@ def test_cancel_ends_the_runs_units_and_nothing_runs_them_afterwards(
 def test_restore_ends_the_old_branchs_units_and_nothing_runs_them_afterwards(
     effects_table, user, project, django_capture_on_commit_callbacks, rerun
 ):
-    from memory_app.services import workflow as state
 
     # Unit 1 fails for good while unit 0 is still running: the run is failed, unit 0 left running.
     run, claimed = _fan_out_with_one_unit_running(user, django_capture_on_commit_callbacks)
-    failing = state.workflow_unit_claim(
+    failing = workflow_unit_claim(
         unit_id=WorkflowUnit.objects.get(workflow=run, step="render", unit_index=1).pk, lease_owner="worker"
     )
-    assert engine._handle_failure(failing, ValueError("bad segment"))["outcome"] == "failed"
+    assert runner._handle_failure(failing, ValueError("bad segment"))["outcome"] == "failed"
     assert _unit_statuses(run) == [("split", 0, "done"), ("render", 0, "running"), ("render", 1, "failed")]
 
     with django_capture_on_commit_callbacks(execute=False):
@@ -529,7 +561,7 @@ def test_restore_ends_the_old_branchs_units_and_nothing_runs_them_afterwards(
     assert _unit_statuses(run) == old_units + new_units
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert engine.unit_execute(unit_id=claimed.pk, lease_owner="late") == {"unit": claimed.pk, "outcome": "skipped"}
-        assert state.workflow_unit_complete(unit=claimed, result="<a>") is False
+        assert workflow_unit_complete(unit=claimed, result="<a>") is False
         WorkflowUnit.objects.filter(pk=claimed.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
         assert engine.workflow_recover() == {"requeued": 0, "in_flight": rerun}
     assert callbacks == []
@@ -540,7 +572,6 @@ def test_restore_ends_the_old_branchs_units_and_nothing_runs_them_afterwards(
 def test_a_unit_held_by_a_dead_claim_is_delivered_again_just_after_its_lease_ends(
     effects_table, user, project, django_capture_on_commit_callbacks, monkeypatch
 ):
-    from memory_app.services import workflow as state
 
     sent: list[tuple[int, dict, str, float]] = []
     monkeypatch.setattr(
@@ -552,7 +583,7 @@ def test_a_unit_held_by_a_dead_claim_is_delivered_again_just_after_its_lease_end
         run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
     unit = WorkflowUnit.objects.get(workflow=run)
     # A pool process claimed the unit and died; its worker gave the message back, so it is delivered at once.
-    assert state.workflow_unit_claim(unit_id=unit.pk, lease_owner="dead-process") is not None
+    assert workflow_unit_claim(unit_id=unit.pk, lease_owner="dead-process") is not None
     WorkflowUnit.objects.filter(pk=unit.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=20))
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -598,17 +629,16 @@ def test_recovery_looks_again_when_the_first_lease_ends_at_the_latest_after_its_
 def test_a_broken_database_connection_is_a_retry_recorded_on_a_new_connection(
     user, project, django_capture_on_commit_callbacks, monkeypatch
 ):
-    from memory_app.services import workflow as state
 
     with django_capture_on_commit_callbacks(execute=False):
         run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "x"})
-    unit = state.workflow_unit_claim(unit_id=WorkflowUnit.objects.get(workflow=run).pk, lease_owner="worker")
+    unit = workflow_unit_claim(unit_id=WorkflowUnit.objects.get(workflow=run).pk, lease_owner="worker")
     sent: list[int] = []
     monkeypatch.setattr(tasks.run_unit, "apply_async", lambda args, **options: sent.append(args[0]))
     resets: list[bool] = []
-    monkeypatch.setattr(engine, "database_connection_reset", lambda: resets.append(True))
-    monkeypatch.setattr(engine, "FAILURE_RECORD_PAUSES", (0.0, 0.0, 0.0))
-    record = engine._record_failure
+    monkeypatch.setattr(runner, "database_connection_reset", lambda: resets.append(True))
+    monkeypatch.setattr(runner, "FAILURE_RECORD_PAUSES", (0.0, 0.0, 0.0))
+    record = runner._record_failure
     attempts: list[int] = []
 
     def record_on_a_database_still_restarting(*args, **kwargs):
@@ -617,9 +647,9 @@ def test_a_broken_database_connection_is_a_retry_recorded_on_a_new_connection(
             raise OperationalError("server closed the connection unexpectedly")
         return record(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_record_failure", record_on_a_database_still_restarting)
+    monkeypatch.setattr(runner, "_record_failure", record_on_a_database_still_restarting)
 
-    outcome = engine._handle_failure(unit, OperationalError("terminating connection due to administrator command"))
+    outcome = runner._handle_failure(unit, OperationalError("terminating connection due to administrator command"))
 
     assert outcome["outcome"] == "retry"
     assert (len(attempts), len(resets), sent) == (2, 2, [unit.pk])

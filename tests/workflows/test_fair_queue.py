@@ -17,6 +17,7 @@ from memory_app.services.history import history_record
 from memory_app.services.workflow import QUEUED_DESCRIPTION
 from tests.factories import ProjectFactory
 from workflows import engine
+from workflows.engine import steps
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +73,7 @@ def test_runs_past_the_active_limit_are_queued_and_past_the_cap_refused(
     prepared: list[object] = []
     three_steps = engine.workflow_type_get("three_steps")
     spy = replace(three_steps, prepare=lambda request: prepared.append(request) or (request.data, request.preferences))
-    monkeypatch.setitem(engine._REGISTRY, "three_steps", spy)
+    monkeypatch.setitem(steps._REGISTRY, "three_steps", spy)
 
     with django_capture_on_commit_callbacks(execute=False) as refused_sent:
         refused = post(auth_client)

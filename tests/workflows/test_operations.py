@@ -11,6 +11,7 @@ from django.utils import timezone
 from memory_app.instruments import STEP_DURATION, STEP_FAILURES
 from memory_app.models import HistoryAction, HistoryRecord, UnitStatus, WorkflowState, WorkflowUnit
 from workflows import engine, tasks
+from workflows.engine import dispatch
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +73,7 @@ def _stall(run: WorkflowState) -> None:
 @pytest.fixture
 def stalled(run_inline, user, project, monkeypatch) -> WorkflowState:
     # Messages are lost (a broker outage): the first unit stays pending with a lease far in the future.
-    monkeypatch.setattr(engine, "_send_on_commit", lambda units, countdown=None: None)
+    monkeypatch.setattr(dispatch, "units_send_on_commit", lambda units, countdown=None: None)
     run = engine.workflow_start(user=user, workflow_type="three_steps", project_id="proj-001", data={"text": "a b"})
     monkeypatch.undo()
     _stall(run)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -11,8 +11,12 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from memory_app.errors import InputTooLarge, ValidationFailed
-from memory_app.models import Project, WorkflowState
 from workflows.engine import StepContext
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from memory_app.models import Project
 
 
 def _field_error(field: str, message: str) -> ValidationFailed:
@@ -56,16 +60,17 @@ def text_seed(text: str) -> int:
 
 
 def run_project(context: StepContext) -> Project:
-    if context.project is not None:
-        return context.project
-    return Project.objects.get(pk=context.project_id)
+    """The run's project: the engine reads it with the unit's claim and sets it on every step's context."""
+    if context.project is None:
+        raise ValueError(f"step {context.step!r} was given a context without the run's project")
+    return context.project
 
 
-def run_owner(context: StepContext) -> Any:
-    if context.owner is not None:
-        return context.owner
-    # Only the owner: the run's data can be large.
-    return WorkflowState.objects.select_related("owner").only("owner").get(pk=context.workflow_id).owner
+def run_owner(context: StepContext) -> AbstractBaseUser:
+    """The run's owner: the engine reads it with the unit's claim and sets it on every step's context."""
+    if context.owner is None:
+        raise ValueError(f"step {context.step!r} was given a context without the run's owner")
+    return context.owner
 
 
 def compression_entry(step: str, input_size: int, output_size: int) -> dict[str, Any]:

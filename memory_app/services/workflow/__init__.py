@@ -1,7 +1,8 @@
 """Workflow state (seed §5): create, compare-and-set transitions, snapshots and their trimming, restore, units.
 
-These services know nothing of steps or Celery (``workflows.engine`` drives them); they keep the run's truth in
-the database so any worker, after any crash, can tell what is done and what is not.
+These services know nothing of steps or Celery (``workflows.engine`` drives them, and owns the units' claims and
+leases: ``workflows/engine/units.py``); they keep the run's truth in the database so any worker, after any crash,
+can tell what is done and what is not.
 
 Snapshot trimming (``workflow.max_state_history`` / ``keep_state_history``, §5.2): when a run holds more than
 ``max_state_history`` snapshots, every snapshot is deleted except
@@ -11,9 +12,9 @@ because (2) is what a resume continues from and what ``restore`` of the current 
 snapshots of abandoned branches, older than the newest ``keep_state_history``, are ever deleted; a kept
 snapshot whose parent was deleted has ``parent = null``.
 
-The package, one module per concern, lowest first: ``runs`` (progress, snapshots, creation), ``units``
-(claims and leases), ``queue`` (the per-user queue), ``transitions`` (step completed, fail, resume, restore,
-cancel), ``operations`` (the engine's operations the admin calls). Callers import from the package.
+The package, one module per concern, lowest first: ``runs`` (progress, snapshots, creation), ``queue`` (the
+per-user queue), ``transitions`` (step completed, fail, resume, restore, cancel, and ending the run's units those
+take with them), ``operations`` (the engine's operations the admin calls). Callers import from the package.
 """
 
 from __future__ import annotations
@@ -48,23 +49,7 @@ from memory_app.services.workflow.transitions import (
     workflow_resume,
     workflow_snapshot_at,
     workflow_step_complete,
-)
-from memory_app.services.workflow.units import (
-    workflow_segments,
-    workflow_unit_claim,
-    workflow_unit_complete,
-    workflow_unit_extend_lease,
-    workflow_unit_held_for,
-    workflow_unit_release_expired,
-    workflow_unit_results,
-    workflow_unit_schedule_retry,
-    workflow_units_create,
     workflow_units_end,
-    workflow_units_expired,
-    workflow_units_in_flight,
-    workflow_units_next_lease_end,
-    workflow_units_renew_task_ids,
-    workflow_units_reset,
 )
 
 __all__ = [
@@ -87,23 +72,9 @@ __all__ = [
     "workflow_queue_start",
     "workflow_restore",
     "workflow_resume",
-    "workflow_segments",
     "workflow_snapshot_append",
     "workflow_snapshot_at",
     "workflow_snapshots_trim",
     "workflow_step_complete",
-    "workflow_unit_claim",
-    "workflow_unit_complete",
-    "workflow_unit_extend_lease",
-    "workflow_unit_held_for",
-    "workflow_unit_release_expired",
-    "workflow_unit_results",
-    "workflow_unit_schedule_retry",
-    "workflow_units_create",
     "workflow_units_end",
-    "workflow_units_expired",
-    "workflow_units_in_flight",
-    "workflow_units_next_lease_end",
-    "workflow_units_renew_task_ids",
-    "workflow_units_reset",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
@@ -40,7 +40,8 @@ class Segments:
 
 def clean_data(data: dict[str, Any]) -> dict[str, Any]:
     """State data as it is stored: sensitive keys redacted at any depth (no size cut: data is the pipeline's)."""
-    return redact(data, extra_names=settings.MEMORY.history.redact_extra_fields)
+    cleaned: dict[str, Any] = redact(data, extra_names=settings.MEMORY.history.redact_extra_fields)
+    return cleaned
 
 
 def workflow_progress(
@@ -169,7 +170,7 @@ def workflow_create(
     *,
     workflow_type: str,
     project: Project,
-    owner: AbstractBaseUser,
+    owner: User,
     steps: list[str],
     data: dict[str, Any],
     preferences: dict[str, Any],

@@ -31,9 +31,20 @@ from memory_app.services.workflow.runs import (
     workflow_snapshot_append,
     workflow_snapshots_trim,
 )
-from memory_app.services.workflow.units import workflow_units_end
 
 # --- transitions -------------------------------------------------------------------------------------------
+
+
+def workflow_units_end(*, workflow: WorkflowState) -> list[str]:
+    """End every unfinished unit of the run as ``cancelled`` (cancel, restore); returns their task ids, to revoke.
+
+    Call under the run's lock. A late message for one of them finds nothing to claim, recovery no longer counts
+    it as in flight, and a step still running for one cannot complete it (its claim is gone).
+    """
+    unfinished = workflow.units.filter(status__in=[UnitStatus.PENDING, UnitStatus.RUNNING])
+    task_ids = [task_id for task_id in unfinished.values_list("task_id", flat=True) if task_id]
+    unfinished.update(status=UnitStatus.CANCELLED, claim_token=None, updated_at=timezone.now())
+    return task_ids
 
 
 def workflow_lock_running(
@@ -215,7 +226,8 @@ def workflow_snapshot_at(*, workflow: WorkflowState, index: int) -> WorkflowSnap
                 "snapshot_count": len(snapshots),
             },
         )
-    return snapshots[index]
+    snapshot: WorkflowSnapshot = snapshots[index]
+    return snapshot
 
 
 def workflow_restore(

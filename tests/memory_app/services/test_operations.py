@@ -1,4 +1,5 @@
-"""Operations services: integrity check and repair, memory optimizer, stuck-run flagging, metric snapshots."""
+"""Operations services: integrity check and repair, memory optimizer, metric snapshots; and the flagging of a stuck
+run, now the engine's (workflows/engine/recovery.py, its other tests in tests/workflows/test_stuck.py)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ from memory_app.services.operations import (
     memory_optimize,
     metric_snapshot_take,
     metric_snapshots_prune,
-    workflow_stuck_flag,
-    workflow_stuck_release,
 )
 from tests.factories import HistoryRecordFactory
+from workflows.engine import workflow_stuck_flag
+from workflows.engine.units import workflow_units_create
 
 pytestmark = pytest.mark.django_db
 
@@ -214,7 +215,7 @@ def _run(user, project) -> WorkflowState:
     run = state.workflow_create(
         workflow_type="two", project=project, owner=user, steps=["a", "b"], data={}, preferences={}
     )
-    state.workflow_units_create(workflow=run, count=1)
+    workflow_units_create(workflow=run, count=1)
     return run
 
 
@@ -322,29 +323,6 @@ def test_a_silent_run_is_flagged_once_in_state_history_and_metric(user, project)
     # Flagged already: a second pass changes nothing.
     assert workflow_stuck_flag() == []
     assert HistoryRecord.objects.filter(action=HistoryAction.WORKFLOW_STUCK).count() == 1
-
-
-def test_a_recent_unit_update_is_progress(user, project):
-    run = _run(user, project)
-    _silent(run, 1801)
-    WorkflowUnit.objects.filter(workflow=run).update(updated_at=timezone.now())
-
-    assert workflow_stuck_flag() == []
-    run.refresh_from_db()
-    assert run.stuck_since is None
-
-
-def test_the_next_transition_clears_the_flag_and_release_ends_leases(user, project):
-    run = _run(user, project)
-    _silent(run, 1801)
-    [flagged] = workflow_stuck_flag()
-
-    assert workflow_stuck_release(workflow=flagged) == 1
-    assert WorkflowUnit.objects.get(workflow=run).lease_expires_at < timezone.now()
-
-    state.workflow_cancel(workflow=WorkflowState.objects.get(pk=run.pk), user=user)
-    run.refresh_from_db()
-    assert (run.status, run.stuck_since) == ("cancelled", None)
 
 
 # --- metric snapshots -----------------------------------------------------------------------------------------

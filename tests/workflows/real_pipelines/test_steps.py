@@ -146,6 +146,8 @@ def test_scene_composition_builds_prompts_from_style_characters_and_previous_pan
         data=data,
         preferences={"seed": 100},
         attempt=1,
+        project=project,
+        owner=user,
     )
 
     panels = comic.scene_composition(step)["panels"]

@@ -1,13 +1,22 @@
 """A run's units: one row per dispatched step or fan-out item, claimed by compare-and-set under a lease, renewed,
-completed, retried, expired and ended; the figures recovery and the progress of a fan-out read from them."""
+completed, retried and expired; the figures recovery and the progress of a fan-out read from them; and the
+heartbeat that keeps a running unit's lease alive.
+
+Ending a run's units (cancel, restore) is ``workflow_units_end`` in ``memory_app.services.workflow``: those
+transitions end them in their own transaction, and ``memory_app`` never imports the engine."""
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import threading
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -17,12 +26,13 @@ from memory_app.models import (
     WorkflowStatus,
     WorkflowUnit,
 )
-from memory_app.services.workflow.runs import Segments, clean_data
+from memory_app.services.workflow import Segments, clean_data
+from workflows.engine.retries import database_connection_reset
 
-# --- units -------------------------------------------------------------------------------------------------
+logger = logging.getLogger("workflows.engine")
 
 
-def _lease_until(seconds: float) -> Any:
+def _lease_until(seconds: float) -> datetime:
     return timezone.now() + timedelta(seconds=seconds)
 
 
@@ -94,8 +104,9 @@ def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | Non
     if updated != 1:
         # Done already, held by a live lease elsewhere (a duplicate delivery), gone, or its run moved on.
         return None
-    # The unit as claimed and its run, read in one query after the claim.
-    return WorkflowUnit.objects.select_related("workflow").get(pk=unit_id)
+    # The unit as claimed, its run, and the run's project and owner (the step's context carries them), read in one
+    # query after the claim.
+    return WorkflowUnit.objects.select_related("workflow__project", "workflow__owner").get(pk=unit_id)
 
 
 def workflow_unit_extend_lease(*, unit: WorkflowUnit) -> bool:
@@ -172,7 +183,8 @@ def workflow_units_in_flight() -> bool:
 
 def workflow_units_next_lease_end() -> datetime | None:
     """When the first lease of a unit in flight ends (None when none is in flight): recovery looks again then."""
-    return _units_in_flight().aggregate(first=Min("lease_expires_at"))["first"]
+    first: datetime | None = _units_in_flight().aggregate(first=Min("lease_expires_at"))["first"]
+    return first
 
 
 def workflow_unit_held_for(*, unit_id: int) -> float | None:
@@ -193,18 +205,6 @@ def workflow_unit_held_for(*, unit_id: int) -> float | None:
     return max((lease_end - timezone.now()).total_seconds(), 0.0)
 
 
-def workflow_units_end(*, workflow: WorkflowState) -> list[str]:
-    """End every unfinished unit of the run as ``cancelled`` (cancel, restore); returns their task ids, to revoke.
-
-    Call under the run's lock. A late message for one of them finds nothing to claim, recovery no longer counts
-    it as in flight, and a step still running for one cannot complete it (its claim is gone).
-    """
-    unfinished = workflow.units.filter(status__in=[UnitStatus.PENDING, UnitStatus.RUNNING])
-    task_ids = [task_id for task_id in unfinished.values_list("task_id", flat=True) if task_id]
-    unfinished.update(status=UnitStatus.CANCELLED, claim_token=None, updated_at=timezone.now())
-    return task_ids
-
-
 def workflow_segments(*, workflow: WorkflowState) -> Segments:
     units = list(workflow.units.filter(step_key=workflow.step_key).values_list("unit_index", "status"))
     unfinished = sorted(index for index, status in units if status != UnitStatus.DONE)
@@ -219,3 +219,50 @@ def workflow_unit_results(*, workflow: WorkflowState) -> list[Any]:
     return list(
         workflow.units.filter(step_key=workflow.step_key).order_by("unit_index").values_list("result", flat=True)
     )
+
+
+# --- the lease of a unit while its step runs ------------------------------------------------------------
+
+
+def lease_owner_name(task_id: str | None) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{task_id or '-'}"
+
+
+class LeaseHeartbeat:
+    """Keeps the lease of a claimed unit alive while its step runs, from a thread with its own connection.
+
+    So a step may take longer than ``lease_seconds`` without another worker taking it over, while a dead worker's
+    unit (no heartbeat) is still free one lease after its last beat. A unit run inside a caller's transaction
+    (the tests' eager runs) gets none: its claim is not visible to another connection anyway.
+    """
+
+    def __init__(self, unit: WorkflowUnit) -> None:
+        self.unit = unit
+        self.interval = max(settings.MEMORY.workflow.lease_seconds / 3, 0.5)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LeaseHeartbeat:
+        if not connection.in_atomic_block:
+            self._thread = threading.Thread(target=self._beat, name=f"lease-{self.unit.pk}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    if not workflow_unit_extend_lease(unit=self.unit):
+                        return
+                except DatabaseError as exc:
+                    # A busy or unreachable database: try again at the next beat, the lease has a margin of two, on
+                    # a new connection (a terminated one would fail every beat after).
+                    logger.warning("could not extend the lease of unit %s: %s", self.unit.pk, exc)
+                    database_connection_reset()
+        finally:
+            connection.close()

@@ -1,0 +1,187 @@
+"""The unit runner, the body of the ``workflows.run_unit`` task: claim a unit under a lease, keep the lease alive
+while its step runs outside any transaction, then record the result (or the failure) in one transaction with the
+run's row locked. A unit that is done is never claimed again, so a repeated message does nothing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from memory_app.instruments import step_observe
+from memory_app.logging import workflow_log_context
+from memory_app.models import WorkflowState, WorkflowStatus, WorkflowUnit
+from memory_app.services.workflow import workflow_fail, workflow_fan_out_progress, workflow_lock_running
+from workflows.engine.dispatch import (
+    queued_runs_start,
+    step_finish,
+    unit_send_again_on_commit,
+    units_resend_on_commit,
+)
+from workflows.engine.retries import (
+    DATABASE_CONNECTION_ERRORS,
+    database_connection_reset,
+    is_retryable,
+    max_countdown,
+    retry_delay,
+)
+from workflows.engine.steps import FanOutStep, Step, StepContext, workflow_type_get
+from workflows.engine.units import (
+    LeaseHeartbeat,
+    workflow_segments,
+    workflow_unit_claim,
+    workflow_unit_complete,
+    workflow_unit_held_for,
+    workflow_unit_results,
+    workflow_unit_schedule_retry,
+)
+
+logger = logging.getLogger("workflows.engine")
+
+
+def _error(exc: BaseException, *, unit: WorkflowUnit, retryable: bool) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "retryable": retryable,
+        "unit_index": unit.unit_index,
+        "attempts": unit.attempts,
+    }
+
+
+def unit_execute(
+    *, unit_id: int, lease_owner: str, task_id: str | None = None, after_lease: bool = False
+) -> dict[str, Any]:
+    """Run one unit once. Returns a small JSON outcome: done, skipped, held, retry or failed.
+
+    ``task_id``: the delivering task's, to deliver it again when the unit is held (below); ``after_lease``: this
+    delivery is that second one.
+    """
+    unit = workflow_unit_claim(unit_id=unit_id, lease_owner=lease_owner)
+    if unit is None:
+        # Done already, held by a live lease, or the run is no longer running this step (cancel, restore).
+        if task_id is not None and not after_lease:
+            held_for = workflow_unit_held_for(unit_id=unit_id)
+            if held_for is not None:
+                # Another claim holds the unit: a duplicate delivery while it runs, or the message given back by a
+                # worker whose process died holding it (its claim is dead, but its lease still runs). Deliver once
+                # more just after that lease ends instead of waiting for recovery: if the holder is dead the unit
+                # is free by then; if it is alive it renewed its lease and that delivery does nothing.
+                countdown = min(round(held_for + 1.0, 3), max_countdown())
+                unit_send_again_on_commit(unit_id, task_id=task_id, countdown=countdown)
+                return {"unit": unit_id, "outcome": "held", "again_in": countdown}
+        return {"unit": unit_id, "outcome": "skipped"}
+    run = unit.workflow
+    started = time.perf_counter()
+    outcome: dict[str, Any] = {"unit": unit.pk, "outcome": "failed"}
+    # Every line logged while the unit runs carries its workflow id and step (JSON logs in production).
+    with workflow_log_context(workflow_id=str(run.pk), step=unit.step), LeaseHeartbeat(unit):
+        try:
+            outcome = _execute(unit, run)
+        finally:
+            step_observe(
+                workflow_type=run.workflow_type,
+                step=unit.step,
+                seconds=time.perf_counter() - started,
+                outcome=str(outcome.get("outcome", "failed")),
+            )
+    return outcome
+
+
+def _execute(unit: WorkflowUnit, run: WorkflowState) -> dict[str, Any]:
+    try:
+        step = workflow_type_get(run.workflow_type).steps[unit.step_index]
+        context = StepContext(
+            workflow_id=str(run.pk),
+            workflow_type=run.workflow_type,
+            project_id=run.project_id,
+            step=step.name,
+            data=run.data,
+            preferences=run.preferences,
+            attempt=unit.attempts,
+            unit_index=unit.unit_index,
+            item=step.items(run.data)[unit.unit_index] if isinstance(step, FanOutStep) else None,
+            # Read with the claim (one query, ``workflow_unit_claim``): the step needs no query of its own for them.
+            project=run.project,
+            owner=run.owner,
+        )
+        result = step.run(context)
+        if isinstance(step, Step) and not isinstance(result, dict):
+            raise TypeError(f"step {step.name!r} must return a dict of state data, not {type(result).__name__}")
+        return _record(unit, step, context, result)
+    except Exception as exc:  # noqa: BLE001 - every failure is classified and kept on the run, never lost
+        return _handle_failure(unit, exc)
+
+
+def _record(unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, result: Any) -> dict[str, Any]:
+    with transaction.atomic():
+        # Checked again after the step ran: a cancel or restore in the meantime discards this result. A sibling's
+        # failure does not: the work is done, so it is kept and a resume will not redo it.
+        run = workflow_lock_running(workflow_id=unit.workflow_id, step_key=unit.step_key, allow_failed=True)
+        if run is None:
+            return {"unit": unit.pk, "outcome": "skipped"}
+        if not workflow_unit_complete(unit=unit, result=result):
+            # Our lease expired and another worker took the unit over: its run is the one that counts.
+            return {"unit": unit.pk, "outcome": "skipped"}
+        if step.commit is not None:
+            step.commit(replace(context, project=run.project, owner=run.owner), result)
+        if run.status == WorkflowStatus.FAILED:
+            return {"unit": unit.pk, "outcome": "done"}
+        # The run's row lock makes this the one and only transaction that sees no unit of the step left. A plain
+        # step has exactly one unit: this one.
+        if isinstance(step, FanOutStep):
+            segments = workflow_segments(workflow=run)
+            if segments.completed < segments.total:
+                workflow_fan_out_progress(workflow=run, segments=segments)
+                return {"unit": unit.pk, "outcome": "done"}
+            step_finish(run, step, workflow_unit_results(workflow=run))
+        else:
+            step_finish(run, step, [result])
+    return {"unit": unit.pk, "outcome": "done"}
+
+
+# Attempts at recording a failure when the database connection breaks under it, and the pause before each next.
+FAILURE_RECORD_PAUSES = (0.5, 1.0, 2.0)
+
+
+def _handle_failure(unit: WorkflowUnit, exc: BaseException) -> dict[str, Any]:
+    retryable = is_retryable(exc)
+    error = _error(exc, unit=unit, retryable=retryable)
+    if isinstance(exc, DATABASE_CONNECTION_ERRORS):
+        # The step's own connection may be the one that broke: record the failure on a new one.
+        database_connection_reset()
+    pauses = iter(FAILURE_RECORD_PAUSES)
+    while True:
+        try:
+            return _record_failure(unit, error, retryable=retryable)
+        except DATABASE_CONNECTION_ERRORS as record_exc:
+            # The database is still restarting. Recording is one transaction and a compare-and-set on our claim, so
+            # doing it again is harmless; if it never works, the task is retried and, at worst, the lease ends.
+            pause = next(pauses, None)
+            if pause is None or connection.in_atomic_block:
+                raise
+            logger.warning("could not record the failure of unit %s: %s", unit.pk, record_exc)
+            database_connection_reset()
+            time.sleep(pause)
+
+
+def _record_failure(unit: WorkflowUnit, error: dict[str, Any], *, retryable: bool) -> dict[str, Any]:
+    with transaction.atomic():
+        run = workflow_lock_running(workflow_id=unit.workflow_id, step_key=unit.step_key)
+        if run is None:
+            return {"unit": unit.pk, "outcome": "skipped"}
+        if retryable and unit.attempts <= settings.MEMORY.workflow.max_retries:
+            delay = retry_delay(unit.attempts)
+            if workflow_unit_schedule_retry(unit=unit, error=error, delay_seconds=delay):
+                logger.info("unit %s of %s: %s, retry in %.1f s", unit.pk, run.pk, error["type"], delay)
+                units_resend_on_commit([unit], countdown=delay)
+                return {"unit": unit.pk, "outcome": "retry", "delay": delay}
+            return {"unit": unit.pk, "outcome": "skipped"}
+        logger.warning("unit %s of %s failed: %s: %s", unit.pk, run.pk, error["type"], error["message"])
+        workflow_fail(workflow=run, error=error, unit=unit)
+        queued_runs_start(run.owner_id)
+    return {"unit": unit.pk, "outcome": "failed"}
