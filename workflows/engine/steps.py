@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 
 from memory_app.errors import ValidationFailed
 from memory_app.models import Project
@@ -35,7 +35,7 @@ class StepContext:
     unit_index: int = 0
     item: Any = None
     project: Project | None = None
-    owner: AbstractBaseUser | None = None
+    owner: User | None = None
 
 
 @dataclass(frozen=True)

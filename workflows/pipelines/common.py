@@ -14,7 +14,7 @@ from memory_app.errors import InputTooLarge, ValidationFailed
 from workflows.engine import StepContext
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from memory_app.models import Project
 
@@ -66,7 +66,7 @@ def run_project(context: StepContext) -> Project:
     return context.project
 
 
-def run_owner(context: StepContext) -> AbstractBaseUser:
+def run_owner(context: StepContext) -> User:
     """The run's owner: the engine reads it with the unit's claim and sets it on every step's context."""
     if context.owner is None:
         raise ValueError(f"step {context.step!r} was given a context without the run's owner")
