@@ -3,7 +3,7 @@ completed, retried and expired; the figures recovery and the progress of a fan-o
 heartbeat that keeps a running unit's lease alive.
 
 Ending a run's units (cancel, restore) is ``workflow_units_end`` in ``memory_app.services.workflow``: those
-transitions end them in their own transaction, and ``memory_app`` never imports the engine."""
+transitions end them in the transaction that changes the run, and ``memory_app`` never imports the engine."""
 
 from __future__ import annotations
 
