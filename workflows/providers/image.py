@@ -136,7 +136,8 @@ def _rgb(color: str) -> tuple[int, int, int]:
 
 
 def _tint(color: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
-    return tuple(round(channel + (255 - channel) * amount) for channel in color)  # type: ignore[return-value]
+    red, green, blue = (round(channel + (255 - channel) * amount) for channel in color)
+    return (red, green, blue)
 
 
 # --- the offline renderer ----------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def cached(
                 namespace=namespace,
                 key=call_key(args, kwargs),
                 compute=lambda: function(*args, **kwargs),
-                policy=policy,  # type: ignore[arg-type]
+                policy=policy,  # type: ignore[arg-type]  # the caller's keyword; cache_get_or_compute refuses an unknown policy
                 ttl=ttl,
                 content_type=content_type,
             )

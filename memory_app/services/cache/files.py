@@ -66,7 +66,7 @@ def _file_open(namespace: str, digest: str) -> tuple[_FileHit, IO[bytes]] | None
         return None
     _file_hits.add(namespace, entry.pk, now)
     if entry.compressed:
-        return entry, gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+        return entry, gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]  # a binary reader; typeshed's GzipFile is no BinaryIO
     return entry, handle
 
 
