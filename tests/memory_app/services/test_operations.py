@@ -13,7 +13,6 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
-from memory_app.instruments import WORKFLOW_STUCK
 from memory_app.models import (
     CacheEntry,
     HistoryAction,
@@ -34,7 +33,6 @@ from memory_app.services.operations import (
     metric_snapshots_prune,
 )
 from tests.factories import HistoryRecordFactory
-from workflows.engine import workflow_stuck_flag
 from workflows.engine.units import workflow_units_create
 
 pytestmark = pytest.mark.django_db
@@ -292,37 +290,6 @@ def test_with_auto_cleanup_off_the_optimizer_only_releases(images, settings, pro
 
 
 # --- stuck runs -----------------------------------------------------------------------------------------------
-
-
-def _silent(run: WorkflowState, seconds: int) -> None:
-    before = timezone.now() - dt.timedelta(seconds=seconds)
-    WorkflowState.objects.filter(pk=run.pk).update(updated_at=before)
-    WorkflowUnit.objects.filter(workflow=run).update(updated_at=before)
-
-
-def _stuck_count(workflow_type: str) -> float:
-    return WORKFLOW_STUCK.labels(workflow_type)._value.get()
-
-
-def test_a_silent_run_is_flagged_once_in_state_history_and_metric(user, project):
-    run = _run(user, project)
-    fresh = _run(user, project)
-    _silent(run, 1801)
-    before = _stuck_count("two")
-
-    flagged = workflow_stuck_flag()
-
-    assert [r.pk for r in flagged] == [run.pk]
-    run.refresh_from_db()
-    fresh.refresh_from_db()
-    assert run.stuck_since is not None and fresh.stuck_since is None
-    record = HistoryRecord.objects.get(action=HistoryAction.WORKFLOW_STUCK)
-    assert (record.workflow_id, record.details["step"], record.project_id) == (run.pk, "a", project.pk)
-    assert record.details["silent_seconds"] >= 1801
-    assert _stuck_count("two") == before + 1
-    # Flagged already: a second pass changes nothing.
-    assert workflow_stuck_flag() == []
-    assert HistoryRecord.objects.filter(action=HistoryAction.WORKFLOW_STUCK).count() == 1
 
 
 # --- metric snapshots -----------------------------------------------------------------------------------------
