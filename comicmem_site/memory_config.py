@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -54,16 +62,31 @@ class ConversationConfig(_Section):
     default_max_messages: PositiveInt = 20
     default_max_tokens: PositiveInt = 32768
     max_contexts_per_user: PositiveInt = 10
-    # System-wide count of active contexts above which diagnose warns and the optimizer releases (§12.2).
+    # System-wide count of live contexts: diagnose warns above it (§12.2) and the release task releases the least
+    # recently updated beyond it (exported to storage, then removed; the owner restores them).
     max_active_contexts: PositiveInt = 1000
-    # The seed saved every 10 minutes; here every acknowledged write is durable at once, so this is 0.
+    # The seed saved every 10 minutes; here every acknowledged write is durable at once, so only 0 is accepted.
     auto_save_interval: NonNegativeInt = 0
     keep_archived: bool = True
     summarize_evicted: bool = False
     summary_budget_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
     max_message_chars: PositiveInt = 100_000
     tokenizer_file: str | None = None
+    # A context not written for this long is released by the release task: exported to storage (verified), then
+    # removed; its owner lists and restores it (GET /api/context/released/).
     inactive_after_seconds: PositiveInt = 86400
+    # How often beat runs the release task, and the folder of released contexts inside the default storage.
+    release_interval_seconds: PositiveInt = 3600
+    release_location: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "released_contexts"
+
+    @field_validator("auto_save_interval")
+    @classmethod
+    def _only_zero(cls, value: int) -> int:
+        if value != 0:
+            raise ValueError(
+                "only 0 is supported: every acknowledged write is durable at once, there is no save window"
+            )
+        return value
 
 
 class HistoryConfig(_Section):
@@ -148,8 +171,13 @@ class CacheOptionsConfig(_Section):
 class WorkflowConfig(_Section):
     max_state_history: PositiveInt = 50
     keep_state_history: PositiveInt = 25
+    # Scheduled backups of the memory (memory_app.services.backups): every backup_interval seconds a verified,
+    # gzip-compressed export of every memory_app table into backup_location (default Django storage); the newest
+    # backup_keep are kept. ``manage.py backup_memory`` / ``restore_memory <name>`` by hand.
     auto_backup: bool = True
     backup_interval: PositiveInt = 1800
+    backup_keep: PositiveInt = 48
+    backup_location: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "backups"
     max_retries: NonNegativeInt = 5
     retry_backoff_base: Annotated[float, Field(gt=0)] = 2.0
     retry_backoff_max: PositiveInt = 300
@@ -193,7 +221,8 @@ class StorageConfig(_Section):
 
 class MaintenanceConfig(_Section):
     auto_cleanup_enabled: bool = True
-    # Initial intervals of the beat schedules the data migration creates; staff edit them in the admin after.
+    # Intervals of beat schedules: brought in line with this file at every beat start and after migrate
+    # (memory_app.services.schedules); an interval edited in the admin lasts until then, an admin's "enabled" stays.
     optimize_interval_seconds: PositiveInt = 300
     integrity_interval_seconds: PositiveInt = 86400
     stuck_check_interval_seconds: PositiveInt = 300

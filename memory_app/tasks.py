@@ -8,12 +8,13 @@ import socket
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import beat_init, worker_init, worker_process_shutdown
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from memory_app.metrics import metrics_process_dead, metrics_worker_serve
+from memory_app.services.backups import backup_create, backups_prune
 from memory_app.services.cache import cache_cleanup, cache_statistics_flush
 from memory_app.services.history import history_archive_run, history_archive_sweep
 from memory_app.services.operations import (
@@ -23,6 +24,7 @@ from memory_app.services.operations import (
     metric_snapshot_take,
     metric_snapshots_prune,
 )
+from memory_app.services.schedules import schedules_sync
 
 logger = logging.getLogger("memory_app.tasks")
 
@@ -56,15 +58,35 @@ def ping(token: str) -> dict[str, str]:
 
 
 @shared_task(name="memory_app.cache_cleanup", acks_late=True)
-def cache_cleanup_task() -> dict[str, Any]:
-    """Scheduled: one batch per namespace, re-queued while more is left (so no run holds a worker for long)."""
+def cache_cleanup_task(namespace: str | None = None) -> dict[str, Any]:
+    """Scheduled per namespace (or every namespace without one): one batch, re-queued while more is left (so no
+    run holds a worker for long)."""
     if (skipped := _cleanup_disabled("cache cleanup")) is not None:
         return skipped
-    report = cache_cleanup(max_batches=1)
+    report = cache_cleanup(max_batches=1, namespace=namespace)
     if report.more:
         # Sent once whatever this task wrote is committed (at once outside a transaction), never for a rollback.
-        transaction.on_commit(cache_cleanup_task.delay)
+        if namespace is None:
+            transaction.on_commit(cache_cleanup_task.delay)
+        else:
+            transaction.on_commit(lambda: cache_cleanup_task.delay(namespace))
     return report.as_dict()
+
+
+@beat_init.connect
+def _sync_beat_schedules(**_: object) -> None:
+    # Every beat start: the schedules' intervals follow memory_config.yaml (memory_app.services.schedules).
+    schedules_sync()
+
+
+@shared_task(name="memory_app.backup", acks_late=True, soft_time_limit=50 * 60, time_limit=55 * 60)
+def backup_task() -> dict[str, Any]:
+    """Scheduled every workflow.backup_interval: a verified backup, then the oldest beyond workflow.backup_keep go."""
+    if not settings.MEMORY.workflow.auto_backup:
+        logger.info("backup skipped: workflow.auto_backup is false")
+        return {"skipped": True, "reason": "workflow.auto_backup is false"}
+    backup = backup_create()
+    return {"backup": backup.name, "objects": backup.total, "pruned": backups_prune()}
 
 
 @worker_process_shutdown.connect

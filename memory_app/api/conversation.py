@@ -25,7 +25,11 @@ from memory_app.api.fields import (
 from memory_app.api.filters import ContextMessageFilterSet, filter_parameters
 from memory_app.api.pagination import StrictPageNumberPagination
 from memory_app.models import ContextMessage, ConversationContext
-from memory_app.selectors.conversation import context_get, context_list, context_messages
+from memory_app.selectors.conversation import (
+    context_get,
+    context_list,
+    context_messages,
+)
 from memory_app.selectors.projects import project_get
 from memory_app.services.conversation import (
     MISSING,
@@ -40,6 +44,7 @@ from memory_app.services.conversation import (
     context_generate,
     context_get_or_create_default,
     context_import,
+    context_set_default,
     message_problems,
 )
 from memory_app.services.llm_slots import llm_call_slot
@@ -436,6 +441,14 @@ class ContextImportView(APIView):
         )
 
 
+class ContextDefaultView(APIView):
+    @extend_schema(tags=TAGS, request=None, responses=ContextSerializer)
+    def post(self, request: Request, context_id: str) -> Response:
+        """Make this context its owner's default: generate-with-context without a context_id uses it."""
+        context = context_set_default(context=context_get(user=request.user, context_id=context_id))
+        return Response(ContextSerializer(context).data)
+
+
 def _routes(prefix: str, name: str) -> list[URLPattern]:
     context = r"(?P<context_id>[^/]+)"
     return [
@@ -444,6 +457,7 @@ def _routes(prefix: str, name: str) -> list[URLPattern]:
         re_path(rf"^{prefix}/generate-with-context/?$", ContextGenerateView.as_view(), name=f"{name}-generate"),
         re_path(rf"^{prefix}/export/?$", ContextExportView.as_view(), name=f"{name}-export"),
         re_path(rf"^{prefix}/import/?$", ContextImportView.as_view(), name=f"{name}-import"),
+        re_path(rf"^{prefix}/{context}/default/?$", ContextDefaultView.as_view(), name=f"{name}-default"),
         re_path(rf"^{prefix}/{context}/clear/?$", ContextClearView.as_view(), name=f"{name}-clear"),
         re_path(rf"^{prefix}/{context}/messages/?$", ContextMessagesView.as_view(), name=f"{name}-messages"),
         re_path(rf"^{prefix}/{context}/?$", ContextDetailView.as_view(), name=f"{name}-detail"),

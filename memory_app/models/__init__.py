@@ -1,5 +1,11 @@
 from memory_app.models.cache import CacheEntry, CacheStatistics, CacheValueFormat
-from memory_app.models.conversation import SUMMARY_POSITION, ContextMessage, ConversationContext, MessageRole
+from memory_app.models.conversation import (
+    SUMMARY_POSITION,
+    ContextMessage,
+    ConversationContext,
+    MessageRole,
+    ReleasedContext,
+)
 from memory_app.models.creative import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
 from memory_app.models.history import (
     DEFAULT_SUMMARIES,
@@ -41,6 +47,7 @@ __all__ = [
     "MessageRole",
     "MetricSnapshot",
     "Project",
+    "ReleasedContext",
     "SnapshotEvent",
     "StyleTemplate",
     "StyleUsage",

@@ -103,3 +103,31 @@ class ContextMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.context_id}#{self.position} {self.role}"
+
+
+class ReleasedContext(models.Model):
+    """A context the release task exported to storage and removed (inactive, or beyond
+    ``conversation.max_active_contexts``). Its owner restores it: the same id, messages and summary come back."""
+
+    # The released context's id: a restore gives it back.
+    id = models.UUIDField(primary_key=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="released_contexts")
+    context_type = models.CharField(max_length=64)
+    project_public_id = models.CharField(max_length=64, null=True, blank=True)
+    was_default = models.BooleanField(default=False)
+    message_count = models.PositiveIntegerField()
+    last_updated = models.DateTimeField()
+    released_at = models.DateTimeField(default=timezone.now)
+    # "inactive" or "over_limit".
+    reason = models.CharField(max_length=16)
+    # The §2.3 persistence document of the context, gzip-compressed, in the default storage; sha256 of the JSON.
+    file_name = models.CharField(max_length=255)
+    checksum = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+
+    class Meta:
+        ordering = ["-released_at", "id"]
+        indexes = [models.Index(fields=["owner", "-released_at"], name="released_context_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.id} (released {self.released_at:%Y-%m-%d})"

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from memory_app.errors import NotFound
-from memory_app.models import ContextMessage, ConversationContext
+from memory_app.models import ContextMessage, ConversationContext, ReleasedContext
 from memory_app.selectors.ownership import scope_to_owner
 
 SUGGESTION = "Check the context id; list yours at GET /api/context/ or create one with POST /api/context/create."
@@ -49,3 +49,23 @@ def context_messages(*, context: ConversationContext, include_archived: bool = F
     if not include_archived:
         messages = messages.filter(archived=False)
     return messages.order_by("position")
+
+
+def released_context_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ReleasedContext]:
+    """The user's released contexts (staff: everyone's), most recently released first."""
+    return scope_to_owner(ReleasedContext.objects.select_related("owner"), user=user).order_by("-released_at", "id")
+
+
+def released_context_get(*, user: AbstractBaseUser | AnonymousUser, context_id: str | uuid.UUID) -> ReleasedContext:
+    """The user's released context, or NotFound naming the id (also for someone else's)."""
+    try:
+        parsed = context_id if isinstance(context_id, uuid.UUID) else uuid.UUID(str(context_id))
+    except ValueError:
+        parsed = None
+    released = released_context_list(user=user).filter(pk=parsed).first() if parsed is not None else None
+    if released is None:
+        raise NotFound(
+            f"Released context '{context_id}' does not exist.",
+            details={"context_id": str(context_id), "suggestion": "List yours at GET /api/context/released/."},
+        )
+    return released

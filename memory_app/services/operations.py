@@ -23,7 +23,6 @@ from django.utils import timezone
 
 from memory_app.models import (
     CacheEntry,
-    ConversationContext,
     HistoryAction,
     HistoryArchive,
     MetricSnapshot,
@@ -42,6 +41,7 @@ from memory_app.services.cache import (
     cache_memory_usage,
     cache_namespace_directory,
 )
+from memory_app.services.conversation import ReleaseReport, contexts_release
 from memory_app.services.history import (
     ArchiveVerificationFailed,
     history_archive_read,
@@ -88,17 +88,21 @@ def metric_snapshots_prune(*, now: dt.datetime | None = None) -> int:
 # --- §7.1 memory optimizer ------------------------------------------------------------------------------------
 
 
-def contexts_release_inactive() -> dict[str, Any]:
-    """Release what this process holds for inactive contexts.
+def contexts_release_inactive(*, release_contexts: bool = True) -> dict[str, Any]:
+    """Release inactive contexts and those beyond ``conversation.max_active_contexts`` (exported to storage, then
+    removed: ``memory_app.services.conversation.release``), and what this process holds.
 
-    No process keeps conversation contexts in memory: every read goes to the database, so there is no context
-    to evict. What a process does hold is released: the tokenizer cache (the loaded tokenizer files) and the
-    garbage of finished requests. The count of inactive contexts is reported so staff see the picture.
+    No process keeps conversation contexts in memory: every read goes to the database. What a process does hold
+    is released too: the tokenizer cache (the loaded tokenizer files) and the garbage of finished requests.
+    Without ``release_contexts`` only the process's memory is released (the contexts stay).
     """
-    since = timezone.now() - dt.timedelta(seconds=settings.MEMORY.conversation.inactive_after_seconds)
-    inactive = ConversationContext.objects.filter(last_updated__lt=since).count()
+    release = contexts_release() if release_contexts else ReleaseReport()
     return {
-        "inactive_contexts": inactive,
+        "inactive_contexts": release.inactive_contexts,
+        "over_limit_contexts": release.over_limit_contexts,
+        "released_contexts": len(release.released),
+        "kept_written_meanwhile": len(release.kept_written_meanwhile),
+        "release_failed": len(release.failed),
         "contexts_held_in_process": 0,
         "tokenizers_released": token_counters_release(),
         "objects_collected": gc.collect(),
@@ -122,8 +126,8 @@ class OptimizeReport:
 def memory_optimize() -> OptimizeReport:
     """Above ``monitoring.memory_threshold``: clean expired caches, archive old history, release contexts.
 
-    Cleanup and archiving are cleanup tasks: with ``maintenance.auto_cleanup_enabled`` false they are skipped
-    (and the report says so); releasing process memory always happens above the threshold.
+    Cleanup, archiving and the release of contexts are cleanup tasks: with ``maintenance.auto_cleanup_enabled``
+    false they are skipped (and the report says so); releasing process memory always happens above the threshold.
     """
     usage = memory_usage()["percentage"]
     threshold = settings.MEMORY.monitoring.memory_threshold * 100
@@ -136,8 +140,8 @@ def memory_optimize() -> OptimizeReport:
             max_batches=settings.MEMORY.history.archive_batches_per_task
         ).records_archived
     else:
-        report.skipped = ["cache_cleanup", "history_archive"]
-    report.contexts = contexts_release_inactive()
+        report.skipped = ["cache_cleanup", "history_archive", "contexts_release"]
+    report.contexts = contexts_release_inactive(release_contexts=settings.MEMORY.maintenance.auto_cleanup_enabled)
     logger.warning("memory at %.1f%% (threshold %.0f%%): optimizer ran: %s", usage, threshold, report.as_dict())
     history_record(
         project=None,

@@ -164,3 +164,35 @@ def test_per_user_limits_come_from_the_file_or_the_environment():
         load_memory_config(REPO_ROOT / "memory_config.yaml", {"MEMORY_MAX_PROJECTS_PER_USER": "0"})
     with pytest.raises(MemoryConfigError, match="max_active_runs_per_user must not exceed"):
         load_memory_config(REPO_ROOT / "memory_config.yaml", {"WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": "2"})
+
+
+def test_an_auto_save_interval_other_than_0_is_refused_naming_the_key(tmp_path):
+    # Every acknowledged write is durable at once: a save window would promise something that does not exist.
+    assert load_memory_config(write(tmp_path, "memory:\n  conversation:\n    auto_save_interval: 0\n"), {})
+    with pytest.raises(MemoryConfigError, match=r"memory\.conversation\.auto_save_interval: .*only 0 is supported"):
+        load_memory_config(write(tmp_path, "memory:\n  conversation:\n    auto_save_interval: 600\n"), {})
+
+
+def test_backup_and_release_keys_load_from_the_file(tmp_path):
+    text = (
+        "memory:\n  workflow:\n    auto_backup: false\n    backup_interval: 60\n    backup_keep: 3\n"
+        "  conversation:\n    release_interval_seconds: 120\n    release_location: old/contexts\n"
+    )
+    config = load_memory_config(write(tmp_path, text), {})
+
+    assert (config.workflow.auto_backup, config.workflow.backup_interval, config.workflow.backup_keep) == (False, 60, 3)
+    assert (config.conversation.release_interval_seconds, config.conversation.release_location) == (120, "old/contexts")
+    with pytest.raises(MemoryConfigError, match=r"memory\.workflow\.backup_keep"):
+        load_memory_config(write(tmp_path, "memory:\n  workflow:\n    backup_keep: 0\n"), {})
+
+
+def test_start_up_stops_on_an_auto_save_interval_and_names_it(tmp_path):
+    path = write(tmp_path, "memory:\n  conversation:\n    auto_save_interval: 600\n")
+    env = {**os.environ, "MEMORY_CONFIG_FILE": str(path), "DJANGO_SETTINGS_MODULE": "comicmem_site.settings.test"}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "memory.conversation.auto_save_interval" in result.stderr and "only 0 is supported" in result.stderr

@@ -1,4 +1,5 @@
-"""The maintenance schedules after a real `migrate`, and a real `celery beat` start that keeps a staff edit."""
+"""The maintenance schedules after a real `migrate`, and a real `celery beat` start that brings them in line with
+memory_config.yaml: an interval edited in the admin goes back to the file's, a disabled row stays disabled."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EXPECTED = {
-    "cache-cleanup": ("memory_app.cache_cleanup", 300),
+    "cache-cleanup-text_analysis": ("memory_app.cache_cleanup", 300),
+    "cache-cleanup-api_responses": ("memory_app.cache_cleanup", 300),
+    "cache-cleanup-images": ("memory_app.cache_cleanup", 3600),
+    "memory-backup": ("memory_app.backup", 1800),
     "history-archive": ("memory_app.history_archive", 3600),
     "contexts-release": ("memory_app.contexts_release", 3600),
     "memory-optimize": ("memory_app.memory_optimize", 300),
@@ -36,7 +40,7 @@ def schedules(database: Path) -> dict[str, tuple[str, int]]:
     return {name: (task, every) for name, task, every in rows}
 
 
-def test_schedules_exist_after_migrate_and_a_beat_start_keeps_an_edited_interval(tmp_path):
+def test_schedules_exist_after_migrate_and_a_beat_start_brings_an_edited_interval_back(tmp_path):
     database = tmp_path / "fresh.sqlite3"
     env = {key: value for key, value in os.environ.items() if key not in {"CELERY_BROKER_URL", "REDIS_URL"}}
     env.update(
@@ -54,9 +58,10 @@ def test_schedules_exist_after_migrate_and_a_beat_start_keeps_an_edited_interval
     # Staff edit in the admin (the model's save, which also tells a running beat that the schedule changed).
     edit = (
         "from django_celery_beat.models import IntervalSchedule, PeriodicTask\n"
-        "task = PeriodicTask.objects.get(name='cache-cleanup')\n"
+        "task = PeriodicTask.objects.get(name='cache-cleanup-images')\n"
         "task.interval = IntervalSchedule.objects.create(every=999, period='seconds')\n"
         "task.save()\n"
+        "PeriodicTask.objects.filter(name='integrity-check').update(enabled=False)\n"
     )
     subprocess.run([sys.executable, "manage.py", "shell", "-c", edit], cwd=REPO_ROOT, env=env, check=True)
     log_path = tmp_path / "beat.log"
@@ -84,7 +89,11 @@ def test_schedules_exist_after_migrate_and_a_beat_start_keeps_an_edited_interval
     assert "DatabaseScheduler: Fetching database schedule" in output, output
 
     after = schedules(database)
-    assert after["cache-cleanup"] == ("memory_app.cache_cleanup", 999)
-    assert {name: row for name, row in after.items() if name in EXPECTED and name != "cache-cleanup"} == {
-        name: row for name, row in EXPECTED.items() if name != "cache-cleanup"
-    }
+    assert "beat schedules follow the configuration" in output, output
+    assert {name: row for name, row in after.items() if name in EXPECTED} == EXPECTED
+    assert "cache-cleanup" not in after
+    with sqlite3.connect(database) as connection:
+        [(enabled,)] = connection.execute(
+            "SELECT enabled FROM django_celery_beat_periodictask WHERE name = 'integrity-check'"
+        ).fetchall()
+    assert not enabled

@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 
 from memory_app.models import HistoryArchive, WorkflowState
 from memory_app.services.cache import cache_set
-from memory_app.services.conversation import NewMessage, context_append, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_create, context_release
 from memory_app.services.creative import character_upsert, style_create, style_rate
 from memory_app.services.history import history_archive_run
 from memory_app.services.workflow import workflow_create
@@ -36,6 +36,7 @@ class World:
     archive_id: int
     output_name: str
     output_path: str
+    released_context_id: str
 
 
 @pytest.fixture
@@ -88,6 +89,11 @@ def world(db, settings, tmp_path) -> World:
     style = style_create(user=alice, template_id="alice_noir", name="Alice noir", prompt="noir")
     style_rate(style=style, project=project, user=alice, score=4.0)
     cache_set(namespace="text_analysis", key={"text": "alice"}, value={"result": 1})
+    # A context of Alice's the release task exported and removed (restorable by her alone).
+    released = context_create(owner=alice, project=project, context_type="old")
+    context_append(context=released, messages=[NewMessage(role="user", content="alice secret, released")])
+    released.refresh_from_db()
+    assert context_release(context=released, reason="inactive")
 
     return World(
         alice=alice,
@@ -101,6 +107,7 @@ def world(db, settings, tmp_path) -> World:
         archive_id=archive.pk,
         output_name="panel_001.png",
         output_path=output_path,
+        released_context_id=str(released.pk),
     )
 
 

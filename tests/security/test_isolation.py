@@ -40,6 +40,9 @@ def _context_routes(prefix: str) -> dict[tuple[str, str], Case]:
         ("POST", f"{prefix}/{{context_id}}/clear/"): Case(404, NOT_YOURS, {"keep_system": False}),
         ("GET", f"{prefix}/{{context_id}}/messages/"): Case(404, NOT_YOURS),
         ("POST", f"{prefix}/{{context_id}}/messages/"): Case(404, NOT_YOURS, {"role": "user", "content": "bob"}),
+        ("POST", f"{prefix}/{{context_id}}/default/"): Case(404, NOT_YOURS),
+        # {context_id} here is Alice's released context (see _ids_for).
+        ("POST", f"{prefix}/released/{{context_id}}/restore/"): Case(404, NOT_YOURS),
     }
 
 
@@ -98,6 +101,8 @@ LISTS = {
     ("GET", "/api/memory/context/"),
     ("GET", "/api/context/export/"),
     ("GET", "/api/memory/context/export/"),
+    ("GET", "/api/context/released/"),
+    ("GET", "/api/memory/context/released/"),
     ("GET", "/api/projects/"),
     ("GET", "/api/workflows/"),
     ("GET", "/api/characters/"),
@@ -181,6 +186,13 @@ def _ids(world: World) -> dict[str, Any]:
     }
 
 
+def _ids_for(world: World, path: str) -> dict[str, Any]:
+    ids = _ids(world)
+    if "/released/" in path:
+        ids["context_id"] = world.released_context_id
+    return ids
+
+
 def _fill(value: Any, ids: dict[str, Any]) -> Any:
     if isinstance(value, str):
         return value.format(**ids)
@@ -229,7 +241,7 @@ def _assert_nothing_of_alices(response, *, echoed: str) -> None:
 @pytest.mark.parametrize(("method", "path"), sorted(OWNED), ids=[f"{m} {p}" for m, p in sorted(OWNED)])
 def test_bob_cannot_reach_alices_object(world, client_for, method, path, slash):
     case = OWNED[(method, path)]
-    ids = _ids(world)
+    ids = _ids_for(world, path)
     body = _fill(case.body, ids)
     if path.endswith("/rate/"):
         body["project_id"] = world.bob_project_id  # Bob rates with his own project

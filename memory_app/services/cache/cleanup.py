@@ -90,19 +90,26 @@ def _cleanup_file_namespace(
                     report.bytes_freed += size
 
 
-def cache_cleanup(*, batch_size: int | None = None, max_batches: int | None = None) -> CacheCleanupReport:
+def cache_cleanup(
+    *, batch_size: int | None = None, max_batches: int | None = None, namespace: str | None = None
+) -> CacheCleanupReport:
     """Remove expired entries (in batches of ``batch_size``) and orphaned blobs and temporary files.
+
+    Every configured namespace, or only ``namespace`` (each namespace's beat schedule runs at its own
+    ``cleanup_interval``; an unknown name cleans nothing).
 
     With ``max_batches``, stops after that many batches of expired rows per namespace and says in ``more``
     whether some are left (the scheduled task re-queues itself then).
     """
     batch_size = batch_size or settings.MEMORY.cache_options.cleanup_batch_size
     report = CacheCleanupReport()
-    for namespace, config in settings.MEMORY.cache.items():
+    for name, config in settings.MEMORY.cache.items():
+        if namespace is not None and name != namespace:
+            continue
         if config.backend == "file":
-            _cleanup_file_namespace(namespace, report, batch_size, max_batches)
+            _cleanup_file_namespace(name, report, batch_size, max_batches)
         else:
-            expired, freed = _memory_store().purge_expired(namespace)
+            expired, freed = _memory_store().purge_expired(name)
             report.expired_entries += expired
             report.bytes_freed += freed
     cache_statistics_flush()

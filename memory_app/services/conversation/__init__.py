@@ -24,9 +24,10 @@ The package, one module per concern; a module imports only those listed before i
 - ``persistence``: writing an append (insert, archive and save the totals; one statement where the database allows).
 - ``summary``: the rolling summary, folded after commit.
 - ``window``: appending under the window rule (``context_append``, the one append service).
-- ``lifecycle``: create, get-or-create the default, delete, clear.
+- ``lifecycle``: create, get-or-create the default, choose the default, delete, clear.
 - ``generate``: generate with context (prompt, provider call, reply).
 - ``transfer``: export and import of the §2.3 persistence document.
+- ``release``: release of inactive contexts (exported to storage, then removed) and their restore.
 
 Callers import from the package (``from memory_app.services.conversation import context_create``); a test that
 replaces a helper patches it in the module that looks it up.
@@ -40,6 +41,13 @@ from memory_app.services.conversation.lifecycle import (
     context_create,
     context_delete,
     context_get_or_create_default,
+    context_set_default,
+)
+from memory_app.services.conversation.release import (
+    ReleaseReport,
+    context_release,
+    contexts_release,
+    released_context_restore,
 )
 from memory_app.services.conversation.summary import context_refresh_summary
 from memory_app.services.conversation.transfer import PERSISTENCE_VERSION, context_export_document, context_import
@@ -61,6 +69,7 @@ __all__ = [
     "Appended",
     "Generation",
     "NewMessage",
+    "ReleaseReport",
     "context_append",
     "context_clear",
     "context_create",
@@ -70,7 +79,11 @@ __all__ = [
     "context_get_or_create_default",
     "context_import",
     "context_refresh_summary",
+    "context_release",
+    "context_set_default",
+    "contexts_release",
     "limit_validate",
     "message_problems",
     "message_validate",
+    "released_context_restore",
 ]

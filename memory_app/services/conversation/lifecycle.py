@@ -96,6 +96,19 @@ def context_get_or_create_default(*, owner: User) -> ConversationContext:
     return context_create(owner=owner, is_default=True)
 
 
+def context_set_default(*, context: ConversationContext) -> ConversationContext:
+    """Make ``context`` its owner's default (generate-with-context without a context_id uses it); the owner's
+    previous default stops being one. At most one per owner: the ``context_one_default`` constraint."""
+    with transaction.atomic():
+        _lock_owner(context.owner)
+        ConversationContext.objects.filter(owner_id=context.owner_id, is_default=True).exclude(pk=context.pk).update(
+            is_default=False
+        )
+        ConversationContext.objects.filter(pk=context.pk).update(is_default=True)
+        context.is_default = True
+    return context
+
+
 def context_delete(*, context: ConversationContext, user: AbstractBaseUser | None = None) -> None:
     """Delete the context and every message. Deleting the default makes the next use create a new default."""
     with transaction.atomic():

@@ -9,7 +9,18 @@ import memory_app.services.conversation as conversation
 
 PACKAGE = "memory_app.services.conversation"
 # Lowest first, as the package's docstring lists them.
-ORDER = ["validation", "totals", "eviction", "persistence", "summary", "window", "lifecycle", "generate", "transfer"]
+ORDER = [
+    "validation",
+    "totals",
+    "eviction",
+    "persistence",
+    "summary",
+    "window",
+    "lifecycle",
+    "generate",
+    "transfer",
+    "release",
+]
 
 
 def _package_imports(module: str) -> set[str]:
@@ -46,6 +57,7 @@ def test_the_package_keeps_the_names_its_callers_import():
         "PERSISTENCE_VERSION",
         "REPLY_SUFFIX",
         "ROLES",
+        "ReleaseReport",
         "context_append",
         "context_clear",
         "context_create",
@@ -55,9 +67,13 @@ def test_the_package_keeps_the_names_its_callers_import():
         "context_get_or_create_default",
         "context_import",
         "context_refresh_summary",
+        "context_release",
+        "context_set_default",
+        "contexts_release",
         "limit_validate",
         "message_problems",
         "message_validate",
+        "released_context_restore",
     ]
     assert all(callable(getattr(conversation, name)) for name in conversation.__all__ if not name.isupper())
     assert (conversation.PERSISTENCE_VERSION, conversation.REPLY_SUFFIX) == ("1.0", ":reply")

@@ -281,10 +281,20 @@ def test_with_auto_cleanup_off_the_optimizer_only_releases(images, settings, pro
     set_memory(settings, "monitoring", memory_threshold=0.0001)
     set_memory(settings, "maintenance", auto_cleanup_enabled=False)
     HistoryRecordFactory(project=project, timestamp=OLD)
+    from memory_app.models import ConversationContext
+    from memory_app.services.conversation import context_create
+
+    inactive = context_create(owner=project.owner)
+    ConversationContext.objects.filter(pk=inactive.pk).update(last_updated=OLD)
 
     report = memory_optimize()
 
-    assert (report.acted, report.skipped, report.cache) == (True, ["cache_cleanup", "history_archive"], None)
+    assert ConversationContext.objects.filter(pk=inactive.pk).exists()
+    assert (report.acted, report.skipped, report.cache) == (
+        True,
+        ["cache_cleanup", "history_archive", "contexts_release"],
+        None,
+    )
     assert HistoryRecord.objects.filter(timestamp=OLD).count() == 1
     assert report.contexts is not None
 
