@@ -1,4 +1,4 @@
-"""/api/memory/history/… and /api/memory/timeline/… (seed §3.4, §10.1), and the staff archive endpoints."""
+"""/api/memory/history/… and /api/memory/timeline/… (seed §3.4, §10.1), and the project's history archives."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -214,7 +213,7 @@ class TimelineView(APIView):
 
 
 class HistoryArchiveListView(APIView):
-    permission_classes = [IsAdminUser]
+    """The archives of one of the caller's projects (staff: any project's, and ``_system``)."""
 
     @extend_schema(
         tags=["history"],
@@ -242,7 +241,6 @@ class AnyContentNegotiation(BaseContentNegotiation):
 
 
 class HistoryArchiveDownloadView(APIView):
-    permission_classes = [IsAdminUser]
     content_negotiation_class = AnyContentNegotiation
 
     @extend_schema(

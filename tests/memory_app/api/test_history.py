@@ -362,12 +362,58 @@ def test_a_missing_archive_file_is_404_not_500(staff_client, archived):
     assert response.json()["error"]["details"]["archive_id"] == manifest.pk
 
 
-@pytest.mark.parametrize("suffix", ["archives", "archives/1"])
-def test_archives_are_staff_only(auth_client, archived, suffix):
-    response = auth_client.get(f"/api/memory/history/proj-001/{suffix}")
+def test_the_owner_lists_and_downloads_their_projects_archives(auth_client, archived):
+    manifest = HistoryArchive.objects.get()
 
-    assert response.status_code == 403
-    assert response.json()["error"]["code"] == "PERMISSION_DENIED"
+    listed = auth_client.get("/api/memory/history/proj-001/archives")
+    downloaded = auth_client.get(f"/api/memory/history/proj-001/archives/{manifest.pk}", HTTP_ACCEPT="*/*")
+
+    assert listed.status_code == 200
+    (archive,) = listed.json()["data"]["archives"]
+    assert (archive["id"], archive["record_count"]) == (manifest.pk, 2)
+    assert downloaded.status_code == 200
+    assert downloaded.streaming is True
+    assert downloaded["Content-Disposition"] == 'attachment; filename="proj-001-history_202401.jsonl.gz"'
+    lines = gzip.decompress(b"".join(downloaded.streaming_content)).decode().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [record.pk for record in archived]
+
+
+@pytest.mark.parametrize("suffix", ["archives", "archives/{pk}"])
+def test_another_users_project_archives_are_404(other_client, archived, suffix):
+    manifest = HistoryArchive.objects.get()
+
+    response = other_client.get(f"/api/memory/history/proj-001/{suffix.format(pk=manifest.pk)}", HTTP_ACCEPT="*/*")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "MEMORY_NOT_FOUND"
+
+
+def test_a_strangers_own_project_of_the_same_id_shows_none_of_the_owners_archives(other_client, archived, other_user):
+    from memory_app.services.projects import project_create
+
+    project_create(owner=other_user, project_id="proj-001", name="Bob's")
+    manifest = HistoryArchive.objects.get()
+
+    listed = other_client.get("/api/memory/history/proj-001/archives")
+    downloaded = other_client.get(f"/api/memory/history/proj-001/archives/{manifest.pk}", HTTP_ACCEPT="*/*")
+
+    assert (listed.status_code, listed.json()["data"]["archives"]) == (200, [])
+    assert downloaded.status_code == 404
+
+
+@pytest.mark.parametrize("suffix", ["archives", "archives/1"])
+def test_the_system_scopes_archives_are_staff_only(auth_client, suffix):
+    response = auth_client.get(f"/api/memory/history/_system/{suffix}")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "MEMORY_NOT_FOUND"
+
+
+def test_anonymous_callers_see_no_archives(api_client, archived):
+    response = api_client.get("/api/memory/history/proj-001/archives")
+
+    assert response.status_code in (401, 403)
+    assert response.json()["success"] is False
 
 
 def test_the_timeline_counts_archived_records(auth_client, archived):
