@@ -420,7 +420,9 @@ def test_the_timeline_counts_archived_records(auth_client, archived):
     summary = auth_client.get("/api/memory/timeline/proj-001").json()["data"]["summary"]
 
     assert summary["archived_actions"] == 2
-    assert summary["total_actions"] == HistoryRecord.objects.filter(project_id="proj-001").count() == 1
+    assert HistoryRecord.objects.filter(project_id="proj-001").count() == 1  # the history_archived note
+    assert summary["total_actions"] == 2 + 1
+    assert (summary["first_timestamp"], summary["most_common_action"]) == ("2024-01-05T08:00:00Z", "text_analyzed")
 
 
 def test_the_schema_describes_history_pages_and_the_binary_download(api_client):
@@ -435,3 +437,20 @@ def test_the_schema_describes_history_pages_and_the_binary_download(api_client):
     download = schema["paths"]["/api/memory/history/{project_id}/archives/{archive_id}/"]["get"]["responses"]
     assert download["200"]["content"] == {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
     assert "ErrorEnvelope" in download["404"]["content"]["application/json"]["schema"]["$ref"]
+
+
+def test_the_timeline_answers_the_same_counts_before_and_after_archiving(auth_client, project, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    for day, action in [("05", "text_analyzed"), ("05", "workflow_started"), ("06", "text_analyzed")]:
+        HistoryRecordFactory(project=project, timestamp=at(f"2024-01-{day}T08:00:00"), action=action)
+    HistoryRecordFactory(project=project, timestamp=at("2024-12-30T08:00:00"), action="workflow_started")
+    query = "/api/memory/timeline/proj-001?action_type=text_analyzed,workflow_started&start_date=2024-01-05T09:00:00"
+    before = auth_client.get(query).json()["data"]["summary"]
+
+    history_archive_run(now=at("2025-01-01T00:00:00"))
+    after = auth_client.get(query).json()["data"]["summary"]
+
+    assert HistoryRecord.objects.filter(project=project, action="text_analyzed").count() == 0
+    assert before == {**after, "archived_actions": 0}
+    assert (after["total_actions"], after["archived_actions"], after["duration_days"]) == (2, 1, 360)
+    assert after["first_timestamp"] == "2024-01-06T08:00:00Z"
