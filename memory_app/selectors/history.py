@@ -430,7 +430,7 @@ def history_archive_get(*, scope: HistoryScope, archive_id: str) -> HistoryArchi
             f"Archive '{archive_id[:64]}' does not exist.",
             details={
                 "archive_id": archive_id[:64],
-                "suggestion": f"List the archives at /api/memory/history/{scope.key}/archives.",
+                "suggestion": f"List the archives at /api/memory/history/{scope.public_id}/archives.",
             },
         )
     return archive

@@ -454,3 +454,18 @@ def test_the_timeline_answers_the_same_counts_before_and_after_archiving(auth_cl
     assert before == {**after, "archived_actions": 0}
     assert (after["total_actions"], after["archived_actions"], after["duration_days"]) == (2, 1, 360)
     assert after["first_timestamp"] == "2024-01-06T08:00:00Z"
+
+
+def test_an_owners_unknown_archive_is_a_404_that_names_the_public_id_only(auth_client, settings, tmp_path, user):
+    from memory_app.services.projects import project_create
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    project = project_create(owner=user, project_id="alpha", name="Alpha")
+
+    response = auth_client.get("/api/memory/history/alpha/archives/999999")
+
+    assert response.status_code == 404
+    assert (
+        response.json()["error"]["details"]["suggestion"] == "List the archives at /api/memory/history/alpha/archives."
+    )
+    assert project.pk not in response.content.decode()
