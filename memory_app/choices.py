@@ -38,3 +38,24 @@ class HistoryAction(StrEnum):
     STYLE_RATED = "style_rated"
     MEMORY_OPTIMIZED = "memory_optimized"
     INTEGRITY_CHECKED = "integrity_checked"
+
+
+# The steps of the registered workflow types (seed §5.3) and the action their completion records: a step with an
+# action of its own records it; the others are recorded only as ``workflow_step_completed`` with ``details.step``.
+# History filters read a step name as "its completed action" (``action_type=text_segmentation``); a test checks
+# that every step of every registered workflow type is listed here.
+STEP_ACTIONS: dict[str, HistoryAction | None] = {
+    # comic_generation
+    "text_segmentation": HistoryAction.TEXT_SEGMENTATION_COMPLETED,
+    "script_generation": None,
+    "character_design": HistoryAction.CHARACTER_DESIGNED,
+    "scene_composition": HistoryAction.SCENE_COMPOSED,
+    "image_generation": HistoryAction.IMAGE_GENERATION_COMPLETED,
+    "quality_control": None,
+    # text_compression
+    "text_analysis": HistoryAction.TEXT_ANALYZED,
+    "character_extraction": HistoryAction.CHARACTER_EXTRACTED,
+    "plot_summarization": HistoryAction.PLOT_SUMMARIZED,
+    "compression_execution": HistoryAction.TEXT_COMPRESSED,
+    "quality_assessment": None,
+}

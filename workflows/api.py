@@ -20,7 +20,7 @@ from memory_app.api.history import AnyContentNegotiation
 from memory_app.errors import NotFound
 from memory_app.models import WorkflowSnapshot, WorkflowState
 from memory_app.selectors.projects import project_paths_public
-from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_snapshots
+from memory_app.selectors.workflow import workflow_get, workflow_list, workflow_output_files, workflow_snapshots
 from workflows import engine
 from workflows.filters import WorkflowFilterSet
 from workflows.pipelines.common import output_folder
@@ -201,20 +201,17 @@ class WorkflowCancelView(APIView):
 
 
 class WorkflowOutputView(APIView):
-    """One output file of a run (a panel or a page), streamed from storage to the run's owner."""
+    """One output file of a run (a panel or a page), streamed from storage to the run's owner (staff too).
+
+    A panel loads as soon as its unit is done: the URL its ``image_generation_completed`` record carries."""
 
     content_negotiation_class = AnyContentNegotiation
 
     @extend_schema(tags=["workflows"], responses={(200, "image/png"): OpenApiTypes.BINARY})
     def get(self, request: Request, workflow_id: str, name: str) -> FileResponse:
         run = workflow_get(user=request.user, workflow_id=workflow_id)
-        outputs = (run.data or {}).get("outputs") or {}
         folder = f"{output_folder(run.project_id, str(run.pk))}/"
-        listed = {
-            path.rsplit("/", 1)[-1]: path
-            for path in [*outputs.get("panels", []), *outputs.get("pages", [])]
-            if isinstance(path, str)
-        }
+        listed = workflow_output_files(workflow=run)
         # Only a name the run itself listed is served: the storage path comes from the state, never the request,
         # and only from the run's own folder, whatever a restored or edited state says.
         path = listed.get(name)

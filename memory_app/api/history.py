@@ -1,20 +1,21 @@
-"""/api/memory/history/… and /api/memory/timeline/… (seed §3.4, §10.1), and the staff archive endpoints."""
+"""/api/memory/history/… and /api/memory/timeline/… (seed §3.4, §10.1), and the project's history archives."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -48,7 +49,7 @@ class HistoryRecordSerializer(serializers.ModelSerializer[HistoryRecord]):
         return record.user.get_username() if record.user is not None else None
 
     def to_representation(self, instance: HistoryRecord) -> dict[str, Any]:
-        return _public_details(super().to_representation(instance), self.context.get("project"))
+        return _public_details(super().to_representation(instance), instance, self.context)
 
 
 class TimelineEntrySerializer(serializers.ModelSerializer[HistoryRecord]):
@@ -57,13 +58,51 @@ class TimelineEntrySerializer(serializers.ModelSerializer[HistoryRecord]):
         fields = ["id", "timestamp", "action", "summary", "details"]
 
     def to_representation(self, instance: HistoryRecord) -> dict[str, Any]:
-        return _public_details(super().to_representation(instance), self.context.get("project"))
+        return _public_details(super().to_representation(instance), instance, self.context)
 
 
-def _public_details(representation: dict[str, Any], project: Project | None) -> dict[str, Any]:
-    # Details name the project's files by storage name (its internal key); answers show its public id.
-    representation["details"] = project_paths_public(representation["details"], project=project)
+def _public_details(
+    representation: dict[str, Any], record: HistoryRecord, context: Mapping[str, Any]
+) -> dict[str, Any]:
+    # Details name the project's files by storage name (its internal key); answers show its public id, and an image
+    # by the URL that serves it.
+    project: Project | None = context.get("project")
+    details = _image_urls(representation["details"], record=record, project=project, request=context.get("request"))
+    representation["details"] = project_paths_public(details, project=project)
     return representation
+
+
+# The storage name of a run's panel or page, as image_generation_completed recorded it before it held the URL.
+_LEGACY_IMAGE_PATH = re.compile(r"/?projects/(?P<key>[^/]+)/images/(?P<run>[^/]+)/(?P<name>[^/]+\.png)")
+
+
+def _image_url(value: str, *, record: HistoryRecord, project: Project | None, request: Request | None) -> str:
+    """``image_url`` as a browser loads it: the run's outputs route, absolute when the request is known.
+
+    Only a file of this record's own run in this project's folder becomes a link; any other path stays as text.
+    """
+    legacy = _LEGACY_IMAGE_PATH.fullmatch(value)
+    if legacy is not None:
+        own = project is not None and legacy["key"] == project.pk and legacy["run"] == str(record.workflow_id)
+        if not own:
+            return value
+        value = reverse("workflow-output", kwargs={"workflow_id": legacy["run"], "name": legacy["name"]})
+    if value.startswith("/api/") and request is not None:
+        return request.build_absolute_uri(value)
+    return value
+
+
+def _image_urls(details: Any, *, record: HistoryRecord, project: Project | None, request: Request | None) -> Any:
+    if isinstance(details, dict):
+        return {
+            key: _image_url(item, record=record, project=project, request=request)
+            if key == "image_url" and isinstance(item, str)
+            else _image_urls(item, record=record, project=project, request=request)
+            for key, item in details.items()
+        }
+    if isinstance(details, list):
+        return [_image_urls(item, record=record, project=project, request=request) for item in details]
+    return details
 
 
 class HistoryArchiveSerializer(serializers.ModelSerializer[HistoryArchive]):
@@ -171,7 +210,9 @@ class HistoryView(APIView):
         return Response(
             {
                 "project_id": scope.public_id,
-                "records": HistoryRecordSerializer(page.records, many=True, context={"project": scope.project}).data,
+                "records": HistoryRecordSerializer(
+                    page.records, many=True, context={"project": scope.project, "request": request}
+                ).data,
                 "count": len(page.records),
                 "limit": limit,
                 "order": order,
@@ -197,7 +238,9 @@ class TimelineView(APIView):
         return Response(
             {
                 "project_id": scope.public_id,
-                "timeline": TimelineEntrySerializer(page.records, many=True, context={"project": scope.project}).data,
+                "timeline": TimelineEntrySerializer(
+                    page.records, many=True, context={"project": scope.project, "request": request}
+                ).data,
                 "summary": {
                     "total_actions": summary.total_actions,
                     "duration_days": summary.duration_days,
@@ -214,7 +257,7 @@ class TimelineView(APIView):
 
 
 class HistoryArchiveListView(APIView):
-    permission_classes = [IsAdminUser]
+    """The archives of one of the caller's projects (staff: any project's, and ``_system``)."""
 
     @extend_schema(
         tags=["history"],
@@ -242,7 +285,6 @@ class AnyContentNegotiation(BaseContentNegotiation):
 
 
 class HistoryArchiveDownloadView(APIView):
-    permission_classes = [IsAdminUser]
     content_negotiation_class = AnyContentNegotiation
 
     @extend_schema(

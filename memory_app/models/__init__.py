@@ -12,8 +12,10 @@ from memory_app.models.history import (
     SYSTEM_SCOPE,
     HistoryAction,
     HistoryArchive,
+    HistoryArchivedCount,
     HistoryDailyCount,
     HistoryRecord,
+    archived_step,
 )
 from memory_app.models.operations import MetricSnapshot
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
@@ -42,6 +44,7 @@ __all__ = [
     "ConversationContext",
     "HistoryAction",
     "HistoryArchive",
+    "HistoryArchivedCount",
     "HistoryDailyCount",
     "HistoryRecord",
     "MessageRole",
@@ -56,5 +59,6 @@ __all__ = [
     "WorkflowState",
     "WorkflowStatus",
     "WorkflowUnit",
+    "archived_step",
     "validate_project_id",
 ]

@@ -148,3 +148,43 @@ class HistoryArchive(models.Model):
     def download_name(self) -> str:
         scope = self.project.public_id if self.project is not None else self.scope
         return f"{scope}-history_{self.month}.jsonl" + (".gz" if self.compressed else "")
+
+
+def archived_step(line: dict[str, Any]) -> str:
+    """The step a ``workflow_step_completed`` record (an archive line) names, else ``""``: what a step name without
+    an action of its own selects (``memory_app.choices.STEP_ACTIONS``)."""
+    details = line.get("details")
+    if line.get("action") != HistoryAction.WORKFLOW_STEP_COMPLETED or not isinstance(details, dict):
+        return ""
+    step = details.get("step")
+    return step[:64] if isinstance(step, str) else ""
+
+
+class HistoryArchivedCount(models.Model):
+    """How many records of one action (and, for ``workflow_step_completed``, one step) an archive holds on one UTC
+    day, with the first and last of their timestamps.
+
+    Written with the archive's manifest, in the transaction that deletes the archived rows (the triggers then lower
+    ``HistoryDailyCount``): the timeline counts a record the same before and after it is archived, without reading
+    archive files, except for the partial days at the edges of a date range.
+    """
+
+    archive = models.ForeignKey(HistoryArchive, on_delete=models.CASCADE, related_name="counts")
+    scope = models.CharField(max_length=64)  # the archive's scope, so a project's counts are one index range
+    day = models.DateField()
+    action = models.SlugField(max_length=64, db_index=False)
+    step = models.CharField(max_length=64, blank=True, default="")
+    record_count = models.PositiveIntegerField()
+    first_timestamp = models.DateTimeField()
+    last_timestamp = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["archive", "day", "action", "step"], name="history_archived_count_archive_day_action_step"
+            )
+        ]
+        indexes = [models.Index(fields=["scope", "day"], name="history_archived_scope_day")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.day} {self.action} {self.step}: {self.record_count}".rstrip()

@@ -14,8 +14,19 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from memory_app.choices import STEP_ACTIONS
 from memory_app.errors import NotFound, ValidationFailed
-from memory_app.models import SYSTEM_SCOPE, HistoryAction, HistoryArchive, HistoryDailyCount, HistoryRecord, Project
+from memory_app.models import (
+    SYSTEM_SCOPE,
+    HistoryAction,
+    HistoryArchive,
+    HistoryArchivedCount,
+    HistoryDailyCount,
+    HistoryRecord,
+    Project,
+    archived_step,
+)
+from memory_app.selectors.history_archive_files import history_archive_read
 from memory_app.selectors.projects import project_get, project_list
 
 CURSOR_SALT = "memory_app.history.cursor"
@@ -36,9 +47,21 @@ class HistoryScope:
 
 @dataclass(frozen=True)
 class HistoryFilters:
+    """What ``action_type`` selects: records of ``actions``, and ``workflow_step_completed`` records of ``steps``
+    (the steps that record no action of their own); neither means every record."""
+
     start: dt.datetime | None = None
     end: dt.datetime | None = None  # exclusive
     actions: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+
+    @property
+    def selects_all(self) -> bool:
+        return not self.actions and not self.steps
+
+    def selects(self, *, action: str, step: str) -> bool:
+        """Whether a record of ``action`` (of ``step``, for ``workflow_step_completed``) is selected."""
+        return self.selects_all or action in self.actions or (bool(step) and step in self.steps)
 
 
 @dataclass(frozen=True)
@@ -125,21 +148,40 @@ def parse_history_instant(raw: str | None, *, name: str, end_of_day: bool = Fals
         raise _invalid(name, "Out of the supported range of dates.") from None
 
 
+VALID_ACTIONS = frozenset(action.value for action in HistoryAction)
+ACTION_TYPE_CHOICES = (
+    f"Valid: an action ({', '.join(action.value for action in HistoryAction)}) "
+    f"or a workflow step ({', '.join(STEP_ACTIONS)})."
+)
+
+
 def history_filters_parse(*, start_date: str | None, end_date: str | None, action_type: str | None) -> HistoryFilters:
     start = parse_history_instant(start_date, name="start_date")
     end = parse_history_instant(end_date, name="end_date", end_of_day=True)
     if start is not None and end is not None and end <= start:
         raise _invalid("end_date", "Must not be before start_date.")
     actions: list[str] = []
+    steps: list[str] = []
     for raw in (action_type or "").split(","):
         name = raw.strip()
         if not name:
             continue
-        try:
-            actions.append(HistoryAction(name).value)
-        except ValueError:
-            raise _invalid("action_type", f"Unknown action '{name[:64]}'.") from None
-    return HistoryFilters(start=start, end=end, actions=tuple(dict.fromkeys(actions)))
+        if name in VALID_ACTIONS:
+            actions.append(name)
+        elif name in STEP_ACTIONS:
+            # A step name selects the action its completion records (seed §10.1: action_type=text_segmentation).
+            step_action = STEP_ACTIONS[name]
+            if step_action is not None:
+                actions.append(step_action.value)
+            else:
+                steps.append(name)
+        else:
+            raise _invalid("action_type", f"Unknown action '{name[:64]}'. {ACTION_TYPE_CHOICES}")
+    if HistoryAction.WORKFLOW_STEP_COMPLETED in actions:
+        steps.clear()  # every step completion is selected already
+    return HistoryFilters(
+        start=start, end=end, actions=tuple(dict.fromkeys(actions)), steps=tuple(dict.fromkeys(steps))
+    )
 
 
 def history_filtered(*, scope: HistoryScope, filters: HistoryFilters) -> QuerySet[HistoryRecord]:
@@ -151,7 +193,10 @@ def history_filter_apply(*, queryset: QuerySet[HistoryRecord], filters: HistoryF
         queryset = queryset.filter(timestamp__gte=filters.start)
     if filters.end is not None:
         queryset = queryset.filter(timestamp__lt=filters.end)
-    if len(filters.actions) == 1:
+    if filters.steps:
+        completions = Q(action=HistoryAction.WORKFLOW_STEP_COMPLETED, details__step__in=filters.steps)
+        queryset = queryset.filter(Q(action__in=filters.actions) | completions if filters.actions else completions)
+    elif len(filters.actions) == 1:
         queryset = queryset.filter(action=filters.actions[0])
     elif filters.actions:
         queryset = queryset.filter(action__in=filters.actions)
@@ -213,16 +258,31 @@ def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
 
 
-def _action_counts(*, scope: HistoryScope, filters: HistoryFilters) -> Counter[str]:
-    """Records per action under the filters: whole UTC days from the daily counts, the partial days at the edges
-    of a date range from the records themselves (an index range of at most a day at each end)."""
+def _whole_days(
+    filters: HistoryFilters,
+) -> tuple[dt.datetime | None, dt.datetime | None, dt.date | None, dt.date | None]:
+    """The range in UTC and its whole days: the first one, and the day after the last (exclusive)."""
     start = filters.start.astimezone(dt.UTC) if filters.start is not None else None
     end = filters.end.astimezone(dt.UTC) if filters.end is not None else None
     first_whole_day = None
     if start is not None:
         first_whole_day = start.date() if start == _midnight(start.date()) else start.date() + dt.timedelta(days=1)
     end_whole_day = end.date() if end is not None else None  # exclusive: ``end`` itself is excluded
+    return start, end, first_whole_day, end_whole_day
+
+
+def _action_counts(*, scope: HistoryScope, filters: HistoryFilters) -> Counter[str]:
+    """Records per action under the filters: whole UTC days from the daily counts, the partial days at the edges
+    of a date range from the records themselves (an index range of at most a day at each end). Completions of the
+    steps without an action of their own are counted from their records (the daily counts know no steps)."""
     counts: Counter[str] = Counter()
+    if filters.steps:
+        steps_only = replace(filters, actions=())
+        counts[HistoryAction.WORKFLOW_STEP_COMPLETED] += history_filtered(scope=scope, filters=steps_only).count()
+        if not filters.actions:
+            return +counts
+    filters = replace(filters, steps=())
+    start, end, first_whole_day, end_whole_day = _whole_days(filters)
     edges: list[tuple[dt.datetime | None, dt.datetime | None]] = []
     if first_whole_day is not None and end_whole_day is not None and first_whole_day >= end_whole_day:
         edges.append((start, end))  # the range lies within two days: count its records directly
@@ -247,34 +307,97 @@ def _action_counts(*, scope: HistoryScope, filters: HistoryFilters) -> Counter[s
     return +counts  # without zero counts
 
 
-def history_timeline_summary(*, scope: HistoryScope, filters: HistoryFilters) -> TimelineSummary:
-    """Totals that cost the same for ten records or a million.
+@dataclass(frozen=True)
+class ArchivedCount:
+    """Archived records of one action on one UTC day under the filters, and the first and last of them."""
 
-    The per-action counts come from ``HistoryDailyCount`` (kept by triggers on every insert and delete of records),
-    so the records are not scanned; first and last are one index lookup each. ``duration_days`` counts the calendar
-    days (UTC) from the first record to the last, both included.
+    day: dt.date
+    action: str
+    count: int
+    first: dt.datetime
+    last: dt.datetime
+
+
+def history_archived_counts(*, scope: HistoryScope, filters: HistoryFilters) -> list[ArchivedCount]:
+    """The scope's archived records under the filters, per day and action.
+
+    Whole days come from ``HistoryArchivedCount`` (one indexed query); a partial day at an edge of the date range
+    is counted from the lines of the archive that holds it, read (and verified) only when it has records that day.
+    """
+    start, end, _, _ = _whole_days(filters)
+    rows = HistoryArchivedCount.objects.filter(scope=scope.key)
+    if start is not None:
+        rows = rows.filter(day__gte=start.date())
+    if end is not None:
+        rows = rows.filter(day__lt=end.date()) if end == _midnight(end.date()) else rows.filter(day__lte=end.date())
+    if not filters.selects_all:
+        completions = Q(action=HistoryAction.WORKFLOW_STEP_COMPLETED, step__in=filters.steps)
+        rows = rows.filter(Q(action__in=filters.actions) | completions)
+    partial = {day for day in (start, end) if day is not None and day != _midnight(day.date())}
+    grouped: dict[tuple[dt.date, str], ArchivedCount] = {}
+    edge_archives: dict[int, set[dt.date]] = {}
+
+    def add(day: dt.date, action: str, count: int, first: dt.datetime, last: dt.datetime) -> None:
+        known = grouped.get((day, action))
+        if known is not None:
+            count, first, last = known.count + count, min(known.first, first), max(known.last, last)
+        grouped[(day, action)] = ArchivedCount(day=day, action=action, count=count, first=first, last=last)
+
+    partial_days = {moment.date() for moment in partial}
+    for row in rows.order_by("day", "action").values_list(
+        "archive_id", "day", "action", "record_count", "first_timestamp", "last_timestamp"
+    ):
+        archive_id, day, action, count, first, last = row
+        if day in partial_days:
+            edge_archives.setdefault(archive_id, set()).add(day)
+        else:
+            add(day, action, count, first, last)
+    for archive in HistoryArchive.objects.filter(pk__in=edge_archives).order_by("pk"):
+        for line in history_archive_read(archive=archive):
+            moment = dt.datetime.fromisoformat(line["timestamp"]).astimezone(dt.UTC)
+            inside = (start is None or moment >= start) and (end is None or moment < end)
+            if (
+                moment.date() in edge_archives[archive.pk]
+                and inside
+                and filters.selects(action=line["action"], step=archived_step(line))
+            ):
+                add(moment.date(), line["action"], 1, moment, moment)
+    return sorted(grouped.values(), key=lambda entry: (entry.day, entry.action))
+
+
+def history_timeline_summary(*, scope: HistoryScope, filters: HistoryFilters) -> TimelineSummary:
+    """Totals that cost the same for ten records or a million, archived records included.
+
+    The per-action counts come from ``HistoryDailyCount`` (kept by triggers on every insert and delete of records)
+    and, for the records moved into archive files, from ``HistoryArchivedCount`` (kept at archive time), so neither
+    the records nor the archives are scanned; first and last are one index lookup each. ``duration_days`` counts
+    the calendar days (UTC) from the first record to the last, both included.
     """
     counts = _action_counts(scope=scope, filters=filters)
-    most_common = min(counts.items(), key=lambda item: (-item[1], item[0]), default=None)
     first = last = None
     if counts:
         records = history_filtered(scope=scope, filters=filters).values_list("timestamp", flat=True)
         first = records.order_by("timestamp", "id").first()
         last = records.order_by("-timestamp", "-id").first()
-    duration = (last.date() - first.date()).days + 1 if first is not None and last is not None else 0
-    archived = HistoryArchive.objects.filter(scope=scope.key).aggregate(count=Sum("record_count"))["count"] or 0
+    archived = history_archived_counts(scope=scope, filters=filters)
+    for entry in archived:
+        counts[entry.action] += entry.count
+        first = entry.first if first is None else min(first, entry.first)
+        last = entry.last if last is None else max(last, entry.last)
+    most_common = min(counts.items(), key=lambda item: (-item[1], item[0]), default=None)
+    duration = (last.astimezone(dt.UTC).date() - first.astimezone(dt.UTC).date()).days + 1 if first and last else 0
     return TimelineSummary(
         total_actions=sum(counts.values()),
         duration_days=duration,
         most_common_action=most_common[0] if most_common else None,
         first_timestamp=first,
         last_timestamp=last,
-        archived_actions=archived,
+        archived_actions=sum(entry.count for entry in archived),
     )
 
 
 def history_actions_per_day(*, scope: HistoryScope, filters: HistoryFilters) -> list[dict[str, Any]]:
-    """``[{"day": date, "count": n}]`` oldest first, grouped by the database."""
+    """``[{"day": date, "count": n}]`` oldest first, grouped by the database; archived records included."""
     rows = (
         history_filtered(scope=scope, filters=filters)
         .annotate(day=TruncDate("timestamp", tzinfo=dt.UTC))
@@ -283,7 +406,10 @@ def history_actions_per_day(*, scope: HistoryScope, filters: HistoryFilters) -> 
         .annotate(count=Count("id"))
         .order_by("day")
     )
-    return [{"day": row["day"], "count": row["count"]} for row in rows]
+    per_day: Counter[dt.date] = Counter({row["day"]: row["count"] for row in rows})
+    for entry in history_archived_counts(scope=scope, filters=filters):
+        per_day[entry.day] += entry.count
+    return [{"day": day, "count": count} for day, count in sorted(per_day.items())]
 
 
 # --- archives -------------------------------------------------------------------------------------------------
@@ -304,7 +430,7 @@ def history_archive_get(*, scope: HistoryScope, archive_id: str) -> HistoryArchi
             f"Archive '{archive_id[:64]}' does not exist.",
             details={
                 "archive_id": archive_id[:64],
-                "suggestion": f"List the archives at /api/memory/history/{scope.key}/archives.",
+                "suggestion": f"List the archives at /api/memory/history/{scope.public_id}/archives.",
             },
         )
     return archive

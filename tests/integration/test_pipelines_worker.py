@@ -71,7 +71,7 @@ def test_comic_generation_on_a_worker_then_a_second_run_renders_nothing(
     assert history.count("image_generation_completed") == segments
     assert history[-1] == "workflow_completed"
     record = HistoryRecord.objects.filter(workflow_id=first.pk, action="image_generation_completed").order_by("id")[0]
-    assert record.details["image_url"].startswith(f"/projects/proj-001/images/{first.pk}/panel_")
+    assert record.details["image_url"].startswith(f"/api/workflows/{first.pk}/outputs/panel_")
     assert first.snapshots.filter(event="step_completed").count() == 6
 
     second = start(user, "comic_generation", {"text": STORY, "style": "manga_shonen"}, preferences)

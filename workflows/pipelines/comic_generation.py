@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.urls import reverse
 
 from memory_app.choices import HistoryAction
 from memory_app.errors import NotFound, ProviderError, ValidationFailed
@@ -313,7 +314,11 @@ def image_generation_commit(context: StepContext, result: dict[str, Any]) -> Non
         workflow_id=context.workflow_id,
         details={
             "segment_index": result["index"],
-            "image_url": "/" + result["name"],
+            # The route that serves the panel to the run's owner, not its storage name (the API makes it absolute).
+            "image_url": reverse(
+                "workflow-output",
+                kwargs={"workflow_id": str(context.workflow_id), "name": result["name"].rsplit("/", 1)[-1]},
+            ),
             "prompt_used": result["prompt_used"][:500],
             "generation_time": result["generation_time"],
             "model": result["model"],

@@ -22,6 +22,7 @@ from memory_app.services.history.archive_files import (
     _month_bounds,
     _remove_leftovers,
     _write_verified,
+    history_archive_counts_rebuild,
     history_archive_read,
     history_record_to_json,
 )
@@ -159,6 +160,7 @@ def history_archive_batch(
         archive.first_timestamp = dt.datetime.fromisoformat(lines[0]["timestamp"])
         archive.last_timestamp = dt.datetime.fromisoformat(lines[-1]["timestamp"])
         archive.save()
+        history_archive_counts_rebuild(archive=archive, lines=lines)
         deleted, _ = HistoryRecord.objects.filter(pk__in=[record.pk for record in batch]).delete()
         history_record(
             project=candidate.project,

@@ -13,14 +13,12 @@ from typing import Any
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from memory_app.errors import ComicmemError
-from memory_app.models import HistoryArchive, HistoryRecord
+from memory_app.models import HistoryArchive, HistoryArchivedCount, HistoryRecord, archived_step
 
-
-class ArchiveVerificationFailed(ComicmemError):
-    """An archive file read back does not hold what was written (or what its manifest says): nothing is deleted."""
-
-    default_message = "A history archive failed verification."
+# Reading an archive back is a selector (the timeline reads archives too); the package re-exports these two.
+from memory_app.selectors.history_archive_files import ArchiveVerificationFailed as ArchiveVerificationFailed
+from memory_app.selectors.history_archive_files import history_archive_bytes
+from memory_app.selectors.history_archive_files import history_archive_read as history_archive_read
 
 
 def _month_bounds(timestamp: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
@@ -55,30 +53,6 @@ def _encode_lines(lines: list[dict[str, Any]]) -> bytes:
     )
 
 
-def _read_archive(*, name: str, compressed: bool) -> bytes:
-    with default_storage.open(name, "rb") as handle:
-        raw = handle.read()
-    return gzip.decompress(raw) if compressed else raw
-
-
-def history_archive_read(*, archive: HistoryArchive) -> list[dict[str, Any]]:
-    """The records of an archive, verified against its manifest (checksum and count)."""
-    if not archive.file_name:
-        return []
-    try:
-        data = _read_archive(name=archive.file_name, compressed=archive.compressed)
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise ArchiveVerificationFailed(
-            f"Archive {archive.file_name} cannot be read: {exc}", details={"archive_id": archive.pk}
-        ) from None
-    # The checksum first: only bytes known to be what was written are parsed.
-    if hashlib.sha256(data).hexdigest() != archive.checksum or data.count(b"\n") != archive.record_count:
-        raise ArchiveVerificationFailed(
-            f"Archive {archive.file_name} does not match its manifest.", details={"archive_id": archive.pk}
-        )
-    return [json.loads(line) for line in data.splitlines() if line]
-
-
 def _write_verified(*, name: str, data: bytes, compressed: bool, expected_count: int) -> tuple[str, int]:
     """Write (or reuse a file left by an interrupted run), read it back, check checksum and count."""
     payload = gzip.compress(data, mtime=0) if compressed else data
@@ -86,14 +60,14 @@ def _write_verified(*, name: str, data: bytes, compressed: bool, expected_count:
         name = default_storage.save(name, ContentFile(payload))
     checksum = hashlib.sha256(data).hexdigest()
     try:
-        read_back = _read_archive(name=name, compressed=compressed)
+        read_back = history_archive_bytes(name=name, compressed=compressed)
     except (OSError, EOFError, zlib.error):
         read_back = b""
     if hashlib.sha256(read_back).hexdigest() != checksum or read_back.count(b"\n") != expected_count:
         # A partial file from a crash mid-write has the right name and the wrong content: replace it once.
         default_storage.delete(name)
         name = default_storage.save(name, ContentFile(payload))
-        read_back = _read_archive(name=name, compressed=compressed)
+        read_back = history_archive_bytes(name=name, compressed=compressed)
         if hashlib.sha256(read_back).hexdigest() != checksum or read_back.count(b"\n") != expected_count:
             raise ArchiveVerificationFailed(f"Archive {name} did not read back as written.")
     return name, len(payload)
@@ -112,3 +86,32 @@ def _remove_leftovers(*, folder: str, month: str, keep: str) -> int:
             default_storage.delete(path)
             removed += 1
     return removed
+
+
+def history_archive_counts_rebuild(*, archive: HistoryArchive, lines: list[dict[str, Any]]) -> None:
+    """Replace the archive's per-day counts (``HistoryArchivedCount``) with those of ``lines``, every record it holds.
+
+    Called in the transaction that points the manifest at the file holding ``lines`` and deletes their rows, so the
+    timeline counts a record once before and after it is archived: in the daily counts, then in these.
+    """
+    groups: dict[tuple[dt.date, str, str], list[dt.datetime]] = {}
+    for line in lines:
+        timestamp = dt.datetime.fromisoformat(line["timestamp"]).astimezone(dt.UTC)
+        groups.setdefault((timestamp.date(), line["action"], archived_step(line)), []).append(timestamp)
+    HistoryArchivedCount.objects.filter(archive=archive).delete()
+    HistoryArchivedCount.objects.bulk_create(
+        [
+            HistoryArchivedCount(
+                archive=archive,
+                scope=archive.scope,
+                day=day,
+                action=action,
+                step=step,
+                record_count=len(moments),
+                first_timestamp=min(moments),
+                last_timestamp=max(moments),
+            )
+            for (day, action, step), moments in sorted(groups.items())
+        ],
+        batch_size=500,
+    )

@@ -15,6 +15,7 @@ from django.http import QueryDict
 from memory_app.api.filters import CharacterFilterSet, HistoryFilterSet, filterset_validate
 from memory_app.errors import ValidationFailed
 from memory_app.models import Character, ContextMessage, HistoryRecord
+from memory_app.selectors.history import ACTION_TYPE_CHOICES
 from memory_app.services.conversation import NewMessage, context_append, context_create
 from tests.factories import HistoryRecordFactory, ProjectFactory
 
@@ -72,7 +73,7 @@ def test_the_history_filterset_narrows_a_queryset(records, query, expected):
             "Not an ISO date or datetime (e.g. 2025-01-27 or 2025-01-27T10:30:00Z).",
         ),
         ("start_date=2025-01-28&end_date=2025-01-27", "end_date", "Must not be before start_date."),
-        ("action_type=made_up", "action_type", "Unknown action 'made_up'."),
+        ("action_type=made_up", "action_type", f"Unknown action 'made_up'. {ACTION_TYPE_CHOICES}"),
         ("end_date=9999-12-31", "end_date", "Out of the supported range of dates."),
     ],
 )
@@ -93,8 +94,8 @@ def test_the_history_endpoints_answer_a_bad_filter_with_the_same_envelope(auth_c
         assert response.status_code == 400
         assert response.json()["error"] == {
             "code": "VALIDATION_ERROR",
-            "message": "'action_type': Unknown action 'made_up'.",
-            "details": {"fields": {"action_type": ["Unknown action 'made_up'."]}},
+            "message": f"'action_type': Unknown action 'made_up'. {ACTION_TYPE_CHOICES}",
+            "details": {"fields": {"action_type": [f"Unknown action 'made_up'. {ACTION_TYPE_CHOICES}"]}},
         }
     assert HistoryRecord.objects.count() == 4
 

@@ -362,19 +362,67 @@ def test_a_missing_archive_file_is_404_not_500(staff_client, archived):
     assert response.json()["error"]["details"]["archive_id"] == manifest.pk
 
 
-@pytest.mark.parametrize("suffix", ["archives", "archives/1"])
-def test_archives_are_staff_only(auth_client, archived, suffix):
-    response = auth_client.get(f"/api/memory/history/proj-001/{suffix}")
+def test_the_owner_lists_and_downloads_their_projects_archives(auth_client, archived):
+    manifest = HistoryArchive.objects.get()
 
-    assert response.status_code == 403
-    assert response.json()["error"]["code"] == "PERMISSION_DENIED"
+    listed = auth_client.get("/api/memory/history/proj-001/archives")
+    downloaded = auth_client.get(f"/api/memory/history/proj-001/archives/{manifest.pk}", HTTP_ACCEPT="*/*")
+
+    assert listed.status_code == 200
+    (archive,) = listed.json()["data"]["archives"]
+    assert (archive["id"], archive["record_count"]) == (manifest.pk, 2)
+    assert downloaded.status_code == 200
+    assert downloaded.streaming is True
+    assert downloaded["Content-Disposition"] == 'attachment; filename="proj-001-history_202401.jsonl.gz"'
+    lines = gzip.decompress(b"".join(downloaded.streaming_content)).decode().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [record.pk for record in archived]
+
+
+@pytest.mark.parametrize("suffix", ["archives", "archives/{pk}"])
+def test_another_users_project_archives_are_404(other_client, archived, suffix):
+    manifest = HistoryArchive.objects.get()
+
+    response = other_client.get(f"/api/memory/history/proj-001/{suffix.format(pk=manifest.pk)}", HTTP_ACCEPT="*/*")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "MEMORY_NOT_FOUND"
+
+
+def test_a_strangers_own_project_of_the_same_id_shows_none_of_the_owners_archives(other_client, archived, other_user):
+    from memory_app.services.projects import project_create
+
+    project_create(owner=other_user, project_id="proj-001", name="Bob's")
+    manifest = HistoryArchive.objects.get()
+
+    listed = other_client.get("/api/memory/history/proj-001/archives")
+    downloaded = other_client.get(f"/api/memory/history/proj-001/archives/{manifest.pk}", HTTP_ACCEPT="*/*")
+
+    assert (listed.status_code, listed.json()["data"]["archives"]) == (200, [])
+    assert downloaded.status_code == 404
+
+
+@pytest.mark.parametrize("suffix", ["archives", "archives/1"])
+def test_the_system_scopes_archives_are_staff_only(auth_client, suffix):
+    response = auth_client.get(f"/api/memory/history/_system/{suffix}")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "MEMORY_NOT_FOUND"
+
+
+def test_anonymous_callers_see_no_archives(api_client, archived):
+    response = api_client.get("/api/memory/history/proj-001/archives")
+
+    assert response.status_code in (401, 403)
+    assert response.json()["success"] is False
 
 
 def test_the_timeline_counts_archived_records(auth_client, archived):
     summary = auth_client.get("/api/memory/timeline/proj-001").json()["data"]["summary"]
 
     assert summary["archived_actions"] == 2
-    assert summary["total_actions"] == HistoryRecord.objects.filter(project_id="proj-001").count() == 1
+    assert HistoryRecord.objects.filter(project_id="proj-001").count() == 1  # the history_archived note
+    assert summary["total_actions"] == 2 + 1
+    assert (summary["first_timestamp"], summary["most_common_action"]) == ("2024-01-05T08:00:00Z", "text_analyzed")
 
 
 def test_the_schema_describes_history_pages_and_the_binary_download(api_client):
@@ -389,3 +437,35 @@ def test_the_schema_describes_history_pages_and_the_binary_download(api_client):
     download = schema["paths"]["/api/memory/history/{project_id}/archives/{archive_id}/"]["get"]["responses"]
     assert download["200"]["content"] == {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
     assert "ErrorEnvelope" in download["404"]["content"]["application/json"]["schema"]["$ref"]
+
+
+def test_the_timeline_answers_the_same_counts_before_and_after_archiving(auth_client, project, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    for day, action in [("05", "text_analyzed"), ("05", "workflow_started"), ("06", "text_analyzed")]:
+        HistoryRecordFactory(project=project, timestamp=at(f"2024-01-{day}T08:00:00"), action=action)
+    HistoryRecordFactory(project=project, timestamp=at("2024-12-30T08:00:00"), action="workflow_started")
+    query = "/api/memory/timeline/proj-001?action_type=text_analyzed,workflow_started&start_date=2024-01-05T09:00:00"
+    before = auth_client.get(query).json()["data"]["summary"]
+
+    history_archive_run(now=at("2025-01-01T00:00:00"))
+    after = auth_client.get(query).json()["data"]["summary"]
+
+    assert HistoryRecord.objects.filter(project=project, action="text_analyzed").count() == 0
+    assert before == {**after, "archived_actions": 0}
+    assert (after["total_actions"], after["archived_actions"], after["duration_days"]) == (2, 1, 360)
+    assert after["first_timestamp"] == "2024-01-06T08:00:00Z"
+
+
+def test_an_owners_unknown_archive_is_a_404_that_names_the_public_id_only(auth_client, settings, tmp_path, user):
+    from memory_app.services.projects import project_create
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    project = project_create(owner=user, project_id="alpha", name="Alpha")
+
+    response = auth_client.get("/api/memory/history/alpha/archives/999999")
+
+    assert response.status_code == 404
+    assert (
+        response.json()["error"]["details"]["suggestion"] == "List the archives at /api/memory/history/alpha/archives."
+    )
+    assert project.pk not in response.content.decode()

@@ -91,7 +91,9 @@ def test_bulk_inserts_count_every_row(project):
     assert stored_counts("proj-001")[("2025-04-01", "text_analyzed")] == 3  # 00:00, 10:00, 20:00
 
 
-def test_archiving_takes_the_archived_records_out_of_the_counts(project, django_capture_on_commit_callbacks):
+def test_archiving_moves_the_archived_records_from_the_daily_counts_to_the_archived_counts(
+    project, django_capture_on_commit_callbacks
+):
     for day in ("2025-01-05", "2025-01-05", "2025-02-03", "2025-06-01"):
         HistoryRecordFactory(project=project, timestamp=at(f"{day}T08:00:00"))
 
@@ -105,7 +107,8 @@ def test_archiving_takes_the_archived_records_out_of_the_counts(project, django_
     assert ("2025-01-05", "text_analyzed") not in counts  # a day emptied leaves no row behind
     assert ("2025-02-03", "text_analyzed") not in counts
     summary = history_timeline_summary(scope=HistoryScope(key="proj-001", project=project), filters=HistoryFilters())
-    assert (summary.archived_actions, summary.total_actions) == (3, 1 + 2)  # + the two history_archived notes
+    # The timeline still counts the archived records: 1 in the database, 3 archived, + the two history_archived notes.
+    assert (summary.archived_actions, summary.total_actions) == (3, 1 + 3 + 2)
 
 
 def test_deleting_then_importing_an_export_restores_the_counts(project, tmp_path):
