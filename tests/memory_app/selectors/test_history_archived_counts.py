@@ -121,7 +121,7 @@ def test_the_migration_backfills_the_counts_of_archives_made_before_it(spread, d
     kept = sorted(HistoryArchivedCount.objects.values_list(*fields))
     HistoryArchivedCount.objects.all().delete()
 
-    import_module("memory_app.migrations.0016_history_archived_counts").backfill_counts(apps, None)
+    import_module("memory_app.migrations.0017_history_archived_counts").backfill_counts(apps, None)
 
     assert kept and sorted(HistoryArchivedCount.objects.values_list(*fields)) == kept
 

@@ -64,7 +64,7 @@ def backfill_counts(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("memory_app", "0015_unit_status_cancelled"),
+        ("memory_app", "0016_released_contexts"),
     ]
 
     operations = [
