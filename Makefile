@@ -16,7 +16,8 @@ $(BIN)/.installed: requirements.txt
 install: $(BIN)/.installed
 
 # System tools some tests use (docker-compose to validate the compose file, Debian's chromium for the
-# admin browser test, fonts-wqy-zenhei for the panels' Chinese text; Playwright never downloads a browser).
+# admin browser test; Playwright never downloads a browser). The panels' CJK font is a Python package
+# (requirements.txt), not a system font.
 # Installed when we are root with apt-get;
 # elsewhere those tests skip and say why.
 sysdeps:
@@ -25,12 +26,6 @@ sysdeps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
 	      || echo "warning: could not install docker-compose; its test will skip"; \
 	  else echo "note: docker-compose is not installed; the compose-file test will skip"; fi; \
-	fi
-	@if [ ! -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei >/dev/null) \
-	      || echo "warning: could not install fonts-wqy-zenhei; panels fall back to Pillow's font"; \
-	  else echo "note: fonts-wqy-zenhei is not installed; the CJK rendering test will skip"; fi; \
 	fi
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

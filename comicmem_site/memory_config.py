@@ -292,12 +292,20 @@ class PipelinesConfig(_Section):
     panel_height: Annotated[int, Field(ge=128, le=2048)] = 512
     panels_per_page: Annotated[int, Field(ge=1, le=12)] = 4
     default_style: str = "manga_shonen"
-    # A CJK font for captions and balloons; missing → Pillow's default font and a logged warning.
-    font_path: str = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
+    # The lettering font of the panels; unset (default): Noto Sans CJK from the Python package
+    # cvttf-notosanscjk-regular. A path set here must be a font file (start-up stops otherwise).
+    font_path: str | None = None
     # previous_context downloads (http/https): limits, and the most redirects followed (each re-checked).
     previous_context_max_bytes: ByteSize = 5 * 1024 * 1024
     previous_context_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     previous_context_max_redirects: NonNegativeInt = 3
+
+    @field_validator("font_path")
+    @classmethod
+    def _font_file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"{value!r} is not a file (leave it unset for the packaged font)")
+        return value
 
 
 class ProvidersConfig(_Section):

@@ -8,7 +8,7 @@ import socket
 from typing import Any
 
 from celery import shared_task
-from celery.signals import beat_init, worker_init, worker_process_shutdown
+from celery.signals import beat_init, task_postrun, worker_init, worker_process_shutdown
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -95,6 +95,18 @@ def _flush_cache_statistics(**_: object) -> None:
     cache_statistics_flush()
     # Remove this process's live-gauge files from the Prometheus folder (memory_app.metrics).
     metrics_process_dead(os.getpid())
+
+
+@task_postrun.connect
+def _flush_cache_statistics_after_task(sender: Any = None, **_: object) -> None:
+    """At the end of every task in a worker, this process's batched cache counts and hits are written: a run's
+    hits (each panel is a task) are in /api/memory/cache/stats when the run ends, not a flush interval later.
+
+    Not for an eager task: it runs in its caller's process and transaction, whose readers flush first anyway.
+    """
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    cache_statistics_flush()
 
 
 @worker_init.connect

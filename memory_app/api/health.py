@@ -1,4 +1,5 @@
-"""GET /api/health/: no authentication; 503 naming the component that is down."""
+"""GET /api/health/: no authentication; 503 naming the required component that is down; 200 with status
+"degraded" naming an optional one (the lettering font) that is not ok."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class HealthView(APIView):
         responses=inline_serializer(
             "Health",
             {
-                "status": serializers.CharField(),
+                "status": serializers.ChoiceField(choices=["ok", "degraded"]),
+                "degraded": serializers.ListField(child=serializers.CharField(), required=False),
                 "components": serializers.DictField(child=serializers.DictField()),
             },
         ),
@@ -33,9 +35,12 @@ class HealthView(APIView):
     def get(self, request: Request) -> Response:
         components = health_check()
         report = {component.name: {"ok": component.ok, "detail": component.detail} for component in components}
-        down = [component.name for component in components if not component.ok]
+        down = [component.name for component in components if not component.ok and component.required]
         if down:
             raise ServiceUnavailable(
                 f"Unavailable: {', '.join(down)}.", details={"unavailable": down, "components": report}
             )
+        degraded = [component.name for component in components if not component.ok]
+        if degraded:
+            return Response({"status": "degraded", "degraded": degraded, "components": report})
         return Response({"status": "ok", "components": report})

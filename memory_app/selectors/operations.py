@@ -18,6 +18,7 @@ from memory_app.cache_store import SHARED_LAYER_ERRORS, cache_counters_read_all,
 from memory_app.errors import ServiceUnavailable
 from memory_app.instruments import cache_lookup_latency
 from memory_app.models import ConversationContext, HistoryRecord, MetricSnapshot, WorkflowState, WorkflowStatus
+from memory_app.providers.fonts import font_report
 from memory_app.selectors.cache import cache_statistics_list, human_size
 
 
@@ -326,4 +327,6 @@ def diagnose() -> list[Finding]:
             f"memory {memory['percentage']:.1f}% in use (threshold {threshold:.0f}%).",
         )
     )
+    font = font_report()
+    findings.append(Finding("font", font.path, None, not font.ok, f"lettering font: {font.message}"))
     return findings

@@ -1,4 +1,7 @@
-"""Reachability of what the API and the workers depend on: database, broker, cache.
+"""Reachability of what the API and the workers depend on: database, broker, cache; and the panels' lettering font.
+
+The font is not required (``required=False``): a missing font, or one without CJK glyphs, degrades health (the
+panels would show boxes, and quality control fails them) but does not take the service down.
 
 A health check answers within about ``CHECK_SECONDS`` even when a server accepts connections and then says
 nothing (a paused Redis): the broker and cache checks run side by side on helper threads with short socket
@@ -20,6 +23,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
+from memory_app.providers.fonts import font_report
+
 # How long the broker and cache checks may take together, and each socket operation inside them.
 CHECK_SECONDS = 1.5
 # At most one check of each kind is in flight: health requests that come while one runs share its answer, so a
@@ -34,6 +39,7 @@ class ComponentHealth:
     name: str
     ok: bool
     detail: str
+    required: bool = True  # False: the service runs without it, degraded
 
 
 def _database() -> ComponentHealth:
@@ -88,6 +94,11 @@ def _cache() -> ComponentHealth:
     return ComponentHealth("cache", True, settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1])
 
 
+def _font() -> ComponentHealth:
+    report = font_report()
+    return ComponentHealth("font", report.ok, report.message, required=False)
+
+
 def _shared_check(name: str, check: Callable[[], ComponentHealth]) -> Future[ComponentHealth]:
     """The check of that kind in flight, or a new one."""
     with _in_flight_lock:
@@ -101,7 +112,7 @@ def _shared_check(name: str, check: Callable[[], ComponentHealth]) -> Future[Com
 def health_check() -> list[ComponentHealth]:
     started = time.monotonic()
     pending = {"broker": _shared_check("broker", _broker), "cache": _shared_check("cache", _cache)}
-    results = [_database()]
+    results = [_database(), _font()]
     for name, future in pending.items():
         try:
             results.append(future.result(timeout=max(0.0, started + CHECK_SECONDS - time.monotonic())))

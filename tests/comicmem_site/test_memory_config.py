@@ -33,6 +33,7 @@ def test_shipped_file_loads_with_the_seed_defaults():
     assert config.cache["images"].max_disk_usage == 10 * 1024**3
     assert config.workflow.max_state_history == 50
     assert config.api.max_body_bytes == 1024 * 1024
+    assert config.pipelines.font_path is None  # the font of the Python package
 
 
 def test_settings_expose_the_typed_object():
@@ -80,6 +81,10 @@ def test_provider_answers_are_limited_to_32_mib_unless_the_environment_says_othe
         ("memory:\n  workflow:\n    max_state_history: 0\n", "memory.workflow.max_state_history"),
         ("other: {}\n", "unknown key(s) ['other']"),
         ("memory: [\n", "not valid YAML"),
+        (
+            "memory:\n  pipelines:\n    font_path: /nonexistent/font.otf\n",
+            "memory.pipelines.font_path: Value error, '/nonexistent/font.otf' is not a file",
+        ),
     ],
 )
 def test_bad_values_name_the_key_and_the_file(tmp_path, text, expected):

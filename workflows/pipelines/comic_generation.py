@@ -10,8 +10,10 @@ records: ``character_design`` keeps what a record already says (hair, eyes, clot
 what is new; every panel's prompt states those features and the renderer draws with those colours.
 
 Each panel image is cached in the ``images`` namespace keyed by everything it is made from (prompt,
-negative prompt, size, seed, figures, provider, model); the seed is kept in the state. Outputs are written to
-``projects/<project>/images/<workflow>/panel_NNN.png`` and ``page_NNN.png`` and listed in ``data.outputs``.
+negative prompt, size, seed, figures, provider, model, and the renderer's version and font file); the seed is
+kept in the state. Outputs are written to ``projects/<project>/images/<workflow>/panel_NNN.png`` and
+``page_NNN.png`` and listed in ``data.outputs``. Quality control fails a run whose panels needed a glyph the
+lettering font does not have (they would show boxes), naming the characters.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from django.urls import reverse
 
 from memory_app.choices import HistoryAction
 from memory_app.errors import NotFound, ProviderError, ValidationFailed
+from memory_app.providers.fonts import glyphs_missing, renderer_identity
 from memory_app.selectors.creative import character_list_named, style_get
 from memory_app.services.creative import character_upsert, style_usage_record
 from memory_app.services.history import history_record
@@ -44,7 +47,7 @@ from workflows.pipelines.common import (
 )
 from workflows.pipelines.generation import chat_cached, generation_cached
 from workflows.providers import llm, text
-from workflows.providers.image import PanelFigure, PanelRequest, image_provider, page_compose
+from workflows.providers.image import OfflineRenderer, PanelFigure, PanelRequest, image_provider, page_compose
 
 MAX_MAIN_CHARACTERS = 8
 CONSISTENCY_NEGATIVE = "inconsistent character design, changing hair color, changing clothes"
@@ -285,11 +288,13 @@ def image_generation(context: StepContext) -> dict[str, Any]:
     started = time.monotonic()
     drawn = generation_cached(
         namespace="images",
-        key=request.cache_key(provider.name, provider.model),
+        key=request.cache_key(provider.name, provider.model, renderer_identity()),
         generate=lambda: provider.generate(request),
         content_type="image/png",
     )
     image = drawn.value
+    # The characters the lettering font has no glyph for (drawn as boxes): quality control fails such a panel.
+    missing = glyphs_missing(OfflineRenderer.lettering(request)) if isinstance(provider, OfflineRenderer) else ""
     name = f"{output_folder(context.project_id, context.workflow_id)}/panel_{panel['index'] + 1:03d}.png"
     output_store(name, image)
     return {
@@ -299,6 +304,7 @@ def image_generation(context: StepContext) -> dict[str, Any]:
         "sha256": hashlib.sha256(image).hexdigest(),
         "size_bytes": len(image),
         "cached": drawn.cached,
+        "glyphs_missing": missing,
         "generation_time": round(time.monotonic() - started, 3),
         "model": provider.model,
         "provider": provider.name,
@@ -334,7 +340,8 @@ def image_generation_merge(data: dict[str, Any], results: list[dict[str, Any]]) 
 
 
 def quality_control(context: StepContext) -> dict[str, Any]:
-    """Every panel present, readable and of the panel size; every scripted character designed; pages laid out."""
+    """Every panel present, readable and of the panel size, its text lettered with real glyphs; every scripted
+    character designed; pages laid out."""
     from PIL import Image
 
     config = settings.MEMORY.pipelines
@@ -352,6 +359,15 @@ def quality_control(context: StepContext) -> dict[str, Any]:
             if image.size != (config.panel_width, config.panel_height):
                 raise ProviderError(f"Panel {item['name']} has the wrong size {image.size}.")
         images.append(data)
+    unlettered = {item["name"]: item["glyphs_missing"] for item in rendered if item.get("glyphs_missing")}
+    if unlettered:
+        characters = "".join(dict.fromkeys("".join(unlettered.values())))
+        shown = characters if len(characters) <= 40 else f"{characters[:40]}... ({len(characters)} characters)"
+        panels = ", ".join(name.rsplit("/", 1)[-1] for name in unlettered)
+        raise ProviderError(
+            f"The lettering font has no glyph for {shown!r}: {panels} would show boxes.",
+            details={"glyphs_missing": unlettered},
+        )
     designed = {design["name"] for design in context.data["characters"]}
     undesigned = sorted({name for script in context.data["scripts"] for name in script["characters"]} - designed)
     per_page = context.preferences["panels_per_page"]

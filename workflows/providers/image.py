@@ -26,21 +26,18 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Protocol
 
 from django.conf import settings
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import PreviousContextRefused, ProviderError
+from memory_app.providers.fonts import FontType, RendererIdentity, lettering_face, lettering_font_path
 from memory_app.providers.openai_client import openai_client, openai_json_answer
 from memory_app.safe_fetch import image_download
 
 logger = logging.getLogger("workflows.providers.image")
-
-FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
 @dataclass(frozen=True)
@@ -66,10 +63,13 @@ class PanelRequest:
     # The previous_context image (first panel only). Not in the cache key: its checksum is.
     reference: bytes | None = None
 
-    def cache_key(self, provider: str, model: str | None) -> dict[str, Any]:
+    def cache_key(self, provider: str, model: str | None, renderer: RendererIdentity) -> dict[str, Any]:
+        """The cache key; ``renderer`` (the offline renderer's version and font file) is in it whatever the
+        provider, so a panel lettered with another font, or none, is never served for this one."""
         return {
             "provider": provider,
             "model": model,
+            "renderer": renderer.as_key(),
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
             "seed": self.seed,
@@ -92,25 +92,11 @@ class ImageProvider(Protocol):
 # --- fonts and text ----------------------------------------------------------------------------------------
 
 
-# Where Debian puts the CJK fonts we know (the Makefile installs the first, the Docker image the second); used
-# when the configured ``pipelines.font_path`` is missing.
-KNOWN_CJK_FONTS = (
-    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-)
-
-
-@lru_cache(maxsize=8)
-def _font(path: str, size: int) -> FontType:
-    for candidate in (path, *KNOWN_CJK_FONTS):
-        if Path(candidate).is_file():
-            return ImageFont.truetype(candidate, size)
-    logger.warning("CJK font %s is missing: panels use Pillow's default font (install fonts-wqy-zenhei)", path)
-    return ImageFont.load_default(size=size)
-
-
 def font(size: int) -> FontType:
-    return _font(settings.MEMORY.pipelines.font_path, size)
+    """The lettering font at ``size``: ``pipelines.font_path`` or the packaged Noto Sans CJK
+    (``memory_app.providers.fonts``); Pillow's default font, with a warning, when neither is there."""
+    path = lettering_font_path()
+    return lettering_face(str(path) if path is not None else None, size)
 
 
 def wrap(text: str, face: FontType, width: int) -> list[str]:
@@ -141,6 +127,9 @@ def _tint(color: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
 
 
 # --- the offline renderer ----------------------------------------------------------------------------------
+
+
+REFERENCE_LABEL = "前情"
 
 
 class OfflineRenderer:
@@ -192,7 +181,16 @@ class OfflineRenderer:
         image.paste(inset, (left, top))
         draw = ImageDraw.Draw(image)
         draw.rectangle((left - 2, top - 2, left + side + 1, top + side + 1), outline=(0, 0, 0), width=2)
-        draw.text((left, top + side + 4), "前情", font=face, fill=(0, 0, 0))
+        draw.text((left, top + side + 4), REFERENCE_LABEL, font=face, fill=(0, 0, 0))
+
+    @staticmethod
+    def lettering(request: PanelRequest) -> str:
+        """Every character the panel letters: caption, balloons, names, and the inset's label."""
+        parts = [request.caption, *(line for _speaker, line in request.dialogue[:3])]
+        parts += [figure.name for figure in request.figures]
+        if request.reference is not None:
+            parts.append(REFERENCE_LABEL)
+        return "".join(parts)
 
     @staticmethod
     def _figure_positions(count: int, width: int) -> list[int]:

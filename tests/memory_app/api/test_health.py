@@ -4,6 +4,7 @@ import pytest
 from django.db import OperationalError
 
 from comicmem_site.celery import app
+from memory_app.providers import fonts
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +19,38 @@ def test_health_is_ok_without_authentication(api_client):
         "database": True,
         "broker": True,
         "cache": True,
+        "font": True,
     }
+    sha256 = fonts.renderer_identity().font_sha256 or ""
+    assert data["components"]["font"]["detail"].endswith(
+        f"NotoSansCJKtc-Regular.otf (sha256 {sha256[:12]}) covers the CJK sample."
+    )
+
+
+def test_a_missing_lettering_font_degrades_health_without_failing_it(api_client, monkeypatch):
+    monkeypatch.setattr(fonts, "FONT_PACKAGE", "comicmem_no_such_font_package")
+
+    response = api_client.get("/api/health/")
+
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["status"] == "degraded"
+    assert data["degraded"] == ["font"]
+    assert data["components"]["font"]["ok"] is False
+    assert "is not installed" in data["components"]["font"]["detail"]
+    assert data["components"]["database"]["ok"] is True
+
+
+def test_a_required_component_down_is_503_even_when_the_font_is_missing_too(api_client, monkeypatch):
+    monkeypatch.setattr(fonts, "FONT_PACKAGE", "comicmem_no_such_font_package")
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")
+
+    response = api_client.get("/api/health/")
+
+    assert response.status_code == 503
+    details = response.json()["error"]["details"]
+    assert details["unavailable"] == ["broker"]
+    assert details["components"]["font"]["ok"] is False
 
 
 def test_unreachable_broker_is_503_naming_it(api_client, monkeypatch):
@@ -177,4 +209,9 @@ def test_checks_stuck_past_the_deadline_are_shared_not_piled_up(monkeypatch):
     assert len(answers) == 8
     assert calls == {"cache": 1, "broker": 1}
     for answer in answers:
-        assert {item.name: item.ok for item in answer} == {"database": True, "broker": False, "cache": False}
+        assert {item.name: item.ok for item in answer} == {
+            "database": True,
+            "font": True,
+            "broker": False,
+            "cache": False,
+        }

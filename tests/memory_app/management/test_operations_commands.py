@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from memory_app.models import ConversationContext, WorkflowState
+from memory_app.providers import fonts
 from memory_app.services import workflow as state
 from memory_app.services.cache import cache_lookup, cache_set
 from memory_app.services.conversation import context_create
@@ -44,6 +45,8 @@ def diagnose(*args: str) -> tuple[int, str]:
 
 
 def test_a_healthy_system_exits_zero(calm):
+    sha256 = fonts.renderer_identity().font_sha256 or ""
+
     code, output = diagnose()
 
     assert code == 0
@@ -55,9 +58,22 @@ def test_a_healthy_system_exits_zero(calm):
         "OK   disk_usage.images: images: 0B on disk of max_disk_usage 1000B (warning from 90%).",
         "OK   stuck_runs: 0 in_progress run(s) without progress for over 1800 s.",
         output.splitlines()[6],
+        f"OK   font: lettering font: {fonts.packaged_font_path()} (sha256 {sha256[:12]}) covers the CJK sample.",
         "0 warning(s).",
     ]
     assert output.splitlines()[6].startswith("OK   memory_usage: memory ")
+
+
+def test_a_missing_lettering_font_is_a_warning(calm, monkeypatch):
+    monkeypatch.setattr(fonts, "FONT_PACKAGE", "comicmem_no_such_font_package")
+
+    code, output = diagnose("--json")
+
+    assert code == 1
+    finding = next(finding for finding in json.loads(output)["findings"] if finding["check"] == "font")
+    assert finding["warning"] is True
+    assert finding["value"] is None
+    assert "package comicmem_no_such_font_package is not installed" in finding["message"]
 
 
 def test_each_seed_threshold_is_a_warning_and_the_exit_status_is_one(calm, settings, user, project):

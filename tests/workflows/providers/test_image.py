@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import tracemalloc
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFont
 
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError, RetryableProviderError
-from tests.conftest import service_unavailable
+from memory_app.providers.fonts import (
+    RENDERER_VERSION,
+    RendererIdentity,
+    glyphs_missing,
+    lettering_face,
+    packaged_font_path,
+    renderer_identity,
+)
 from tests.fakes.openai_server import RawAnswer
 from tests.memory_app.conftest import public_loopback  # noqa: F401 - a fixture, used by name
 from tests.support.http_servers import ImageServer
@@ -67,9 +75,7 @@ def test_a_character_is_drawn_in_its_remembered_colours():
     assert body == (0xD7, 0x26, 0x3D)
 
 
-def test_cjk_text_is_drawn_with_the_font(settings):
-    if not Path(settings.MEMORY.pipelines.font_path).is_file():
-        service_unavailable(f"the CJK font {settings.MEMORY.pipelines.font_path} is not installed (make sysdeps)")
+def test_cjk_text_is_drawn_with_the_font():
     blank = pixels(OfflineRenderer().generate(request(figures=(), caption="")))
     captioned = pixels(OfflineRenderer().generate(request(figures=(), caption="小明背着书包走进村口")))
 
@@ -78,16 +84,79 @@ def test_cjk_text_is_drawn_with_the_font(settings):
     assert dark_pixels(captioned.crop(box)) > 100
 
 
-def test_a_missing_font_falls_back_with_a_warning(settings, caplog, monkeypatch):
-    monkeypatch.setattr("workflows.providers.image.KNOWN_CJK_FONTS", ())
-    settings.MEMORY = settings.MEMORY.model_copy(
-        update={"pipelines": settings.MEMORY.pipelines.model_copy(update={"font_path": "/nonexistent/font.ttc"})}
-    )
+@pytest.fixture
+def no_system_fonts(monkeypatch, tmp_path):
+    """No system font can be found: the font search paths point at an empty folder, and Pillow refuses to open
+    any font file outside the font package."""
+    import cvttf_NotoSansCJK_Regular
 
-    data = OfflineRenderer().generate(request(caption="hello"))
+    package = Path(cvttf_NotoSansCJK_Regular.__file__).parent
+    empty = tmp_path / "no-fonts"
+    empty.mkdir()
+    for variable in ("XDG_DATA_HOME", "XDG_DATA_DIRS", "FONTCONFIG_PATH"):
+        monkeypatch.setenv(variable, str(empty))
+    opened: list[str] = []
+    original = ImageFont.truetype
+
+    def package_fonts_only(font=None, size=10, *args, **kwargs):
+        path = Path(str(font))
+        if not path.is_absolute() or package not in path.parents:
+            raise OSError(f"no system fonts here: {font}")
+        opened.append(str(path))
+        return original(font, size, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFont, "truetype", package_fonts_only)
+    lettering_face.cache_clear()
+    yield opened
+    lettering_face.cache_clear()
+
+
+def test_chinese_is_lettered_with_real_glyphs_without_any_system_font(no_system_fonts):
+    def caption_of(text: str) -> bytes:
+        panel = pixels(OfflineRenderer().generate(request(figures=(), caption=text)))
+        return panel.crop((14, 14, 200, 40)).tobytes()
+
+    xiaoming, laowang = caption_of("小明"), caption_of("老王")
+    boxes = caption_of("\U0010fffe\U0010fffe")  # two code points no font maps: the .notdef glyph twice
+
+    # Pillow's default font would draw both names as the same two boxes.
+    assert xiaoming != laowang
+    assert boxes not in {xiaoming, laowang}
+    assert glyphs_missing("小明老王") == ""
+    assert no_system_fonts and all(path.endswith("NotoSansCJKtc-Regular.otf") for path in no_system_fonts)
+
+
+def test_without_a_font_panels_fall_back_with_a_warning(caplog, monkeypatch):
+    monkeypatch.setattr("memory_app.providers.fonts.FONT_PACKAGE", "comicmem_no_such_font_package")
+    lettering_face.cache_clear()
+    try:
+        data = OfflineRenderer().generate(request(caption="hello 小明"))
+        missing = glyphs_missing("hello 小明")
+    finally:
+        lettering_face.cache_clear()
 
     assert pixels(data).size == (256, 256)
-    assert "CJK font /nonexistent/font.ttc is missing" in caplog.text
+    assert "no lettering font" in caplog.text
+    assert missing == "小明"
+
+
+def test_the_lettering_is_caption_balloons_names_and_the_insets_label():
+    lettering = OfflineRenderer.lettering(
+        request(caption="村口", dialogue=(("小明", "你好"),), reference=b"png", reference_sha256="abc")
+    )
+
+    assert lettering == "村口你好小明前情"
+
+
+def test_the_renderers_identity_is_in_the_cache_key():
+    key = request().cache_key("offline", "pillow-panel-v1", renderer_identity())
+
+    assert key["renderer"] == {
+        "version": RENDERER_VERSION,
+        "font_sha256": hashlib.sha256(packaged_font_path().read_bytes()).hexdigest(),
+    }
+    other = RendererIdentity(RENDERER_VERSION, "0" * 64)
+    assert request().cache_key("offline", "pillow-panel-v1", other) != key
 
 
 def test_pages_lay_panels_out_two_by_two():
