@@ -103,11 +103,16 @@ def _drawn(face: FontType, char: str) -> tuple[tuple[int, int], bytes]:
     return image.size, image.tobytes()
 
 
+@lru_cache(maxsize=16)
+def _notdef(face: FontType) -> tuple[tuple[int, int], bytes]:
+    return _drawn(face, _UNMAPPED)
+
+
 @lru_cache(maxsize=8192)
 def _has_glyph(face: FontType, char: str) -> bool:
     if unicodedata.category(char) in _INVISIBLE:
         return True
-    return _drawn(face, char) != _drawn(face, _UNMAPPED)
+    return _drawn(face, char) != _notdef(face)
 
 
 def glyphs_missing(text: str, face: FontType | None = None) -> str:
