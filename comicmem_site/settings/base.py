@@ -274,6 +274,9 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "memory_app.api.schema.wrap_responses_in_envelope",
+        # OpenAPI links from each creating response to the operations that take the new id (after the envelope:
+        # the links point into it).
+        "memory_app.api.schema_links.add_links",
     ],
 }
 
