@@ -18,8 +18,10 @@ from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import (
     FreeFormDictField,
     ProjectIdField,
+    StrictBooleanField,
     StrictCharField,
     StrictChoiceField,
+    StrictFloatField,
     StrictRegexField,
 )
 from memory_app.api.filters import ContextMessageFilterSet, filter_parameters
@@ -173,7 +175,7 @@ class GenerateSerializer(serializers.Serializer[Any]):
         required=False,
         allow_null=True,
     )
-    temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
+    temperature = StrictFloatField(min_value=0, max_value=2, required=False, allow_null=True)
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False, allow_null=True)
 
     def validate_prompt(self, value: str) -> str:
@@ -201,7 +203,7 @@ class GenerateResponseSerializer(serializers.Serializer[Any]):
 
 
 class ClearSerializer(serializers.Serializer[Any]):
-    keep_system = serializers.BooleanField(required=False, default=True)
+    keep_system = StrictBooleanField(required=False, default=True)
 
 
 def _message_of(item: dict[str, Any]) -> NewMessage:

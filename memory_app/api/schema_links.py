@@ -6,6 +6,7 @@ names a creating operation (path, method, status), where the new id is in its bo
 envelope) and the families of routes that take that id (a path prefix and the name of its path parameter).
 Every operation under such a prefix whose path has that parameter gets a link. A link whose target or
 parameter does not exist is a bug of this table, and ``schema_links_problems`` names it (a test runs it).
+Import is no source: it may import no context at all, and a link must always resolve.
 """
 
 from __future__ import annotations
@@ -48,11 +49,9 @@ WORKFLOW_TARGETS = (Target("/api/workflows/{workflow_id}/", "workflow_id"),)
 SOURCES: tuple[Source, ...] = (
     Source("/api/context/", "post", "201", "/data/context_id", CONTEXT_TARGETS, "Context"),
     Source("/api/context/create/", "post", "201", "/data/context_id", CONTEXT_TARGETS, "Context"),
-    Source("/api/context/import/", "post", "201", "/data/imported/0", CONTEXT_TARGETS, "Context"),
     Source("/api/context/generate-with-context/", "post", "200", "/data/context_id", CONTEXT_TARGETS, "Context"),
     Source("/api/memory/context/", "post", "201", "/data/context_id", MEMORY_CONTEXT_TARGETS, "Context"),
     Source("/api/memory/context/create/", "post", "201", "/data/context_id", MEMORY_CONTEXT_TARGETS, "Context"),
-    Source("/api/memory/context/import/", "post", "201", "/data/imported/0", MEMORY_CONTEXT_TARGETS, "Context"),
     Source(
         "/api/memory/context/generate-with-context/",
         "post",
