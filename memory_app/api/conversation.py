@@ -357,7 +357,7 @@ class ContextClearView(APIView):
     @extend_schema(tags=TAGS, request=ClearSerializer, responses=ContextClearedSerializer)
     def post(self, request: Request, context_id: str) -> Response:
         context = context_get(user=request.user, context_id=context_id)
-        serializer = ClearSerializer(data=request.data or {})
+        serializer = ClearSerializer(data=request.data)  # no body is {} (DRF); null, [] or 0 are refused
         serializer.is_valid(raise_exception=True)
         context, removed = context_clear(
             context=context, keep_system=serializer.validated_data["keep_system"], user=authenticated_user(request)

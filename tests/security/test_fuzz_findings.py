@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from memory_app.models import Project, StyleTemplate
@@ -189,6 +191,21 @@ def test_a_temperature_that_is_not_a_json_number_is_refused_and_nothing_is_store
 
     assert "temperature" in _error(response, 400, "VALIDATION_ERROR")["details"]["fields"]
     assert ContextMessage.objects.count() == 0
+
+
+@pytest.mark.parametrize("body", [None, [], 0, "x"])
+def test_a_clear_body_that_is_not_an_object_is_refused_and_no_body_clears(auth_client, user, body):
+    from memory_app.models import ContextMessage
+    from memory_app.services.conversation import NewMessage, context_append, context_create
+
+    context = context_create(owner=user)
+    context_append(context=context, messages=NewMessage(role="user", content="kept"))
+    path = f"/api/context/{context.id}/clear/"
+
+    _error(auth_client.post(path, json.dumps(body), content_type="application/json"), 400, "VALIDATION_ERROR")
+    assert ContextMessage.objects.filter(context=context).count() == 1
+    assert auth_client.post(path).status_code == 200
+    assert ContextMessage.objects.filter(context=context).count() == 0
 
 
 @pytest.mark.parametrize("value", [0, 1, "true", "no"])
