@@ -254,6 +254,9 @@ class ThrottleConfig(_Section):
     # Every login attempt per client address, right or wrong: a password check costs a slow hash, so even right
     # ones are bounded; generous, so many people behind one NAT still log in.
     login: Annotated[str, Field(pattern=RATE_PATTERN)] = "300/min"
+    # Every rate above lifted out of reach, for a local fuzzing run (schemathesis against `make run`). Honoured by
+    # the embedded settings with DEBUG on only; anywhere else it stops start-up (comicmem_site.settings.base).
+    disabled: bool = False
 
 
 class ApiConfig(_Section):
@@ -348,6 +351,7 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "MEMORY_MONITORING_ENABLED": ("monitoring.enabled", "bool"),
     "METRICS_PASSWORD": ("monitoring.metrics_password", "str"),
     "METRICS_TOKEN": ("monitoring.metrics_token", "str"),
+    "API_THROTTLE_DISABLED": ("api.throttle.disabled", "bool"),
     "LLM_CALLS_PER_USER": ("api.llm_calls_per_user", "int"),
     "LLM_CALLS_PER_PROCESS": ("api.llm_calls_per_process", "int"),
     "LLM_PROVIDER": ("providers.llm.provider", "str"),

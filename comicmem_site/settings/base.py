@@ -241,6 +241,7 @@ REST_FRAMEWORK = {
         "memory_app.api.throttling.AtomicAnonRateThrottle",
         "memory_app.api.throttling.AtomicUserRateThrottle",
     ],
+    # As configured; the settings of each mode apply ``api.throttle.disabled`` (``throttle_rates``).
     "DEFAULT_THROTTLE_RATES": {
         "anon": MEMORY.api.throttle.anon,
         "user": MEMORY.api.throttle.user,
@@ -255,6 +256,26 @@ REST_FRAMEWORK = {
     # the login throttle. 0: the socket's address (no proxy; production sets its own count).
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
+
+# What ``api.throttle.disabled`` (API_THROTTLE_DISABLED) sets every rate to: out of any client's reach, with the
+# same code path (a rate of None would switch the wrong-credential counters off in ways they do not expect).
+UNREACHABLE_RATE = "1000000/second"
+
+
+def throttle_rates(debug: bool) -> dict[str, str]:
+    """The throttle rates of ``api.throttle``; all ``UNREACHABLE_RATE`` when ``disabled`` is set, which only a
+    DEBUG run honours (a fuzzing run against ``make run``): elsewhere it stops start-up with a message."""
+    throttle = MEMORY.api.throttle
+    rates = {"anon": throttle.anon, "user": throttle.user, "auth": throttle.auth, "login": throttle.login}
+    if not throttle.disabled:
+        return rates
+    if not debug:
+        raise ImproperlyConfigured(
+            "API_THROTTLE_DISABLED (memory.api.throttle.disabled) is for a local fuzzing run only: it needs DEBUG "
+            "on (the embedded default of `make run`). Unset it here."
+        )
+    return dict.fromkeys(rates, UNREACHABLE_RATE)
+
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "comicmem API",
@@ -274,6 +295,9 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "memory_app.api.schema.wrap_responses_in_envelope",
+        # OpenAPI links from each creating response to the operations that take the new id (after the envelope:
+        # the links point into it).
+        "memory_app.api.schema_links.add_links",
     ],
 }
 

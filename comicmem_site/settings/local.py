@@ -5,9 +5,11 @@ from __future__ import annotations
 import secrets
 
 from comicmem_site.settings.base import *  # noqa: F403
-from comicmem_site.settings.base import VAR_DIR, env
+from comicmem_site.settings.base import VAR_DIR, env, throttle_rates
 
 DEBUG = env.bool("DEBUG", default=True)
+# API_THROTTLE_DISABLED=1 lifts every rate for a local fuzzing run, with DEBUG on only (docs/api.md).
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": throttle_rates(DEBUG)}  # noqa: F405
 
 
 def _local_secret_key() -> str:

@@ -4,9 +4,11 @@ environment; `manage.py check --deploy` passes with no warning."""
 from __future__ import annotations
 
 from comicmem_site.settings.base import *  # noqa: F403
-from comicmem_site.settings.base import env, logging_config
+from comicmem_site.settings.base import env, logging_config, throttle_rates
 
 DEBUG = False
+# Refuses API_THROTTLE_DISABLED: production keeps its rates.
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": throttle_rates(DEBUG)}  # noqa: F405
 SECRET_KEY = env.str("SECRET_KEY")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -14,7 +16,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # TLS ends at the proxy in front of gunicorn, which says so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # That proxy appends the client's address to X-Forwarded-For: throttling trusts only what it added.
-REST_FRAMEWORK = {**REST_FRAMEWORK, "NUM_PROXIES": env.int("NUM_PROXIES", default=1)}  # noqa: F405
+REST_FRAMEWORK = {**REST_FRAMEWORK, "NUM_PROXIES": env.int("NUM_PROXIES", default=1)}
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 # The orchestrator's health probe speaks plain HTTP inside the private network.
 SECURE_REDIRECT_EXEMPT = [r"^api/health/?$", r"^metrics$"]

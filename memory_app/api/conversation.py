@@ -18,12 +18,14 @@ from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import (
     FreeFormDictField,
     ProjectIdField,
+    StrictBooleanField,
     StrictCharField,
     StrictChoiceField,
+    StrictFloatField,
     StrictRegexField,
 )
 from memory_app.api.filters import ContextMessageFilterSet, filter_parameters
-from memory_app.api.pagination import StrictPageNumberPagination
+from memory_app.api.pagination import MessagePagePagination, StrictPageNumberPagination
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.selectors.conversation import (
     context_get,
@@ -178,7 +180,7 @@ class GenerateSerializer(serializers.Serializer[Any]):
         required=False,
         allow_null=True,
     )
-    temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
+    temperature = StrictFloatField(min_value=0, max_value=2, required=False, allow_null=True)
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False, allow_null=True)
 
     def validate_prompt(self, value: str) -> str:
@@ -206,7 +208,7 @@ class GenerateResponseSerializer(serializers.Serializer[Any]):
 
 
 class ClearSerializer(serializers.Serializer[Any]):
-    keep_system = serializers.BooleanField(required=False, default=True)
+    keep_system = StrictBooleanField(required=False, default=True)
 
 
 def _message_of(item: dict[str, Any]) -> NewMessage:
@@ -245,6 +247,10 @@ _PERSISTED_MESSAGE_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
     "summary": serializers.BooleanField(required=False),
     "position": serializers.IntegerField(required=False, allow_null=True),
     "created_at": serializers.JSONField(required=False, help_text="Epoch seconds or an ISO datetime."),
+    # Written by export; import recounts tokens and rebuilds the window, so it reads none of these three.
+    "token_count": serializers.IntegerField(required=False, help_text="Exported; ignored by import."),
+    "archived": serializers.BooleanField(required=False, help_text="Exported; ignored by import."),
+    "unanswered": serializers.BooleanField(required=False, help_text="Exported; ignored by import."),
 }
 PERSISTENCE_DOCUMENT = inline_serializer(
     "ContextPersistenceDocument",
@@ -265,6 +271,9 @@ PERSISTENCE_DOCUMENT = inline_serializer(
                             "metadata": serializers.DictField(required=False),
                             "context_type": serializers.CharField(required=False, max_length=64),
                             "project_id": serializers.CharField(required=False, allow_null=True, allow_blank=True),
+                            "is_default": serializers.BooleanField(
+                                required=False, help_text="Exported; import follows default_context_id instead."
+                            ),
                             "max_messages": serializers.IntegerField(required=False, allow_null=True, min_value=1),
                             "max_tokens": serializers.IntegerField(required=False, allow_null=True, min_value=1),
                             "created_at": serializers.JSONField(required=False),
@@ -278,6 +287,23 @@ PERSISTENCE_DOCUMENT = inline_serializer(
         )
     },
 )
+MESSAGES_APPENDED = inline_serializer(
+    "MessagesAppended",
+    {"context": ContextSerializer(), "messages": MessageSerializer(many=True)},
+)
+CONTEXT_DELETED = inline_serializer(
+    "ContextDeleted", {"context_id": serializers.UUIDField(), "deleted": serializers.BooleanField()}
+)
+
+
+class ContextClearedSerializer(ContextSerializer):
+    removed_messages = serializers.IntegerField(read_only=True, help_text="Messages the clear removed.")
+
+    class Meta(ContextSerializer.Meta):
+        fields = [*ContextSerializer.Meta.fields, "removed_messages"]
+        read_only_fields = fields
+
+
 IMPORT_RESULT = inline_serializer(
     "ContextImportResult",
     {"imported": serializers.ListField(child=serializers.UUIDField()), "count": serializers.IntegerField()},
@@ -325,7 +351,7 @@ class ContextDetailView(APIView):
     def get(self, request: Request, context_id: str) -> Response:
         return Response(ContextSerializer(context_get(user=request.user, context_id=context_id)).data)
 
-    @extend_schema(tags=TAGS, responses={200: None})
+    @extend_schema(tags=TAGS, responses={200: CONTEXT_DELETED})
     def delete(self, request: Request, context_id: str) -> Response:
         context = context_get(user=request.user, context_id=context_id)
         context_delete(context=context, user=authenticated_user(request))
@@ -333,10 +359,10 @@ class ContextDetailView(APIView):
 
 
 class ContextClearView(APIView):
-    @extend_schema(tags=TAGS, request=ClearSerializer, responses=ContextSerializer)
+    @extend_schema(tags=TAGS, request=ClearSerializer, responses=ContextClearedSerializer)
     def post(self, request: Request, context_id: str) -> Response:
         context = context_get(user=request.user, context_id=context_id)
-        serializer = ClearSerializer(data=request.data or {})
+        serializer = ClearSerializer(data=request.data)  # no body is {} (DRF); null, [] or 0 are refused
         serializer.is_valid(raise_exception=True)
         context, removed = context_clear(
             context=context, keep_system=serializer.validated_data["keep_system"], user=authenticated_user(request)
@@ -345,7 +371,8 @@ class ContextClearView(APIView):
 
 
 class ContextMessagesView(APIView):
-    pagination_class = StrictPageNumberPagination
+    # Read by the schema generator: the list is paginated, and its page also names the context and the filter.
+    pagination_class = MessagePagePagination
 
     @extend_schema(
         tags=TAGS,
@@ -362,7 +389,7 @@ class ContextMessagesView(APIView):
         body = paginator.get_paginated_response(MessageSerializer(page, many=True).data).data
         return Response({"context_id": str(context.id), "include_archived": include_archived, **body})
 
-    @extend_schema(tags=TAGS, request=MessageInputSerializer(many=True), responses={201: MessageSerializer(many=True)})
+    @extend_schema(tags=TAGS, request=MessageInputSerializer(many=True), responses={201: MESSAGES_APPENDED})
     def post(self, request: Request, context_id: str) -> Response:
         try:
             messages = _messages_from(request.data)

@@ -13,7 +13,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.authentication import authenticated_user
-from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictCharField, StrictRegexField
+from memory_app.api.fields import (
+    FreeFormDictField,
+    ProjectIdField,
+    StrictCharField,
+    StrictFloatField,
+    StrictRegexField,
+)
 from memory_app.api.filters import CharacterFilterSet
 from memory_app.api.schema import PROJECT_ID_FILTER_PATTERN
 from memory_app.models import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
@@ -93,7 +99,7 @@ class StyleCreateSerializer(serializers.Serializer[Any]):
 
 class StyleRateSerializer(serializers.Serializer[Any]):
     project_id = ProjectIdField()
-    satisfaction_score = serializers.FloatField(min_value=0.0, max_value=5.0)
+    satisfaction_score = StrictFloatField(min_value=0.0, max_value=5.0)
 
 
 class CharacterListView(GenericAPIView[Character]):

@@ -86,6 +86,26 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictFloatField(serializers.FloatField):
+    """A JSON number only: ``"0.5"`` and ``false`` are refused rather than coerced (the schema says number)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean only: ``0``, ``"yes"`` and ``"true"`` are refused rather than coerced."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class StrictRegexField(serializers.RegexField):
     """A string the whole of which matches: DRF's RegexField searches, so ``$`` lets a trailing newline through,
     where the schema's pattern (and the rest of the code, with ``fullmatch``) does not."""

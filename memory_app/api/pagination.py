@@ -54,3 +54,18 @@ class StrictPageNumberPagination(PageNumberPagination):
             if parameter["name"] == self.page_size_query_param:
                 parameter["schema"]["maximum"] = self.max_page_size
         return parameters
+
+
+class MessagePagePagination(StrictPageNumberPagination):
+    """A context's messages: DRF's page, plus the context's id and whether archived messages are included (what
+    ``ContextMessagesView.get`` adds to the page)."""
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        page = super().get_paginated_response_schema(schema)
+        page["properties"] = {
+            "context_id": {"type": "string", "format": "uuid"},
+            "include_archived": {"type": "boolean"},
+            **page["properties"],
+        }
+        page["required"] = ["context_id", "include_archived", *page.get("required", [])]
+        return page

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -52,7 +52,15 @@ PROJECT_PATH = [OpenApiParameter("id", str, OpenApiParameter.PATH, pattern=PROJE
     update=extend_schema(
         tags=["projects"], parameters=PROJECT_PATH, request=ProjectUpdateSerializer, responses=ProjectSerializer
     ),
-    destroy=extend_schema(tags=["projects"], parameters=PROJECT_PATH, responses={200: None}),
+    destroy=extend_schema(
+        tags=["projects"],
+        parameters=PROJECT_PATH,
+        responses={
+            200: inline_serializer(
+                "ProjectDeleted", {"id": serializers.CharField(), "deleted": serializers.BooleanField()}
+            )
+        },
+    ),
 )
 class ProjectViewSet(viewsets.GenericViewSet[Project]):
     serializer_class = ProjectSerializer

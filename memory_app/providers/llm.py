@@ -3,13 +3,13 @@
 ``llm_provider()`` returns the one configured in ``settings.MEMORY.providers.llm`` (``LLM_PROVIDER``,
 ``LLM_BASE_URL``, ``LLM_API_KEY``, ``LLM_MODEL`` override it):
 
-- ``offline`` (default) — ``OfflineLLM``, a real extractive responder with no network. ``chat`` splits every
-  earlier message of the window into sentences, segments them and the prompt into words (jieba, so Chinese
-  works), ranks the sentences by how many distinct words they share with the prompt (later sentences win
-  ties) and answers with the best three, in conversation order. Nothing shared → a fixed "nothing relevant"
-  answer that quotes the prompt (such answers are never quoted back). So the reply really depends on the
-  window: drop the message that held the answer and the answer changes. ``summarize`` is extractive too:
-  sentences scored by the average corpus frequency of their words, the best kept in order within the budget.
+- ``offline`` (default) — ``OfflineLLM``, a retrieval-based extractive responder with no network
+  (``offline_reply``, whose comment states the algorithm): it ranks the sentences of the earlier
+  messages of the window against the prompt with BM25 over jieba words, and answers with the best ones under a
+  header that says where they came from ("You said: …", "I said: …"); a greeting gets a greeting, a question or
+  statement nothing relates to gets a fixed answer. So the reply really depends on the window: drop the message
+  that held the answer and the answer changes. ``summarize`` is extractive too: sentences scored by the average
+  corpus frequency of their words, the best kept in order within the budget.
 - ``openai`` — ``OpenAICompatibleLLM``, the ``openai`` package pointed at any chat-completions API (OpenAI,
   DeepSeek, Doubao, Qwen, vLLM, Ollama) with an explicit timeout and ``max_retries=0``: retrying is the
   caller's decision (the workflow engine retries ``RetryableProviderError`` with backoff).
@@ -22,6 +22,7 @@ surrogates in a reply are dropped / replaced by U+FFFD, so the reply can be stor
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +38,6 @@ from memory_app.text import text_storable
 from memory_app.tokens import count_tokens
 
 SUMMARY_PREFIX = "Summary of earlier conversation: "
-NOTHING_RELEVANT = "Nothing earlier in this conversation relates to: "
 # Sentence ends: the CJK full stop, full-width ! ? ; (written as escapes), the ellipsis, and ASCII ones.
 _SENTENCE_END = re.compile(r"(?<=[\u3002\uff01\uff1f\uff1b!?;\u2026])|(?<=\.)(?=\s)|\n+")
 _WORD_CHAR = re.compile(r"\w", re.UNICODE)
@@ -111,38 +111,135 @@ def fit_to_budget(text: str, max_tokens: int) -> str:
     return text[:low]
 
 
+# --- the offline responder ------------------------------------------------------------------------------------
+# Retrieval-based extractive answering over the window, deterministic for the same input:
+# 1. The prompt is the last user message. Every other message is a source, except the responder's own earlier
+#    answers (they only quote sources, which are still there, or say that nothing was found).
+# 2. Each source is split into sentences; the sentences and the prompt are segmented into words by jieba (Chinese
+#    words, and English words as they are), lower-cased, without punctuation and stopwords.
+# 3. Each sentence is scored against the prompt's distinct words with Okapi BM25 (k1 = 1.2, b = 0.75), the
+#    sentences of the window being the collection: a word that few sentences hold weighs more, a long sentence
+#    is not favoured for its length.
+# 4. The answer is the best ``ANSWER_SENTENCES`` sentences that score at least ``RELATIVE_CUTOFF`` of the best
+#    (so a sentence that shares one common word with the prompt does not ride along with a real match), in
+#    conversation order, each under who said it: "From earlier in this conversation:" then "- You said: …",
+#    "- I said: …", "- Instructions: …", "- Summary: …" (in Chinese when the prompt is Chinese).
+# 5. Nothing scores: a greeting gets a greeting; any other prompt gets "Nothing earlier in this conversation
+#    relates to: <prompt>".
+# 6. ``max_tokens``: whole lines are added while the reply fits; if not even the first fits, it is cut.
+BM25_K1 = 1.2
+BM25_B = 0.75
+ANSWER_SENTENCES = 3
+RELATIVE_CUTOFF = 0.5
+NOTHING_RELEVANT = "Nothing earlier in this conversation relates to: "
+NOTHING_RELEVANT_ZH = "本次对话中之前没有与此相关的内容\uff1a"  # full-width punctuation written as escapes
+FROM_EARLIER = "From earlier in this conversation:"
+FROM_EARLIER_ZH = "根据本次对话中之前的内容\uff1a"
+GREETING = "Hello! I answer from what this conversation already holds: tell me about your comic, or ask about it."
+GREETING_ZH = "你好\uff01我根据本次对话中已有的内容回答\uff1a请介绍你的漫画\uff0c或者就它提问。"
+# Each reply of the responder starts with one of these: such a message is never a source.
+OWN_OPENERS = (NOTHING_RELEVANT, NOTHING_RELEVANT_ZH, FROM_EARLIER, FROM_EARLIER_ZH, GREETING, GREETING_ZH)
+_SOURCE_LABELS = {
+    "user": ("You said", "你说过"),
+    "assistant": ("I said", "我说过"),
+    "system": ("Instructions", "设定"),
+    "summary": ("Summary", "摘要"),
+}
+_GREETING_TEXT = (
+    "hello hi hey hiya greetings morning afternoon evening good 你好 您好 嗨 哈喽 早上好 下午好 晚上好 早安 晚安 "
+    "大家好 你们好"
+)
+_GREETING_WORDS = frozenset(_GREETING_TEXT.split())
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    order: int
+    message: int
+    source: str
+    text: str
+    words: tuple[str, ...]
+
+
+def _bm25(query: set[str], sentences: Sequence[_Sentence]) -> list[float]:
+    """Okapi BM25 of each sentence for the query's words, the sentences being the collection."""
+    if not sentences:
+        return []
+    average_length = sum(len(sentence.words) for sentence in sentences) / len(sentences) or 1.0
+    holding = Counter(word for sentence in sentences for word in set(sentence.words) if word in query)
+    weights = {word: math.log(1 + (len(sentences) - count + 0.5) / (count + 0.5)) for word, count in holding.items()}
+    scores = []
+    for sentence in sentences:
+        frequencies = Counter(word for word in sentence.words if word in weights)
+        length_norm = BM25_K1 * (1 - BM25_B + BM25_B * len(sentence.words) / average_length)
+        scores.append(
+            sum(weights[word] * count * (BM25_K1 + 1) / (count + length_norm) for word, count in frequencies.items())
+        )
+    return scores
+
+
+def _sources(messages: Sequence[ChatMessage], prompt_index: int) -> list[_Sentence]:
+    sentences: list[_Sentence] = []
+    for index, message in enumerate(messages):
+        if index == prompt_index or (message.role == "assistant" and message.content.startswith(OWN_OPENERS)):
+            continue
+        content, source = message.content, message.role
+        if content.startswith(SUMMARY_PREFIX):
+            content, source = content.removeprefix(SUMMARY_PREFIX), "summary"
+        for text in split_sentences(content):
+            sentences.append(_Sentence(len(sentences), index, source, text, tuple(content_words(text))))
+    return sentences
+
+
+def offline_reply(messages: Sequence[ChatMessage], *, max_tokens: int | None = None) -> str:
+    """The offline responder's answer to the last user message of ``messages`` (see the comment above)."""
+    prompt_index = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
+    prompt = messages[prompt_index].content.strip() if messages else ""
+    chinese = bool(_CJK.search(prompt))
+    query = set(content_words(prompt))
+    sentences = _sources(messages, prompt_index)
+    scores = _bm25(query, sentences)
+    best = max(scores, default=0.0)
+    ranked = sorted(
+        (i for i, score in enumerate(scores) if score > 0 and score >= RELATIVE_CUTOFF * best),
+        key=lambda i: (-scores[i], -i),  # the most recent sentence wins a tie
+    )[:ANSWER_SENTENCES]
+    if ranked:
+        lines = [FROM_EARLIER_ZH if chinese else FROM_EARLIER]
+        for i in sorted(ranked):
+            label = _SOURCE_LABELS.get(sentences[i].source, (sentences[i].source, sentences[i].source))
+            lines.append(f"- {label[1]}\uff1a{sentences[i].text}" if chinese else f"- {label[0]}: {sentences[i].text}")
+        return _fit_lines(lines, max_tokens)
+    if query and query <= _GREETING_WORDS:
+        reply = GREETING_ZH if chinese else GREETING
+    else:
+        reply = (NOTHING_RELEVANT_ZH if chinese else NOTHING_RELEVANT) + prompt
+    return reply if max_tokens is None else fit_to_budget(reply, max_tokens)
+
+
+def _fit_lines(lines: list[str], max_tokens: int | None) -> str:
+    """The header and as many whole lines as fit ``max_tokens``; the header and first line cut if none does."""
+    if max_tokens is None:
+        return "\n".join(lines)
+    kept = lines[:2]
+    for line in lines[2:]:
+        if count_tokens("\n".join([*kept, line])) > max_tokens:
+            break
+        kept.append(line)
+    return fit_to_budget("\n".join(kept), max_tokens)
+
+
 class OfflineLLM:
     """Extractive responder and summarizer; see the module docstring."""
 
     name = "offline"
     model = "offline-extractive"
-    answer_sentences = 3
 
     def chat(
         self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
     ) -> ChatResult:
-        prompt_index = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
-        prompt = messages[prompt_index].content if messages else ""
-        prompt_words = set(content_words(prompt))
-        scored: list[tuple[int, int, str]] = []
-        order = 0
-        for index, message in enumerate(messages):
-            # Its own "nothing relevant" answers only echo an earlier prompt: quoting them would add nothing.
-            if index == prompt_index or message.content.startswith(NOTHING_RELEVANT):
-                continue
-            for sentence in split_sentences(message.content):
-                overlap = len(prompt_words & set(content_words(sentence)))
-                if overlap:
-                    scored.append((overlap, order, sentence))
-                order += 1
-        # Highest overlap first, the most recent sentence on a tie; then back into conversation order.
-        best = sorted(scored, key=lambda item: (-item[0], -item[1]))[: self.answer_sentences]
-        if best:
-            reply = " ".join(sentence for _, _, sentence in sorted(best, key=lambda item: item[1]))
-        else:
-            reply = NOTHING_RELEVANT + prompt.strip()
-        if max_tokens is not None:
-            reply = fit_to_budget(reply, max_tokens)
+        reply = offline_reply(messages, max_tokens=max_tokens)
         return ChatResult(
             content=reply,
             prompt_tokens=sum(count_tokens(message.content) for message in messages),

@@ -111,6 +111,28 @@ def world(db, settings, tmp_path) -> World:
     )
 
 
+@pytest.fixture
+def wsgi_requests(db):
+    """The project's WSGI application, minus the per-request connection closing that Django's own test client
+    also switches off: the test's transaction lives on the connection the requests use."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def staff_token(db) -> str:
+    from rest_framework.authtoken.models import Token
+
+    token, _ = Token.objects.get_or_create(user=UserFactory(username="fuzz-staff", is_staff=True))
+    return token.key
+
+
 def database_fingerprint() -> dict[str, list]:
     """Every row of every memory table, and every stored file: equal before and after means nothing changed."""
     from django.apps import apps

@@ -29,36 +29,12 @@ NOT_ENVELOPED = {"/api/schema/", "/api/docs/"}
 
 
 @pytest.fixture
-def wsgi_requests(db):
-    """The project's WSGI application, minus the per-request connection closing that Django's own test client
-    also switches off: the test's transaction lives on the connection the requests use."""
-    from django.core.signals import request_finished, request_started
-    from django.db import close_old_connections
-
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
-
-
-@pytest.fixture
 def settings_override(settings, tmp_path):
     """Storage and caches of this test only; the LLM and image providers are the offline defaults."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.CACHE_DIR = tmp_path / "cache"
     settings.CACHE_DIR.mkdir()
     return settings
-
-
-@pytest.fixture
-def staff_token(db) -> str:
-    from rest_framework.authtoken.models import Token
-
-    from tests.factories import UserFactory
-
-    token, _ = Token.objects.get_or_create(user=UserFactory(username="fuzz-staff", is_staff=True))
-    return token.key
 
 
 def envelope_conformance(ctx: Any, response: Any, case: Any) -> None:

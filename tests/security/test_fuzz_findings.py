@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from memory_app.models import Project, StyleTemplate
@@ -174,3 +176,62 @@ def test_a_query_filter_may_be_empty_but_not_malformed(auth_client, schema):
     assert auth_client.get("/api/characters/?project_id=").status_code == 200
     _error(auth_client.get("/api/characters/?project_id=%26"), 400, "VALIDATION_ERROR")
     assert pattern.endswith(")?$")
+
+
+# --- found by schemathesis' negative-data check against `make run`: a number or boolean given as another type ---
+
+
+@pytest.mark.parametrize("value", [False, True, "0.5", "1"])
+def test_a_temperature_that_is_not_a_json_number_is_refused_and_nothing_is_stored(auth_client, user, value):
+    from memory_app.models import ContextMessage
+
+    response = auth_client.post(
+        "/api/context/generate-with-context", {"prompt": "hi", "temperature": value}, format="json"
+    )
+
+    assert "temperature" in _error(response, 400, "VALIDATION_ERROR")["details"]["fields"]
+    assert ContextMessage.objects.count() == 0
+
+
+@pytest.mark.parametrize("body", [None, [], 0, "x"])
+def test_a_clear_body_that_is_not_an_object_is_refused_and_no_body_clears(auth_client, user, body):
+    from memory_app.models import ContextMessage
+    from memory_app.services.conversation import NewMessage, context_append, context_create
+
+    context = context_create(owner=user)
+    context_append(context=context, messages=NewMessage(role="user", content="kept"))
+    path = f"/api/context/{context.id}/clear/"
+
+    _error(auth_client.post(path, json.dumps(body), content_type="application/json"), 400, "VALIDATION_ERROR")
+    assert ContextMessage.objects.filter(context=context).count() == 1
+    assert auth_client.post(path).status_code == 200
+    assert ContextMessage.objects.filter(context=context).count() == 0
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "no"])
+def test_keep_system_that_is_not_a_json_boolean_is_refused_and_nothing_is_cleared(auth_client, user, value):
+    from memory_app.models import ContextMessage
+    from memory_app.services.conversation import NewMessage, context_append, context_create
+
+    context = context_create(owner=user)
+    context_append(context=context, messages=NewMessage(role="user", content="kept"))
+
+    response = auth_client.post(f"/api/context/{context.id}/clear/", {"keep_system": value}, format="json")
+
+    assert "keep_system" in _error(response, 400, "VALIDATION_ERROR")["details"]["fields"]
+    assert ContextMessage.objects.filter(context=context).count() == 1
+
+
+@pytest.mark.parametrize("value", [False, "4"])
+def test_a_satisfaction_score_that_is_not_a_json_number_is_refused(auth_client, user, project, value):
+    from memory_app.models import StyleUsage
+    from memory_app.services.creative import style_create
+
+    style = style_create(user=user, template_id="mine", name="Mine", prompt="ink")
+
+    response = auth_client.post(
+        f"/api/styles/{style.public_id}/rate/", {"project_id": project.pk, "satisfaction_score": value}, format="json"
+    )
+
+    assert "satisfaction_score" in _error(response, 400, "VALIDATION_ERROR")["details"]["fields"]
+    assert StyleUsage.objects.count() == 0

@@ -332,7 +332,7 @@ def test_generate_with_context_uses_the_default_context(auth_client, user, famil
     default = ConversationContext.objects.get(owner=user)
     assert default.is_default
     assert first["context_id"] == second["context_id"] == str(default.id)
-    assert second["message"]["content"] == "My cat is called Mochi."
+    assert second["message"]["content"] == "From earlier in this conversation:\n- You said: My cat is called Mochi."
     assert second["message"]["role"] == "assistant"
     assert second["usage"]["total_tokens"] == second["usage"]["prompt_tokens"] + second["usage"]["completion_tokens"]
     assert (second["provider"], second["replayed"]) == ("offline", False)
@@ -349,7 +349,7 @@ def test_generate_with_a_given_context(auth_client, user):
         format="json",
     ).json()["data"]
 
-    assert data["message"]["content"] == "The castle is blue."
+    assert data["message"]["content"] == "From earlier in this conversation:\n- You said: The castle is blue."
     assert data["context"]["message_count"] == 3
 
 

@@ -31,8 +31,14 @@ def test_offline_answers_from_the_sentences_that_share_words_with_the_prompt():
 
     result = OfflineLLM().chat(messages=window)
 
-    # "小明" and "住" are shared words; the sentence with both ranks first, both survive in conversation order.
-    assert result.content == "小明是一个勇敢的少年。 他住在海边的小镇。 小明的头发是黑色的。"
+    # "住" (one sentence holds it) weighs more than "小明" (two do); all three score within half of the best, and
+    # come back in conversation order under who said them, in Chinese for a Chinese prompt.
+    assert result.content == (
+        "根据本次对话中之前的内容\uff1a\n"
+        "- 你说过\uff1a小明是一个勇敢的少年。\n"
+        "- 你说过\uff1a他住在海边的小镇。\n"
+        "- 我说过\uff1a小明的头发是黑色的。"
+    )
     assert result.prompt_tokens == sum(estimate_tokens(m.content) for m in window)
     assert result.completion_tokens == estimate_tokens(result.content)
     assert (result.provider, result.model) == ("offline", "offline-extractive")
@@ -47,7 +53,7 @@ def test_offline_says_so_when_nothing_relates():
 def test_offline_respects_max_tokens():
     result = OfflineLLM().chat(messages=[user("The dragon sleeps in a very deep cave."), user("dragon")], max_tokens=3)
 
-    assert result.content == "The dragon sle"  # 12 letters: ceil(12 / 4) = 3
+    assert result.content == "From earlier i"  # the header cut: 12 letters, ceil(12 / 4) = 3
     assert estimate_tokens(result.content) == 3
 
 

@@ -286,7 +286,9 @@ def test_generate_appends_prompt_and_reply_from_the_window(user):
 
     generation = context_generate(context=context, prompt="What is the dragon called?", request_id="req-1")
 
-    assert generation.reply.content == "The dragon is called Ember."
+    # The offline responder quotes the relevant sentence under where it came from (memory_app/providers/llm.py).
+    reply = "From earlier in this conversation:\n- You said: The dragon is called Ember."
+    assert generation.reply.content == reply
     assert generation.reply.role == "assistant"
     assert (generation.provider, generation.model, generation.replayed) == ("offline", "offline-extractive", False)
     prompt_tokens = sum(
@@ -295,12 +297,12 @@ def test_generate_appends_prompt_and_reply_from_the_window(user):
     )
     assert generation.usage == {
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": estimate_tokens("The dragon is called Ember."),
-        "total_tokens": prompt_tokens + estimate_tokens("The dragon is called Ember."),
+        "completion_tokens": estimate_tokens(reply),
+        "total_tokens": prompt_tokens + estimate_tokens(reply),
     }
     assert [(p, r, c) for p, r, c in window(context)][-2:] == [
         (2, "user", "What is the dragon called?"),
-        (3, "assistant", "The dragon is called Ember."),
+        (3, "assistant", reply),
     ]
     assert ContextMessage.objects.get(position=2).unanswered is False
 

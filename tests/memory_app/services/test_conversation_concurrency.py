@@ -76,5 +76,5 @@ def test_concurrent_retries_with_one_request_id_store_the_prompt_and_the_reply_o
     prompts = ContextMessage.objects.filter(context=context, request_id="req-same")
     assert [(m.role, m.content, m.unanswered) for m in prompts] == [("user", "What colour is the cat?", False)]
     (reply,) = ContextMessage.objects.filter(context=context, request_id="req-same:reply")
-    assert results == [(reply.pk, "The cat is orange.")] * 3
+    assert results == [(reply.pk, "From earlier in this conversation:\n- You said: The cat is orange.")] * 3
     assert ContextMessage.objects.filter(context=context).count() == 3
