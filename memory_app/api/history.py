@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse
-from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -25,7 +23,7 @@ from memory_app.api.filters import HistoryFilterSet, history_filters_from
 from memory_app.api.pagination import parse_limit
 from memory_app.api.schema import HISTORY_SCOPE_PATTERN
 from memory_app.errors import NotFound
-from memory_app.models import HistoryArchive, HistoryRecord, Project
+from memory_app.models import HistoryArchive, HistoryRecord
 from memory_app.selectors.history import (
     HistoryFilters,
     history_archive_get,
@@ -34,7 +32,7 @@ from memory_app.selectors.history import (
     history_scope_get,
     history_timeline_summary,
 )
-from memory_app.selectors.projects import project_paths_public
+from memory_app.selectors.projects import history_details_public
 
 
 class HistoryRecordSerializer(serializers.ModelSerializer[HistoryRecord]):
@@ -64,45 +62,14 @@ class TimelineEntrySerializer(serializers.ModelSerializer[HistoryRecord]):
 def _public_details(
     representation: dict[str, Any], record: HistoryRecord, context: Mapping[str, Any]
 ) -> dict[str, Any]:
-    # Details name the project's files by storage name (its internal key); answers show its public id, and an image
-    # by the URL that serves it.
-    project: Project | None = context.get("project")
-    details = _image_urls(representation["details"], record=record, project=project, request=context.get("request"))
-    representation["details"] = project_paths_public(details, project=project)
+    request: Request | None = context.get("request")
+    representation["details"] = history_details_public(
+        representation["details"],
+        project=context.get("project"),
+        workflow_id=record.workflow_id,
+        absolute_url=request.build_absolute_uri if request is not None else None,
+    )
     return representation
-
-
-# The storage name of a run's panel or page, as image_generation_completed recorded it before it held the URL.
-_LEGACY_IMAGE_PATH = re.compile(r"/?projects/(?P<key>[^/]+)/images/(?P<run>[^/]+)/(?P<name>[^/]+\.png)")
-
-
-def _image_url(value: str, *, record: HistoryRecord, project: Project | None, request: Request | None) -> str:
-    """``image_url`` as a browser loads it: the run's outputs route, absolute when the request is known.
-
-    Only a file of this record's own run in this project's folder becomes a link; any other path stays as text.
-    """
-    legacy = _LEGACY_IMAGE_PATH.fullmatch(value)
-    if legacy is not None:
-        own = project is not None and legacy["key"] == project.pk and legacy["run"] == str(record.workflow_id)
-        if not own:
-            return value
-        value = reverse("workflow-output", kwargs={"workflow_id": legacy["run"], "name": legacy["name"]})
-    if value.startswith("/api/") and request is not None:
-        return request.build_absolute_uri(value)
-    return value
-
-
-def _image_urls(details: Any, *, record: HistoryRecord, project: Project | None, request: Request | None) -> Any:
-    if isinstance(details, dict):
-        return {
-            key: _image_url(item, record=record, project=project, request=request)
-            if key == "image_url" and isinstance(item, str)
-            else _image_urls(item, record=record, project=project, request=request)
-            for key, item in details.items()
-        }
-    if isinstance(details, list):
-        return [_image_urls(item, record=record, project=project, request=request) for item in details]
-    return details
 
 
 class HistoryArchiveSerializer(serializers.ModelSerializer[HistoryArchive]):

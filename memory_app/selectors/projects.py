@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.urls import reverse
 
 from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import PROJECT_ID_PATTERN, Project
@@ -90,3 +94,44 @@ def project_paths_public(value: Any, *, project: Project | None) -> Any:
         return item
 
     return public(value)
+
+
+# The storage name of a run's panel or page, as image_generation_completed recorded it before it held the URL.
+_LEGACY_IMAGE_PATH = re.compile(r"/?projects/(?P<key>[^/]+)/images/(?P<run>[^/]+)/(?P<name>[^/]+\.png)")
+
+
+def history_details_public(
+    details: Any,
+    *,
+    project: Project | None,
+    workflow_id: UUID | str | None,
+    absolute_url: Callable[[str], str] | None = None,
+) -> Any:
+    """A history record's details as answers show them: every ``image_url`` as the URL a browser loads (the run's
+    outputs route, made absolute by ``absolute_url`` when given), and the project's files under its public id.
+
+    Only a file of the record's own run in this project's folder becomes a link; any other path stays as text.
+    """
+
+    def image_url(value: str) -> str:
+        legacy = _LEGACY_IMAGE_PATH.fullmatch(value)
+        if legacy is not None:
+            own = project is not None and legacy["key"] == project.pk and legacy["run"] == str(workflow_id)
+            if not own:
+                return value
+            value = reverse("workflow-output", kwargs={"workflow_id": legacy["run"], "name": legacy["name"]})
+        if value.startswith("/api/") and absolute_url is not None:
+            return absolute_url(value)
+        return value
+
+    def linked(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {
+                key: image_url(entry) if key == "image_url" and isinstance(entry, str) else linked(entry)
+                for key, entry in item.items()
+            }
+        if isinstance(item, list):
+            return [linked(entry) for entry in item]
+        return item
+
+    return project_paths_public(linked(details), project=project)

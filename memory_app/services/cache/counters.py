@@ -8,6 +8,7 @@ import atexit
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from memory_app.services.cache.shared import _redis_client, _uses_redis
 logger = logging.getLogger("memory_app.cache")
 
 
-class _BatchedInProcess:
+class _BatchedInProcess(ABC):
     """Notes batched in this process and written by the subclass's ``flush`` within ``stats_flush_interval``: from
     the next note once the interval is up, or from a timer, so a process that goes idle does not sit on them."""
 
@@ -40,9 +41,9 @@ class _BatchedInProcess:
             self._timer.start()
         return due
 
+    @abstractmethod
     def flush(self) -> None:
         """Write the notes batched so far (each subclass knows where)."""
-        raise NotImplementedError
 
     def _flush_in_background(self) -> None:
         with self._lock:
