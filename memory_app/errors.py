@@ -24,6 +24,10 @@ class ErrorCode(StrEnum):
     CONTEXT_LIMIT_REACHED = "CONTEXT_LIMIT_REACHED"  # 409: max_contexts_per_user
     PROJECT_LIMIT_REACHED = "PROJECT_LIMIT_REACHED"  # 409: projects.max_projects_per_user
     WORKFLOW_LIMIT_REACHED = "WORKFLOW_LIMIT_REACHED"  # 429: workflow.max_unfinished_runs_per_user runs unfinished
+    WORKFLOW_RUNNING = "WORKFLOW_RUNNING"  # 409: the run is in progress (or queued); this needs it stopped
+    WORKFLOW_NOT_WAITING = "WORKFLOW_NOT_WAITING"  # 409: continue on a run that is not awaiting_input
+    PANEL_NOT_FOUND = "PANEL_NOT_FOUND"  # 404: the run has no such panel (none drawn yet, or out of range)
+    INVALID_DATA_PATCH = "INVALID_DATA_PATCH"  # 400: a data_patch breaks the shape of the pipeline's data
     CONTEXT_MESSAGE_TOO_LARGE = "CONTEXT_MESSAGE_TOO_LARGE"  # 400: one message does not fit the context's budget
     CONTEXT_BUDGET_EXCEEDED = "CONTEXT_BUDGET_EXCEEDED"  # 400: the system messages alone would overflow the budget
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413: body over memory.api.max_body_bytes
@@ -127,6 +131,30 @@ class WorkflowLimitReached(ComicmemError):
     code = ErrorCode.WORKFLOW_LIMIT_REACHED
     status_code = 429
     default_message = "You have reached the maximum number of unfinished workflow runs."
+
+
+class WorkflowRunning(ComicmemError):
+    code = ErrorCode.WORKFLOW_RUNNING
+    status_code = 409
+    default_message = "The workflow is running; wait for it to end or cancel it."
+
+
+class WorkflowNotWaiting(ComicmemError):
+    code = ErrorCode.WORKFLOW_NOT_WAITING
+    status_code = 409
+    default_message = "The workflow is not awaiting input."
+
+
+class PanelNotFound(ComicmemError):
+    code = ErrorCode.PANEL_NOT_FOUND
+    status_code = 404
+    default_message = "The workflow has no such panel."
+
+
+class InvalidDataPatch(ComicmemError):
+    code = ErrorCode.INVALID_DATA_PATCH
+    status_code = 400
+    default_message = "The data patch breaks the shape of the workflow's data."
 
 
 class ContextMessageTooLarge(ComicmemError):

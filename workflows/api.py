@@ -1,4 +1,5 @@
-"""/api/workflows/: start, list, inspect, snapshots, resume, restore (fork), cancel."""
+"""/api/workflows/: start, list, inspect, snapshots, resume, restore (fork, with edits), continue, redraw a panel,
+cancel."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
@@ -15,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.authentication import authenticated_user
-from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictChoiceField
+from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictCharField, StrictChoiceField
 from memory_app.api.history import AnyContentNegotiation
 from memory_app.errors import NotFound
 from memory_app.models import WorkflowSnapshot, WorkflowState
@@ -29,6 +30,9 @@ from workflows.pipelines.common import output_folder
 class WorkflowStateSerializer(serializers.ModelSerializer[WorkflowState]):
     project_id = serializers.CharField(source="project.public_id", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True)
+    forked_from = serializers.UUIDField(
+        source="forked_from_id", read_only=True, allow_null=True, help_text="The run whose panel this run redraws."
+    )
 
     class Meta:
         model = WorkflowState
@@ -47,6 +51,8 @@ class WorkflowStateSerializer(serializers.ModelSerializer[WorkflowState]):
             "compression_history",
             "error",
             "queued_at",
+            "forked_from",
+            "redraw_panel",
             "created_at",
             "updated_at",
         ]
@@ -105,6 +111,29 @@ class WorkflowStartSerializer(serializers.Serializer[Any]):
 class WorkflowRestoreSerializer(serializers.Serializer[Any]):
     step_index = serializers.IntegerField(help_text="Index into the snapshot list; negative counts from the end.")
     rerun = serializers.BooleanField(required=False, default=False)
+    data_patch = FreeFormDictField(
+        required=False,
+        help_text="A JSON merge patch (RFC 7386) on that snapshot's data; the pipeline checks the result's shape.",
+    )
+    preferences = FreeFormDictField(
+        required=False, help_text="A JSON merge patch on the run's preferences (pause_after, cache, ...)."
+    )
+
+
+class WorkflowContinueSerializer(serializers.Serializer[Any]):
+    data_patch = FreeFormDictField(
+        required=False,
+        help_text="A JSON merge patch (RFC 7386) on the run's data; the pipeline checks the result's shape.",
+    )
+
+
+class WorkflowRedrawSerializer(serializers.Serializer[Any]):
+    seed = serializers.IntegerField(
+        required=False, min_value=0, max_value=2**31 - 1, help_text="The panel's new seed; a random one if absent."
+    )
+    prompt_extra = StrictCharField(
+        required=False, default="", allow_blank=True, max_length=500, help_text="Added to the panel's prompt."
+    )
 
 
 class WorkflowListCreateView(GenericAPIView[WorkflowState]):
@@ -188,8 +217,54 @@ class WorkflowRestoreView(APIView):
             index=serializer.validated_data["step_index"],
             rerun=serializer.validated_data["rerun"],
             user=authenticated_user(request),
+            data_patch=serializer.validated_data.get("data_patch"),
+            preferences=serializer.validated_data.get("preferences"),
         )
         return Response(_state(run))
+
+
+class WorkflowContinueView(APIView):
+    """An ``awaiting_input`` run goes on (409 ``WORKFLOW_NOT_WAITING`` for any other)."""
+
+    @extend_schema(tags=["workflows"], request=WorkflowContinueSerializer, responses={202: WorkflowStateSerializer})
+    def post(self, request: Request, workflow_id: str) -> Response:
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        serializer = WorkflowContinueSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = engine.workflow_continue_run(
+            workflow=run, user=authenticated_user(request), data_patch=serializer.validated_data.get("data_patch")
+        )
+        return Response(_state(run), status=status.HTTP_202_ACCEPTED)
+
+
+class WorkflowRedrawView(APIView):
+    """Redraw panel ``n`` (from 1, as ``panel_001.png``) in a new run: 202 with that run."""
+
+    @extend_schema(
+        tags=["workflows"],
+        request=WorkflowRedrawSerializer,
+        responses={202: WorkflowStateSerializer},
+        parameters=[
+            OpenApiParameter(
+                "panel",
+                {"type": "integer", "minimum": 1},
+                OpenApiParameter.PATH,
+                description="The panel, from 1 (panel_001.png is 1).",
+            )
+        ],
+    )
+    def post(self, request: Request, workflow_id: str, panel: int) -> Response:
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        serializer = WorkflowRedrawSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fork, _created = engine.workflow_redraw(
+            workflow=run,
+            panel=int(panel),
+            user=authenticated_user(request),
+            seed=serializer.validated_data.get("seed"),
+            prompt_extra=serializer.validated_data["prompt_extra"],
+        )
+        return Response(_state(fork), status=status.HTTP_202_ACCEPTED)
 
 
 class WorkflowCancelView(APIView):

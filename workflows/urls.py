@@ -4,10 +4,12 @@ from django.urls import re_path
 
 from workflows.api import (
     WorkflowCancelView,
+    WorkflowContinueView,
     WorkflowDetailView,
     WorkflowHistoryView,
     WorkflowListCreateView,
     WorkflowOutputView,
+    WorkflowRedrawView,
     WorkflowRestoreView,
     WorkflowResumeView,
 )
@@ -20,6 +22,12 @@ urlpatterns = [
     re_path(r"^(?P<workflow_id>[^/]+)/resume/?$", WorkflowResumeView.as_view(), name="workflow-resume"),
     re_path(r"^(?P<workflow_id>[^/]+)/restore/?$", WorkflowRestoreView.as_view(), name="workflow-restore"),
     re_path(r"^(?P<workflow_id>[^/]+)/cancel/?$", WorkflowCancelView.as_view(), name="workflow-cancel"),
+    re_path(r"^(?P<workflow_id>[^/]+)/continue/?$", WorkflowContinueView.as_view(), name="workflow-continue"),
+    re_path(
+        r"^(?P<workflow_id>[^/]+)/panels/(?P<panel>[0-9]{1,6})/redraw/?$",
+        WorkflowRedrawView.as_view(),
+        name="workflow-panel-redraw",
+    ),
     re_path(
         r"^(?P<workflow_id>[^/]+)/outputs/(?P<name>[^/]+)/?$", WorkflowOutputView.as_view(), name="workflow-output"
     ),

@@ -1,14 +1,21 @@
-"""Admin for workflow runs: filters, snapshots and units inline, and actions to resume, cancel and restore."""
+"""Admin for workflow runs: filters, snapshots and units inline, actions to resume, continue, cancel and restore,
+and a page to redirect one run (restore with a data patch and preferences, redraw a panel)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from memory_app.admin.generic import ModelAdmin, TabularInline
 from memory_app.errors import ComicmemError
@@ -104,9 +111,12 @@ class WorkflowStateAdmin(ModelAdmin[WorkflowState]):
         "created_at",
         "updated_at",
         "stuck_since",
+        "forked_from",
+        "redraw_panel",
+        "redirect_link",
     ]
     inlines = [WorkflowSnapshotInline, WorkflowUnitInline]
-    actions = ["resume_runs", "cancel_runs"]
+    actions = ["resume_runs", "continue_runs", "cancel_runs"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Runs start through the API or the engine, which also enqueue their work.
@@ -119,6 +129,105 @@ class WorkflowStateAdmin(ModelAdmin[WorkflowState]):
     @admin.action(description="Cancel the selected workflows")
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[WorkflowState]) -> None:
         _run_each(self, request, queryset, "cancel")
+
+    @admin.action(description="Continue the selected workflows awaiting input")
+    def continue_runs(self, request: HttpRequest, queryset: QuerySet[WorkflowState]) -> None:
+        _run_each(self, request, queryset, "continue_run")
+
+    @admin.display(description="redirect")
+    def redirect_link(self, run: WorkflowState) -> str:
+        url = reverse("admin:memory_app_workflowstate_redirect", args=[run.pk])
+        return format_html('<a href="{}">Restore with edits, or redraw a panel</a>', url)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<uuid:workflow_id>/redirect/",
+                self.admin_site.admin_view(self.redirect_view),
+                name="memory_app_workflowstate_redirect",
+            ),
+            *super().get_urls(),
+        ]
+
+    def redirect_view(self, request: HttpRequest, workflow_id: str) -> HttpResponse:
+        """Restore to a snapshot with a data patch and preferences, or redraw one panel in a new run."""
+        run = get_object_or_404(WorkflowState, pk=workflow_id)
+        restore_form = RestoreForm(request.POST if request.POST.get("operation") == "restore" else None)
+        redraw_form = RedrawForm(request.POST if request.POST.get("operation") == "redraw" else None)
+        if request.method == "POST":
+            done = _redirect_apply(request, run, restore_form, redraw_form)
+            if done is not None:
+                self.message_user(request, done[0])
+                return HttpResponseRedirect(reverse("admin:memory_app_workflowstate_change", args=[done[1]]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Redirect workflow {run.pk}",
+            "run": run,
+            "restore_form": restore_form,
+            "redraw_form": redraw_form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/memory_app/workflow_redirect.html", context)
+
+
+class _JSONObjectField(forms.CharField):
+    """A JSON object typed into a text area (a merge patch); empty is none."""
+
+    def clean(self, value: Any) -> dict[str, Any] | None:
+        text = super().clean(value)
+        if not text:
+            return None
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not JSON: {exc}.") from None
+        if not isinstance(parsed, dict):
+            raise forms.ValidationError("A JSON object.")
+        return parsed
+
+
+class RestoreForm(forms.Form):
+    step_index = forms.IntegerField(help_text="Index into the snapshot list; negative counts from the end.")
+    rerun = forms.BooleanField(required=False, initial=True)
+    data_patch = _JSONObjectField(required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}))
+    preferences = _JSONObjectField(required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}))
+
+
+class RedrawForm(forms.Form):
+    panel = forms.IntegerField(min_value=1, help_text="From 1, as panel_001.png.")
+    seed = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+    prompt_extra = forms.CharField(required=False, max_length=500)
+
+
+def _redirect_apply(
+    request: HttpRequest, run: WorkflowState, restore_form: RestoreForm, redraw_form: RedrawForm
+) -> tuple[str, Any] | None:
+    """Run the submitted operation; (message, the run to show) when it was done, None to show the forms again."""
+    try:
+        if restore_form.is_bound and restore_form.is_valid():
+            values = restore_form.cleaned_data
+            workflow_operations().restore(
+                workflow=run,
+                index=values["step_index"],
+                rerun=values["rerun"],
+                user=_staff_user(request),
+                data_patch=values["data_patch"],
+                preferences=values["preferences"],
+            )
+            return f"Workflow {run.pk} forked from snapshot {values['step_index']}.", run.pk
+        if redraw_form.is_bound and redraw_form.is_valid():
+            values = redraw_form.cleaned_data
+            fork = workflow_operations().redraw(
+                workflow=run,
+                panel=values["panel"],
+                user=_staff_user(request),
+                seed=values["seed"],
+                prompt_extra=values["prompt_extra"] or "",
+            )
+            return f"Panel {values['panel']} is redrawn in workflow {fork.pk}.", fork.pk
+    except ComicmemError as exc:
+        messages.error(request, exc.message)
+    return None
 
 
 @admin.register(WorkflowSnapshot)

@@ -21,6 +21,7 @@ from memory_app.models.operations import MetricSnapshot
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
 from memory_app.models.workflow import (
     LEGAL_TRANSITIONS,
+    UNFINISHED_STATUSES,
     SnapshotEvent,
     UnitStatus,
     WorkflowSnapshot,
@@ -36,6 +37,7 @@ __all__ = [
     "STYLE_ID_PATTERN",
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
+    "UNFINISHED_STATUSES",
     "CacheEntry",
     "CacheStatistics",
     "CacheValueFormat",

@@ -22,14 +22,26 @@ class WorkflowStatus(models.TextChoices):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Stopped after a step named in ``preferences.pause_after``: waits for ``continue`` (or a cancel, a restore).
+    AWAITING_INPUT = "awaiting_input"
 
 
 # Every status change the services may make. Anything else is a bug or a lost race, and is refused.
-# pending: restored to a snapshot without rerun (waiting); in_progress → in_progress is a step advance.
+# pending: restored to a snapshot without rerun (waiting); in_progress → in_progress is a step advance;
+# in_progress → awaiting_input is a pause after a step, awaiting_input → in_progress its ``continue``.
 LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
     WorkflowStatus.PENDING: frozenset({WorkflowStatus.IN_PROGRESS, WorkflowStatus.CANCELLED, WorkflowStatus.PENDING}),
     WorkflowStatus.IN_PROGRESS: frozenset(
-        {WorkflowStatus.IN_PROGRESS, WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED}
+        {
+            WorkflowStatus.IN_PROGRESS,
+            WorkflowStatus.COMPLETED,
+            WorkflowStatus.FAILED,
+            WorkflowStatus.CANCELLED,
+            WorkflowStatus.AWAITING_INPUT,
+        }
+    ),
+    WorkflowStatus.AWAITING_INPUT: frozenset(
+        {WorkflowStatus.IN_PROGRESS, WorkflowStatus.PENDING, WorkflowStatus.CANCELLED}
     ),
     WorkflowStatus.FAILED: frozenset({WorkflowStatus.IN_PROGRESS, WorkflowStatus.PENDING, WorkflowStatus.CANCELLED}),
     WorkflowStatus.COMPLETED: frozenset({WorkflowStatus.IN_PROGRESS, WorkflowStatus.PENDING}),
@@ -45,6 +57,15 @@ class SnapshotEvent(StrEnum):
     RESTORED = "restored"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
+    # Paused after a step named in ``preferences.pause_after``; ``continued`` is its ``continue``.
+    AWAITING_INPUT = "awaiting_input"
+    CONTINUED = "continued"
+    # The first snapshot of a run forked from another one's panels (a redraw of one panel).
+    FORKED = "forked"
+
+
+# The statuses of a run that is not over: a redraw of the same panel of the same run is made once among them.
+UNFINISHED_STATUSES = ("pending", "in_progress", "awaiting_input")
 
 
 class WorkflowState(models.Model):
@@ -78,12 +99,25 @@ class WorkflowState(models.Model):
     # Set while a ``pending`` run waits for one of its owner's runs in progress to end
     # (workflow.max_active_runs_per_user); cleared when it starts. Queued runs start oldest first.
     queued_at = models.DateTimeField(null=True, blank=True)
+    # A run made by redrawing one panel of another: that run, and the panel (from 1, as in panel_001.png).
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks", db_index=True
+    )
+    redraw_panel = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="workflow_owner_created"),
             models.Index(fields=["project", "status"], name="workflow_project_status"),
+        ]
+        constraints = [
+            # Two redraws of one panel at once make one run, never two half-runs: the second finds this one.
+            models.UniqueConstraint(
+                fields=["forked_from", "redraw_panel"],
+                condition=models.Q(status__in=UNFINISHED_STATUSES, redraw_panel__isnull=False),
+                name="one_unfinished_redraw_per_panel",
+            )
         ]
 
     def __str__(self) -> str:

@@ -239,7 +239,15 @@ def test_schema_documents_every_workflow_route(api_client):
         "/api/workflows/{workflow_id}/resume/",
         "/api/workflows/{workflow_id}/restore/",
         "/api/workflows/{workflow_id}/cancel/",
+        "/api/workflows/{workflow_id}/continue/",
+        "/api/workflows/{workflow_id}/panels/{panel}/redraw/",
         "/api/workflows/{workflow_id}/outputs/{name}/",
     }
+    redraw = schema["paths"]["/api/workflows/{workflow_id}/panels/{panel}/redraw/"]["post"]
+    assert {parameter["name"]: parameter["schema"] for parameter in redraw["parameters"]}["panel"] == {
+        "type": "integer",
+        "minimum": 1,
+    }
+    assert "202" in redraw["responses"] and "409" in redraw["responses"]
     started = schema["paths"]["/api/workflows/"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
     assert started["properties"]["data"]["$ref"] == "#/components/schemas/WorkflowState"

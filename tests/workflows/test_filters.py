@@ -81,7 +81,11 @@ def test_an_unknown_status_is_400_naming_it(auth_client, runs, value):
     assert response.json()["error"] == {
         "code": "VALIDATION_ERROR",
         "message": f"Unknown status '{value}'.",
-        "details": {"fields": {"status": ["Must be one of: pending, in_progress, completed, failed, cancelled."]}},
+        "details": {
+            "fields": {
+                "status": ["Must be one of: pending, in_progress, completed, failed, cancelled, awaiting_input."]
+            }
+        },
     }
     assert WorkflowState.objects.count() == 4
 

@@ -12,8 +12,9 @@ recovery re-enqueues units whose lease expired.
 One module per concern, lowest first: ``retries`` (which errors are transient, backoff), ``steps`` (the types,
 steps and their registry), ``units`` (claims, leases, the heartbeat), ``dispatch`` (the one sender of
 ``workflows.run_unit`` messages; begin, finish and continue a step), ``runner`` (``unit_execute``: run a unit,
-record its result or its failure), ``recovery`` (expired leases, stuck runs), ``operations`` (start, resume,
-restore, cancel). Callers import from the package.
+record its result or its failure), ``recovery`` (expired leases, stuck runs), ``redirect`` (pauses, the cache
+policy, data patches, continue, redraw), ``operations`` (start, resume, restore, cancel). Callers import from the
+package.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ from workflows.engine.recovery import (
     workflow_stuck_handle,
     workflow_stuck_release,
 )
+from workflows.engine.redirect import (
+    merge_patch,
+    run_preferences_check,
+    workflow_continue_run,
+    workflow_redraw,
+)
 from workflows.engine.retries import (
     DATABASE_CONNECTION_ERRORS,
     RetryableStepError,
@@ -43,8 +50,11 @@ from workflows.engine.retries import (
 )
 from workflows.engine.runner import FAILURE_RECORD_PAUSES, unit_execute
 from workflows.engine.steps import (
+    CACHE_POLICY,
     COMPRESSION_HISTORY_KEY,
     FanOutStep,
+    Redraw,
+    RedrawRequest,
     StartRequest,
     Step,
     StepContext,
@@ -56,12 +66,15 @@ from workflows.engine.steps import (
 from workflows.engine.units import LeaseHeartbeat, lease_owner_name
 
 __all__ = [
+    "CACHE_POLICY",
     "COMPRESSION_HISTORY_KEY",
     "DATABASE_CONNECTION_ERRORS",
     "FAILURE_RECORD_PAUSES",
     "EngineOperations",
     "FanOutStep",
     "LeaseHeartbeat",
+    "Redraw",
+    "RedrawRequest",
     "RetryableStepError",
     "StartRequest",
     "Step",
@@ -71,13 +84,17 @@ __all__ = [
     "is_retryable",
     "lease_owner_name",
     "max_countdown",
+    "merge_patch",
     "recovery_countdown",
     "retry_delay",
     "revoke",
+    "run_preferences_check",
     "unit_execute",
     "unit_task_register",
     "workflow_cancel",
+    "workflow_continue_run",
     "workflow_recover",
+    "workflow_redraw",
     "workflow_restore",
     "workflow_resume",
     "workflow_start",

@@ -84,8 +84,10 @@ def units_resend_on_commit(units: list[WorkflowUnit], countdown: float | None = 
     units_send_on_commit(units, countdown=countdown)
 
 
-def step_begin(run: WorkflowState) -> None:
-    """Create the units of the run's current step and send them; a fan-out over nothing completes at once."""
+def step_begin(run: WorkflowState, done: dict[int, Any] | None = None) -> None:
+    """Create the units of the run's current step and send them; a fan-out over nothing completes at once.
+
+    ``done``: results of fan-out items already done (a redraw's other panels): their units are created done."""
     workflow_type = workflow_type_get(run.workflow_type)
     step = workflow_type.steps[run.step_index]
     if isinstance(step, FanOutStep):
@@ -101,9 +103,12 @@ def step_begin(run: WorkflowState) -> None:
         count = len(items)
     else:
         count = 1
-    units = workflow_units_create(workflow=run, count=count)
+    units = workflow_units_create(workflow=run, count=count, done=done)
     if isinstance(step, FanOutStep):
-        workflow_fan_out_progress(workflow=run, segments=Segments(total=count, completed=0, current=0))
+        first = min((unit.unit_index for unit in units), default=None)
+        workflow_fan_out_progress(
+            workflow=run, segments=Segments(total=count, completed=count - len(units), current=first)
+        )
     units_send_on_commit(units)
 
 
@@ -119,11 +124,19 @@ def step_finish(run: WorkflowState, step: Step | FanOutStep, results: list[Any])
         raise TypeError(f"step {step.name!r} must return a dict of state data, not {type(data).__name__}")
     data = dict(data)
     compression_entries = data.pop(COMPRESSION_HISTORY_KEY, None) or []
-    workflow_step_complete(workflow=run, data=data, details=details, compression_entries=list(compression_entries))
+    pause_after = run.preferences.get("pause_after") or []
+    workflow_step_complete(
+        workflow=run,
+        data=data,
+        details=details,
+        compression_entries=list(compression_entries),
+        pause=step.name in pause_after,
+    )
     if run.status == WorkflowStatus.IN_PROGRESS:
         step_begin(run)
     else:
-        queued_runs_start(run.owner_id)  # completed: the owner's next queued run takes its place
+        # Completed, or awaiting input: the owner's next queued run takes its place.
+        queued_runs_start(run.owner_id)
 
 
 def queued_runs_start(owner_id: Any) -> int:

@@ -1,5 +1,6 @@
-"""The engine's operations on a run: start, resume, restore, cancel (with the revoke of its tasks), and
-``EngineOperations``, the same as the admin sees them (registered into ``memory_app`` by the app config)."""
+"""The engine's operations on a run: start, resume, restore (with edits), continue, redraw, cancel (with the revoke
+of its tasks), and ``EngineOperations``, the same as the admin sees them (registered into ``memory_app`` by the app
+config)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from memory_app.services.workflow import workflow_cancel as workflow_state_cance
 from memory_app.services.workflow import workflow_restore as workflow_state_restore
 from memory_app.services.workflow import workflow_resume as workflow_state_resume
 from workflows.engine.dispatch import queued_runs_start, revoke, step_begin, step_continue
+from workflows.engine.redirect import (
+    data_edit,
+    preferences_edit,
+    run_preferences_check,
+    workflow_continue_run,
+    workflow_redraw,
+)
 from workflows.engine.steps import StartRequest, workflow_type_get
 
 
@@ -38,11 +46,13 @@ def workflow_start(
     project = project_get(user=user, project_id=project_id)
     # Refused at the cap before the input is checked (which may download a previous_context); checked again below.
     workflow_queue_admit(owner=project.owner, lock=False)
-    preferences = preferences or {}
+    preferences = run_preferences_check(definition, dict(preferences or {}))
     if definition.prepare is not None:
         data, preferences = definition.prepare(
             StartRequest(user=user, project=project, data=dict(data), preferences=dict(preferences))
         )
+    if "cache" in preferences:
+        data = {**data, "cache_policy": preferences["cache"]}  # the run's data says how its results were made
     with transaction.atomic():
         queued = workflow_queue_admit(owner=project.owner)
         run = workflow_create(
@@ -70,10 +80,28 @@ def workflow_resume(*, workflow: WorkflowState, user: AbstractBaseUser | None) -
 
 
 def workflow_restore(
-    *, workflow: WorkflowState, index: int, rerun: bool, user: AbstractBaseUser | None
+    *,
+    workflow: WorkflowState,
+    index: int,
+    rerun: bool,
+    user: AbstractBaseUser | None,
+    data_patch: dict[str, Any] | None = None,
+    preferences: dict[str, Any] | None = None,
 ) -> WorkflowState:
+    """Fork the run from the snapshot at ``index``; ``data_patch`` (a JSON merge patch on that snapshot's data) and
+    ``preferences`` (merged into the run's) are checked by the pipeline first: a bad one changes nothing."""
+    definition = workflow_type_get(workflow.workflow_type)
+    if preferences and "cache" in preferences:
+        data_patch = {**(data_patch or {}), "cache_policy": preferences["cache"]}
     with transaction.atomic():
-        run = workflow_state_restore(workflow=workflow, index=index, rerun=rerun, user=user)
+        run = workflow_state_restore(
+            workflow=workflow,
+            index=index,
+            rerun=rerun,
+            user=user,
+            edit_data=data_edit(definition, data_patch) if data_patch else None,
+            edit_preferences=preferences_edit(definition, preferences) if preferences else None,
+        )
         if rerun:
             if run.step_index >= len(run.steps):
                 raise ValidationFailed(
@@ -104,9 +132,35 @@ class EngineOperations:
         return workflow_resume(workflow=workflow, user=user)
 
     def restore(
-        self, *, workflow: WorkflowState, index: int, rerun: bool, user: AbstractBaseUser | None
+        self,
+        *,
+        workflow: WorkflowState,
+        index: int,
+        rerun: bool,
+        user: AbstractBaseUser | None,
+        data_patch: dict[str, Any] | None = None,
+        preferences: dict[str, Any] | None = None,
     ) -> WorkflowState:
-        return workflow_restore(workflow=workflow, index=index, rerun=rerun, user=user)
+        return workflow_restore(
+            workflow=workflow, index=index, rerun=rerun, user=user, data_patch=data_patch, preferences=preferences
+        )
+
+    def continue_run(
+        self, *, workflow: WorkflowState, user: AbstractBaseUser | None, data_patch: dict[str, Any] | None = None
+    ) -> WorkflowState:
+        return workflow_continue_run(workflow=workflow, user=user, data_patch=data_patch)
+
+    def redraw(
+        self,
+        *,
+        workflow: WorkflowState,
+        panel: int,
+        user: AbstractBaseUser | None,
+        seed: int | None = None,
+        prompt_extra: str = "",
+    ) -> WorkflowState:
+        run, _created = workflow_redraw(workflow=workflow, panel=panel, user=user, seed=seed, prompt_extra=prompt_extra)
+        return run
 
     def cancel(self, *, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState:
         return workflow_cancel(workflow=workflow, user=user)

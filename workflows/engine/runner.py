@@ -29,7 +29,7 @@ from workflows.engine.retries import (
     max_countdown,
     retry_delay,
 )
-from workflows.engine.steps import FanOutStep, Step, StepContext, workflow_type_get
+from workflows.engine.steps import CACHE_POLICY, FanOutStep, Step, StepContext, workflow_type_get
 from workflows.engine.units import (
     LeaseHeartbeat,
     workflow_segments,
@@ -109,7 +109,12 @@ def _execute(unit: WorkflowUnit, run: WorkflowState) -> dict[str, Any]:
             project=run.project,
             owner=run.owner,
         )
-        result = step.run(context)
+        # Every generation call of the step follows the run's cache policy (``preferences.cache``).
+        policy = CACHE_POLICY.set(str(run.preferences.get("cache", "use")))
+        try:
+            result = step.run(context)
+        finally:
+            CACHE_POLICY.reset(policy)
         if isinstance(step, Step) and not isinstance(result, dict):
             raise TypeError(f"step {step.name!r} must return a dict of state data, not {type(result).__name__}")
         return _record(unit, step, context, result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,10 @@ from memory_app.models import Project
 # input_size, output_size, compression_ratio}) that the engine appends to the run's ``compression_history`` in
 # the transaction that records the step, and removes from the data. So a redone step never appends twice.
 COMPRESSION_HISTORY_KEY = "_compression_history"
+
+# The cache policy (``use``, ``refresh``, ``bypass``) of the run whose step this thread runs: the runner sets it from
+# ``preferences.cache`` around the step, and every generation call of the pipelines reads it.
+CACHE_POLICY: ContextVar[str] = ContextVar("cache_policy", default="use")
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,43 @@ class StartRequest:
 
 
 @dataclass(frozen=True)
+class RedrawRequest:
+    """One item of a fan-out to redo in a new run: its index (from 0) and what changes."""
+
+    index: int
+    seed: int | None
+    prompt_extra: str
+
+
+@dataclass(frozen=True)
+class Redraw:
+    """How a type redraws one item of its fan-out step ``step`` in a new run (a panel of a comic).
+
+    ``results(data)``: the fan-out's merged results in the data of a run that went past it (None before);
+    ``edit(data, request)``: the data the new run's fan-out starts from (the item changed, the later steps' output
+    dropped); ``carry(result, project_id, workflow_id)``: another item's result for the new run, its files copied
+    into the new run's own storage, unchanged (the same checksum).
+    """
+
+    step: str
+    results: Callable[[dict[str, Any]], list[dict[str, Any]] | None]
+    edit: Callable[[dict[str, Any], RedrawRequest], dict[str, Any]]
+    carry: Callable[[dict[str, Any], str, str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class WorkflowType:
+    """A pipeline. ``check_data`` refuses data of the wrong shape (an edit through a data patch) with
+    InvalidDataPatch; ``check_preferences`` returns the type's preferences checked (and completed), refusing bad ones
+    with ValidationFailed; ``redraw`` says how one item of its fan-out is redone in a new run."""
+
     name: str
     steps: tuple[Step | FanOutStep, ...] = field(default_factory=tuple)
     description: str = ""
     prepare: Callable[[StartRequest], tuple[dict[str, Any], dict[str, Any]]] | None = None
+    check_data: Callable[[dict[str, Any]], None] | None = None
+    check_preferences: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    redraw: Redraw | None = None
 
     @property
     def step_names(self) -> list[str]:

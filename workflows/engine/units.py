@@ -36,14 +36,18 @@ def _lease_until(seconds: float) -> datetime:
     return timezone.now() + timedelta(seconds=seconds)
 
 
-def workflow_units_create(*, workflow: WorkflowState, count: int) -> list[WorkflowUnit]:
-    """One pending unit per item of the current step (one for a plain step), in one INSERT.
+def workflow_units_create(
+    *, workflow: WorkflowState, count: int, done: dict[int, Any] | None = None
+) -> list[WorkflowUnit]:
+    """One pending unit per item of the current step (one for a plain step), in one INSERT; returns the pending.
 
     Each unit gets the id of the task that will carry it now, so a cancel can revoke its message. Its lease is the
-    queue's: how long its message may wait for a worker before recovery presumes it lost.
+    queue's: how long its message may wait for a worker before recovery presumes it lost. ``done``: results of
+    items already done elsewhere (a redraw's other panels), by index: those units are created done, never sent.
     """
+    done = done or {}
     lease = _lease_until(settings.MEMORY.workflow.queue_lease_seconds)
-    return WorkflowUnit.objects.bulk_create(
+    units = WorkflowUnit.objects.bulk_create(
         [
             WorkflowUnit(
                 workflow=workflow,
@@ -52,11 +56,14 @@ def workflow_units_create(*, workflow: WorkflowState, count: int) -> list[Workfl
                 step=workflow.current_step,
                 unit_index=index,
                 lease_expires_at=lease,
-                task_id=str(uuid.uuid4()),
+                task_id="" if index in done else str(uuid.uuid4()),
+                status=UnitStatus.DONE if index in done else UnitStatus.PENDING,
+                result=clean_data({"value": done[index]})["value"] if index in done else None,
             )
             for index in range(count)
         ]
     )
+    return [unit for unit in units if unit.status == UnitStatus.PENDING]
 
 
 def workflow_units_reset(*, workflow: WorkflowState) -> list[WorkflowUnit]:

@@ -46,6 +46,7 @@ from workflows.pipelines.common import (
     text_seed,
 )
 from workflows.pipelines.generation import chat_cached, generation_cached
+from workflows.pipelines.redirect import COMIC_REDRAW, comic_data_check, comic_preferences_check
 from workflows.providers import llm, text
 from workflows.providers.image import OfflineRenderer, PanelFigure, PanelRequest, image_provider, page_compose
 
@@ -394,6 +395,9 @@ COMIC_GENERATION = register(
         name="comic_generation",
         description="Turn a story into comic panels and pages, keeping its characters and style consistent.",
         prepare=prepare,
+        check_data=comic_data_check,
+        check_preferences=comic_preferences_check,
+        redraw=COMIC_REDRAW,
         steps=(
             Step("text_segmentation", text_segmentation, commit=text_segmentation_commit),
             Step("script_generation", script_generation),

@@ -2,7 +2,9 @@
 images in ``images``.
 
 The providers (``workflows.providers``) only generate; whether a result is read from the cache, and how its
-hit or miss is counted, is decided at this one layer. The keys are the providers' own
+hit or miss is counted, is decided at this one layer, by the run's cache policy (``preferences.cache``: ``use``
+reads and stores, ``refresh`` recomputes and stores, ``bypass`` neither reads nor writes), which the engine sets
+around each step (``workflows.engine.CACHE_POLICY``). The keys are the providers' own
 (``ChatRequest.cache_key``, ``PanelRequest.cache_key``), so entries cached before this module existed still hit.
 """
 
@@ -10,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from django.conf import settings
 
-from memory_app.services.cache import cache_get_or_compute
+from memory_app.services.cache import CachePolicy, cache_get_or_compute
+from workflows.engine import CACHE_POLICY
 from workflows.providers.llm import ChatRequest, chat_answer
 
 R = TypeVar("R")
@@ -29,14 +32,18 @@ class Generated(Generic[R]):
 def generation_cached(
     *, namespace: str, key: dict[str, Any], generate: Callable[[], R], content_type: str | None = None
 ) -> Generated[R]:
-    """The cached result of ``key`` in ``namespace``, generated (and stored) on a miss."""
+    """The cached result of ``key`` in ``namespace``, generated (and stored) on a miss; as the run's cache policy
+    says (``refresh``: generated and stored again; ``bypass``: generated, the cache untouched)."""
     generated: list[bool] = []
 
     def compute() -> R:
         generated.append(True)
         return generate()
 
-    value = cache_get_or_compute(namespace=namespace, key=key, compute=compute, content_type=content_type)
+    policy = cast(CachePolicy, CACHE_POLICY.get())  # checked when the run was asked for (run_preferences_check)
+    value = cache_get_or_compute(
+        namespace=namespace, key=key, compute=compute, content_type=content_type, policy=policy
+    )
     return Generated(value=value, cached=not generated)
 
 

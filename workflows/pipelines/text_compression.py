@@ -21,6 +21,7 @@ from workflows.engine import COMPRESSION_HISTORY_KEY, StartRequest, Step, StepCo
 from workflows.engine import workflow_type_register as register
 from workflows.pipelines.common import compression_entry, input_text, ratio_preference, run_owner, run_project
 from workflows.pipelines.generation import chat_cached
+from workflows.pipelines.redirect import compression_data_check, compression_preferences_check
 from workflows.providers import llm, text
 
 PLOT_RATIO = 0.25
@@ -112,6 +113,8 @@ TEXT_COMPRESSION = register(
         name="text_compression",
         description="Compress a story to a target ratio, keeping its named characters.",
         prepare=prepare,
+        check_data=compression_data_check,
+        check_preferences=compression_preferences_check,
         steps=(
             Step(
                 "text_analysis",

@@ -14,7 +14,8 @@ snapshot whose parent was deleted has ``parent = null``.
 
 The package, one module per concern, lowest first: ``runs`` (progress, snapshots, creation), ``queue`` (the
 per-user queue), ``transitions`` (step completed, fail, resume, restore, cancel, and ending the run's units those
-take with them), ``operations`` (the engine's operations the admin calls). Callers import from the package.
+take with them), ``redirect`` (continue after a pause, forks that redraw a panel), ``operations`` (the engine's
+operations the admin calls). Callers import from the package.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from memory_app.services.workflow.queue import (
     workflow_queue_owners,
     workflow_queue_start,
 )
+from memory_app.services.workflow.redirect import (
+    workflow_continue,
+    workflow_fork_create,
+    workflow_fork_find,
+    workflow_source_lock,
+)
 from memory_app.services.workflow.runs import (
     QUEUED_DESCRIPTION,
     Segments,
@@ -41,6 +48,7 @@ from memory_app.services.workflow.runs import (
     workflow_snapshots_trim,
 )
 from memory_app.services.workflow.transitions import (
+    Edit,
     workflow_cancel,
     workflow_fail,
     workflow_fan_out_progress,
@@ -54,14 +62,18 @@ from memory_app.services.workflow.transitions import (
 
 __all__ = [
     "QUEUED_DESCRIPTION",
+    "Edit",
     "Segments",
     "WorkflowOperations",
     "clean_data",
     "workflow_active_admit",
     "workflow_cancel",
+    "workflow_continue",
     "workflow_create",
     "workflow_fail",
     "workflow_fan_out_progress",
+    "workflow_fork_create",
+    "workflow_fork_find",
     "workflow_lineage_ids",
     "workflow_lock_running",
     "workflow_operations",
@@ -75,6 +87,7 @@ __all__ = [
     "workflow_snapshot_append",
     "workflow_snapshot_at",
     "workflow_snapshots_trim",
+    "workflow_source_lock",
     "workflow_step_complete",
     "workflow_units_end",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.contrib.auth.models import AbstractBaseUser
 
@@ -21,7 +21,28 @@ class WorkflowOperations(Protocol):
     def resume(self, *, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState: ...
 
     def restore(
-        self, *, workflow: WorkflowState, index: int, rerun: bool, user: AbstractBaseUser | None
+        self,
+        *,
+        workflow: WorkflowState,
+        index: int,
+        rerun: bool,
+        user: AbstractBaseUser | None,
+        data_patch: dict[str, Any] | None = None,
+        preferences: dict[str, Any] | None = None,
+    ) -> WorkflowState: ...
+
+    def continue_run(
+        self, *, workflow: WorkflowState, user: AbstractBaseUser | None, data_patch: dict[str, Any] | None = None
+    ) -> WorkflowState: ...
+
+    def redraw(
+        self,
+        *,
+        workflow: WorkflowState,
+        panel: int,
+        user: AbstractBaseUser | None,
+        seed: int | None = None,
+        prompt_extra: str = "",
     ) -> WorkflowState: ...
 
     def cancel(self, *, workflow: WorkflowState, user: AbstractBaseUser | None) -> WorkflowState: ...

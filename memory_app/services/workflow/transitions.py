@@ -1,8 +1,10 @@
-"""A run's transitions after its creation: a step completed, failed, resume, restore to a snapshot, cancel."""
+"""A run's transitions after its creation: a step completed (or paused after), failed, resume, restore to a
+snapshot (with edited data and preferences), cancel."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -90,8 +92,13 @@ def workflow_step_complete(
     data: dict[str, Any],
     details: dict[str, Any] | None = None,
     compression_entries: list[dict[str, Any]] | None = None,
+    pause: bool = False,
 ) -> WorkflowState:
     """The current step is done: save its output, advance (or complete), snapshot and history, in one go.
+
+    ``pause``: the step is one of the run's ``pause_after``: unless it was the last, the run stops
+    ``awaiting_input`` at the next step (a second snapshot and a ``workflow_awaiting_input`` record), and only a
+    ``continue`` (``workflow_continue``) creates that step's units.
 
     ``compression_entries`` (``{step, timestamp, input_size, output_size, compression_ratio}``) are appended
     to the run's ``compression_history`` in the same write.
@@ -101,7 +108,10 @@ def workflow_step_complete(
     finished_step = workflow.current_step
     next_index = workflow.step_index + 1
     done = next_index >= len(workflow.steps)
-    new_status = WorkflowStatus.COMPLETED if done else WorkflowStatus.IN_PROGRESS
+    paused = pause and not done
+    new_status = (
+        WorkflowStatus.COMPLETED if done else WorkflowStatus.AWAITING_INPUT if paused else WorkflowStatus.IN_PROGRESS
+    )
     _check_transition(workflow, new_status)
     progress = workflow_progress(
         steps=workflow.steps, step_index=next_index, description=_describe_step(workflow.steps, next_index)
@@ -110,7 +120,15 @@ def workflow_step_complete(
     # The snapshots of the new state are written first, so the run's one compare-and-set also moves its head:
     # three writes per step (snapshot, run, history record). The run's row lock orders them.
     last, count = _snapshot_tally(workflow)
-    events = [SnapshotEvent.STEP_COMPLETED, SnapshotEvent.COMPLETED] if done else [SnapshotEvent.STEP_COMPLETED]
+    events = [SnapshotEvent.STEP_COMPLETED]
+    if done:
+        events.append(SnapshotEvent.COMPLETED)
+    elif paused:
+        events.append(SnapshotEvent.AWAITING_INPUT)
+        progress = {
+            **progress,
+            "description": f"Awaiting input before step {next_index + 1}: {workflow.steps[next_index]}.",
+        }
     head_id = workflow.head_id
     for offset, event in enumerate(events, start=1):
         head = WorkflowSnapshot.objects.create(
@@ -155,6 +173,15 @@ def workflow_step_complete(
             user=workflow.owner,
             workflow_id=workflow.pk,
             details={"workflow_type": workflow.workflow_type, "steps": len(workflow.steps)},
+        )
+    elif paused:
+        history_record(
+            project=workflow.project,
+            action=HistoryAction.WORKFLOW_AWAITING_INPUT,
+            user=workflow.owner,
+            workflow_id=workflow.pk,
+            summary=f"Workflow paused after {finished_step}: awaiting input.",
+            details={"after_step": finished_step, "next_step": workflow.steps[next_index], "step_index": next_index},
         )
     return workflow
 
@@ -230,13 +257,28 @@ def workflow_snapshot_at(*, workflow: WorkflowState, index: int) -> WorkflowSnap
     return snapshot
 
 
+# The pipeline's edit of a run's data or preferences (a merge patch, validated): given the current value, the new
+# one, or one of our errors to refuse the whole operation with nothing changed.
+Edit = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 def workflow_restore(
-    *, workflow: WorkflowState, index: int, rerun: bool, user: AbstractBaseUser | None
+    *,
+    workflow: WorkflowState,
+    index: int,
+    rerun: bool,
+    user: AbstractBaseUser | None,
+    edit_data: Edit | None = None,
+    edit_preferences: Edit | None = None,
 ) -> WorkflowState:
     """Fork: a new branch starts from the snapshot at ``index``; older snapshots stay as they are.
 
     With ``rerun`` the run is ``in_progress`` from the snapshot's next step (the engine dispatches it);
     without, it waits as ``pending``. A run in progress must be cancelled first (Conflict).
+
+    ``edit_data`` / ``edit_preferences``: the new branch starts from the snapshot's data and the run's preferences
+    as edited (the snapshot itself stays as it was); called under the run's lock, so an edit that refuses leaves
+    everything as it was.
     """
     run = _lock(workflow)
     if run.status == WorkflowStatus.IN_PROGRESS:
@@ -245,6 +287,8 @@ def workflow_restore(
             details={"workflow_id": str(run.pk), "status": run.status},
         )
     source = workflow_snapshot_at(workflow=run, index=index)
+    data = clean_data(edit_data(source.data)) if edit_data is not None else source.data
+    preferences = clean_data(edit_preferences(run.preferences)) if edit_preferences is not None else run.preferences
     new_status = WorkflowStatus.IN_PROGRESS if rerun else WorkflowStatus.PENDING
     _check_transition(run, new_status)
     step_index = source.step_index
@@ -256,7 +300,8 @@ def workflow_restore(
         run,
         expected_status=run.status,
         status=new_status,
-        data=source.data,
+        data=data,
+        preferences=preferences,
         step_index=step_index,
         current_step=current_step,
         step_key=uuid.uuid4(),
@@ -282,6 +327,8 @@ def workflow_restore(
             "new_sequence": snapshot.sequence,
             "rerun": rerun,
             "next_step": current_step,
+            "data_edited": edit_data is not None,
+            "preferences_edited": edit_preferences is not None,
         },
     )
     return run
