@@ -67,7 +67,8 @@ class Panel(_Open):
     negative_prompt: str
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)]
     caption: str
-    dialogue: list[tuple[str, str]]
+    # [speaker, line] pairs (JSON has no tuples).
+    dialogue: list[Annotated[list[str], Field(min_length=2, max_length=2)]]
     figures: list[Figure]
     palette: list[str]
 
