@@ -66,6 +66,8 @@ OWNED: dict[tuple[str, str], Case] = {
     ("POST", "/api/workflows/{workflow_id}/resume/"): Case(404, NOT_YOURS),
     ("POST", "/api/workflows/{workflow_id}/restore/"): Case(404, NOT_YOURS, {"step_index": 0}),
     ("POST", "/api/workflows/{workflow_id}/cancel/"): Case(404, NOT_YOURS),
+    ("POST", "/api/workflows/{workflow_id}/continue/"): Case(404, NOT_YOURS, {"data_patch": {"text": "bob"}}),
+    ("POST", "/api/workflows/{workflow_id}/panels/{panel}/redraw/"): Case(404, NOT_YOURS, {"seed": 1}),
     ("GET", "/api/workflows/{workflow_id}/outputs/{name}/"): Case(404, NOT_YOURS),
     ("DELETE", "/api/memory/cache/{cache_type}/"): Case(403, STAFF_ONLY),
 }
@@ -182,6 +184,7 @@ def _ids(world: World) -> dict[str, Any]:
         "style_id": world.style_id,
         "workflow_id": world.workflow_id,
         "name": world.output_name,
+        "panel": 1,
         "cache_type": "text_analysis",
     }
 

@@ -14,7 +14,16 @@ from typing import Any
 
 from django.db import connection
 
-from workflows.engine import FanOutStep, RetryableStepError, Step, StepContext, WorkflowType, workflow_type_register
+from workflows.engine import (
+    FanOutStep,
+    Redraw,
+    RedrawRequest,
+    RetryableStepError,
+    Step,
+    StepContext,
+    WorkflowType,
+    workflow_type_register,
+)
 
 EFFECTS_TABLE = "workflow_test_effects"
 
@@ -99,9 +108,23 @@ THREE_STEPS = workflow_type_register(
     )
 )
 
+
+def redraw_edit(data: dict[str, Any], request: RedrawRequest) -> dict[str, Any]:
+    segments = list(data["segments"])
+    segments[request.index] = f"{segments[request.index]}{request.prompt_extra or '*'}"
+    return {**{key: value for key, value in data.items() if key not in ("pages", "book")}, "segments": segments}
+
+
 FAN_OUT = workflow_type_register(
     WorkflowType(
         name="fan_out",
+        # A page is redrawn from its segment with a mark; the other pages are carried over as they are.
+        redraw=Redraw(
+            step="render",
+            results=lambda data: data.get("pages") if "book" in data else None,
+            edit=redraw_edit,
+            carry=lambda result, project_id, workflow_id: result,
+        ),
         steps=(
             Step("split", split, commit=record_effect),
             FanOutStep(

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from memory_app.errors import ValidationFailed, WorkflowNotWaiting
+from memory_app.errors import ValidationFailed, WorkflowLimitReached, WorkflowNotWaiting
 from memory_app.models import HistoryRecord, WorkflowSnapshot, WorkflowState
 from memory_app.services.cache import cache_get_or_compute
 from tests.workflows.pipelines import effects
@@ -255,3 +255,32 @@ def test_the_cache_preference_is_recorded_in_the_run_data(run_inline, user, proj
 
     assert run.data["cache_policy"] == "bypass"
     assert run.preferences == {"cache": "bypass"}
+
+
+def test_a_fan_out_redraw_runs_one_unit_and_the_steps_after_it(run_inline, user, project):
+    run = start(run_inline, user, {}, workflow_type="fan_out", text="a b c")
+    assert run.data["book"] == "<a><b><c>"
+
+    fork, created = run_inline(engine.workflow_redraw, workflow=run, panel=2, user=user, prompt_extra="!")
+
+    fork.refresh_from_db()
+    assert created is True
+    assert fork.status == "completed"
+    assert fork.data["book"] == "<a><b!><c>"
+    assert effects(str(fork.pk)) == [f"{fork.pk}:bind:0", f"{fork.pk}:render:1"]
+    assert [event for event, _ in events(fork)] == ["forked", "step_completed", "step_completed", "completed"]
+    run.refresh_from_db()
+    assert run.data["book"] == "<a><b><c>"
+
+
+def test_a_redraw_that_has_no_place_among_the_owners_runs_is_refused(run_inline, user, project, settings):
+    run = start(run_inline, user, {}, workflow_type="fan_out", text="a b")
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"workflow": settings.MEMORY.workflow.model_copy(update={"max_active_runs_per_user": 0})}
+    )
+    before = WorkflowState.objects.count()
+
+    with pytest.raises(WorkflowLimitReached):
+        run_inline(engine.workflow_redraw, workflow=run, panel=1, user=user)
+
+    assert WorkflowState.objects.count() == before

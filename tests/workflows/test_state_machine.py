@@ -1,4 +1,5 @@
-"""A hypothesis state machine over start / resume / restore / cancel (and a fault that comes and goes).
+"""A hypothesis state machine over start (with approval pauses) / resume / restore (with edits) / continue / redraw /
+cancel (and a fault that comes and goes).
 
 Work runs inline (eager tasks after commit), so after every rule no run is left in progress. Invariants:
 - every status change, read off the snapshots in creation order, is a legal transition;
@@ -31,7 +32,12 @@ EVENT_ACTIONS = {
     "restored": "workflow_restored",
     "cancelled": "workflow_cancelled",
     "completed": "workflow_completed",
+    "awaiting_input": "workflow_awaiting_input",
+    "continued": "workflow_continued",
+    "forked": "workflow_forked",
 }
+
+PAUSES = {"three_steps": ["measure", "shout", "count_words"], "fan_out": ["split", "render", "bind"]}
 
 
 def test_workflow_operations_keep_their_invariants(
@@ -68,8 +74,13 @@ def test_workflow_operations_keep_their_invariants(
             except ComicmemError:
                 assert self.state_of(run) == before
 
-        @rule(target=runs, workflow_type=st.sampled_from(["three_steps", "fan_out"]), failing=st.booleans())
-        def start(self, workflow_type: str, failing: bool) -> WorkflowState:
+        @rule(
+            target=runs,
+            workflow_type=st.sampled_from(["three_steps", "fan_out"]),
+            failing=st.booleans(),
+            pauses=st.sets(st.integers(min_value=0, max_value=2), max_size=2),
+        )
+        def start(self, workflow_type: str, failing: bool, pauses: set[int]) -> WorkflowState:
             faults = {
                 "render": {"fail_while_exists": str(flag), "units": [1]},
                 "shout": {"fail_while_exists": str(flag), "units": [0]},
@@ -82,6 +93,7 @@ def test_workflow_operations_keep_their_invariants(
                     workflow_type=workflow_type,
                     project_id="proj-001",
                     data={"text": "a b c", "faults": faults},
+                    preferences={"pause_after": [PAUSES[workflow_type][index] for index in sorted(pauses)]},
                 )
             return run
 
@@ -96,9 +108,31 @@ def test_workflow_operations_keep_their_invariants(
         def resume(self, run: WorkflowState) -> None:
             self.attempt(engine.workflow_resume, run)
 
-        @rule(run=runs, index=st.integers(min_value=-12, max_value=12), rerun=st.booleans())
-        def restore(self, run: WorkflowState, index: int, rerun: bool) -> None:
-            self.attempt(engine.workflow_restore, run, index=index, rerun=rerun)
+        @rule(
+            run=runs,
+            index=st.integers(min_value=-12, max_value=12),
+            rerun=st.booleans(),
+            text=st.sampled_from([None, "d e", "f"]),
+            pause=st.sampled_from([None, [], ["measure"], ["render"], ["paint"]]),
+        )
+        def restore(self, run: WorkflowState, index: int, rerun: bool, text: str | None, pause: list | None) -> None:
+            self.attempt(
+                engine.workflow_restore,
+                run,
+                index=index,
+                rerun=rerun,
+                data_patch={"text": text} if text else None,
+                preferences={"pause_after": pause} if pause is not None else None,
+            )
+
+        @rule(run=runs, text=st.sampled_from([None, "g h i"]))
+        def continue_run(self, run: WorkflowState, text: str | None) -> None:
+            self.attempt(engine.workflow_continue_run, run, data_patch={"text": text} if text else None)
+
+        @rule(run=runs, panel=st.integers(min_value=0, max_value=3))
+        def redraw(self, run: WorkflowState, panel: int) -> None:
+            # fan_out redraws a page in a new run once its book is bound; three_steps has nothing to redraw (refused).
+            self.attempt(engine.workflow_redraw, run, panel=panel)
 
         @rule(run=runs)
         def cancel(self, run: WorkflowState) -> None:

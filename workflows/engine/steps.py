@@ -99,9 +99,9 @@ class Redraw:
     """
 
     step: str
-    results: Callable[[dict[str, Any]], list[dict[str, Any]] | None]
+    results: Callable[[dict[str, Any]], list[Any] | None]
     edit: Callable[[dict[str, Any], RedrawRequest], dict[str, Any]]
-    carry: Callable[[dict[str, Any], str, str], dict[str, Any]]
+    carry: Callable[[Any, str, str], Any]
 
 
 @dataclass(frozen=True)

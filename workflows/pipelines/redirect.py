@@ -147,7 +147,7 @@ def compression_preferences_check(preferences: dict[str, Any]) -> dict[str, Any]
 _AFTER_IMAGES = ("rendered", "outputs", "quality")
 
 
-def _rendered(data: dict[str, Any]) -> list[dict[str, Any]] | None:
+def _rendered(data: dict[str, Any]) -> list[Any] | None:
     rendered = data.get("rendered")
     if not isinstance(rendered, list) or not all(isinstance(item, dict) for item in rendered):
         return None
