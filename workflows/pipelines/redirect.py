@@ -148,8 +148,11 @@ _AFTER_IMAGES = ("rendered", "outputs", "quality")
 
 
 def _rendered(data: dict[str, Any]) -> list[Any] | None:
-    rendered = data.get("rendered")
+    rendered, panels = data.get("rendered"), data.get("panels")
     if not isinstance(rendered, list) or not all(isinstance(item, dict) for item in rendered):
+        return None
+    if not isinstance(panels, list) or len(panels) != len(rendered):
+        # The panels were edited (a restore without rerun) after these were drawn: nothing matches to redraw.
         return None
     return sorted(rendered, key=lambda item: int(item.get("index", 0)))
 

@@ -70,7 +70,14 @@ def test_metrics_report_memory_caches_contexts_and_runs(staff_client, namespaces
     assert text["avg_latency_ms"] > 0
     assert data["cache_performance"]["api_responses"] == {"hit_rate": 0.0, "avg_latency_ms": 0.0, "total_requests": 0}
     assert data["active_contexts"] == 1
-    assert data["workflow_states"] == {"pending": 0, "in_progress": 1, "completed": 0, "failed": 0, "cancelled": 0}
+    assert data["workflow_states"] == {
+        "pending": 0,
+        "in_progress": 1,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "awaiting_input": 0,
+    }
 
 
 # --- /api/memory/analysis ---------------------------------------------------------------------------------------

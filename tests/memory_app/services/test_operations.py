@@ -321,6 +321,7 @@ def test_a_snapshot_stores_the_counters_and_old_ones_are_pruned(images, settings
         "completed": 0,
         "failed": 0,
         "cancelled": 0,
+        "awaiting_input": 0,
     }
     assert snapshot.memory_total > snapshot.memory_used > 0
     MetricSnapshot.objects.create(

@@ -244,3 +244,17 @@ def test_approval_before_drawing_then_continue_with_an_edited_dialogue(run_inlin
     assert run.status == "completed", run.error
     assert run.data["panels"][0]["dialogue"] == [["小明", "我来了！"]]
     assert len(run.data["rendered"]) == 3
+
+
+def test_redraw_after_the_panels_were_edited_without_a_rerun_is_404(run_inline, user, completed):
+    last = completed.snapshots.count() - 1
+    panels = completed.data["panels"][:2]
+    run_inline(
+        engine.workflow_restore, workflow=completed, index=last, rerun=False, user=user, data_patch={"panels": panels}
+    )
+    before = frozen(completed)
+
+    with pytest.raises(PanelNotFound):
+        run_inline(engine.workflow_redraw, workflow=completed, panel=1, user=user)
+
+    assert frozen(completed) == before
