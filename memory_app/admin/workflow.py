@@ -84,7 +84,9 @@ def _run_each(
         except ComicmemError as exc:
             modeladmin.message_user(request, f"{run.pk}: {exc.message}", messages.ERROR)
     if done:
-        modeladmin.message_user(request, f"{operation.capitalize()}: {done} workflow(s).", messages.SUCCESS)
+        modeladmin.message_user(
+            request, f"{operation.replace('_run', '').capitalize()}: {done} workflow(s).", messages.SUCCESS
+        )
 
 
 @admin.register(WorkflowState)

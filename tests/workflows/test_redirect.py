@@ -4,8 +4,10 @@ detection), preferences checked at start and restore, the merge patch, the per-r
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from memory_app.errors import ValidationFailed, WorkflowLimitReached, WorkflowNotWaiting
@@ -13,7 +15,7 @@ from memory_app.models import HistoryRecord, WorkflowSnapshot, WorkflowState
 from memory_app.services.cache import cache_get_or_compute
 from tests.workflows.pipelines import effects
 from workflows import engine
-from workflows.engine import CACHE_POLICY, merge_patch
+from workflows.engine import CACHE_POLICY, dispatch, merge_patch
 from workflows.pipelines.generation import generation_cached
 
 pytestmark = pytest.mark.django_db
@@ -284,3 +286,50 @@ def test_a_redraw_that_has_no_place_among_the_owners_runs_is_refused(run_inline,
         run_inline(engine.workflow_redraw, workflow=run, panel=1, user=user)
 
     assert WorkflowState.objects.count() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_redraws_of_one_panel_at_the_same_moment_make_one_run(user, project, eager, effects_table, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite runs one writer at a time")
+    with transaction.atomic():
+        run = engine.workflow_start(
+            user=user, workflow_type="fan_out", project_id="proj-001", data={"text": "a b c"}, preferences={}
+        )
+    run.refresh_from_db()
+    assert run.status == "completed"
+
+    class Broker:
+        """Where the redraws' unit messages go: kept, not run, so both redraws meet an unfinished fork."""
+
+        sent: list[int] = []
+
+        def apply_async(self, args, **options) -> None:
+            self.sent.append(args[0])
+
+    monkeypatch.setattr(dispatch, "_unit_tasks", [Broker()])
+    barrier = threading.Barrier(2)
+    outcomes: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+
+    def redraw() -> None:
+        try:
+            barrier.wait(timeout=10)
+            fork, created = engine.workflow_redraw(workflow=run, panel=2, user=user, prompt_extra="!")
+            outcomes.append((str(fork.pk), created))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=redraw) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert sorted(created for _, created in outcomes) == [False, True]
+    assert len({fork_id for fork_id, _ in outcomes}) == 1
+    assert WorkflowState.objects.filter(forked_from=run).count() == 1
+    assert len(Broker.sent) == 1  # one unit to draw, sent once
