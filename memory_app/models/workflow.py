@@ -78,6 +78,9 @@ class WorkflowState(models.Model):
     # Set while a ``pending`` run waits for one of its owner's runs in progress to end
     # (workflow.max_active_runs_per_user); cleared when it starts. Queued runs start oldest first.
     queued_at = models.DateTimeField(null=True, blank=True)
+    # When its output files were removed by the output retention (pipelines.output_retention_days): the run
+    # and its data stay, its files do not.
+    outputs_expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
