@@ -73,8 +73,14 @@ def project_cache_use_record(*, project_key: str, namespace: str, key: Any) -> N
 
 def _send_on_commit(deletion_id: int) -> None:
     def send() -> None:
+        # By the registered task when this process has it (so an eager configuration runs it inline), by name
+        # otherwise (memory_app.tasks imports this module: it cannot be imported here).
+        task = current_app.tasks.get(DELETION_TASK)
         try:
-            current_app.send_task(DELETION_TASK, args=(deletion_id,))
+            if task is not None:
+                task.apply_async(args=(deletion_id,))
+            else:
+                current_app.send_task(DELETION_TASK, args=(deletion_id,))
         except (OperationalError, OSError):
             # The row stays: the beat sweep sends it again once the broker answers.
             logger.warning("storage deletion %s not sent; the sweep will send it", deletion_id, exc_info=True)
