@@ -61,6 +61,10 @@ def project_cache_use_record(*, project_key: str, namespace: str, key: Any) -> N
         return
     try:
         with transaction.atomic():
+            # The project's row, locked: a delete waits for this insert (or went first, and then there is no
+            # project to note the use for). Checked here, since SQLite checks foreign keys only at commit.
+            if not Project.objects.select_for_update(no_key=True).filter(pk=project_key).exists():
+                return
             ProjectCacheUse.objects.create(project_id=project_key, namespace=namespace, digest=digest, key=key)
     except IntegrityError:
         # Recorded meanwhile by another unit of the project, or the project was deleted meanwhile (then its
