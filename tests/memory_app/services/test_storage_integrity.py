@@ -53,7 +53,7 @@ def test_a_clean_storage_has_no_problems(live):
 
 
 def test_orphans_are_found_then_removed_and_missing_files_only_reported(live):
-    project, run, folder = live
+    _, run, folder = live
     dead_project = store("projects/gone-key/images/run/panel_001.png")
     dead_run = store("projects/live-key/images/00000000-0000-0000-0000-000000000000/panel_001.png")
     unnamed = store(f"{folder}/panel_099.png")
