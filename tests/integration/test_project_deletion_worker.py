@@ -82,3 +82,36 @@ def test_a_deletion_left_half_done_is_finished_by_the_sweep_and_a_second_copy_do
     log = worker.output()
     assert "'files': 4" in log  # the first copy removed what was left (3 panels and the archive)
     assert "'done_already': True" in log  # the second found nothing to do
+
+
+def test_a_worker_killed_while_deleting_leaves_the_row_and_the_sweep_finishes_on_another(start_worker, media, settings):
+    # Many files, so the worker is surely still deleting when it is killed right after the first one went.
+    project = ProjectFactory(id="doomed")
+    run = WorkflowState.objects.create(
+        workflow_type="comic_generation", project=project, owner=project.owner, status="completed"
+    )
+    folder = media / "projects" / "doomed" / "images" / str(run.pk)
+    folder.mkdir(parents=True)
+    names = []
+    for index in range(5000):
+        (folder / f"panel_{index:05d}.png").write_bytes(b"png")
+        names.append(f"projects/doomed/images/{run.pk}/panel_{index:05d}.png")
+    run.data = {"outputs": {"panels": names, "pages": []}}
+    run.save(update_fields=["data"])
+    env = {"COMICMEM_TEST_MEDIA_ROOT": str(media), "CACHE_DIR": str(settings.CACHE_DIR)}
+    first = start_worker(**env)
+
+    project_delete(project=project)
+    wait_for(lambda: not default_storage.exists(names[0]), timeout=60, what="the deletion to begin")
+    first.kill()
+
+    (deletion,) = StorageDeletion.objects.all()
+    assert deletion.attempts == 1
+    left = sum(1 for _ in folder.iterdir())
+    assert 0 < left < len(names)
+
+    start_worker(**env)
+    set_memory(settings, "maintenance", storage_deletion_grace_seconds=1)
+    wait_for(lambda: storage_deletions_sweep_task()["sent"] == 1, timeout=30, what="the row to be due")
+    wait_for(lambda: not StorageDeletion.objects.exists(), timeout=120, what="the swept deletion")
+    assert not (media / "projects" / "doomed").exists()
