@@ -228,6 +228,11 @@ class MaintenanceConfig(_Section):
     stuck_check_interval_seconds: PositiveInt = 300
     # The scheduled integrity check repairs what it can (as `integrity_check --repair`), or only reports.
     integrity_repair: bool = True
+    # File deletions a worker left unfinished (killed while removing a deleted project's files) are handed to a
+    # new task by a beat sweep every storage_deletion_sweep_interval_seconds, once older than
+    # storage_deletion_grace_seconds (so a deletion still being done is not doubled at once).
+    storage_deletion_sweep_interval_seconds: PositiveInt = 300
+    storage_deletion_grace_seconds: PositiveInt = 300
 
 
 class MonitoringConfig(_Section):
@@ -302,6 +307,10 @@ class PipelinesConfig(_Section):
     previous_context_max_bytes: ByteSize = 5 * 1024 * 1024
     previous_context_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     previous_context_max_redirects: NonNegativeInt = 3
+    # Output files (panels, pages) of finished runs older than this many days are removed by a beat task every
+    # output_expiry_interval_seconds; the run and its data stay. 0 or null: kept for ever.
+    output_retention_days: NonNegativeInt | None = None
+    output_expiry_interval_seconds: PositiveInt = 3600
 
     @field_validator("font_path")
     @classmethod

@@ -1,3 +1,4 @@
+from importlib import import_module
 from typing import Any
 
 from django.apps import AppConfig
@@ -25,3 +26,5 @@ class MemoryAppConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_sync_schedules_after_migrate, sender=self, dispatch_uid="memory_app.schedules_sync")
+        # Registered in web and worker alike: a project's deletion sends its file-removal task by that task.
+        import_module("memory_app.tasks")

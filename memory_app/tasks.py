@@ -25,6 +25,12 @@ from memory_app.services.operations import (
     metric_snapshots_prune,
 )
 from memory_app.services.schedules import schedules_sync
+from memory_app.services.storage_lifecycle import (
+    DELETION_TASK,
+    storage_deletion_process,
+    storage_deletions_due,
+    workflow_outputs_expire,
+)
 
 logger = logging.getLogger("memory_app.tasks")
 
@@ -172,3 +178,39 @@ def integrity_check_task() -> dict[str, Any]:
     """Scheduled twin of ``manage.py integrity_check``: repairs when maintenance.integrity_repair is on."""
     report = integrity_check(repair=settings.MEMORY.maintenance.integrity_repair)
     return {"problems": len(report.problems), "unrepaired": len(report.unrepaired), "checked": report.checked}
+
+
+@shared_task(
+    name=DELETION_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    soft_time_limit=20 * 60,
+    time_limit=25 * 60,
+)
+def storage_deletion_task(deletion_id: int) -> dict[str, Any]:
+    """Remove the files (and cache entries) a deletion row names, then the row: sent after the commit that wrote
+    it; redelivered after a crash, or sent again by the sweep, it removes what is left."""
+    result = storage_deletion_process(deletion_id=deletion_id)
+    return {"deletion": deletion_id, "done_already": True} if result is None else result.as_dict()
+
+
+@shared_task(name="memory_app.storage_deletions_sweep", ignore_result=True)
+def storage_deletions_sweep_task() -> dict[str, Any]:
+    """Scheduled: send again the deletions a dead worker left (or a broker outage kept from being sent)."""
+    due = storage_deletions_due()
+    for deletion_id in due:
+        storage_deletion_task.delay(deletion_id)
+    return {"sent": len(due)}
+
+
+@shared_task(name="memory_app.outputs_expire", acks_late=True, ignore_result=True)
+def outputs_expire_task() -> dict[str, Any]:
+    """Scheduled: expire the outputs of runs past ``pipelines.output_retention_days``; re-queues itself while
+    a batch was full."""
+    if (skipped := _cleanup_disabled("output expiry")) is not None:
+        return skipped
+    result = workflow_outputs_expire()
+    if result.more:
+        transaction.on_commit(outputs_expire_task.delay)
+    return result.as_dict()

@@ -285,6 +285,11 @@ class WorkflowOutputView(APIView):
     @extend_schema(tags=["workflows"], responses={(200, "image/png"): OpenApiTypes.BINARY})
     def get(self, request: Request, workflow_id: str, name: str) -> FileResponse:
         run = workflow_get(user=request.user, workflow_id=workflow_id)
+        if run.outputs_expired_at is not None:
+            raise NotFound(
+                f"The outputs of workflow {run.pk} expired (pipelines.output_retention_days).",
+                details={"workflow_id": str(run.pk), "name": name, "expired_at": run.outputs_expired_at.isoformat()},
+            )
         folder = f"{output_folder(run.project_id, str(run.pk))}/"
         listed = workflow_output_files(workflow=run)
         # Only a name the run itself listed is served: the storage path comes from the state, never the request,

@@ -19,6 +19,7 @@ from memory_app.models.history import (
 )
 from memory_app.models.operations import MetricSnapshot
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
+from memory_app.models.storage import ProjectCacheUse, StorageDeletion, StorageDeletionReason
 from memory_app.models.workflow import (
     LEGAL_TRANSITIONS,
     UNFINISHED_STATUSES,
@@ -52,8 +53,11 @@ __all__ = [
     "MessageRole",
     "MetricSnapshot",
     "Project",
+    "ProjectCacheUse",
     "ReleasedContext",
     "SnapshotEvent",
+    "StorageDeletion",
+    "StorageDeletionReason",
     "StyleTemplate",
     "StyleUsage",
     "UnitStatus",

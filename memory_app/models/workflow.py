@@ -104,6 +104,9 @@ class WorkflowState(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks", db_index=True
     )
     redraw_panel = models.PositiveIntegerField(null=True, blank=True)
+    # When its output files were removed by the output retention (pipelines.output_retention_days): the run
+    # and its data stay, its files do not.
+    outputs_expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -22,10 +22,12 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from memory_app.models import (
+    SYSTEM_SCOPE,
     CacheEntry,
     HistoryAction,
     HistoryArchive,
     MetricSnapshot,
+    Project,
     WorkflowSnapshot,
     WorkflowState,
     WorkflowUnit,
@@ -49,6 +51,7 @@ from memory_app.services.history import (
     history_archive_sweep,
     history_record,
 )
+from memory_app.services.storage_integrity import storage_files_check
 from memory_app.tokens import token_counters_release
 
 logger = logging.getLogger("memory_app.operations")
@@ -305,7 +308,10 @@ def _check_history_archives(report: IntegrityReport, repair: bool) -> None:
         scopes, _ = default_storage.listdir(location)
     except FileNotFoundError:
         scopes = []
+    live = set(Project.objects.values_list("pk", flat=True))
     for scope in scopes:
+        if scope != SYSTEM_SCOPE and scope not in live:
+            continue  # a deleted project's archives: orphan files (the storage check)
         _, files = default_storage.listdir(f"{location}/{scope}")
         leftovers += [f"{location}/{scope}/{name}" for name in files if f"{location}/{scope}/{name}" not in named]
     if leftovers:
@@ -337,10 +343,22 @@ def _check_workflow_rows(report: IntegrityReport, repair: bool) -> None:
         ]
 
 
+def _check_storage_files(report: IntegrityReport, repair: bool) -> None:
+    """Orphan and missing files of the projects (``storage_integrity``); before the archives' check, so the
+    archives of a deleted project are judged (and removed) here as orphans."""
+    check = storage_files_check(repair=repair)
+    report.checked["project_files"] = check.files
+    report.checked["referenced_files"] = check.referenced
+    report.problems += [
+        IntegrityProblem(problem.kind, problem.subject, problem.detail, problem.repaired) for problem in check.problems
+    ]
+
+
 def integrity_check(*, repair: bool = False) -> IntegrityReport:
     """Verify cache blobs, history archives and the workflow tables; with ``repair``, fix what can be fixed."""
     report = IntegrityReport()
     _check_cache_blobs(report, repair)
+    _check_storage_files(report, repair)
     _check_history_archives(report, repair)
     _check_workflow_rows(report, repair)
     if report.problems:

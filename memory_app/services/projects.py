@@ -11,7 +11,8 @@ from django.db import IntegrityError, transaction
 
 from memory_app.errors import Conflict, ProjectLimitReached
 from memory_app.models import HistoryAction, Project
-from memory_app.services.history import history_archive_files_forget, history_record
+from memory_app.services.history import history_record
+from memory_app.services.storage_lifecycle import project_files_release
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -77,6 +78,8 @@ def project_update(*, project: Project, name: str | None = None, description: st
 
 @transaction.atomic
 def project_delete(*, project: Project) -> None:
-    # The history rows and archive manifests go with the project (cascade); their files go once that commits.
-    history_archive_files_forget(project=project)
+    """Delete the project and everything of it. Its rows go with it (cascade); its files (runs' outputs,
+    history archives) and the cache entries no other live project used are written down in this transaction and
+    removed by a task once it commits (``storage_lifecycle``), so a crash between the two loses nothing."""
+    project_files_release(project=project)
     project.delete()

@@ -96,6 +96,18 @@ def schedules_from_config() -> list[Schedule]:
             memory.maintenance.stuck_check_interval_seconds,
             "Flag (and optionally resume) stuck workflow runs (maintenance.stuck_check_interval_seconds).",
         ),
+        Schedule(
+            "storage-deletions-sweep",
+            "memory_app.storage_deletions_sweep",
+            memory.maintenance.storage_deletion_sweep_interval_seconds,
+            "Send again file deletions a dead worker left (maintenance.storage_deletion_sweep_interval_seconds).",
+        ),
+        Schedule(
+            "outputs-expire",
+            "memory_app.outputs_expire",
+            memory.pipelines.output_expiry_interval_seconds,
+            "Remove run outputs past pipelines.output_retention_days (pipelines.output_expiry_interval_seconds).",
+        ),
     ]
     return schedules
 

@@ -37,7 +37,10 @@ def test_the_shipped_file_has_the_operations_defaults():
         "integrity_interval_seconds": 86400,
         "stuck_check_interval_seconds": 300,
         "integrity_repair": True,
+        "storage_deletion_sweep_interval_seconds": 300,
+        "storage_deletion_grace_seconds": 300,
     }
+    assert (config.pipelines.output_retention_days, config.pipelines.output_expiry_interval_seconds) == (None, 3600)
     assert (config.workflow.stuck_after_seconds, config.workflow.resume_stuck) == (1800, False)
 
 

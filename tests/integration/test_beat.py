@@ -27,6 +27,8 @@ EXPECTED = {
     "integrity-check": ("memory_app.integrity_check", 86400),
     "workflows-recover": ("workflows.recover", 10),
     "workflows-detect-stuck": ("workflows.detect_stuck", 300),
+    "storage-deletions-sweep": ("memory_app.storage_deletions_sweep", 300),
+    "outputs-expire": ("memory_app.outputs_expire", 3600),
 }
 
 

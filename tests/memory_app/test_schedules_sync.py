@@ -36,6 +36,8 @@ EXPECTED = {
     "memory-backup": ("memory_app.backup", 1800, {}, True),
     "workflows-recover": ("workflows.recover", 10, {}, True),
     "workflows-detect-stuck": ("workflows.detect_stuck", 300, {}, True),
+    "storage-deletions-sweep": ("memory_app.storage_deletions_sweep", 300, {}, True),
+    "outputs-expire": ("memory_app.outputs_expire", 3600, {}, True),
 }
 
 

@@ -292,6 +292,7 @@ def image_generation(context: StepContext) -> dict[str, Any]:
         key=request.cache_key(provider.name, provider.model, renderer_identity()),
         generate=lambda: provider.generate(request),
         content_type="image/png",
+        project_key=context.project_id,
     )
     image = drawn.value
     # The characters the lettering font has no glyph for (drawn as boxes): quality control fails such a panel.

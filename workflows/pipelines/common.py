@@ -11,6 +11,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from memory_app.errors import InputTooLarge, ValidationFailed
+from memory_app.selectors.storage import workflow_output_folder
 from workflows.engine import StepContext
 
 if TYPE_CHECKING:
@@ -83,9 +84,10 @@ def compression_entry(step: str, input_size: int, output_size: int) -> dict[str,
     }
 
 
-def output_folder(project_id: str, workflow_id: str) -> str:
-    # Both parts are validated ids (a project slug, a UUID): nothing from the request reaches the path.
-    return f"projects/{project_id}/images/{workflow_id}"
+def output_folder(project_key: str, workflow_id: str) -> str:
+    """The run's folder: under the project's internal key (``Project.pk``), never the id its owner chose, so a
+    later project of the same public id starts empty. Both parts are validated ids (a key, a UUID)."""
+    return workflow_output_folder(project_key, workflow_id)
 
 
 def output_store(name: str, content: bytes) -> str:

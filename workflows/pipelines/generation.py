@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 from django.conf import settings
 
 from memory_app.services.cache import CachePolicy, cache_get_or_compute
+from memory_app.services.storage_lifecycle import project_cache_use_record
 from workflows.engine import CACHE_POLICY
 from workflows.providers.llm import ChatRequest, chat_answer
 
@@ -30,10 +31,18 @@ class Generated(Generic[R]):
 
 
 def generation_cached(
-    *, namespace: str, key: dict[str, Any], generate: Callable[[], R], content_type: str | None = None
+    *,
+    namespace: str,
+    key: dict[str, Any],
+    generate: Callable[[], R],
+    content_type: str | None = None,
+    project_key: str | None = None,
 ) -> Generated[R]:
     """The cached result of ``key`` in ``namespace``, generated (and stored) on a miss; as the run's cache policy
-    says (``refresh``: generated and stored again; ``bypass``: generated, the cache untouched)."""
+    says (``refresh``: generated and stored again; ``bypass``: generated, the cache untouched).
+
+    With ``project_key`` (a project's internal key) the entry is noted as used by that project, hit or miss:
+    deleting the project deletes the entries no other live project used."""
     generated: list[bool] = []
 
     def compute() -> R:
@@ -44,6 +53,8 @@ def generation_cached(
     value = cache_get_or_compute(
         namespace=namespace, key=key, compute=compute, content_type=content_type, policy=policy
     )
+    if project_key is not None and policy != "bypass":
+        project_cache_use_record(project_key=project_key, namespace=namespace, key=key)
     return Generated(value=value, cached=not generated)
 
 

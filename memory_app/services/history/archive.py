@@ -190,7 +190,10 @@ def history_archive_sweep() -> int:
     except FileNotFoundError:
         return 0
     removed = 0
+    live = set(Project.objects.filter(pk__in=scopes).values_list("pk", flat=True))
     for scope in scopes:
+        if scope != SYSTEM_SCOPE and scope not in live:
+            continue  # a deleted project's: its files are its deletion's (storage_lifecycle), no manifest's
         folder = f"{location}/{scope}"
         _, files = default_storage.listdir(folder)
         months = {match.group(1) for match in map(_ARCHIVE_FILE.match, files) if match}

@@ -100,7 +100,8 @@ def test_each_seed_threshold_is_a_warning_and_the_exit_status_is_one(calm, setti
     assert ConversationContext.objects.count() == 2  # diagnosing changes nothing
 
 
-def test_integrity_check_reports_then_repairs(settings, cache_namespaces, cache_root):
+def test_integrity_check_reports_then_repairs(settings, cache_namespaces, cache_root, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")  # the check also reads the projects' files: none of other tests'
     cache_namespaces(images={"backend": "file", "ttl": 60, "directory": "img"})
     set_memory(settings, "cache_options", orphan_grace_seconds=0)
     stray = cache_root / "img" / "ab" / ("ab" * 32 + "-0123456789abcdef")

@@ -272,7 +272,9 @@ def test_two_runs_at_once_archive_every_record_exactly_once(user):
 
 
 def test_deleting_a_project_removes_its_archive_files(project, django_capture_on_commit_callbacks):
+    from memory_app.models import StorageDeletion
     from memory_app.services.projects import project_delete
+    from memory_app.services.storage_lifecycle import storage_deletion_process
 
     HistoryRecordFactory(project=project, timestamp=at("2025-01-05T08:00:00"))
     history_archive_run(now=NOW)
@@ -281,8 +283,13 @@ def test_deleting_a_project_removes_its_archive_files(project, django_capture_on
 
     with django_capture_on_commit_callbacks(execute=True):
         project_delete(project=project)
+    # The files are written down for the deletion task, which removes them once the delete committed.
+    (deletion,) = StorageDeletion.objects.all()
+    assert file_name in deletion.names
+    storage_deletion_process(deletion_id=deletion.pk)
 
     assert not default_storage.exists(file_name)
+    assert StorageDeletion.objects.count() == 0
     assert HistoryArchive.objects.count() == 0
     assert HistoryRecord.objects.count() == 0
 
