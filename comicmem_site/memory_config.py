@@ -280,6 +280,9 @@ class ProviderConfig(_Section):
     # The largest answer body read from the provider (and image downloaded from a URL it answers with); a larger
     # one is refused as soon as the limit is passed, before it is decoded.
     max_answer_bytes: Annotated[int, BeforeValidator(parse_size), Field(ge=1024)] = 32 * 1024 * 1024
+    # Image providers only: whether the endpoint takes reference images (sent as ``image``, a list of data URLs,
+    # as Seedream and most open servers read it). When it does not, the prompt describes them instead.
+    accepts_references: bool = True
 
 
 class PipelinesConfig(_Section):
@@ -302,6 +305,11 @@ class PipelinesConfig(_Section):
     previous_context_max_bytes: ByteSize = 5 * 1024 * 1024
     previous_context_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     previous_context_max_redirects: NonNegativeInt = 3
+    # Character reference images (POST /api/characters/{id}/references): the largest upload, the most pixels a
+    # picture may have (a small file can decode to gigabytes), and the most references one character keeps.
+    reference_max_bytes: Annotated[int, BeforeValidator(parse_size), Field(ge=1024)] = 5 * 1024 * 1024
+    reference_max_pixels: Annotated[int, Field(ge=1024)] = 40_000_000
+    reference_max_per_character: Annotated[int, Field(ge=1, le=100)] = 8
 
     @field_validator("font_path")
     @classmethod
