@@ -142,6 +142,16 @@ class CharacterVersionSerializer(serializers.ModelSerializer[CharacterVersion]):
         read_only_fields = fields
 
 
+class CharacterDeletedSerializer(serializers.Serializer[Any]):
+    character_id = serializers.IntegerField()
+    deleted = serializers.BooleanField()
+
+
+class ReferenceDeletedSerializer(serializers.Serializer[Any]):
+    reference_id = serializers.IntegerField()
+    deleted = serializers.BooleanField()
+
+
 class CharacterListView(GenericAPIView[Character]):
     serializer_class = CharacterSerializer
     queryset = Character.objects.none()
@@ -184,11 +194,11 @@ class CharacterDetailView(APIView):
         )
         return Response(CharacterSerializer(updated).data)
 
-    @extend_schema(tags=["creative"], parameters=[CHARACTER_ID], responses={204: None})
+    @extend_schema(tags=["creative"], parameters=[CHARACTER_ID], responses={200: CharacterDeletedSerializer})
     def delete(self, request: Request, character_id: str) -> Response:
         character = character_get(user=request.user, character_id=character_id)
         character_delete(user=authenticated_user(request), character=character)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"character_id": character.pk, "deleted": True})
 
 
 class CharacterMergeView(APIView):
@@ -278,11 +288,13 @@ class CharacterReferenceListView(APIView):
 
 
 class CharacterReferenceDetailView(APIView):
-    @extend_schema(tags=["creative"], parameters=[CHARACTER_ID, REFERENCE_ID], responses={204: None})
+    @extend_schema(
+        tags=["creative"], parameters=[CHARACTER_ID, REFERENCE_ID], responses={200: ReferenceDeletedSerializer}
+    )
     def delete(self, request: Request, character_id: str, reference_id: str) -> Response:
         character = character_get(user=request.user, character_id=character_id)
         character_reference_delete(user=authenticated_user(request), character=character, reference_id=reference_id)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"reference_id": int(reference_id), "deleted": True})
 
 
 ID = r"(?P<character_id>[^/]+)"

@@ -93,6 +93,11 @@ class StyleUpdateSerializer(NoUnknownFieldsMixin, serializers.Serializer[Any]):
     reference_examples = serializers.ListField(child=StrictCharField(max_length=500), required=False, max_length=20)
 
 
+class StyleDeletedSerializer(serializers.Serializer[Any]):
+    template_id = serializers.CharField()
+    deleted = serializers.BooleanField()
+
+
 class StyleCopySerializer(NoUnknownFieldsMixin, serializers.Serializer[Any]):
     template_id = StrictRegexField(
         STYLE_ID_PATTERN, max_length=64, required=False, help_text="Default: the first free of <id>_copy, <id>_copy_2…"
@@ -154,12 +159,12 @@ class StyleDetailView(APIView):
         style = style_update(user=authenticated_user(request), style=style, fields=dict(serializer.validated_data))
         return Response(StyleDetailSerializer(style, context={"request": request}).data)
 
-    @extend_schema(tags=["creative"], responses={204: None})
+    @extend_schema(tags=["creative"], responses={200: StyleDeletedSerializer})
     def delete(self, request: Request, template_id: str) -> Response:
         """Delete your own style and its usage history; a built-in is read-only (403 PERMISSION_DENIED)."""
         style = style_get(user=request.user, template_id=template_id)
         style_delete(user=authenticated_user(request), style=style)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"template_id": style.public_id, "deleted": True})
 
 
 class StyleCopyView(APIView):
