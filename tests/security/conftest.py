@@ -12,9 +12,9 @@ from django.core.files.storage import default_storage
 
 from memory_app.models import HistoryArchive, WorkflowState
 from memory_app.services.cache import cache_set
-from memory_app.services.conversation import NewMessage, context_append, context_create, context_release
 from memory_app.services.character_references import character_reference_add
 from memory_app.services.characters import character_create
+from memory_app.services.conversation import NewMessage, context_append, context_create, context_release
 from memory_app.services.creative import character_upsert, style_create, style_rate
 from memory_app.services.history import history_archive_run
 from memory_app.services.workflow import workflow_create
