@@ -126,7 +126,10 @@ def character_reference_add(*, user: User, character: Character, data: bytes) ->
         return existing, False
     name = _store(image)
     with transaction.atomic():
-        character = Character.objects.select_for_update().get(pk=character.pk)
+        locked = Character.objects.select_for_update().filter(pk=character.pk).first()
+        if locked is None:
+            raise NotFound(f"Character '{character.pk}' does not exist.", details={"character_id": character.pk})
+        character = locked
         existing = CharacterReference.objects.filter(character=character, sha256=image.sha256).first()
         if existing is not None:
             return existing, False

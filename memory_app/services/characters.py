@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Max
 
-from memory_app.errors import Conflict, ValidationFailed
+from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import ChangeSource, Character, CharacterVersion, HistoryAction, Project
 from memory_app.redaction import redact
 from memory_app.services.history import history_record
@@ -102,6 +102,14 @@ def _lock_project(project: Project) -> None:
     Project.objects.select_for_update().filter(pk=project.pk).first()
 
 
+def _locked(character: Character) -> Character:
+    """The character's row, locked; gone meanwhile (deleted or merged by another request) is a 404."""
+    found = Character.objects.select_for_update().filter(pk=character.pk).first()
+    if found is None:
+        raise NotFound(f"Character '{character.pk}' does not exist.", details={"character_id": character.pk})
+    return found
+
+
 def _names_check(*, project: Project, names: list[str], exclude: int | None = None) -> None:
     """A Conflict if one of ``names`` is another character's name or alias (in ``project``), or repeats."""
     if len(set(names)) != len(names):
@@ -163,9 +171,10 @@ def character_create(*, user: User, project: Project, name: str, **fields: Any) 
 def character_update(*, user: User, character: Character, fields: dict[str, Any]) -> Character:
     """A person's change (PATCH): the fields given replace the stored ones and become locked. A change that
     changes nothing records no version."""
-    character = Character.objects.select_for_update().get(pk=character.pk)
+    # The project first, then the character: the order every service here takes them in (no deadlock).
+    _lock_project(character.project)
+    character = _locked(character)
     if "name" in fields or "aliases" in fields:
-        _lock_project(character.project)
         _names_check(
             project=character.project,
             names=[fields.get("name", character.name), *fields.get("aliases", character.aliases)],
@@ -199,7 +208,8 @@ def character_update(*, user: User, character: Character, fields: dict[str, Any]
 @transaction.atomic
 def character_revert(*, user: User, character: Character, version: int) -> Character:
     """A new version equal to version ``version`` (a person's change: its state is as they chose it)."""
-    character = Character.objects.select_for_update().get(pk=character.pk)
+    _lock_project(character.project)
+    character = _locked(character)
     old = CharacterVersion.objects.filter(character=character, version=version).first()
     if old is None:
         raise ValidationFailed(
@@ -209,7 +219,6 @@ def character_revert(*, user: User, character: Character, version: int) -> Chara
             },
         )
     snapshot = old.snapshot
-    _lock_project(character.project)
     _names_check(project=character.project, names=[snapshot["name"], *snapshot["aliases"]], exclude=character.pk)
     before = character_state(character)
     for field in VERSIONED_FIELDS:
@@ -303,7 +312,7 @@ def character_delete(*, user: User, character: Character) -> None:
     from memory_app.services.character_references import reference_files_release
 
     with transaction.atomic():
-        character = Character.objects.select_for_update().get(pk=character.pk)
+        character = _locked(character)
         names = list(character.references.values_list("storage_name", flat=True))
         project, character_id, name = character.project, character.pk, character.name
         character.delete()

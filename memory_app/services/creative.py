@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count, Q
 from django.utils import timezone
 
-from memory_app.errors import Conflict, PermissionDenied, ValidationFailed
+from memory_app.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from memory_app.models import Character, HistoryAction, Project, StyleTemplate, StyleUsage
 from memory_app.redaction import redact
 from memory_app.services.characters import character_design_store
@@ -100,7 +100,12 @@ def style_update(*, user: User, style: StyleTemplate, fields: dict[str, Any]) ->
     """The owner's change of their style (the id stays: runs and usages name it). Built-ins are read-only."""
     _own_style(user=user, style=style, verb="changed")
     with transaction.atomic():
-        style = StyleTemplate.objects.select_for_update().get(pk=style.pk)
+        locked = StyleTemplate.objects.select_for_update().filter(pk=style.pk).first()
+        if locked is None:  # deleted by another request meanwhile
+            raise NotFound(
+                f"Style template '{style.public_id}' does not exist.", details={"template_id": style.public_id}
+            )
+        style = locked
         for field, value in fields.items():
             if field not in STYLE_EDITABLE_FIELDS:
                 raise ValidationFailed(f"'{field}' cannot be changed.", details={"fields": {field: ["Read-only."]}})

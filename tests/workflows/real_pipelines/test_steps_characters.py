@@ -98,3 +98,29 @@ def test_scene_composition_uses_the_style_s_examples_and_the_characters_referenc
     assert "in the manner of the style's examples: 远山淡墨; 留白构图" in panel["prompt"]
     assert panel["figures"] == [{"name": "小明", "colors": {}, "reference_colors": ["#00AA55", "#112233"]}]
     assert panel["character_references"] == [{**reference, "character": "小明"}]
+
+
+def test_after_a_merge_a_run_that_finds_the_merged_name_draws_the_surviving_character(project, user):
+    from memory_app.services.characters import character_merge
+    from memory_app.services.creative import character_upsert
+
+    kept = character_create(user=user, project=project, name="林小雨", colors={"hair": "#111111"})
+    merged, _ = character_upsert(
+        project=project,
+        name="小雨",
+        appearance_features={},
+        consistent_features=[],
+        personality_traits=[],
+        colors={},
+    )
+    character_merge(user=user, character=merged, into=kept)
+    data = {
+        "segments": [{"index": 0, "text": "小雨笑了。"}],
+        "main_characters": ["小雨"],
+        "scripts": [{"index": 0, "scene": "院子", "characters": ["小雨"], "dialogue": []}],
+    }
+
+    result = comic.character_design(context(data))
+
+    assert [(design["name"], design["colors"]["hair"]) for design in result["characters"]] == [("林小雨", "#111111")]
+    assert result["scripts"][0]["characters"] == ["林小雨"]
