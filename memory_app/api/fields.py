@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
 from memory_app.text import LONE_SURROGATE
@@ -166,3 +167,16 @@ class NoUnknownFieldsMixin:
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)  # type: ignore[misc]  # the serializer this is mixed into
+
+
+class NoUnknownFieldsSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]  # registration in an untyped __init_subclass__
+    """In the OpenAPI document, a ``NoUnknownFieldsMixin`` serializer's object says so: additionalProperties false
+    (a client generated from it, or a fuzzer, then knows an extra field is refused)."""
+
+    target_class = NoUnknownFieldsMixin
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["additionalProperties"] = False
+        return schema
