@@ -285,6 +285,9 @@ class ProviderConfig(_Section):
     # The largest answer body read from the provider (and image downloaded from a URL it answers with); a larger
     # one is refused as soon as the limit is passed, before it is decoded.
     max_answer_bytes: Annotated[int, BeforeValidator(parse_size), Field(ge=1024)] = 32 * 1024 * 1024
+    # Image providers only: whether the endpoint takes reference images (sent as ``image``, a list of data URLs,
+    # as Seedream and most open servers read it). When it does not, the prompt describes them instead.
+    accepts_references: bool = True
 
 
 class PipelinesConfig(_Section):
@@ -311,6 +314,11 @@ class PipelinesConfig(_Section):
     # output_expiry_interval_seconds; the run and its data stay. 0 or null: kept for ever.
     output_retention_days: NonNegativeInt | None = None
     output_expiry_interval_seconds: PositiveInt = 3600
+    # Character reference images (POST /api/characters/{id}/references): the largest upload, the most pixels a
+    # picture may have (a small file can decode to gigabytes), and the most references one character keeps.
+    reference_max_bytes: Annotated[int, BeforeValidator(parse_size), Field(ge=1024)] = 5 * 1024 * 1024
+    reference_max_pixels: Annotated[int, Field(ge=1024)] = 40_000_000
+    reference_max_per_character: Annotated[int, Field(ge=1, le=100)] = 8
 
     @field_validator("font_path")
     @classmethod

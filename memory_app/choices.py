@@ -39,6 +39,13 @@ class HistoryAction(StrEnum):
     CACHE_CLEARED = "cache_cleared"
     HISTORY_ARCHIVED = "history_archived"
     STYLE_RATED = "style_rated"
+    CHARACTER_CREATED = "character_created"
+    CHARACTER_UPDATED = "character_updated"
+    CHARACTER_DELETED = "character_deleted"
+    CHARACTER_MERGED = "character_merged"
+    CHARACTER_REVERTED = "character_reverted"
+    CHARACTER_REFERENCE_ADDED = "character_reference_added"
+    CHARACTER_REFERENCE_REMOVED = "character_reference_removed"
     MEMORY_OPTIMIZED = "memory_optimized"
     INTEGRITY_CHECKED = "integrity_checked"
 

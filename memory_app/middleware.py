@@ -69,6 +69,9 @@ def _query_has_nul(request: HttpRequest) -> bool:
     return "\x00" in unquote(request.META.get("QUERY_STRING", ""))
 
 
+_REFERENCE_UPLOAD = re.compile(r"^/api/characters/[^/]+/references/?$")
+
+
 class ApiBodyLimitMiddleware:
     """Refuses an API body over memory.api.max_body_bytes from its Content-Length, before it is read, and a NUL
     character in the query string.
@@ -86,6 +89,10 @@ class ApiBodyLimitMiddleware:
             return error_response(request, MalformedRequest("NUL characters are refused in the query string."))
         if request.path.startswith("/api/"):
             limit = settings.MEMORY.api.max_body_bytes
+            if _REFERENCE_UPLOAD.match(request.path):
+                # An image upload has its own limit (the view checks the file itself against it); room is left for
+                # the multipart framing around it.
+                limit = max(limit, settings.MEMORY.pipelines.reference_max_bytes + 64 * 1024)
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

@@ -1,11 +1,13 @@
-"""/api/characters/ (filter by project_id) and /api/styles/ (templates, usage history, POST {id}/rate)."""
+"""/api/styles/: templates (built in, or yours to create, PATCH, DELETE), copies, usage history, ratings.
+
+Characters are in ``memory_app/api/characters.py``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.urls import re_path
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
@@ -15,39 +17,23 @@ from rest_framework.views import APIView
 from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import (
     FreeFormDictField,
+    NoUnknownFieldsMixin,
     ProjectIdField,
     StrictCharField,
     StrictFloatField,
     StrictRegexField,
 )
-from memory_app.api.filters import CharacterFilterSet
-from memory_app.api.schema import PROJECT_ID_FILTER_PATTERN
-from memory_app.models import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
-from memory_app.selectors.creative import character_get, character_list, style_get, style_list, style_usage_list
+from memory_app.models import STYLE_ID_PATTERN, StyleTemplate, StyleUsage
+from memory_app.selectors.creative import style_get, style_list, style_usage_list
 from memory_app.selectors.projects import project_get
-from memory_app.services.creative import style_create, style_rate, style_rating_summary
-
-
-class CharacterSerializer(serializers.ModelSerializer[Character]):
-    character_id = serializers.IntegerField(source="pk", read_only=True)
-    project_id = serializers.CharField(source="project.public_id", read_only=True)
-
-    class Meta:
-        model = Character
-        fields = [
-            "character_id",
-            "project_id",
-            "name",
-            "appearance_features",
-            "consistent_features",
-            "personality_traits",
-            "reference_images",
-            "colors",
-            "mentions",
-            "created_at",
-            "last_updated",
-        ]
-        read_only_fields = fields
+from memory_app.services.creative import (
+    style_copy,
+    style_create,
+    style_delete,
+    style_rate,
+    style_rating_summary,
+    style_update,
+)
 
 
 class StyleUsageSerializer(serializers.ModelSerializer[StyleUsage]):
@@ -97,35 +83,31 @@ class StyleCreateSerializer(serializers.Serializer[Any]):
     )
 
 
+class StyleUpdateSerializer(NoUnknownFieldsMixin, serializers.Serializer[Any]):
+    """Any of the fields a style's owner changes; the id stays (runs and usages name it)."""
+
+    name = StrictCharField(max_length=200, required=False)
+    prompt = StrictCharField(required=False, allow_blank=True, max_length=4000)
+    negative_prompt = StrictCharField(required=False, allow_blank=True, max_length=4000)
+    visual_parameters = FreeFormDictField(required=False)
+    reference_examples = serializers.ListField(child=StrictCharField(max_length=500), required=False, max_length=20)
+
+
+class StyleDeletedSerializer(serializers.Serializer[Any]):
+    template_id = serializers.CharField()
+    deleted = serializers.BooleanField()
+
+
+class StyleCopySerializer(NoUnknownFieldsMixin, serializers.Serializer[Any]):
+    template_id = StrictRegexField(
+        STYLE_ID_PATTERN, max_length=64, required=False, help_text="Default: the first free of <id>_copy, <id>_copy_2…"
+    )
+    name = StrictCharField(max_length=200, required=False)
+
+
 class StyleRateSerializer(serializers.Serializer[Any]):
     project_id = ProjectIdField()
     satisfaction_score = StrictFloatField(min_value=0.0, max_value=5.0)
-
-
-class CharacterListView(GenericAPIView[Character]):
-    serializer_class = CharacterSerializer
-    queryset = Character.objects.none()
-    filterset_class = CharacterFilterSet
-
-    @extend_schema(
-        tags=["creative"],
-        operation_id="characters_list",
-        parameters=[OpenApiParameter("project_id", str, pattern=PROJECT_ID_FILTER_PATTERN)],
-        responses=CharacterSerializer(many=True),
-    )
-    def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(character_list(user=request.user)))
-        return self.get_paginated_response(CharacterSerializer(page, many=True).data)
-
-
-class CharacterDetailView(APIView):
-    @extend_schema(
-        tags=["creative"],
-        parameters=[OpenApiParameter("character_id", int, OpenApiParameter.PATH)],
-        responses=CharacterSerializer,
-    )
-    def get(self, request: Request, character_id: str) -> Response:
-        return Response(CharacterSerializer(character_get(user=request.user, character_id=character_id)).data)
 
 
 class StyleListCreateView(GenericAPIView[StyleTemplate]):
@@ -168,6 +150,32 @@ class StyleDetailView(APIView):
         style = style_get(user=request.user, template_id=template_id)
         return Response(StyleDetailSerializer(style, context={"request": request}).data)
 
+    @extend_schema(tags=["creative"], request=StyleUpdateSerializer, responses=StyleDetailSerializer)
+    def patch(self, request: Request, template_id: str) -> Response:
+        """Change your own style; a built-in is read-only (403 PERMISSION_DENIED: copy it first)."""
+        style = style_get(user=request.user, template_id=template_id)
+        serializer = StyleUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        style = style_update(user=authenticated_user(request), style=style, fields=dict(serializer.validated_data))
+        return Response(StyleDetailSerializer(style, context={"request": request}).data)
+
+    @extend_schema(tags=["creative"], responses={200: StyleDeletedSerializer})
+    def delete(self, request: Request, template_id: str) -> Response:
+        """Delete your own style and its usage history; a built-in is read-only (403 PERMISSION_DENIED)."""
+        style = style_get(user=request.user, template_id=template_id)
+        style_delete(user=authenticated_user(request), style=style)
+        return Response({"template_id": style.public_id, "deleted": True})
+
+
+class StyleCopyView(APIView):
+    @extend_schema(tags=["creative"], request=StyleCopySerializer, responses={201: StyleTemplateSerializer})
+    def post(self, request: Request, template_id: str) -> Response:
+        style = style_get(user=request.user, template_id=template_id)
+        serializer = StyleCopySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        copy = style_copy(user=authenticated_user(request), style=style, **serializer.validated_data)
+        return Response(StyleTemplateSerializer(copy).data, status=status.HTTP_201_CREATED)
+
 
 class StyleRateView(APIView):
     @extend_schema(tags=["creative"], request=StyleRateSerializer, responses={201: StyleUsageSerializer})
@@ -186,9 +194,8 @@ class StyleRateView(APIView):
 
 
 urlpatterns = [
-    re_path(r"^characters/?$", CharacterListView.as_view(), name="character-list"),
-    re_path(r"^characters/(?P<character_id>[^/]+)/?$", CharacterDetailView.as_view(), name="character-detail"),
     re_path(r"^styles/?$", StyleListCreateView.as_view(), name="style-list"),
     re_path(r"^styles/(?P<template_id>[^/]+)/?$", StyleDetailView.as_view(), name="style-detail"),
     re_path(r"^styles/(?P<template_id>[^/]+)/rate/?$", StyleRateView.as_view(), name="style-rate"),
+    re_path(r"^styles/(?P<template_id>[^/]+)/copy/?$", StyleCopyView.as_view(), name="style-copy"),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
 from memory_app.text import LONE_SURROGATE
@@ -141,3 +142,41 @@ class StrictChoiceField(serializers.ChoiceField):
         if not isinstance(data, str):
             self.fail("invalid_choice", input=data)
         return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: ``"3"``, ``3.0`` and ``true`` are refused rather than coerced."""
+
+    default_error_messages = {"invalid": "Must be an integer."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class NoUnknownFieldsMixin:
+    """A serializer that refuses fields it does not declare (400 naming them) instead of ignoring them: a
+    misspelt field of an edit would otherwise change nothing and still answer 200."""
+
+    fields: Any
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)  # type: ignore[misc]  # the serializer this is mixed into
+
+
+class NoUnknownFieldsSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]  # registration in an untyped __init_subclass__
+    """In the OpenAPI document, a ``NoUnknownFieldsMixin`` serializer's object says so: additionalProperties false
+    (a client generated from it, or a fuzzer, then knows an extra field is refused)."""
+
+    target_class = NoUnknownFieldsMixin
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["additionalProperties"] = False
+        return schema

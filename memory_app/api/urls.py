@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from memory_app.api import conversation, conversation_released, creative
+from memory_app.api import characters, conversation, conversation_released, creative
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.cache import CacheNamespaceView, CacheStatsView
 from memory_app.api.health import HealthView
@@ -37,6 +37,7 @@ urlpatterns = [
     re_path(r"^memory/cache/(?P<cache_type>[^/]+)/?$", CacheNamespaceView.as_view(), name="cache-namespace"),
     *conversation_released.urlpatterns,
     *conversation.urlpatterns,
+    *characters.urlpatterns,
     *creative.urlpatterns,
     re_path(r"^memory/history/(?P<project_id>[^/]+)/?$", HistoryView.as_view(), name="history"),
     re_path(

@@ -6,7 +6,15 @@ from memory_app.models.conversation import (
     MessageRole,
     ReleasedContext,
 )
-from memory_app.models.creative import STYLE_ID_PATTERN, Character, StyleTemplate, StyleUsage
+from memory_app.models.creative import (
+    STYLE_ID_PATTERN,
+    ChangeSource,
+    Character,
+    CharacterReference,
+    CharacterVersion,
+    StyleTemplate,
+    StyleUsage,
+)
 from memory_app.models.history import (
     DEFAULT_SUMMARIES,
     SYSTEM_SCOPE,
@@ -42,7 +50,10 @@ __all__ = [
     "CacheEntry",
     "CacheStatistics",
     "CacheValueFormat",
+    "ChangeSource",
     "Character",
+    "CharacterReference",
+    "CharacterVersion",
     "ContextMessage",
     "ConversationContext",
     "HistoryAction",

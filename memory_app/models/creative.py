@@ -17,6 +17,10 @@ class Character(models.Model):
 
     ``consistent_features`` names the appearance features that must never change between panels; ``colors``
     are the remembered drawing colours (hair, clothing, skin) the renderer uses for this character everywhere.
+    ``aliases`` are other names of the same person (a merged record's name among them): a run that finds one
+    of them draws this character. ``locked_fields`` are the paths a person set (``appearance_features.hair``,
+    ``colors.hair``, ``personality_traits``…): automatic design never changes them. Reference images are
+    ``CharacterReference`` rows.
     """
 
     project = models.ForeignKey("memory_app.Project", on_delete=models.CASCADE, related_name="characters")
@@ -24,8 +28,9 @@ class Character(models.Model):
     appearance_features = models.JSONField(default=dict, blank=True)
     consistent_features = models.JSONField(default=list, blank=True)
     personality_traits = models.JSONField(default=list, blank=True)
-    reference_images = models.JSONField(default=list, blank=True)
     colors = models.JSONField(default=dict, blank=True)
+    aliases = models.JSONField(default=list, blank=True)
+    locked_fields = models.JSONField(default=list, blank=True)
     mentions = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     last_updated = models.DateTimeField(auto_now=True)
@@ -36,6 +41,63 @@ class Character(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.project_id})"
+
+
+class ChangeSource(models.TextChoices):
+    PERSON = "person"
+    RUN = "run"
+
+
+class CharacterVersion(models.Model):
+    """One change of a character: who (a person, or a run), when, what (``changes``: field → before/after), and
+    the editable state after it (``snapshot``), which a revert copies into a new version."""
+
+    character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    action = models.CharField(max_length=32)
+    source = models.CharField(max_length=16, choices=ChangeSource.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    workflow_id = models.UUIDField(null=True, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    snapshot = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["character_id", "version"]
+        constraints = [models.UniqueConstraint(fields=["character", "version"], name="character_version_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.character_id} v{self.version} ({self.action}, {self.source})"
+
+
+class CharacterReference(models.Model):
+    """A reference image of a character: a file in Django storage under a content-addressed name
+    (``references/<sha256>.<ext>``; two characters with the same picture share the file)."""
+
+    character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="references")
+    storage_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    content_type = models.CharField(max_length=32)
+    size_bytes = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    # The most common colours of the picture (#RRGGBB, most common first): what a renderer without references uses.
+    dominant_colors = models.JSONField(default=list, blank=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["character_id", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["character", "sha256"], name="character_reference_unique_content")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.character_id}: {self.storage_name}"
 
 
 class StyleTemplate(models.Model):

@@ -36,6 +36,13 @@ DEFAULT_SUMMARIES: dict[str, str] = {
     HistoryAction.CACHE_CLEARED: "Cache cleared.",
     HistoryAction.HISTORY_ARCHIVED: "Old history archived.",
     HistoryAction.STYLE_RATED: "Style template rated.",
+    HistoryAction.CHARACTER_CREATED: "Character created.",
+    HistoryAction.CHARACTER_UPDATED: "Character edited.",
+    HistoryAction.CHARACTER_DELETED: "Character deleted.",
+    HistoryAction.CHARACTER_MERGED: "Character merged into another.",
+    HistoryAction.CHARACTER_REVERTED: "Character reverted to an earlier version.",
+    HistoryAction.CHARACTER_REFERENCE_ADDED: "Character reference image added.",
+    HistoryAction.CHARACTER_REFERENCE_REMOVED: "Character reference image removed.",
     HistoryAction.MEMORY_OPTIMIZED: "Memory optimizer ran above the memory threshold.",
     HistoryAction.INTEGRITY_CHECKED: "Integrity check found problems.",
 }

@@ -14,7 +14,11 @@ from memory_app.selectors.ownership import scope_to_owner
 
 def character_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Character]:
     # The API's project_id filter is memory_app.api.filters.CharacterFilterSet.
-    return scope_to_owner(Character.objects.select_related("project"), user=user, owner_field="project__owner")
+    return scope_to_owner(
+        Character.objects.select_related("project").prefetch_related("references"),
+        user=user,
+        owner_field="project__owner",
+    )
 
 
 def character_get(*, user: AbstractBaseUser | AnonymousUser, character_id: str) -> Character:

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from memory_app.models import HistoryArchive, Project, ProjectCacheUse, WorkflowState
+from memory_app.selectors.characters import project_reference_storage_names
 from memory_app.selectors.workflow import workflow_output_files
 
 PROJECTS_LOCATION = "projects"
@@ -54,6 +55,8 @@ def project_storage_names(*, project: Project) -> ProjectFiles:
     for run in WorkflowState.objects.filter(project=project).only("workflow_id", "data"):
         names.update(workflow_storage_names(workflow=run))
     names.update(name for name in HistoryArchive.objects.filter(project=project).values_list("file_name", flat=True))
+    # Reference images are content-addressed and may be shared: only those no other project's character uses.
+    names.update(project_reference_storage_names(project_id=project.pk))
     names.discard("")
     folders = [project_folder(project.pk), f"{settings.MEMORY.history.archive_location}/{project.pk}"]
     return ProjectFiles(names=sorted(names), folders=folders)

@@ -10,9 +10,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count, Q
 from django.utils import timezone
 
-from memory_app.errors import Conflict, ValidationFailed
+from memory_app.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from memory_app.models import Character, HistoryAction, Project, StyleTemplate, StyleUsage
 from memory_app.redaction import redact
+from memory_app.services.characters import character_design_store
 from memory_app.services.history import history_record
 
 
@@ -25,28 +26,25 @@ def character_upsert(
     personality_traits: list[str],
     colors: dict[str, str],
     mentions: int = 0,
+    user: User | None = None,
+    workflow_id: uuid.UUID | str | None = None,
 ) -> tuple[Character, bool]:
-    """Create the character, or update it without letting it drift: the features and colours it already has
-    are kept (that is what "must stay the same" means); only new ones are added. Returns (character, created)."""
-    character = Character.objects.select_for_update().filter(project=project, name=name).first()
-    if character is None:
-        character = Character.objects.create(
-            project=project,
-            name=name,
-            appearance_features=redact(appearance_features),
-            consistent_features=list(consistent_features),
-            personality_traits=list(personality_traits),
-            colors=redact(dict(colors)),
-            mentions=mentions,
-        )
-        return character, True
-    character.appearance_features = {**redact(appearance_features), **character.appearance_features}
-    character.colors = {**redact(dict(colors)), **character.colors}
-    character.consistent_features = sorted(set(character.consistent_features) | set(consistent_features))
-    character.personality_traits = list(dict.fromkeys([*character.personality_traits, *personality_traits]))
-    character.mentions = character.mentions + mentions
-    character.save()
-    return character, False
+    """An automatic design stored: create the character (found by name or alias), or update it without letting
+    it drift and without touching what a person set (``services.characters.character_design_merge``).
+    Returns (character, created)."""
+    return character_design_store(
+        project=project,
+        design={
+            "name": name,
+            "appearance_features": appearance_features,
+            "consistent_features": consistent_features,
+            "personality_traits": personality_traits,
+            "colors": colors,
+            "mentions": mentions,
+        },
+        user=user,
+        workflow_id=workflow_id,
+    )
 
 
 def style_create(
@@ -80,6 +78,74 @@ def style_create(
         raise Conflict(
             f"Style template '{template_id}' exists already.", details={"template_id": template_id}
         ) from None
+
+
+STYLE_EDITABLE_FIELDS = ("name", "prompt", "negative_prompt", "visual_parameters", "reference_examples")
+
+
+def _own_style(*, user: User, style: StyleTemplate, verb: str) -> None:
+    if style.owner_id is None:
+        raise PermissionDenied(
+            f"'{style.public_id}' is a built-in style and cannot be {verb}; copy it "
+            f"(POST /api/styles/{style.public_id}/copy) and change the copy.",
+            details={"template_id": style.public_id, "built_in": True},
+        )
+    if style.owner_id != user.pk:
+        raise PermissionDenied(
+            f"Only the owner of '{style.public_id}' may change it.", details={"template_id": style.public_id}
+        )
+
+
+def style_update(*, user: User, style: StyleTemplate, fields: dict[str, Any]) -> StyleTemplate:
+    """The owner's change of their style (the id stays: runs and usages name it). Built-ins are read-only."""
+    _own_style(user=user, style=style, verb="changed")
+    with transaction.atomic():
+        locked = StyleTemplate.objects.select_for_update().filter(pk=style.pk).first()
+        if locked is None:  # deleted by another request meanwhile
+            raise NotFound(
+                f"Style template '{style.public_id}' does not exist.", details={"template_id": style.public_id}
+            )
+        style = locked
+        for field, value in fields.items():
+            if field not in STYLE_EDITABLE_FIELDS:
+                raise ValidationFailed(f"'{field}' cannot be changed.", details={"fields": {field: ["Read-only."]}})
+            setattr(style, field, redact(value) if field == "visual_parameters" else value)
+        style.save()
+    return style
+
+
+def style_delete(*, user: User, style: StyleTemplate) -> None:
+    """Delete the owner's style and its usage history. Built-ins are read-only; runs that used it keep its id."""
+    _own_style(user=user, style=style, verb="deleted")
+    style.delete()
+
+
+def style_copy(
+    *, user: User, style: StyleTemplate, template_id: str | None = None, name: str | None = None
+) -> StyleTemplate:
+    """The user's own copy of a style they see (a built-in, or theirs), under ``template_id`` (default: the
+    first free of ``<id>_copy``, ``<id>_copy_2``…), then theirs to change."""
+    if template_id is None:
+        base = f"{style.public_id}"[:56] + "_copy"
+        taken = set(
+            StyleTemplate.objects.filter(Q(owner=user) | Q(owner__isnull=True), public_id__startswith=base).values_list(
+                "public_id", flat=True
+            )
+        )
+        template_id = next(
+            candidate
+            for candidate in (base if number == 1 else f"{base}_{number}" for number in range(1, len(taken) + 2))
+            if candidate not in taken
+        )
+    return style_create(
+        user=user,
+        template_id=template_id,
+        name=name or style.name,
+        prompt=style.prompt,
+        negative_prompt=style.negative_prompt,
+        visual_parameters=dict(style.visual_parameters),
+        reference_examples=list(style.reference_examples),
+    )
 
 
 def style_usage_record(

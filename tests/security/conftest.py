@@ -12,6 +12,8 @@ from django.core.files.storage import default_storage
 
 from memory_app.models import HistoryArchive, WorkflowState
 from memory_app.services.cache import cache_set
+from memory_app.services.character_references import character_reference_add
+from memory_app.services.characters import character_create
 from memory_app.services.conversation import NewMessage, context_append, context_create, context_release
 from memory_app.services.creative import character_upsert, style_create, style_rate
 from memory_app.services.history import history_archive_run
@@ -19,6 +21,19 @@ from memory_app.services.workflow import workflow_create
 from tests.factories import HistoryRecordFactory, ProjectFactory, UserFactory
 
 PANEL = b"\x89PNG\r\n\x1a\n" + b"alice's panel"
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    output = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(output, format="PNG")
+    return output.getvalue()
+
+
+REFERENCE_PNG = _png((200, 30, 30))
 
 
 @dataclass
@@ -32,6 +47,8 @@ class World:
     context_id: str
     workflow_id: str
     character_id: int
+    bob_character_id: int
+    reference_id: int
     style_id: str
     archive_id: int
     output_name: str
@@ -86,6 +103,8 @@ def world(db, settings, tmp_path) -> World:
         personality_traits=["brave"],
         colors={"hair": "#ff0000"},
     )
+    reference, _ = character_reference_add(user=alice, character=character, data=REFERENCE_PNG)
+    bob_character = character_create(user=bob, project=bob_project, name="BobHero")
     style = style_create(user=alice, template_id="alice_noir", name="Alice noir", prompt="noir")
     style_rate(style=style, project=project, user=alice, score=4.0)
     cache_set(namespace="text_analysis", key={"text": "alice"}, value={"result": 1})
@@ -103,6 +122,8 @@ def world(db, settings, tmp_path) -> World:
         context_id=str(context.pk),
         workflow_id=str(run.pk),
         character_id=character.pk,
+        bob_character_id=bob_character.pk,
+        reference_id=reference.pk,
         style_id=style.public_id,
         archive_id=archive.pk,
         output_name="panel_001.png",

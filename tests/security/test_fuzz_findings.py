@@ -101,14 +101,18 @@ def test_a_workflow_type_is_one_of_the_registered_types(auth_client, project, sc
 
 
 def test_request_bodies_are_documented_as_json_only(schema):
+    """JSON everywhere, except the one file upload (a reference image), which is multipart only."""
     media_types = {
-        media
-        for path in schema["paths"].values()
-        for operation in path.values()
+        (name, method, media)
+        for name, path in schema["paths"].items()
+        for method, operation in path.items()
         for media in operation.get("requestBody", {}).get("content", {})
     }
 
-    assert media_types == {"application/json"}
+    upload = ("/api/characters/{character_id}/references/", "post", "multipart/form-data")
+    assert upload in media_types
+    assert {media for name, method, media in media_types - {upload}} == {"application/json"}
+    assert not any(name == upload[0] and method == "post" and media != upload[2] for name, method, media in media_types)
 
 
 def test_page_and_page_size_bounds_are_documented(schema, settings):

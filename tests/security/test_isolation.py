@@ -59,8 +59,19 @@ OWNED: dict[tuple[str, str], Case] = {
     ("PATCH", "/api/projects/{pk}/"): Case(404, NOT_YOURS, {"name": "taken by bob"}),
     ("DELETE", "/api/projects/{pk}/"): Case(404, NOT_YOURS),
     ("GET", "/api/characters/{character_id}/"): Case(404, NOT_YOURS),
+    ("PATCH", "/api/characters/{character_id}/"): Case(404, NOT_YOURS, {"name": "taken by bob"}),
+    ("DELETE", "/api/characters/{character_id}/"): Case(404, NOT_YOURS),
+    ("POST", "/api/characters/{character_id}/merge/"): Case(404, NOT_YOURS, {"into": "{bob_character_id}"}),
+    ("GET", "/api/characters/{character_id}/versions/"): Case(404, NOT_YOURS),
+    ("POST", "/api/characters/{character_id}/revert/"): Case(404, NOT_YOURS, {"version": 1}),
+    ("GET", "/api/characters/{character_id}/references/"): Case(404, NOT_YOURS),
+    ("POST", "/api/characters/{character_id}/references/"): Case(404, NOT_YOURS),
+    ("DELETE", "/api/characters/{character_id}/references/{reference_id}/"): Case(404, NOT_YOURS),
     ("GET", "/api/styles/{template_id}/"): Case(404, NOT_YOURS),
     ("POST", "/api/styles/{template_id}/rate/"): Case(404, NOT_YOURS, {"satisfaction_score": 0.5}),
+    ("PATCH", "/api/styles/{template_id}/"): Case(404, NOT_YOURS, {"prompt": "bob's"}),
+    ("DELETE", "/api/styles/{template_id}/"): Case(404, NOT_YOURS),
+    ("POST", "/api/styles/{template_id}/copy/"): Case(404, NOT_YOURS, {}),
     ("GET", "/api/workflows/{workflow_id}/"): Case(404, NOT_YOURS),
     ("GET", "/api/workflows/{workflow_id}/history/"): Case(404, NOT_YOURS),
     ("POST", "/api/workflows/{workflow_id}/resume/"): Case(404, NOT_YOURS),
@@ -88,6 +99,7 @@ REFERENCING: dict[tuple[str, str], Case] = {
         404, NOT_YOURS, {"workflow_type": "text_compression", "project_id": "{project_id}", "input": {"text": "x"}}
     ),
     ("GET", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}"}),
+    ("POST", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}", "name": "bob's spy"}),
 }
 
 # Routes that create an object under an id the caller chooses: ids are per owner, so Alice's id is free for Bob
@@ -180,6 +192,8 @@ def _ids(world: World) -> dict[str, Any]:
         "pk": world.project_id,
         "archive_id": world.archive_id,
         "character_id": world.character_id,
+        "bob_character_id": world.bob_character_id,
+        "reference_id": world.reference_id,
         "template_id": world.style_id,
         "style_id": world.style_id,
         "workflow_id": world.workflow_id,
@@ -197,6 +211,8 @@ def _ids_for(world: World, path: str) -> dict[str, Any]:
 
 
 def _fill(value: Any, ids: dict[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith("{") and value.endswith("_id}") and value[1:-1] in ids:
+        return ids[value[1:-1]]  # an id keeps its type (a character id is a JSON integer)
     if isinstance(value, str):
         return value.format(**ids)
     if isinstance(value, dict):

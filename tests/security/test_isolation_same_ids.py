@@ -40,6 +40,10 @@ SAME_ID_ROUTES: dict[tuple[str, str], tuple[dict[str, Any], int, str | None]] = 
     ("PATCH", "/api/projects/{pk}/"): ({"description": "bob plot 2"}, 200, "bob plot 2"),
     ("DELETE", "/api/projects/{pk}/"): ({}, 200, None),
     ("GET", "/api/styles/{template_id}/"): ({}, 200, "Bob noir"),
+    ("PATCH", "/api/styles/{template_id}/"): ({"prompt": "bob noir, sharper"}, 200, "bob noir, sharper"),
+    ("DELETE", "/api/styles/{template_id}/"): ({}, 200, None),
+    ("POST", "/api/styles/{template_id}/copy/"): ({"template_id": "bob_noir_2"}, 201, "Bob noir"),
+    ("POST", "/api/characters/"): ({"project_id": "{project_id}", "name": "BobSidekick"}, 201, "BobSidekick"),
     ("POST", "/api/styles/{template_id}/rate/"): ({"project_id": "{project_id}", "satisfaction_score": 1.5}, 201, None),
     ("POST", "/api/context/"): ({"project_id": "{project_id}"}, 201, None),
     ("POST", "/api/context/create/"): ({"project_id": "{project_id}"}, 201, None),
@@ -127,11 +131,12 @@ def test_bob_works_in_his_own_object_under_alices_id(twins, client_for, method, 
         assert marker in response.content.decode()
     assert _owned_rows(twins.alice) == alice_before
     # Bob's object is what he named: each project and style of that id is still there, one per owner.
-    expected_projects = {"alice"} if method == "DELETE" else {"alice", "bob"}
+    expected_projects = {"alice"} if (method, path) == ("DELETE", "/api/projects/{pk}/") else {"alice", "bob"}
     assert set(Project.objects.filter(public_id=twins.project_id).values_list("owner__username", flat=True)) == (
         expected_projects
     )
-    assert StyleTemplate.objects.filter(public_id=twins.style_id).count() == 2
+    deleted_style = method == "DELETE" and "/styles/" in path
+    assert StyleTemplate.objects.filter(public_id=twins.style_id).count() == (1 if deleted_style else 2)
 
 
 def test_what_bob_creates_under_alices_id_is_in_his_project(twins, client_for):

@@ -30,7 +30,9 @@ from django.urls import reverse
 from memory_app.choices import HistoryAction
 from memory_app.errors import NotFound, ProviderError, ValidationFailed
 from memory_app.providers.fonts import glyphs_missing, renderer_identity
-from memory_app.selectors.creative import character_list_named, style_get
+from memory_app.selectors.characters import character_resolve_names
+from memory_app.selectors.creative import style_get
+from memory_app.services.characters import character_design_merge, character_state
 from memory_app.services.creative import character_upsert, style_usage_record
 from memory_app.services.history import history_record
 from memory_app.services.previous_context import previous_context_check, previous_context_resolve
@@ -48,9 +50,18 @@ from workflows.pipelines.common import (
 from workflows.pipelines.generation import chat_cached, generation_cached
 from workflows.pipelines.redirect import COMIC_REDRAW, comic_data_check, comic_preferences_check
 from workflows.providers import llm, text
-from workflows.providers.image import OfflineRenderer, PanelFigure, PanelRequest, image_provider, page_compose
+from workflows.providers.image import (
+    OfflineRenderer,
+    PanelFigure,
+    PanelReference,
+    PanelRequest,
+    image_provider,
+    page_compose,
+)
 
 MAX_MAIN_CHARACTERS = 8
+# The most character reference images sent with one panel (image APIs take a handful).
+MAX_PANEL_REFERENCES = 4
 CONSISTENCY_NEGATIVE = "inconsistent character design, changing hair color, changing clothes"
 
 
@@ -129,23 +140,46 @@ def script_generation(context: StepContext) -> dict[str, Any]:
 
 
 def character_design(context: StepContext) -> dict[str, Any]:
-    """Design every main character; a character already on record keeps its features and colours."""
+    """Design every main character. A name that is a character's alias is that character (scripts are renamed
+    to it); a character on record keeps what it has and what a person set (``character_design_merge``)."""
     passages = [segment["text"] for segment in context.data["segments"]]
-    existing = {
-        character.name: character
-        for character in character_list_named(project_id=context.project_id, names=context.data["main_characters"])
-    }
-    designs = []
+    records = character_resolve_names(project_id=context.project_id, names=context.data["main_characters"])
+    canonical = {name: records[name].name if name in records else name for name in context.data["main_characters"]}
+    designs: dict[str, dict[str, Any]] = {}
     for name in context.data["main_characters"]:
+        mentions = sum(passage.count(name) for passage in passages)
+        if canonical[name] in designs:
+            designs[canonical[name]]["mentions"] += mentions
+            continue
         design = llm.design_character(name, passages=passages, ask=chat_cached)
-        record = existing.get(name)
+        design["name"] = canonical[name]
+        record = records.get(name)
         if record is not None:
-            design["appearance_features"] = {**design["appearance_features"], **record.appearance_features}
-            design["colors"] = {**design["colors"], **record.colors}
-            design["consistent_features"] = sorted(set(design["consistent_features"]) | set(record.consistent_features))
-        design["mentions"] = sum(passage.count(name) for passage in passages)
-        designs.append(design)
-    return {**context.data, "characters": designs}
+            design.update(character_design_merge(character_state(record), design))
+        design["references"] = [
+            {
+                "storage_name": item.storage_name,
+                "sha256": item.sha256,
+                "content_type": item.content_type,
+                "dominant_colors": item.dominant_colors,
+            }
+            for item in (record.references.all() if record is not None else [])
+        ]
+        design["mentions"] = mentions
+        designs[design["name"]] = design
+    scripts = [
+        {
+            **script,
+            "characters": list(dict.fromkeys(canonical.get(name, name) for name in script["characters"])),
+            "dialogue": [
+                {**line, "speaker": canonical.get(line["speaker"], line["speaker"])} for line in script["dialogue"]
+            ],
+        }
+        for script in context.data.get("scripts", [])
+    ]
+    if "scripts" in context.data:
+        return {**context.data, "scripts": scripts, "characters": list(designs.values())}
+    return {**context.data, "characters": list(designs.values())}
 
 
 def character_design_commit(context: StepContext, result: dict[str, Any]) -> None:
@@ -161,6 +195,8 @@ def character_design_commit(context: StepContext, result: dict[str, Any]) -> Non
             personality_traits=design["personality_traits"],
             colors=design["colors"],
             mentions=design["mentions"],
+            user=run_owner(context),
+            workflow_id=context.workflow_id,
         )
         (created if was_created else updated).append(design["name"])
     history_record(
@@ -197,6 +233,8 @@ def scene_composition(context: StepContext) -> dict[str, Any]:
         present = [name for name in script["characters"] if name in designs]
         parts = [style.prompt, script["scene"]]
         parts += [_describe(designs[name]) for name in present]
+        if style.reference_examples:
+            parts.append(f"in the manner of the style's examples: {'; '.join(style.reference_examples)}")
         if previous_scene:
             parts.append(f"continuing from the previous panel: {previous_scene}")
         elif previous.text:
@@ -210,7 +248,19 @@ def scene_composition(context: StepContext) -> dict[str, Any]:
                 "seed": (base_seed + script["index"]) % 2**31,
                 "caption": script["caption"] or script["scene"],
                 "dialogue": [[line["speaker"], line["text"]] for line in script["dialogue"]],
-                "figures": [{"name": name, "colors": designs[name]["colors"]} for name in present],
+                "figures": [
+                    {
+                        "name": name,
+                        "colors": designs[name]["colors"],
+                        "reference_colors": _reference_colors(designs[name]),
+                    }
+                    for name in present
+                ],
+                "character_references": [
+                    {**reference, "character": name}
+                    for name in present
+                    for reference in designs[name].get("references", [])
+                ][:MAX_PANEL_REFERENCES],
                 "palette": palette,
                 # Only the first panel continues from the previous episode; later ones from their own predecessor.
                 "reference_sha256": previous.sha256 if script["index"] == 0 else None,
@@ -228,6 +278,12 @@ def scene_composition(context: StepContext) -> dict[str, Any]:
             "stored_as": reference_name,
         },
     }
+
+
+def _reference_colors(design: dict[str, Any]) -> list[str]:
+    """The dominant colours of a character's reference images, most telling first, at most four."""
+    colors = [color for reference in design.get("references", []) for color in reference["dominant_colors"][:2]]
+    return list(dict.fromkeys(colors))[:4]
 
 
 def _thumbnail(data: bytes, size: int = 256) -> bytes:
@@ -268,10 +324,27 @@ def _panel_request(panel: dict[str, Any]) -> PanelRequest:
         height=config.panel_height,
         caption=panel["caption"],
         dialogue=tuple((speaker, line) for speaker, line in panel["dialogue"]),
-        figures=tuple(PanelFigure(name=figure["name"], colors=figure["colors"]) for figure in panel["figures"]),
+        figures=tuple(
+            PanelFigure(
+                name=figure["name"],
+                colors=figure["colors"],
+                reference_colors=tuple(figure.get("reference_colors", ())),
+            )
+            for figure in panel["figures"]
+        ),
         palette=tuple(panel["palette"]),
         reference_sha256=panel.get("reference_sha256"),
         reference=_read(panel["reference_name"]) if panel.get("reference_name") else None,
+        character_references=tuple(
+            PanelReference(
+                character=reference["character"],
+                sha256=reference["sha256"],
+                content_type=reference["content_type"],
+                data=_read(reference["storage_name"]),
+                dominant_colors=tuple(reference["dominant_colors"]),
+            )
+            for reference in panel.get("character_references", ())
+        ),
     )
 
 

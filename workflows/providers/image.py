@@ -5,11 +5,14 @@
 
 - ``OfflineRenderer`` draws a real panel: the style's palette as background, a frame, the scene caption in a
   box, each character present as a figure in ITS remembered colours (hair, skin, clothing — the character
-  record's, so the same person looks the same in every panel), speech balloons with the dialogue, all text in
+  record's, so the same person looks the same in every panel; the dominant colours of its reference images as
+  swatches above its head), speech balloons with the dialogue, all text in
   the CJK font of ``pipelines.font_path`` (Pillow's default font, with a warning, if it is missing). The seed
   drives the only random choices (background details), so a panel is a pure function of its inputs.
 - ``OpenAIImages`` calls ``images.generate`` of any OpenAI-compatible endpoint (OpenAI, Seedream on
-  Volcengine Ark, a local server) with an explicit timeout and no hidden retries; it accepts ``b64_json`` or
+  Volcengine Ark, a local server) with an explicit timeout and no hidden retries; the reference images of the
+  characters present go as ``image`` (data URLs) when ``accepts_references`` is on, else the prompt describes
+  them (their dominant colours); it accepts ``b64_json`` or
   ``url`` answers (a URL is downloaded through ``memory_app.safe_fetch``, the SSRF guard ``previous_context``
   uses too). The answer, and an image downloaded from its URL, are read up to ``max_answer_bytes`` (32 MiB by
   default) and refused past it, before anything is decoded. Timeouts, connection errors, 429 and 5xx, and an
@@ -44,6 +47,23 @@ logger = logging.getLogger("workflows.providers.image")
 class PanelFigure:
     name: str
     colors: dict[str, str]
+    # The dominant colours of the character's reference images: the offline renderer shows them as swatches
+    # above the figure (it cannot paint from a picture); a provider that takes references gets the pictures.
+    reference_colors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PanelReference:
+    """A character's reference image, sent to providers that accept references."""
+
+    character: str
+    sha256: str
+    content_type: str
+    data: bytes
+    dominant_colors: tuple[str, ...] = ()
+
+    def description(self) -> str:
+        return f"reference image of {self.character}: dominant colours {', '.join(self.dominant_colors)}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,13 @@ class PanelRequest:
     reference_sha256: str | None = None
     # The previous_context image (first panel only). Not in the cache key: its checksum is.
     reference: bytes | None = None
+    # The reference images of the characters present. Not in the cache key: their checksums are.
+    character_references: tuple[PanelReference, ...] = ()
+
+    def prompt_describing_references(self) -> str:
+        """The prompt, plus what the character references show, for a provider that cannot take pictures."""
+        notes = [reference.description() for reference in self.character_references]
+        return ", ".join([self.prompt, *notes]) if notes else self.prompt
 
     def cache_key(self, provider: str, model: str | None, renderer: RendererIdentity) -> dict[str, Any]:
         """The cache key; ``renderer`` (the offline renderer's version and font file) is in it whatever the
@@ -76,9 +103,10 @@ class PanelRequest:
             "size": [self.width, self.height],
             "caption": self.caption,
             "dialogue": [list(line) for line in self.dialogue],
-            "figures": [[figure.name, figure.colors] for figure in self.figures],
+            "figures": [[figure.name, figure.colors, list(figure.reference_colors)] for figure in self.figures],
             "palette": list(self.palette),
             "reference": self.reference_sha256,
+            "character_references": [reference.sha256 for reference in self.character_references],
         }
 
 
@@ -211,6 +239,11 @@ class OfflineRenderer:
         head_center = body_top - head
         draw.ellipse((x - head, head_center - head, x + head, head_center + head), fill=skin, outline=(0, 0, 0))
         draw.chord((x - head, head_center - head, x + head, head_center + head), 180, 360, fill=hair)
+        swatch = max(6, round(12 * scale))
+        for number, color in enumerate(figure.reference_colors[:4]):
+            left = x - 2 * swatch + number * swatch
+            top = head_center - head - swatch - 4
+            draw.rectangle((left, top, left + swatch - 1, top + swatch - 1), fill=_rgb(color))
         label = font(max(10, round(16 * scale)))
         text_width = label.getlength(figure.name)
         draw.text((x - text_width / 2, ground + 4), figure.name, font=label, fill=(0, 0, 0))
@@ -251,6 +284,7 @@ class OpenAIImages:
             )
         self.model: str | None = config.model
         self.max_answer_bytes = config.max_answer_bytes
+        self.accepts_references = config.accepts_references
         # One client per endpoint and process, shared by every panel.
         self._client = openai_client(
             base_url=config.base_url, api_key=config.api_key or "not-needed", timeout_seconds=config.timeout_seconds
@@ -258,15 +292,24 @@ class OpenAIImages:
 
     def generate(self, request: PanelRequest) -> bytes:
         details = {"provider": self.name, "model": self.model}
+        # Not in OpenAI's own schema, understood by Seedream and most open servers.
+        extra: dict[str, Any] = {"seed": request.seed, "negative_prompt": request.negative_prompt, "watermark": False}
+        prompt = request.prompt
+        if request.character_references and self.accepts_references:
+            extra["image"] = [
+                f"data:{reference.content_type};base64,{base64.b64encode(reference.data).decode()}"
+                for reference in request.character_references
+            ]
+        elif request.character_references:
+            prompt = request.prompt_describing_references()
         answer = openai_json_answer(
             send=lambda: self._client.images.with_streaming_response.generate(
                 model=self.model or "",
-                prompt=request.prompt,
+                prompt=prompt,
                 size=f"{request.width}x{request.height}",
                 n=1,
                 response_format="b64_json",
-                # Not in OpenAI's own schema, understood by Seedream and most open servers.
-                extra_body={"seed": request.seed, "negative_prompt": request.negative_prompt, "watermark": False},
+                extra_body=extra,
             ),
             label="image",
             details=details,

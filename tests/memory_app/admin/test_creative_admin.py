@@ -28,3 +28,16 @@ def test_a_style_page_shows_its_usage_inline(admin_client, project, user, manga_
 
     assert "4.5" in page
     assert "少年漫画风格" in page
+
+
+def test_a_character_page_shows_its_versions_inline(admin_client, project, user):
+    from memory_app.services.characters import character_create, character_update
+
+    character = character_create(user=user, project=project, name="林小雨", colors={"hair": "#111111"})
+    character_update(user=user, character=character, fields={"aliases": ["小雨"]})
+
+    page = admin_client.get(f"/admin/memory_app/character/{character.pk}/change/").content.decode()
+
+    assert "updated" in page and "created" in page
+    assert "小雨" in page
+    assert "colors.hair" in page  # the locked fields

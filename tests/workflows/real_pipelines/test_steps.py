@@ -161,6 +161,6 @@ def test_scene_composition_builds_prompts_from_style_characters_and_previous_pan
     assert panels[0]["prompt"].endswith("previously: 上一话的结尾")
     assert panels[1]["prompt"].endswith("continuing from the previous panel: 村口")
     assert "inconsistent character design" in panels[0]["negative_prompt"]
-    assert panels[1]["figures"] == [{"name": "小明", "colors": {"hair": "#222222"}}]
+    assert panels[1]["figures"] == [{"name": "小明", "colors": {"hair": "#222222"}, "reference_colors": []}]
     assert panels[1]["dialogue"] == [["小明", "好！"]]
     assert panels[0]["palette"] == ["#FF6B6B", "#4ECDC4", "#45B7D1"]
