@@ -86,7 +86,8 @@ def cache_performance() -> dict[str, dict[str, Any]]:
         timed, seconds = latencies.get(namespace, (0.0, 0.0))
         result[namespace] = {
             "hit_rate": round(100 * counts["hits"] / total, 1) if total else 0.0,
-            "avg_latency_ms": round(1000 * seconds / timed, 3) if timed else 0.0,
+            # The counts may have been reset (a clear) while this process's timings stay: no lookups, no latency.
+            "avg_latency_ms": round(1000 * seconds / timed, 3) if timed and total else 0.0,
             "total_requests": total,
         }
     return result
