@@ -1,0 +1,528 @@
+"""Offline character extraction for Chinese stories: full names, forms of address, aliases folded into one
+character, idioms and common words kept out, and who is really in a scene.
+
+The rules (docs/workflows.md, "Character extraction", says the same for readers):
+
+* **Candidates.** A word jieba tags as a person (``nr``, ``nrfg``, ``nrt``) of 2 to 4 Han characters; a surname
+  token followed by a one- or two-character given name (jieba often splits 林小雨 into 林 + 小雨: the two are
+  joined); a form of address: 老周 / 小周 (老 or 小 + surname), 周伯 / 周婶 / 马师傅 / 何大姐 (surname + a kinship
+  word or title), 阿明 (阿 + one character). The surnames are data (``data/surnames.txt``).
+* **Never characters.** Words of ``data/not_names.txt`` (everyday words and idioms the dictionary tags as
+  names); any word jieba's dictionary tags as an idiom or set phrase (``i``, ``l``); a four-character word that
+  does not start with a compound surname (四字 idioms such as 东张西望); a three-character word that does not
+  start with a surname and is not a form of address. Spans of such words are masked before names are counted,
+  so no name is found inside an idiom (张西 in 东张西望).
+* **Mentions.** Counted left to right, longest candidate first, starting at a word boundary (a two-character
+  candidate must also end at one), so 小雨 inside 林小雨 is a mention of 林小雨 only.
+* **Aliases.** (1) A given name used alone, or its 阿X / 小X / XX forms (小雨, 阿明, 悦悦), joins the one full
+  name it belongs to. (2) Forms of address of one surname join each other when they are of one kind (老周 and
+  周伯 are both an elder man's; 杨婶 and 杨叔 are two people, as are 老王 and his son 小王), and join the
+  surname's full name when there is exactly one and the forms are of a single kind. (3) An explicit link
+  joins the name just after 「人称」, 「外号」, 「绰号」, 「也就是」, 「(都)叫他/她」, 「管他叫」 to the last name
+  before it in the same sentence, whatever the surnames. The character's ``name`` is its most mentioned full
+  name (a surname and a given name), or its most mentioned form when it has none; ties go to the first seen.
+* **Present or only mentioned.** A character needs ``min_mentions`` mentions in all. A mention *acts* unless
+  it is inside quoted speech (and not the addressee at the start of the quote: “小明, …”) or follows, in its
+  sentence, a word of remembering, hearsay or absence (想起, 听说, 去世, 照片, 电话 …). A character is
+  ``present`` (drawn) when at least half its mentions act; otherwise it is only mentioned and never drawn.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TypedDict
+
+_DATA = Path(__file__).with_name("data")
+
+
+def _read_words(file_name: str) -> frozenset[str]:
+    """One word a line; ``#`` starts a comment."""
+    lines = (_DATA / file_name).read_text(encoding="utf-8").splitlines()
+    return frozenset(word for line in lines if (word := line.split("#", 1)[0].strip()))
+
+
+SURNAMES = _read_words("surnames.txt")
+COMPOUND_SURNAMES = frozenset(surname for surname in SURNAMES if len(surname) > 1)
+NOT_NAMES = _read_words("not_names.txt")
+
+# Forms of address by kind: forms of one surname and one kind may be one person; of two kinds, two people.
+_SUFFIX_KINDS: dict[str, str] = {
+    **dict.fromkeys(["伯", "叔", "爷", "伯伯", "叔叔", "爷爷", "大爷", "大伯", "大叔", "老汉", "老头"], "elder man"),
+    **dict.fromkeys(["婶", "姨", "奶", "奶奶", "婶婶", "大妈", "大娘", "大婶", "阿姨", "婆婆"], "elder woman"),
+    **dict.fromkeys(["哥", "大哥"], "brother"),
+    **dict.fromkeys(["姐", "大姐", "嫂", "大嫂", "妹"], "sister"),
+    **dict.fromkeys(["师傅", "老师", "医生", "大夫", "队长", "老板", "经理", "校长", "主任", "警官"], "title"),
+}
+_PREFIX_KINDS = {"老": "elder man", "小": "young"}
+_SUFFIXES = sorted(_SUFFIX_KINDS, key=len, reverse=True)
+_HAN = re.compile(r"^[\u4e00-\u9fff]+$")
+_PERSON_FLAGS = ("nr", "nrfg", "nrt")
+_IDIOM_FLAGS = ("i", "l")
+# Parts of speech that never begin a given name after a surname (particles, prepositions, pronouns …).
+_NOT_GIVEN_FLAGS = ("u", "uj", "ul", "uz", "uv", "ud", "ug", "p", "c", "r", "d", "x", "m", "q", "y", "e", "zg", "f")
+_NUMERALS = frozenset("一二三四五六七八九十百千万亿两几零半")
+_QUOTES = re.compile(r"“[^”]*”|「[^」]*」|『[^』]*』|\"[^\"]*\"")
+_CUES = (
+    "想起",
+    "想到",
+    "记得",
+    "记起",
+    "回忆",
+    "怀念",
+    "思念",
+    "梦见",
+    "梦到",
+    "去世",
+    "过世",
+    "已故",
+    "生前",
+    "听说",
+    "据说",
+    "说起",
+    "提起",
+    "谈起",
+    "照片",
+    "来信",
+    "信里",
+    "电话",
+)
+_LINK = re.compile(
+    r"(?:人称|外号叫?|绰号叫?|也就是|管(?:他|她)叫|(?:都|常|总)?(?:叫|喊|称)(?:他|她)(?:作|为|做)?)[“「\"]?"
+)
+_SENTENCE_END = re.compile(r"[。！？!?；;\n]")
+
+
+class FoundName(TypedDict):
+    """One character: its ``name``, the other names it goes by, its mentions and first offset, and whether it
+    is in a scene (``present``) or only talked about."""
+
+    name: str
+    aliases: list[str]
+    mentions: int
+    first_position: int
+    present: bool
+
+
+@dataclass
+class _Token:
+    word: str
+    flag: str
+    start: int
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.word)
+
+
+@dataclass
+class _Mention:
+    form: str
+    start: int
+    acting: bool
+
+
+@dataclass
+class _Text:
+    """A text cut into words once: boundaries, masked (idiom) positions, quotes, sentence ends."""
+
+    text: str
+    tokens: list[_Token]
+    boundaries: set[int] = field(default_factory=set)
+    masked: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, text: str) -> _Text:
+        tokens = _tokens(text)
+        read = cls(text=text, tokens=tokens)
+        for token in tokens:
+            read.boundaries.update((token.start, token.end))
+            if len(token.word) > 1 and (token.word in NOT_NAMES or _is_idiom(token.word, token.flag)):
+                read.masked.update(range(token.start, token.end))
+            elif token.flag in _PERSON_FLAGS and _dictionary_flag(token.word) is None:
+                # The tagger's guesses at names (words it has no entry for) often take in a neighbour (杨婶一,
+                # 欧阳明 + 轩): inside them any position may be where a name starts or ends.
+                read.boundaries.update(range(token.start, token.end))
+        return read
+
+
+def _tokens(text: str) -> list[_Token]:
+    import jieba.posseg
+
+    from workflows.providers.text import quiet_jieba
+
+    quiet_jieba()
+    tokens: list[_Token] = []
+    offset = 0
+    for pair in jieba.posseg.cut(text):
+        tokens.append(_Token(word=pair.word, flag=pair.flag, start=offset))
+        offset += len(pair.word)
+    return tokens
+
+
+@cache
+def _dictionary_flag(word: str) -> str | None:
+    import jieba.posseg
+
+    flag: str | None = jieba.posseg.dt.word_tag_tab.get(word)
+    return flag
+
+
+def _is_idiom(word: str, flag: str) -> bool:
+    """An idiom or set phrase by the dictionary's tag, or a four-character dictionary word that is not a
+    compound-surname name (the dictionary tags many idioms ``nr``)."""
+    dictionary_flag = _dictionary_flag(word)
+    if flag in _IDIOM_FLAGS or dictionary_flag in _IDIOM_FLAGS:
+        return True
+    return dictionary_flag is not None and len(word) == 4 and not _four_character_name(word)
+
+
+def _four_character_name(word: str) -> bool:
+    return word[:2] in COMPOUND_SURNAMES or address_kind(word) is not None
+
+
+def address_kind(word: str) -> tuple[str, str] | None:
+    """``(surname, kind)`` when ``word`` is a form of address (老周, 小周, 周伯, 马师傅); ``None`` otherwise.
+    阿X is a given-name form, not a surname one: it has no kind here."""
+    if len(word) == 2 and word[0] in _PREFIX_KINDS and word[1] in SURNAMES:
+        return word[1], _PREFIX_KINDS[word[0]]
+    for suffix in _SUFFIXES:
+        surname = word[: -len(suffix)]
+        if word.endswith(suffix) and surname in SURNAMES and len(surname) == 1:
+            return surname, _SUFFIX_KINDS[suffix]
+    return None
+
+
+def split_full_name(word: str) -> tuple[str, str] | None:
+    """``(surname, given name)`` when ``word`` is a surname followed by a one- or two-character given name and
+    is not a form of address."""
+    if word.startswith("阿") or any(address_kind(word[:size]) for size in range(2, len(word) + 1)):
+        return None
+    for size in (2, 1):
+        surname, given = word[:size], word[size:]
+        if surname in SURNAMES and len(surname) == size and 1 <= len(given) <= 2:
+            return surname, given
+    return None
+
+
+def given_name_forms(full_name: str) -> set[str]:
+    """The forms a given name is used in alone: 林小雨 → 小雨; 孙悦 → 悦悦, 阿悦, 小悦; 刘建明 → 建明, 阿明…"""
+    split = split_full_name(full_name)
+    if split is None:
+        return set()
+    given = split[1]
+    last = given[-1]
+    forms = {f"阿{last}", f"小{last}", last * 2}
+    if len(given) == 2:
+        forms.add(given)
+    return {form for form in forms if form != full_name and form not in NOT_NAMES}
+
+
+def plausible_name(word: str) -> bool:
+    """Could ``word`` name a person at all: Han characters, 2 to 4 long, not a stop word, not an idiom."""
+    if not (2 <= len(word) <= 4 and _HAN.fullmatch(word)) or word in NOT_NAMES:
+        return False
+    if _is_idiom(word, ""):
+        return False
+    if len(word) == 4:
+        return _four_character_name(word)
+    if len(word) == 3:
+        return split_full_name(word) is not None or address_kind(word) is not None
+    return True
+
+
+def _candidates(read: _Text) -> set[str]:
+    found: set[str] = set()
+    tokens = read.tokens
+    for index, token in enumerate(tokens):
+        word = token.word
+        following = tokens[index + 1 : index + 3]
+        if token.flag in _PERSON_FLAGS:
+            found |= _person_token_names(word, following[0] if following else None)
+        if word in SURNAMES and following:
+            for given in _given_after(following):
+                if plausible_name(word + given):
+                    found.add(word + given)
+        if word == "阿" and following and len(following[0].word) == 1 and _HAN.fullmatch(following[0].word):
+            found.add(word + following[0].word)
+    text = read.text
+    for index in range(len(text) - 1):
+        if index not in read.boundaries or index in read.masked:
+            continue
+        for size in (4, 3, 2):
+            word = text[index : index + size]
+            fits = len(word) == size and index + size in read.boundaries
+            if fits and address_kind(word) is not None and plausible_name(word):
+                found.add(word)
+                break
+    for match in _LINK.finditer(text):
+        # The name a link gives (人称张铁手) is a name whatever the tagger made of it.
+        given = next((item for item in tokens if item.start == match.end()), None)
+        if given is not None and given.flag in (*_PERSON_FLAGS, "nz") and plausible_name(given.word):
+            found.add(given.word)
+    for full_name in list(found):
+        found |= {form for form in given_name_forms(full_name) if form in text}
+    return _stable_given_names(found, text)
+
+
+def _person_token_names(word: str, following: _Token | None) -> set[str]:
+    """Names from one token the tagger took for a person: the token itself, joined with a following person
+    token (欧阳明 + 轩), or, when the tagger took in a neighbour (杨婶一), its longest prefix that is a name."""
+    found: set[str] = set()
+    if following is not None and following.flag in _PERSON_FLAGS and plausible_name(word + following.word):
+        found.add(word + following.word)
+    if plausible_name(word):
+        found.add(word)
+        return found
+    if _dictionary_flag(word) is not None:
+        return found
+    prefix = next(
+        (
+            word[:size]
+            for size in range(len(word) - 1, 1, -1)
+            if plausible_name(word[:size]) and (split_full_name(word[:size]) or address_kind(word[:size]))
+        ),
+        None,
+    )
+    if prefix is not None:
+        found.add(prefix)
+    return found
+
+
+def _given_after(following: Sequence[_Token]) -> list[str]:
+    """Given names that may follow a surname token: the next word if it has one or two Han characters and can
+    begin a name, or two single characters in a row (林 + 小 + 雨)."""
+    first = following[0]
+    if not _can_begin_given_name(first):
+        return []
+    if len(first.word) == 2:
+        return [first.word]
+    if len(first.word) != 1:
+        return []
+    second = following[1] if len(following) > 1 else None
+    if second is not None and len(second.word) == 1 and _can_begin_given_name(second):
+        return [first.word, first.word + second.word]
+    return [first.word]
+
+
+def _can_begin_given_name(token: _Token) -> bool:
+    if not _HAN.fullmatch(token.word) or token.word in NOT_NAMES:
+        return False
+    if token.flag == "m":
+        # 多多 is tagged a numeral word; 一个, 三天 are numerals.
+        return not any(character in _NUMERALS for character in token.word)
+    return token.flag not in _NOT_GIVEN_FLAGS
+
+
+def _stable_given_names(found: set[str], text: str) -> set[str]:
+    """Of two full names where one extends the other by a character (欧阳明, 欧阳明轩), keep the longer only when
+    it occurs every time the shorter does: a given name is the same at every mention, the word after it is not."""
+    kept = set(found)
+    for name in found:
+        for longer in found:
+            if longer != name and longer.startswith(name) and len(longer) == len(name) + 1:
+                if split_full_name(name) and text.count(longer) == text.count(name):
+                    kept.discard(name)
+                else:
+                    kept.discard(longer)
+    return kept
+
+
+def _quote_spans(text: str) -> list[tuple[int, int]]:
+    return [(match.start(), match.end()) for match in _QUOTES.finditer(text)]
+
+
+def _acting(text: str, start: int, form: str, quotes: list[tuple[int, int]]) -> bool:
+    for quote_start, quote_end in quotes:
+        if quote_start < start < quote_end:
+            after = text[start + len(form) : start + len(form) + 1]
+            # “小明, …”: the one addressed is in the scene.
+            return start == quote_start + 1 and after in ("，", ",", "！", "!", "？", "?")
+    sentence_start = max((match.end() for match in _SENTENCE_END.finditer(text, 0, start)), default=0)
+    before = text[sentence_start:start]
+    return not any(cue in before for cue in _CUES)
+
+
+def _mentions(read: _Text, forms: Iterable[str]) -> list[_Mention]:
+    """Mentions of ``forms`` left to right, longest first, never inside a masked word."""
+    by_length = sorted(set(forms), key=len, reverse=True)
+    text, quotes = read.text, _quote_spans(read.text)
+    found: list[_Mention] = []
+    index = 0
+    while index < len(text):
+        match = None
+        if index not in read.masked and (index in read.boundaries or not read.boundaries):
+            for form in by_length:
+                end = index + len(form)
+                if text.startswith(form, index) and (len(form) > 2 or end in read.boundaries):
+                    match = form
+                    break
+        if match is None:
+            index += 1
+            continue
+        found.append(_Mention(form=match, start=index, acting=_acting(text, index, match, quotes)))
+        index += len(match)
+    return found
+
+
+class _Groups:
+    """Union-find over names."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.parent = {name: name for name in names}
+
+    def find(self, name: str) -> str:
+        while self.parent[name] != name:
+            self.parent[name] = self.parent[self.parent[name]]
+            name = self.parent[name]
+        return name
+
+    def join(self, first: str, second: str) -> None:
+        self.parent[self.find(first)] = self.find(second)
+
+    def members(self) -> list[list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for name in self.parent:
+            grouped.setdefault(self.find(name), []).append(name)
+        return list(grouped.values())
+
+
+def _fold_given_names(groups: _Groups, names: set[str]) -> None:
+    full_names = [name for name in names if split_full_name(name) is not None]
+    for name in names:
+        owners = [full for full in full_names if name in given_name_forms(full)]
+        if len(owners) == 1:
+            groups.join(name, owners[0])
+
+
+def _fold_forms_of_address(groups: _Groups, names: set[str], mentioned: set[str]) -> None:
+    """Forms of one surname and one kind are one person (老周, 周伯). 老X / 小X, how peers call someone by the
+    surname, join the surname's full name when the text mentions exactly one and no form of another kind; a
+    kinship form (吴奶奶, 周伯, 杨婶) never joins a full name by its surname alone: families share a surname
+    (吴奶奶 and her grandson 吴涛), so only an explicit link ties them."""
+    by_surname: dict[str, dict[str, list[str]]] = {}
+    for name in sorted(names & mentioned):
+        kind = address_kind(name)
+        if kind is not None:
+            by_surname.setdefault(kind[0], {}).setdefault(kind[1], []).append(name)
+    for surname, kinds in by_surname.items():
+        for forms in kinds.values():
+            for form in forms[1:]:
+                groups.join(form, forms[0])
+        full_names = [name for name in mentioned if (split_full_name(name) or ("",))[0] == surname]
+        peer_forms = [form for forms in kinds.values() for form in forms if form[0] in _PREFIX_KINDS]
+        if len(full_names) == 1 and len(kinds) == 1 and peer_forms:
+            groups.join(peer_forms[0], full_names[0])
+
+
+def _fold_links(groups: _Groups, read: _Text, names: set[str], mentions: list[_Mention]) -> set[str]:
+    """Join names tied by 人称 / 也就是 / 叫他 …; returns the names so linked (they need no second mention)."""
+    linked: set[str] = set()
+    by_length = sorted(names, key=len, reverse=True)
+    for match in _LINK.finditer(read.text):
+        after = next((name for name in by_length if read.text.startswith(name, match.end())), None)
+        sentence_start = max((end.end() for end in _SENTENCE_END.finditer(read.text, 0, match.start())), default=0)
+        before = [m.form for m in mentions if sentence_start <= m.start < match.start()]
+        if after and before and before[-1] != after:
+            groups.join(after, before[-1])
+            linked.add(after)
+    return linked
+
+
+def _canonical(members: list[str], counts: dict[str, int], first: dict[str, int]) -> str:
+    full = [name for name in members if split_full_name(name) is not None and name not in _derived(members)]
+    pool = full or members
+    return min(pool, key=lambda name: (-counts[name], first[name]))
+
+
+def _derived(members: list[str]) -> set[str]:
+    return {form for name in members for form in given_name_forms(name)}
+
+
+def _characters(
+    read: _Text, groups: _Groups, names: set[str], mentions: list[_Mention], linked: set[str], min_mentions: int
+) -> list[FoundName]:
+    counts = dict.fromkeys(names, 0)
+    first = {name: len(read.text) for name in names}
+    acting = dict.fromkeys(names, 0)
+    for mention in mentions:
+        counts[mention.form] += 1
+        first[mention.form] = min(first[mention.form], mention.start)
+        acting[mention.form] += mention.acting
+    found: list[FoundName] = []
+    for members in groups.members():
+        members = [name for name in members if counts[name]]
+        total = sum(counts[name] for name in members)
+        if not members or (total < min_mentions and not linked & set(members)):
+            continue
+        name = _canonical(members, counts, first)
+        aliases = sorted((alias for alias in members if alias != name), key=lambda alias: first[alias])
+        found.append(
+            {
+                "name": name,
+                "aliases": aliases,
+                "mentions": total,
+                "first_position": min(first[member] for member in members),
+                "present": 2 * sum(acting[member] for member in members) >= total,
+            }
+        )
+    found.sort(key=lambda item: (-item["mentions"], item["first_position"]))
+    return found
+
+
+def extract_names(text: str, *, min_mentions: int = 2, limit: int = 12) -> list[FoundName]:
+    """The story's characters, most mentioned first (ties: first seen); see the module docstring for the rules.
+    Characters only mentioned are listed with ``present`` false."""
+    read = _Text.of(text)
+    names = _candidates(read)
+    mentions = _mentions(read, names)
+    groups = _Groups(names)
+    _fold_given_names(groups, names)
+    _fold_forms_of_address(groups, names, {mention.form for mention in mentions})
+    linked = _fold_links(groups, read, names, mentions)
+    return _characters(read, groups, names, mentions, linked, min_mentions)[:limit]
+
+
+def characters_checked(text: str, proposed: Sequence[tuple[str, Sequence[str], bool]]) -> list[FoundName]:
+    """Characters another source (an LLM) proposed as ``(name, aliases, present)``, checked by the same rules:
+    every name and alias must occur in the text and be plausible (no idiom, no stop word); entries that share a
+    name, or whose name is a given-name form of another's full name, become one; mentions are counted here."""
+    read = _Text.of(text)
+    entries = []
+    for name, aliases, present in proposed:
+        forms = [form for form in [name, *aliases] if form in text and plausible_name(form)]
+        if forms:
+            entries.append((list(dict.fromkeys(forms)), present))
+    names = {form for forms, _present in entries for form in forms}
+    groups = _Groups(names)
+    for forms, _present in entries:
+        for form in forms[1:]:
+            groups.join(form, forms[0])
+    _fold_given_names(groups, names)
+    mentions = _mentions(read, names)
+    counted = _characters(read, groups, names, mentions, linked=names, min_mentions=1)
+    # The model's word on who is in a scene wins over the offline reading of the text.
+    present_by_form = {form: present for forms, present in entries for form in forms}
+    for item in counted:
+        item["present"] = any(present_by_form.get(form, True) for form in [item["name"], *item["aliases"]])
+    return counted
+
+
+def forms_of(found: Sequence[FoundName]) -> dict[str, list[str]]:
+    """``{name: [name, *aliases]}`` for finding characters in a panel's text."""
+    return {item["name"]: [item["name"], *item["aliases"]] for item in found}
+
+
+def present_in(passage: str, forms: dict[str, list[str]]) -> list[str]:
+    """The characters acting in ``passage`` (named by any of their forms, outside quoted speech or as the one
+    addressed, not only remembered), in order of their first acting mention."""
+    read = _Text.of(passage)
+    owner = {form: name for name, names in forms.items() for form in names}
+    first: dict[str, int] = {}
+    for mention in _mentions(read, owner):
+        if mention.acting:
+            first.setdefault(owner[mention.form], mention.start)
+    return sorted(first, key=first.__getitem__)
