@@ -280,6 +280,8 @@ class ProviderConfig(_Section):
     # The largest answer body read from the provider (and image downloaded from a URL it answers with); a larger
     # one is refused as soon as the limit is passed, before it is decoded.
     max_answer_bytes: Annotated[int, BeforeValidator(parse_size), Field(ge=1024)] = 32 * 1024 * 1024
+    # Chat calls that need JSON send ``response_format: {"type": "json_object"}``; false for a server that refuses it.
+    json_mode: bool = True
 
 
 class PipelinesConfig(_Section):

@@ -25,9 +25,11 @@ def character_upsert(
     personality_traits: list[str],
     colors: dict[str, str],
     mentions: int = 0,
+    aliases: list[str] | None = None,
 ) -> tuple[Character, bool]:
     """Create the character, or update it without letting it drift: the features and colours it already has
-    are kept (that is what "must stay the same" means); only new ones are added. Returns (character, created)."""
+    are kept (that is what "must stay the same" means); only new ones are added, aliases too. Returns
+    (character, created)."""
     character = Character.objects.select_for_update().filter(project=project, name=name).first()
     if character is None:
         character = Character.objects.create(
@@ -38,6 +40,7 @@ def character_upsert(
             personality_traits=list(personality_traits),
             colors=redact(dict(colors)),
             mentions=mentions,
+            aliases=[alias for alias in dict.fromkeys(aliases or []) if alias != name],
         )
         return character, True
     character.appearance_features = {**redact(appearance_features), **character.appearance_features}
@@ -45,6 +48,7 @@ def character_upsert(
     character.consistent_features = sorted(set(character.consistent_features) | set(consistent_features))
     character.personality_traits = list(dict.fromkeys([*character.personality_traits, *personality_traits]))
     character.mentions = character.mentions + mentions
+    character.aliases = [alias for alias in dict.fromkeys([*character.aliases, *(aliases or [])]) if alias != name]
     character.save()
     return character, False
 

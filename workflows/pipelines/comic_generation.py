@@ -88,13 +88,15 @@ def text_segmentation(context: StepContext) -> dict[str, Any]:
         target_chars=context.preferences["segment_length"],
         max_segments=settings.MEMORY.pipelines.max_segments,
     )
-    found = llm.characters_find(source, ask=chat_cached)
+    found = [item for item in llm.characters_find(source, ask=chat_cached) if item["present"]]
     names = [str(item["name"]) for item in found[:MAX_MAIN_CHARACTERS]]
     segmented = sum(len(piece) for piece in pieces)
     return {
         **context.data,
         "segments": [{"index": index, "text": piece} for index, piece in enumerate(pieces)],
         "main_characters": names,
+        # Other names of each main character (小雨 for 林小雨): a panel that uses one has that character.
+        "character_aliases": {str(item["name"]): list(item["aliases"]) for item in found[:MAX_MAIN_CHARACTERS]},
         "segmentation": {
             "input_length": len(source),
             "segments_count": len(pieces),
@@ -120,8 +122,9 @@ def text_segmentation_commit(context: StepContext, result: dict[str, Any]) -> No
 
 def script_generation(context: StepContext) -> dict[str, Any]:
     names = context.data["main_characters"]
+    aliases = context.data.get("character_aliases", {})
     scripts = [
-        {"index": segment["index"], **llm.script_for(segment["text"], names=names, ask=chat_cached)}
+        {"index": segment["index"], **llm.script_for(segment["text"], names=names, aliases=aliases, ask=chat_cached)}
         for segment in context.data["segments"]
     ]
     return {**context.data, "scripts": scripts}
@@ -134,15 +137,17 @@ def character_design(context: StepContext) -> dict[str, Any]:
         character.name: character
         for character in character_list_named(project_id=context.project_id, names=context.data["main_characters"])
     }
+    all_aliases = context.data.get("character_aliases", {})
     designs = []
     for name in context.data["main_characters"]:
-        design = llm.design_character(name, passages=passages, ask=chat_cached)
+        aliases = all_aliases.get(name, [])
+        design = llm.design_character(name, passages=passages, aliases=aliases, ask=chat_cached)
         record = existing.get(name)
         if record is not None:
             design["appearance_features"] = {**design["appearance_features"], **record.appearance_features}
             design["colors"] = {**design["colors"], **record.colors}
             design["consistent_features"] = sorted(set(design["consistent_features"]) | set(record.consistent_features))
-        design["mentions"] = sum(passage.count(name) for passage in passages)
+        design["mentions"] = sum(passage.count(form) for passage in passages for form in [name, *aliases])
         designs.append(design)
     return {**context.data, "characters": designs}
 
@@ -160,6 +165,7 @@ def character_design_commit(context: StepContext, result: dict[str, Any]) -> Non
             personality_traits=design["personality_traits"],
             colors=design["colors"],
             mentions=design["mentions"],
+            aliases=design.get("aliases", []),
         )
         (created if was_created else updated).append(design["name"])
     history_record(

@@ -30,6 +30,7 @@ The rules (docs/workflows.md, "Character extraction", says the same for readers)
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -62,8 +63,10 @@ _SUFFIXES = sorted(_SUFFIX_KINDS, key=len, reverse=True)
 _HAN = re.compile(r"^[\u4e00-\u9fff]+$")
 _PERSON_FLAGS = ("nr", "nrfg", "nrt")
 _IDIOM_FLAGS = ("i", "l")
-# Parts of speech that never begin a given name after a surname (particles, prepositions, pronouns …).
-_NOT_GIVEN_FLAGS = ("u", "uj", "ul", "uz", "uv", "ud", "ug", "p", "c", "r", "d", "x", "m", "q", "y", "e", "zg", "f")
+# Parts of speech that never begin a given name after a surname (particles, prepositions, pronouns, verbs,
+# adjectives …).
+_FUNCTION_FLAGS = frozenset(["u", "uj", "ul", "uz", "uv", "ud", "ug", "p", "c", "r", "d", "x", "m", "q", "y", "e"])
+_NOT_GIVEN_FLAGS = _FUNCTION_FLAGS | {"zg", "f", "v", "vd", "vn", "vg", "vi", "vq", "a", "ad", "an", "ag"}
 _NUMERALS = frozenset("一二三四五六七八九十百千万亿两几零半")
 _QUOTES = re.compile(r"“[^”]*”|「[^」]*」|『[^』]*』|\"[^\"]*\"")
 _CUES = (
@@ -243,8 +246,10 @@ def _candidates(read: _Text) -> set[str]:
         if token.flag in _PERSON_FLAGS:
             found |= _person_token_names(word, following[0] if following else None)
         if word in SURNAMES and following:
+            # A surname and the word after it are a full name when the pair recurs (a name is repeated; 连 +
+            # 呼吸 by chance is not).
             for given in _given_after(following):
-                if plausible_name(word + given):
+                if plausible_name(word + given) and read.text.count(word + given) >= 2:
                     found.add(word + given)
         if word == "阿" and following and len(following[0].word) == 1 and _HAN.fullmatch(following[0].word):
             found.add(word + following[0].word)
@@ -260,9 +265,9 @@ def _candidates(read: _Text) -> set[str]:
                 break
     for match in _LINK.finditer(text):
         # The name a link gives (人称张铁手) is a name whatever the tagger made of it.
-        given = next((item for item in tokens if item.start == match.end()), None)
-        if given is not None and given.flag in (*_PERSON_FLAGS, "nz") and plausible_name(given.word):
-            found.add(given.word)
+        target = next((item for item in tokens if item.start == match.end()), None)
+        if target is not None and target.flag in (*_PERSON_FLAGS, "nz") and plausible_name(target.word):
+            found.add(target.word)
     for full_name in list(found):
         found |= {form for form in given_name_forms(full_name) if form in text}
     return _stable_given_names(found, text)
@@ -369,25 +374,36 @@ def _mentions(read: _Text, forms: Iterable[str]) -> list[_Mention]:
 
 
 class _Groups:
-    """Union-find over names."""
+    """Names put together into characters. Two names said in one sentence are two people (王伯是老王的侄子;
+    老周对周伯说): groups holding such a pair are never joined, except by an explicit link (``force``)."""
 
-    def __init__(self, names: Iterable[str]) -> None:
-        self.parent = {name: name for name in names}
+    def __init__(self, names: Iterable[str], apart: set[frozenset[str]] | None = None) -> None:
+        self.group = {name: frozenset([name]) for name in names}
+        self.apart = apart or set()
 
-    def find(self, name: str) -> str:
-        while self.parent[name] != name:
-            self.parent[name] = self.parent[self.parent[name]]
-            name = self.parent[name]
-        return name
-
-    def join(self, first: str, second: str) -> None:
-        self.parent[self.find(first)] = self.find(second)
+    def join(self, first: str, second: str, *, force: bool = False) -> None:
+        merged = self.group[first] | self.group[second]
+        if not force and any(frozenset((a, b)) in self.apart for a in self.group[first] for b in self.group[second]):
+            return
+        for name in merged:
+            self.group[name] = merged
 
     def members(self) -> list[list[str]]:
-        grouped: dict[str, list[str]] = {}
-        for name in self.parent:
-            grouped.setdefault(self.find(name), []).append(name)
-        return list(grouped.values())
+        return [sorted(group) for group in set(self.group.values())]
+
+
+def _said_together(read: _Text, mentions: list[_Mention]) -> set[frozenset[str]]:
+    """Pairs of names mentioned in one sentence of narration (quoted speech calls and talks about people in
+    ways that tell nothing about who is who: “老高, …” said to 高明)."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(read.text)]
+    quotes = _quote_spans(read.text)
+    by_sentence: dict[int, set[str]] = {}
+    for mention in mentions:
+        if any(start < mention.start < end for start, end in quotes):
+            continue
+        sentence = next((index for index, end in enumerate(ends) if mention.start < end), len(ends))
+        by_sentence.setdefault(sentence, set()).add(mention.form)
+    return {frozenset((a, b)) for forms in by_sentence.values() for a in forms for b in forms if a != b}
 
 
 def _fold_given_names(groups: _Groups, names: set[str]) -> None:
@@ -395,23 +411,29 @@ def _fold_given_names(groups: _Groups, names: set[str]) -> None:
     for name in names:
         owners = [full for full in full_names if name in given_name_forms(full)]
         if len(owners) == 1:
-            groups.join(name, owners[0])
+            # A given name beside its full name in one sentence is still the same person (林小雨放下书包，小雨笑了).
+            groups.join(name, owners[0], force=True)
 
 
-def _fold_forms_of_address(groups: _Groups, names: set[str], mentioned: set[str]) -> None:
+def _fold_forms_of_address(groups: _Groups, names: set[str], counts: Counter[str]) -> None:
     """Forms of one surname and one kind are one person (老周, 周伯). 老X / 小X, how peers call someone by the
     surname, join the surname's full name when the text mentions exactly one and no form of another kind; a
     kinship form (吴奶奶, 周伯, 杨婶) never joins a full name by its surname alone: families share a surname
-    (吴奶奶 and her grandson 吴涛), so only an explicit link ties them."""
+    (吴奶奶 and her grandson 吴涛), so only an explicit link ties them. A form that could join two characters
+    joins the more mentioned (王爷爷: 老王 rather than 王伯, his nephew, whom the text names beside him)."""
+    mentioned = set(counts)
     by_surname: dict[str, dict[str, list[str]]] = {}
-    for name in sorted(names & mentioned):
+    for name in sorted(names & mentioned, key=lambda name: (-counts[name], name)):
         kind = address_kind(name)
         if kind is not None:
             by_surname.setdefault(kind[0], {}).setdefault(kind[1], []).append(name)
     for surname, kinds in by_surname.items():
         for forms in kinds.values():
-            for form in forms[1:]:
-                groups.join(form, forms[0])
+            for index, form in enumerate(forms[1:], start=1):
+                for other in forms[:index]:
+                    groups.join(form, other)
+                    if other in groups.group[form]:
+                        break
         full_names = [name for name in mentioned if (split_full_name(name) or ("",))[0] == surname]
         peer_forms = [form for forms in kinds.values() for form in forms if form[0] in _PREFIX_KINDS]
         if len(full_names) == 1 and len(kinds) == 1 and peer_forms:
@@ -427,7 +449,7 @@ def _fold_links(groups: _Groups, read: _Text, names: set[str], mentions: list[_M
         sentence_start = max((end.end() for end in _SENTENCE_END.finditer(read.text, 0, match.start())), default=0)
         before = [m.form for m in mentions if sentence_start <= m.start < match.start()]
         if after and before and before[-1] != after:
-            groups.join(after, before[-1])
+            groups.join(after, before[-1], force=True)
             linked.add(after)
     return linked
 
@@ -479,9 +501,9 @@ def extract_names(text: str, *, min_mentions: int = 2, limit: int = 12) -> list[
     read = _Text.of(text)
     names = _candidates(read)
     mentions = _mentions(read, names)
-    groups = _Groups(names)
+    groups = _Groups(names, _said_together(read, mentions))
     _fold_given_names(groups, names)
-    _fold_forms_of_address(groups, names, {mention.form for mention in mentions})
+    _fold_forms_of_address(groups, names, Counter(mention.form for mention in mentions))
     linked = _fold_links(groups, read, names, mentions)
     return _characters(read, groups, names, mentions, linked, min_mentions)[:limit]
 
@@ -497,12 +519,12 @@ def characters_checked(text: str, proposed: Sequence[tuple[str, Sequence[str], b
         if forms:
             entries.append((list(dict.fromkeys(forms)), present))
     names = {form for forms, _present in entries for form in forms}
-    groups = _Groups(names)
+    mentions = _mentions(read, names)
+    groups = _Groups(names, _said_together(read, mentions))
     for forms, _present in entries:
         for form in forms[1:]:
-            groups.join(form, forms[0])
+            groups.join(form, forms[0], force=True)
     _fold_given_names(groups, names)
-    mentions = _mentions(read, names)
     counted = _characters(read, groups, names, mentions, linked=names, min_mentions=1)
     # The model's word on who is in a scene wins over the offline reading of the text.
     present_by_form = {form: present for forms, present in entries for form in forms}
