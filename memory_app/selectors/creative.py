@@ -38,6 +38,26 @@ def character_list_named(*, project_id: str, names: Iterable[str]) -> QuerySet[C
     return Character.objects.filter(project_id=project_id, name__in=list(names))
 
 
+def character_records_known_as(*, project_id: str, forms: dict[str, list[str]]) -> dict[str, Character]:
+    """For each character of a run (``{name: [name, *aliases]}``), its record in the project if it has one: the
+    record with its name, else one named by an alias, else one whose aliases hold one of its names (a later
+    chapter that says only 小雨 finds the record of 林小雨). Not scoped to a user, as ``character_list_named``."""
+    wanted = {form for known in forms.values() for form in known}
+    records = [
+        character
+        for character in Character.objects.filter(project_id=project_id)
+        if character.name in wanted or wanted.intersection(character.aliases)
+    ]
+    by_name = {record.name: record for record in records}
+    found: dict[str, Character] = {}
+    for name, known in forms.items():
+        record = next((by_name[form] for form in known if form in by_name), None)
+        record = record or next((record for record in records if set(known).intersection(record.aliases)), None)
+        if record is not None:
+            found[name] = record
+    return found
+
+
 def style_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[StyleTemplate]:
     """Built-in templates (no owner) for everyone signed in, plus the user's own; staff see all."""
     if not user.is_authenticated:

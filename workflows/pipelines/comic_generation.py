@@ -30,7 +30,7 @@ from django.urls import reverse
 from memory_app.choices import HistoryAction
 from memory_app.errors import NotFound, ProviderError, ValidationFailed
 from memory_app.providers.fonts import glyphs_missing, renderer_identity
-from memory_app.selectors.creative import character_list_named, style_get
+from memory_app.selectors.creative import character_records_known_as, style_get
 from memory_app.services.creative import character_upsert, style_usage_record
 from memory_app.services.history import history_record
 from memory_app.services.previous_context import previous_context_check, previous_context_resolve
@@ -131,23 +131,24 @@ def script_generation(context: StepContext) -> dict[str, Any]:
 
 
 def character_design(context: StepContext) -> dict[str, Any]:
-    """Design every main character; a character already on record keeps its features and colours."""
+    """Design every main character; a character already on record — by its name or by one of its aliases —
+    keeps its features and colours (and its record: ``record_name``, when the record has another name)."""
     passages = [segment["text"] for segment in context.data["segments"]]
-    existing = {
-        character.name: character
-        for character in character_list_named(project_id=context.project_id, names=context.data["main_characters"])
-    }
     all_aliases = context.data.get("character_aliases", {})
+    forms = {name: [name, *all_aliases.get(name, [])] for name in context.data["main_characters"]}
+    records = character_records_known_as(project_id=context.project_id, forms=forms)
     designs = []
-    for name in context.data["main_characters"]:
-        aliases = all_aliases.get(name, [])
+    for name, known in forms.items():
+        aliases = known[1:]
         design = llm.design_character(name, passages=passages, aliases=aliases, ask=chat_cached)
-        record = existing.get(name)
+        record = records.get(name)
         if record is not None:
             design["appearance_features"] = {**design["appearance_features"], **record.appearance_features}
             design["colors"] = {**design["colors"], **record.colors}
             design["consistent_features"] = sorted(set(design["consistent_features"]) | set(record.consistent_features))
-        design["mentions"] = sum(passage.count(form) for passage in passages for form in [name, *aliases])
+            if record.name != name:
+                design["record_name"] = record.name
+        design["mentions"] = sum(passage.count(form) for passage in passages for form in known)
         designs.append(design)
     return {**context.data, "characters": designs}
 
@@ -157,17 +158,20 @@ def character_design_commit(context: StepContext, result: dict[str, Any]) -> Non
     created: list[str] = []
     updated: list[str] = []
     for design in result["characters"]:
+        # A character found by another name than its record's is recorded under the record, that name an alias.
+        record_name = design.get("record_name", design["name"])
+        aliases = [*design.get("aliases", []), *([design["name"]] if record_name != design["name"] else [])]
         _character, was_created = character_upsert(
             project=project,
-            name=design["name"],
+            name=record_name,
             appearance_features=design["appearance_features"],
             consistent_features=design["consistent_features"],
             personality_traits=design["personality_traits"],
             colors=design["colors"],
             mentions=design["mentions"],
-            aliases=design.get("aliases", []),
+            aliases=aliases,
         )
-        (created if was_created else updated).append(design["name"])
+        (created if was_created else updated).append(record_name)
     history_record(
         project=project,
         action=HistoryAction.CHARACTER_DESIGNED,

@@ -221,3 +221,27 @@ def test_character_design_records_aliases_and_reads_age_from_them(project, user)
     comic.character_design_commit(step, {**result, "characters": [{**design, "aliases": ["老周"]}]})
 
     assert Character.objects.get(project=project, name="周建国").aliases == ["周伯", "老周"]
+
+
+def test_a_later_chapter_naming_a_character_by_an_alias_uses_its_record(project, user):
+    Character.objects.create(
+        project=project,
+        name="林小雨",
+        aliases=["小雨"],
+        appearance_features={"hair_color": "红色"},
+        colors={"hair": "#B22222"},
+    )
+    data = {
+        "segments": [{"index": 0, "text": "雨停了。小雨撑着伞走出校门。小雨笑了。"}],
+        "main_characters": ["小雨"],
+        "character_aliases": {"小雨": []},
+    }
+    step = replace(context(data), project=project, owner=user)
+
+    result = comic.character_design(step)
+    comic.character_design_commit(step, result)
+
+    (design,) = result["characters"]
+    assert (design["name"], design["record_name"]) == ("小雨", "林小雨")
+    assert design["appearance_features"]["hair_color"] == "红色"
+    assert list(Character.objects.filter(project=project).values_list("name", "aliases")) == [("林小雨", ["小雨"])]
