@@ -6,7 +6,7 @@ The rules (docs/workflows.md, "Character extraction", says the same for readers)
 * **Candidates.** A word jieba tags as a person (``nr``, ``nrfg``, ``nrt``) of 2 to 4 Han characters; a surname
   token followed by a one- or two-character given name (jieba often splits 林小雨 into 林 + 小雨: the two are
   joined); a form of address: 老周 / 小周 (老 or 小 + surname), 周伯 / 周婶 / 马师傅 / 何大姐 (surname + a kinship
-  word or title), 阿明 (阿 + one character). The surnames are data (``data/surnames.txt``).
+  word or title), 阿明 (阿 + one character). The surnames are data (``data/surnames.txt``, read by ``name_forms``).
 * **Never characters.** Words of ``data/not_names.txt`` (everyday words and idioms the dictionary tags as
   names); any word jieba's dictionary tags as an idiom or set phrase (``i``, ``l``); a four-character word that
   does not start with a compound surname (四字 idioms such as 东张西望); a three-character word that does not
@@ -33,66 +33,31 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import TypedDict
 
-_DATA = Path(__file__).with_name("data")
+from workflows.providers.name_forms import (
+    HAN,
+    NOT_NAMES,
+    PREFIX_KINDS,
+    SURNAMES,
+    address_kind,
+    dictionary_flag,
+    given_name_forms,
+    is_idiom,
+    plausible_name,
+    read_words,
+    split_full_name,
+)
 
-
-def _read_words(file_name: str) -> frozenset[str]:
-    """One word a line; ``#`` starts a comment."""
-    lines = (_DATA / file_name).read_text(encoding="utf-8").splitlines()
-    return frozenset(word for line in lines if (word := line.split("#", 1)[0].strip()))
-
-
-SURNAMES = _read_words("surnames.txt")
-COMPOUND_SURNAMES = frozenset(surname for surname in SURNAMES if len(surname) > 1)
-NOT_NAMES = _read_words("not_names.txt")
-
-# Forms of address by kind: forms of one surname and one kind may be one person; of two kinds, two people.
-_SUFFIX_KINDS: dict[str, str] = {
-    **dict.fromkeys(["伯", "叔", "爷", "伯伯", "叔叔", "爷爷", "大爷", "大伯", "大叔", "老汉", "老头"], "elder man"),
-    **dict.fromkeys(["婶", "姨", "奶", "奶奶", "婶婶", "大妈", "大娘", "大婶", "阿姨", "婆婆"], "elder woman"),
-    **dict.fromkeys(["哥", "大哥"], "brother"),
-    **dict.fromkeys(["姐", "大姐", "嫂", "大嫂", "妹"], "sister"),
-    **dict.fromkeys(["师傅", "老师", "医生", "大夫", "队长", "老板", "经理", "校长", "主任", "警官"], "title"),
-}
-_PREFIX_KINDS = {"老": "elder man", "小": "young"}
-_SUFFIXES = sorted(_SUFFIX_KINDS, key=len, reverse=True)
-_HAN = re.compile(r"^[\u4e00-\u9fff]+$")
 _PERSON_FLAGS = ("nr", "nrfg", "nrt")
-_IDIOM_FLAGS = ("i", "l")
 # Parts of speech that never begin a given name after a surname (particles, prepositions, pronouns, verbs,
 # adjectives …).
 _FUNCTION_FLAGS = frozenset(["u", "uj", "ul", "uz", "uv", "ud", "ug", "p", "c", "r", "d", "x", "m", "q", "y", "e"])
 _NOT_GIVEN_FLAGS = _FUNCTION_FLAGS | {"zg", "f", "v", "vd", "vn", "vg", "vi", "vq", "a", "ad", "an", "ag"}
 _NUMERALS = frozenset("一二三四五六七八九十百千万亿两几零半")
 _QUOTES = re.compile(r"“[^”]*”|「[^」]*」|『[^』]*』|\"[^\"]*\"")
-_CUES = (
-    "想起",
-    "想到",
-    "记得",
-    "记起",
-    "回忆",
-    "怀念",
-    "思念",
-    "梦见",
-    "梦到",
-    "去世",
-    "过世",
-    "已故",
-    "生前",
-    "听说",
-    "据说",
-    "说起",
-    "提起",
-    "谈起",
-    "照片",
-    "来信",
-    "信里",
-    "电话",
-)
+# Words of remembering, hearsay or absence: a name after one in its sentence is not in the scene.
+_CUES = read_words("mention_cues.txt")
 _LINK = re.compile(
     r"(?:人称|外号叫?|绰号叫?|也就是|管(?:他|她)叫|(?:都|常|总)?(?:叫|喊|称)(?:他|她)(?:作|为|做)?)[“「\"]?"
 )
@@ -143,9 +108,9 @@ class _Text:
         read = cls(text=text, tokens=tokens)
         for token in tokens:
             read.boundaries.update((token.start, token.end))
-            if len(token.word) > 1 and (token.word in NOT_NAMES or _is_idiom(token.word, token.flag)):
+            if len(token.word) > 1 and (token.word in NOT_NAMES or is_idiom(token.word, token.flag)):
                 read.masked.update(range(token.start, token.end))
-            elif token.flag in _PERSON_FLAGS and _dictionary_flag(token.word) is None:
+            elif token.flag in _PERSON_FLAGS and dictionary_flag(token.word) is None:
                 # The tagger's guesses at names (words it has no entry for) often take in a neighbour (杨婶一,
                 # 欧阳明 + 轩): inside them any position may be where a name starts or ends.
                 read.boundaries.update(range(token.start, token.end))
@@ -166,77 +131,6 @@ def _tokens(text: str) -> list[_Token]:
     return tokens
 
 
-@cache
-def _dictionary_flag(word: str) -> str | None:
-    import jieba.posseg
-
-    flag: str | None = jieba.posseg.dt.word_tag_tab.get(word)
-    return flag
-
-
-def _is_idiom(word: str, flag: str) -> bool:
-    """An idiom or set phrase by the dictionary's tag, or a four-character dictionary word that is not a
-    compound-surname name (the dictionary tags many idioms ``nr``)."""
-    dictionary_flag = _dictionary_flag(word)
-    if flag in _IDIOM_FLAGS or dictionary_flag in _IDIOM_FLAGS:
-        return True
-    return dictionary_flag is not None and len(word) == 4 and not _four_character_name(word)
-
-
-def _four_character_name(word: str) -> bool:
-    return word[:2] in COMPOUND_SURNAMES or address_kind(word) is not None
-
-
-def address_kind(word: str) -> tuple[str, str] | None:
-    """``(surname, kind)`` when ``word`` is a form of address (老周, 小周, 周伯, 马师傅); ``None`` otherwise.
-    阿X is a given-name form, not a surname one: it has no kind here."""
-    if len(word) == 2 and word[0] in _PREFIX_KINDS and word[1] in SURNAMES:
-        return word[1], _PREFIX_KINDS[word[0]]
-    for suffix in _SUFFIXES:
-        surname = word[: -len(suffix)]
-        if word.endswith(suffix) and surname in SURNAMES and len(surname) == 1:
-            return surname, _SUFFIX_KINDS[suffix]
-    return None
-
-
-def split_full_name(word: str) -> tuple[str, str] | None:
-    """``(surname, given name)`` when ``word`` is a surname followed by a one- or two-character given name and
-    is not a form of address."""
-    if word.startswith("阿") or any(address_kind(word[:size]) for size in range(2, len(word) + 1)):
-        return None
-    for size in (2, 1):
-        surname, given = word[:size], word[size:]
-        if surname in SURNAMES and len(surname) == size and 1 <= len(given) <= 2:
-            return surname, given
-    return None
-
-
-def given_name_forms(full_name: str) -> set[str]:
-    """The forms a given name is used in alone: 林小雨 → 小雨; 孙悦 → 悦悦, 阿悦, 小悦; 刘建明 → 建明, 阿明…"""
-    split = split_full_name(full_name)
-    if split is None:
-        return set()
-    given = split[1]
-    last = given[-1]
-    forms = {f"阿{last}", f"小{last}", last * 2}
-    if len(given) == 2:
-        forms.add(given)
-    return {form for form in forms if form != full_name and form not in NOT_NAMES}
-
-
-def plausible_name(word: str) -> bool:
-    """Could ``word`` name a person at all: Han characters, 2 to 4 long, not a stop word, not an idiom."""
-    if not (2 <= len(word) <= 4 and _HAN.fullmatch(word)) or word in NOT_NAMES:
-        return False
-    if _is_idiom(word, ""):
-        return False
-    if len(word) == 4:
-        return _four_character_name(word)
-    if len(word) == 3:
-        return split_full_name(word) is not None or address_kind(word) is not None
-    return True
-
-
 def _candidates(read: _Text) -> set[str]:
     found: set[str] = set()
     tokens = read.tokens
@@ -251,7 +145,7 @@ def _candidates(read: _Text) -> set[str]:
             for given in _given_after(following):
                 if plausible_name(word + given) and read.text.count(word + given) >= 2:
                     found.add(word + given)
-        if word == "阿" and following and len(following[0].word) == 1 and _HAN.fullmatch(following[0].word):
+        if word == "阿" and following and len(following[0].word) == 1 and HAN.fullmatch(following[0].word):
             found.add(word + following[0].word)
     text = read.text
     for index in range(len(text) - 1):
@@ -282,7 +176,7 @@ def _person_token_names(word: str, following: _Token | None) -> set[str]:
     if plausible_name(word):
         found.add(word)
         return found
-    if _dictionary_flag(word) is not None:
+    if dictionary_flag(word) is not None:
         return found
     prefix = next(
         (
@@ -314,7 +208,7 @@ def _given_after(following: Sequence[_Token]) -> list[str]:
 
 
 def _can_begin_given_name(token: _Token) -> bool:
-    if not _HAN.fullmatch(token.word) or token.word in NOT_NAMES:
+    if not HAN.fullmatch(token.word) or token.word in NOT_NAMES:
         return False
     if token.flag == "m":
         # 多多 is tagged a numeral word; 一个, 三天 are numerals.
@@ -435,7 +329,7 @@ def _fold_forms_of_address(groups: _Groups, names: set[str], counts: Counter[str
                     if other in groups.group[form]:
                         break
         full_names = [name for name in mentioned if (split_full_name(name) or ("",))[0] == surname]
-        peer_forms = [form for forms in kinds.values() for form in forms if form[0] in _PREFIX_KINDS]
+        peer_forms = [form for forms in kinds.values() for form in forms if form[0] in PREFIX_KINDS]
         if len(full_names) == 1 and len(kinds) == 1 and peer_forms:
             groups.join(peer_forms[0], full_names[0])
 
@@ -531,11 +425,6 @@ def characters_checked(text: str, proposed: Sequence[tuple[str, Sequence[str], b
     for item in counted:
         item["present"] = any(present_by_form.get(form, True) for form in [item["name"], *item["aliases"]])
     return counted
-
-
-def forms_of(found: Sequence[FoundName]) -> dict[str, list[str]]:
-    """``{name: [name, *aliases]}`` for finding characters in a panel's text."""
-    return {item["name"]: [item["name"], *item["aliases"]] for item in found}
 
 
 def present_in(passage: str, forms: dict[str, list[str]]) -> list[str]:

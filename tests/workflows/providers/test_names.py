@@ -5,14 +5,19 @@ from __future__ import annotations
 import pytest
 
 from tests.workflows.providers.names_corpus import CORPUS, Passage
-from workflows.providers import names
+from workflows.providers import name_forms, names
 
 
 def test_the_surnames_and_the_stop_list_are_data_files():
-    assert {"林", "周", "欧阳", "司马", "诸葛", "上官"} <= names.SURNAMES
-    assert {"欧阳", "司马", "诸葛"} <= names.COMPOUND_SURNAMES
-    assert "林" not in names.COMPOUND_SURNAMES
-    assert {"东张西望", "老师", "大家"} <= names.NOT_NAMES
+    assert {"林", "周", "欧阳", "司马", "诸葛", "上官"} <= name_forms.SURNAMES
+    assert {"欧阳", "司马", "诸葛"} <= name_forms.COMPOUND_SURNAMES
+    assert "林" not in name_forms.COMPOUND_SURNAMES
+    assert {"东张西望", "老师", "大家"} <= name_forms.NOT_NAMES
+    assert name_forms.read_words("surnames.txt") == name_forms.SURNAMES
+    assert name_forms.split_full_name("欧阳明轩") == ("欧阳", "明轩")
+    assert name_forms.split_full_name("周伯") is None
+    assert name_forms.address_kind("周伯") == ("周", "elder man")
+    assert name_forms.given_name_forms("孙悦") == {"悦悦", "阿悦", "小悦"}
 
 
 def test_a_full_name_the_tagger_splits_is_one_character_with_its_given_name_as_alias():
@@ -27,9 +32,9 @@ def test_idioms_and_common_words_are_never_characters():
     story = "大家东张西望，老师金碧辉煌地走进来。大家东张西望。老师说了几句。张西望着天。"
 
     assert names.extract_names(story) == []
-    assert not names.plausible_name("东张西望")
-    assert not names.plausible_name("老师")
-    assert names.plausible_name("欧阳明轩")
+    assert not name_forms.plausible_name("东张西望")
+    assert not name_forms.plausible_name("老师")
+    assert name_forms.plausible_name("欧阳明轩")
 
 
 def test_forms_of_address_of_one_kind_fold_and_of_two_kinds_stay_apart():
