@@ -8,19 +8,21 @@ The rules (docs/workflows.md, "Character extraction", says the same for readers)
   joined); a form of address: 老周 / 小周 (老 or 小 + surname), 周伯 / 周婶 / 马师傅 / 何大姐 (surname + a kinship
   word or title), 阿明 (阿 + one character). The surnames are data (``data/surnames.txt``, read by ``name_forms``).
 * **Never characters.** Words of ``data/not_names.txt`` (everyday words and idioms the dictionary tags as
-  names); any word jieba's dictionary tags as an idiom or set phrase (``i``, ``l``); a four-character word that
-  does not start with a compound surname (四字 idioms such as 东张西望); a three-character word that does not
-  start with a surname and is not a form of address. Spans of such words are masked before names are counted,
-  so no name is found inside an idiom (张西 in 东张西望).
+  names); any word jieba's dictionary tags as an idiom or set phrase (``i``, ``l``); a four-character
+  dictionary word that does not start with a compound surname (四字 idioms such as 东张西望); a three-character
+  word that does not start with a surname and is not a form of address. Spans of such words are masked before
+  names are counted, so no name is found inside an idiom (张西 in 东张西望).
 * **Mentions.** Counted left to right, longest candidate first, starting at a word boundary (a two-character
   candidate must also end at one), so 小雨 inside 林小雨 is a mention of 林小雨 only.
 * **Aliases.** (1) A given name used alone, or its 阿X / 小X / XX forms (小雨, 阿明, 悦悦), joins the one full
   name it belongs to. (2) Forms of address of one surname join each other when they are of one kind (老周 and
-  周伯 are both an elder man's; 杨婶 and 杨叔 are two people, as are 老王 and his son 小王), and join the
-  surname's full name when there is exactly one and the forms are of a single kind. (3) An explicit link
-  joins the name just after 「人称」, 「外号」, 「绰号」, 「也就是」, 「(都)叫他/她」, 「管他叫」 to the last name
-  before it in the same sentence, whatever the surnames. The character's ``name`` is its most mentioned full
-  name (a surname and a given name), or its most mentioned form when it has none; ties go to the first seen.
+  周伯 are both an elder man's; 杨婶 and 杨叔 are two people, as are 老王 and his son 小王). (3) 老X / 小X join
+  the surname's full name when the text mentions exactly one and no form of another kind; a kinship form
+  (吴奶奶) never joins a full name by its surname alone. (4) An explicit link joins the name just after
+  「人称」, 「外号」, 「绰号」, 「也就是」, 「(都)叫他/她」, 「管他叫」 to the last name before it in the same sentence,
+  whatever the surnames. (5) Two names in one sentence of narration are two people: rules 2 and 3 never join
+  them. The character's ``name`` is its most mentioned full name (a surname and a given name), or its most
+  mentioned form when it has none; ties go to the first seen.
 * **Present or only mentioned.** A character needs ``min_mentions`` mentions in all. A mention *acts* unless
   it is inside quoted speech (and not the addressee at the start of the quote: “小明, …”) or follows, in its
   sentence, a word of remembering, hearsay or absence (想起, 听说, 去世, 照片, 电话 …). A character is
