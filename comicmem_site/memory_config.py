@@ -288,6 +288,8 @@ class ProviderConfig(_Section):
     # Image providers only: whether the endpoint takes reference images (sent as ``image``, a list of data URLs,
     # as Seedream and most open servers read it). When it does not, the prompt describes them instead.
     accepts_references: bool = True
+    # Chat calls that need JSON send ``response_format: {"type": "json_object"}``; false for a server that refuses it.
+    json_mode: bool = True
 
 
 class PipelinesConfig(_Section):

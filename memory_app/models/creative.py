@@ -25,11 +25,12 @@ class Character(models.Model):
 
     project = models.ForeignKey("memory_app.Project", on_delete=models.CASCADE, related_name="characters")
     name = models.CharField(max_length=100)
+    # Other names the stories give this character (小雨 for 林小雨, 周伯 for 老周).
+    aliases = models.JSONField(default=list, blank=True)
     appearance_features = models.JSONField(default=dict, blank=True)
     consistent_features = models.JSONField(default=list, blank=True)
     personality_traits = models.JSONField(default=list, blank=True)
     colors = models.JSONField(default=dict, blank=True)
-    aliases = models.JSONField(default=list, blank=True)
     locked_fields = models.JSONField(default=list, blank=True)
     mentions = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

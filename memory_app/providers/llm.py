@@ -74,8 +74,15 @@ class LLMProvider(Protocol):
     name: str
 
     def chat(
-        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
-    ) -> ChatResult: ...
+        self,
+        *,
+        messages: Sequence[ChatMessage],
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        json_object: bool = False,
+    ) -> ChatResult:
+        """``json_object``: the answer must be one JSON object; a provider that can say so to the model does."""
+        ...
 
     def summarize(self, *, previous_summary: str | None, messages: Sequence[ChatMessage], max_tokens: int) -> str:
         """One summary of ``previous_summary`` followed by ``messages``, at most ``max_tokens`` (our counter)."""
@@ -237,7 +244,12 @@ class OfflineLLM:
     model = "offline-extractive"
 
     def chat(
-        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
+        self,
+        *,
+        messages: Sequence[ChatMessage],
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        json_object: bool = False,
     ) -> ChatResult:
         reply = offline_reply(messages, max_tokens=max_tokens)
         return ChatResult(
@@ -288,13 +300,19 @@ class OpenAICompatibleLLM:
             )
         self.model = config.model
         self.max_answer_bytes = config.max_answer_bytes
+        self.json_mode = config.json_mode
         # Local servers (vLLM, Ollama) need no key, but the client insists on one.
         self._client = openai_client(
             base_url=config.base_url, api_key=config.api_key or "not-needed", timeout_seconds=config.timeout_seconds
         )
 
     def chat(
-        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
+        self,
+        *,
+        messages: Sequence[ChatMessage],
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        json_object: bool = False,
     ) -> ChatResult:
         arguments: dict[str, object] = {
             "model": self.model,
@@ -304,6 +322,10 @@ class OpenAICompatibleLLM:
             arguments["temperature"] = temperature
         if max_tokens is not None:
             arguments["max_tokens"] = max_tokens
+        if json_object and self.json_mode:
+            # OpenAI's JSON mode (DeepSeek, Qwen, vLLM and Ollama accept it too); off by config for servers that
+            # refuse the parameter, in which case the prompt alone asks for JSON.
+            arguments["response_format"] = {"type": "json_object"}
         details = {"provider": self.name, "model": self.model}
         completion = openai_json_answer(
             send=lambda: self._client.chat.completions.with_streaming_response.create(**arguments),

@@ -3,8 +3,6 @@ aliases (a merged name finds the character it was merged into)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from django.db.models import QuerySet
 
 from memory_app.errors import NotFound
@@ -27,19 +25,6 @@ def character_reference_get(*, character: Character, reference_id: str) -> Chara
             f"Character {character.pk} has no reference image '{reference_id}'.", details={"reference_id": reference_id}
         )
     return reference
-
-
-def character_resolve_names(*, project_id: str, names: Iterable[str]) -> dict[str, Character]:
-    """Each of ``names`` that names a character of the project (its internal key, as a run holds it), by its
-    name or one of its aliases, mapped to that character. Not scoped to a user: it serves a run, whose project
-    was checked against its owner when it started."""
-    wanted = set(names)
-    found: dict[str, Character] = {}
-    for character in Character.objects.filter(project_id=project_id).prefetch_related("references"):
-        for name in (character.name, *character.aliases):
-            if name in wanted:
-                found[name] = character
-    return found
 
 
 def project_reference_storage_names(*, project_id: str) -> list[str]:

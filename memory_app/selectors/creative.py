@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
@@ -34,12 +32,25 @@ def character_get(*, user: AbstractBaseUser | AnonymousUser, character_id: str) 
     return character
 
 
-def character_list_named(*, project_id: str, names: Iterable[str]) -> QuerySet[Character]:
-    """The characters of one project (its internal key, as a run holds it) with one of ``names``.
-
-    Not scoped to a user: it serves a workflow run, whose project was checked against its owner when it started.
-    """
-    return Character.objects.filter(project_id=project_id, name__in=list(names))
+def character_records_known_as(*, project_id: str, forms: dict[str, list[str]]) -> dict[str, Character]:
+    """For each character of a run (``{name: [name, *aliases]}``), its record in the project if it has one: the
+    record with its name, else one named by an alias, else one whose aliases hold one of its names (a later
+    chapter that says only 小雨 finds the record of 林小雨). Not scoped to a user: it serves a run, whose project
+    was checked against its owner when it started."""
+    wanted = {form for known in forms.values() for form in known}
+    records = [
+        character
+        for character in Character.objects.filter(project_id=project_id)
+        if character.name in wanted or wanted.intersection(character.aliases)
+    ]
+    by_name = {record.name: record for record in records}
+    found: dict[str, Character] = {}
+    for name, known in forms.items():
+        record = next((by_name[form] for form in known if form in by_name), None)
+        record = record or next((record for record in records if set(known).intersection(record.aliases)), None)
+        if record is not None:
+            found[name] = record
+    return found
 
 
 def style_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[StyleTemplate]:

@@ -137,8 +137,8 @@ def _person_locks(character: Character, fields: dict[str, Any]) -> list[str]:
             before = getattr(character, field) or {}
             locked |= {f"{field}.{key}" for key in set(value) | set(before) if value.get(key) != before.get(key)}
             locked |= {f"{field}.{key}" for key in value}
-        elif field in LIST_FIELDS:
-            locked.add(field)
+        elif field in LIST_FIELDS or field == "aliases":
+            locked.add(field)  # a run then adds no alias a person did not give (nor one they removed)
     return sorted(locked)
 
 
@@ -149,7 +149,9 @@ def character_create(*, user: User, project: Project, name: str, **fields: Any) 
     aliases = list(fields.get("aliases") or [])
     _names_check(project=project, names=[name, *aliases])
     character = Character(project=project, name=name, aliases=aliases)
-    clean = {field: redact(value) for field, value in fields.items() if field in (*DICT_FIELDS, *LIST_FIELDS)}
+    clean = {
+        field: redact(value) for field, value in fields.items() if field in (*DICT_FIELDS, *LIST_FIELDS, "aliases")
+    }
     character.locked_fields = _person_locks(character, clean)
     for field, value in clean.items():
         setattr(character, field, value)
@@ -325,6 +327,17 @@ def character_delete(*, user: User, character: Character) -> None:
         reference_files_release(storage_names=names)
 
 
+def _design_aliases(*, project: Project, character: Character, aliases: list[str]) -> list[str]:
+    """The character's aliases with those a run found added: never its own name, never a name or alias another
+    character of the project holds (names stay unique), never when a person set the aliases (locked)."""
+    if "aliases" in character.locked_fields:
+        return list(character.aliases)
+    others = Character.objects.filter(project=project).exclude(pk=character.pk).values_list("name", "aliases")
+    taken = {name for other_name, other_aliases in others for name in (other_name, *other_aliases)}
+    found = [alias for alias in aliases if alias != character.name and alias not in taken]
+    return list(dict.fromkeys([*character.aliases, *found]))
+
+
 def character_design_store(
     *,
     project: Project,
@@ -353,6 +366,7 @@ def character_design_store(
         merged = character_design_merge(before, design)
     for field, value in merged.items():
         setattr(character, field, redact(value) if field in DICT_FIELDS else value)
+    character.aliases = _design_aliases(project=project, character=character, aliases=design.get("aliases") or [])
     character.mentions = character.mentions + int(design.get("mentions") or 0)
     character.save()
     if created or character_state(character) != before:

@@ -26,16 +26,19 @@ def character_upsert(
     personality_traits: list[str],
     colors: dict[str, str],
     mentions: int = 0,
+    aliases: list[str] | None = None,
     user: User | None = None,
     workflow_id: uuid.UUID | str | None = None,
 ) -> tuple[Character, bool]:
     """An automatic design stored: create the character (found by name or alias), or update it without letting
-    it drift and without touching what a person set (``services.characters.character_design_merge``).
+    it drift and without touching what a person set (``services.characters.character_design_merge``); the
+    ``aliases`` the story gives it are added where no other character of the project holds them.
     Returns (character, created)."""
     return character_design_store(
         project=project,
         design={
             "name": name,
+            "aliases": list(aliases or []),
             "appearance_features": appearance_features,
             "consistent_features": consistent_features,
             "personality_traits": personality_traits,

@@ -30,8 +30,7 @@ from django.urls import reverse
 from memory_app.choices import HistoryAction
 from memory_app.errors import NotFound, ProviderError, ValidationFailed
 from memory_app.providers.fonts import glyphs_missing, renderer_identity
-from memory_app.selectors.characters import character_resolve_names
-from memory_app.selectors.creative import style_get
+from memory_app.selectors.creative import character_records_known_as, style_get
 from memory_app.services.characters import character_design_merge, character_state
 from memory_app.services.creative import character_upsert, style_usage_record
 from memory_app.services.history import history_record
@@ -100,13 +99,15 @@ def text_segmentation(context: StepContext) -> dict[str, Any]:
         target_chars=context.preferences["segment_length"],
         max_segments=settings.MEMORY.pipelines.max_segments,
     )
-    found = llm.characters_find(source, ask=chat_cached)
+    found = [item for item in llm.characters_find(source, ask=chat_cached) if item["present"]]
     names = [str(item["name"]) for item in found[:MAX_MAIN_CHARACTERS]]
     segmented = sum(len(piece) for piece in pieces)
     return {
         **context.data,
         "segments": [{"index": index, "text": piece} for index, piece in enumerate(pieces)],
         "main_characters": names,
+        # Other names of each main character (小雨 for 林小雨): a panel that uses one has that character.
+        "character_aliases": {str(item["name"]): list(item["aliases"]) for item in found[:MAX_MAIN_CHARACTERS]},
         "segmentation": {
             "input_length": len(source),
             "segments_count": len(pieces),
@@ -132,27 +133,35 @@ def text_segmentation_commit(context: StepContext, result: dict[str, Any]) -> No
 
 def script_generation(context: StepContext) -> dict[str, Any]:
     names = context.data["main_characters"]
+    aliases = context.data.get("character_aliases", {})
     scripts = [
-        {"index": segment["index"], **llm.script_for(segment["text"], names=names, ask=chat_cached)}
+        {"index": segment["index"], **llm.script_for(segment["text"], names=names, aliases=aliases, ask=chat_cached)}
         for segment in context.data["segments"]
     ]
     return {**context.data, "scripts": scripts}
 
 
 def character_design(context: StepContext) -> dict[str, Any]:
-    """Design every main character. A name that is a character's alias is that character (scripts are renamed
-    to it); a character on record keeps what it has and what a person set (``character_design_merge``)."""
+    """Design every main character. A character on record, found by its name or one of its aliases or by one of
+    the story's aliases of it, is that character (scripts are renamed to its record's name); it keeps what it has
+    and what a person set (``character_design_merge``)."""
     passages = [segment["text"] for segment in context.data["segments"]]
-    records = character_resolve_names(project_id=context.project_id, names=context.data["main_characters"])
-    canonical = {name: records[name].name if name in records else name for name in context.data["main_characters"]}
+    story_aliases = context.data.get("character_aliases", {})
+    forms = {name: [name, *story_aliases.get(name, [])] for name in context.data["main_characters"]}
+    records = character_records_known_as(project_id=context.project_id, forms=forms)
+    canonical = {name: records[name].name if name in records else name for name in forms}
     designs: dict[str, dict[str, Any]] = {}
-    for name in context.data["main_characters"]:
-        mentions = sum(passage.count(name) for passage in passages)
+    for name, known in forms.items():
+        mentions = sum(passage.count(form) for passage in passages for form in known)
+        aliases = [form for form in known if form != canonical[name]]
         if canonical[name] in designs:
-            designs[canonical[name]]["mentions"] += mentions
+            design = designs[canonical[name]]
+            design["mentions"] += mentions
+            design["aliases"] = list(dict.fromkeys([*design["aliases"], *aliases]))
             continue
-        design = llm.design_character(name, passages=passages, ask=chat_cached)
+        design = llm.design_character(name, passages=passages, aliases=known[1:], ask=chat_cached)
         design["name"] = canonical[name]
+        design["aliases"] = aliases
         record = records.get(name)
         if record is not None:
             design.update(character_design_merge(character_state(record), design))
@@ -187,6 +196,7 @@ def character_design_commit(context: StepContext, result: dict[str, Any]) -> Non
     created: list[str] = []
     updated: list[str] = []
     for design in result["characters"]:
+        # ``character_design`` named each design after its record; the story's other names are its aliases.
         _character, was_created = character_upsert(
             project=project,
             name=design["name"],
@@ -195,6 +205,7 @@ def character_design_commit(context: StepContext, result: dict[str, Any]) -> Non
             personality_traits=design["personality_traits"],
             colors=design["colors"],
             mentions=design["mentions"],
+            aliases=design.get("aliases", []),
             user=run_owner(context),
             workflow_id=context.workflow_id,
         )

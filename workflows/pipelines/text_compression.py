@@ -46,8 +46,10 @@ def text_analysis(context: StepContext) -> dict[str, Any]:
 
 
 def character_extraction(context: StepContext) -> dict[str, Any]:
+    """Every character found (with ``aliases`` and whether ``present``); the main ones are those present, the
+    most mentioned first: the compressions must keep them."""
     found = llm.characters_find(context.data["text"], ask=chat_cached)
-    main = [str(item["name"]) for item in found[:MAX_MAIN_CHARACTERS]]
+    main = [str(item["name"]) for item in found if item["present"]][:MAX_MAIN_CHARACTERS]
     return {**context.data, "characters": found, "main_characters": main}
 
 

@@ -25,6 +25,7 @@ from django.conf import settings
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError
 from memory_app.providers.llm import ChatMessage, llm_provider
+from workflows.providers import names as offline_names
 from workflows.providers import text as offline
 
 NARRATOR = "旁白"
@@ -81,7 +82,10 @@ class ChatRequest:
         return [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=self.user)]
 
     def cache_key(self, config: ProviderConfig) -> dict[str, Any]:
-        return {"model": config.model, "base_url": config.base_url, "messages": [m.__dict__ for m in self.messages]}
+        key = {"model": config.model, "base_url": config.base_url, "messages": [m.__dict__ for m in self.messages]}
+        if self.json_answer and config.json_mode:
+            key["response_format"] = "json_object"
+        return key
 
 
 # How a provider function has the model answer a ``ChatRequest``: the caller's choice (cached or not).
@@ -93,7 +97,9 @@ def chat_answer(request: ChatRequest, *, config: ProviderConfig | None = None) -
     answer that is not JSON raises here, inside the computation, and a cache around this call never stores it:
     the next run (or a retry) asks again instead of meeting the same answer in the cache."""
     config = config or settings.MEMORY.providers.llm
-    answer = llm_provider(config).chat(messages=request.messages, temperature=0).content
+    answer = (
+        llm_provider(config).chat(messages=request.messages, temperature=0, json_object=request.json_answer).content
+    )
     if request.json_answer:
         _parse_json(answer)
     return answer
@@ -118,21 +124,40 @@ def _chat_text(ask: Ask, system: str, user: str) -> str:
     return ask(ChatRequest(system=system, user=user)).strip()
 
 
-def characters_find(text: str, *, ask: Ask) -> list[offline.FoundName]:
-    """Named characters, most mentioned first: ``[{name, mentions, first_position}]``."""
+_CHARACTERS_PROMPT = (
+    "Find the characters (people) of the story. Answer with a JSON object: "
+    '{"characters": [{"name": str, "aliases": [str], "present": bool}]}. "name" is the fullest name the text '
+    'gives (surname and given name when it has both), written exactly as in the text; "aliases" are the other '
+    "ways the text names the same person (a given name alone, a nickname, 老X / X伯 forms), each exactly as "
+    'written; "present" is false for someone only talked about, remembered or absent. No idioms, no common '
+    "nouns, no one the text does not name."
+)
+
+
+def characters_find(text: str, *, ask: Ask) -> list[offline_names.FoundName]:
+    """The story's characters, most mentioned first: ``[{name, aliases, mentions, first_position, present}]``.
+
+    Offline by the rules of ``workflows.providers.names``; with a chat model configured, by the model's JSON
+    answer checked by the same rules (names and aliases must occur in the text, no idiom or stop word, a given
+    name folds into its full name), so a model cannot add a name the text does not have."""
     if provider_name() != "openai":
-        return offline.extract_names(text)
-    answer = _chat_json(
-        ask, "List the named characters of the story. Answer with a JSON array of their names only.", text
-    )
-    if not isinstance(answer, list):
-        raise ProviderError("The LLM's character list is not a JSON array.", details={"provider": "openai"})
-    # Only names that really occur in the text: a model may invent or translate.
-    names = [str(name) for name in answer if isinstance(name, str) and name and name in text]
-    found: list[offline.FoundName] = [
-        {"name": name, "mentions": text.count(name), "first_position": text.find(name)} for name in names
-    ]
-    return sorted(found, key=lambda item: (-item["mentions"], item["first_position"]))
+        return offline_names.extract_names(text)
+    answer = _chat_json(ask, _CHARACTERS_PROMPT, text)
+    entries = answer.get("characters") if isinstance(answer, dict) else answer
+    if not isinstance(entries, list):
+        raise ProviderError(
+            "The LLM's character list is not a JSON object with a characters array.", details={"provider": "openai"}
+        )
+    proposed: list[tuple[str, list[str], bool]] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            proposed.append((entry, [], True))
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            aliases = entry.get("aliases")
+            listed = [alias for alias in aliases if isinstance(alias, str)] if isinstance(aliases, list) else []
+            present = entry.get("present")
+            proposed.append((entry["name"], listed, present if isinstance(present, bool) else True))
+    return offline_names.characters_checked(text, proposed)
 
 
 def compress(text: str, *, target_ratio: float, keep_names: list[str], ask: Ask) -> str:
@@ -147,21 +172,31 @@ def compress(text: str, *, target_ratio: float, keep_names: list[str], ask: Ask)
     )
 
 
-def script_for(segment: str, *, names: list[str], ask: Ask) -> dict[str, Any]:
-    """One panel's script: ``{scene, characters, dialogue: [{speaker, text}], caption}``."""
+def script_for(
+    segment: str, *, names: list[str], ask: Ask, aliases: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """One panel's script: ``{scene, characters, dialogue: [{speaker, text}], caption}``. ``characters`` are the
+    ones present in the panel, by their names (an alias the passage uses counts as its character)."""
+    forms = {name: [name, *(aliases or {}).get(name, [])] for name in names}
+    canonical = {form: name for name, known in forms.items() for form in known}
     if provider_name() == "openai":
         answer = _chat_json(
             ask,
             'Write a comic panel script for this passage. Answer with JSON: {"scene": str, "characters": '
-            '[names present], "dialogue": [{"speaker": name, "text": line}], "caption": str}. Known '
-            f"characters: {', '.join(names) or 'none'}.",
+            '[names present], "dialogue": [{"speaker": name, "text": line}], "caption": str}. List in '
+            '"characters" only the people who are in the scene, not those only talked about. Known '
+            f"characters: {', '.join(_with_aliases(forms)) or 'none'}.",
             segment,
         )
         if not isinstance(answer, dict):
             raise ProviderError("The LLM's script is not a JSON object.", details={"provider": "openai"})
-        present = [name for name in answer.get("characters", []) if isinstance(name, str)]
+        listed = [name for name in answer.get("characters", []) if isinstance(name, str)]
+        present = list(dict.fromkeys(canonical.get(name, name) for name in listed))
         dialogue = [
-            {"speaker": str(line.get("speaker") or NARRATOR), "text": str(line.get("text") or "")}
+            {
+                "speaker": canonical.get(str(line.get("speaker") or NARRATOR), str(line.get("speaker") or NARRATOR)),
+                "text": str(line.get("text") or ""),
+            }
             for line in answer.get("dialogue", [])
             if isinstance(line, dict) and line.get("text")
         ]
@@ -171,17 +206,24 @@ def script_for(segment: str, *, names: list[str], ask: Ask) -> dict[str, Any]:
             "dialogue": dialogue,
             "caption": str(answer.get("caption") or ""),
         }
-    return offline_script(segment, names=names)
+    return offline_script(segment, names=names, aliases=aliases)
 
 
-def offline_script(segment: str, *, names: list[str]) -> dict[str, Any]:
-    """Characters present = known names in the passage (in order of appearance); each quoted line is said by
-    the last name before it in the passage (the narrator if none); the caption is the narration."""
-    present = sorted((name for name in names if name in segment), key=segment.find)
+def _with_aliases(forms: dict[str, list[str]]) -> list[str]:
+    return [f"{name} ({', '.join(known[1:])})" if len(known) > 1 else name for name, known in forms.items()]
+
+
+def offline_script(segment: str, *, names: list[str], aliases: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Characters present = the known characters acting in the passage, by name or alias, in order of appearance
+    (someone only talked about in a quote, or remembered, is not drawn: ``names.present_in``); each quoted line
+    is said by the last character named before it in the passage (the narrator if none); the caption is the
+    narration."""
+    forms = {name: [name, *(aliases or {}).get(name, [])] for name in names}
+    present = offline_names.present_in(segment, forms)
     dialogue = []
     for match in _QUOTE.finditer(segment):
         before = segment[: match.start()]
-        speakers = [(before.rfind(name), name) for name in names if name in before]
+        speakers = [(before.rfind(form), name) for name, known in forms.items() for form in known if form in before]
         # "王伯笑着说：“小明，…”": the speaker is the last name before the quote, outside any earlier quote.
         speaker = max(speakers)[1] if speakers else NARRATOR
         dialogue.append({"speaker": speaker, "text": match.group(1)})
@@ -196,13 +238,15 @@ def _pick(name: str, salt: str, options: list[Any]) -> Any:
     return options[digest[0] % len(options)]
 
 
-def design_character(name: str, *, passages: list[str], ask: Ask) -> dict[str, Any]:
+def design_character(name: str, *, passages: list[str], ask: Ask, aliases: list[str] | None = None) -> dict[str, Any]:
     """Appearance, traits, the features that must stay the same, and the drawing colours.
 
-    Offline, appearance is derived from the name (stable across runs and machines) and age cues (老王, 王伯
-    are drawn grey-haired); traits are the trait words found in the passages that mention the character.
+    Offline, appearance is derived from the name (stable across runs and machines) and age cues of the name or
+    an alias (老王, 王伯 are drawn grey-haired); traits are the trait words found in the passages that mention
+    the character by any of its names.
     """
-    elder = bool(_ELDER.fullmatch(name))
+    forms = [name, *(aliases or [])]
+    elder = any(_ELDER.fullmatch(form) for form in forms)
     hair_name, hair_hex = ("灰白色", "#BBBBBB") if elder else _pick(name, "hair", _HAIR)
     clothing_name, clothing_hex = _pick(name, "clothing", _CLOTHING)
     appearance = {
@@ -212,14 +256,14 @@ def design_character(name: str, *, passages: list[str], ask: Ask) -> dict[str, A
         "clothing_style": clothing_name,
         "age_group": "elder" if elder else ("child" if name.startswith("小") else "adult"),
     }
-    mentioned = "".join(passage for passage in passages if name in passage)
+    mentioned = "".join(passage for passage in passages if any(form in passage for form in forms))
     traits = [word for word in _TRAIT_WORDS if word in mentioned][:4]
     if provider_name() == "openai":
         answer = _chat_json(
             ask,
             'Describe the comic character for consistent drawing. Answer with JSON: {"appearance_features": '
             '{"hair_color", "eye_color", "height", "clothing_style"}, "personality_traits": [str]}.',
-            f"{name}\n\n" + "\n".join(passages)[:4000],
+            f"{' / '.join(forms)}\n\n" + "\n".join(passages)[:4000],
         )
         if isinstance(answer, dict):
             described = answer.get("appearance_features")
@@ -228,6 +272,7 @@ def design_character(name: str, *, passages: list[str], ask: Ask) -> dict[str, A
             traits = [str(trait) for trait in answer.get("personality_traits", []) if trait][:6] or traits
     return {
         "name": name,
+        "aliases": list(aliases or []),
         "appearance_features": appearance,
         "consistent_features": sorted(["hair_color", "eye_color", "clothing_style"]),
         "personality_traits": traits,

@@ -1,8 +1,6 @@
-"""Offline Chinese text analysis: segmentation (jieba), person names, sentence splitting, TextRank summaries.
+"""Offline Chinese text analysis: segmentation (jieba), sentence splitting, TextRank summaries.
 
-Person names come from jieba's part-of-speech tagger (``nr``) helped by what names look like in Chinese stories
-— a familiar prefix (小X, 老X, 阿X, 大X) or a kinship/title suffix (X伯, X叔, X婶, X姐, X哥 …) — and by
-frequency: a name must be mentioned at least ``min_mentions`` times to count, so one-off mis-tags drop out.
+The story's characters (full names, aliases, who is present) are found by ``workflows.providers.names``.
 """
 
 from __future__ import annotations
@@ -11,20 +9,12 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import TypedDict
 
 from memory_app.providers.llm import content_words
 
 # Paragraphs: blank-line or newline separated. Sentences end at 。！？；… (and ASCII ! ? ;), a closing quote
 # that follows such a mark stays with its sentence.
 _SENTENCE = re.compile(r"[^。！？；!?;…\n]*(?:[。！？；!?;]+|…+|$)[”」』\"']?")
-_NAME_PREFIX = re.compile(r"^(小|老|阿|大)[\u4e00-\u9fff]$")
-_NAME_SUFFIX = re.compile(r"^[\u4e00-\u9fff](伯|叔|婶|姨|姐|哥|妹|弟|爷|奶|嫂)$")
-_CJK_NAME = re.compile(r"^[\u4e00-\u9fff]{2,4}$")
-# Words jieba sometimes tags ``nr`` that are not people in stories.
-_NOT_NAMES = frozenset(
-    ["小时", "小心", "老师", "大家", "小说", "老人", "大人", "小孩", "阿姨", "老家", "大概", "小声", "大声"]
-)
 
 
 @dataclass(frozen=True)
@@ -71,35 +61,6 @@ def analyze(text: str) -> dict[str, object]:
         "top_words": [word for word, _ in Counter(words).most_common(10)],
         "language": "chinese" if re.search(r"[\u4e00-\u9fff]", text) else "other",
     }
-
-
-class FoundName(TypedDict):
-    name: str
-    mentions: int
-    first_position: int  # offset of the first mention in the text
-
-
-def extract_names(text: str, *, min_mentions: int = 2, limit: int = 12) -> list[FoundName]:
-    """Person names with their mention count and first offset, most mentioned first (ties: first seen)."""
-    import jieba.posseg
-
-    quiet_jieba()
-    counts: Counter[str] = Counter()
-    for token in jieba.posseg.cut(text):
-        word = token.word.strip()
-        if not _CJK_NAME.fullmatch(word) or word in _NOT_NAMES:
-            continue
-        if token.flag == "nr" or _NAME_PREFIX.fullmatch(word) or _NAME_SUFFIX.fullmatch(word):
-            counts[word] += 1
-    names: list[FoundName] = [
-        {"name": name, "mentions": count, "first_position": text.find(name)}
-        for name, count in counts.items()
-        if count >= min_mentions
-    ]
-    # A name inside a longer found name (王 in 老王) is not a second person.
-    names = [n for n in names if not any(n["name"] != o["name"] and n["name"] in o["name"] for o in names)]
-    names.sort(key=lambda n: (-n["mentions"], n["first_position"]))
-    return names[:limit]
 
 
 def textrank(items: list[str], *, damping: float = 0.85, iterations: int = 50) -> list[float]:

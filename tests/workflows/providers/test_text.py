@@ -44,14 +44,6 @@ def test_segments_grow_to_fit_max_segments():
     assert "".join(segments) == story
 
 
-def test_names_are_found_by_tagging_patterns_and_frequency(story):
-    names = text.extract_names(story + "张三来过一次。")
-
-    assert [item["name"] for item in names] == ["小明", "老王", "王伯"]
-    assert [item["mentions"] for item in names] == [6, 3, 3]
-    assert names[0]["first_position"] == 0
-
-
 def test_summary_reaches_the_ratio_and_keeps_the_names(story):
     # Sentence lengths are 22, 20, 6, 27, 10, 12, 16, 16 (129): the budget at 0.5 is 64.5 characters.
     summary, kept = text.summarize_to_ratio(story, target_ratio=0.5)

@@ -33,8 +33,13 @@ def chat_answer(content: str) -> tuple[int, dict]:
 def story_model(body: dict) -> tuple[int, dict]:
     """A scripted model: it answers by what the system message asks for."""
     system = body["messages"][0]["content"]
-    if system.startswith("List the named characters"):
-        return chat_answer('```json\n["小明", "老王", "Superman"]\n```')
+    if system.startswith("Find the characters"):
+        listed = [
+            {"name": "小明", "aliases": [], "present": True},
+            {"name": "老王", "aliases": ["王伯"], "present": True},
+            {"name": "Superman", "aliases": [], "present": True},
+        ]
+        return chat_answer("```json\n" + json.dumps({"characters": listed}, ensure_ascii=False) + "\n```")
     if system.startswith("Compress the story"):
         return chat_answer("小明和老王去钓鱼。")
     if system.startswith("Write a comic panel script"):

@@ -35,7 +35,8 @@ def test_text_compression_runs_and_writes_compression_history(run_inline, user, 
     run = start(run_inline, user, "text_compression", {"text": story}, {"target_ratio": 0.6})
 
     assert run.status == "completed", run.error
-    assert run.data["main_characters"] == ["小明", "老王", "王伯"]
+    # 老王 and 王伯: forms of address of one surname and one kind, never named in one sentence: one character.
+    assert run.data["main_characters"] == ["小明", "老王"]
     assert [entry["step"] for entry in run.compression_history] == ["plot_summarization", "compression_execution"]
     execution = run.compression_history[1]
     assert execution["input_size"] == len(story)
@@ -85,7 +86,8 @@ def test_comic_generation_runs_and_a_second_run_draws_nothing(run_inline, user, 
         assert name.startswith(f"projects/proj-001/images/{first.pk}/")
         with default_storage.open(name, "rb") as handle, Image.open(io.BytesIO(handle.read())) as image:
             assert image.format == "PNG"
-    assert sorted(Character.objects.filter(project=project).values_list("name", flat=True)) == ["小明", "王伯", "老王"]
+    assert sorted(Character.objects.filter(project=project).values_list("name", flat=True)) == ["小明", "老王"]
+    assert Character.objects.get(project=project, name="老王").aliases == ["王伯"]
     assert StyleUsage.objects.filter(style_id="manga_shonen", project=project, workflow_id=first.pk).count() == 1
     seeds = [item["seed"] for item in first.data["rendered"]]
     assert seeds == [first.preferences["seed"] + index for index in range(segments)]

@@ -39,7 +39,11 @@ def test_text_analysis_counts(story):
 def test_character_extraction_finds_the_named_characters(story):
     result = compression.character_extraction(context({"text": story}))
 
-    assert result["main_characters"] == ["小明", "老王", "王伯"]
+    assert result["main_characters"] == ["小明", "老王"]
+    assert [(item["name"], item["aliases"], item["present"]) for item in result["characters"]] == [
+        ("小明", [], True),
+        ("老王", ["王伯"], True),
+    ]
 
 
 def test_compression_execution_reaches_the_ratio_and_reports_it(story):
@@ -82,7 +86,8 @@ def test_text_segmentation_respects_boundaries_and_reports_section_3_2(story):
     details = result["segmentation"]
     assert (details["input_length"], details["segments_count"]) == (len(story), 3)
     assert details["average_segment_length"] == round(sum(map(len, texts)) / 3)
-    assert details["preserved_characters"] == ["小明", "老王", "王伯"]
+    assert details["preserved_characters"] == ["小明", "老王"]
+    assert result["character_aliases"] == {"小明": [], "老王": ["王伯"]}
 
 
 def test_script_generation_finds_speakers_and_dialogue():
@@ -164,3 +169,79 @@ def test_scene_composition_builds_prompts_from_style_characters_and_previous_pan
     assert panels[1]["figures"] == [{"name": "小明", "colors": {"hair": "#222222"}, "reference_colors": []}]
     assert panels[1]["dialogue"] == [["小明", "好！"]]
     assert panels[0]["palette"] == ["#FF6B6B", "#4ECDC4", "#45B7D1"]
+
+
+def test_only_characters_present_become_main_characters_with_their_aliases():
+    story = (
+        "林小雨推开院门，东张西望。小雨喊了一声王伯。王伯从屋里走出来。林小雨想起了外公陈志远。"
+        "听说陈志远年轻时是个渔夫。王伯摸了摸小雨的头。"
+    )
+
+    result = comic.text_segmentation(context({"text": story}, {"segment_length": 60}))
+
+    assert result["main_characters"] == ["林小雨", "王伯"]
+    assert result["character_aliases"] == {"林小雨": ["小雨"], "王伯": []}
+
+
+def test_a_panel_has_the_characters_acting_in_it_by_name_or_alias():
+    segments = [
+        {"index": 0, "text": "王伯坐在门口。小雨跑过来说：“李老师找你。”"},
+        {"index": 1, "text": "王伯想起了李老师。"},
+    ]
+    data = {
+        "segments": segments,
+        "main_characters": ["林小雨", "王伯", "李老师"],
+        "character_aliases": {"林小雨": ["小雨"], "王伯": [], "李老师": []},
+    }
+
+    first, second = comic.script_generation(context(data))["scripts"]
+
+    assert first["characters"] == ["王伯", "林小雨"]
+    assert first["dialogue"] == [{"speaker": "林小雨", "text": "李老师找你。"}]
+    assert second["characters"] == ["王伯"]  # 李老师 is only remembered: not drawn
+
+
+def test_character_design_records_aliases_and_reads_age_from_them(project, user):
+    data = {
+        "segments": [{"index": 0, "text": "周建国是个老木匠，人称周伯。周伯很和蔼。周建国笑了。"}],
+        "main_characters": ["周建国"],
+        "character_aliases": {"周建国": ["周伯"]},
+    }
+    step = replace(context(data), project=project, owner=user)
+
+    result = comic.character_design(step)
+    comic.character_design_commit(step, result)
+
+    (design,) = result["characters"]
+    assert (design["aliases"], design["mentions"]) == (["周伯"], 4)
+    assert design["appearance_features"]["age_group"] == "elder"
+    assert design["personality_traits"] == ["和蔼"]
+    assert Character.objects.get(project=project, name="周建国").aliases == ["周伯"]
+
+    comic.character_design_commit(step, {**result, "characters": [{**design, "aliases": ["老周"]}]})
+
+    assert Character.objects.get(project=project, name="周建国").aliases == ["周伯", "老周"]
+
+
+def test_a_later_chapter_naming_a_character_by_an_alias_uses_its_record(project, user):
+    Character.objects.create(
+        project=project,
+        name="林小雨",
+        aliases=["小雨"],
+        appearance_features={"hair_color": "红色"},
+        colors={"hair": "#B22222"},
+    )
+    data = {
+        "segments": [{"index": 0, "text": "雨停了。小雨撑着伞走出校门。小雨笑了。"}],
+        "main_characters": ["小雨"],
+        "character_aliases": {"小雨": []},
+    }
+    step = replace(context(data), project=project, owner=user)
+
+    result = comic.character_design(step)
+    comic.character_design_commit(step, result)
+
+    (design,) = result["characters"]
+    assert (design["name"], design["aliases"]) == ("林小雨", ["小雨"])  # drawn, and scripted, as its record
+    assert design["appearance_features"]["hair_color"] == "红色"
+    assert list(Character.objects.filter(project=project).values_list("name", "aliases")) == [("林小雨", ["小雨"])]
