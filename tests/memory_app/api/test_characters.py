@@ -35,7 +35,7 @@ def test_a_person_creates_a_character_and_what_they_set_is_locked(auth_client, p
     assert response.status_code == 201, response.content
     data = response.json()["data"]
     assert (data["name"], data["aliases"], data["project_id"]) == ("林小雨", ["小雨"], "proj-001")
-    assert data["locked_fields"] == ["appearance_features.hair", "colors.hair", "personality_traits"]
+    assert data["locked_fields"] == ["aliases", "appearance_features.hair", "colors.hair", "personality_traits"]
     assert data["reference_images"] == []
     version = CharacterVersion.objects.get(character_id=data["character_id"])
     assert (version.version, version.action, version.source, version.user) == (1, "created", "person", user)
@@ -65,7 +65,7 @@ def test_patch_changes_the_fields_given_records_a_version_and_locks_them(auth_cl
     assert data["appearance_features"] == {"hair": "花白短发"}
     assert data["aliases"] == ["周伯"]
     # The changed key and the removed one are both locked: a run will neither restore nor add them back.
-    assert data["locked_fields"] == ["appearance_features.clothing", "appearance_features.hair"]
+    assert data["locked_fields"] == ["aliases", "appearance_features.clothing", "appearance_features.hair"]
     versions = auth_client.get(f"/api/characters/{character.pk}/versions/").json()["data"]["results"]
     assert [(item["version"], item["action"], item["source"], item["user"]) for item in versions] == [
         (1, "created", "run", None),

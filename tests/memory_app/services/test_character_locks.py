@@ -102,3 +102,16 @@ def test_the_merge_rule_is_pure_and_keeps_existing_values():
         "consistent_features": ["eyes", "hair"],
         "personality_traits": ["calm", "brave"],
     }
+
+
+def test_a_run_adds_the_story_s_aliases_unless_held_elsewhere_or_set_by_a_person(project, user):
+    character_create(user=user, project=project, name="周伯")  # another character holds 周伯
+    stored, created = character_upsert(**design(project=project, name="老周", aliases=["周伯", "周师傅", "老周"]))
+    assert created
+    assert stored.aliases == ["周师傅"]  # never its own name, never a name another character of the project has
+
+    chosen = character_create(user=user, project=project, name="林小雨", aliases=["雨雨"])
+    stored, _ = character_upsert(**design(project=project, name="林小雨", aliases=["小雨"]))
+    assert stored.pk == chosen.pk
+    assert stored.aliases == ["雨雨"]  # a person set them: a run adds none
+    assert "aliases" in stored.locked_fields
