@@ -217,6 +217,8 @@ class ProjectsConfig(_Section):
 
 class StorageConfig(_Section):
     cache_dir: str = "var/cache"
+    # How long a signed blob URL (a panel's image_url, a run's output_urls) loads without credentials.
+    signed_url_max_age: PositiveInt = 3600
 
 
 class MaintenanceConfig(_Section):
@@ -346,6 +348,7 @@ class MemoryConfig(_Section):
 ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "MEMORY_MAX_CONTEXTS": ("conversation.max_active_contexts", "int"),
     "CACHE_DIR": ("storage.cache_dir", "str"),
+    "SIGNED_URL_MAX_AGE": ("storage.signed_url_max_age", "int"),
     "HISTORY_RETENTION_DAYS": ("history.retention_days", "int"),
     "AUTO_CLEANUP_ENABLED": ("maintenance.auto_cleanup_enabled", "bool"),
     "MEMORY_MONITORING_ENABLED": ("monitoring.enabled", "bool"),
