@@ -114,7 +114,9 @@ def blob_storage_is_local(alias: str) -> bool:
     return isinstance(storages[alias], FileSystemStorage)
 
 
-def blob_signed_url(*, name: str, alias: str = DEFAULT_STORAGE, absolute_url: Callable[[str], str] | None = None) -> str:
+def blob_signed_url(
+    *, name: str, alias: str = DEFAULT_STORAGE, absolute_url: Callable[[str], str] | None = None
+) -> str:
     """A URL that loads the blob ``name`` of storage ``alias`` without credentials, for
     ``storage.signed_url_max_age`` seconds: the store's presigned URL, or a Django-signed ``/api/files/`` URL
     (made absolute by ``absolute_url`` when given)."""

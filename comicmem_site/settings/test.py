@@ -49,9 +49,7 @@ if not env.str("REDIS_URL", default=""):
 if STORAGE_BACKEND == "local":  # noqa: F405
     STORAGES = {
         **STORAGES,  # noqa: F405
-        "default": {
-            "BACKEND": env.str("COMICMEM_TEST_STORAGE", default="django.core.files.storage.FileSystemStorage")
-        },
+        "default": {"BACKEND": env.str("COMICMEM_TEST_STORAGE", default="django.core.files.storage.FileSystemStorage")},
     }
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 MEDIA_ROOT = Path(env.str("COMICMEM_TEST_MEDIA_ROOT", default=str(Path(VAR_DIR) / "media")))

@@ -37,9 +37,7 @@ class _BlobWriter:
     then saves it under its content-addressed name: a local storage renames it into place, an object store
     uploads it. Two hosts that store the same value write the same name with the same bytes."""
 
-    def __init__(
-        self, location: str, staging: Path, digest: str, content_type: str, threshold: int | None
-    ) -> None:
+    def __init__(self, location: str, staging: Path, digest: str, content_type: str, threshold: int | None) -> None:
         self.location = location
         self.staging = staging
         self.digest = digest
