@@ -40,15 +40,16 @@ def s3_options(env: environ.Env, *, location: str, signed_url_max_age: int) -> d
         "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
         "access_key": env.str("AWS_ACCESS_KEY_ID", default="") or None,
         "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default="") or None,
-        "addressing_style": addressing,
-        "signature_version": "s3v4",
         "querystring_auth": True,
         "querystring_expire": signed_url_max_age,
         # Content-addressed or single-writer names: a second write of a name carries the same bytes.
         "file_overwrite": True,
         "default_acl": None,
         # Every call has a timeout; a store out of reach fails fast, and the workflow step is retried by the engine.
+        # (Given a client config, django-storages takes the addressing style and signature version from it alone.)
         "client_config": Config(
+            s3={"addressing_style": addressing},
+            signature_version="s3v4",
             connect_timeout=env.float("AWS_S3_CONNECT_TIMEOUT", default=5.0),
             read_timeout=env.float("AWS_S3_READ_TIMEOUT", default=30.0),
             retries={"max_attempts": env.int("AWS_S3_MAX_ATTEMPTS", default=3), "mode": "standard"},
