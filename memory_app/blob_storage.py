@@ -118,13 +118,14 @@ def blob_signed_url(
     *, name: str, alias: str = DEFAULT_STORAGE, absolute_url: Callable[[str], str] | None = None
 ) -> str:
     """A URL that loads the blob ``name`` of storage ``alias`` without credentials, for
-    ``storage.signed_url_max_age`` seconds: the store's presigned URL, or a Django-signed ``/api/files/`` URL
-    (made absolute by ``absolute_url`` when given)."""
+    ``storage.signed_url_max_age`` seconds: the object store's presigned URL (``storage.signed_urls: store``), or
+    a Django-signed ``/api/files/`` URL served by this app (local files, or ``signed_urls: web``), made absolute by
+    ``absolute_url`` when given."""
     if alias not in SIGNED_ALIASES:
         raise ValueError(f"no signed URLs for storage {alias!r}")
     max_age = settings.MEMORY.storage.signed_url_max_age
     storage = storages[alias]
-    if not isinstance(storage, FileSystemStorage):
+    if not isinstance(storage, FileSystemStorage) and settings.MEMORY.storage.signed_urls == "store":
         # An object store signs its own URLs (S3: a presigned GET that expires after max_age).
         return str(storage.url(name, expire=max_age))  # type: ignore[call-arg]  # S3Storage.url takes expire
     token = signing.dumps([alias, name], salt=_SIGNING_SALT, compress=True)
