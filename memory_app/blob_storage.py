@@ -86,11 +86,13 @@ class CacheFileSystemStorage(AtomicFileSystemStorage):
     """The ``cache`` alias of the embedded mode: files under ``settings.CACHE_DIR``, read each time (a test or a
     bench that moves ``CACHE_DIR`` moves the storage with it)."""
 
-    @property  # type: ignore[override]  # FileSystemStorage caches it; CACHE_DIR is read live here instead
+    @property
     def base_location(self) -> str:
-        return str(self._value_or_setting(self._location, settings.CACHE_DIR))
+        # FileSystemStorage caches it; CACHE_DIR is read live here instead.
+        location = self.__dict__.get("_location")
+        return str(location if location is not None else settings.CACHE_DIR)
 
-    @property  # type: ignore[override]  # as base_location
+    @property
     def location(self) -> str:
         return os.path.abspath(self.base_location)
 

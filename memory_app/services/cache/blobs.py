@@ -123,7 +123,7 @@ class _FileHit(NamedTuple):
 def _blob_open(location: str, blob_name: str) -> IO[bytes] | None:
     """The blob opened for reading, None when it is missing."""
     try:
-        return _cache_storage().open(_blob_storage_name(location, blob_name), "rb")  # type: ignore[return-value]  # a File is a binary reader
+        return _cache_storage().open(_blob_storage_name(location, blob_name), "rb")
     except FileNotFoundError:
         return None
 
