@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from django.core import signing
 from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.urls import reverse
+from storages.backends.s3 import S3Storage
 
 DEFAULT_STORAGE = "default"
 CACHE_STORAGE = "cache"
@@ -34,6 +36,7 @@ CACHE_STORAGE = "cache"
 SIGNED_ALIASES = frozenset({DEFAULT_STORAGE, CACHE_STORAGE})
 _SIGNING_SALT = "comicmem.blob-url"
 STAGING_FOLDER = ".tmp"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_./-]*")
 
 
 class AtomicFileSystemStorage(FileSystemStorage):
@@ -94,7 +97,19 @@ class CacheFileSystemStorage(AtomicFileSystemStorage):
 
     @property
     def location(self) -> str:
-        return os.path.abspath(self.base_location)
+        base = self.base_location
+        resolved = self.__dict__.get("_resolved_location")
+        if resolved is None or resolved[0] != base:
+            resolved = (base, os.path.abspath(base))
+            self.__dict__["_resolved_location"] = resolved
+        return resolved[1]
+
+    def path(self, name: str) -> str:
+        # Every cache hit asks for a blob's path: a name of plain segments (what blob names are) is joined directly,
+        # anything else goes through FileSystemStorage's checked join.
+        if _PLAIN_NAME.fullmatch(name) and ".." not in name:
+            return os.path.join(self.location, name)
+        return super().path(name)
 
 
 class StagedFile(File):  # type: ignore[type-arg]  # django-stubs' File is generic over the handle's content
@@ -127,12 +142,40 @@ def blob_signed_url(
         raise ValueError(f"no signed URLs for storage {alias!r}")
     max_age = settings.MEMORY.storage.signed_url_max_age
     storage = storages[alias]
-    if not isinstance(storage, FileSystemStorage) and settings.MEMORY.storage.signed_urls == "store":
-        # An object store signs its own URLs (S3: a presigned GET that expires after max_age).
-        return str(storage.url(name, expire=max_age))  # type: ignore[call-arg]  # S3Storage.url takes expire
+    if isinstance(storage, S3Storage) and settings.MEMORY.storage.signed_urls == "store":
+        # The object store signs its own URLs: a presigned GET that expires after max_age.
+        return str(storage.url(name, expire=max_age))
     token = signing.dumps([alias, name], salt=_SIGNING_SALT, compress=True)
     path = reverse("blob-signed", kwargs={"token": token})
     return absolute_url(path) if absolute_url is not None else path
+
+
+def blob_read(*, alias: str, name: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of a blob, in one request: ``FileNotFoundError`` when it is missing.
+
+    ``storage.open`` on S3 asks for the object's metadata, then downloads it through a transfer manager into a
+    temporary file (a HEAD and a GET, with threads): right for a large stream, slow for a cached panel. A whole
+    read here is one ranged GET.
+    """
+    storage = storages[alias]
+    if isinstance(storage, S3Storage):
+        from botocore.exceptions import ClientError
+        from storages.utils import clean_name
+
+        key = storage._normalize_name(clean_name(name))  # the key S3Storage itself would use (location prefix)
+        try:
+            answer = storage.connection.meta.client.get_object(
+                Bucket=storage.bucket_name, Key=key, Range=f"bytes=0-{max(limit - 1, 0)}"
+            )
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (404, 416):
+                raise FileNotFoundError(f"blob {name!r} does not exist") from exc
+            raise
+        data: bytes = answer["Body"].read()
+        return data
+    with storage.open(name, "rb") as handle:
+        read: bytes = handle.read(limit)
+        return read
 
 
 class BlobTokenRefused(Exception):

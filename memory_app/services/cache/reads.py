@@ -11,7 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.utils import timezone
 
-from memory_app.services.cache.blobs import _blob_open, _FileHit
+from memory_app.blob_storage import CACHE_STORAGE, blob_read
+from memory_app.services.cache.blobs import _blob_storage_name, _FileHit
 from memory_app.services.cache.counters import _counters
 from memory_app.services.cache.files import _file_corrupted, _file_entry_hit
 from memory_app.services.cache.hits import _file_hits
@@ -23,11 +24,10 @@ _BlobRead = tuple[bytes, str]  # a blob's bytes and their sha256
 def _read_and_hash(location: str, blob_name: str, size: int) -> _BlobRead | None:
     """A blob's bytes and their sha256, None when it is gone. One read of the size a row names and one more byte:
     a longer blob is caught without a stat."""
-    handle = _blob_open(location, blob_name)
-    if handle is None:
+    try:
+        data = blob_read(alias=CACHE_STORAGE, name=_blob_storage_name(location, blob_name), limit=size + 1)
+    except FileNotFoundError:
         return None
-    with handle:
-        data = handle.read(size + 1)
     return data, hashlib.sha256(data).hexdigest()
 
 
