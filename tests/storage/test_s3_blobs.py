@@ -13,6 +13,7 @@ from django.core.files.storage import default_storage
 from memory_app.blob_storage import blob_signed_url
 from memory_app.models import CacheEntry
 from memory_app.services.cache import cache_cleanup, cache_get, cache_set
+from memory_app.services.operations import integrity_check
 
 pytestmark = pytest.mark.django_db
 
@@ -77,3 +78,26 @@ def test_an_output_gets_a_presigned_url_that_loads_without_credentials_for_its_m
         update={"storage": settings.MEMORY.storage.model_copy(update={"signed_url_max_age": 60})}
     )
     assert "X-Amz-Expires=60" in blob_signed_url(name="projects/k/images/run/panel_001.png")
+
+
+def test_the_integrity_check_reads_the_bucket_keeps_what_is_sound_and_repairs_the_rest(images, settings):
+    cache_set(namespace="images", key="sound", value=b"s" * 50)
+    cache_set(namespace="images", key="lost", value=b"l" * 60)
+    lost = CacheEntry.objects.get(size_bytes=60)
+    images.client().delete_object(Bucket="comicmem-test", Key=f"cache/ai_images/{lost.blob_name[:2]}/{lost.blob_name}")
+    images.client().put_object(Bucket="comicmem-test", Key="cache/ai_images/cd/cd-orphan", Body=b"o")
+    settings.MEMORY = settings.MEMORY.model_copy(
+        update={"cache_options": settings.MEMORY.cache_options.model_copy(update={"orphan_grace_seconds": 0})}
+    )
+
+    report = integrity_check(repair=True)
+
+    cache_problems = sorted(
+        (problem.kind, problem.repaired) for problem in report.problems if problem.kind.startswith("cache_")
+    )
+    assert cache_problems == [("cache_blob_without_entry", True), ("cache_entry_without_blob", True)]
+    assert report.checked["cache_entries"] == 2
+    sound = CacheEntry.objects.get()
+    assert sound.size_bytes == 50
+    assert images.keys("cache/") == [f"cache/ai_images/{sound.blob_name[:2]}/{sound.blob_name}"]
+    assert cache_get(namespace="images", key="sound") == b"s" * 50

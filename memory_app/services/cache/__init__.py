@@ -56,7 +56,11 @@ from memory_app.services.cache.compute import CACHE_POLICIES, CachePolicy, cache
 from memory_app.services.cache.files import cache_file_read_verified
 from memory_app.services.cache.keys import cache_canonical_json, cache_key
 from memory_app.services.cache.memory import cache_memory_usage
-from memory_app.services.cache.namespaces import cache_namespace_config, cache_namespace_directory
+from memory_app.services.cache.namespaces import (
+    cache_namespace_config,
+    cache_namespace_directory,
+    cache_namespace_location,
+)
 from memory_app.services.cache.operations import (
     CacheLookup,
     cache_clear,
@@ -97,6 +101,7 @@ __all__ = [
     "cache_memory_usage",
     "cache_namespace_config",
     "cache_namespace_directory",
+    "cache_namespace_location",
     "cache_open",
     "cache_process_state_reset",
     "cache_set",
