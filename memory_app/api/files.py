@@ -12,6 +12,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from memory_app.api.history import AnyContentNegotiation
@@ -23,6 +24,9 @@ class SignedBlobView(APIView):
     # The token is the credential: no session or token authentication, so no CSRF and no Authorization header.
     authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
+    # A page of a comic loads dozens of panels at once, all "anonymous" here: the anon rate would refuse them.
+    # A forged token costs one HMAC check; only URLs this app signed reach storage.
+    throttle_classes: list[type[BaseThrottle]] = []
     content_negotiation_class = AnyContentNegotiation
 
     @extend_schema(
