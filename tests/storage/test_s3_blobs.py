@@ -3,6 +3,7 @@ outputs, signed URLs."""
 
 from __future__ import annotations
 
+import io
 import os
 import urllib.request
 
@@ -12,7 +13,15 @@ from django.core.files.storage import default_storage
 
 from memory_app.blob_storage import blob_signed_url
 from memory_app.models import CacheEntry
-from memory_app.services.cache import cache_cleanup, cache_get, cache_set
+from memory_app.services.cache import (
+    cache_cleanup,
+    cache_counters_read,
+    cache_get,
+    cache_open,
+    cache_set,
+    cache_set_stream,
+    cache_statistics_flush,
+)
 from memory_app.services.operations import integrity_check
 
 pytestmark = pytest.mark.django_db
@@ -101,3 +110,18 @@ def test_the_integrity_check_reads_the_bucket_keeps_what_is_sound_and_repairs_th
     assert sound.size_bytes == 50
     assert images.keys("cache/") == [f"cache/ai_images/{sound.blob_name[:2]}/{sound.blob_name}"]
     assert cache_get(namespace="images", key="sound") == b"s" * 50
+
+
+def test_a_large_value_streams_in_and_out_of_the_store_and_hits_again_on_a_helper_thread(images):
+    value = os.urandom(3 * 1024 * 1024 + 17)
+    assert cache_set_stream(namespace="images", key="page", source=io.BytesIO(value), content_type="image/png")
+
+    handle = cache_open(namespace="images", key="page")
+    assert handle is not None
+    with handle:
+        assert handle.read() == value
+    # Whole reads: the first inline, the next beside the row's lookup (the speculative read), all verified.
+    assert [cache_get(namespace="images", key="page") == value for _ in range(3)] == [True, True, True]
+    cache_statistics_flush()
+    statistics = cache_counters_read(namespace="images")
+    assert (statistics["hits"], statistics["misses"], statistics["corrupted"]) == (4, 0, 0)
