@@ -217,6 +217,11 @@ class ProjectsConfig(_Section):
 
 class StorageConfig(_Section):
     cache_dir: str = "var/cache"
+    # How long a signed blob URL (a panel's image_url, a run's output_urls) loads without credentials.
+    signed_url_max_age: PositiveInt = 3600
+    # Who serves a signed URL with an object store: the store itself (a presigned URL; browsers must reach the
+    # store's endpoint) or this web app (/api/files/<token>, read from the store). Local files: always the web app.
+    signed_urls: Literal["store", "web"] = "store"
 
 
 class MaintenanceConfig(_Section):
@@ -365,6 +370,8 @@ class MemoryConfig(_Section):
 ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "MEMORY_MAX_CONTEXTS": ("conversation.max_active_contexts", "int"),
     "CACHE_DIR": ("storage.cache_dir", "str"),
+    "SIGNED_URL_MAX_AGE": ("storage.signed_url_max_age", "int"),
+    "SIGNED_URLS": ("storage.signed_urls", "str"),
     "HISTORY_RETENTION_DAYS": ("history.retention_days", "int"),
     "AUTO_CLEANUP_ENABLED": ("maintenance.auto_cleanup_enabled", "bool"),
     "MEMORY_MONITORING_ENABLED": ("monitoring.enabled", "bool"),

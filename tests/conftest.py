@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 
 from tests.factories import ProjectFactory, UserFactory
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.s3_server import S3Server
 from tests.support.http_servers import Listener
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -327,3 +328,36 @@ def listener() -> Iterator[Listener]:
     server = Listener()
     yield server
     server.close()
+
+
+# --- object storage ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 server (moto's server mode) on loopback for the whole session, with the test bucket."""
+    server = S3Server().start()
+    server.create_bucket()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_storage(s3_server, settings, monkeypatch) -> S3Server:
+    """This process's ``default`` and ``cache`` storages on the S3 server (an empty bucket), as production
+    configures them: ``settings/object_storage.py`` reading the same variables a worker is given."""
+    import environ
+
+    from comicmem_site.settings.object_storage import blob_storages
+
+    if s3_server._server is None:  # a test that took the store away failed before bringing it back
+        s3_server.restore()
+    s3_server.empty_bucket()
+    for variable, value in s3_server.environment().items():
+        monkeypatch.setenv(variable, value)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        **blob_storages(environ.Env(), signed_url_max_age=settings.MEMORY.storage.signed_url_max_age),
+    }
+    settings.STORAGE_BACKEND = "s3"
+    return s3_server

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictCharField, StrictChoiceField
 from memory_app.api.history import AnyContentNegotiation
+from memory_app.blob_storage import DEFAULT_STORAGE, blob_signed_url
 from memory_app.errors import NotFound
 from memory_app.models import WorkflowSnapshot, WorkflowState
 from memory_app.selectors.projects import project_paths_public
@@ -167,10 +168,44 @@ class WorkflowListCreateNoSlashView(WorkflowListCreateView):
     schema = None
 
 
+def _own_outputs(run: WorkflowState) -> dict[str, str]:
+    """The run's output files by name, only those in the run's own folder: the storage path comes from the state,
+    never the request, and only from the run's own folder, whatever a restored or edited state says."""
+    if run.outputs_expired_at is not None:
+        return {}  # removed by the output retention
+    folder = f"{output_folder(run.project_id, str(run.pk))}/"
+    return {
+        name: path
+        for name, path in workflow_output_files(workflow=run).items()
+        if path.startswith(folder) and "/" not in path[len(folder) :]
+    }
+
+
+class WorkflowDetailSerializer(WorkflowStateSerializer):
+    output_urls = serializers.SerializerMethodField(
+        help_text="Each output file (panel, page) by name: a signed URL that loads without an Authorization header "
+        "until it expires (storage.signed_url_max_age); ask again for fresh ones."
+    )
+
+    class Meta(WorkflowStateSerializer.Meta):
+        fields = [*WorkflowStateSerializer.Meta.fields, "output_urls"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField(child=serializers.URLField()))
+    def get_output_urls(self, instance: WorkflowState) -> dict[str, str]:
+        request: Request | None = self.context.get("request")
+        absolute_url = request.build_absolute_uri if request is not None else None
+        return {
+            name: blob_signed_url(name=path, alias=DEFAULT_STORAGE, absolute_url=absolute_url)
+            for name, path in sorted(_own_outputs(instance).items())
+        }
+
+
 class WorkflowDetailView(APIView):
-    @extend_schema(tags=["workflows"], responses=WorkflowStateSerializer)
+    @extend_schema(tags=["workflows"], responses=WorkflowDetailSerializer)
     def get(self, request: Request, workflow_id: str) -> Response:
-        return Response(WorkflowStateSerializer(workflow_get(user=request.user, workflow_id=workflow_id)).data)
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        return Response(WorkflowDetailSerializer(run, context={"request": request}).data)
 
 
 class WorkflowHistorySerializer(serializers.Serializer[Any]):
@@ -290,12 +325,9 @@ class WorkflowOutputView(APIView):
                 f"The outputs of workflow {run.pk} expired (pipelines.output_retention_days).",
                 details={"workflow_id": str(run.pk), "name": name, "expired_at": run.outputs_expired_at.isoformat()},
             )
-        folder = f"{output_folder(run.project_id, str(run.pk))}/"
-        listed = workflow_output_files(workflow=run)
-        # Only a name the run itself listed is served: the storage path comes from the state, never the request,
-        # and only from the run's own folder, whatever a restored or edited state says.
-        path = listed.get(name)
-        if path is None or not path.startswith(folder) or "/" in path[len(folder) :]:
+        # Only a name the run itself listed is served (see _own_outputs).
+        path = _own_outputs(run).get(name)
+        if path is None:
             raise NotFound(
                 f"Workflow {run.pk} has no output '{name}'.",
                 details={"workflow_id": str(run.pk), "name": name, "suggestion": "See data.outputs of the run."},

@@ -13,6 +13,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from comicmem_site.memory_config import MemoryConfigError, load_memory_config
+from comicmem_site.settings.object_storage import blob_storages, storage_backend
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
@@ -136,8 +137,10 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_URL = "media/"
 MEDIA_ROOT = VAR_DIR / "media"
+# Blobs: local folders by default, an S3-compatible bucket with STORAGE_BACKEND=s3 (settings/object_storage.py).
+STORAGE_BACKEND = storage_backend(env)
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    **blob_storages(env, signed_url_max_age=MEMORY.storage.signed_url_max_age),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 

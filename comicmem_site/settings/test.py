@@ -45,10 +45,13 @@ if not env.str("REDIS_URL", default=""):
 
 # A worker started by a fault test can be given its own storage backend (one that pauses at a chosen point)
 # and the test's media folder.
-STORAGES = {
-    "default": {"BACKEND": env.str("COMICMEM_TEST_STORAGE", default="django.core.files.storage.FileSystemStorage")},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
+# A worker started with STORAGE_BACKEND=s3 keeps the S3 storages of base (tests of the object store).
+if STORAGE_BACKEND == "local":  # noqa: F405
+    STORAGES = {
+        **STORAGES,  # noqa: F405
+        "default": {"BACKEND": env.str("COMICMEM_TEST_STORAGE", default="django.core.files.storage.FileSystemStorage")},
+    }
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 MEDIA_ROOT = Path(env.str("COMICMEM_TEST_MEDIA_ROOT", default=str(Path(VAR_DIR) / "media")))
 # No timer thread may write cache statistics through its own connection while a test holds the database in a
 # transaction: tests read them through the flush on read. (Processes a test starts keep the timer.)

@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from memory_app.api import characters, conversation, conversation_released, creative
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.cache import CacheNamespaceView, CacheStatsView
+from memory_app.api.files import SignedBlobView
 from memory_app.api.health import HealthView
 from memory_app.api.history import (
     HistoryArchiveDownloadView,
@@ -31,6 +32,7 @@ router.register("projects", ProjectViewSet, basename="project")
 urlpatterns = [
     re_path(r"^auth/token/?$", TokenObtainView.as_view(), name="auth-token"),
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    re_path(r"^files/(?P<token>[A-Za-z0-9_:.-]+)/?$", SignedBlobView.as_view(), name="blob-signed"),
     re_path(r"^memory/metrics/?$", MemoryMetricsView.as_view(), name="memory-metrics"),
     re_path(r"^memory/analysis/?$", MemoryAnalysisView.as_view(), name="memory-analysis"),
     re_path(r"^memory/cache/stats/?$", CacheStatsView.as_view(), name="cache-stats"),

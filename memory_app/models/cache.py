@@ -11,7 +11,8 @@ class CacheValueFormat(models.TextChoices):
 
 
 class CacheEntry(models.Model):
-    """The metadata of one blob of a file namespace (§4.3). The blob itself lives under ``CACHE_DIR``."""
+    """The metadata of one blob of a file namespace (§4.3). The blob itself lives in the ``cache`` Django storage
+    (``CACHE_DIR`` in the embedded mode, the ``cache/`` prefix of the bucket with S3)."""
 
     namespace = models.CharField(max_length=64)
     # The sha256 of the namespaced canonical key: never user input, so it can name a file.

@@ -7,8 +7,8 @@ from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Case, IntegerField, QuerySet, Value, When
-from django.urls import reverse
 
+from memory_app.blob_storage import DEFAULT_STORAGE, blob_signed_url
 from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import PROJECT_ID_PATTERN, Project
 from memory_app.selectors.ownership import scope_to_owner
@@ -98,6 +98,8 @@ def project_paths_public(value: Any, *, project: Project | None) -> Any:
 
 # The storage name of a run's panel or page, as image_generation_completed recorded it before it held the URL.
 _LEGACY_IMAGE_PATH = re.compile(r"/?projects/(?P<key>[^/]+)/images/(?P<run>[^/]+)/(?P<name>[^/]+\.png)")
+# The run's authenticated outputs route, as image_generation_completed records it now.
+_OUTPUT_ROUTE = re.compile(r"/api/workflows/(?P<run>[^/]+)/outputs/(?P<name>[A-Za-z0-9_-][A-Za-z0-9_.-]*\.png)/?")
 
 
 def history_details_public(
@@ -107,22 +109,26 @@ def history_details_public(
     workflow_id: UUID | str | None,
     absolute_url: Callable[[str], str] | None = None,
 ) -> Any:
-    """A history record's details as answers show them: every ``image_url`` as the URL a browser loads (the run's
-    outputs route, made absolute by ``absolute_url`` when given), and the project's files under its public id.
+    """A history record's details as answers show them: every ``image_url`` of the record's own run as a signed,
+    expiring URL a browser loads without an Authorization header (``memory_app.blob_storage.blob_signed_url``:
+    presigned by the object store, or a Django-signed ``/api/files/`` URL made absolute by ``absolute_url``), and
+    the project's files under its public id.
 
     Only a file of the record's own run in this project's folder becomes a link; any other path stays as text.
     """
 
     def image_url(value: str) -> str:
-        legacy = _LEGACY_IMAGE_PATH.fullmatch(value)
-        if legacy is not None:
-            own = project is not None and legacy["key"] == project.pk and legacy["run"] == str(workflow_id)
-            if not own:
-                return value
-            value = reverse("workflow-output", kwargs={"workflow_id": legacy["run"], "name": legacy["name"]})
-        if value.startswith("/api/") and absolute_url is not None:
-            return absolute_url(value)
-        return value
+        match = _LEGACY_IMAGE_PATH.fullmatch(value)
+        # The project's files are shown under its public id first (below), so a legacy path may hold either.
+        own = match is not None and project is not None and match["key"] in (project.pk, project.public_id)
+        if match is None:
+            match = _OUTPUT_ROUTE.fullmatch(value)
+            own = match is not None and project is not None
+        if match is None or not own or project is None or match["run"] != str(workflow_id) or ".." in match["name"]:
+            return value
+        # The storage name is built from the project's key and the record's own run, never taken from the value.
+        name = f"projects/{project.pk}/images/{workflow_id}/{match['name']}"
+        return blob_signed_url(name=name, alias=DEFAULT_STORAGE, absolute_url=absolute_url)
 
     def linked(item: Any) -> Any:
         if isinstance(item, dict):
@@ -134,4 +140,5 @@ def history_details_public(
             return [linked(entry) for entry in item]
         return item
 
-    return project_paths_public(linked(details), project=project)
+    # Public names first, links second: a presigned URL holds the storage name and must reach the browser intact.
+    return linked(project_paths_public(details, project=project))

@@ -14,13 +14,13 @@ import hashlib
 import logging
 import zlib
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
+from django.core.files.storage import Storage, default_storage
 from django.utils import timezone
 
+from memory_app.blob_storage import CACHE_STORAGE, blob_storage
 from memory_app.models import (
     SYSTEM_SCOPE,
     CacheEntry,
@@ -41,7 +41,7 @@ from memory_app.services.cache import (
     cache_cleanup,
     cache_counters_all,
     cache_memory_usage,
-    cache_namespace_directory,
+    cache_namespace_location,
 )
 from memory_app.services.conversation import ReleaseReport, contexts_release
 from memory_app.services.history import (
@@ -180,31 +180,33 @@ class IntegrityReport:
         return {"checked": self.checked, "problems": [asdict(problem) for problem in self.problems]}
 
 
-def _sha256_file(path: Path) -> str | None:
+def _sha256_blob(storage: Storage, name: str) -> str | None:
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
+        with storage.open(name, "rb") as handle:
             for chunk in iter(lambda: handle.read(1024 * 1024), b""):
                 digest.update(chunk)
-    except OSError:
+    except OSError:  # FileNotFoundError included
         return None
     return digest.hexdigest()
 
 
 def _check_cache_blobs(report: IntegrityReport, repair: bool) -> None:
-    """Both directions: every entry has its blob with the right checksum; every blob has its entry."""
+    """Both directions, in the ``cache`` storage (local folder or bucket): every entry has its blob with the right
+    checksum; every blob has its entry."""
     grace = settings.MEMORY.cache_options.orphan_grace_seconds
+    storage = blob_storage(CACHE_STORAGE)
     entries = blobs = 0
     for namespace, config in settings.MEMORY.cache.items():
         if config.backend != "file":
             continue
-        directory = cache_namespace_directory(namespace=namespace)
+        location = cache_namespace_location(namespace=namespace)
         known: set[str] = set()
         for entry in CacheEntry.objects.filter(namespace=namespace).iterator():
             entries += 1
             known.add(entry.blob_name)
-            path = directory / entry.blob_name[:2] / entry.blob_name
-            checksum = _sha256_file(path)
+            name = f"{location}/{entry.blob_name[:2]}/{entry.blob_name}"
+            checksum = _sha256_blob(storage, name)
             if checksum == entry.checksum:
                 continue
             detail = "its blob is missing" if checksum is None else "its blob does not match the checksum"
@@ -212,30 +214,37 @@ def _check_cache_blobs(report: IntegrityReport, repair: bool) -> None:
             if repair:
                 # A cache is derived data: dropping the entry makes the next lookup a miss that recomputes it.
                 CacheEntry.objects.filter(pk=entry.pk, checksum=entry.checksum).delete()
-                path.unlink(missing_ok=True)
+                storage.delete(name)
                 problem.repaired = True
             report.problems.append(problem)
-        if not directory.is_dir():
+        try:
+            shards, _files = storage.listdir(location)
+        except FileNotFoundError:
             continue
-        for shard in directory.iterdir():
-            if not shard.is_dir() or shard.name == ".tmp":
+        oldest_allowed = timezone.now() - dt.timedelta(seconds=grace)
+        for shard in shards:
+            if shard.startswith("."):
+                continue  # the local staging folder: cache cleanup sweeps it
+            try:
+                _folders, names = storage.listdir(f"{location}/{shard}")
+            except FileNotFoundError:
                 continue
-            for path in shard.iterdir():
+            for blob_name in names:
                 blobs += 1
-                if path.name in known:
+                if blob_name in known:
                     continue
+                name = f"{location}/{shard}/{blob_name}"
                 try:
-                    age = timezone.now().timestamp() - path.stat().st_mtime
+                    if storage.get_modified_time(name) > oldest_allowed:
+                        # Young: its writer may be between saving the blob and inserting its row.
+                        continue
                 except FileNotFoundError:
                     continue  # removed meanwhile (cleanup, eviction)
-                if age < grace:
-                    # Young: its writer may be between the rename and the insert of its row.
+                if CacheEntry.objects.filter(namespace=namespace, blob_name=blob_name).exists():
                     continue
-                if CacheEntry.objects.filter(namespace=namespace, blob_name=path.name).exists():
-                    continue
-                problem = IntegrityProblem("cache_blob_without_entry", f"{namespace}:{path.name}", "no entry names it")
+                problem = IntegrityProblem("cache_blob_without_entry", f"{namespace}:{blob_name}", "no entry names it")
                 if repair:
-                    path.unlink(missing_ok=True)
+                    storage.delete(name)
                     problem.repaired = True
                 report.problems.append(problem)
     report.checked["cache_entries"] = entries

@@ -52,6 +52,43 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     assert "SECRET_KEY" in result.stderr
 
 
+def test_production_settings_put_both_blob_storages_on_the_bucket(tmp_path):
+    env = {
+        **os.environ,
+        **PRODUCTION_ENV,
+        "COMICMEM_VAR_DIR": str(tmp_path),
+        "AWS_STORAGE_BUCKET_NAME": "comics",
+        "AWS_S3_ENDPOINT_URL": "http://minio.internal:9000",
+        "AWS_S3_ADDRESSING_STYLE": "path",
+    }
+    script = (
+        "import django, json; django.setup(); from django.conf import settings; "
+        "print(json.dumps({alias: [entry['BACKEND'], entry.get('OPTIONS', {}).get('location'), "
+        "entry.get('OPTIONS', {}).get('bucket_name')] for alias, entry in settings.STORAGES.items()}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout.strip().splitlines()[-1]) == {
+        "default": ["storages.backends.s3.S3Storage", "media", "comics"],
+        "cache": ["storages.backends.s3.S3Storage", "cache", "comics"],
+        "staticfiles": ["whitenoise.storage.CompressedStaticFilesStorage", None, None],
+    }
+
+
+def test_an_unknown_storage_backend_stops_start_up_naming_it(tmp_path):
+    env = {**os.environ, **PRODUCTION_ENV, "COMICMEM_VAR_DIR": str(tmp_path), "STORAGE_BACKEND": "ftp"}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "STORAGE_BACKEND must be one of local, s3, not 'ftp'" in result.stderr
+
+
 def test_docker_compose_file_is_valid_and_scales_workers():
     if shutil.which("docker-compose") is None:
         service_unavailable("docker-compose is not installed (make sysdeps installs it as root)")
@@ -68,7 +105,7 @@ def test_docker_compose_file_is_valid_and_scales_workers():
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert set(services) == {"postgres", "redis", "web", "worker", "beat"}
+    assert set(services) == {"postgres", "redis", "minio", "minio-bucket", "web", "worker", "beat"}
     for name in services:
         assert "healthcheck" in services[name], f"{name} has no health check"
     # `--scale worker=N` needs a worker without a fixed name or published port.
@@ -78,3 +115,12 @@ def test_docker_compose_file_is_valid_and_scales_workers():
     assert services["web"]["environment"]["DATABASE_URL"].startswith("postgres://")
     assert services["worker"]["environment"]["CELERY_BROKER_URL"].startswith("redis://")
     assert "DatabaseScheduler" in " ".join(services["beat"]["command"]) or "-S" in services["beat"]["command"]
+    # Every app service keeps its blobs in the MinIO bucket, created by the one-shot before any of them starts.
+    for name in ("web", "worker", "beat"):
+        environment = services[name]["environment"]
+        assert environment["STORAGE_BACKEND"] == "s3"
+        assert environment["AWS_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert environment["AWS_STORAGE_BUCKET_NAME"] == "comicmem"
+        assert services[name]["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    assert "mc mb --ignore-existing" in " ".join(services["minio-bucket"]["entrypoint"])
+    assert services["minio-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"

@@ -134,6 +134,7 @@ STAFF_ROUTES = {
 UNSCOPED = {
     ("POST", "/api/auth/token/"): "exchanges a password for the caller's own token",
     ("GET", "/api/health/"): "liveness of the services, no user data",
+    ("GET", "/api/files/{token}/"): "a signed URL: its token is the credential, forged or expired ones get 403",
     ("GET", "/api/schema/"): "the OpenAPI document",
     ("GET", "/api/docs/"): "the interactive docs page",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import botocore.exceptions
 import httpx
 import pytest
 import redis
@@ -289,6 +290,12 @@ def test_an_expired_running_unit_is_taken_over_and_the_old_claim_cannot_complete
     assert WorkflowUnit.objects.get(pk=unit.pk).result == {"x": 2}
 
 
+def _s3_error(status: int, code: str) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject"
+    )
+
+
 @pytest.mark.parametrize(
     ("exc", "retryable"),
     [
@@ -305,6 +312,14 @@ def test_an_expired_running_unit_is_taken_over_and_the_old_claim_cannot_complete
         (redis.exceptions.ConnectionError("Connection refused"), True),
         (redis.exceptions.TimeoutError("Timeout reading from socket"), True),
         (IntegrityError("duplicate key"), False),
+        # An S3-compatible store: out of reach or 5xx is transient; a refusal (403, 404) is not.
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="http://minio:9000"), True),
+        (botocore.exceptions.ConnectTimeoutError(endpoint_url="http://minio:9000"), True),
+        (botocore.exceptions.ReadTimeoutError(endpoint_url="http://minio:9000"), True),
+        (_s3_error(503, "SlowDown"), True),
+        (_s3_error(500, "InternalError"), True),
+        (_s3_error(403, "AccessDenied"), False),
+        (_s3_error(404, "NoSuchKey"), False),
         (ValueError("bad"), False),
         (KeyError("k"), False),
     ],

@@ -1,6 +1,6 @@
 """The engine's retry policy: which errors are transient (a provider's timeout, 429 or 5xx; a lost database,
-Redis or broker connection), the backoff between attempts, and dropping a broken database connection so the
-next attempt opens a new one."""
+Redis or broker connection; an object store out of reach or answering 5xx), the backoff between attempts, and
+dropping a broken database connection so the next attempt opens a new one."""
 
 from __future__ import annotations
 
@@ -58,8 +58,30 @@ def _optional_openai_errors() -> tuple[type[BaseException], ...]:
     return (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
+def _optional_object_store_errors() -> tuple[type[BaseException], ...]:
+    """An S3-compatible store out of reach (refused, reset, timed out): botocore's own connection errors, which are
+    not the built-in ConnectionError."""
+    try:
+        import botocore.exceptions
+    except ImportError:  # pragma: no cover - boto3 is in requirements
+        return ()
+    return (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+
+
+def _object_store_unavailable(exc: BaseException) -> bool:
+    """A 5xx answer (500, 503 SlowDown) from the object store: transient, like a provider's."""
+    try:
+        import botocore.exceptions
+    except ImportError:  # pragma: no cover - boto3 is in requirements
+        return False
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return isinstance(status, int) and status >= 500
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Timeouts, connection errors (to a provider, the database, Redis or the broker), 429 and 5xx are
+    """Timeouts, connection errors (to a provider, the database, Redis, the broker or the object store), 429 and 5xx are
     transient; anything else is the step's own failure.
 
     An error that says so itself (``retryable = True``: ``memory_app.errors.RetryableProviderError``) is too.
@@ -68,9 +90,16 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code == 429 or exc.response.status_code >= 500
+    if _object_store_unavailable(exc):
+        return True
     transient = (RetryableStepError, TimeoutError, ConnectionError, httpx.TimeoutException, httpx.TransportError)
     return isinstance(
-        exc, transient + DATABASE_CONNECTION_ERRORS + _optional_redis_errors() + _optional_openai_errors()
+        exc,
+        transient
+        + DATABASE_CONNECTION_ERRORS
+        + _optional_redis_errors()
+        + _optional_openai_errors()
+        + _optional_object_store_errors(),
     )
 
 

@@ -10,6 +10,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from memory_app.blob_storage import DEFAULT_STORAGE, blob_storage_is_local
 from memory_app.errors import InputTooLarge, ValidationFailed
 from memory_app.selectors.storage import workflow_output_folder
 from workflows.engine import StepContext
@@ -91,8 +92,10 @@ def output_folder(project_key: str, workflow_id: str) -> str:
 
 
 def output_store(name: str, content: bytes) -> str:
-    """Write ``content`` under exactly ``name`` (a retry overwrites its own earlier attempt)."""
-    if default_storage.exists(name):
+    """Write ``content`` under exactly ``name`` (a retry overwrites its own earlier attempt), in the ``default``
+    storage. An object store overwrites a name in one PUT; a local folder's storage would pick another name, so
+    the earlier attempt is removed first."""
+    if blob_storage_is_local(DEFAULT_STORAGE) and default_storage.exists(name):
         default_storage.delete(name)
     saved = default_storage.save(name, ContentFile(content))
     if saved != name:  # pragma: no cover - only if another writer raced us to the same deterministic name

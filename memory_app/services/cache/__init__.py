@@ -15,10 +15,17 @@ How the pieces combine
   embedded mode an ordered index per namespace is kept in the shared cache and changed under an ``flock`` on a
   file under ``CACHE_DIR/.locks``, which makes its read-modify-write safe across the processes of the machine
   (the file-based cache's own ``incr`` is not).
-* **File namespaces** keep one blob per entry under ``CACHE_DIR/<directory>/`` and one ``CacheEntry`` row (§4.3).
-  Blob names come from the sha256 of the key and of the content, never from user input. Writes go to a temporary
-  file, are fsynced and renamed into place, then the row is written: a killed writer leaves at most an unreferenced
-  temporary file, which reads as a miss and is removed by cleanup. Reads verify size and sha256 while streaming.
+* **File namespaces** keep one blob per entry in the ``cache`` Django storage (``memory_app.blob_storage``): files
+  under ``CACHE_DIR/<directory>/`` in the embedded mode, the ``cache/<directory>/`` prefix of an S3-compatible
+  bucket shared by every host in production; and one ``CacheEntry`` row (§4.3), the only thing that says which
+  blob holds a key. Blob names come from the sha256 of the key and of the content, never from user input, so
+  writers on different hosts never clash: two that store the same value write the same name with the same bytes.
+  A writer stages the value in a local temporary file under ``CACHE_DIR/<directory>/.tmp``, fsyncs and hashes it,
+  saves it under its name (a local storage renames it into place, fsyncing the folder; an object store uploads it
+  in one PUT), and only then writes the row: a killed writer leaves at most a temporary file or an unreferenced
+  blob, which read as a miss and are removed by cleanup after ``orphan_grace_seconds``. Reads verify size and
+  sha256 while streaming. What holds across hosts is decided by the database (``INSERT … ON CONFLICT``, the row
+  lock of an overwrite), never by a lock on a local file.
 * **Statistics** are true across processes: atomic ``HINCRBY`` in Redis; in the embedded mode each process
   batches its counts and adds them to ``CacheStatistics`` rows with ``F()`` at most every
   ``cache_options.stats_flush_interval`` seconds and at exit, so figures seen by *another* process may lag by that
@@ -38,6 +45,8 @@ list): ``namespaces``, ``keys``, ``values``, ``shared`` (the shared layer, named
 which the selectors read too), ``counters``, ``redis_store``, ``local_store``, ``memory`` (which store), ``blobs``
 (blob I/O), ``hits`` (hit bookkeeping), ``files`` (file entries), ``reads`` (whole reads, the speculative read),
 ``statistics``, ``operations`` (the public operations), ``compute`` (compute once, ``cached()``), ``cleanup``.
+The ``flock`` of the embedded memory namespaces guards one machine's processes only, which is all the embedded
+mode has; with Redis (production) it is not used.
 Callers import from this package, not from its modules.
 """
 
@@ -47,7 +56,11 @@ from memory_app.services.cache.compute import CACHE_POLICIES, CachePolicy, cache
 from memory_app.services.cache.files import cache_file_read_verified
 from memory_app.services.cache.keys import cache_canonical_json, cache_key
 from memory_app.services.cache.memory import cache_memory_usage
-from memory_app.services.cache.namespaces import cache_namespace_config, cache_namespace_directory
+from memory_app.services.cache.namespaces import (
+    cache_namespace_config,
+    cache_namespace_directory,
+    cache_namespace_location,
+)
 from memory_app.services.cache.operations import (
     CacheLookup,
     cache_clear,
@@ -88,6 +101,7 @@ __all__ = [
     "cache_memory_usage",
     "cache_namespace_config",
     "cache_namespace_directory",
+    "cache_namespace_location",
     "cache_open",
     "cache_process_state_reset",
     "cache_set",

@@ -1,5 +1,6 @@
-"""Blob I/O of file namespaces: where a blob lives, the temporary-file-then-rename writer, removal, and the verified
-open (size and sha256) of a blob an entry names."""
+"""Blob I/O of file namespaces, through the ``cache`` Django storage (``memory_app.blob_storage``): a blob's storage
+name, the writer (stage locally, hash, then save under the content's name), removal, and the verified open (size and
+sha256) of a blob an entry names."""
 
 from __future__ import annotations
 
@@ -12,35 +13,33 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
+from django.core.files.storage import Storage
+
+from memory_app.blob_storage import CACHE_STORAGE, STAGING_FOLDER, StagedFile, blob_storage
 from memory_app.models import CacheEntry
 from memory_app.services.cache.values import _PRECOMPRESSED_TYPES
 
 _CHUNK = 1024 * 1024
 
 
-def _blob_file(directory: Path, blob_name: str) -> str:
-    """Where a blob lives, as a string: the hit path opens it without pathlib's joining (about 10 µs a hit)."""
+def _cache_storage() -> Storage:
+    return blob_storage(CACHE_STORAGE)
+
+
+def _blob_storage_name(location: str, blob_name: str) -> str:
+    """A blob's name in the cache storage: ``<namespace folder>/<two hex digits>/<blob name>``."""
     # Two hex digits of sharding keep directories small; blob names are hex digests, never user input.
-    return os.path.join(directory, blob_name[:2], blob_name)
-
-
-def _blob_path(directory: Path, blob_name: str) -> Path:
-    return Path(_blob_file(directory, blob_name))
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    return f"{location}/{blob_name[:2]}/{blob_name}"
 
 
 class _BlobWriter:
-    """Writes chunks to a temporary file, gzip-compressing once they pass the threshold, then renames it."""
+    """Stages chunks in a local temporary file (gzip-compressing once they pass the threshold) while hashing them,
+    then saves it under its content-addressed name: a local storage renames it into place, an object store
+    uploads it. Two hosts that store the same value write the same name with the same bytes."""
 
-    def __init__(self, directory: Path, digest: str, content_type: str, threshold: int | None) -> None:
-        self.directory = directory
+    def __init__(self, location: str, staging: Path, digest: str, content_type: str, threshold: int | None) -> None:
+        self.location = location
+        self.staging = staging
         self.digest = digest
         self.content_type = content_type
         self.threshold = threshold
@@ -69,9 +68,8 @@ class _BlobWriter:
         yield compressor.flush()
 
     def write(self, chunks: Iterable[bytes]) -> str:
-        temporary_directory = self.directory / ".tmp"
-        temporary_directory.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=temporary_directory, prefix=f"{self.digest[:16]}-")
+        self.staging.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=self.staging, prefix=f"{self.digest[:16]}-")
         hasher = hashlib.sha256()
         try:
             with os.fdopen(descriptor, "wb") as handle:
@@ -84,15 +82,18 @@ class _BlobWriter:
                 os.fsync(handle.fileno())
             self.checksum = hasher.hexdigest()
             blob_name = f"{self.digest}-{self.checksum[:16]}"
-            final = _blob_path(self.directory, blob_name)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temporary, final)
-            _fsync_directory(final.parent)
+            with StagedFile(temporary) as staged:
+                _cache_storage().save(_blob_storage_name(self.location, blob_name), staged)
             return blob_name
-        except BaseException:
+        finally:
+            # Gone already when a local storage renamed it into place.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
-            raise
+
+
+def _staging_directory(directory: Path) -> Path:
+    """The local folder a namespace's writers stage blobs in (``CACHE_DIR/<folder>/.tmp``, swept by cleanup)."""
+    return directory / STAGING_FOLDER
 
 
 def _chunks_of(source: IO[bytes]) -> Iterator[bytes]:
@@ -100,10 +101,11 @@ def _chunks_of(source: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _remove_blobs(directory: Path, blob_names: Iterable[str]) -> None:
+def _remove_blobs(location: str, blob_names: Iterable[str]) -> None:
+    storage = _cache_storage()
     for blob_name in blob_names:
         with contextlib.suppress(FileNotFoundError):
-            _blob_path(directory, blob_name).unlink()
+            storage.delete(_blob_storage_name(location, blob_name))
 
 
 class _FileHit(NamedTuple):
@@ -118,15 +120,22 @@ class _FileHit(NamedTuple):
     content_type: str
 
 
-def _verified_open(directory: Path, entry: CacheEntry | _FileHit) -> IO[bytes] | None:
+def _blob_open(location: str, blob_name: str) -> IO[bytes] | None:
+    """The blob opened for reading, None when it is missing."""
+    try:
+        return _cache_storage().open(_blob_storage_name(location, blob_name), "rb")
+    except FileNotFoundError:
+        return None
+
+
+def _verified_open(location: str, entry: CacheEntry | _FileHit) -> IO[bytes] | None:
     """The blob opened and verified (size and sha256, read in chunks), rewound; None when missing or corrupted.
 
-    The returned handle keeps reading the verified bytes even if the blob is replaced or removed meanwhile:
-    blobs are never rewritten in place, only renamed over or unlinked.
+    The returned handle keeps reading the verified bytes even if the blob is replaced or removed meanwhile: a local
+    blob is never rewritten in place, only renamed over or unlinked; an object store's read is a copy.
     """
-    try:
-        handle = open(_blob_path(directory, entry.blob_name), "rb")  # noqa: SIM115 - returned to the caller
-    except FileNotFoundError:
+    handle = _blob_open(location, entry.blob_name)
+    if handle is None:
         return None
     hasher = hashlib.sha256()
     size = 0

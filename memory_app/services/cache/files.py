@@ -7,7 +7,6 @@ import datetime as dt
 import gzip
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import IO, Any
 
 from django.db import connections, transaction
@@ -16,10 +15,16 @@ from django.utils import timezone
 
 from comicmem_site.memory_config import CacheNamespaceConfig
 from memory_app.models import CacheEntry
-from memory_app.services.cache.blobs import _BlobWriter, _FileHit, _remove_blobs, _verified_open
+from memory_app.services.cache.blobs import (
+    _BlobWriter,
+    _FileHit,
+    _remove_blobs,
+    _staging_directory,
+    _verified_open,
+)
 from memory_app.services.cache.counters import _counters
 from memory_app.services.cache.hits import _file_hits
-from memory_app.services.cache.namespaces import cache_namespace_directory
+from memory_app.services.cache.namespaces import cache_namespace_directory, cache_namespace_location
 
 logger = logging.getLogger("memory_app.cache")
 
@@ -45,24 +50,24 @@ def _file_entry_hit(namespace: str, digest: str, now: dt.datetime) -> _FileHit |
     return _FileHit(entry_id, blob_name, size_bytes, checksum, bool(compressed), value_format, content_type)
 
 
-def _file_corrupted(namespace: str, directory: Path, entry: _FileHit) -> None:
+def _file_corrupted(namespace: str, location: str, entry: _FileHit) -> None:
     # Only the row that still names this blob goes: a concurrent rewrite of the key keeps its own.
     CacheEntry.objects.filter(pk=entry.pk, blob_name=entry.blob_name).delete()
-    _remove_blobs(directory, [entry.blob_name])
+    _remove_blobs(location, [entry.blob_name])
     logger.warning("cache blob %s/%s is missing or corrupted; entry removed", namespace, entry.blob_name)
     _counters().add(namespace, misses=1, corrupted=1)
 
 
 def _file_open(namespace: str, digest: str) -> tuple[_FileHit, IO[bytes]] | None:
-    directory = cache_namespace_directory(namespace=namespace)
+    location = cache_namespace_location(namespace=namespace)
     now = timezone.now()
     entry = _file_entry_hit(namespace, digest, now)
     if entry is None:
         _counters().add(namespace, misses=1)
         return None
-    handle = _verified_open(directory, entry)
+    handle = _verified_open(location, entry)
     if handle is None:
-        _file_corrupted(namespace, directory, entry)
+        _file_corrupted(namespace, location, entry)
         return None
     _file_hits.add(namespace, entry.pk, now)
     if entry.compressed:
@@ -80,14 +85,17 @@ def _file_store(
     value_format: str,
     expiry: int | None,
 ) -> bool:
-    directory = cache_namespace_directory(namespace=namespace)
-    writer = _BlobWriter(directory, digest, content_type, config.compress_threshold)
+    location = cache_namespace_location(namespace=namespace)
+    staging = _staging_directory(cache_namespace_directory(namespace=namespace))
+    writer = _BlobWriter(location, staging, digest, content_type, config.compress_threshold)
+    # The blob is whole in the store before any row names it: a writer killed before the row leaves an orphan
+    # blob (removed by cleanup after its grace), never a row without its bytes.
     blob_name = writer.write(chunks)
     if config.max_disk_usage is not None and writer.size > config.max_disk_usage:
         # Storing it would evict everything else and then itself: refuse, and say so in the log. (The blob is kept
         # only if a row written under an earlier, larger limit still names these very bytes.)
         if not CacheEntry.objects.filter(namespace=namespace, blob_name=blob_name).exists():
-            _remove_blobs(directory, [blob_name])
+            _remove_blobs(location, [blob_name])
         logger.info("value of %d bytes exceeds max_disk_usage of %s; not cached", writer.size, namespace)
         return False
     now = timezone.now()
@@ -120,7 +128,7 @@ def _file_store(
         stale += _evict_file_entries(namespace, config, keep=digest)
     # Blobs go after the rows are committed. Inside a caller's transaction that later rolls back, a revived row
     # would find its blob gone: that reads as a miss (counted as corrupted) and the row is removed then.
-    _remove_blobs(directory, stale)
+    _remove_blobs(location, stale)
     return True
 
 
@@ -207,7 +215,7 @@ def cache_file_read_verified(*, entry: CacheEntry, max_bytes: int) -> bytes | No
     """
     if entry.size_bytes > max_bytes:
         return None
-    handle = _verified_open(cache_namespace_directory(namespace=entry.namespace), entry)
+    handle = _verified_open(cache_namespace_location(namespace=entry.namespace), entry)
     if handle is None:
         return None
     with handle:

@@ -1,4 +1,6 @@
-"""Namespaces: a namespace's configuration (names come only from config) and its directory under ``CACHE_DIR``."""
+"""Namespaces: a namespace's configuration (names come only from config), its folder in the ``cache`` storage and its
+local directory under ``CACHE_DIR`` (the blobs themselves in the embedded mode; only staged writes with an object
+store)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,22 @@ def cache_namespace_directory(*, namespace: str) -> Path:
         # The config validator refuses such a directory already; this guards a settings object built by hand.
         raise ValidationFailed(f"The directory of cache namespace '{namespace}' is outside the cache root.")
     return directory
+
+
+def cache_namespace_location(*, namespace: str) -> str:
+    """The namespace's folder in the ``cache`` storage (``<directory or namespace>``, relative, checked like
+    ``cache_namespace_directory``): blob names start with it."""
+    config = cache_namespace_config(namespace=namespace)
+    location = _relative_location(str(settings.CACHE_DIR), config.directory or namespace)
+    if location is None:
+        raise ValidationFailed(f"The directory of cache namespace '{namespace}' is outside the cache root.")
+    return location
+
+
+@functools.lru_cache(maxsize=256)
+def _relative_location(root_name: str, name: str) -> str | None:
+    directory = _resolved_directory(root_name, name)
+    return None if directory is None else directory.relative_to(Path(root_name).resolve()).as_posix()
 
 
 @functools.lru_cache(maxsize=256)

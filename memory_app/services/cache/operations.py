@@ -19,7 +19,7 @@ from memory_app.services.cache.counters import _counters
 from memory_app.services.cache.files import _file_open, _file_store
 from memory_app.services.cache.keys import cache_key
 from memory_app.services.cache.memory import _memory_store
-from memory_app.services.cache.namespaces import cache_namespace_config, cache_namespace_directory
+from memory_app.services.cache.namespaces import cache_namespace_config, cache_namespace_location
 from memory_app.services.cache.reads import _file_read
 from memory_app.services.cache.values import _decode, _encode, _expiry_seconds, _pack_memory_value, _unpack_memory_value
 from memory_app.services.history import history_record
@@ -127,7 +127,7 @@ def cache_delete(*, namespace: str, key: Any) -> bool:
         if entry is None:
             return False
         CacheEntry.objects.filter(pk=entry.pk).delete()
-        _remove_blobs(cache_namespace_directory(namespace=namespace), [entry.blob_name])
+        _remove_blobs(cache_namespace_location(namespace=namespace), [entry.blob_name])
         return True
     return _memory_store().delete(namespace, digest)
 
@@ -136,7 +136,7 @@ def cache_clear(*, namespace: str, user: AbstractBaseUser | None = None) -> int:
     """Empty one namespace everywhere and record ``cache_cleared``; returns how many live entries it held."""
     config = cache_namespace_config(namespace=namespace)
     if config.backend == "file":
-        directory = cache_namespace_directory(namespace=namespace)
+        location = cache_namespace_location(namespace=namespace)
         removed = 0
         while True:
             rows = CacheEntry.objects.filter(namespace=namespace).values_list("id", "blob_name", "expires_at")
@@ -144,7 +144,7 @@ def cache_clear(*, namespace: str, user: AbstractBaseUser | None = None) -> int:
             if not batch:
                 break
             CacheEntry.objects.filter(id__in=[row[0] for row in batch]).delete()
-            _remove_blobs(directory, [row[1] for row in batch])
+            _remove_blobs(location, [row[1] for row in batch])
             now = timezone.now()
             removed += sum(1 for row in batch if row[2] is None or row[2] > now)
     else:

@@ -8,25 +8,24 @@ import hashlib
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 from django.utils import timezone
 
-from memory_app.services.cache.blobs import _blob_file, _FileHit
+from memory_app.blob_storage import CACHE_STORAGE, blob_read
+from memory_app.services.cache.blobs import _blob_storage_name, _FileHit
 from memory_app.services.cache.counters import _counters
 from memory_app.services.cache.files import _file_corrupted, _file_entry_hit
 from memory_app.services.cache.hits import _file_hits
-from memory_app.services.cache.namespaces import cache_namespace_directory
+from memory_app.services.cache.namespaces import cache_namespace_location
 
 _BlobRead = tuple[bytes, str]  # a blob's bytes and their sha256
 
 
-def _read_and_hash(path: str, size: int) -> _BlobRead | None:
+def _read_and_hash(location: str, blob_name: str, size: int) -> _BlobRead | None:
     """A blob's bytes and their sha256, None when it is gone. One read of the size a row names and one more byte:
     a longer blob is caught without a stat."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(size + 1)
+        data = blob_read(alias=CACHE_STORAGE, name=_blob_storage_name(location, blob_name), limit=size + 1)
     except FileNotFoundError:
         return None
     return data, hashlib.sha256(data).hexdigest()
@@ -53,13 +52,13 @@ class _SpeculativeBlobReads:
         self._executor: ThreadPoolExecutor | None = None
         self._pid = 0
 
-    def start(self, namespace: str, digest: str, directory: Path) -> tuple[str, Future[_BlobRead | None]] | None:
+    def start(self, namespace: str, digest: str, location: str) -> tuple[str, Future[_BlobRead | None]] | None:
         """The guessed blob's name and its pending read, or None when there is nothing worth guessing."""
         guess = self._guesses.get((namespace, digest))
         if guess is None:
             return None
         blob_name, size = guess
-        return blob_name, self._pool().submit(_read_and_hash, _blob_file(directory, blob_name), size)
+        return blob_name, self._pool().submit(_read_and_hash, location, blob_name, size)
 
     def remember(self, namespace: str, digest: str, entry: _FileHit) -> None:
         key = (namespace, digest)
@@ -92,9 +91,9 @@ def _file_read(namespace: str, digest: str) -> tuple[_FileHit, bytes] | None:
     """The whole value of a file entry, verified while it is read: the blob is read once, not once to verify and
     again to return it (``cache_open`` streams instead, for values too large to hold). A large blob hit before in
     this process is read beside the row's lookup (``_SpeculativeBlobReads``)."""
-    directory = cache_namespace_directory(namespace=namespace)
+    location = cache_namespace_location(namespace=namespace)
     now = timezone.now()
-    speculative = _blob_reads.start(namespace, digest, directory)
+    speculative = _blob_reads.start(namespace, digest, location)
     entry = _file_entry_hit(namespace, digest, now)
     if entry is None:
         _blob_reads.forget(namespace, digest)
@@ -103,10 +102,10 @@ def _file_read(namespace: str, digest: str) -> tuple[_FileHit, bytes] | None:
     if speculative is not None and speculative[0] == entry.blob_name:
         read = speculative[1].result()
     else:
-        read = _read_and_hash(_blob_file(directory, entry.blob_name), entry.size_bytes)
+        read = _read_and_hash(location, entry.blob_name, entry.size_bytes)
     if read is None or len(read[0]) != entry.size_bytes or read[1] != entry.checksum:
         _blob_reads.forget(namespace, digest)
-        _file_corrupted(namespace, directory, entry)
+        _file_corrupted(namespace, location, entry)
         return None
     _blob_reads.remember(namespace, digest, entry)
     _file_hits.add(namespace, entry.pk, now)

@@ -409,9 +409,9 @@ def large(cache_namespaces, cache_root, monkeypatch):
     readers: list[str] = []
     read_and_hash = cache_reads._read_and_hash
 
-    def recording(path: str, size: int):
+    def recording(location: str, blob_name: str, size: int):
         readers.append(threading.current_thread().name)
-        return read_and_hash(path, size)
+        return read_and_hash(location, blob_name, size)
 
     monkeypatch.setattr(cache_reads, "_read_and_hash", recording)
     return readers

@@ -78,6 +78,7 @@ def test_the_package_keeps_the_names_callers_import():
         "cache_lookup",
         "cache_memory_usage",
         "cache_namespace_directory",
+        "cache_namespace_location",
         "cache_open",
         "cache_process_state_reset",
         "cache_set",

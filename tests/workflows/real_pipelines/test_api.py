@@ -220,8 +220,11 @@ def test_a_runs_files_are_shown_under_the_public_id_and_taken_back_from_there(
     ]
     assert (media / "projects" / project.pk / "images" / run_id / "page_001.png").is_file()
     urls = [record["details"]["image_url"] for record in history.json()["data"]["records"]]
-    assert urls and all(url.startswith(f"http://testserver/api/workflows/{run_id}/outputs/panel_") for url in urls)
+    assert urls and all(url.startswith("http://testserver/api/files/") for url in urls)
     assert all(client.get(url.removeprefix("http://testserver")).status_code == 200 for url in urls)
+    assert sorted(shown.json()["data"]["output_urls"]) == ["page_001.png"] + [
+        f"panel_{number:03d}.png" for number in range(1, len(urls) + 1)
+    ]
     for answer in (shown, snapshots, history):
         assert project.pk not in answer.content.decode()
     assert client.get(f"/api/workflows/{run_id}/outputs/page_001.png").status_code == 200

@@ -4,6 +4,7 @@ the browser loads, on real runs of both pipelines."""
 from __future__ import annotations
 
 import pytest
+from django.core.files.storage import default_storage
 
 from memory_app.choices import STEP_ACTIONS
 from memory_app.models import HistoryAction, HistoryRecord, WorkflowState
@@ -100,23 +101,29 @@ def test_step_names_and_actions_mix_and_an_unknown_name_lists_the_valid_ones(aut
     assert all(name in message for name in [*HistoryAction, *STEP_ACTIONS])
 
 
-def test_image_records_carry_the_url_that_serves_the_panel(auth_client, other_client, both_runs):
+def test_image_records_carry_a_signed_url_that_serves_the_panel(auth_client, other_client, client, both_runs):
     comic = both_runs[1]
     response = auth_client.get("/api/memory/history/proj-001?action_type=image_generation&order=asc")
     stored = HistoryRecord.objects.filter(workflow_id=comic.pk, action="image_generation_completed").order_by("id")
 
     urls = [record["details"]["image_url"] for record in response.json()["data"]["records"]]
-    assert urls == [
-        f"http://testserver/api/workflows/{comic.pk}/outputs/panel_{number:03d}.png"
-        for number in range(1, len(comic.data["panels"]) + 1)
+    panels = len(comic.data["panels"])
+    assert len(urls) == panels
+    assert all(url.startswith("http://testserver/api/files/") for url in urls)
+    # Stored as the run's authenticated route (no host is known to a worker); the answer signs it.
+    assert [record.details["image_url"] for record in stored] == [
+        f"/api/workflows/{comic.pk}/outputs/panel_{number:03d}.png" for number in range(1, panels + 1)
     ]
-    # Stored relative (no host is known to a worker); the answer makes it absolute.
-    assert [record.details["image_url"] for record in stored] == [url.removeprefix("http://testserver") for url in urls]
-    for url in urls:
-        loaded = auth_client.get(url, HTTP_ACCEPT="image/*")
+    for number, url in enumerate(urls, start=1):
+        # No Authorization header, no session: the signature is the credential.
+        loaded = client.get(url, HTTP_ACCEPT="image/*")
         assert (loaded.status_code, loaded["Content-Type"]) == (200, "image/png")
-        assert b"".join(loaded.streaming_content).startswith(b"\x89PNG")
-        assert other_client.get(url).status_code == 404
+        served = b"".join(loaded.streaming_content)
+        assert (
+            served
+            == default_storage.open(f"projects/{comic.project_id}/images/{comic.pk}/panel_{number:03d}.png").read()
+        )
+        assert other_client.get(f"/api/workflows/{comic.pk}/outputs/panel_{number:03d}.png").status_code == 404
 
 
 def test_a_panel_loads_as_soon_as_its_unit_is_done(auth_client, both_runs):
@@ -146,5 +153,7 @@ def test_a_record_written_with_a_storage_path_answers_with_the_url(auth_client, 
     records = auth_client.get("/api/memory/timeline/proj-001?action_type=image_generation_completed&order=desc")
     shown = [entry["details"]["image_url"] for entry in records.json()["data"]["timeline"][:2]]
 
-    assert shown == [foreign, f"http://testserver/api/workflows/{comic.pk}/outputs/panel_001.png"]
+    assert shown[0] == foreign
+    assert shown[1].startswith("http://testserver/api/files/")
+    assert b"".join(auth_client.get(shown[1]).streaming_content).startswith(b"\x89PNG")
     assert HistoryRecord.objects.filter(details__image_url=own).count() == 1  # the stored record is unchanged

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
+from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandParser
 
+from memory_app.blob_storage import DEFAULT_STORAGE, blob_signed_url, blob_storage_is_local
 from workflows import cli
 
 
@@ -44,7 +44,10 @@ class Command(BaseCommand):
         )
         cli.report(self.stdout, run)
         outputs = run.data.get("outputs", {})
-        root = Path(settings.MEDIA_ROOT)
         self.stdout.write(f"{len(outputs.get('panels', []))} panels, {len(outputs.get('pages', []))} pages:\n")
         for name in outputs.get("pages", []):
-            self.stdout.write(f"  {root / name}\n")
+            # A local file's path; in object storage, the page's name there and a signed URL that loads it.
+            if blob_storage_is_local(DEFAULT_STORAGE):
+                self.stdout.write(f"  {default_storage.path(name)}\n")
+            else:
+                self.stdout.write(f"  {name}  {blob_signed_url(name=name)}\n")
