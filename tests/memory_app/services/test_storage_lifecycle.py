@@ -10,7 +10,14 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from memory_app.models import CacheEntry, ProjectCacheUse, StorageDeletion, WorkflowState
+from memory_app.models import (
+    CacheEntry,
+    Character,
+    CharacterReference,
+    ProjectCacheUse,
+    StorageDeletion,
+    WorkflowState,
+)
 from memory_app.services.cache import cache_get, cache_set
 from memory_app.services.projects import project_delete
 from memory_app.services.storage_lifecycle import (
@@ -204,3 +211,34 @@ def test_outputs_of_finished_runs_past_the_retention_expire(media, settings, aut
     assert response.status_code == 404
     assert response.json()["error"]["details"]["expired_at"] == old.outputs_expired_at.isoformat()
     assert auth_client.get(f"/api/workflows/{recent.pk}/outputs/panel_001.png").status_code == 200
+
+
+def reference(project, name: str, storage_name: str):
+    character = Character.objects.create(project=project, name=name)
+    return CharacterReference.objects.create(
+        character=character,
+        storage_name=storage_name,
+        sha256=storage_name.split("/")[-1].split(".")[0],
+        content_type="image/png",
+        size_bytes=3,
+        width=1,
+        height=1,
+    )
+
+
+def test_a_deleted_projects_reference_images_go_unless_another_project_uses_the_same_picture(media):
+    project = ProjectFactory(id="k-1", public_id="alpha")
+    other = ProjectFactory(id="k-2", public_id="beta")
+    own = store(f"references/{'a' * 64}.png")
+    shared = store(f"references/{'b' * 64}.png")
+    reference(project, "林小雨", own)
+    reference(project, "老周", shared)
+    reference(other, "阿明", shared)  # content-addressed: the same picture is one file
+
+    project_delete(project=project)
+    (deletion,) = StorageDeletion.objects.all()
+    assert own in deletion.names and shared not in deletion.names
+    storage_deletion_process(deletion_id=deletion.pk)
+
+    assert existing([own, shared]) == [shared]
+    assert CharacterReference.objects.get().character.project_id == "k-2"
