@@ -19,9 +19,10 @@ The rules (docs/workflows.md, "Character extraction", says the same for readers)
   周伯 are both an elder man's; 杨婶 and 杨叔 are two people, as are 老王 and his son 小王). (3) 老X / 小X join
   the surname's full name when the text mentions exactly one and no form of another kind; a kinship form
   (吴奶奶) never joins a full name by its surname alone. (4) An explicit link joins the name just after
-  「人称」, 「外号」, 「绰号」, 「也就是」, 「(都)叫他/她」, 「管他叫」 to the last name before it in the same sentence,
-  whatever the surnames. (5) Two names in one sentence of narration are two people: rules 2 and 3 never join
-  them. The character's ``name`` is its most mentioned full name (a surname and a given name), or its most
+  「人称」, 「外号」, 「绰号」, 「也就是」, 「(都)叫他/她」, 「管他叫」 to a name before it in the same sentence: one of
+  the same surname if there is one, else for 叫他 / 管她叫 the sentence's subject (its first name), else the name
+  just before, whatever the surnames. (5) Two names in one sentence of narration are two people: rules 2 and 3
+  never join them. The character's ``name`` is its most mentioned full name (a surname and a given name), or its most
   mentioned form when it has none; ties go to the first seen.
 * **Present or only mentioned.** A character needs ``min_mentions`` mentions in all. A mention *acts* unless
   it is inside quoted speech (and not the addressee at the start of the quote: “小明, …”) or follows, in its
@@ -344,10 +345,32 @@ def _fold_links(groups: _Groups, read: _Text, names: set[str], mentions: list[_M
         after = next((name for name in by_length if read.text.startswith(name, match.end())), None)
         sentence_start = max((end.end() for end in _SENTENCE_END.finditer(read.text, 0, match.start())), default=0)
         before = [m.form for m in mentions if sentence_start <= m.start < match.start()]
-        if after and before and before[-1] != after:
-            groups.join(after, before[-1], force=True)
+        target = _link_target(after, before, pronoun="他" in match.group() or "她" in match.group())
+        if after and target and target != after:
+            groups.join(after, target, force=True)
             linked.add(after)
     return linked
+
+
+def _surname(form: str) -> str | None:
+    address = address_kind(form)
+    if address is not None:
+        return address[0]
+    full = split_full_name(form)
+    return full[0] if full is not None else None
+
+
+def _link_target(after: str | None, before: list[str], *, pronoun: bool) -> str | None:
+    """Which earlier name of the sentence a link ties ``after`` to: one of the same surname when there is one
+    (周伯是林小雨家楼下的师傅 / 大家都叫他老周: 老周 is 周伯); else, for 叫他 / 管她叫, the sentence's subject, its
+    first name (the pronoun's referent in narration); else the name just before (镇上的铁匠张强 / 人称张铁手)."""
+    if after is None or not before:
+        return None
+    surname = _surname(after)
+    same = [form for form in before if surname is not None and _surname(form) == surname and form != after]
+    if same:
+        return same[-1]
+    return before[0] if pronoun else before[-1]
 
 
 def _canonical(members: list[str], counts: dict[str, int], first: dict[str, int]) -> str:

@@ -115,4 +115,12 @@ CORPUS: list[Passage] = [
         "马建国临走时握着高明的手说：“老高，对不住了。”",
         "characters": [{"name": "高明", "aliases": ["老高"]}, {"name": "马建国", "aliases": []}],
     },
+    {
+        # Found using the product: 「大家都叫他老周」 names the subject of its sentence (周伯), not the girl named
+        # between them; the grandfather is only remembered.
+        "text": "林小雨背着书包走出校门，天正下着小雨。林小雨东张西望，没有看见妈妈。小雨叹了口气。老周推着自行车走"
+        "过来，笑着说：“小雨，上车，我送你回家。”周伯是林小雨家楼下修车的师傅，大家都叫他老周。林小雨想起了去世"
+        "的爷爷林大山。周伯骑得很慢，林小雨在后座唱起了歌。",
+        "characters": [{"name": "林小雨", "aliases": ["小雨"]}, {"name": "老周", "aliases": ["周伯"]}],
+    },
 ]
