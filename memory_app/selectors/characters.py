@@ -3,6 +3,8 @@ aliases (a merged name finds the character it was merged into)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 
 from memory_app.errors import NotFound
@@ -40,3 +42,18 @@ def project_reference_storage_names(*, project_id: str) -> list[str]:
         .values_list("storage_name", flat=True)
     )
     return sorted(names - shared)
+
+
+def character_references_brief(*, character: Character | None) -> list[dict[str, Any]]:
+    """What a run keeps of a character's reference images (the image provider gets the files by these names)."""
+    if character is None:
+        return []
+    return [
+        {
+            "storage_name": item.storage_name,
+            "sha256": item.sha256,
+            "content_type": item.content_type,
+            "dominant_colors": item.dominant_colors,
+        }
+        for item in character.references.all()
+    ]

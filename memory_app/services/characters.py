@@ -64,6 +64,26 @@ def character_design_merge(record: dict[str, Any] | None, design: dict[str, Any]
     return merged
 
 
+def character_person_set(record: dict[str, Any], design: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``design`` (a run's design) with what a person set on the record (its locked paths) taken
+    from the record as it is now: a person who edits a character while a run waits (``pause_after``) sees the
+    run draw their edit. Pure, like ``character_design_merge``."""
+    locked = set(record.get("locked_fields") or [])
+    fields = {field: _copy(design.get(field) or {}) for field in DICT_FIELDS}
+    fields.update({field: _copy(design.get(field) or []) for field in LIST_FIELDS})
+    for field in DICT_FIELDS:
+        current = record.get(field) or {}
+        for key in (path.split(".", 1)[1] for path in locked if path.startswith(f"{field}.")):
+            if key in current:
+                fields[field][key] = current[key]
+            else:
+                fields[field].pop(key, None)  # a person removed it
+    for field in LIST_FIELDS:
+        if field in locked:
+            fields[field] = _copy(record.get(field) or [])
+    return fields
+
+
 def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {
         field: {"before": before.get(field), "after": after.get(field)}

@@ -30,13 +30,13 @@ from django.urls import reverse
 from memory_app.choices import HistoryAction
 from memory_app.errors import NotFound, ProviderError, ValidationFailed
 from memory_app.providers.fonts import glyphs_missing, renderer_identity
-from memory_app.selectors.creative import character_records_known_as, style_get
-from memory_app.services.characters import character_design_merge, character_state
-from memory_app.services.creative import character_upsert, style_usage_record
+from memory_app.selectors.creative import style_get
+from memory_app.services.creative import style_usage_record
 from memory_app.services.history import history_record
 from memory_app.services.previous_context import previous_context_check, previous_context_resolve
 from workflows.engine import FanOutStep, StartRequest, Step, StepContext, WorkflowType
 from workflows.engine import workflow_type_register as register
+from workflows.pipelines.comic_characters import character_design, character_design_commit, characters_with_person_edits
 from workflows.pipelines.common import (
     input_text,
     int_preference,
@@ -141,84 +141,6 @@ def script_generation(context: StepContext) -> dict[str, Any]:
     return {**context.data, "scripts": scripts}
 
 
-def character_design(context: StepContext) -> dict[str, Any]:
-    """Design every main character. A character on record, found by its name or one of its aliases or by one of
-    the story's aliases of it, is that character (scripts are renamed to its record's name); it keeps what it has
-    and what a person set (``character_design_merge``)."""
-    passages = [segment["text"] for segment in context.data["segments"]]
-    story_aliases = context.data.get("character_aliases", {})
-    forms = {name: [name, *story_aliases.get(name, [])] for name in context.data["main_characters"]}
-    records = character_records_known_as(project_id=context.project_id, forms=forms)
-    canonical = {name: records[name].name if name in records else name for name in forms}
-    designs: dict[str, dict[str, Any]] = {}
-    for name, known in forms.items():
-        mentions = sum(passage.count(form) for passage in passages for form in known)
-        aliases = [form for form in known if form != canonical[name]]
-        if canonical[name] in designs:
-            design = designs[canonical[name]]
-            design["mentions"] += mentions
-            design["aliases"] = list(dict.fromkeys([*design["aliases"], *aliases]))
-            continue
-        design = llm.design_character(name, passages=passages, aliases=known[1:], ask=chat_cached)
-        design["name"] = canonical[name]
-        design["aliases"] = aliases
-        record = records.get(name)
-        if record is not None:
-            design.update(character_design_merge(character_state(record), design))
-        design["references"] = [
-            {
-                "storage_name": item.storage_name,
-                "sha256": item.sha256,
-                "content_type": item.content_type,
-                "dominant_colors": item.dominant_colors,
-            }
-            for item in (record.references.all() if record is not None else [])
-        ]
-        design["mentions"] = mentions
-        designs[design["name"]] = design
-    scripts = [
-        {
-            **script,
-            "characters": list(dict.fromkeys(canonical.get(name, name) for name in script["characters"])),
-            "dialogue": [
-                {**line, "speaker": canonical.get(line["speaker"], line["speaker"])} for line in script["dialogue"]
-            ],
-        }
-        for script in context.data.get("scripts", [])
-    ]
-    if "scripts" in context.data:
-        return {**context.data, "scripts": scripts, "characters": list(designs.values())}
-    return {**context.data, "characters": list(designs.values())}
-
-
-def character_design_commit(context: StepContext, result: dict[str, Any]) -> None:
-    project = run_project(context)
-    created: list[str] = []
-    updated: list[str] = []
-    for design in result["characters"]:
-        # ``character_design`` named each design after its record; the story's other names are its aliases.
-        _character, was_created = character_upsert(
-            project=project,
-            name=design["name"],
-            appearance_features=design["appearance_features"],
-            consistent_features=design["consistent_features"],
-            personality_traits=design["personality_traits"],
-            colors=design["colors"],
-            mentions=design["mentions"],
-            aliases=design.get("aliases", []),
-            user=run_owner(context),
-            workflow_id=context.workflow_id,
-        )
-        (created if was_created else updated).append(design["name"])
-    history_record(
-        project=project,
-        action=HistoryAction.CHARACTER_DESIGNED,
-        user=run_owner(context),
-        workflow_id=context.workflow_id,
-        details={"created": created, "updated": updated},
-    )
-
-
 def _describe(design: dict[str, Any]) -> str:
     features = design["appearance_features"]
     kept = [f"{key}: {features[key]}" for key in design["consistent_features"] if key in features]
@@ -230,7 +152,8 @@ def scene_composition(context: StepContext) -> dict[str, Any]:
     panel and ``previous_context``; and the panel's seed."""
     style = style_get(user=run_owner(context), template_id=context.data["style"])
     previous = previous_context_resolve(project=run_project(context), value=context.data.get("previous_context"))
-    designs = {design["name"]: design for design in context.data["characters"]}
+    characters = characters_with_person_edits(context)
+    designs = {design["name"]: design for design in characters}
     palette = list(style.visual_parameters.get("color_palette") or ["#FFFFFF"])
     base_seed = context.preferences["seed"]
     reference_name = None
@@ -281,6 +204,7 @@ def scene_composition(context: StepContext) -> dict[str, Any]:
         previous_scene = script["scene"]
     return {
         **context.data,
+        "characters": characters,
         "panels": panels,
         "previous_context_used": {
             "kind": previous.kind,

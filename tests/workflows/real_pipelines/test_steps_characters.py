@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from memory_app.services.character_references import character_reference_add
-from memory_app.services.characters import character_create
+from memory_app.services.characters import character_create, character_update
 from memory_app.services.creative import style_create
 from memory_app.services.workflow import workflow_create
 from tests.workflows.real_pipelines.test_steps import context
@@ -124,3 +124,49 @@ def test_after_a_merge_a_run_that_finds_the_merged_name_draws_the_surviving_char
 
     assert [(design["name"], design["colors"]["hair"]) for design in result["characters"]] == [("林小雨", "#111111")]
     assert result["scripts"][0]["characters"] == ["林小雨"]
+
+
+def test_a_run_paused_after_design_draws_what_the_owner_then_set_on_the_record(project, user):
+    """pause_after: ["character_design"], the owner fixes the character, continue: the panels show the fix."""
+    character = character_create(user=user, project=project, name="林小雨", appearance_features={"age_group": "elder"})
+    run = workflow_create(
+        workflow_type="comic_generation", project=project, owner=user, steps=["a"], data={}, preferences={}
+    )
+    designed = {
+        "name": "林小雨",
+        "appearance_features": {"age_group": "elder", "hair_color": "灰白色"},
+        "consistent_features": ["hair_color"],
+        "personality_traits": [],
+        "colors": {"hair": "#BBBBBB", "skin": "#FFDBAC"},
+        "references": [],
+    }
+    character_update(
+        user=user,
+        character=character,
+        fields={"appearance_features": {"age_group": "child"}, "colors": {"hair": "#111111"}},
+    )
+    reference, _ = character_reference_add(user=user, character=character, data=png("#00AA55"))
+    step = StepContext(
+        workflow_id=str(run.pk),
+        workflow_type="comic_generation",
+        project_id=project.pk,
+        step="scene_composition",
+        data={
+            "style": "manga_shonen",
+            "characters": [designed],
+            "scripts": [{"index": 0, "scene": "校门", "characters": ["林小雨"], "dialogue": [], "caption": ""}],
+        },
+        preferences={"seed": 1},
+        attempt=1,
+        project=project,
+        owner=user,
+    )
+
+    result = comic.scene_composition(step)
+
+    (drawn,) = result["characters"]
+    # What the person set wins; what they never touched (hair_color, skin) stays as the run designed it.
+    assert drawn["appearance_features"] == {"age_group": "child", "hair_color": "灰白色"}
+    assert drawn["colors"] == {"hair": "#111111", "skin": "#FFDBAC"}
+    assert [item["sha256"] for item in drawn["references"]] == [reference.sha256]
+    assert result["panels"][0]["figures"][0]["colors"]["hair"] == "#111111"
