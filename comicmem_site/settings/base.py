@@ -37,7 +37,10 @@ except MemoryConfigError as exc:
 
 CACHE_DIR = Path(MEMORY.storage.cache_dir)
 if not CACHE_DIR.is_absolute():
-    CACHE_DIR = (BASE_DIR / CACHE_DIR).resolve()
+    # A relative path under var/ follows COMICMEM_VAR_DIR, as everything else the embedded mode writes; any other
+    # relative path is the checkout's.
+    _parts = CACHE_DIR.parts
+    CACHE_DIR = (VAR_DIR.joinpath(*_parts[1:]) if _parts[:1] == ("var",) else BASE_DIR / CACHE_DIR).resolve()
 
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])

@@ -131,3 +131,15 @@ def test_production_logs_json_and_local_keeps_the_plain_line(tmp_path):
     # Celery workers keep Django's handlers (JSON) in production; locally Celery's own format stays.
     assert (production.stdout.strip(), local.stdout.strip()) == ("False", "True")
     assert local.stderr.strip().endswith("WARNING [-] memory_app.probe: probe")
+
+
+def test_the_default_cache_dir_follows_the_var_dir_like_everything_else_the_embedded_mode_writes(tmp_path):
+    code = "import django; django.setup()\nfrom django.conf import settings\nprint(settings.CACHE_DIR)\n"
+    env = {
+        **{key: value for key, value in os.environ.items() if key != "CACHE_DIR"},
+        "DJANGO_SETTINGS_MODULE": "comicmem_site.settings.local",
+        "COMICMEM_VAR_DIR": str(tmp_path / "state"),
+    }
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str((tmp_path / "state" / "cache").resolve())
