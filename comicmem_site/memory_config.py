@@ -417,8 +417,8 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "MEMORY_MAX_PROJECTS_PER_USER": ("projects.max_projects_per_user", "int"),
     "WEBHOOKS_ALLOW_LOOPBACK": ("webhooks.allow_loopback", "bool"),
     "WEBHOOKS_MAX_ATTEMPTS": ("webhooks.max_attempts", "int"),
-    "WEBHOOKS_RETRY_BASE_DELAY_SECONDS": ("webhooks.retry_base_delay_seconds", "str"),
-    "WEBHOOKS_TIMEOUT_SECONDS": ("webhooks.timeout_seconds", "str"),
+    "WEBHOOKS_RETRY_BASE_DELAY_SECONDS": ("webhooks.retry_base_delay_seconds", "float"),
+    "WEBHOOKS_TIMEOUT_SECONDS": ("webhooks.timeout_seconds", "float"),
     "WEBHOOKS_DISABLE_AFTER_FAILURES": ("webhooks.disable_after_failures", "int"),
 }
 
@@ -432,6 +432,11 @@ def _convert(variable: str, raw: str, kind: str) -> Any:
             return int(raw)
         except ValueError:
             raise MemoryConfigError(f"environment variable {variable}: {raw!r} is not an integer") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise MemoryConfigError(f"environment variable {variable}: {raw!r} is not a number") from None
     if kind == "bool":
         if raw.strip().lower() in _TRUE:
             return True
