@@ -15,13 +15,14 @@ from rest_framework.views import APIView
 
 from memory_app.api.authentication import authenticated_user
 from memory_app.api.fields import NoUnknownFieldsMixin, ProjectIdField, StrictBooleanField, StrictChoiceField
-from memory_app.models import WEBHOOK_ALL_EVENTS, WEBHOOK_EVENTS, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from memory_app.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from memory_app.models.webhooks import WEBHOOK_EVENT_CHOICES
 from memory_app.selectors.projects import project_get
 from memory_app.selectors.webhooks import webhook_delivery_list, webhook_endpoint_get, webhook_endpoint_list
 from memory_app.services.webhooks import webhook_endpoint_create, webhook_endpoint_delete, webhook_endpoint_update
 
 WEBHOOK_ID = OpenApiParameter("webhook_id", int, OpenApiParameter.PATH)
-EVENT_CHOICES = [*WEBHOOK_EVENTS, WEBHOOK_ALL_EVENTS]
+EVENT_CHOICES = WEBHOOK_EVENT_CHOICES
 
 
 def _events_field(**kwargs: Any) -> serializers.ListField:

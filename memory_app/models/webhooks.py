@@ -14,6 +14,8 @@ WEBHOOK_EVENTS = (
     "panel.ready",
 )
 WEBHOOK_ALL_EVENTS = "*"
+# What an endpoint may name: the events, and "*" (the schema's WebhookEventEnum).
+WEBHOOK_EVENT_CHOICES = [*WEBHOOK_EVENTS, WEBHOOK_ALL_EVENTS]
 
 
 class WebhookEndpoint(models.Model):

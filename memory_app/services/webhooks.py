@@ -6,7 +6,8 @@ sent after the commit. Every attempt signs ``{webhook-id}.{webhook-timestamp}.{b
 endpoint's secret (``webhook-signature: v1,<base64>``); ``webhook-id`` is the message's id, the same on every
 attempt, so a receiver can drop a message it has seen. The delivery row's status decides whether a task sends:
 a redelivered task finds it ``succeeded`` (or ``failed``) and does nothing; one that arrives while another attempt
-holds its lease is sent again for when the lease ends. A worker killed between the receiver's 2xx and our record
+holds its lease does nothing either, and the beat sweep sends the delivery again if that lease ends unrecorded
+(its worker died). A worker killed between the receiver's 2xx and our record
 of it sends the message once more, with the same ``webhook-id`` (at least once, as the specification says).
 """
 
@@ -200,7 +201,12 @@ def _claim(delivery_id: int) -> tuple[WebhookDelivery, int] | AttemptOutcome:
     it for the attempt. Otherwise, the outcome that says why nothing is sent."""
     config = settings.MEMORY.webhooks
     with transaction.atomic():
-        delivery = WebhookDelivery.objects.select_for_update().select_related("endpoint").filter(pk=delivery_id).first()
+        delivery = (
+            WebhookDelivery.objects.select_for_update(of=("self",))
+            .select_related("endpoint")
+            .filter(pk=delivery_id)
+            .first()
+        )
         if delivery is None:
             return AttemptOutcome(delivery_id=delivery_id, sent=False, status="gone")
         if delivery.status != WebhookDeliveryStatus.PENDING:
@@ -226,8 +232,8 @@ def webhook_delivery_attempt(*, delivery_id: int) -> AttemptOutcome:
     """One attempt of one delivery, recorded; the next attempt is sent after the commit when one is left."""
     claimed = _claim(delivery_id)
     if isinstance(claimed, AttemptOutcome):
-        if claimed.retry_in_seconds is not None:
-            _send_on_commit(delivery_id, countdown=claimed.retry_in_seconds)
+        # Not due: another attempt holds the lease (it sends the next one itself), or this task came early. It is
+        # not sent again from here, so tasks never multiply; a lease that ends with its worker is the sweep's.
         return claimed
     delivery, number = claimed
     endpoint = delivery.endpoint
@@ -320,7 +326,9 @@ def _record(
 def _count_failure(*, endpoint_id: int) -> None:
     """One more message failed for good; at ``disable_after_failures`` in a row the endpoint is disabled."""
     limit = settings.MEMORY.webhooks.disable_after_failures
-    endpoint = WebhookEndpoint.objects.select_for_update().select_related("project").get(pk=endpoint_id)
+    endpoint = (
+        WebhookEndpoint.objects.select_for_update(of=("self",)).select_related("project", "owner").get(pk=endpoint_id)
+    )
     endpoint.consecutive_failures += 1
     fields = ["consecutive_failures", "updated_at"]
     if endpoint.enabled and endpoint.consecutive_failures >= limit:
