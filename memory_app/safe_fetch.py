@@ -1,7 +1,8 @@
 """Images fetched from http(s) URLs, guarded against server-side request forgery.
 
-Used by ``previous_context`` (a URL that continues a story) and by the image provider (an images API that
-answers with a URL). It sits below the services and the providers and imports neither.
+Used by ``previous_context`` (a URL that continues a story), by the image provider (an images API that
+answers with a URL) and by webhook deliveries (``guarded_post``: the same vetting and pinning, loopback allowed
+only when the caller says so). It sits below the services and the providers and imports neither.
 
 - the host is resolved with ``getaddrinfo`` and EVERY address must be public (``ipaddress``: no loopback,
   private, link-local, multicast, reserved, unspecified, shared/CGNAT, IPv4-mapped/compatible, 6to4/Teredo

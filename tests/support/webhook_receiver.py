@@ -41,8 +41,8 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 try:
-                    payload = Webhook(receiver.secret).verify(body, headers)
-                    verified = True
+                    payload = Webhook(receiver.secret).verify(body, headers) if receiver.secret else None
+                    verified = payload is not None
                 except WebhookVerificationError:
                     payload, verified = None, False
                 with receiver._lock:

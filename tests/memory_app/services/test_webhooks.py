@@ -235,3 +235,14 @@ def test_another_owner_s_project_events_never_reach_my_endpoint(loopback, webhoo
     stranger = ProjectFactory(id="theirs", owner=UserFactory(username="stranger"))
 
     assert dispatch(stranger) == []
+
+
+def test_a_receiver_holding_another_secret_rejects_the_signature(loopback, webhook_receiver, user, project):
+    receiver = webhook_receiver()
+    endpoint_for(receiver, user)
+    receiver.secret = "whsec_" + "QUJD" * 8  # not the endpoint's
+    (delivery,) = dispatch(project)
+
+    webhook_delivery_attempt(delivery_id=delivery.pk)
+
+    assert [m.verified for m in receiver.received] == [False]
