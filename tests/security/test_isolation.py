@@ -105,7 +105,7 @@ REFERENCING: dict[tuple[str, str], Case] = {
     ("GET", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}"}),
     ("POST", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}", "name": "bob's spy"}),
     ("POST", "/api/webhooks/"): Case(
-        404, NOT_YOURS, {"project_id": "{project_id}", "url": "https://example.com/bob", "events": ["*"]}
+        404, NOT_YOURS, {"project_id": "{project_id}", "url": "https://93.184.216.34/bob", "events": ["*"]}
     ),
 }
 
