@@ -335,6 +335,23 @@ class PipelinesConfig(_Section):
         return value
 
 
+class WebhooksConfig(_Section):
+    """Signed webhook deliveries (Standard Webhooks): retries, timeouts, and where they may go."""
+
+    # Attempts per message (the first included); attempt n waits retry_base_delay_seconds * 2**(n-1) after n.
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
+    retry_base_delay_seconds: Annotated[float, Field(ge=0)] = 5.0
+    # One attempt's deadline (connect, send, answer); longer is a failed attempt.
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    # Messages that failed for good in a row before the endpoint is disabled (with a history record).
+    disable_after_failures: PositiveInt = 5
+    # Loopback URLs (127.0.0.1, ::1, localhost) are accepted: the embedded local settings turn it on so a
+    # developer receives webhooks on their own machine. Private, link-local and other addresses stay refused.
+    allow_loopback: bool = False
+    # How often a beat task sends again the pending messages whose send was lost (a broker outage, a dead worker).
+    sweep_interval_seconds: PositiveInt = 60
+
+
 class ProvidersConfig(_Section):
     llm: ProviderConfig = ProviderConfig()
     image: ProviderConfig = ProviderConfig()
@@ -353,6 +370,7 @@ class MemoryConfig(_Section):
     api: ApiConfig = ApiConfig()
     providers: ProvidersConfig = ProvidersConfig()
     pipelines: PipelinesConfig = PipelinesConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     @model_validator(mode="after")
     def _namespace_names_are_slugs(self) -> MemoryConfig:
@@ -397,6 +415,11 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),
     "WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": ("workflow.max_unfinished_runs_per_user", "int"),
     "MEMORY_MAX_PROJECTS_PER_USER": ("projects.max_projects_per_user", "int"),
+    "WEBHOOKS_ALLOW_LOOPBACK": ("webhooks.allow_loopback", "bool"),
+    "WEBHOOKS_MAX_ATTEMPTS": ("webhooks.max_attempts", "int"),
+    "WEBHOOKS_RETRY_BASE_DELAY_SECONDS": ("webhooks.retry_base_delay_seconds", "float"),
+    "WEBHOOKS_TIMEOUT_SECONDS": ("webhooks.timeout_seconds", "float"),
+    "WEBHOOKS_DISABLE_AFTER_FAILURES": ("webhooks.disable_after_failures", "int"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -409,6 +432,11 @@ def _convert(variable: str, raw: str, kind: str) -> Any:
             return int(raw)
         except ValueError:
             raise MemoryConfigError(f"environment variable {variable}: {raw!r} is not an integer") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise MemoryConfigError(f"environment variable {variable}: {raw!r} is not a number") from None
     if kind == "bool":
         if raw.strip().lower() in _TRUE:
             return True

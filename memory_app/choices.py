@@ -48,6 +48,7 @@ class HistoryAction(StrEnum):
     CHARACTER_REFERENCE_REMOVED = "character_reference_removed"
     MEMORY_OPTIMIZED = "memory_optimized"
     INTEGRITY_CHECKED = "integrity_checked"
+    WEBHOOK_DISABLED = "webhook_disabled"
 
 
 # The steps of the registered workflow types (seed §5.3) and the action their completion records: a step with an

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413: body over memory.api.max_body_bytes
     INPUT_TOO_LARGE = "INPUT_TOO_LARGE"  # 413: a workflow's text is over memory.pipelines.max_input_chars
     PREVIOUS_CONTEXT_REFUSED = "PREVIOUS_CONTEXT_REFUSED"  # 400: previous_context is unsafe, missing or not an image
+    WEBHOOK_URL_REFUSED = "WEBHOOK_URL_REFUSED"  # 400: a webhook URL is not http(s), malformed or not public
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # 415
     THROTTLED = "THROTTLED"  # 429
     INTERNAL_ERROR = "INTERNAL_ERROR"  # 500: logged with the traceback and the request id
@@ -111,6 +112,15 @@ class PreviousContextRefused(ComicmemError):
     code = ErrorCode.PREVIOUS_CONTEXT_REFUSED
     status_code = 400
     default_message = "The previous_context cannot be used."
+
+
+class WebhookUrlRefused(ComicmemError):
+    """A webhook URL we will not send to: not http(s), with credentials, unresolvable, or resolving to an address
+    that is not public (loopback only where ``webhooks.allow_loopback`` says so)."""
+
+    code = ErrorCode.WEBHOOK_URL_REFUSED
+    status_code = 400
+    default_message = "The webhook URL cannot be used."
 
 
 class ContextLimitReached(ComicmemError):

@@ -1,7 +1,8 @@
 """Images fetched from http(s) URLs, guarded against server-side request forgery.
 
-Used by ``previous_context`` (a URL that continues a story) and by the image provider (an images API that
-answers with a URL). It sits below the services and the providers and imports neither.
+Used by ``previous_context`` (a URL that continues a story), by the image provider (an images API that
+answers with a URL) and by webhook deliveries (``guarded_post``: the same vetting and pinning, loopback allowed
+only when the caller says so). It sits below the services and the providers and imports neither.
 
 - the host is resolved with ``getaddrinfo`` and EVERY address must be public (``ipaddress``: no loopback,
   private, link-local, multicast, reserved, unspecified, shared/CGNAT, IPv4-mapped/compatible, 6to4/Teredo
@@ -86,7 +87,7 @@ class _Target:
     path: str
 
 
-def _vet_url(url: str) -> _Target:
+def _vet_url(url: str, *, allow_loopback: bool = False) -> _Target:
     if any(ord(char) < 0x21 for char in url):
         raise refused("The URL contains whitespace or control characters.", url, "malformed_url")
     parts = urlsplit(url)
@@ -102,7 +103,9 @@ def _vet_url(url: str) -> _Target:
     except ValueError:
         raise refused("The URL's port is not valid.", url, "port") from None
     addresses = _resolve(host, port)
-    refused_addresses = [address for address in addresses if not address_allowed(address)]
+    refused_addresses = [
+        address for address in addresses if not (address_allowed(address) or (allow_loopback and _is_loopback(address)))
+    ]
     if not addresses or refused_addresses:
         raise refused(f"The host '{host}' resolves to an address that is not public.", url, "private_address")
     path = parts.path or "/"
@@ -111,20 +114,35 @@ def _vet_url(url: str) -> _Target:
     return _Target(url=url, scheme=parts.scheme, host=host, port=port, address=addresses[0], path=path)
 
 
-def url_check(url: str) -> None:
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def url_check(url: str, *, allow_loopback: bool = False) -> None:
     """Refuse ``url`` (``PreviousContextRefused``) unless it is http(s), without credentials, and its host
-    resolves to public addresses only. Opens no connection."""
-    _vet_url(url)
+    resolves to public addresses only (or loopback ones, with ``allow_loopback``). Opens no connection."""
+    _vet_url(url, allow_loopback=allow_loopback)
 
 
-def _pinned_request(client: httpx.Client, target: _Target) -> httpx.Request:
+def _pinned_request(
+    client: httpx.Client,
+    target: _Target,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Request:
     address = f"[{target.address}]" if ":" in target.address else target.address
     default_port = 443 if target.scheme == "https" else 80
     host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
     return client.build_request(
-        "GET",
+        method,
         f"{target.scheme}://{address}:{target.port}{target.path}",
-        headers={"Host": host_header, "Accept": "image/*"},
+        headers={"Host": host_header, **(headers or {"Accept": "image/*"})},
+        content=content,
         # TLS: the SNI and the certificate check use the real host name, not the pinned IP.
         extensions={"sni_hostname": target.host},
     )
@@ -202,3 +220,50 @@ def image_download(*, url: str, max_bytes: int | None = None) -> bytes:
     fetched = image_fetch(url, max_bytes=max_bytes)
     image_format(fetched.data, source=url)
     return fetched.data
+
+
+# --- posting -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostAnswer:
+    status_code: int
+    excerpt: str  # the start of the answer's body, decoded leniently
+
+
+def guarded_post(
+    url: str,
+    *,
+    content: bytes,
+    headers: dict[str, str],
+    timeout_seconds: float,
+    allow_loopback: bool = False,
+    excerpt_bytes: int = 500,
+) -> PostAnswer:
+    """POST ``content`` to ``url`` through the same guard (webhook deliveries): the host vetted, the vetted IP
+    connected to, no redirect followed (a redirect is an answer like any other), the whole exchange within
+    ``timeout_seconds``, at most ``excerpt_bytes`` of the answer read. Refusals are ``PreviousContextRefused``;
+    a timeout or a transport error is ``RetryableProviderError``."""
+    target = _vet_url(url, allow_loopback=allow_loopback)
+    deadline = time.monotonic() + timeout_seconds
+    with httpx.Client(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False, trust_env=False) as client:
+        request = _pinned_request(client, target, method="POST", headers=headers, content=content)
+        try:
+            response = client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise RetryableProviderError(f"timed out after {timeout_seconds:g} s") from exc
+        except httpx.TransportError as exc:
+            raise RetryableProviderError(f"transport error: {exc}") from exc
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body.extend(chunk)
+                if len(body) >= excerpt_bytes or time.monotonic() > deadline:
+                    break
+        except httpx.TimeoutException as exc:
+            raise RetryableProviderError(f"timed out after {timeout_seconds:g} s reading the answer") from exc
+        except httpx.TransportError as exc:
+            raise RetryableProviderError(f"transport error reading the answer: {exc}") from exc
+        finally:
+            response.close()
+    return PostAnswer(status_code=response.status_code, excerpt=bytes(body[:excerpt_bytes]).decode("utf-8", "replace"))

@@ -31,6 +31,7 @@ from memory_app.services.storage_lifecycle import (
     storage_deletions_due,
     workflow_outputs_expire,
 )
+from memory_app.services.webhooks import WEBHOOK_TASK, webhook_deliveries_due, webhook_delivery_attempt
 
 logger = logging.getLogger("memory_app.tasks")
 
@@ -214,3 +215,27 @@ def outputs_expire_task() -> dict[str, Any]:
     if result.more:
         transaction.on_commit(outputs_expire_task.delay)
     return result.as_dict()
+
+
+@shared_task(
+    name=WEBHOOK_TASK,
+    # A worker killed mid-attempt leaves the message in the broker to be redelivered; the delivery row's status
+    # (and its lease) decide whether the redelivered task sends, so a success is never sent twice by us.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def webhook_deliver_task(delivery_id: int) -> dict[str, Any]:
+    """One attempt of one webhook message; the next attempt, if any, is sent after the commit that records it."""
+    return webhook_delivery_attempt(delivery_id=delivery_id).as_dict()
+
+
+@shared_task(name="memory_app.webhook_deliveries_sweep", ignore_result=True)
+def webhook_deliveries_sweep_task() -> dict[str, Any]:
+    """Scheduled: send again the pending deliveries whose send was lost (a broker outage, a dead worker)."""
+    due = webhook_deliveries_due()
+    for delivery_id in due:
+        webhook_deliver_task.delay(delivery_id)
+    return {"sent": len(due)}

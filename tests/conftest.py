@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlparse
 
 import pytest
@@ -361,3 +362,31 @@ def s3_storage(s3_server, settings, monkeypatch) -> S3Server:
     }
     settings.STORAGE_BACKEND = "s3"
     return s3_server
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[Callable[..., Any]]:
+    """Start loopback webhook receivers (``tests.support.webhook_receiver``); each is closed after the test."""
+    from tests.support.webhook_receiver import WebhookReceiver
+
+    receivers: list[WebhookReceiver] = []
+
+    def start(answers: list[Any] | None = None) -> WebhookReceiver:
+        receiver = WebhookReceiver(answers)
+        receivers.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in receivers:
+        receiver.close()
+
+
+@pytest.fixture
+def webhook_settings(settings) -> Callable[..., None]:
+    """Change ``memory.webhooks`` keys for this test: ``webhook_settings(allow_loopback=True, max_attempts=2)``."""
+
+    def change(**values: Any) -> None:
+        memory = settings.MEMORY
+        settings.MEMORY = memory.model_copy(update={"webhooks": memory.webhooks.model_copy(update=values)})
+
+    return change

@@ -298,6 +298,12 @@ SPECTACULAR_SETTINGS = {
     "PARSER_WHITELIST": ["memory_app.api.envelope.LimitedJSONParser"],
     # A required text field refuses "" (DRF's allow_blank=False): say so with minLength 1.
     "ENFORCE_NON_BLANK_FIELDS": True,
+    # A webhook delivery's status and a run's status are two vocabularies: the run's keeps its name.
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": "memory_app.models.workflow.WorkflowStatus",
+        "WebhookDeliveryStatusEnum": "memory_app.models.webhooks.WebhookDeliveryStatus",
+        "WebhookEventEnum": "memory_app.models.webhooks.WEBHOOK_EVENT_CHOICES",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "memory_app.api.schema.wrap_responses_in_envelope",

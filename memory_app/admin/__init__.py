@@ -1,1 +1,10 @@
-from memory_app.admin import cache, conversation, creative, history, operations, projects, workflow  # noqa: F401
+from memory_app.admin import (  # noqa: F401
+    cache,
+    conversation,
+    creative,
+    history,
+    operations,
+    projects,
+    webhooks,
+    workflow,
+)

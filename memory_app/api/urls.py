@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from memory_app.api import characters, conversation, conversation_released, creative
+from memory_app.api import characters, conversation, conversation_released, creative, webhooks
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.cache import CacheNamespaceView, CacheStatsView
 from memory_app.api.files import SignedBlobView
@@ -41,6 +41,7 @@ urlpatterns = [
     *conversation.urlpatterns,
     *characters.urlpatterns,
     *creative.urlpatterns,
+    *webhooks.urlpatterns,
     re_path(r"^memory/history/(?P<project_id>[^/]+)/?$", HistoryView.as_view(), name="history"),
     re_path(
         r"^memory/history/(?P<project_id>[^/]+)/archives/?$", HistoryArchiveListView.as_view(), name="history-archives"

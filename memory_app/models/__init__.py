@@ -28,6 +28,14 @@ from memory_app.models.history import (
 from memory_app.models.operations import MetricSnapshot
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
 from memory_app.models.storage import ProjectCacheUse, StorageDeletion, StorageDeletionReason
+from memory_app.models.webhooks import (
+    WEBHOOK_ALL_EVENTS,
+    WEBHOOK_EVENTS,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+)
 from memory_app.models.workflow import (
     LEGAL_TRANSITIONS,
     UNFINISHED_STATUSES,
@@ -47,6 +55,8 @@ __all__ = [
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
     "UNFINISHED_STATUSES",
+    "WEBHOOK_ALL_EVENTS",
+    "WEBHOOK_EVENTS",
     "CacheEntry",
     "CacheStatistics",
     "CacheValueFormat",
@@ -72,6 +82,10 @@ __all__ = [
     "StyleTemplate",
     "StyleUsage",
     "UnitStatus",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookDeliveryStatus",
+    "WebhookEndpoint",
     "WorkflowSnapshot",
     "WorkflowState",
     "WorkflowStatus",

@@ -31,6 +31,7 @@ DEFAULT_SUMMARIES: dict[str, str] = {
     HistoryAction.WORKFLOW_RESUMED: "Workflow resumed.",
     HistoryAction.WORKFLOW_RESTORED: "Workflow restored to an earlier snapshot.",
     HistoryAction.WORKFLOW_CANCELLED: "Workflow cancelled.",
+    HistoryAction.WEBHOOK_DISABLED: "Webhook endpoint disabled after repeated failures.",
     HistoryAction.WORKFLOW_COMPLETED: "Workflow completed.",
     HistoryAction.WORKFLOW_STUCK: "Workflow flagged as stuck.",
     HistoryAction.CACHE_CLEARED: "Cache cleared.",

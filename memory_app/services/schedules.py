@@ -108,6 +108,12 @@ def schedules_from_config() -> list[Schedule]:
             memory.pipelines.output_expiry_interval_seconds,
             "Remove run outputs past pipelines.output_retention_days (pipelines.output_expiry_interval_seconds).",
         ),
+        Schedule(
+            "webhook-deliveries-sweep",
+            "memory_app.webhook_deliveries_sweep",
+            memory.webhooks.sweep_interval_seconds,
+            "Send again webhook messages whose send was lost (webhooks.sweep_interval_seconds).",
+        ),
     ]
     return schedules
 

@@ -119,3 +119,23 @@ def test_a_429_answer_is_retryable(public_loopback):
             image_fetch(f"http://images.example:{server.port}/x.png")
     finally:
         server.close()
+
+
+def test_a_post_to_loopback_is_refused_before_connecting_unless_allowed(listener, webhook_receiver):
+    from memory_app.safe_fetch import guarded_post
+
+    with pytest.raises(PreviousContextRefused) as refused:
+        guarded_post(f"http://127.0.0.1:{listener.port}/hook", content=b"{}", headers={}, timeout_seconds=2)
+    with pytest.raises(PreviousContextRefused):
+        guarded_post("http://10.0.0.7/hook", content=b"{}", headers={}, timeout_seconds=2, allow_loopback=True)
+    assert refused.value.details["reason"] == "private_address"
+    assert listener.accepted == 0
+
+    receiver = webhook_receiver([302])
+    answer = guarded_post(
+        receiver.url, content=b"{}", headers={"x-test": "1"}, timeout_seconds=2, allow_loopback=True, excerpt_bytes=5
+    )
+
+    assert (answer.status_code, answer.excerpt) == (302, '{"ok"')  # a redirect is an answer, never followed
+    assert len(receiver.received) == 1
+    assert receiver.received[0].headers["x-test"] == "1"

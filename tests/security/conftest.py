@@ -10,7 +10,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from memory_app.models import HistoryArchive, WorkflowState
+from memory_app.models import HistoryArchive, WebhookDelivery, WebhookEndpoint, WorkflowState
 from memory_app.services.cache import cache_set
 from memory_app.services.character_references import character_reference_add
 from memory_app.services.characters import character_create
@@ -54,6 +54,7 @@ class World:
     output_name: str
     output_path: str
     released_context_id: str
+    webhook_id: int
 
 
 @pytest.fixture
@@ -113,6 +114,13 @@ def world(db, settings, tmp_path) -> World:
     context_append(context=released, messages=[NewMessage(role="user", content="alice secret, released")])
     released.refresh_from_db()
     assert context_release(context=released, reason="inactive")
+    # Alice's webhook and one message to it (written as the service writes them; its URL names her project).
+    webhook = WebhookEndpoint.objects.create(
+        owner=alice, project=project, url="https://alice-comic.example/hook", events=["*"], secret="whsec_YWxpY2U="
+    )
+    WebhookDelivery.objects.create(
+        endpoint=webhook, message_id="msg_alice", event="workflow.failed", body={"data": {"note": "alice secret"}}
+    )
 
     return World(
         alice=alice,
@@ -129,6 +137,7 @@ def world(db, settings, tmp_path) -> World:
         output_name="panel_001.png",
         output_path=output_path,
         released_context_id=str(released.pk),
+        webhook_id=webhook.pk,
     )
 
 

@@ -256,10 +256,10 @@ def test_the_vetted_address_is_pinned_so_a_rebinding_name_cannot_redirect_the_co
 
     real_vet = guard._vet_url
 
-    def vet(url: str):
+    def vet(url: str, **options):
         vetting.active = True
         try:
-            return real_vet(url)
+            return real_vet(url, **options)
         finally:
             vetting.active = False
 

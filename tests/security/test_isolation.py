@@ -81,6 +81,10 @@ OWNED: dict[tuple[str, str], Case] = {
     ("POST", "/api/workflows/{workflow_id}/panels/{panel}/redraw/"): Case(404, NOT_YOURS, {"seed": 1}),
     ("GET", "/api/workflows/{workflow_id}/outputs/{name}/"): Case(404, NOT_YOURS),
     ("DELETE", "/api/memory/cache/{cache_type}/"): Case(403, STAFF_ONLY),
+    ("GET", "/api/webhooks/{webhook_id}/"): Case(404, NOT_YOURS),
+    ("PATCH", "/api/webhooks/{webhook_id}/"): Case(404, NOT_YOURS, {"enabled": False}),
+    ("DELETE", "/api/webhooks/{webhook_id}/"): Case(404, NOT_YOURS),
+    ("GET", "/api/webhooks/{webhook_id}/deliveries/"): Case(404, NOT_YOURS),
 }
 
 # Routes without an id in the path that name one in the body or the query (Alice's, filled in by the test).
@@ -100,6 +104,9 @@ REFERENCING: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}"}),
     ("POST", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}", "name": "bob's spy"}),
+    ("POST", "/api/webhooks/"): Case(
+        404, NOT_YOURS, {"project_id": "{project_id}", "url": "https://93.184.216.34/bob", "events": ["*"]}
+    ),
 }
 
 # Routes that create an object under an id the caller chooses: ids are per owner, so Alice's id is free for Bob
@@ -121,6 +128,7 @@ LISTS = {
     ("GET", "/api/workflows/"),
     ("GET", "/api/characters/"),
     ("GET", "/api/styles/"),
+    ("GET", "/api/webhooks/"),
 }
 
 # System-wide figures: staff only.
@@ -201,6 +209,7 @@ def _ids(world: World) -> dict[str, Any]:
         "name": world.output_name,
         "panel": 1,
         "cache_type": "text_analysis",
+        "webhook_id": world.webhook_id,
     }
 
 

@@ -52,6 +52,12 @@ SAME_ID_ROUTES: dict[tuple[str, str], tuple[dict[str, Any], int, str | None]] = 
     ("POST", "/api/workflows/"): (TEXT_RUN, 202, None),
     ("GET", "/api/characters/"): ({"project_id": "{project_id}"}, 200, "BobHero"),
     ("GET", "/api/workflows/"): ({"project_id": "{project_id}"}, 200, None),
+    # An IP literal: the URL guard resolves nothing, so the test needs no DNS.
+    ("POST", "/api/webhooks/"): (
+        {"project_id": "{project_id}", "url": "https://93.184.216.34/bob", "events": ["*"]},
+        201,
+        None,
+    ),
 }
 
 

@@ -34,6 +34,7 @@ from memory_app.selectors.creative import style_get
 from memory_app.services.creative import style_usage_record
 from memory_app.services.history import history_record
 from memory_app.services.previous_context import previous_context_check, previous_context_resolve
+from memory_app.services.webhooks import webhook_dispatch
 from workflows.engine import FanOutStep, StartRequest, Step, StepContext, WorkflowType
 from workflows.engine import workflow_type_register as register
 from workflows.pipelines.comic_characters import character_design, character_design_commit, characters_with_person_edits
@@ -323,6 +324,10 @@ def image_generation(context: StepContext) -> dict[str, Any]:
 
 
 def image_generation_commit(context: StepContext, result: dict[str, Any]) -> None:
+    # The route that serves the panel to the run's owner, not its storage name (the API makes it absolute).
+    image_url = reverse(
+        "workflow-output", kwargs={"workflow_id": str(context.workflow_id), "name": result["name"].rsplit("/", 1)[-1]}
+    )
     history_record(
         project=run_project(context),
         action=HistoryAction.IMAGE_GENERATION_COMPLETED,
@@ -330,17 +335,18 @@ def image_generation_commit(context: StepContext, result: dict[str, Any]) -> Non
         workflow_id=context.workflow_id,
         details={
             "segment_index": result["index"],
-            # The route that serves the panel to the run's owner, not its storage name (the API makes it absolute).
-            "image_url": reverse(
-                "workflow-output",
-                kwargs={"workflow_id": str(context.workflow_id), "name": result["name"].rsplit("/", 1)[-1]},
-            ),
+            "image_url": image_url,
             "prompt_used": result["prompt_used"][:500],
             "generation_time": result["generation_time"],
             "model": result["model"],
             "seed": result["seed"],
             "cached": result["cached"],
         },
+    )
+    webhook_dispatch(
+        event="panel.ready",
+        project=run_project(context),
+        payload={"workflow_id": str(context.workflow_id), "panel_index": result["index"], "image_url": image_url},
     )
 
 

@@ -21,6 +21,7 @@ from memory_app.models import (
     WorkflowUnit,
 )
 from memory_app.services.history import history_record
+from memory_app.services.webhooks import webhook_dispatch
 from memory_app.services.workflow.runs import (
     Segments,
     _check_transition,
@@ -35,6 +36,18 @@ from memory_app.services.workflow.runs import (
 )
 
 # --- transitions -------------------------------------------------------------------------------------------
+
+
+def _run_payload(workflow: WorkflowState) -> dict[str, Any]:
+    """The ``data`` of a run's webhook message: what a receiver needs to fetch the run."""
+    return {
+        "workflow_id": str(workflow.pk),
+        "workflow_type": workflow.workflow_type,
+        "status": workflow.status,
+        "current_step": workflow.current_step,
+        "progress": workflow.progress,
+        "error": workflow.error,
+    }
 
 
 def workflow_units_end(*, workflow: WorkflowState) -> list[str]:
@@ -174,6 +187,7 @@ def workflow_step_complete(
             workflow_id=workflow.pk,
             details={"workflow_type": workflow.workflow_type, "steps": len(workflow.steps)},
         )
+        webhook_dispatch(event="workflow.completed", project=workflow.project, payload=_run_payload(workflow))
     elif paused:
         history_record(
             project=workflow.project,
@@ -183,6 +197,7 @@ def workflow_step_complete(
             summary=f"Workflow paused after {finished_step}: awaiting input.",
             details={"after_step": finished_step, "next_step": workflow.steps[next_index], "step_index": next_index},
         )
+        webhook_dispatch(event="workflow.awaiting_input", project=workflow.project, payload=_run_payload(workflow))
     return workflow
 
 
@@ -214,6 +229,7 @@ def workflow_fail(*, workflow: WorkflowState, error: dict[str, Any], unit: Workf
         workflow_id=workflow.pk,
         details={"error": error},
     )
+    webhook_dispatch(event="workflow.failed", project=workflow.project, payload=_run_payload(workflow))
     return workflow
 
 
@@ -355,4 +371,5 @@ def workflow_cancel(*, workflow: WorkflowState, user: AbstractBaseUser | None) -
         workflow_id=run.pk,
         details={"step": run.current_step, "step_index": run.step_index},
     )
+    webhook_dispatch(event="workflow.cancelled", project=run.project, payload=_run_payload(run))
     return workflow_units_end(workflow=run)
