@@ -59,7 +59,9 @@ def test_offline_provider_streams_its_reply_word_by_word(auth_client, user):
     context_append(context=context, messages=NewMessage(role="user", content="城堡是蓝色的。"))
 
     events = sse_events(
-        auth_client.post(GENERATE, {"context_id": str(context.id), "prompt": "城堡是什么颜色？", "stream": True}, "json")
+        auth_client.post(
+            GENERATE, {"context_id": str(context.id), "prompt": "城堡是什么颜色\uff1f", "stream": True}, "json"
+        )
     )
 
     stored = ContextMessage.objects.get(context=context, role="assistant")
