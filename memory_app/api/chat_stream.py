@@ -31,6 +31,42 @@ from memory_app.services.conversation import Generation, ReplyDelta, ReplyDone, 
 EVENT_STREAM = "text/event-stream"
 
 
+def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": [name]},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+        },
+    }
+
+
+# What each event of the stream is (OpenAPI 3.0/3.1 describe an event stream's events with ``schema``).
+EVENT_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        _event(
+            "delta",
+            {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}},
+        ),
+        _event("done", {"$ref": "#/components/schemas/GenerateResponse"}),
+        _event(
+            "error",
+            {
+                "type": "object",
+                "required": ["status", "code", "message", "details"],
+                "properties": {
+                    "status": {"type": "integer"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "object"},
+                },
+            },
+        ),
+    ]
+}
+
+
 def sse_event(name: str, data: dict[str, Any]) -> bytes:
     # One line of JSON (json.dumps escapes newlines), so one ``data:`` field.
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()

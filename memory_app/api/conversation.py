@@ -10,15 +10,14 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.http import StreamingHttpResponse
 from django.urls import URLPattern, re_path
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.authentication import authenticated_user
-from memory_app.api.chat_stream import EVENT_STREAM, reply_stream_response
+from memory_app.api.chat_stream import EVENT_SCHEMA, EVENT_STREAM, reply_stream_response
 from memory_app.api.fields import (
     FreeFormDictField,
     ProjectIdField,
@@ -425,9 +424,10 @@ class ContextGenerateView(APIView):
     @extend_schema(
         tags=TAGS,
         request=GenerateSerializer,
+        description=STREAM_DESCRIPTION,
         responses={
             (200, "application/json"): GenerateResponseSerializer,
-            (200, EVENT_STREAM): OpenApiResponse(OpenApiTypes.STR, description=STREAM_DESCRIPTION),
+            (200, EVENT_STREAM): EVENT_SCHEMA,
         },
     )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
