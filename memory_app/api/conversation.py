@@ -3,10 +3,12 @@ and ``/api/memory/context/…`` (§10.1). Every route of one family exists in th
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
+from django.http import StreamingHttpResponse
 from django.urls import URLPattern, re_path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -15,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.authentication import authenticated_user
+from memory_app.api.chat_stream import EVENT_SCHEMA, EVENT_STREAM, reply_stream_response
 from memory_app.api.fields import (
     FreeFormDictField,
     ProjectIdField,
@@ -37,6 +40,7 @@ from memory_app.services.conversation import (
     MISSING,
     PERSISTENCE_VERSION,
     ROLES,
+    Generation,
     NewMessage,
     context_append,
     context_clear,
@@ -44,6 +48,7 @@ from memory_app.services.conversation import (
     context_delete,
     context_export_document,
     context_generate,
+    context_generate_stream,
     context_get_or_create_default,
     context_import,
     context_set_default,
@@ -51,6 +56,12 @@ from memory_app.services.conversation import (
 )
 from memory_app.services.llm_slots import llm_call_slot
 
+STREAM_DESCRIPTION = (
+    'With "stream": true, Server-Sent Events: `delta` {"content"} for each piece of the reply in order, then '
+    "`done` with this route's JSON answer (the stored reply), or `error` {status, code, message, details} if the "
+    "provider fails after the stream began. A client that disconnects does not stop the reply: it is finished and "
+    "stored, and a retry with the same X-Request-ID gets it. See docs/api.md."
+)
 MAX_MESSAGES_PER_REQUEST = 1000
 MAX_LIMIT = 10_000_000
 
@@ -182,6 +193,11 @@ class GenerateSerializer(serializers.Serializer[Any]):
     )
     temperature = StrictFloatField(min_value=0, max_value=2, required=False, allow_null=True)
     max_tokens = StrictIntegerField(min_value=1, max_value=MAX_LIMIT, required=False, allow_null=True)
+    stream = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="Answer text/event-stream: `delta` events as the reply is produced, then `done` (or `error`).",
+    )
 
     def validate_prompt(self, value: str) -> str:
         return _validate_text(value)
@@ -405,38 +421,61 @@ class ContextMessagesView(APIView):
 
 
 class ContextGenerateView(APIView):
-    @extend_schema(tags=TAGS, request=GenerateSerializer, responses=GenerateResponseSerializer)
-    def post(self, request: Request) -> Response:
+    @extend_schema(
+        tags=TAGS,
+        request=GenerateSerializer,
+        description=STREAM_DESCRIPTION,
+        responses={
+            (200, "application/json"): GenerateResponseSerializer,
+            (200, EVENT_STREAM): EVENT_SCHEMA,
+        },
+    )
+    def post(self, request: Request) -> Response | StreamingHttpResponse:
         serializer = GenerateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        # Taken before anything is written: a call refused for want of a slot (429, 503) changes nothing.
         user = authenticated_user(request)
-        with llm_call_slot(user_id=user.pk):
+        arguments: dict[str, Any] = {
+            "prompt": data["prompt"],
+            "system": data.get("system"),
+            "temperature": data.get("temperature"),
+            "max_tokens": data.get("max_tokens"),
+            "request_id": getattr(request, "request_id", None),
+        }
+        # Taken before anything is written: a call refused for want of a slot (429, 503) changes nothing.
+        with ExitStack() as slot:
+            slot.enter_context(llm_call_slot(user_id=user.pk))
             if data.get("context_id"):
                 context = context_get(user=request.user, context_id=data["context_id"])
             else:
                 context = context_get_or_create_default(owner=user)
-            generation = context_generate(
-                context=context,
-                prompt=data["prompt"],
-                system=data.get("system"),
-                temperature=data.get("temperature"),
-                max_tokens=data.get("max_tokens"),
-                request_id=getattr(request, "request_id", None),
-            )
-        return Response(
-            {
-                "context_id": str(generation.context.id),
-                "message": MessageSerializer(generation.reply).data,
-                "prompt_position": generation.prompt_message.position,
-                "usage": generation.usage,
-                "provider": generation.provider,
-                "model": generation.model,
-                "replayed": generation.replayed,
-                "context": ContextSerializer(generation.context).data,
-            }
-        )
+            if data.get("stream"):
+                # The slot is held until the stream is closed: the ReplyStream gives it back.
+                stream = context_generate_stream(context=context, **arguments)
+                stream.call_on_close(slot.pop_all().close)
+            else:
+                generation = context_generate(context=context, **arguments)
+        if data.get("stream"):
+            try:
+                stream.start()  # a provider that fails before answering anything: the usual 502, no stream
+            except BaseException:
+                stream.close()
+                raise
+            return reply_stream_response(request, stream, _generation_payload)
+        return Response(_generation_payload(generation))
+
+
+def _generation_payload(generation: Generation) -> dict[str, Any]:
+    return {
+        "context_id": str(generation.context.id),
+        "message": MessageSerializer(generation.reply).data,
+        "prompt_position": generation.prompt_message.position,
+        "usage": generation.usage,
+        "provider": generation.provider,
+        "model": generation.model,
+        "replayed": generation.replayed,
+        "context": ContextSerializer(generation.context).data,
+    }
 
 
 class ContextExportView(APIView):

@@ -25,15 +25,15 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from django.conf import settings
 
 from comicmem_site.memory_config import ProviderConfig
-from memory_app.errors import ProviderError
-from memory_app.providers.openai_client import openai_client, openai_json_answer
+from memory_app.errors import ProviderError, RetryableProviderError
+from memory_app.providers.openai_client import openai_client, openai_json_answer, provider_errors, too_large
 from memory_app.text import text_storable
 from memory_app.tokens import count_tokens
 
@@ -82,6 +82,13 @@ class LLMProvider(Protocol):
         json_object: bool = False,
     ) -> ChatResult:
         """``json_object``: the answer must be one JSON object; a provider that can say so to the model does."""
+        ...
+
+    def chat_stream(
+        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
+    ) -> Iterator[str | ChatResult]:
+        """The reply as it is produced: pieces of text (``str``) in order, then one ``ChatResult`` holding their
+        concatenation and the usage. Failures raise ``ProviderError`` while iterating, possibly after pieces."""
         ...
 
     def summarize(self, *, previous_summary: str | None, messages: Sequence[ChatMessage], max_tokens: int) -> str:
@@ -260,6 +267,17 @@ class OfflineLLM:
             provider=self.name,
         )
 
+    def chat_stream(
+        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
+    ) -> Iterator[str | ChatResult]:
+        """The same reply as ``chat``, word by word (jieba's segmentation, spaces and punctuation included, so the
+        pieces join into the reply exactly)."""
+        import jieba
+
+        result = self.chat(messages=messages, temperature=temperature, max_tokens=max_tokens)
+        yield from (word for word in jieba.lcut(result.content) if word)
+        yield result
+
     def summarize(self, *, previous_summary: str | None, messages: Sequence[ChatMessage], max_tokens: int) -> str:
         sentences: list[str] = []
         if previous_summary:
@@ -314,14 +332,7 @@ class OpenAICompatibleLLM:
         max_tokens: int | None = None,
         json_object: bool = False,
     ) -> ChatResult:
-        arguments: dict[str, object] = {
-            "model": self.model,
-            "messages": [{"role": message.role, "content": message.content} for message in messages],
-        }
-        if temperature is not None:
-            arguments["temperature"] = temperature
-        if max_tokens is not None:
-            arguments["max_tokens"] = max_tokens
+        arguments = self._arguments(messages, temperature, max_tokens)
         if json_object and self.json_mode:
             # OpenAI's JSON mode (DeepSeek, Qwen, vLLM and Ollama accept it too); off by config for servers that
             # refuse the parameter, in which case the prompt alone asks for JSON.
@@ -347,6 +358,64 @@ class OpenAICompatibleLLM:
         completion_tokens = _count(usage, "completion_tokens")
         model = completion.get("model")
         return ChatResult(
+            content=content,
+            prompt_tokens=prompt_tokens
+            if prompt_tokens is not None
+            else sum(count_tokens(message.content) for message in messages),
+            completion_tokens=completion_tokens if completion_tokens is not None else count_tokens(content),
+            model=text_storable(model) if isinstance(model, str) and model else self.model,
+            provider=self.name,
+        )
+
+    def _arguments(
+        self, messages: Sequence[ChatMessage], temperature: float | None, max_tokens: int | None
+    ) -> dict[str, object]:
+        arguments: dict[str, object] = {
+            "model": self.model,
+            "messages": [{"role": message.role, "content": message.content} for message in messages],
+        }
+        if temperature is not None:
+            arguments["temperature"] = temperature
+        if max_tokens is not None:
+            arguments["max_tokens"] = max_tokens
+        return arguments
+
+    def chat_stream(
+        self, *, messages: Sequence[ChatMessage], temperature: float | None = None, max_tokens: int | None = None
+    ) -> Iterator[str | ChatResult]:
+        """``stream=True`` with ``stream_options.include_usage`` (OpenAI, DeepSeek, vLLM, Ollama send the usage in
+        a last chunk; without one our counter gives it). The answer is over when a choice has a
+        ``finish_reason``: a stream that ends before is cut short (``RetryableProviderError``)."""
+        arguments = self._arguments(messages, temperature, max_tokens)
+        details = {"provider": self.name, "model": self.model}
+        pieces: list[str] = []
+        size, finished, usage, model = 0, False, None, None
+        with provider_errors("LLM", details):
+            stream = self._client.chat.completions.create(
+                **arguments, stream=True, stream_options={"include_usage": True}
+            )
+            with stream:
+                for chunk in stream:
+                    data = chunk.to_dict()
+                    usage = data.get("usage") or usage
+                    model = data.get("model") or model
+                    choices = data.get("choices")
+                    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+                    delta = first.get("delta")
+                    piece = delta.get("content") if isinstance(delta, dict) else None
+                    finished = finished or bool(first.get("finish_reason"))
+                    if isinstance(piece, str) and piece:
+                        piece = text_storable(piece)
+                        size += len(piece.encode())
+                        if size > self.max_answer_bytes:
+                            raise too_large("LLM", details, self.max_answer_bytes)
+                        pieces.append(piece)
+                        yield piece
+        if not finished:
+            raise RetryableProviderError("The LLM provider's answer was cut short.", details=details)
+        content = "".join(pieces)
+        prompt_tokens, completion_tokens = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        yield ChatResult(
             content=content,
             prompt_tokens=prompt_tokens
             if prompt_tokens is not None

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -75,20 +75,46 @@ def openai_json_answer(
     429, 5xx, an answer cut short or not JSON (a transfer fault or a proxy's page: trying again can help).
     ``ProviderError``: other HTTP statuses, an answer over the limit, JSON that is not an object.
     """
+    with provider_errors(label, details), send() as response:
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise too_large(label, details, max_bytes)
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body.extend(chunk)
+            if len(body) > max_bytes:
+                raise too_large(label, details, max_bytes)
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        excerpt = text_storable(bytes(body[:200]).decode("utf-8", "replace"))
+        raise RetryableProviderError(
+            f"The {label} provider's answer is not JSON ({content_type or 'no content type'}, {len(body)} bytes): "
+            "cut short, or a page from something in between.",
+            details={**details, "content_type": content_type, "answer_bytes": len(body), "answer": excerpt},
+        ) from None
+    if not isinstance(document, dict):
+        raise ProviderError(f"The {label} provider's answer is not a JSON object.", details=details)
+    return document
+
+
+def too_large(label: str, details: dict[str, Any], max_bytes: int) -> ProviderError:
+    return ProviderError(
+        f"The {label} provider's answer is over the limit of {max_bytes} bytes.",
+        details={**details, "limit_bytes": max_bytes},
+    )
+
+
+@contextmanager
+def provider_errors(label: str, details: dict[str, Any]) -> Iterator[None]:
+    """The client's and its transport's errors met inside, as ``ProviderError`` / ``RetryableProviderError``
+    (see ``openai_json_answer``); errors of ours pass through."""
     import httpx2
     import openai
 
     try:
-        with send() as response:
-            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise _too_large(label, details, max_bytes)
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body.extend(chunk)
-                if len(body) > max_bytes:
-                    raise _too_large(label, details, max_bytes)
+        yield
     except openai.APITimeoutError:
         raise RetryableProviderError(f"The {label} provider timed out.", details=details) from None
     except openai.APIConnectionError as exc:
@@ -108,22 +134,3 @@ def openai_json_answer(
         raise RetryableProviderError(f"The {label} provider timed out.", details=details) from None
     except (httpx2.HTTPError, httpx.HTTPError) as exc:
         raise RetryableProviderError(f"The {label} provider's answer was cut short: {exc}", details=details) from None
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        excerpt = text_storable(bytes(body[:200]).decode("utf-8", "replace"))
-        raise RetryableProviderError(
-            f"The {label} provider's answer is not JSON ({content_type or 'no content type'}, {len(body)} bytes): "
-            "cut short, or a page from something in between.",
-            details={**details, "content_type": content_type, "answer_bytes": len(body), "answer": excerpt},
-        ) from None
-    if not isinstance(document, dict):
-        raise ProviderError(f"The {label} provider's answer is not a JSON object.", details=details)
-    return document
-
-
-def _too_large(label: str, details: dict[str, Any], max_bytes: int) -> ProviderError:
-    return ProviderError(
-        f"The {label} provider's answer is over the limit of {max_bytes} bytes.",
-        details={**details, "limit_bytes": max_bytes},
-    )

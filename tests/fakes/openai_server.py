@@ -9,6 +9,11 @@
         ... base_url=server.base_url ...
         server.requests                                # every JSON body received, in order, with its headers
 
+A request with ``"stream": true`` is answered as the API streams: Server-Sent Events, one ``chat.completion.chunk``
+per word of the answer (``server.pace(0.2)`` waits that long before each), a last chunk with ``finish_reason``,
+one with the usage when ``stream_options.include_usage`` asks for it, then ``data: [DONE]``.
+``server.reply("Hello there", cut_after=1)`` sends one word and closes the connection, with no ``finish_reason``.
+
 Other routes (``/v1/images/generations``) can be added with ``server.route(path, handler)``, where
 ``handler(body) -> (status, json_body)``; a handler may answer a ``RawAnswer`` instead of a JSON body: bytes as
 they are (an HTML page, JSON cut short, a Content-Length that promises more than is sent), or chunks streamed with
@@ -18,10 +23,11 @@ no length at all. ``server.bytes_sent`` counts the answer bytes really written t
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -54,6 +60,7 @@ class _Planned:
     content: str | None = None
     raw: RawAnswer | None = None
     delay: float = 0.0
+    cut_after: int | None = None
 
 
 @dataclass
@@ -67,6 +74,7 @@ class FakeOpenAIServer:
         self._routes: dict[str, Handler] = {"/v1/chat/completions": self._chat_completions}
         self._lock = threading.Lock()
         self._default_delay = 0.0
+        self._pace = 0.0
         fake = self
 
         class RequestHandler(BaseHTTPRequestHandler):
@@ -139,8 +147,12 @@ class FakeOpenAIServer:
     def route(self, path: str, handler: Handler) -> None:
         self._routes[path] = handler
 
-    def reply(self, content: str, *, delay: float = 0.0) -> None:
-        self._planned.append(_Planned(content=content, delay=delay))
+    def reply(self, content: str, *, delay: float = 0.0, cut_after: int | None = None) -> None:
+        self._planned.append(_Planned(content=content, delay=delay, cut_after=cut_after))
+
+    def pace(self, seconds: float) -> None:
+        """A streamed answer waits ``seconds`` before each of its chunks."""
+        self._pace = seconds
 
     def reply_raw(self, answer: RawAnswer, *, status: int = 200) -> None:
         self._planned.append(_Planned(status=status, raw=answer))
@@ -168,15 +180,37 @@ class FakeOpenAIServer:
         content = planned.content if planned.content is not None else f"echo: {messages[-1].get('content', '')}"
         prompt_tokens = sum(len(str(message.get("content", "")).split()) for message in messages)
         completion_tokens = len(content.split())
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chunks = self._stream(body.get("model") or self.model, content, usage if include_usage else None, planned)
+            return 200, RawAnswer(chunks, content_type="text/event-stream")
         return 200, {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model") or self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         }
+
+    def _stream(self, model: str, content: str, usage: dict[str, int] | None, planned: _Planned) -> Iterator[bytes]:
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            chunk = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 0, "model": model}
+            return b"data: " + json.dumps({**chunk, "choices": choices, **extra}).encode() + b"\n\n"
+
+        pieces = re.findall(r"\s*\S+", content) or [content]
+        for number, piece in enumerate(pieces):
+            if planned.cut_after is not None and number >= planned.cut_after:
+                return  # the connection closes: no finish_reason, no [DONE]
+            time.sleep(self._pace)
+            delta = {"role": "assistant", "content": piece} if number == 0 else {"content": piece}
+            yield event([{"index": 0, "delta": delta, "finish_reason": None}])
+        yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if usage is not None:
+            yield event([], usage=usage)
+        yield b"data: [DONE]\n\n"

@@ -146,11 +146,27 @@ def test_the_stateful_phase_follows_the_links_to_the_detail_routes(world, staff_
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"headers": {"Authorization": f"Token {staff_token}"}}
 
+        def before_call(self, case: Any) -> None:
+            super().before_call(case)
+            # A streamed generate's ids are in its last event, which links cannot name: whether a scenario's
+            # context bundle fills would then depend on a drawn boolean, which Hypothesis reports as flaky. The
+            # streamed answer is checked against the document by the first phase.
+            if case.operation.path.endswith("/generate-with-context/") and isinstance(case.body, dict):
+                case.body["stream"] = False
+
         def after_call(self, response: Any, case: Any) -> None:
             super().after_call(response, case)
             if any(str(value) in created for value in (case.path_parameters or {}).values()):
                 linked.append((case.method.upper(), case.operation.path, response.status_code))
-            if case.method.upper() == "POST" and response.status_code < 300 and response.content:
+            content_type = response.headers.get("Content-Type", [""])
+            content_type = content_type[0] if isinstance(content_type, list) else content_type
+            # JSON answers only: a streamed generate (text/event-stream) holds its ids in its ``done`` event.
+            if (
+                case.method.upper() == "POST"
+                and response.status_code < 300
+                and response.content
+                and content_type.startswith("application/json")
+            ):
                 data = json.loads(response.content).get("data")
                 if isinstance(data, dict):
                     created.update(str(data[key]) for key in ID_FIELDS if isinstance(data.get(key), str))

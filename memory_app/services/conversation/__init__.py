@@ -26,6 +26,7 @@ The package, one module per concern; a module imports only those listed before i
 - ``window``: appending under the window rule (``context_append``, the one append service).
 - ``lifecycle``: create, get-or-create the default, choose the default, delete, clear.
 - ``generate``: generate with context (prompt, provider call, reply).
+- ``stream``: generate with context, the reply streamed as the provider produces it.
 - ``transfer``: export and import of the §2.3 persistence document.
 - ``release``: release of inactive contexts (exported to storage, then removed) and their restore.
 
@@ -49,6 +50,13 @@ from memory_app.services.conversation.release import (
     contexts_release,
     released_context_restore,
 )
+from memory_app.services.conversation.stream import (
+    ReplyDelta,
+    ReplyDone,
+    ReplyFailed,
+    ReplyStream,
+    context_generate_stream,
+)
 from memory_app.services.conversation.summary import context_refresh_summary
 from memory_app.services.conversation.transfer import PERSISTENCE_VERSION, context_export_document, context_import
 from memory_app.services.conversation.validation import (
@@ -70,12 +78,17 @@ __all__ = [
     "Generation",
     "NewMessage",
     "ReleaseReport",
+    "ReplyDelta",
+    "ReplyDone",
+    "ReplyFailed",
+    "ReplyStream",
     "context_append",
     "context_clear",
     "context_create",
     "context_delete",
     "context_export_document",
     "context_generate",
+    "context_generate_stream",
     "context_get_or_create_default",
     "context_import",
     "context_refresh_summary",

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from memory_app.errors import Conflict
 from memory_app.models import ContextMessage, ConversationContext, MessageRole
-from memory_app.providers.llm import ChatMessage, fit_to_budget, llm_provider
+from memory_app.providers.llm import ChatMessage, ChatResult, fit_to_budget, llm_provider
 from memory_app.services.conversation.summary import context_refresh_summary
 from memory_app.services.conversation.totals import _lock, _other_budgets, _totals_of
 from memory_app.services.conversation.validation import NewMessage, message_validate
@@ -50,6 +50,20 @@ def context_generate(
     success returns the stored reply without calling the provider. The same request id with another prompt is a
     409. A provider failure raises ``ProviderError`` (502) and leaves the prompt stored and unanswered.
     """
+    prompt_message, replay, chat = generation_prepare(
+        context=context, prompt=prompt, system=system, request_id=request_id
+    )
+    if replay is not None:
+        return replay
+    result = llm_provider().chat(messages=chat, temperature=temperature, max_tokens=max_tokens)
+    return generation_store(context=context, prompt_message=prompt_message, result=result, request_id=request_id)
+
+
+def generation_prepare(
+    *, context: ConversationContext, prompt: str, system: str | None, request_id: str | None
+) -> tuple[ContextMessage, Generation | None, list[ChatMessage]]:
+    """Validate, store the prompt (once per request id), and return it with the stored answer of an earlier call
+    with this request id (a replay, then nothing is to be sent) or the window to send."""
     message_validate(role=MessageRole.USER, content=prompt, content_field="prompt")
     if system is not None:
         message_validate(role=MessageRole.SYSTEM, content=system, content_field="system")
@@ -58,7 +72,7 @@ def context_generate(
     if request_id is not None:
         stored_reply = ContextMessage.objects.filter(context=context, request_id=request_id + REPLY_SUFFIX).first()
         if stored_reply is not None:
-            return _replayed(context, prompt_message, stored_reply)
+            return prompt_message, _replayed(context, prompt_message, stored_reply), []
     window = list(
         ContextMessage.objects.filter(context=context, archived=False)
         .order_by("position")
@@ -67,7 +81,13 @@ def context_generate(
     chat = [ChatMessage(role=role, content=content) for role, content in window]
     if system:
         chat.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=system))
-    result = llm_provider().chat(messages=chat, temperature=temperature, max_tokens=max_tokens)
+    return prompt_message, None, chat
+
+
+def generation_store(
+    *, context: ConversationContext, prompt_message: ContextMessage, result: ChatResult, request_id: str | None
+) -> Generation:
+    """Append the provider's reply (once per request id: a concurrent call's stored reply wins) and return it."""
     usage = {
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,

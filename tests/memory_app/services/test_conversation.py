@@ -515,3 +515,28 @@ def test_append_to_a_context_deleted_meanwhile_is_not_found(user):
 
     assert error.value.details["context_id"] == str(context.pk)
     assert ContextMessage.objects.count() == 0
+
+
+def test_a_reply_stream_closed_after_its_first_piece_still_stores_the_whole_reply(user, openai_llm):
+    from memory_app.services.conversation import ReplyDelta, ReplyDone, context_generate_stream
+
+    context = context_create(owner=user)
+    openai_llm.reply("A long answer in many words.")
+    closed = []
+    stream = context_generate_stream(context=context, prompt="Tell me.", request_id="req-s")
+    stream.call_on_close(lambda: closed.append(True))
+
+    first = next(iter(stream))
+    assert first == ReplyDelta("A")
+    assert ContextMessage.objects.filter(context=context, role="assistant").count() == 0
+    stream.close()
+
+    assert closed == [True]
+    assert isinstance(stream.outcome, ReplyDone)
+    reply = ContextMessage.objects.get(context=context, role="assistant")
+    assert reply.content == "A long answer in many words."
+    assert stream.outcome.generation.reply.pk == reply.pk
+    again = context_generate_stream(context=context, prompt="Tell me.", request_id="req-s")
+    assert list(again) == [ReplyDelta(reply.content), again.outcome]
+    assert again.outcome.generation.replayed
+    assert len(openai_llm.requests) == 1
