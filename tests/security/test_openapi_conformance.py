@@ -158,7 +158,8 @@ def test_the_stateful_phase_follows_the_links_to_the_detail_routes(world, staff_
             super().after_call(response, case)
             if any(str(value) in created for value in (case.path_parameters or {}).values()):
                 linked.append((case.method.upper(), case.operation.path, response.status_code))
-            content_type = response.headers.get("Content-Type", [""])
+            headers = {name.lower(): value for name, value in response.headers.items()}
+            content_type = headers.get("content-type", [""])
             content_type = content_type[0] if isinstance(content_type, list) else content_type
             # JSON answers only: a streamed generate (text/event-stream) holds its ids in its ``done`` event.
             if (
