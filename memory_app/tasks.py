@@ -16,6 +16,7 @@ from django.utils import timezone
 from memory_app.metrics import metrics_process_dead, metrics_worker_serve
 from memory_app.services.backups import backup_create, backups_prune
 from memory_app.services.cache import cache_cleanup, cache_statistics_flush
+from memory_app.services.events import events_cleanup
 from memory_app.services.history import history_archive_run, history_archive_sweep
 from memory_app.services.operations import (
     contexts_release_inactive,
@@ -214,3 +215,12 @@ def outputs_expire_task() -> dict[str, Any]:
     if result.more:
         transaction.on_commit(outputs_expire_task.delay)
     return result.as_dict()
+
+
+@shared_task(name="memory_app.events_cleanup", ignore_result=True)
+def events_cleanup_task() -> dict[str, Any]:
+    """Scheduled: live events past ``events.retention_days``, a few batches, re-queued while more is left."""
+    report = events_cleanup(max_batches=10)
+    if report["more"]:
+        transaction.on_commit(events_cleanup_task.delay)
+    return report

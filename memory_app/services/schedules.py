@@ -108,6 +108,12 @@ def schedules_from_config() -> list[Schedule]:
             memory.pipelines.output_expiry_interval_seconds,
             "Remove run outputs past pipelines.output_retention_days (pipelines.output_expiry_interval_seconds).",
         ),
+        Schedule(
+            "events-cleanup",
+            "memory_app.events_cleanup",
+            memory.events.cleanup_interval_seconds,
+            "Delete live events older than events.retention_days (events.cleanup_interval_seconds).",
+        ),
     ]
     return schedules
 

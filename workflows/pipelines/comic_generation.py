@@ -33,6 +33,7 @@ from memory_app.providers.fonts import glyphs_missing, renderer_identity
 from memory_app.selectors.creative import character_records_known_as, style_get
 from memory_app.services.characters import character_design_merge, character_state
 from memory_app.services.creative import character_upsert, style_usage_record
+from memory_app.services.events import event_panel_ready
 from memory_app.services.history import history_record
 from memory_app.services.previous_context import previous_context_check, previous_context_resolve
 from workflows.engine import FanOutStep, StartRequest, Step, StepContext, WorkflowType
@@ -418,6 +419,7 @@ def image_generation_commit(context: StepContext, result: dict[str, Any]) -> Non
             "cached": result["cached"],
         },
     )
+    event_panel_ready(workflow_id=context.workflow_id, index=result["index"], blob=result["name"])
 
 
 def image_generation_merge(data: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
