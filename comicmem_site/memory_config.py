@@ -285,8 +285,8 @@ class ApiConfig(_Section):
 class EventsConfig(_Section):
     # Server-Sent Events (/api/workflows/{id}/events, /api/projects/{id}/events).
     heartbeat_seconds: PositiveFloat = 15.0  # a ": ping" comment on an idle stream, so proxies keep it open
-    # Without Redis (REDIS_URL unset) a stream looks for new rows this often; with Redis a published wake-up
-    # brings them at once and this is only the fallback for a lost message.
+    # Without Redis (REDIS_URL unset) a stream looks for new rows this often. With Redis a published wake-up
+    # brings them at once, and the table is read again at each heartbeat in case a message was lost.
     poll_interval_seconds: PositiveFloat = 0.5
     retention_days: PositiveInt = 7  # rows older than this are deleted by beat (a client resuming later starts over)
     cleanup_interval_seconds: PositiveInt = 3600
@@ -408,8 +408,8 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
     "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),
     "WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": ("workflow.max_unfinished_runs_per_user", "int"),
-    "EVENTS_HEARTBEAT_SECONDS": ("events.heartbeat_seconds", "str"),
-    "EVENTS_POLL_INTERVAL_SECONDS": ("events.poll_interval_seconds", "str"),
+    "EVENTS_HEARTBEAT_SECONDS": ("events.heartbeat_seconds", "float"),
+    "EVENTS_POLL_INTERVAL_SECONDS": ("events.poll_interval_seconds", "float"),
     "EVENTS_RETENTION_DAYS": ("events.retention_days", "int"),
     "MEMORY_MAX_PROJECTS_PER_USER": ("projects.max_projects_per_user", "int"),
 }
@@ -424,6 +424,11 @@ def _convert(variable: str, raw: str, kind: str) -> Any:
             return int(raw)
         except ValueError:
             raise MemoryConfigError(f"environment variable {variable}: {raw!r} is not an integer") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise MemoryConfigError(f"environment variable {variable}: {raw!r} is not a number") from None
     if kind == "bool":
         if raw.strip().lower() in _TRUE:
             return True

@@ -10,6 +10,9 @@ stream, so ``Last-Event-ID`` (header, or ``?last_event_id=``) resumes exactly af
 A value that is not an event id restarts from the beginning, and the stream says so in a comment. Idle streams
 get a ``: ping`` comment every ``events.heartbeat_seconds``. A run's stream ends after its terminal event
 (completed, failed, cancelled), or at once when the run has ended and nothing is left to send.
+
+Served by the WSGI app instead (no event loop), a stream sends the events committed so far and ends; the browser's
+``EventSource`` reconnects after ``retry`` with its Last-Event-ID, so nothing is lost or repeated, only polled.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from redis.exceptions import RedisError
 from rest_framework.request import Request
@@ -32,7 +35,7 @@ from rest_framework.views import APIView
 
 from memory_app.api.history import AnyContentNegotiation
 from memory_app.blob_storage import DEFAULT_STORAGE, blob_signed_url
-from memory_app.models import TERMINAL_EVENT_KINDS, Event
+from memory_app.models import TERMINAL_EVENT_KINDS, Event, EventKind
 from memory_app.selectors.events import EVENTS_BATCH, events_after, workflow_has_ended
 from memory_app.selectors.projects import project_get
 
@@ -47,9 +50,19 @@ LAST_EVENT_ID_PARAMETER = OpenApiParameter(
     int,
     description="Resume after this event id (as the Last-Event-ID header, which wins when both are sent).",
 )
-EVENT_STREAM_RESPONSES = {
-    (200, "text/event-stream"): OpenApiTypes.STR,
+# One Server-Sent Event of the stream (its "data" is the JSON described in docs/api.md, "Live events").
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One Server-Sent Event: id (the event's row id, monotonic), event (its kind), data (JSON).",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "enum": [kind.value for kind in EventKind]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
 }
+EVENT_STREAM_RESPONSES = {(200, "text/event-stream"): EVENT_SCHEMA}
 
 
 def last_event_id(request: Request) -> tuple[int, str | None]:
@@ -136,11 +149,8 @@ async def event_stream(
     config = settings.MEMORY.events
     read = sync_to_async(events_after)
     ended = sync_to_async(workflow_has_ended)
-    yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
-    if invalid_last_event_id is not None:
-        # repr: whatever the client sent, the comment stays on one line.
-        shown = repr(invalid_last_event_id[:64])
-        yield f": Last-Event-ID {shown} is not an event id: starting from the beginning\n\n".encode()
+    for line in _preamble(invalid_last_event_id):
+        yield line
     waker = _Waker(project_key)
     # Subscribed before the first read: a wake-up for a commit after that read is never missed.
     await waker.start()
@@ -170,18 +180,52 @@ async def event_stream(
         await waker.close()
 
 
+def _preamble(invalid_last_event_id: str | None) -> list[bytes]:
+    lines = [f"retry: {RETRY_MILLISECONDS}\n\n".encode()]
+    if invalid_last_event_id is not None:
+        # repr: whatever the client sent, the comment stays on one line.
+        shown = repr(invalid_last_event_id[:64])
+        lines.append(f": Last-Event-ID {shown} is not an event id: starting from the beginning\n\n".encode())
+    return lines
+
+
+def event_snapshot(
+    *,
+    project_key: str,
+    workflow_key: Any | None,
+    after_id: int,
+    invalid_last_event_id: str | None,
+    absolute_url: Callable[[str], str] | None,
+) -> Iterator[bytes]:
+    """The stream served without an event loop (the WSGI app): the events committed so far, then the end. An
+    ``EventSource`` reconnects after ``retry`` with its Last-Event-ID, so it still receives every event once, by
+    polling; no thread is held between two polls."""
+    yield from _preamble(invalid_last_event_id)
+    while True:
+        events = events_after(project_pk=project_key, workflow_pk=workflow_key, after_id=after_id)
+        for event in events:
+            yield _frame(event, absolute_url)
+            after_id = event.pk
+        if len(events) < EVENTS_BATCH:
+            return
+
+
 def event_stream_response(
     request: Request, *, project_key: str, workflow_key: Any | None = None
 ) -> StreamingHttpResponse:
     after_id, invalid = last_event_id(request)
+    arguments: dict[str, Any] = {
+        "project_key": project_key,
+        "workflow_key": workflow_key,
+        "after_id": after_id,
+        "invalid_last_event_id": invalid,
+        "absolute_url": request.build_absolute_uri,
+    }
+    # Under ASGI the stream lives on the event loop; a WSGI server has none, and a stream there would hold a
+    # thread for its whole life, so it gets what is committed and ends (the client polls by reconnecting).
+    served_async = isinstance(request._request, ASGIRequest)
     response = StreamingHttpResponse(
-        event_stream(
-            project_key=project_key,
-            workflow_key=workflow_key,
-            after_id=after_id,
-            invalid_last_event_id=invalid,
-            absolute_url=request.build_absolute_uri,
-        ),
+        event_stream(**arguments) if served_async else event_snapshot(**arguments),
         content_type="text/event-stream; charset=utf-8",
     )
     response["Cache-Control"] = "no-cache"

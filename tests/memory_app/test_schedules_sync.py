@@ -38,6 +38,7 @@ EXPECTED = {
     "workflows-detect-stuck": ("workflows.detect_stuck", 300, {}, True),
     "storage-deletions-sweep": ("memory_app.storage_deletions_sweep", 300, {}, True),
     "outputs-expire": ("memory_app.outputs_expire", 3600, {}, True),
+    "events-cleanup": ("memory_app.events_cleanup", 3600, {}, True),
 }
 
 

@@ -181,3 +181,15 @@ def test_the_cleanup_deletes_only_events_past_retention(run_inline, user, projec
 
 def test_the_stream_listens_where_the_service_publishes():
     assert STREAM_CHANNEL == EVENTS_CHANNEL
+
+
+def test_served_without_an_event_loop_a_stream_sends_what_is_committed_and_ends(run_inline, user, project, auth_client):
+    run = start(run_inline, user)
+    ids = list(Event.objects.filter(workflow=run).order_by("id").values_list("id", flat=True))
+
+    # Django's test client is the WSGI app: a project's stream, which never ends under ASGI, ends here.
+    response = auth_client.get("/api/projects/proj-001/events", HTTP_LAST_EVENT_ID=str(ids[0]))
+    events, _ = parse(b"".join(response.streaming_content))
+
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/event-stream")
+    assert [event["id"] for event in events] == ids[1:]
