@@ -34,8 +34,10 @@ def event_record(
 ) -> Event:
     """One event, in the caller's transaction; its wake-up is published after that commits (never on rollback)."""
     event = Event.objects.create(project=project, workflow=workflow, kind=str(kind), data=redact(data) if data else {})
-    project_key = str(project.pk)
-    transaction.on_commit(lambda: event_wake(project_key=project_key))
+    if settings.REDIS_URL:
+        # Without Redis there is nothing to publish: streams poll the table (memory_app/api/events.py).
+        project_key = str(project.pk)
+        transaction.on_commit(lambda: event_wake(project_key=project_key))
     return event
 
 
