@@ -51,6 +51,7 @@ def parse_size(value: Any) -> int:
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
 RATE_PATTERN = r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$"
 
 
@@ -281,6 +282,16 @@ class ApiConfig(_Section):
     llm_calls_per_process: PositiveInt | None = None
 
 
+class EventsConfig(_Section):
+    # Server-Sent Events (/api/workflows/{id}/events, /api/projects/{id}/events).
+    heartbeat_seconds: PositiveFloat = 15.0  # a ": ping" comment on an idle stream, so proxies keep it open
+    # Without Redis (REDIS_URL unset) a stream looks for new rows this often. With Redis a published wake-up
+    # brings them at once, and the table is read again at each heartbeat in case a message was lost.
+    poll_interval_seconds: PositiveFloat = 0.5
+    retention_days: PositiveInt = 7  # rows older than this are deleted by beat (a client resuming later starts over)
+    cleanup_interval_seconds: PositiveInt = 3600
+
+
 class ProviderConfig(_Section):
     provider: Literal["offline", "openai"] = "offline"
     base_url: str | None = None
@@ -368,6 +379,7 @@ class MemoryConfig(_Section):
     maintenance: MaintenanceConfig = MaintenanceConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     api: ApiConfig = ApiConfig()
+    events: EventsConfig = EventsConfig()
     providers: ProvidersConfig = ProvidersConfig()
     pipelines: PipelinesConfig = PipelinesConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
@@ -414,6 +426,9 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
     "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),
     "WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": ("workflow.max_unfinished_runs_per_user", "int"),
+    "EVENTS_HEARTBEAT_SECONDS": ("events.heartbeat_seconds", "float"),
+    "EVENTS_POLL_INTERVAL_SECONDS": ("events.poll_interval_seconds", "float"),
+    "EVENTS_RETENTION_DAYS": ("events.retention_days", "int"),
     "MEMORY_MAX_PROJECTS_PER_USER": ("projects.max_projects_per_user", "int"),
     "WEBHOOKS_ALLOW_LOOPBACK": ("webhooks.allow_loopback", "bool"),
     "WEBHOOKS_MAX_ATTEMPTS": ("webhooks.max_attempts", "int"),

@@ -16,6 +16,7 @@ from django.utils import timezone
 from memory_app.metrics import metrics_process_dead, metrics_worker_serve
 from memory_app.services.backups import backup_create, backups_prune
 from memory_app.services.cache import cache_cleanup, cache_statistics_flush
+from memory_app.services.events import events_cleanup
 from memory_app.services.history import history_archive_run, history_archive_sweep
 from memory_app.services.operations import (
     contexts_release_inactive,
@@ -239,3 +240,12 @@ def webhook_deliveries_sweep_task() -> dict[str, Any]:
     for delivery_id in due:
         webhook_deliver_task.delay(delivery_id)
     return {"sent": len(due)}
+
+
+@shared_task(name="memory_app.events_cleanup", ignore_result=True)
+def events_cleanup_task() -> dict[str, Any]:
+    """Scheduled: live events past ``events.retention_days``, a few batches, re-queued while more is left."""
+    report = events_cleanup(max_batches=10)
+    if report["more"]:
+        transaction.on_commit(events_cleanup_task.delay)
+    return report

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse
+from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory_app.api.authentication import authenticated_user
+from memory_app.api.events import EVENT_STREAM_RESPONSES, LAST_EVENT_ID_PARAMETER, event_stream_response
 from memory_app.api.fields import FreeFormDictField, ProjectIdField, StrictCharField, StrictChoiceField
 from memory_app.api.history import AnyContentNegotiation
 from memory_app.blob_storage import DEFAULT_STORAGE, blob_signed_url
@@ -206,6 +207,17 @@ class WorkflowDetailView(APIView):
     def get(self, request: Request, workflow_id: str) -> Response:
         run = workflow_get(user=request.user, workflow_id=workflow_id)
         return Response(WorkflowDetailSerializer(run, context={"request": request}).data)
+
+
+class WorkflowEventsView(APIView):
+    """The run's live events (see docs/api.md, "Live events"); the stream ends after its terminal event."""
+
+    content_negotiation_class = AnyContentNegotiation
+
+    @extend_schema(tags=["workflows"], parameters=[LAST_EVENT_ID_PARAMETER], responses=EVENT_STREAM_RESPONSES)
+    def get(self, request: Request, workflow_id: str) -> StreamingHttpResponse:
+        run = workflow_get(user=request.user, workflow_id=workflow_id)
+        return event_stream_response(request, project_key=str(run.project_id), workflow_key=run.pk)
 
 
 class WorkflowHistorySerializer(serializers.Serializer[Any]):

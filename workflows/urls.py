@@ -6,6 +6,7 @@ from workflows.api import (
     WorkflowCancelView,
     WorkflowContinueView,
     WorkflowDetailView,
+    WorkflowEventsView,
     WorkflowHistoryView,
     WorkflowListCreateView,
     WorkflowOutputView,
@@ -18,6 +19,7 @@ from workflows.api import (
 urlpatterns = [
     re_path(r"^$", WorkflowListCreateView.as_view(), name="workflow-list"),
     re_path(r"^(?P<workflow_id>[^/]+)/?$", WorkflowDetailView.as_view(), name="workflow-detail"),
+    re_path(r"^(?P<workflow_id>[^/]+)/events/?$", WorkflowEventsView.as_view(), name="workflow-events"),
     re_path(r"^(?P<workflow_id>[^/]+)/history/?$", WorkflowHistoryView.as_view(), name="workflow-history"),
     re_path(r"^(?P<workflow_id>[^/]+)/resume/?$", WorkflowResumeView.as_view(), name="workflow-resume"),
     re_path(r"^(?P<workflow_id>[^/]+)/restore/?$", WorkflowRestoreView.as_view(), name="workflow-restore"),

@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from memory_app.api import characters, conversation, conversation_released, creative, webhooks
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.cache import CacheNamespaceView, CacheStatsView
+from memory_app.api.events import ProjectEventsView
 from memory_app.api.files import SignedBlobView
 from memory_app.api.health import HealthView
 from memory_app.api.history import (
@@ -52,5 +53,6 @@ urlpatterns = [
         name="history-archive-download",
     ),
     re_path(r"^memory/timeline/(?P<project_id>[^/]+)/?$", TimelineView.as_view(), name="timeline"),
+    re_path(r"^projects/(?P<project_id>[^/]+)/events/?$", ProjectEventsView.as_view(), name="project-events"),
     *router.urls,
 ]

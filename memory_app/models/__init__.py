@@ -15,6 +15,7 @@ from memory_app.models.creative import (
     StyleTemplate,
     StyleUsage,
 )
+from memory_app.models.events import TERMINAL_EVENT_KINDS, Event, EventKind
 from memory_app.models.history import (
     DEFAULT_SUMMARIES,
     SYSTEM_SCOPE,
@@ -54,6 +55,7 @@ __all__ = [
     "STYLE_ID_PATTERN",
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
+    "TERMINAL_EVENT_KINDS",
     "UNFINISHED_STATUSES",
     "WEBHOOK_ALL_EVENTS",
     "WEBHOOK_EVENTS",
@@ -66,6 +68,8 @@ __all__ = [
     "CharacterVersion",
     "ContextMessage",
     "ConversationContext",
+    "Event",
+    "EventKind",
     "HistoryAction",
     "HistoryArchive",
     "HistoryArchivedCount",

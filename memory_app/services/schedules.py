@@ -114,6 +114,12 @@ def schedules_from_config() -> list[Schedule]:
             memory.webhooks.sweep_interval_seconds,
             "Send again webhook messages whose send was lost (webhooks.sweep_interval_seconds).",
         ),
+        Schedule(
+            "events-cleanup",
+            "memory_app.events_cleanup",
+            memory.events.cleanup_interval_seconds,
+            "Delete live events older than events.retention_days (events.cleanup_interval_seconds).",
+        ),
     ]
     return schedules
 

@@ -32,7 +32,15 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def test_every_gunicorn_worker_counts_into_one_scrape(transactional_db, tmp_path):
+# The WSGI app (sync workers) and the ASGI app on uvicorn workers, as `make run` and docker-compose serve it.
+SERVED_AS = {
+    "wsgi": ["comicmem_site.wsgi"],
+    "asgi": ["comicmem_site.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker"],
+}
+
+
+@pytest.mark.parametrize("served_as", sorted(SERVED_AS))
+def test_every_gunicorn_worker_counts_into_one_scrape(transactional_db, tmp_path, served_as):
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     stale = metrics_dir / "counter_999999.db"
@@ -46,7 +54,7 @@ def test_every_gunicorn_worker_counts_into_one_scrape(transactional_db, tmp_path
                 str(Path(sys.executable).with_name("gunicorn")),
                 "-c",
                 "gunicorn.conf.py",
-                "comicmem_site.wsgi",
+                *SERVED_AS[served_as],
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",

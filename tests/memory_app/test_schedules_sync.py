@@ -39,6 +39,7 @@ EXPECTED = {
     "storage-deletions-sweep": ("memory_app.storage_deletions_sweep", 300, {}, True),
     "outputs-expire": ("memory_app.outputs_expire", 3600, {}, True),
     "webhook-deliveries-sweep": ("memory_app.webhook_deliveries_sweep", 60, {}, True),
+    "events-cleanup": ("memory_app.events_cleanup", 3600, {}, True),
 }
 
 

@@ -35,6 +35,7 @@ SAME_ID_ROUTES: dict[tuple[str, str], tuple[dict[str, Any], int, str | None]] = 
     ("GET", "/api/memory/history/{project_id}/"): ({}, 200, "Bob's twin"),
     ("GET", "/api/memory/timeline/{project_id}/"): ({}, 200, "Bob's twin"),
     ("GET", "/api/memory/history/{project_id}/archives/"): ({}, 200, None),  # his project's (none), not Alice's
+    ("GET", "/api/projects/{project_id}/events/"): ({}, 200, None),  # his project's stream (no event), not Alice's
     ("GET", "/api/projects/{pk}/"): ({}, 200, "Bob's twin"),
     ("PUT", "/api/projects/{pk}/"): ({"name": "Bob's twin renamed"}, 200, "Bob's twin renamed"),
     ("PATCH", "/api/projects/{pk}/"): ({"description": "bob plot 2"}, 200, "bob plot 2"),
@@ -130,9 +131,15 @@ def test_bob_works_in_his_own_object_under_alices_id(twins, client_for, method, 
 
     response = _call(client_for(twins.bob), method, url, _fill(body, ids))
 
-    assert response.status_code == status, response.content[:500]
-    assert response.json()["success"] is True
-    _assert_none_of((*ALICE_ONLY, bob_key), response)  # nor the internal key of Bob's project
+    if response.streaming:
+        # An event stream (served whole by the WSGI app): his project's events (none), nothing of Alice's.
+        assert response.status_code == status
+        text = b"".join(response.streaming_content).decode()
+        assert [marker for marker in (*ALICE_ONLY, bob_key, "id: ") if marker in text] == []
+    else:
+        assert response.status_code == status, response.content[:500]
+        assert response.json()["success"] is True
+        _assert_none_of((*ALICE_ONLY, bob_key), response)  # nor the internal key of Bob's project
     if marker is not None:
         assert marker in response.content.decode()
     assert _owned_rows(twins.alice) == alice_before

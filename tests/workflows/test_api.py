@@ -236,6 +236,7 @@ def test_schema_documents_every_workflow_route(api_client):
         "/api/workflows/",
         "/api/workflows/{workflow_id}/",
         "/api/workflows/{workflow_id}/history/",
+        "/api/workflows/{workflow_id}/events/",
         "/api/workflows/{workflow_id}/resume/",
         "/api/workflows/{workflow_id}/restore/",
         "/api/workflows/{workflow_id}/cancel/",

@@ -32,6 +32,7 @@ from memory_app.errors import NotFound, ProviderError, ValidationFailed
 from memory_app.providers.fonts import glyphs_missing, renderer_identity
 from memory_app.selectors.creative import style_get
 from memory_app.services.creative import style_usage_record
+from memory_app.services.events import event_panel_ready
 from memory_app.services.history import history_record
 from memory_app.services.previous_context import previous_context_check, previous_context_resolve
 from memory_app.services.webhooks import webhook_dispatch
@@ -348,6 +349,7 @@ def image_generation_commit(context: StepContext, result: dict[str, Any]) -> Non
         project=run_project(context),
         payload={"workflow_id": str(context.workflow_id), "panel_index": result["index"], "image_url": image_url},
     )
+    event_panel_ready(workflow_id=context.workflow_id, index=result["index"], blob=result["name"])
 
 
 def image_generation_merge(data: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from memory_app.errors import Conflict, WorkflowNotWaiting, WorkflowRunning
 from memory_app.models import (
     UNFINISHED_STATUSES,
+    EventKind,
     HistoryAction,
     SnapshotEvent,
     WorkflowState,
@@ -24,6 +25,7 @@ from memory_app.services.workflow.runs import (
     _describe_step,
     _lock,
     clean_data,
+    workflow_event,
     workflow_progress,
     workflow_snapshot_append,
 )
@@ -57,6 +59,7 @@ def workflow_continue(
         error=None,
     )
     workflow_snapshot_append(workflow=run, event=SnapshotEvent.CONTINUED, step=run.current_step)
+    workflow_event(workflow=run, kind=EventKind.WORKFLOW_STATUS)
     history_record(
         project=run.project,
         action=HistoryAction.WORKFLOW_CONTINUED,

@@ -15,6 +15,7 @@ from django.utils import timezone
 from memory_app.errors import Conflict, ValidationFailed
 from memory_app.models import (
     LEGAL_TRANSITIONS,
+    EventKind,
     HistoryAction,
     Project,
     SnapshotEvent,
@@ -23,6 +24,7 @@ from memory_app.models import (
     WorkflowStatus,
 )
 from memory_app.redaction import redact
+from memory_app.services.events import event_record
 from memory_app.services.history import history_record
 
 # What a queued run's progress says while it waits (the per-user queue, ``queue``).
@@ -202,11 +204,32 @@ def workflow_create(
         )
         if not queued:
             _record_started(workflow)
+        else:
+            workflow_event(workflow=workflow, kind=EventKind.WORKFLOW_STATUS)
     return workflow
+
+
+def workflow_event(*, workflow: WorkflowState, kind: EventKind, **extra: Any) -> None:
+    """The run's live event of ``kind`` (``memory_app.services.events``), in the caller's transaction: the run's
+    id, status, step and progress as just written, and ``extra``."""
+    event_record(
+        kind=kind,
+        project=workflow.project,
+        workflow=workflow,
+        data={
+            "workflow_id": str(workflow.pk),
+            "status": str(workflow.status),
+            "current_step": workflow.current_step,
+            "step_index": workflow.step_index,
+            "progress": workflow.progress,
+            **extra,
+        },
+    )
 
 
 def _record_started(workflow: WorkflowState) -> None:
     workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.STARTED, step=workflow.steps[0])
+    workflow_event(workflow=workflow, kind=EventKind.WORKFLOW_STATUS)
     history_record(
         project=workflow.project,
         action=HistoryAction.WORKFLOW_STARTED,

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from memory_app.errors import Conflict, ValidationFailed
 from memory_app.models import (
+    EventKind,
     HistoryAction,
     SnapshotEvent,
     UnitStatus,
@@ -30,6 +31,7 @@ from memory_app.services.workflow.runs import (
     _lock,
     _snapshot_tally,
     clean_data,
+    workflow_event,
     workflow_progress,
     workflow_snapshot_append,
     workflow_snapshots_trim,
@@ -97,6 +99,7 @@ def workflow_fan_out_progress(*, workflow: WorkflowState, segments: Segments) ->
     )
     WorkflowState.objects.filter(pk=workflow.pk).update(progress=progress, updated_at=timezone.now(), stuck_since=None)
     workflow.progress = progress
+    workflow_event(workflow=workflow, kind=EventKind.WORKFLOW_PROGRESS)
 
 
 def workflow_step_complete(
@@ -171,6 +174,11 @@ def workflow_step_complete(
         head=head,
     )
     workflow_snapshots_trim(workflow=workflow, count=count + len(events))
+    workflow_event(workflow=workflow, kind=EventKind.STEP_COMPLETED, step=finished_step)
+    if done:
+        workflow_event(workflow=workflow, kind=EventKind.WORKFLOW_COMPLETED)
+    elif paused:
+        workflow_event(workflow=workflow, kind=EventKind.WORKFLOW_AWAITING_INPUT, after_step=finished_step)
     history_record(
         project=workflow.project,
         action=HistoryAction.WORKFLOW_STEP_COMPLETED,
@@ -222,6 +230,7 @@ def workflow_fail(*, workflow: WorkflowState, error: dict[str, Any], unit: Workf
         progress=progress,
     )
     workflow_snapshot_append(workflow=workflow, event=SnapshotEvent.FAILED, step=workflow.current_step, error=error)
+    workflow_event(workflow=workflow, kind=EventKind.WORKFLOW_FAILED, error=error)
     history_record(
         project=workflow.project,
         action=HistoryAction.WORKFLOW_FAILED,
@@ -248,6 +257,7 @@ def workflow_resume(*, workflow: WorkflowState, user: AbstractBaseUser | None) -
         run, expected_status=WorkflowStatus.FAILED, status=WorkflowStatus.IN_PROGRESS, error=None, progress=progress
     )
     workflow_snapshot_append(workflow=run, event=SnapshotEvent.RESUMED, step=run.current_step)
+    workflow_event(workflow=run, kind=EventKind.WORKFLOW_STATUS)
     history_record(
         project=run.project,
         action=HistoryAction.WORKFLOW_RESUMED,
@@ -332,6 +342,7 @@ def workflow_restore(
     # The units of the abandoned branch are over: a rerun creates its own.
     workflow_units_end(workflow=run)
     snapshot = workflow_snapshot_append(workflow=run, event=SnapshotEvent.RESTORED, step=current_step)
+    workflow_event(workflow=run, kind=EventKind.WORKFLOW_STATUS)
     history_record(
         project=run.project,
         action=HistoryAction.WORKFLOW_RESTORED,
@@ -364,6 +375,7 @@ def workflow_cancel(*, workflow: WorkflowState, user: AbstractBaseUser | None) -
         run, expected_status=run.status, status=WorkflowStatus.CANCELLED, progress=progress, queued_at=None
     )
     workflow_snapshot_append(workflow=run, event=SnapshotEvent.CANCELLED, step=run.current_step)
+    workflow_event(workflow=run, kind=EventKind.WORKFLOW_CANCELLED)
     history_record(
         project=run.project,
         action=HistoryAction.WORKFLOW_CANCELLED,

@@ -1,0 +1,92 @@
+"""Live events (``memory_app.models.events``): recorded in the transaction of the change they describe, a
+wake-up published once it commits, and old rows deleted by beat.
+
+A stream never trusts the wake-up for content: it only says "look again"; what a client receives is always
+read from the table, in id order. So a lost or duplicated wake-up costs at most one poll interval, and an event
+of a rolled-back transaction never reaches anyone (it does not exist).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from memory_app.models import Event, EventKind, Project, WorkflowState
+from memory_app.redaction import redact
+
+logger = logging.getLogger("memory_app.events")
+
+# The Redis channel every wake-up goes to: its message is the project's key (streams of other projects ignore it).
+EVENTS_CHANNEL = "comicmem:events"
+# Rows deleted per statement by the cleanup.
+CLEANUP_BATCH = 5000
+
+
+def event_record(
+    *, kind: EventKind | str, project: Project, data: dict[str, Any], workflow: WorkflowState | None = None
+) -> Event:
+    """One event, in the caller's transaction; its wake-up is published after that commits (never on rollback)."""
+    event = Event.objects.create(project=project, workflow=workflow, kind=str(kind), data=redact(data) if data else {})
+    if settings.REDIS_URL:
+        # Without Redis there is nothing to publish: streams poll the table (memory_app/api/events.py).
+        project_key = str(project.pk)
+        transaction.on_commit(lambda: event_wake(project_key=project_key))
+    return event
+
+
+def event_panel_ready(*, workflow_id: Any, index: int, blob: str) -> Event:
+    """``panel.ready`` for panel ``index`` of the run, drawn into storage as ``blob``. The storage name is kept, not
+    a URL: the stream signs it as it sends the event, so the URL a browser gets is always fresh."""
+    run = WorkflowState.objects.select_related("project").get(pk=workflow_id)
+    return event_record(
+        kind=EventKind.PANEL_READY,
+        project=run.project,
+        workflow=run,
+        data={
+            "workflow_id": str(run.pk),
+            "status": str(run.status),
+            "current_step": run.current_step,
+            "step_index": run.step_index,
+            "panel": {"index": index, "name": blob.rsplit("/", 1)[-1], "blob": blob},
+        },
+    )
+
+
+def event_wake(*, project_key: str) -> None:
+    """Tell the streams of ``project_key`` that new rows are committed: a Redis message when Redis is
+    configured; without Redis nothing is sent (streams poll the table every ``events.poll_interval_seconds``)."""
+    url = settings.REDIS_URL
+    if not url:
+        return
+    try:
+        _publisher(url).publish(EVENTS_CHANNEL, project_key)
+    except redis.RedisError:
+        # The event is committed; a stream finds it at its next fallback poll.
+        logger.warning("event wake-up for project %s not published", project_key, exc_info=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _publisher(url: str) -> redis.Redis:
+    # One client (a thread-safe connection pool) per process and URL.
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+
+
+def events_cleanup(*, max_batches: int = 10) -> dict[str, Any]:
+    """Delete events older than ``events.retention_days``, in batches; ``more``: rows are left to delete."""
+    cutoff = timezone.now() - timedelta(days=settings.MEMORY.events.retention_days)
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(
+            Event.objects.filter(created_at__lt=cutoff).order_by("id").values_list("id", flat=True)[:CLEANUP_BATCH]
+        )
+        if not ids:
+            return {"deleted": deleted, "more": False}
+        deleted += Event.objects.filter(id__in=ids).delete()[0]
+    return {"deleted": deleted, "more": Event.objects.filter(created_at__lt=cutoff).exists()}
