@@ -35,7 +35,7 @@ from rest_framework.views import APIView
 
 from memory_app.api.history import AnyContentNegotiation
 from memory_app.blob_storage import DEFAULT_STORAGE, blob_signed_url
-from memory_app.models import TERMINAL_EVENT_KINDS, Event, EventKind
+from memory_app.models import PROJECT_ID_PATTERN, TERMINAL_EVENT_KINDS, Event, EventKind
 from memory_app.selectors.events import EVENTS_BATCH, events_after, workflow_has_ended
 from memory_app.selectors.projects import project_get
 
@@ -239,7 +239,14 @@ class ProjectEventsView(APIView):
 
     content_negotiation_class = AnyContentNegotiation
 
-    @extend_schema(tags=["projects"], parameters=[LAST_EVENT_ID_PARAMETER], responses=EVENT_STREAM_RESPONSES)
+    @extend_schema(
+        tags=["projects"],
+        parameters=[
+            OpenApiParameter("project_id", str, OpenApiParameter.PATH, pattern=PROJECT_ID_PATTERN.pattern),
+            LAST_EVENT_ID_PARAMETER,
+        ],
+        responses=EVENT_STREAM_RESPONSES,
+    )
     def get(self, request: Request, project_id: str) -> StreamingHttpResponse:
         project = project_get(user=request.user, project_id=project_id)
         return event_stream_response(request, project_key=str(project.pk))

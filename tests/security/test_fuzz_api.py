@@ -41,7 +41,8 @@ def envelope_conformance(ctx: Any, response: Any, case: Any) -> None:
     """Every JSON answer of /api/ is the envelope of DESIGN.md: success, data or error, metadata."""
     if case.operation.path in NOT_ENVELOPED:
         return None
-    content_type = response.headers.get("Content-Type", [""])
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    content_type = headers.get("content-type", [""])
     content_type = content_type[0] if isinstance(content_type, list) else content_type
     if response.status_code < 300 and not content_type.startswith("application/json"):
         return None  # a file download
@@ -71,11 +72,14 @@ schema = _load_schema()
 # not a meaningful check (every other check still runs).
 IMPORT_RULES = "a context's key equals its conversation_id; timestamps are epoch seconds or ISO datetimes"
 HISTORY_RULES = "cursor is a signed token from a previous page; dates must be real calendar dates"
+WEBHOOK_RULES = "the url's host must resolve, to public addresses only (the SSRF guard); no schema can say which do"
 POSITIVE_ACCEPTANCE_NOT_MEANINGFUL = {
     ("POST", "/api/context/import/"): IMPORT_RULES,
     ("POST", "/api/memory/context/import/"): IMPORT_RULES,
     ("GET", "/api/memory/history/{project_id}/"): HISTORY_RULES,
     ("GET", "/api/memory/timeline/{project_id}/"): HISTORY_RULES,
+    ("POST", "/api/webhooks/"): WEBHOOK_RULES,
+    ("PATCH", "/api/webhooks/{webhook_id}/"): WEBHOOK_RULES,
 }
 
 
