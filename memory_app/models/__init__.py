@@ -28,6 +28,7 @@ from memory_app.models.history import (
 )
 from memory_app.models.operations import MetricSnapshot
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
+from memory_app.models.search import SEARCH_FTS_TABLE, SEARCH_KIND_FIELDS, SearchEntry, SearchKind
 from memory_app.models.storage import ProjectCacheUse, StorageDeletion, StorageDeletionReason
 from memory_app.models.webhooks import (
     WEBHOOK_ALL_EVENTS,
@@ -52,6 +53,8 @@ __all__ = [
     "DEFAULT_SUMMARIES",
     "LEGAL_TRANSITIONS",
     "PROJECT_ID_PATTERN",
+    "SEARCH_FTS_TABLE",
+    "SEARCH_KIND_FIELDS",
     "STYLE_ID_PATTERN",
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
@@ -80,6 +83,8 @@ __all__ = [
     "Project",
     "ProjectCacheUse",
     "ReleasedContext",
+    "SearchEntry",
+    "SearchKind",
     "SnapshotEvent",
     "StorageDeletion",
     "StorageDeletionReason",

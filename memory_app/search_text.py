@@ -1,0 +1,52 @@
+"""Words for the recall index: jieba cuts Chinese (search mode, so a long word is also found by its parts), Latin
+words and numbers are kept whole and lower-cased, punctuation and spaces go. The index stores the words joined by
+single spaces; a query is cut the same way, its function words dropped (they would match almost every row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from functools import cache
+
+import jieba
+
+_WORD = re.compile(r"\w", re.UNICODE)
+# Words too common to tell records apart: a query made of them alone finds nothing rather than everything.
+_STOPWORDS_TEXT = (
+    "的 了 是 在 和 与 及 就 都 也 而 又 把 被 让 给 对 从 到 向 着 过 吗 呢 吧 啊 呀 哦 嗯 么 这 那 这个 那个 "
+    "我 你 他 她 它 我们 你们 他们 她们 一个 一 有 没有 不 很 还 会 要 说 去 来 上 下 中 里 之 其 或 但 "
+    "a an the and or of to in on at is are was were be it this that what which who how"
+)
+QUERY_STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+
+
+@cache
+def _tokenizer() -> jieba.Tokenizer:
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba.dt
+
+
+def _words(text: str) -> list[str]:
+    return [word.lower() for word in _tokenizer().cut_for_search(text) if _WORD.search(word)]
+
+
+def index_tokens(text: str) -> str:
+    """``text`` as the index stores it: its words, lower-cased, joined by single spaces."""
+    return " ".join(word.replace('"', "") for word in _words(text))
+
+
+def query_words(query: str) -> list[str]:
+    """The distinct words of a search query, in order, function words dropped (all of them kept when the query
+    has nothing else)."""
+    words = list(dict.fromkeys(word.replace('"', "") for word in _words(query)))
+    words = [word for word in words if word]
+    meaningful = [word for word in words if word not in QUERY_STOPWORDS]
+    return meaningful or words
+
+
+def text_hash(text: str) -> str:
+    """The key of a text's embedding (and of its index row's ``text_hash``)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,129 @@
+"""Read side of recall: lexical search over the index (SQLite FTS5 with bm25; PostgreSQL full-text search with
+ts_rank_cd), limited to what the caller may see (staff: everything).
+
+``lexical_search`` answers ranked ``SearchHit``s: the entry, its score (higher is better) and a snippet with the
+matched words marked. Callers that combine it with other rankings (the meaning search) use the order, not the
+score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
+from django.db.models import QuerySet
+
+from memory_app.models import SEARCH_FTS_TABLE, Project, SearchEntry, SearchKind
+from memory_app.search_text import query_words
+from memory_app.selectors.ownership import scope_to_owner
+
+SNIPPET_CHARS = 160
+MARK_OPEN, MARK_CLOSE = "<mark>", "</mark>"
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    entry: SearchEntry
+    score: float
+    snippet: str
+
+
+def search_candidates(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    kinds: Sequence[str] = tuple(SearchKind.values),
+    project: Project | None = None,
+    archived_only: bool = False,
+) -> QuerySet[SearchEntry]:
+    """The index rows ``user`` may find: their own (staff: all), of ``kinds``, of ``project`` when given."""
+    entries = scope_to_owner(SearchEntry.objects.all(), user=user).filter(kind__in=list(kinds))
+    if project is not None:
+        entries = entries.filter(project=project)
+    if archived_only:
+        entries = entries.filter(kind=SearchKind.MESSAGE, message__archived=True)
+    return entries
+
+
+def lexical_search(
+    query: str,
+    *,
+    candidates: QuerySet[SearchEntry],
+    limit: int,
+) -> list[SearchHit]:
+    """The ``limit`` best rows of ``candidates`` for ``query``'s words (any of them; more and rarer rank higher)."""
+    words = query_words(query)
+    if not words or limit <= 0:
+        return []
+    if connection.vendor == "sqlite":
+        ranked = _sqlite_ranked(words, limit=limit * 4, candidates=candidates)
+    elif connection.vendor == "postgresql":
+        ranked = _postgres_ranked(words, limit=limit * 4, candidates=candidates)
+    else:  # pragma: no cover - the project runs on SQLite and PostgreSQL
+        raise NotImplementedError(connection.vendor)
+    entries = candidates.in_bulk([entry_id for entry_id, _score in ranked])
+    hits = [
+        SearchHit(entry=entries[entry_id], score=score, snippet=snippet(entries[entry_id].text, words))
+        for entry_id, score in ranked
+        if entry_id in entries
+    ]
+    return hits[:limit]
+
+
+def _sqlite_ranked(words: list[str], *, limit: int, candidates: QuerySet[SearchEntry]) -> list[tuple[int, float]]:
+    match = " OR ".join('"' + word + '"' for word in words)
+    scope_sql, scope_params = candidates.values("id").query.sql_with_params()
+    sql = (
+        f"SELECT rowid, bm25({SEARCH_FTS_TABLE}) AS rank FROM {SEARCH_FTS_TABLE} "  # noqa: S608
+        f"WHERE {SEARCH_FTS_TABLE} MATCH %s AND rowid IN ({scope_sql}) ORDER BY rank LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [match, *scope_params, limit])
+        # bm25() is lower-is-better and negative: the score is its negation.
+        return [(row_id, -float(rank)) for row_id, rank in cursor.fetchall()]
+
+
+def _postgres_ranked(words: list[str], *, limit: int, candidates: QuerySet[SearchEntry]) -> list[tuple[int, float]]:
+    table = connection.ops.quote_name(SearchEntry._meta.db_table)
+    tsquery = " | ".join("'" + word.replace("'", "''").replace("\\", "") + "'" for word in words)
+    scope_sql, scope_params = candidates.values("id").query.sql_with_params()
+    sql = (
+        "SELECT id, ts_rank_cd(to_tsvector('simple', tokens), query) AS rank "  # noqa: S608
+        f"FROM {table}, to_tsquery('simple', %s) AS query "
+        f"WHERE to_tsvector('simple', tokens) @@ query AND id IN ({scope_sql}) ORDER BY rank DESC, id DESC LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [tsquery, *scope_params, limit])
+        return [(row_id, float(rank)) for row_id, rank in cursor.fetchall()]
+
+
+def snippet(text: str, words: Sequence[str], *, width: int = SNIPPET_CHARS) -> str:
+    """A window of ``text`` around its first matched word, each match marked ``<mark>…</mark>`` (the text is
+    escaped first, so the marks are the only markup)."""
+    from html import escape
+
+    lowered = text.lower()
+    found = sorted(
+        (position, word) for word in sorted(set(words), key=len, reverse=True) if (position := lowered.find(word)) >= 0
+    )
+    start = max(0, found[0][0] - width // 4) if found else 0
+    window = text[start : start + width]
+    spans: list[tuple[int, int]] = []
+    lowered_window = window.lower()
+    for word in sorted(set(words), key=len, reverse=True):
+        begin = lowered_window.find(word)
+        while begin >= 0:
+            end = begin + len(word)
+            if not any(begin < other_end and other_begin < end for other_begin, other_end in spans):
+                spans.append((begin, end))
+            begin = lowered_window.find(word, end)
+    pieces: list[str] = ["…" if start else ""]
+    cursor = 0
+    for begin, end in sorted(spans):
+        pieces += [escape(window[cursor:begin]), MARK_OPEN, escape(window[begin:end]), MARK_CLOSE]
+        cursor = end
+    pieces.append(escape(window[cursor:]))
+    if start + width < len(text):
+        pieces.append("…")
+    return "".join(pieces)
