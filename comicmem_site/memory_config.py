@@ -363,6 +363,37 @@ class WebhooksConfig(_Section):
     sweep_interval_seconds: PositiveInt = 60
 
 
+class EmbeddingsConfig(_Section):
+    """An OpenAI-compatible embeddings endpoint (``POST {base_url}/embeddings``). Unset base_url: no vectors, recall
+    is lexical only (there is no offline embedding model: a made-up one would rank worse than words)."""
+
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+    # Vector size sent as ``dimensions`` where the model takes it; unset: the model's own size.
+    dimensions: Annotated[int, Field(ge=8, le=4096)] | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    batch_size: Annotated[int, Field(ge=1, le=2048)] = 64
+
+
+class SearchConfig(_Section):
+    """Recall (``GET /api/memory/search``, ``recall`` in generate and in the pipelines' preferences)."""
+
+    # Messages are indexed on the append path, in the append's transaction; false leaves them out of the index
+    # (history, characters and stories are indexed whatever this says).
+    index_messages: bool = True
+    max_query_chars: Annotated[int, Field(ge=1, le=4096)] = 200
+    default_limit: Annotated[int, Field(ge=1, le=200)] = 10
+    max_limit: Annotated[int, Field(ge=1, le=200)] = 50
+    # Reciprocal rank fusion of the lexical and the vector rankings: score = sum of 1 / (rrf_k + rank).
+    rrf_k: PositiveInt = 60
+    # Recalled archived messages added to a generate's window (``recall: true``), and recalled records per
+    # pipeline step (``preferences.recall: true``).
+    generate_top_k: Annotated[int, Field(ge=1, le=20)] = 3
+    pipeline_top_k: Annotated[int, Field(ge=1, le=20)] = 5
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
+
+
 class ProvidersConfig(_Section):
     llm: ProviderConfig = ProviderConfig()
     image: ProviderConfig = ProviderConfig()
@@ -383,6 +414,7 @@ class MemoryConfig(_Section):
     providers: ProvidersConfig = ProvidersConfig()
     pipelines: PipelinesConfig = PipelinesConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
     def _namespace_names_are_slugs(self) -> MemoryConfig:
@@ -435,6 +467,10 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WEBHOOKS_RETRY_BASE_DELAY_SECONDS": ("webhooks.retry_base_delay_seconds", "float"),
     "WEBHOOKS_TIMEOUT_SECONDS": ("webhooks.timeout_seconds", "float"),
     "WEBHOOKS_DISABLE_AFTER_FAILURES": ("webhooks.disable_after_failures", "int"),
+    "EMBEDDINGS_BASE_URL": ("search.embeddings.base_url", "str"),
+    "EMBEDDINGS_API_KEY": ("search.embeddings.api_key", "str"),
+    "EMBEDDINGS_MODEL": ("search.embeddings.model", "str"),
+    "SEARCH_INDEX_MESSAGES": ("search.index_messages", "bool"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

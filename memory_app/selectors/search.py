@@ -30,6 +30,31 @@ class SearchHit:
     snippet: str
 
 
+@dataclass(frozen=True)
+class SearchResults:
+    """Ranked hits and how they were found: ``mode`` is "lexical" or "hybrid"; ``degraded`` says why a hybrid
+    search fell back to words alone (the embeddings endpoint failed), else None."""
+
+    hits: list[SearchHit]
+    mode: str = "lexical"
+    degraded: str | None = None
+
+
+def memory_search(
+    query: str,
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    kinds: Sequence[str] = tuple(SearchKind.values),
+    project: Project | None = None,
+    limit: int = 10,
+    archived_only: bool = False,
+) -> SearchResults:
+    """The one search entry point (the API, generate's recall, the pipelines' recall): the ``limit`` best of what
+    ``user`` may see for ``query``. Input is checked by the caller (the API answers 400 on bad input)."""
+    candidates = search_candidates(user=user, kinds=kinds, project=project, archived_only=archived_only)
+    return SearchResults(hits=lexical_search(query, candidates=candidates, limit=limit))
+
+
 def search_candidates(
     *,
     user: AbstractBaseUser | AnonymousUser,
