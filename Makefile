@@ -15,7 +15,8 @@ $(BIN)/.installed: requirements.txt
 
 install: $(BIN)/.installed
 
-# System tools some tests use (docker-compose to validate the compose file, Debian's chromium for the
+# System tools some tests use (docker-compose to validate the compose file, promtool from Debian's prometheus
+# package to check deploy/monitoring/prometheus.yml and the dashboard's queries, Debian's chromium for the
 # admin browser test; Playwright never downloads a browser). The panels' CJK font is a Python package
 # (requirements.txt), not a system font.
 # Installed when we are root with apt-get;
@@ -26,6 +27,14 @@ sysdeps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
 	      || echo "warning: could not install docker-compose; its test will skip"; \
 	  else echo "note: docker-compose is not installed; the compose-file test will skip"; fi; \
+	fi
+	@# Only its promtool is used. Under systemd the package also enables its server (:9090), which no test
+	@# needs: `systemctl disable --now prometheus` turns it off.
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	      || echo "warning: could not install prometheus (promtool); the monitoring configuration tests will skip"; \
+	  else echo "note: promtool is not installed; the monitoring configuration tests will skip"; fi; \
 	fi
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.context_managers import InprogressTracker
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY
 
@@ -47,6 +48,14 @@ WORKFLOW_STUCK = Counter(
     "Runs flagged as stuck by the detection task, by workflow type.",
     ["workflow_type"],
 )
+# A live gauge: each process writes its own value and a scrape sums the living processes' (a dead pool process's
+# file is removed by ``mark_process_dead``), so a crash never leaves a unit counted as running.
+UNITS_RUNNING = Gauge(
+    "comicmem_workflow_units_running",
+    "Units of workflow steps running now (a fan-out step's units side by side), by workflow type and step.",
+    ["workflow_type", "step"],
+    multiprocess_mode="livesum",
+)
 CACHE_LOOKUP_LATENCY = Histogram(
     "comicmem_cache_lookup_duration_seconds",
     "Time of one cache lookup, by namespace.",
@@ -60,6 +69,11 @@ def step_observe(*, workflow_type: str, step: str, seconds: float, outcome: str)
     STEP_DURATION.labels(workflow_type, step, outcome).observe(seconds)
     if outcome in {"retry", "failed"}:
         STEP_FAILURES.labels(workflow_type, step, "true" if outcome == "failed" else "false").inc()
+
+
+def unit_running(*, workflow_type: str, step: str) -> InprogressTracker:
+    """Held by the engine while a unit's step runs: the fan-out concurrency is this gauge summed over workers."""
+    return UNITS_RUNNING.labels(workflow_type, step).track_inprogress()
 
 
 def multiprocess_dir() -> Path | None:

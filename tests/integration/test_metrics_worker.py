@@ -65,3 +65,38 @@ def test_a_scrape_sums_the_step_metrics_of_every_worker_process(start_worker, cl
     folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     writers = {path.stem.rsplit("_", 1)[-1] for path in folder.glob("histogram_*.db")}
     assert writers - {str(os.getpid())}
+
+
+def units_running_in(text: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "comicmem_workflow_units_running" and sample.labels == {
+                "workflow_type": "fan_out",
+                "step": "render",
+            }:
+                return sample.value
+    return None
+
+
+@pytest.mark.slow
+def test_the_worker_endpoint_shows_a_fan_out_steps_units_running_side_by_side(start_worker, user, project):
+    effects_table_create()
+    port = free_port()
+    start_worker(concurrency=2, WORKER_METRICS_PORT=str(port))
+    # Four panels of 1.5 s each on two pool processes: two at a time.
+    data = {"text": "a b c d", "faults": {"render": {"sleep": 1.5}}}
+
+    run = engine.workflow_start(user=user, workflow_type="fan_out", project_id="proj-001", data=data)
+    seen = set()
+    deadline = time.monotonic() + 60
+    while WorkflowState.objects.values_list("status", flat=True).get(pk=run.pk) != "completed":
+        assert time.monotonic() < deadline, "the run did not complete"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            seen.add(units_running_in(response.read().decode()))
+        time.sleep(0.1)
+
+    assert 2.0 in seen
+    assert max(value for value in seen if value is not None) == 2.0
+    # Once the step is over no unit counts as running (the pool processes are alive: their value is 0).
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert units_running_in(response.read().decode()) == 0.0

@@ -8,10 +8,10 @@ import logging
 import pytest
 from django.utils import timezone
 
-from memory_app.instruments import STEP_DURATION, STEP_FAILURES
+from memory_app.instruments import STEP_DURATION, STEP_FAILURES, UNITS_RUNNING
 from memory_app.models import HistoryAction, HistoryRecord, UnitStatus, WorkflowState, WorkflowUnit
 from workflows import engine, tasks
-from workflows.engine import dispatch
+from workflows.engine import dispatch, runner
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +47,34 @@ def test_each_unit_is_timed_per_type_step_and_outcome(run_inline, user, project,
     assert observed("three_steps", "shout", "failed") == before["shout_failed"] + 1
     assert failures("three_steps", "shout", "false") == before["retries"] + 1
     assert failures("three_steps", "shout", "true") == before["finals"] + 1
+
+
+def running(workflow_type: str, step: str) -> float:
+    # This process's value of the live gauge (the value its multiprocess file holds).
+    return UNITS_RUNNING.labels(workflow_type, step)._value.get()
+
+
+def test_a_unit_counts_as_running_while_its_step_runs_and_not_after(run_inline, user, project, monkeypatch, tmp_path):
+    flag = tmp_path / "fail"
+    flag.touch()
+    before = {step: running("fan_out", step) for step in ("split", "render", "bind")}
+    seen: list[tuple[str, int, float]] = []
+    execute = runner._execute
+
+    def spy(unit, run):
+        seen.append((unit.step, unit.unit_index, running("fan_out", unit.step) - before[unit.step]))
+        return execute(unit, run)
+
+    monkeypatch.setattr(runner, "_execute", spy)
+    # The third panel fails for good: a failing unit leaves the gauge too.
+    data = {"text": "a b c", "faults": {"render": {"fail_while_exists": str(flag), "units": [2]}}}
+
+    run = run_inline(engine.workflow_start, user=user, workflow_type="fan_out", project_id="proj-001", data=data)
+
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert seen == [("split", 0, 1.0), ("render", 0, 1.0), ("render", 1, 1.0), ("render", 2, 1.0)]
+    assert {step: running("fan_out", step) for step in before} == before
 
 
 def test_lines_logged_while_a_unit_runs_carry_its_workflow_and_step(run_inline, user, project, caplog, tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
-from memory_app.instruments import step_observe
+from memory_app.instruments import step_observe, unit_running
 from memory_app.logging import workflow_log_context
 from memory_app.models import WorkflowState, WorkflowStatus, WorkflowUnit
 from memory_app.services.workflow import workflow_fail, workflow_fan_out_progress, workflow_lock_running
@@ -79,7 +79,11 @@ def unit_execute(
     started = time.perf_counter()
     outcome: dict[str, Any] = {"unit": unit.pk, "outcome": "failed"}
     # Every line logged while the unit runs carries its workflow id and step (JSON logs in production).
-    with workflow_log_context(workflow_id=str(run.pk), step=unit.step), LeaseHeartbeat(unit):
+    with (
+        workflow_log_context(workflow_id=str(run.pk), step=unit.step),
+        LeaseHeartbeat(unit),
+        unit_running(workflow_type=run.workflow_type, step=unit.step),
+    ):
         try:
             outcome = _execute(unit, run)
         finally:
