@@ -27,7 +27,7 @@ def character_design(context: StepContext) -> dict[str, Any]:
     passages = [segment["text"] for segment in context.data["segments"]]
     story_aliases = context.data.get("character_aliases", {})
     forms = {name: [name, *story_aliases.get(name, [])] for name in context.data["main_characters"]}
-    recall = run_recall(context, source=context.data["text"], forms=forms)
+    recall = run_recall(context, forms=forms)
     records = character_records_known_as(project_id=context.project_id, forms=forms)
     canonical = {name: records[name].name if name in records else name for name in forms}
     designs: dict[str, dict[str, Any]] = {}

@@ -145,7 +145,7 @@ def script_generation(context: StepContext) -> dict[str, Any]:
     names = context.data["main_characters"]
     aliases = context.data.get("character_aliases", {})
     forms = {name: [name, *aliases.get(name, [])] for name in names}
-    recall = run_recall(context, source=context.data["text"], forms=forms)
+    recall = run_recall(context, forms=forms)
     scripts = []
     for segment in context.data["segments"]:
         notes = continuity_notes(segment["text"], recall=recall, forms=forms)

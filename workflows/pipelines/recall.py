@@ -32,8 +32,9 @@ def recall_query(source: str, *, forms: dict[str, list[str]]) -> str:
     return query[:limit]
 
 
-def run_recall(context: StepContext, *, source: str, forms: dict[str, list[str]]) -> dict[str, Any] | None:
-    """``data.recall`` of the run: None without ``preferences.recall``; found by an earlier step, or now."""
+def run_recall(context: StepContext, *, forms: dict[str, list[str]]) -> dict[str, Any] | None:
+    """``data.recall`` of the run: None without ``preferences.recall``; found by an earlier step, or now, for the
+    run's text and its characters' names (``forms``)."""
     if not context.preferences.get("recall"):
         return None
     if isinstance(context.data.get("recall"), dict):
@@ -42,7 +43,7 @@ def run_recall(context: StepContext, *, source: str, forms: dict[str, list[str]]
         owner_id=run_owner(context).pk,
         project_key=context.project_id,
         workflow_id=context.workflow_id,
-        query=recall_query(source, forms=forms),
+        query=recall_query(str(context.data.get("text", "")), forms=forms),
         limit=settings.MEMORY.search.pipeline_top_k,
     )
     places = [place for hit in found["hits"] if hit["kind"] == "stories" for place in text.places_in(hit["text"])]

@@ -63,7 +63,7 @@ def character_extraction(context: StepContext) -> dict[str, Any]:
     found = llm.characters_find(context.data["text"], ask=chat_cached)
     main = [str(item["name"]) for item in found if item["present"]][:MAX_MAIN_CHARACTERS]
     forms = {str(item["name"]): [str(item["name"]), *item["aliases"]] for item in found}
-    recall = run_recall(context, source=context.data["text"], forms=forms)
+    recall = run_recall(context, forms=forms)
     if recall is None:
         return {**context.data, "characters": found, "main_characters": main}
     # A character of an earlier chapter that this text names stays in the compression (continuity).
