@@ -141,7 +141,8 @@ def fit_to_budget(text: str, max_tokens: int) -> str:
 # 4. The answer is the best ``ANSWER_SENTENCES`` sentences that score at least ``RELATIVE_CUTOFF`` of the best
 #    (so a sentence that shares one common word with the prompt does not ride along with a real match), in
 #    conversation order, each under who said it: "From earlier in this conversation:" then "- You said: …",
-#    "- I said: …", "- Instructions: …", "- Summary: …" (in Chinese when the prompt is Chinese).
+#    "- I said: …", "- Instructions: …", "- Summary: …", "- Recalled: …" (a message of the ``RECALL_PREFIX``
+#    block: archived messages a generation recalled) (in Chinese when the prompt is Chinese).
 # 5. Nothing scores: a greeting gets a greeting; any other prompt gets "Nothing earlier in this conversation
 #    relates to: <prompt>".
 # 6. ``max_tokens``: whole lines are added while the reply fits; if not even the first fits, it is cut.

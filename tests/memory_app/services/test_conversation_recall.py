@@ -183,3 +183,27 @@ def test_a_bad_recall_value_is_refused_before_anything_is_written(user, value, f
 
     assert list(error.value.details["fields"]) == [field]
     assert ContextMessage.objects.filter(context=context).count() == before
+
+
+def test_a_degraded_search_says_so_in_the_answer(user, openai_llm, monkeypatch):
+    from memory_app.selectors.search import SearchResults
+    from memory_app.services.conversation import recall as recall_module
+
+    context = conversation(user)
+    monkeypatch.setattr(
+        recall_module,
+        "memory_search",
+        lambda *args, **kwargs: SearchResults(hits=[], mode="lexical", degraded="embeddings endpoint failed"),
+    )
+    openai_llm.reply("好。")
+
+    generation = context_generate(context=context, prompt="豆豆", recall=True)
+
+    assert generation.recall == {
+        "top_k": 3,
+        "message_ids": [],
+        "positions": [],
+        "mode": "lexical",
+        "degraded": "embeddings endpoint failed",
+    }
+    assert recall_blocks(sent_messages(openai_llm)) == []
