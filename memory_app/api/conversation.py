@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.http import StreamingHttpResponse
 from django.urls import URLPattern, re_path
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,6 +29,7 @@ from memory_app.api.fields import (
 )
 from memory_app.api.filters import ContextMessageFilterSet, filter_parameters
 from memory_app.api.pagination import MessagePagePagination, StrictPageNumberPagination
+from memory_app.errors import ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.selectors.conversation import (
     context_get,
@@ -37,6 +38,7 @@ from memory_app.selectors.conversation import (
 )
 from memory_app.selectors.projects import project_get
 from memory_app.services.conversation import (
+    MAX_RECALL_TOP_K,
     MISSING,
     PERSISTENCE_VERSION,
     ROLES,
@@ -53,6 +55,7 @@ from memory_app.services.conversation import (
     context_import,
     context_set_default,
     message_problems,
+    recall_option,
 )
 from memory_app.services.llm_slots import llm_call_slot
 
@@ -181,6 +184,30 @@ class MessageInputSerializer(serializers.Serializer[Any]):
     content = StrictCharField(trim_whitespace=False, validators=[NON_EMPTY], error_messages=NON_EMPTY_MESSAGES)
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "boolean"},
+            {
+                "type": "object",
+                "properties": {"top_k": {"type": "integer", "minimum": 1, "maximum": MAX_RECALL_TOP_K}},
+                "additionalProperties": False,
+            },
+        ],
+        "nullable": True,
+    }
+)
+class RecallField(serializers.JSONField):
+    """``true``, ``false`` or ``{"top_k": n}``; checked as the service checks it (``recall_option``)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            recall_option(data)
+        except ValidationFailed as error:
+            raise serializers.ValidationError(error.message) from None
+        return data
+
+
 class GenerateSerializer(serializers.Serializer[Any]):
     context_id = serializers.UUIDField(required=False, allow_null=True)
     prompt = StrictCharField(trim_whitespace=False, validators=[NON_EMPTY], error_messages=NON_EMPTY_MESSAGES)
@@ -197,6 +224,15 @@ class GenerateSerializer(serializers.Serializer[Any]):
         required=False,
         default=False,
         help_text="Answer text/event-stream: `delta` events as the reply is produced, then `done` (or `error`).",
+    )
+    recall = RecallField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Add this context's archived messages that best match the prompt to the window sent (within its token "
+            'budget, marked as recalled, not stored): true, or {"top_k": n} with n from 1 to 20. Absent or null: '
+            "the context's metadata.recall; off by default. See docs/recall.md."
+        ),
     )
 
     def validate_prompt(self, value: str) -> str:
@@ -220,6 +256,18 @@ class GenerateResponseSerializer(serializers.Serializer[Any]):
     provider = serializers.CharField()
     model = serializers.CharField()
     replayed = serializers.BooleanField(help_text="True when a retry with the same X-Request-ID found the reply.")
+    recall = inline_serializer(
+        "GenerateRecall",
+        {
+            "top_k": serializers.IntegerField(),
+            "message_ids": serializers.ListField(child=serializers.IntegerField()),
+            "positions": serializers.ListField(child=serializers.IntegerField()),
+            "mode": serializers.CharField(),
+            "degraded": serializers.CharField(allow_null=True),
+        },
+        allow_null=True,
+        help_text="What recall added to the window (oldest first); null when recall was off.",
+    )
     context = ContextSerializer()  # type: ignore[assignment]  # a declared field: DRF's metaclass takes it off the class
 
 
@@ -441,6 +489,7 @@ class ContextGenerateView(APIView):
             "temperature": data.get("temperature"),
             "max_tokens": data.get("max_tokens"),
             "request_id": getattr(request, "request_id", None),
+            "recall": data.get("recall"),
         }
         # Taken before anything is written: a call refused for want of a slot (429, 503) changes nothing.
         with ExitStack() as slot:
@@ -474,6 +523,7 @@ def _generation_payload(generation: Generation) -> dict[str, Any]:
         "provider": generation.provider,
         "model": generation.model,
         "replayed": generation.replayed,
+        "recall": generation.recall,
         "context": ContextSerializer(generation.context).data,
     }
 

@@ -38,6 +38,10 @@ from memory_app.text import text_storable
 from memory_app.tokens import count_tokens
 
 SUMMARY_PREFIX = "Summary of earlier conversation: "
+# The first line of the system message that carries a generation's recalled archived messages, one per line
+# after it as "- <role>: <content>" (``memory_app.services.conversation.recall``).
+RECALL_PREFIX = "Earlier in this conversation (recalled):"
+_RECALLED_LINE = re.compile(r"^- (?:user|assistant|system): ")
 # Sentence ends: the CJK full stop, full-width ! ? ; (written as escapes), the ellipsis, and ASCII ones.
 _SENTENCE_END = re.compile(r"(?<=[\u3002\uff01\uff1f\uff1b!?;\u2026])|(?<=\.)(?=\s)|\n+")
 _WORD_CHAR = re.compile(r"\w", re.UNICODE)
@@ -137,7 +141,8 @@ def fit_to_budget(text: str, max_tokens: int) -> str:
 # 4. The answer is the best ``ANSWER_SENTENCES`` sentences that score at least ``RELATIVE_CUTOFF`` of the best
 #    (so a sentence that shares one common word with the prompt does not ride along with a real match), in
 #    conversation order, each under who said it: "From earlier in this conversation:" then "- You said: …",
-#    "- I said: …", "- Instructions: …", "- Summary: …" (in Chinese when the prompt is Chinese).
+#    "- I said: …", "- Instructions: …", "- Summary: …", "- Recalled: …" (a message of the ``RECALL_PREFIX``
+#    block: archived messages a generation recalled) (in Chinese when the prompt is Chinese).
 # 5. Nothing scores: a greeting gets a greeting; any other prompt gets "Nothing earlier in this conversation
 #    relates to: <prompt>".
 # 6. ``max_tokens``: whole lines are added while the reply fits; if not even the first fits, it is cut.
@@ -158,6 +163,7 @@ _SOURCE_LABELS = {
     "assistant": ("I said", "我说过"),
     "system": ("Instructions", "设定"),
     "summary": ("Summary", "摘要"),
+    "recalled": ("Recalled", "之前提到过"),
 }
 _GREETING_TEXT = (
     "hello hi hey hiya greetings morning afternoon evening good 你好 您好 嗨 哈喽 早上好 下午好 晚上好 早安 晚安 "
@@ -201,6 +207,9 @@ def _sources(messages: Sequence[ChatMessage], prompt_index: int) -> list[_Senten
         content, source = message.content, message.role
         if content.startswith(SUMMARY_PREFIX):
             content, source = content.removeprefix(SUMMARY_PREFIX), "summary"
+        elif message.role == "system" and content.startswith(RECALL_PREFIX):
+            lines = content.removeprefix(RECALL_PREFIX).splitlines()
+            content, source = "\n".join(_RECALLED_LINE.sub("", line) for line in lines), "recalled"
         for text in split_sentences(content):
             sentences.append(_Sentence(len(sentences), index, source, text, tuple(content_words(text))))
     return sentences

@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import QuerySet
 
-from memory_app.models import SEARCH_FTS_TABLE, Project, SearchEntry, SearchKind
+from memory_app.models import SEARCH_FTS_TABLE, ConversationContext, Project, SearchEntry, SearchKind
 from memory_app.search_text import query_words
 from memory_app.selectors.ownership import scope_to_owner
 
@@ -48,10 +48,14 @@ def memory_search(
     project: Project | None = None,
     limit: int = 10,
     archived_only: bool = False,
+    context: ConversationContext | None = None,
 ) -> SearchResults:
     """The one search entry point (the API, generate's recall, the pipelines' recall): the ``limit`` best of what
-    ``user`` may see for ``query``. Input is checked by the caller (the API answers 400 on bad input)."""
-    candidates = search_candidates(user=user, kinds=kinds, project=project, archived_only=archived_only)
+    ``user`` may see for ``query``. Input is checked by the caller (the API answers 400 on bad input).
+    ``context``: only that conversation's messages (generate's recall)."""
+    candidates = search_candidates(
+        user=user, kinds=kinds, project=project, archived_only=archived_only, context=context
+    )
     return SearchResults(hits=lexical_search(query, candidates=candidates, limit=limit))
 
 
@@ -61,11 +65,15 @@ def search_candidates(
     kinds: Sequence[str] = tuple(SearchKind.values),
     project: Project | None = None,
     archived_only: bool = False,
+    context: ConversationContext | None = None,
 ) -> QuerySet[SearchEntry]:
-    """The index rows ``user`` may find: their own (staff: all), of ``kinds``, of ``project`` when given."""
+    """The index rows ``user`` may find: their own (staff: all), of ``kinds``, of ``project`` when given, of
+    ``context``'s messages when given."""
     entries = scope_to_owner(SearchEntry.objects.all(), user=user).filter(kind__in=list(kinds))
     if project is not None:
         entries = entries.filter(project=project)
+    if context is not None:
+        entries = entries.filter(kind=SearchKind.MESSAGE, message__context=context)
     if archived_only:
         entries = entries.filter(kind=SearchKind.MESSAGE, message__archived=True)
     return entries

@@ -15,16 +15,19 @@ from memory_app.services.history import history_record
 from workflows.engine import StepContext
 from workflows.pipelines.common import run_owner, run_project
 from workflows.pipelines.generation import chat_cached
+from workflows.pipelines.recall import mentioning, run_recall
 from workflows.providers import llm
 
 
 def character_design(context: StepContext) -> dict[str, Any]:
     """Design every main character. A character on record, found by its name or one of its aliases or by one of
     the story's aliases of it, is that character (scripts are renamed to its record's name); it keeps what it has
-    and what a person set (``character_design_merge``)."""
+    and what a person set (``character_design_merge``). With recall, what the earlier chapters say of a character
+    goes into its design (``recalled``: the hits' ids)."""
     passages = [segment["text"] for segment in context.data["segments"]]
     story_aliases = context.data.get("character_aliases", {})
     forms = {name: [name, *story_aliases.get(name, [])] for name in context.data["main_characters"]}
+    recall = run_recall(context, forms=forms)
     records = character_records_known_as(project_id=context.project_id, forms=forms)
     canonical = {name: records[name].name if name in records else name for name in forms}
     designs: dict[str, dict[str, Any]] = {}
@@ -36,7 +39,12 @@ def character_design(context: StepContext) -> dict[str, Any]:
             design["mentions"] += mentions
             design["aliases"] = list(dict.fromkeys([*design["aliases"], *aliases]))
             continue
-        design = llm.design_character(name, passages=passages, aliases=known[1:], ask=chat_cached)
+        recalled = mentioning(recall, [*known, canonical[name]])
+        design = llm.design_character(
+            name, passages=passages, aliases=known[1:], ask=chat_cached, recalled=[hit["text"] for hit in recalled]
+        )
+        if recall is not None:
+            design["recalled"] = [{"kind": hit["kind"], "id": hit["id"]} for hit in recalled]
         design["name"] = canonical[name]
         design["aliases"] = aliases
         record = records.get(name)
@@ -55,9 +63,12 @@ def character_design(context: StepContext) -> dict[str, Any]:
         }
         for script in context.data.get("scripts", [])
     ]
+    result = {**context.data, "characters": list(designs.values())}
     if "scripts" in context.data:
-        return {**context.data, "scripts": scripts, "characters": list(designs.values())}
-    return {**context.data, "characters": list(designs.values())}
+        result["scripts"] = scripts
+    if recall is not None:
+        result["recall"] = recall
+    return result
 
 
 def characters_with_person_edits(context: StepContext) -> list[dict[str, Any]]:

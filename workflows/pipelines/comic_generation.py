@@ -2,8 +2,10 @@
 scene_composition → image_generation (one unit per panel) → quality_control.
 
 Input: ``{"text": str, "style": template id, "previous_context": str}``; preferences may carry ``style``,
-``previous_context``, ``segment_length`` (target characters per panel), ``panels_per_page`` and ``seed``
-(default: derived from the text, so the same text gives the same panels and a re-run costs nothing).
+``previous_context``, ``segment_length`` (target characters per panel), ``panels_per_page``, ``seed``
+(default: derived from the text, so the same text gives the same panels and a re-run costs nothing) and
+``recall`` (default false: the project's earlier stories and characters recalled into script generation and
+character design, kept in ``data.recall``; see ``workflows.pipelines.recall``).
 
 Characters stay the same across panels — and across runs — because their look lives in the character
 records: ``character_design`` keeps what a record already says (hair, eyes, clothing, colours) and only adds
@@ -40,6 +42,7 @@ from workflows.engine import FanOutStep, StartRequest, Step, StepContext, Workfl
 from workflows.engine import workflow_type_register as register
 from workflows.pipelines.comic_characters import character_design, character_design_commit, characters_with_person_edits
 from workflows.pipelines.common import (
+    bool_preference,
     input_text,
     int_preference,
     output_folder,
@@ -49,6 +52,7 @@ from workflows.pipelines.common import (
     text_seed,
 )
 from workflows.pipelines.generation import chat_cached, generation_cached
+from workflows.pipelines.recall import continuity_notes, run_recall
 from workflows.pipelines.redirect import COMIC_REDRAW, comic_data_check, comic_preferences_check
 from workflows.providers import llm, text
 from workflows.providers.image import (
@@ -85,6 +89,8 @@ def prepare(request: StartRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     preferences["segment_length"] = int_preference(preferences, "segment_length", config.segment_target_chars, 10, 2000)
     preferences["panels_per_page"] = int_preference(preferences, "panels_per_page", config.panels_per_page, 1, 12)
     preferences["seed"] = int_preference(preferences, "seed", text_seed(text_value), 0, 2**31 - 1)
+    if "recall" in preferences:
+        preferences["recall"] = bool_preference(preferences, "recall")
     preferences.pop("previous_context", None)
     preferences.pop("style", None)
     return {"text": text_value, "style": style.public_id, "previous_context": checked.value}, preferences
@@ -134,13 +140,20 @@ def text_segmentation_commit(context: StepContext, result: dict[str, Any]) -> No
 
 
 def script_generation(context: StepContext) -> dict[str, Any]:
+    """Each segment's panel script. With recall, the earlier chapters' lines that name the segment's characters
+    or places go into its prompt and stay in the script as ``continuity``."""
     names = context.data["main_characters"]
     aliases = context.data.get("character_aliases", {})
-    scripts = [
-        {"index": segment["index"], **llm.script_for(segment["text"], names=names, aliases=aliases, ask=chat_cached)}
-        for segment in context.data["segments"]
-    ]
-    return {**context.data, "scripts": scripts}
+    forms = {name: [name, *aliases.get(name, [])] for name in names}
+    recall = run_recall(context, forms=forms)
+    scripts = []
+    for segment in context.data["segments"]:
+        notes = continuity_notes(segment["text"], recall=recall, forms=forms)
+        script = llm.script_for(segment["text"], names=names, aliases=aliases, ask=chat_cached, recalled=notes)
+        scripts.append({"index": segment["index"], **script, **({"continuity": notes} if recall is not None else {})})
+    if recall is None:
+        return {**context.data, "scripts": scripts}
+    return {**context.data, "scripts": scripts, "recall": recall}
 
 
 def _describe(design: dict[str, Any]) -> str:

@@ -6,7 +6,9 @@ in the transaction that records the step, so they happen once. The two compressi
 ``compression_history`` entries through the engine's reserved key.
 
 Input: ``{"text": str}``; preferences: ``target_ratio`` (kept share of the text, default
-``pipelines.default_target_ratio``), ``ratio_tolerance`` (default 0.1).
+``pipelines.default_target_ratio``), ``ratio_tolerance`` (default 0.1), ``recall`` (default false: the project's
+earlier stories and characters are recalled by ``character_extraction`` into ``data.recall``; a recalled
+character this text names is kept as a main character, and the plot summary's prompt is given the recalled lines).
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from memory_app.errors import ValidationFailed
 from memory_app.services.history import history_record
 from workflows.engine import COMPRESSION_HISTORY_KEY, StartRequest, Step, StepContext, WorkflowType
 from workflows.engine import workflow_type_register as register
-from workflows.pipelines.common import compression_entry, input_text, ratio_preference, run_owner, run_project
+from workflows.pipelines.common import (
+    bool_preference,
+    compression_entry,
+    input_text,
+    ratio_preference,
+    run_owner,
+    run_project,
+)
 from workflows.pipelines.generation import chat_cached
+from workflows.pipelines.recall import recalled_lines, run_recall
 from workflows.pipelines.redirect import compression_data_check, compression_preferences_check
 from workflows.providers import llm, text
 
@@ -38,6 +48,8 @@ def prepare(request: StartRequest) -> tuple[dict[str, Any], dict[str, Any]]:
             details={"fields": {"preferences.ratio_tolerance": ["A number from 0 to 1."]}},
         )
     preferences["ratio_tolerance"] = float(tolerance)
+    if "recall" in preferences:
+        preferences["recall"] = bool_preference(preferences, "recall")
     return {"text": input_text(request.data)}, preferences
 
 
@@ -50,12 +62,25 @@ def character_extraction(context: StepContext) -> dict[str, Any]:
     most mentioned first: the compressions must keep them."""
     found = llm.characters_find(context.data["text"], ask=chat_cached)
     main = [str(item["name"]) for item in found if item["present"]][:MAX_MAIN_CHARACTERS]
-    return {**context.data, "characters": found, "main_characters": main}
+    forms = {str(item["name"]): [str(item["name"]), *item["aliases"]] for item in found}
+    recall = run_recall(context, forms=forms)
+    if recall is None:
+        return {**context.data, "characters": found, "main_characters": main}
+    # A character of an earlier chapter that this text names stays in the compression (continuity).
+    earlier = [hit["name"] for hit in recall["hits"] if hit.get("name") and hit["name"] in context.data["text"]]
+    main = list(dict.fromkeys([*main, *earlier]))[:MAX_MAIN_CHARACTERS]
+    return {**context.data, "characters": found, "main_characters": main, "recall": recall}
 
 
 def plot_summarization(context: StepContext) -> dict[str, Any]:
     source = context.data["text"]
-    summary = llm.compress(source, target_ratio=PLOT_RATIO, keep_names=context.data["main_characters"], ask=chat_cached)
+    summary = llm.compress(
+        source,
+        target_ratio=PLOT_RATIO,
+        keep_names=context.data["main_characters"],
+        ask=chat_cached,
+        recalled=recalled_lines(context.data.get("recall")),
+    )
     return {
         **context.data,
         "plot_summary": summary,

@@ -24,7 +24,7 @@ from django.conf import settings
 
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError
-from memory_app.providers.llm import ChatMessage, llm_provider
+from memory_app.providers.llm import ChatMessage, llm_provider, split_sentences
 from workflows.providers import names as offline_names
 from workflows.providers import text as offline
 
@@ -160,23 +160,42 @@ def characters_find(text: str, *, ask: Ask) -> list[offline_names.FoundName]:
     return offline_names.characters_checked(text, proposed)
 
 
-def compress(text: str, *, target_ratio: float, keep_names: list[str], ask: Ask) -> str:
+def compress(
+    text: str, *, target_ratio: float, keep_names: list[str], ask: Ask, recalled: list[str] | None = None
+) -> str:
+    """``text`` compressed to about ``target_ratio`` of its length, keeping ``keep_names``. ``recalled``: lines of
+    earlier chapters the model is told of, for continuity (the offline summary is extractive: the names to keep
+    are how recall reaches it)."""
     if provider_name() != "openai":
         return offline.summarize_to_ratio(text, target_ratio=target_ratio, keep_names=keep_names)[0]
     target_chars = max(1, round(len(text) * target_ratio))
     return _chat_text(
         ask,
         f"Compress the story to about {target_chars} characters in its own language. Keep every one of these "
-        f"names: {', '.join(keep_names) or 'none'}. Answer with the compressed story only.",
+        f"names: {', '.join(keep_names) or 'none'}. Answer with the compressed story only."
+        + _recalled_prompt(recalled),
         text,
     )
 
 
+def _recalled_prompt(recalled: list[str] | None) -> str:
+    if not recalled:
+        return ""
+    lines = "\n".join(f"- {line}" for line in recalled)
+    return f"\n\nEarlier in this series (recalled, for continuity; do not retell it):\n{lines}"
+
+
 def script_for(
-    segment: str, *, names: list[str], ask: Ask, aliases: dict[str, list[str]] | None = None
+    segment: str,
+    *,
+    names: list[str],
+    ask: Ask,
+    aliases: dict[str, list[str]] | None = None,
+    recalled: list[str] | None = None,
 ) -> dict[str, Any]:
     """One panel's script: ``{scene, characters, dialogue: [{speaker, text}], caption}``. ``characters`` are the
-    ones present in the panel, by their names (an alias the passage uses counts as its character)."""
+    ones present in the panel, by their names (an alias the passage uses counts as its character). ``recalled``:
+    lines of earlier chapters the model keeps consistent with (the pipeline keeps them as continuity notes)."""
     forms = {name: [name, *(aliases or {}).get(name, [])] for name in names}
     canonical = {form: name for name, known in forms.items() for form in known}
     if provider_name() == "openai":
@@ -185,7 +204,7 @@ def script_for(
             'Write a comic panel script for this passage. Answer with JSON: {"scene": str, "characters": '
             '[names present], "dialogue": [{"speaker": name, "text": line}], "caption": str}. List in '
             '"characters" only the people who are in the scene, not those only talked about. Known '
-            f"characters: {', '.join(_with_aliases(forms)) or 'none'}.",
+            f"characters: {', '.join(_with_aliases(forms)) or 'none'}.{_recalled_prompt(recalled)}",
             segment,
         )
         if not isinstance(answer, dict):
@@ -238,12 +257,19 @@ def _pick(name: str, salt: str, options: list[Any]) -> Any:
     return options[digest[0] % len(options)]
 
 
-def design_character(name: str, *, passages: list[str], ask: Ask, aliases: list[str] | None = None) -> dict[str, Any]:
+def design_character(
+    name: str,
+    *,
+    passages: list[str],
+    ask: Ask,
+    aliases: list[str] | None = None,
+    recalled: list[str] | None = None,
+) -> dict[str, Any]:
     """Appearance, traits, the features that must stay the same, and the drawing colours.
 
     Offline, appearance is derived from the name (stable across runs and machines) and age cues of the name or
     an alias (老王, 王伯 are drawn grey-haired); traits are the trait words found in the passages that mention
-    the character by any of its names.
+    the character by any of its names, then in the ``recalled`` lines of earlier chapters that do.
     """
     forms = [name, *(aliases or [])]
     elder = any(_ELDER.fullmatch(form) for form in forms)
@@ -257,13 +283,22 @@ def design_character(name: str, *, passages: list[str], ask: Ask, aliases: list[
         "age_group": "elder" if elder else ("child" if name.startswith("小") else "adult"),
     }
     mentioned = "".join(passage for passage in passages if any(form in passage for form in forms))
-    traits = [word for word in _TRAIT_WORDS if word in mentioned][:4]
+    # Of the earlier chapters, only the sentences that name the character: "勇敢的小明。他遇见了善良的小红。"
+    # makes 小红 kind, not brave.
+    earlier = "".join(
+        sentence
+        for line in recalled or []
+        for sentence in split_sentences(line)
+        if any(form in sentence for form in forms)
+    )
+    traits = [word for word in _TRAIT_WORDS if word in mentioned]
+    traits = [*traits, *(word for word in _TRAIT_WORDS if word in earlier and word not in traits)][:4]
     if provider_name() == "openai":
         answer = _chat_json(
             ask,
             'Describe the comic character for consistent drawing. Answer with JSON: {"appearance_features": '
             '{"hair_color", "eye_color", "height", "clothing_style"}, "personality_traits": [str]}.',
-            f"{' / '.join(forms)}\n\n" + "\n".join(passages)[:4000],
+            f"{' / '.join(forms)}\n\n" + "\n".join(passages)[:4000] + _recalled_prompt(recalled),
         )
         if isinstance(answer, dict):
             described = answer.get("appearance_features")

@@ -50,6 +50,14 @@ def quiet_jieba() -> None:
     jieba.setLogLevel(logging.WARNING)
 
 
+def places_in(text: str) -> list[str]:
+    """The place names of ``text`` (jieba's ``ns`` tag, two characters or more), in order of first mention."""
+    import jieba.posseg
+
+    quiet_jieba()
+    return list(dict.fromkeys(pair.word for pair in jieba.posseg.cut(text) if pair.flag == "ns" and len(pair.word) > 1))
+
+
 def analyze(text: str) -> dict[str, object]:
     """Sizes and the most frequent content words (jieba)."""
     words = content_words(text)

@@ -24,6 +24,7 @@ The package, one module per concern; a module imports only those listed before i
 - ``persistence``: writing an append (insert, archive and save the totals; one statement where the database allows).
 - ``summary``: the rolling summary, folded after commit.
 - ``window``: appending under the window rule (``context_append``, the one append service).
+- ``recall``: recalled archived messages added to a generation's window (the ``recall`` option).
 - ``lifecycle``: create, get-or-create the default, choose the default, delete, clear.
 - ``generate``: generate with context (prompt, provider call, reply).
 - ``stream``: generate with context, the reply streamed as the provider produces it.
@@ -44,6 +45,7 @@ from memory_app.services.conversation.lifecycle import (
     context_get_or_create_default,
     context_set_default,
 )
+from memory_app.services.conversation.recall import MAX_RECALL_TOP_K, recall_option
 from memory_app.services.conversation.release import (
     ReleaseReport,
     context_release,
@@ -70,6 +72,7 @@ from memory_app.services.conversation.validation import (
 from memory_app.services.conversation.window import Appended, context_append
 
 __all__ = [
+    "MAX_RECALL_TOP_K",
     "MISSING",
     "PERSISTENCE_VERSION",
     "REPLY_SUFFIX",
@@ -98,5 +101,6 @@ __all__ = [
     "limit_validate",
     "message_problems",
     "message_validate",
+    "recall_option",
     "released_context_restore",
 ]

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from memory_app.errors import Conflict
 from memory_app.models import ContextMessage, ConversationContext, MessageRole
 from memory_app.providers.llm import ChatMessage, ChatResult, fit_to_budget, llm_provider
+from memory_app.services.conversation.recall import Recalled, context_recall_top_k, recall_into_window
 from memory_app.services.conversation.summary import context_refresh_summary
 from memory_app.services.conversation.totals import _lock, _other_budgets, _totals_of
 from memory_app.services.conversation.validation import NewMessage, message_validate
@@ -31,6 +32,16 @@ class Generation:
     provider: str
     model: str
     replayed: bool = False
+    # What recall added to the window (``Recalled.as_metadata()``), None when recall was off.
+    recall: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    prompt_message: ContextMessage
+    replay: Generation | None  # the stored answer of an earlier call with this request id: nothing is to be sent
+    chat: list[ChatMessage]  # the window to send
+    recalled: Recalled | None = None
 
 
 def context_generate(
@@ -41,6 +52,7 @@ def context_generate(
     temperature: float | None = None,
     max_tokens: int | None = None,
     request_id: str | None = None,
+    recall: object = None,
 ) -> Generation:
     """Append the user's prompt, send the window to the LLM provider, append and return the reply.
 
@@ -49,43 +61,70 @@ def context_generate(
     stored (after a provider failure it is marked ``unanswered``) and does not append it again; a retry after
     success returns the stored reply without calling the provider. The same request id with another prompt is a
     409. A provider failure raises ``ProviderError`` (502) and leaves the prompt stored and unanswered.
+
+    ``recall`` (``true``, ``{"top_k": n}``, ``false``; None: the context's ``metadata.recall``) adds the archived
+    messages of this context that best match the prompt to the window sent, within its token budget
+    (``memory_app.services.conversation.recall``); the reply's metadata says which.
     """
-    prompt_message, replay, chat = generation_prepare(
-        context=context, prompt=prompt, system=system, request_id=request_id
+    prepared = generation_prepare(context=context, prompt=prompt, system=system, request_id=request_id, recall=recall)
+    if prepared.replay is not None:
+        return prepared.replay
+    result = llm_provider().chat(messages=prepared.chat, temperature=temperature, max_tokens=max_tokens)
+    return generation_store(
+        context=context,
+        prompt_message=prepared.prompt_message,
+        result=result,
+        request_id=request_id,
+        recalled=prepared.recalled,
     )
-    if replay is not None:
-        return replay
-    result = llm_provider().chat(messages=chat, temperature=temperature, max_tokens=max_tokens)
-    return generation_store(context=context, prompt_message=prompt_message, result=result, request_id=request_id)
 
 
 def generation_prepare(
-    *, context: ConversationContext, prompt: str, system: str | None, request_id: str | None
-) -> tuple[ContextMessage, Generation | None, list[ChatMessage]]:
+    *,
+    context: ConversationContext,
+    prompt: str,
+    system: str | None,
+    request_id: str | None,
+    recall: object = None,
+) -> Prepared:
     """Validate, store the prompt (once per request id), and return it with the stored answer of an earlier call
-    with this request id (a replay, then nothing is to be sent) or the window to send."""
+    with this request id (a replay, then nothing is to be sent) or the window to send, recalled messages added
+    when recall is on."""
     message_validate(role=MessageRole.USER, content=prompt, content_field="prompt")
     if system is not None:
         message_validate(role=MessageRole.SYSTEM, content=system, content_field="system")
+    recall_top_k = context_recall_top_k(context=context, requested=recall)
     prompt_message = _prompt_message(context=context, prompt=prompt, request_id=request_id)
     context_refresh_summary(context=context)  # so that the window sent holds what the prompt just evicted
     if request_id is not None:
         stored_reply = ContextMessage.objects.filter(context=context, request_id=request_id + REPLY_SUFFIX).first()
         if stored_reply is not None:
-            return prompt_message, _replayed(context, prompt_message, stored_reply), []
+            return Prepared(prompt_message, _replayed(context, prompt_message, stored_reply), [])
     window = list(
         ContextMessage.objects.filter(context=context, archived=False)
         .order_by("position")
-        .values_list("role", "content")
+        .values_list("role", "content", "token_count")
     )
-    chat = [ChatMessage(role=role, content=content) for role, content in window]
+    chat = [ChatMessage(role=role, content=content) for role, content, _tokens in window]
+    window_tokens = sum(tokens for _role, _content, tokens in window)
     if system:
         chat.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=system))
-    return prompt_message, None, chat
+        window_tokens += count_tokens(system)
+    if recall_top_k is None:
+        return Prepared(prompt_message, None, chat)
+    chat, recalled = recall_into_window(
+        context=context, prompt=prompt, chat=chat, window_tokens=window_tokens, top_k=recall_top_k
+    )
+    return Prepared(prompt_message, None, chat, recalled)
 
 
 def generation_store(
-    *, context: ConversationContext, prompt_message: ContextMessage, result: ChatResult, request_id: str | None
+    *,
+    context: ConversationContext,
+    prompt_message: ContextMessage,
+    result: ChatResult,
+    request_id: str | None,
+    recalled: Recalled | None = None,
 ) -> Generation:
     """Append the provider's reply (once per request id: a concurrent call's stored reply wins) and return it."""
     usage = {
@@ -93,7 +132,9 @@ def generation_store(
         "completion_tokens": result.completion_tokens,
         "total_tokens": result.total_tokens,
     }
-    metadata = {"provider": result.provider, "model": result.model, "usage": usage}
+    metadata: dict[str, Any] = {"provider": result.provider, "model": result.model, "usage": usage}
+    if recalled is not None:
+        metadata["recall"] = recalled.as_metadata()
     summarize = settings.MEMORY.conversation.summarize_evicted
     try:
         locked, reply = _store_reply(context, prompt_message, result.content, request_id, metadata, summarize)
@@ -113,6 +154,7 @@ def generation_store(
         usage=usage,
         provider=result.provider,
         model=result.model,
+        recall=metadata.get("recall"),
     )
 
 
@@ -127,6 +169,7 @@ def _replayed(context: ConversationContext, prompt_message: ContextMessage, stor
         provider=stored_reply.metadata.get("provider", ""),
         model=stored_reply.metadata.get("model", ""),
         replayed=True,
+        recall=stored_reply.metadata.get("recall"),
     )
 
 

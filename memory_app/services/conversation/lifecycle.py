@@ -14,6 +14,7 @@ from django.db import transaction
 from memory_app.errors import ContextLimitReached
 from memory_app.models import ContextMessage, ConversationContext, HistoryAction, MessageRole, Project
 from memory_app.redaction import redact
+from memory_app.services.conversation.recall import recall_option
 from memory_app.services.conversation.totals import _lock, _save_totals, _Totals
 from memory_app.services.conversation.validation import limit_validate
 from memory_app.services.history import history_record
@@ -67,6 +68,8 @@ def context_create(
     max_tokens = limit_validate(
         name="max_tokens", value=config.default_max_tokens if max_tokens is None else max_tokens
     )
+    if metadata and "recall" in metadata:
+        recall_option(metadata["recall"], field="metadata.recall")  # the context's setting (recall.py)
     with transaction.atomic():
         _lock_owner(owner)
         if is_default:

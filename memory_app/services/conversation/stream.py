@@ -21,6 +21,7 @@ from memory_app.errors import ProviderError, RetryableProviderError
 from memory_app.models import ContextMessage, ConversationContext
 from memory_app.providers.llm import ChatResult, llm_provider
 from memory_app.services.conversation.generate import Generation, generation_prepare, generation_store
+from memory_app.services.conversation.recall import Recalled
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,12 @@ class ReplyStream:
         request_id: str | None,
         chunks: Iterator[str | ChatResult] | None,
         replay: Generation | None,
+        recalled: Recalled | None = None,
     ) -> None:
         self.context = context
         self.prompt_message = prompt_message
         self._request_id = request_id
+        self._recalled = recalled
         self._chunks = chunks
         self._outcome: ReplyDone | ReplyFailed | None = ReplyDone(replay) if replay is not None else None
         self._first: str | None = replay.reply.content if replay is not None else None
@@ -104,6 +107,7 @@ class ReplyStream:
                         prompt_message=self.prompt_message,
                         result=chunk,
                         request_id=self._request_id,
+                        recalled=self._recalled,
                     )
                     self._outcome = ReplyDone(generation)
                 elif chunk:
@@ -131,19 +135,21 @@ def context_generate_stream(
     temperature: float | None = None,
     max_tokens: int | None = None,
     request_id: str | None = None,
+    recall: object = None,
 ) -> ReplyStream:
     """``context_generate``, streamed (see the module docstring). Errors before the stream (bad input, a 409 for
     a request id used with another prompt) raise here; call ``start()`` to meet a failed provider call here too."""
-    prompt_message, replay, chat = generation_prepare(
-        context=context, prompt=prompt, system=system, request_id=request_id
-    )
+    prepared = generation_prepare(context=context, prompt=prompt, system=system, request_id=request_id, recall=recall)
     chunks = None
-    if replay is None:
-        chunks = iter(llm_provider().chat_stream(messages=chat, temperature=temperature, max_tokens=max_tokens))
+    if prepared.replay is None:
+        chunks = iter(
+            llm_provider().chat_stream(messages=prepared.chat, temperature=temperature, max_tokens=max_tokens)
+        )
     return ReplyStream(
         context=context,
-        prompt_message=prompt_message,
+        prompt_message=prepared.prompt_message,
         request_id=request_id,
         chunks=chunks,
-        replay=replay,
+        replay=prepared.replay,
+        recalled=prepared.recalled,
     )

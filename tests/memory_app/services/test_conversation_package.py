@@ -16,6 +16,7 @@ ORDER = [
     "persistence",
     "summary",
     "window",
+    "recall",
     "lifecycle",
     "generate",
     "stream",
@@ -53,6 +54,7 @@ def test_the_package_keeps_the_names_its_callers_import():
     assert sorted(conversation.__all__) == [
         "Appended",
         "Generation",
+        "MAX_RECALL_TOP_K",
         "MISSING",
         "NewMessage",
         "PERSISTENCE_VERSION",
@@ -79,6 +81,7 @@ def test_the_package_keeps_the_names_its_callers_import():
         "limit_validate",
         "message_problems",
         "message_validate",
+        "recall_option",
         "released_context_restore",
     ]
     assert all(callable(getattr(conversation, name)) for name in conversation.__all__ if not name.isupper())
