@@ -47,7 +47,8 @@ def run_page_context(request: HttpRequest, run: WorkflowState) -> dict[str, Any]
     panel_page = page_of(total=run_panel_count(workflow=run), size=PANELS_PER_PAGE, requested=request.GET.get("panels"))
     timeline = run_timeline(workflow=run, units_page=request.GET.get("units"), units_per_page=UNITS_PER_PAGE)
     tree = run_snapshot_tree(workflow=run, page=request.GET.get("snapshots"), per_page=SNAPSHOTS_PER_PAGE)
-    running = run.status in (WorkflowStatus.IN_PROGRESS, WorkflowStatus.PENDING)
+    # A run at work cannot be restored or redrawn; a pending one (restored without running, or queued) can.
+    running = run.status == WorkflowStatus.IN_PROGRESS
     return {
         "panels": run_panels(workflow=run, offset=panel_page.offset, limit=PANELS_PER_PAGE),
         "panel_page": panel_page,
