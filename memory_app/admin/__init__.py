@@ -1,3 +1,5 @@
+from django.contrib import admin
+
 from memory_app.admin import (  # noqa: F401
     cache,
     conversation,
@@ -8,3 +10,6 @@ from memory_app.admin import (  # noqa: F401
     webhooks,
     workflow,
 )
+
+# The index links to the staff dashboard (operations.MetricSnapshotAdmin.dashboard_view).
+admin.site.index_template = "admin/memory_app/index.html"

@@ -1,5 +1,6 @@
-"""Admin for workflow runs: filters, snapshots and units inline, actions to resume, continue, cancel and restore,
-and a page to redirect one run (restore with a data patch and preferences, redraw a panel)."""
+"""Admin for workflow runs: filters; the run page (panels, step timeline, snapshot tree: ``workflow_page``); actions
+to resume, continue, cancel and restore; a page to redirect one run (restore with a data patch and preferences,
+redraw a panel)."""
 
 from __future__ import annotations
 
@@ -11,58 +12,17 @@ from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from memory_app.admin.generic import ModelAdmin, TabularInline
+from memory_app.admin.generic import ModelAdmin
+from memory_app.admin.workflow_page import run_action, run_file_response, run_page_context
 from memory_app.errors import ComicmemError
-from memory_app.models import WorkflowSnapshot, WorkflowState, WorkflowUnit
+from memory_app.models import WorkflowSnapshot, WorkflowState
 from memory_app.services.workflow import workflow_operations
-
-
-class ReadOnlyInline(TabularInline[Any, WorkflowState]):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-# Shown and read-only alike: one tuple serves both (the stubs type the two attributes as different lists).
-_SNAPSHOT_FIELDS = (
-    "sequence",
-    "parent",
-    "event",
-    "step",
-    "step_index",
-    "status",
-    "data",
-    "progress",
-    "error",
-    "created_at",
-)
-_UNIT_FIELDS = ("step", "unit_index", "status", "attempts", "lease_owner", "lease_expires_at", "result", "error")
-
-
-class WorkflowSnapshotInline(ReadOnlyInline):
-    model = WorkflowSnapshot
-    fk_name = "workflow"
-    fields = _SNAPSHOT_FIELDS
-    readonly_fields = _SNAPSHOT_FIELDS
-    ordering = ["sequence"]
-
-
-class WorkflowUnitInline(ReadOnlyInline):
-    model = WorkflowUnit
-    fields = _UNIT_FIELDS
-    readonly_fields = _UNIT_FIELDS
 
 
 def _staff_user(request: HttpRequest) -> User:
@@ -89,35 +49,36 @@ def _run_each(
         )
 
 
+_RUN_FIELDS = (
+    "workflow_id",
+    "workflow_type",
+    "project",
+    "owner",
+    "steps",
+    "current_step",
+    "step_index",
+    "step_key",
+    "status",
+    "head",
+    "created_at",
+    "updated_at",
+    "stuck_since",
+    "forked_from",
+    "redraw_panel",
+    "redirect_link",
+)
+
+
 @admin.register(WorkflowState)
 class WorkflowStateAdmin(ModelAdmin[WorkflowState]):
     list_display = ["workflow_id", "workflow_type", "project", "owner", "status", "current_step", "updated_at"]
     list_filter = ["workflow_type", "status", ("stuck_since", admin.EmptyFieldListFilter), "project"]
     search_fields = ["workflow_id", "project__public_id", "owner__username"]
-    readonly_fields = [
-        "workflow_id",
-        "workflow_type",
-        "project",
-        "owner",
-        "steps",
-        "current_step",
-        "step_index",
-        "step_key",
-        "status",
-        "progress",
-        "data",
-        "preferences",
-        "compression_history",
-        "error",
-        "head",
-        "created_at",
-        "updated_at",
-        "stuck_since",
-        "forked_from",
-        "redraw_panel",
-        "redirect_link",
-    ]
-    inlines = [WorkflowSnapshotInline, WorkflowUnitInline]
+    # The JSON fields (data, preferences, progress, error) are shown pretty and collapsible by the run page's
+    # template; snapshots and units are drawn as a paged tree and timeline, not as inlines of every row.
+    fields = _RUN_FIELDS
+    readonly_fields = _RUN_FIELDS
+    change_form_template = "admin/memory_app/workflow_run.html"
     actions = ["resume_runs", "continue_runs", "cancel_runs"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -148,8 +109,39 @@ class WorkflowStateAdmin(ModelAdmin[WorkflowState]):
                 self.admin_site.admin_view(self.redirect_view),
                 name="memory_app_workflowstate_redirect",
             ),
+            path(
+                "<uuid:workflow_id>/file/<str:file_name>",
+                self.admin_site.admin_view(self.file_view),
+                name="memory_app_workflowstate_file",
+            ),
+            path(
+                "<uuid:workflow_id>/act/",
+                self.admin_site.admin_view(self.action_view),
+                name="memory_app_workflowstate_act",
+            ),
             *super().get_urls(),
         ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        run = self.get_object(request, object_id)
+        context = {**(extra_context or {}), **(run_page_context(request, run) if run is not None else {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def file_view(self, request: HttpRequest, workflow_id: str, file_name: str) -> HttpResponse:
+        """A panel or page of the run, for the run page's thumbnails (staff only, like every admin view)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return run_file_response(get_object_or_404(WorkflowState, pk=workflow_id), file_name)
+
+    def action_view(self, request: HttpRequest, workflow_id: str) -> HttpResponse:
+        """Restore, continue, resume, cancel or redraw, posted from the run page (with its CSRF token)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        return run_action(request, get_object_or_404(WorkflowState, pk=workflow_id))
 
     def redirect_view(self, request: HttpRequest, workflow_id: str) -> HttpResponse:
         """Restore to a snapshot with a data patch and preferences, or redraw one panel in a new run."""

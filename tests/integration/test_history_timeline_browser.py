@@ -3,48 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pytest
 
-from tests.conftest import service_unavailable
 from tests.factories import HistoryRecordFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def at(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def browser_page():
-    if shutil.which(CHROMIUM) is None:
-        service_unavailable(f"{CHROMIUM} is missing (make sysdeps installs Debian's chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        service_unavailable("the playwright package is not installed")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            yield page
-        finally:
-            browser.close()
 
 
 @pytest.fixture
