@@ -87,7 +87,7 @@ def lexical_search(
         ranked = _postgres_ranked(words, limit=limit * 4, candidates=candidates)
     else:  # pragma: no cover - the project runs on SQLite and PostgreSQL
         raise NotImplementedError(connection.vendor)
-    entries = candidates.in_bulk([entry_id for entry_id, _score in ranked])
+    entries = candidates.select_related("project").in_bulk([entry_id for entry_id, _score in ranked])
     hits = [
         SearchHit(entry=entries[entry_id], score=score, snippet=snippet(entries[entry_id].text, words))
         for entry_id, score in ranked
