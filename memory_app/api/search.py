@@ -3,6 +3,8 @@ story texts (``memory_app.selectors.search.memory_search``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -23,7 +25,7 @@ _KIND = "(?:" + "|".join(SearchKind.values) + ")"
 KINDS_PATTERN = rf"^{_KIND}(?:,{_KIND})*$"
 
 
-class SearchHitSerializer(serializers.Serializer[SearchHit]):
+class SearchHitSerializer(serializers.Serializer[Any]):
     kind = serializers.ChoiceField(choices=SearchKind.values, source="entry.kind")
     id = serializers.CharField(
         source="entry.object_id",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 
 from memory_app.models import SEARCH_FTS_TABLE, Project, SearchEntry, SearchKind
 from memory_app.search_text import query_words
@@ -98,10 +99,13 @@ def lexical_search(
 
 def _sqlite_ranked(words: list[str], *, limit: int, candidates: QuerySet[SearchEntry]) -> list[tuple[int, float]]:
     match = " OR ".join('"' + word + '"' for word in words)
-    scope_sql, scope_params = candidates.values("id").query.sql_with_params()
+    # The matches first, then each checked against the scope by its primary key (a correlated subquery): given
+    # ``rowid IN (scope)`` directly, SQLite hands every id of the scope to FTS5, which runs the MATCH once per id.
+    scope_sql, scope_params = candidates.filter(pk=RawSQL("hits.id", ())).values("id").query.sql_with_params()
     sql = (
-        f"SELECT rowid, bm25({SEARCH_FTS_TABLE}) AS rank FROM {SEARCH_FTS_TABLE} "  # noqa: S608
-        f"WHERE {SEARCH_FTS_TABLE} MATCH %s AND rowid IN ({scope_sql}) ORDER BY rank LIMIT %s"
+        f"WITH hits AS MATERIALIZED (SELECT rowid AS id, bm25({SEARCH_FTS_TABLE}) AS rank "  # noqa: S608
+        f"FROM {SEARCH_FTS_TABLE} WHERE {SEARCH_FTS_TABLE} MATCH %s) "
+        f"SELECT hits.id, hits.rank FROM hits WHERE EXISTS ({scope_sql}) ORDER BY hits.rank, hits.id DESC LIMIT %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [match, *scope_params, limit])
