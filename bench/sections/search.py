@@ -29,9 +29,27 @@ VOCABULARY = (  # noqa: SIM905 - a list literal of a hundred words would not fit
 ).split()
 
 
+# Two-character words made of common characters extend the vocabulary to a chat's size; words are drawn with
+# Zipf's weights (1 / rank), the named words of VOCABULARY first, so a few words are in many messages and most in
+# few, for the messages and the queries alike.
+_CHARACTERS = "山水风云雨雪花月星夜灯火石桥门窗刀剑书信茶酒马车船镇街巷井楼院墙竹松梅兰笑哭走跑看听说想等找"
+SYNTHETIC_WORDS = 1_500
+
+
+def _vocabulary() -> tuple[list[str], list[float]]:
+    chooser = random.Random(5)
+    words = list(VOCABULARY)
+    while len(words) < len(VOCABULARY) + SYNTHETIC_WORDS:
+        word = chooser.choice(_CHARACTERS) + chooser.choice(_CHARACTERS)
+        if word not in words:
+            words.append(word)
+    return words, [1 / (rank + 1) for rank in range(len(words))]
+
+
 def _pool() -> list[str]:
     chooser = random.Random(7)
-    return ["\uff0c".join(chooser.sample(VOCABULARY, chooser.randint(6, 10))) + "。" for _ in range(POOL_SIZE)]
+    words, weights = _vocabulary()
+    return ["\uff0c".join(chooser.choices(words, weights, k=chooser.randint(6, 10))) + "。" for _ in range(POOL_SIZE)]
 
 
 def _fill(*, owner_id: int, project_id: str, count: int, log: Callable[[str], None]) -> None:
@@ -126,14 +144,15 @@ def run(*, sizes: Sizes, log: Callable[[str], None]) -> list[Result]:
 
     count = int(os.environ.get("BENCH_SEARCH_MESSAGES") or sizes.search_messages)
     user_model = get_user_model()
-    user_model.objects.filter(username="bench-search").delete()
+    user_model.objects.filter(username__in=["bench-search", "bench-search-append"]).delete()
     user = user_model.objects.create(username="bench-search", password="!")
     project = Project.objects.create(id="bench-search", public_id="bench-search", owner=user, name="Search benchmark")
     log(f"search: writing {count:,} messages and their index rows")
     _fill(owner_id=user.pk, project_id=project.pk, count=count, log=log)
 
     chooser = random.Random(11)
-    queries = [" ".join(chooser.sample(VOCABULARY, chooser.randint(1, 3))) for _ in range(sizes.search_queries)]
+    words, weights = _vocabulary()
+    queries = [" ".join(chooser.choices(words, weights, k=chooser.randint(1, 3))) for _ in range(sizes.search_queries)]
     memory_search(queries[0], user=user, limit=10)  # warm: jieba's dictionary, the statement's plan
     position = iter(range(len(queries) * 2))
 
@@ -144,7 +163,9 @@ def run(*, sizes: Sizes, log: Callable[[str], None]) -> list[Result]:
     p50, p99 = median(samples) * 1000, percentile(samples, 0.99) * 1000
 
     log("search: append with and without indexing")
-    context = context_create(owner=user, project=project)
+    # A user of its own: the searched one has as many contexts as the limit allows.
+    writer = user_model.objects.create(username="bench-search-append", password="!")
+    context = context_create(owner=writer)
     texts = _pool()
     indexed_settings = settings.MEMORY
     unindexed_settings = settings.MEMORY.model_copy(
