@@ -300,3 +300,18 @@ def test_the_postgres_append_is_still_one_statement(user, django_assert_max_num_
     inserts = [query["sql"] for query in queries.captured_queries if "memory_app_searchentry" in query["sql"]]
     assert len(inserts) == 1 and inserts[0].startswith("WITH archived AS")
     assert SearchEntry.objects.count() == 2
+
+
+def test_a_frequent_word_is_ranked_among_its_newest_matches(user, other_user, monkeypatch):
+    from memory_app.selectors import search as search_selectors
+
+    monkeypatch.setattr(search_selectors, "RANK_WINDOW", 2)
+    context = context_create(owner=user)
+    rows = []
+    for text in ["古井 古井 古井", "古井", "古井"]:
+        _, (row,) = context_append(context=context, messages=[NewMessage("user", text)])
+        rows.append(row)
+    # Someone else's newer matches do not use up the caller's window.
+    context_append(context=context_create(owner=other_user), messages=[NewMessage("user", "古井")])
+
+    assert {object_id for _, object_id in found("古井", user)} == {str(rows[1].pk), str(rows[2].pk)}
