@@ -79,6 +79,9 @@ class Sizes:
     fanout_runs: int
     memory_contexts: tuple[int, int]
     memory_messages: int
+    search_messages: int
+    search_queries: int
+    search_appends: int
 
 
 FULL = Sizes(
@@ -97,6 +100,9 @@ FULL = Sizes(
     fanout_runs=3,
     memory_contexts=(1_000, 10_000),
     memory_messages=20,
+    search_messages=1_000_000,
+    search_queries=300,
+    search_appends=300,
 )
 SMOKE = Sizes(
     http_seconds=0.5,
@@ -114,6 +120,9 @@ SMOKE = Sizes(
     fanout_runs=1,
     memory_contexts=(10, 30),
     memory_messages=5,
+    search_messages=2_000,
+    search_queries=20,
+    search_appends=20,
 )
 
 

@@ -1,6 +1,8 @@
 """Words for the recall index: jieba cuts Chinese (search mode, so a long word is also found by its parts), Latin
 words and numbers are kept whole and lower-cased, punctuation and spaces go. The index stores the words joined by
-single spaces; a query is cut the same way, its function words dropped (they would match almost every row).
+single spaces, then every Chinese character of the text once more on its own: a one-character query (雨) and a
+name jieba cuts differently in the query and in the text (林小雨 → 林 小雨) still find it. A query is cut the
+same way (without the extra characters), its function words dropped (they would match almost every row).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from functools import cache
 import jieba
 
 _WORD = re.compile(r"\w", re.UNICODE)
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 # Words too common to tell records apart: a query made of them alone finds nothing rather than everything.
 _STOPWORDS_TEXT = (
     "的 了 是 在 和 与 及 就 都 也 而 又 把 被 让 给 对 从 到 向 着 过 吗 呢 吧 啊 呀 哦 嗯 么 这 那 这个 那个 "
@@ -34,15 +37,30 @@ def _words(text: str) -> list[str]:
 
 
 def index_tokens(text: str) -> str:
-    """``text`` as the index stores it: its words, lower-cased, joined by single spaces."""
-    return " ".join(word.replace('"', "") for word in _words(text))
+    """``text`` as the index stores it: its words, lower-cased, then its Chinese characters not already a word of
+    their own, each once, all joined by single spaces."""
+    words = [word.replace('"', "") for word in _words(text)]
+    known = set(words)
+    extra = [gram for gram in dict.fromkeys(_han_grams(text)) if gram not in known]
+    return " ".join(words + extra)
+
+
+def _han_grams(text: str) -> list[str]:
+    """Every Chinese character of ``text`` and every pair of neighbours within a run of Chinese characters."""
+    grams: list[str] = []
+    for run in _HAN_RUN.findall(text):
+        grams += list(run)
+        grams += [run[index : index + 2] for index in range(len(run) - 1)]
+    return grams
 
 
 def query_words(query: str) -> list[str]:
     """The distinct words of a search query, in order, function words dropped (all of them kept when the query
     has nothing else)."""
-    words = list(dict.fromkeys(word.replace('"', "") for word in _words(query)))
-    words = [word for word in words if word]
+    cut = [word.replace('"', "") for word in _words(query)]
+    # A longer Chinese word also by its pairs of characters: the text may have been cut differently around it.
+    pairs = [gram for word in cut if len(word) > 2 for gram in _han_grams(word) if len(gram) == 2]
+    words = [word for word in dict.fromkeys(cut + pairs) if word]
     meaningful = [word for word in words if word not in QUERY_STOPWORDS]
     return meaningful or words
 

@@ -17,6 +17,7 @@ from memory_app.api.history import (
 )
 from memory_app.api.operations import MemoryAnalysisView, MemoryMetricsView
 from memory_app.api.projects import ProjectViewSet
+from memory_app.api.search import MemorySearchView
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -36,6 +37,7 @@ urlpatterns = [
     re_path(r"^files/(?P<token>[A-Za-z0-9_:.-]+)/?$", SignedBlobView.as_view(), name="blob-signed"),
     re_path(r"^memory/metrics/?$", MemoryMetricsView.as_view(), name="memory-metrics"),
     re_path(r"^memory/analysis/?$", MemoryAnalysisView.as_view(), name="memory-analysis"),
+    re_path(r"^memory/search/?$", MemorySearchView.as_view(), name="memory-search"),
     re_path(r"^memory/cache/stats/?$", CacheStatsView.as_view(), name="cache-stats"),
     re_path(r"^memory/cache/(?P<cache_type>[^/]+)/?$", CacheNamespaceView.as_view(), name="cache-namespace"),
     *conversation_released.urlpatterns,

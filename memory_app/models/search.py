@@ -3,8 +3,9 @@ character; a run's story text), written in the same transaction as the object it
 
 ``tokens`` holds the text cut into words by jieba (``memory_app.search_text.index_tokens``), joined by spaces, so
 that the database's own full-text machinery, which splits on spaces, finds Chinese words: SQLite FTS5 (a virtual
-table kept in step by triggers, made by migration 0023 on SQLite only) and PostgreSQL full-text search (a GIN
-index over ``to_tsvector('simple', tokens)``, made by the same migration on PostgreSQL only). Each row points at
+table kept in step by triggers, made by migration 0023 on SQLite only) and PostgreSQL full-text search (a stored
+generated column ``search_vector`` = ``to_tsvector('simple', tokens)`` with a GIN index, migration 0024, on
+PostgreSQL only; Django does not know the column, the search's SQL reads it). Each row points at
 its object by a one-to-one key that cascades, so a hit never names a row that is gone.
 """
 

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 
 from memory_app.models import SEARCH_FTS_TABLE, ConversationContext, Project, SearchEntry, SearchKind
 from memory_app.search_text import query_words
 from memory_app.selectors.ownership import scope_to_owner
 
 SNIPPET_CHARS = 160
+# How many of the newest matches a query ranks: a word found in most of a long chat would otherwise make every
+# search rank all of them. Rarer words (fewer matches than this) are ranked over all their matches.
+RANK_WINDOW = 5_000
 MARK_OPEN, MARK_CLOSE = "<mark>", "</mark>"
 
 
@@ -95,7 +99,7 @@ def lexical_search(
         ranked = _postgres_ranked(words, limit=limit * 4, candidates=candidates)
     else:  # pragma: no cover - the project runs on SQLite and PostgreSQL
         raise NotImplementedError(connection.vendor)
-    entries = candidates.in_bulk([entry_id for entry_id, _score in ranked])
+    entries = candidates.select_related("project").in_bulk([entry_id for entry_id, _score in ranked])
     hits = [
         SearchHit(entry=entries[entry_id], score=score, snippet=snippet(entries[entry_id].text, words))
         for entry_id, score in ranked
@@ -106,13 +110,23 @@ def lexical_search(
 
 def _sqlite_ranked(words: list[str], *, limit: int, candidates: QuerySet[SearchEntry]) -> list[tuple[int, float]]:
     match = " OR ".join('"' + word + '"' for word in words)
-    scope_sql, scope_params = candidates.values("id").query.sql_with_params()
+    # Each match checked against the scope by its primary key (a correlated subquery): given ``rowid IN (scope)``
+    # instead, SQLite hands every id of the scope to FTS5, which runs the MATCH once per id.
+    scope_sql, scope_params = (
+        candidates.filter(pk=RawSQL(f"{SEARCH_FTS_TABLE}.rowid", ()))  # noqa: S611 - a constant name
+        .values("id")
+        .query.sql_with_params()
+    )
+    # The newest RANK_WINDOW matches in the caller's scope (FTS5 walks its matches newest first and stops there),
+    # then ranked by bm25 among themselves.
     sql = (
-        f"SELECT rowid, bm25({SEARCH_FTS_TABLE}) AS rank FROM {SEARCH_FTS_TABLE} "  # noqa: S608
-        f"WHERE {SEARCH_FTS_TABLE} MATCH %s AND rowid IN ({scope_sql}) ORDER BY rank LIMIT %s"
+        f"WITH hits AS MATERIALIZED (SELECT rowid AS id, bm25({SEARCH_FTS_TABLE}) AS rank "  # noqa: S608
+        f"FROM {SEARCH_FTS_TABLE} WHERE {SEARCH_FTS_TABLE} MATCH %s AND EXISTS ({scope_sql}) "
+        "ORDER BY rowid DESC LIMIT %s) "
+        "SELECT id, rank FROM hits ORDER BY rank, id DESC LIMIT %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [match, *scope_params, limit])
+        cursor.execute(sql, [match, *scope_params, RANK_WINDOW, limit])
         # bm25() is lower-is-better and negative: the score is its negation.
         return [(row_id, -float(rank)) for row_id, rank in cursor.fetchall()]
 
@@ -121,13 +135,16 @@ def _postgres_ranked(words: list[str], *, limit: int, candidates: QuerySet[Searc
     table = connection.ops.quote_name(SearchEntry._meta.db_table)
     tsquery = " | ".join("'" + word.replace("'", "''").replace("\\", "") + "'" for word in words)
     scope_sql, scope_params = candidates.values("id").query.sql_with_params()
+    # search_vector: the stored to_tsvector('simple', tokens) (migration 0024), parsed once per row written. The
+    # newest RANK_WINDOW matches in the scope (for a frequent word the planner walks the primary key backwards and
+    # stops there; for a rare one it takes the GIN index), then ranked among themselves.
     sql = (
-        "SELECT id, ts_rank_cd(to_tsvector('simple', tokens), query) AS rank "  # noqa: S608
-        f"FROM {table}, to_tsquery('simple', %s) AS query "
-        f"WHERE to_tsvector('simple', tokens) @@ query AND id IN ({scope_sql}) ORDER BY rank DESC, id DESC LIMIT %s"
+        "SELECT id, ts_rank_cd(search_vector, to_tsquery('simple', %s)) AS rank FROM ("  # noqa: S608
+        f"SELECT id, search_vector FROM {table} WHERE search_vector @@ to_tsquery('simple', %s) "
+        f"AND id IN ({scope_sql}) ORDER BY id DESC LIMIT %s) AS recent ORDER BY rank DESC, id DESC LIMIT %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [tsquery, *scope_params, limit])
+        cursor.execute(sql, [tsquery, tsquery, *scope_params, RANK_WINDOW, limit])
         return [(row_id, float(rank)) for row_id, rank in cursor.fetchall()]
 
 

@@ -22,6 +22,7 @@ from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import ChangeSource, Character, CharacterVersion, HistoryAction, Project
 from memory_app.redaction import redact
 from memory_app.services.history import history_record
+from memory_app.services.search import search_index_character
 
 DICT_FIELDS = ("appearance_features", "colors")
 LIST_FIELDS = ("consistent_features", "personality_traits")
@@ -102,7 +103,9 @@ def character_version_record(
     workflow_id: uuid.UUID | str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> CharacterVersion:
-    """Append the next version of ``character`` (whose row the caller holds locked, so numbers are sequential)."""
+    """Append the next version of ``character`` (whose row the caller holds locked, so numbers are sequential),
+    and re-index it: every change of a character is recorded here."""
+    search_index_character(character=character)
     after = character_state(character)
     latest = CharacterVersion.objects.filter(character=character).aggregate(latest=Max("version"))["latest"]
     return CharacterVersion.objects.create(

@@ -106,6 +106,7 @@ REFERENCING: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}"}),
     ("POST", "/api/characters/"): Case(404, NOT_YOURS, {"project_id": "{project_id}", "name": "bob's spy"}),
+    ("GET", "/api/memory/search/"): Case(404, NOT_YOURS, {"q": "alice secret", "project_id": "{project_id}"}),
     ("POST", "/api/webhooks/"): Case(
         404, NOT_YOURS, {"project_id": "{project_id}", "url": "https://93.184.216.34/bob", "events": ["*"]}
     ),
@@ -363,6 +364,22 @@ def test_bob_never_sees_alices_objects_in_a_list(world, client_for, manga_shonen
     alice_text = alice_view.content.decode()
     assert alice_view.status_code == 200
     assert any(marker in alice_text for marker in ("alice-comic", "alice_noir", "AliceHero", world.context_id))
+
+
+@pytest.mark.parametrize("slash", ["/", ""], ids=["slash", "no-slash"])
+def test_bob_never_finds_alices_objects_by_search(world, client_for, slash):
+    query = {"q": "alice secret AliceHero"}
+
+    bob_view = client_for(world.bob).get("/api/memory/search" + slash, query)
+    alice_view = client_for(world.alice).get("/api/memory/search" + slash, query)
+
+    assert bob_view.status_code == 200, bob_view.content[:500]
+    assert bob_view.json()["data"]["hits"] == []
+    # The control: Alice finds her message, her story text and her character by the same words.
+    assert alice_view.status_code == 200
+    kinds = {hit["kind"] for hit in alice_view.json()["data"]["hits"]}
+    assert {"messages", "stories", "characters"} <= kinds
+    assert {hit["project_id"] for hit in alice_view.json()["data"]["hits"]} == {world.project_id}
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(STAFF_ROUTES), ids=[f"{m} {p}" for m, p in sorted(STAFF_ROUTES)])

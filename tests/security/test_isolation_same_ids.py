@@ -52,6 +52,7 @@ SAME_ID_ROUTES: dict[tuple[str, str], tuple[dict[str, Any], int, str | None]] = 
     ("POST", "/api/memory/context/create/"): ({"project_id": "{project_id}"}, 201, None),
     ("POST", "/api/workflows/"): (TEXT_RUN, 202, None),
     ("GET", "/api/characters/"): ({"project_id": "{project_id}"}, 200, "BobHero"),
+    ("GET", "/api/memory/search/"): ({"q": "BobHero AliceHero", "project_id": "{project_id}"}, 200, "BobHero"),
     ("GET", "/api/workflows/"): ({"project_id": "{project_id}"}, 200, None),
     # An IP literal: the URL guard resolves nothing, so the test needs no DNS.
     ("POST", "/api/webhooks/"): (

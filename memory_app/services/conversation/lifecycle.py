@@ -130,7 +130,8 @@ def context_clear(
         doomed = ContextMessage.objects.filter(context=locked)
         if keep_system:
             doomed = doomed.exclude(role=MessageRole.SYSTEM, is_summary=False)
-        removed, _ = doomed.delete()
+        _, per_model = doomed.delete()  # their index rows go with them (cascade): count the messages alone
+        removed = per_model.get(ContextMessage._meta.label, 0)
         kept = ContextMessage.objects.filter(context=locked, archived=False, role=MessageRole.SYSTEM)
         locked.system_count = kept.count()
         locked.system_tokens = sum(kept.values_list("token_count", flat=True))

@@ -15,9 +15,15 @@ from django.db import connection
 from django.db.models import Field, Model
 from django.utils import timezone
 
-from memory_app.models import ContextMessage, ConversationContext, MessageRole
+from memory_app.models import ContextMessage, ConversationContext, MessageRole, SearchEntry, SearchKind
+from memory_app.search_text import index_tokens, text_hash
 from memory_app.services.conversation.eviction import _ARCHIVE_OLDEST_SQL, _evict
 from memory_app.services.conversation.totals import _other_budgets, _save_totals, _Totals
+from memory_app.services.search import message_entries_build, search_messages_indexed
+
+# The index row of each new message (``SearchEntry``), written by the same statement (PostgreSQL) or right after
+# it (SQLite); the message's id comes from the insert.
+_INDEX_COLUMNS = ("kind", "owner", "project", "message", "text", "tokens", "text_hash", "created_at")
 
 _INSERTED_COLUMNS = (
     "context",
@@ -53,6 +59,7 @@ def persist_append(
     """
     if not _insert_evict_and_save(context, totals, rows, summarize=summarize):
         ContextMessage.objects.bulk_create(rows)
+        SearchEntry.objects.bulk_create(message_entries_build(context=context, messages=rows))
         _evict(context, totals, summarize=summarize)
         _save_totals(context, totals)
 
@@ -64,7 +71,8 @@ def _insert_evict_and_save(
     in plain SQL: on PostgreSQL one statement (one round trip instead of three), on SQLite three statements without
     the ORM's query building (less time holding the database's write lock). False, with nothing written, where
     that does not apply (another database, eviction by deletion, or a batch that pushes out its own messages);
-    ``persist_append`` then takes the ORM's path.
+    ``persist_append`` then takes the ORM's path. The new messages' index rows are written with them (on
+    PostgreSQL by one more part of the statement, on SQLite by one more statement).
 
     The archiving picks among the messages that were there before the insert (PostgreSQL: the statement's parts
     see one snapshot; SQLite: it runs first); that is exact when the messages to archive by count are all older
@@ -84,11 +92,15 @@ def _insert_evict_and_save(
     fields = [_concrete_field(ContextMessage, name)[0] for name in _INSERTED_COLUMNS]
     columns = ", ".join(operations.quote_name(_concrete_field(ContextMessage, name)[1]) for name in _INSERTED_COLUMNS)
     values = ", ".join("(" + ", ".join(["%s"] * len(fields)) + ")" for _ in rows)
-    insert_sql = f"INSERT INTO {messages} ({columns}) VALUES {values} RETURNING id, position"  # noqa: S608
+    insert_sql = f"INSERT INTO {messages} ({columns}) VALUES {values} RETURNING id, position, content, created_at"  # noqa: S608
     insert_params = [
         field.get_db_prep_save(getattr(row, field.attname), connection) for row in rows for field in fields
     ]
     context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
+    indexed = search_messages_indexed()
+    index_words = [(index_tokens(row.content), text_hash(row.content)) for row in rows] if indexed else []
+    entries = operations.quote_name(SearchEntry._meta.db_table)
+    index_columns = ", ".join(operations.quote_name(_concrete_field(SearchEntry, name)[1]) for name in _INDEX_COLUMNS)
     archive_sql = _ARCHIVE_OLDEST_SQL.format(messages=messages)
     archive_params = [True, context_id, False, MessageRole.SYSTEM.value, excess]
     context.last_updated = timezone.now()
@@ -113,18 +125,60 @@ def _insert_evict_and_save(
                 archived_count="(SELECT COUNT(*) FROM archived)",
                 archived_tokens="(SELECT COALESCE(SUM(token_count), 0) FROM archived)",
             )
+            index_part, index_params = "", []
+            if indexed:
+                # The words come with the statement (jieba runs here, not in the database), matched to the new
+                # rows by position; text and time are the inserted row's own.
+                words = ", ".join(["(%s::integer, %s::text, %s::text)"] * len(rows))
+                index_part = (
+                    f", indexed AS (INSERT INTO {entries} ({index_columns}) "  # noqa: S608
+                    "SELECT %s, %s, %s, inserted.id, inserted.content, words.tokens, words.text_hash, "
+                    f"inserted.created_at FROM inserted JOIN (VALUES {words}) AS words(position, tokens, text_hash) "
+                    "ON words.position = inserted.position)"
+                )
+                index_params = [
+                    SearchKind.MESSAGE.value,
+                    context.owner_id,
+                    context.project_id,
+                    *(
+                        item
+                        for row, (tokens, digest) in zip(rows, index_words, strict=True)
+                        for item in (row.position, tokens, digest)
+                    ),
+                ]
             cursor.execute(
-                f"WITH archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save}) "  # noqa: S608
+                f"WITH archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save}){index_part} "  # noqa: S608
                 "SELECT FALSE, id, token_count, position FROM archived "
                 "UNION ALL SELECT TRUE, id, 0, position FROM inserted",
-                [*archive_params, *insert_params, *save_params],
+                [*archive_params, *insert_params, *save_params, *index_params],
             )
             result = [tuple(item) for item in cursor.fetchall()]
         else:
             cursor.execute(archive_sql, archive_params)
             archived = [(False, *item) for item in cursor.fetchall()]
             cursor.execute(insert_sql, insert_params)
-            inserted = [(True, row_id, 0, position) for row_id, position in cursor.fetchall()]
+            inserted = [(True, row_id, 0, position) for row_id, position, *_rest in cursor.fetchall()]
+            if indexed:
+                ids = {position: row_id for _new, row_id, _tokens, position in inserted}
+                created_field = _concrete_field(ContextMessage, "created_at")[0]
+                cursor.execute(
+                    f"INSERT INTO {entries} ({index_columns}) VALUES "  # noqa: S608
+                    + ", ".join("(" + ", ".join(["%s"] * len(_INDEX_COLUMNS)) + ")" for _ in rows),
+                    [
+                        item
+                        for row, (tokens, digest) in zip(rows, index_words, strict=True)
+                        for item in (
+                            SearchKind.MESSAGE.value,
+                            context.owner_id,
+                            context.project_id,
+                            ids[row.position],
+                            row.content,
+                            tokens,
+                            digest,
+                            created_field.get_db_prep_save(row.created_at, connection),
+                        )
+                    ],
+                )
             cursor.execute(
                 save_sql.format(archived_count="%s", archived_tokens="%s"),
                 [*save_params[:5], len(archived), save_params[5], sum(item[2] for item in archived), *save_params[6:]],

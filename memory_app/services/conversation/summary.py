@@ -14,6 +14,7 @@ from memory_app.errors import ProviderError
 from memory_app.models import SUMMARY_POSITION, ContextMessage, ConversationContext, MessageRole
 from memory_app.providers.llm import ChatMessage, OfflineLLM, fit_to_budget, llm_provider
 from memory_app.services.conversation.totals import _summary_cap
+from memory_app.services.search import search_index_message
 from memory_app.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def context_refresh_summary(*, context: ConversationContext, attempts: int = 3) 
                 continue
             existing = ContextMessage.objects.filter(context=locked, position=SUMMARY_POSITION).first()
             if existing is None:
-                ContextMessage.objects.create(
+                written = ContextMessage.objects.create(
                     context=locked,
                     position=SUMMARY_POSITION,
                     role=MessageRole.SYSTEM,
@@ -66,10 +67,14 @@ def context_refresh_summary(*, context: ConversationContext, attempts: int = 3) 
                 locked.system_count += 1
                 locked.system_tokens += tokens
             else:
-                ContextMessage.objects.filter(pk=existing.pk).update(
-                    content=text, token_count=tokens, created_at=timezone.now()
-                )
                 locked.system_tokens += tokens - existing.token_count
+                existing.content, existing.token_count, existing.created_at = text, tokens, timezone.now()
+                ContextMessage.objects.filter(pk=existing.pk).update(
+                    content=text, token_count=tokens, created_at=existing.created_at
+                )
+                written = existing
+            # The summary is indexed too: it is what remains of the messages folded into it once they are gone.
+            search_index_message(context=locked, message=written)
             if not settings.MEMORY.conversation.keep_archived:
                 ContextMessage.objects.filter(
                     context=locked, archived=True, position__gt=through, position__lte=last

@@ -24,6 +24,7 @@ from memory_app.services.conversation.totals import _save_totals, _summary_cap, 
 from memory_app.services.conversation.validation import message_validate
 from memory_app.services.conversation.window import _append_locked
 from memory_app.services.history import history_record
+from memory_app.services.search import search_index_message, search_message_times_sync
 from memory_app.tokens import count_tokens
 
 PERSISTENCE_VERSION = "1.0"
@@ -226,7 +227,7 @@ def context_import(*, owner: User, document: Any) -> list[ConversationContext]:
             if summary is not None:
                 text = fit_to_budget(summary.content, _summary_cap(context))
                 tokens = count_tokens(text)
-                ContextMessage.objects.create(
+                summary_message = ContextMessage.objects.create(
                     context=context,
                     position=SUMMARY_POSITION,
                     role=MessageRole.SYSTEM,
@@ -234,6 +235,7 @@ def context_import(*, owner: User, document: Any) -> list[ConversationContext]:
                     token_count=tokens,
                     is_summary=True,
                 )
+                search_index_message(context=context, message=summary_message)
                 totals.system_count, totals.system_tokens, totals.summary_tokens = 1, tokens, tokens
             if ordered:
                 # Replayed in order through the window rule (which saves the totals; saved again below once
@@ -259,6 +261,7 @@ def context_import(*, owner: User, document: Any) -> list[ConversationContext]:
                 ContextMessage.objects.filter(context=context, position=SUMMARY_POSITION).update(
                     created_at=summary.created_at
                 )
+            search_message_times_sync(context=context)  # the index rows were written with the replay's time
             ConversationContext.objects.filter(pk=context.pk).update(last_updated=_moment(entry.last_updated))
             context.refresh_from_db()
             if make_default:

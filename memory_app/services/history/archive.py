@@ -161,7 +161,9 @@ def history_archive_batch(
         archive.last_timestamp = dt.datetime.fromisoformat(lines[-1]["timestamp"])
         archive.save()
         history_archive_counts_rebuild(archive=archive, lines=lines)
-        deleted, _ = HistoryRecord.objects.filter(pk__in=[record.pk for record in batch]).delete()
+        # Their index rows go with them (cascade): count the records alone.
+        _, per_model = HistoryRecord.objects.filter(pk__in=[record.pk for record in batch]).delete()
+        deleted = per_model.get(HistoryRecord._meta.label, 0)
         history_record(
             project=candidate.project,
             action=HistoryAction.HISTORY_ARCHIVED,

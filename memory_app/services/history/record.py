@@ -14,6 +14,7 @@ from memory_app.errors import ValidationFailed
 from memory_app.logging import current_request_id
 from memory_app.models import DEFAULT_SUMMARIES, HistoryAction, HistoryRecord, Project
 from memory_app.redaction import redact
+from memory_app.services.search import search_index_history
 
 
 def history_record(
@@ -43,7 +44,7 @@ def history_record(
         details or {}, extra_names=config.redact_extra_fields, max_chars=config.max_detail_value_chars
     )
     request_id = current_request_id.get()
-    return HistoryRecord.objects.create(
+    record = HistoryRecord.objects.create(
         project=project,
         timestamp=timezone.now(),
         action=action,
@@ -53,3 +54,5 @@ def history_record(
         request_id="" if request_id == "-" else request_id,
         workflow_id=workflow_id,
     )
+    search_index_history(record=record, owner_id=project.owner_id if project is not None else None)
+    return record

@@ -26,6 +26,7 @@ from memory_app.models import (
 from memory_app.redaction import redact
 from memory_app.services.events import event_record
 from memory_app.services.history import history_record
+from memory_app.services.search import search_index_story
 
 # What a queued run's progress says while it waits (the per-user queue, ``queue``).
 QUEUED_DESCRIPTION = "Queued: starts when one of your runs in progress ends."
@@ -202,6 +203,7 @@ def workflow_create(
                 steps=steps, step_index=0, description=QUEUED_DESCRIPTION if queued else _describe_step(steps, 0)
             ),
         )
+        search_index_story(run=workflow)
         if not queued:
             _record_started(workflow)
         else:

@@ -179,11 +179,12 @@ def test_an_append_to_a_full_window_reads_the_context_once_and_locks_it_in_that_
     kinds = [sql.split()[0] for sql in statements]
     if connection.vendor == "postgresql":
         assert f'FOR UPDATE OF "{table}"' in reads[0]
-        # Token, lock, then one statement inserts, archives the oldest message and saves the context's totals.
+        # Token, lock, then one statement inserts, indexes the new message, archives the oldest message and saves
+        # the context's totals.
         assert kinds == ["SELECT", "SAVEPOINT", "SELECT", "WITH", "RELEASE"]
     else:
-        # The same three writes as plain statements: archive the oldest, insert, save the totals.
-        assert kinds == ["SELECT", "SAVEPOINT", "SELECT", "UPDATE", "INSERT", "UPDATE", "RELEASE"]
+        # The same writes as plain statements: archive the oldest, insert, index the new message, save the totals.
+        assert kinds == ["SELECT", "SAVEPOINT", "SELECT", "UPDATE", "INSERT", "INSERT", "UPDATE", "RELEASE"]
     context.refresh_from_db()
     assert (context.window_count, context.next_position) == (2, 3)
     assert list(ContextMessage.objects.filter(context=context, archived=False).values_list("content", flat=True)) == [
