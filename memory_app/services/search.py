@@ -11,6 +11,7 @@ from django.db import transaction
 
 from memory_app.models import SEARCH_KIND_FIELDS, SearchEntry, SearchKind
 from memory_app.search_text import index_tokens, text_hash
+from memory_app.services.search_vectors import search_embed_enqueue
 
 
 def search_entry_build(
@@ -36,7 +37,8 @@ def search_entry_build(
 
 
 def search_entries_write(entries: Iterable[SearchEntry]) -> list[SearchEntry]:
-    """Insert ``entries`` (one statement), replacing the rows their objects had (an edited character)."""
+    """Insert ``entries`` (one statement), replacing the rows their objects had (an edited character); when
+    embeddings are configured, their texts' vectors are computed after commit (``search_embed_task``)."""
     rows = list(entries)
     if not rows:
         return rows
@@ -45,4 +47,7 @@ def search_entries_write(entries: Iterable[SearchEntry]) -> list[SearchEntry]:
             field = SEARCH_KIND_FIELDS[kind]
             ids = [getattr(row, field + "_id") for row in rows if row.kind == kind]
             SearchEntry.objects.filter(kind=kind, **{field + "_id__in": ids}).delete()
-        return SearchEntry.objects.bulk_create(rows)
+        created = SearchEntry.objects.bulk_create(rows)
+        # Their vectors are computed after commit, by a worker (nothing when embeddings are not configured).
+        search_embed_enqueue([row.pk for row in created])
+        return created
