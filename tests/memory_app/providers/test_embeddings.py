@@ -36,8 +36,10 @@ def test_texts_are_sent_in_batches_and_come_back_in_order_unit_length(fake_embed
     vectors = embed_texts(texts, endpoint=endpoint)
 
     assert [body["input"] for body in fake_embeddings.embedding_requests] == [texts[0:2], texts[2:4], texts[4:5]]
-    assert all(body["model"] == "fake-embed" and body["encoding_format"] == "float"
-               for body in fake_embeddings.embedding_requests)
+    assert all(
+        body["model"] == "fake-embed" and body["encoding_format"] == "float"
+        for body in fake_embeddings.embedding_requests
+    )
     assert all("dimensions" not in body for body in fake_embeddings.embedding_requests)
     assert [vector.dtype for vector in vectors] == [np.float32] * 5
     for text, vector in zip(texts, vectors, strict=True):
