@@ -79,6 +79,8 @@ class Sizes:
     fanout_runs: int
     memory_contexts: tuple[int, int]
     memory_messages: int
+    vector_scans: tuple[tuple[int, int], ...]  # (candidates, dimensions) of the exact vector scan
+    vector_repeats: int
 
 
 FULL = Sizes(
@@ -97,6 +99,8 @@ FULL = Sizes(
     fanout_runs=3,
     memory_contexts=(1_000, 10_000),
     memory_messages=20,
+    vector_scans=((1_000, 1536), (10_000, 256), (10_000, 1536), (50_000, 256), (100_000, 256)),
+    vector_repeats=20,
 )
 SMOKE = Sizes(
     http_seconds=0.5,
@@ -114,6 +118,8 @@ SMOKE = Sizes(
     fanout_runs=1,
     memory_contexts=(10, 30),
     memory_messages=5,
+    vector_scans=((200, 64),),
+    vector_repeats=3,
 )
 
 
