@@ -342,7 +342,7 @@ def _embeddings_finding() -> Finding:
     texts still lack one (``search_embed_backfill`` embeds them). Never a warning: lexical recall is complete."""
     endpoint = embeddings_endpoint()
     if endpoint is None:
-        return Finding("embeddings", None, None, False, "embeddings: not configured; recall is lexical only.")
+        return Finding("embeddings", None, None, False, "not configured; recall is lexical only.")
     # The host alone: a base URL may carry credentials.
     parts = urlsplit(endpoint.base_url)
     host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
@@ -352,6 +352,6 @@ def _embeddings_finding() -> Finding:
         missing,
         None,
         False,
-        f"embeddings: {endpoint.model_key} at {host}; vector backend {vector_backend()}; "
+        f"{endpoint.model_key} at {host}; vector backend {vector_backend()}; "
         f"{missing} indexed text(s) without a vector.",
     )

@@ -229,17 +229,14 @@ def test_this_database_backend_is_reported(embeddings_configured):
     [finding] = [finding for finding in diagnose() if finding.check == "embeddings"]
 
     host = embeddings_configured.base_url.split("//")[1].split("/")[0]
-    assert (
-        finding.message
-        == f"embeddings: fake-embed at {host}; vector backend {backend}; 0 indexed text(s) without a vector."
-    )
+    assert finding.message == f"fake-embed at {host}; vector backend {backend}; 0 indexed text(s) without a vector."
     assert finding.warning is False
 
 
 def test_diagnose_says_when_embeddings_are_not_configured(db):
     [finding] = [finding for finding in diagnose() if finding.check == "embeddings"]
 
-    assert finding.message == "embeddings: not configured; recall is lexical only."
+    assert finding.message == "not configured; recall is lexical only."
     assert finding.warning is False
 
 
