@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-SECTIONS = ("cache", "http", "history", "workflows", "memory", "search")
+SECTIONS = ("cache", "http", "history", "workflows", "memory", "search", "vectors")
 DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/comicmem_bench"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.core.management import call_command
 
     from bench.core import FULL, SMOKE
-    from bench.sections import cache, history, http_api, memory, object_store, search, workflows
+    from bench.sections import cache, history, http_api, memory, object_store, search, vectors, workflows
 
     sizes = SMOKE if arguments.smoke else FULL
     started = time.monotonic()
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "workflows": lambda: workflows.run(sizes=sizes, broker=broker),
         "memory": lambda: memory.run(sizes=sizes, database_url=str(setup["database_url"])),
         "search": lambda: search.run(sizes=sizes, log=log),
+        "vectors": lambda: vectors.run(sizes=sizes, log=log),
     }
     results = []
     for name in arguments.only.split(","):

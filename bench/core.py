@@ -82,6 +82,8 @@ class Sizes:
     search_messages: int
     search_queries: int
     search_appends: int
+    vector_scans: tuple[tuple[int, int], ...]  # (candidates, dimensions) of the exact vector scan
+    vector_repeats: int
 
 
 FULL = Sizes(
@@ -103,6 +105,8 @@ FULL = Sizes(
     search_messages=1_000_000,
     search_queries=300,
     search_appends=300,
+    vector_scans=((1_000, 1536), (10_000, 256), (10_000, 1536), (50_000, 256), (100_000, 256)),
+    vector_repeats=20,
 )
 SMOKE = Sizes(
     http_seconds=0.5,
@@ -123,6 +127,8 @@ SMOKE = Sizes(
     search_messages=2_000,
     search_queries=20,
     search_appends=20,
+    vector_scans=((200, 64),),
+    vector_repeats=3,
 )
 
 

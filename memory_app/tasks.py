@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from memory_app.errors import RetryableProviderError
 from memory_app.metrics import metrics_process_dead, metrics_worker_serve
 from memory_app.services.backups import backup_create, backups_prune
 from memory_app.services.cache import cache_cleanup, cache_statistics_flush
@@ -26,6 +27,7 @@ from memory_app.services.operations import (
     metric_snapshots_prune,
 )
 from memory_app.services.schedules import schedules_sync
+from memory_app.services.search_vectors import SEARCH_EMBED_TASK, search_embed_entries
 from memory_app.services.storage_lifecycle import (
     DELETION_TASK,
     storage_deletion_process,
@@ -249,3 +251,23 @@ def events_cleanup_task() -> dict[str, Any]:
     if report["more"]:
         transaction.on_commit(events_cleanup_task.delay)
     return report
+
+
+@shared_task(
+    name=SEARCH_EMBED_TASK,
+    # Redelivered after a crash it embeds only what is still missing (vectors are keyed by text hash): at worst a
+    # batch is asked of the endpoint twice, never stored twice.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(RetryableProviderError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=6,
+    soft_time_limit=10 * 60,
+    time_limit=12 * 60,
+)
+def search_embed_task(entry_ids: list[int]) -> dict[str, Any]:
+    """Sent after the commit that indexed these rows: their texts' vectors. Texts still missing after the retries
+    are embedded by ``manage.py search_embed_backfill``."""
+    return search_embed_entries(entry_ids=entry_ids).as_dict()

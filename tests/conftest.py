@@ -390,3 +390,35 @@ def webhook_settings(settings) -> Callable[..., None]:
         settings.MEMORY = memory.model_copy(update={"webhooks": memory.webhooks.model_copy(update=values)})
 
     return change
+
+
+# --- recall ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_embeddings() -> Iterator[Any]:
+    """A local OpenAI-compatible embeddings server (tests/fakes/embeddings_server.py; a test double)."""
+    from tests.fakes.embeddings_server import FakeEmbeddingsServer
+
+    with FakeEmbeddingsServer() as server:
+        yield server
+
+
+@pytest.fixture
+def embeddings_configured(settings, fake_embeddings) -> Any:
+    """``settings.MEMORY.search.embeddings`` pointed at the fake server (batches of 4, a 1 s timeout)."""
+    from comicmem_site.memory_config import EmbeddingsConfig
+
+    search = settings.MEMORY.search.model_copy(
+        update={
+            "embeddings": EmbeddingsConfig(
+                base_url=fake_embeddings.base_url,
+                api_key="sk-embed-secret",
+                model="fake-embed",
+                timeout_seconds=1.0,
+                batch_size=4,
+            )
+        }
+    )
+    settings.MEMORY = settings.MEMORY.model_copy(update={"search": search})
+    return fake_embeddings

@@ -28,7 +28,14 @@ from memory_app.models.history import (
 )
 from memory_app.models.operations import MetricSnapshot
 from memory_app.models.project import PROJECT_ID_PATTERN, Project, validate_project_id
-from memory_app.models.search import SEARCH_FTS_TABLE, SEARCH_KIND_FIELDS, SearchEntry, SearchKind
+from memory_app.models.search import (
+    SEARCH_FTS_TABLE,
+    SEARCH_KIND_FIELDS,
+    SEARCH_VECTOR_COLUMN,
+    SearchEntry,
+    SearchKind,
+    SearchVector,
+)
 from memory_app.models.storage import ProjectCacheUse, StorageDeletion, StorageDeletionReason
 from memory_app.models.webhooks import (
     WEBHOOK_ALL_EVENTS,
@@ -55,6 +62,7 @@ __all__ = [
     "PROJECT_ID_PATTERN",
     "SEARCH_FTS_TABLE",
     "SEARCH_KIND_FIELDS",
+    "SEARCH_VECTOR_COLUMN",
     "STYLE_ID_PATTERN",
     "SUMMARY_POSITION",
     "SYSTEM_SCOPE",
@@ -85,6 +93,7 @@ __all__ = [
     "ReleasedContext",
     "SearchEntry",
     "SearchKind",
+    "SearchVector",
     "SnapshotEvent",
     "StorageDeletion",
     "StorageDeletionReason",

@@ -108,3 +108,32 @@ class SearchEntry(models.Model):
     def object_id(self) -> str:
         """The indexed object's id as the API names it (a message's or record's number, a run's UUID)."""
         return str(getattr(self, SEARCH_KIND_FIELDS[self.kind] + "_id"))
+
+
+# On PostgreSQL with the pgvector extension, migration 0024 adds this ``vector`` column to ``SearchVector``'s
+# table (outside the model: the type exists nowhere else) and ``<=>`` ranks by it.
+SEARCH_VECTOR_COLUMN = "embedding"
+
+
+class SearchVector(models.Model):
+    """The embedding of one text by one model: the cache by input hash, so a text that several objects share (or
+    that an edit left unchanged) is embedded once. Index rows find theirs by ``text_hash``.
+
+    ``vector`` is the unit-length vector as little-endian float32 bytes (what sqlite-vec reads as it is, and what
+    numpy maps without a copy); ``model`` is the endpoint's model key (the model, and the size asked of it).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    model = models.CharField(max_length=200)
+    text_hash = models.CharField(max_length=64)
+    dimensions = models.PositiveIntegerField()
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "text_hash"], name="search_vector_model_text"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.text_hash[:12]} ({self.dimensions})"

@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 from django.conf import settings
@@ -18,8 +19,10 @@ from memory_app.cache_store import SHARED_LAYER_ERRORS, cache_counters_read_all,
 from memory_app.errors import ServiceUnavailable
 from memory_app.instruments import cache_lookup_latency
 from memory_app.models import ConversationContext, HistoryRecord, MetricSnapshot, WorkflowState, WorkflowStatus
+from memory_app.providers.embeddings import embeddings_endpoint
 from memory_app.providers.fonts import font_report
 from memory_app.selectors.cache import cache_statistics_list, human_size
+from memory_app.selectors.search_vectors import vector_backend, vectors_missing_count
 
 
 def active_contexts_count() -> int:
@@ -330,4 +333,25 @@ def diagnose() -> list[Finding]:
     )
     font = font_report()
     findings.append(Finding("font", font.path, None, not font.ok, f"lettering font: {font.message}"))
+    findings.append(_embeddings_finding())
     return findings
+
+
+def _embeddings_finding() -> Finding:
+    """Recall's meaning side: whether an endpoint is configured, which backend ranks vectors, how many indexed
+    texts still lack one (``search_embed_backfill`` embeds them). Never a warning: lexical recall is complete."""
+    endpoint = embeddings_endpoint()
+    if endpoint is None:
+        return Finding("embeddings", None, None, False, "not configured; recall is lexical only.")
+    # The host alone: a base URL may carry credentials.
+    parts = urlsplit(endpoint.base_url)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    missing = vectors_missing_count(model_key=endpoint.model_key)
+    return Finding(
+        "embeddings",
+        missing,
+        None,
+        False,
+        f"{endpoint.model_key} at {host}; vector backend {vector_backend()}; "
+        f"{missing} indexed text(s) without a vector.",
+    )

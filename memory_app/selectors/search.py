@@ -1,5 +1,6 @@
 """Read side of recall: lexical search over the index (SQLite FTS5 with bm25; PostgreSQL full-text search with
-ts_rank_cd), limited to what the caller may see (staff: everything).
+ts_rank_cd), limited to what the caller may see (staff: everything), fused with the meaning search
+(``memory_app.selectors.search_vectors``) when an embeddings endpoint is configured.
 
 ``lexical_search`` answers ranked ``SearchHit``s: the entry, its score (higher is better) and a snippet with the
 matched words marked. Callers that combine it with other rankings (the meaning search) use the order, not the
@@ -8,17 +9,24 @@ score.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 
+from memory_app.errors import ProviderError, RetryableProviderError
 from memory_app.models import SEARCH_FTS_TABLE, ConversationContext, Project, SearchEntry, SearchKind
+from memory_app.providers.embeddings import embed_texts, embeddings_endpoint
 from memory_app.search_text import query_words
 from memory_app.selectors.ownership import scope_to_owner
+from memory_app.selectors.search_vectors import vector_ranked
+
+logger = logging.getLogger("memory_app.search")
 
 SNIPPET_CHARS = 160
 # How many of the newest matches a query ranks: a word found in most of a long chat would otherwise make every
@@ -56,11 +64,75 @@ def memory_search(
 ) -> SearchResults:
     """The one search entry point (the API, generate's recall, the pipelines' recall): the ``limit`` best of what
     ``user`` may see for ``query``. Input is checked by the caller (the API answers 400 on bad input).
-    ``context``: only that conversation's messages (generate's recall)."""
+
+    With an embeddings endpoint configured the search is hybrid: the query is embedded (at once, within the
+    endpoint's timeout), the best ``fusion_depth(limit)`` hits by words and by meaning are fused by reciprocal
+    rank. When the endpoint fails (an error, a timeout, an answer that is not vectors) the words alone answer,
+    with ``degraded`` saying why: a search never fails because of the endpoint.
+
+    ``context``: only that conversation's messages (generate's recall).
+    """
     candidates = search_candidates(
         user=user, kinds=kinds, project=project, archived_only=archived_only, context=context
     )
-    return SearchResults(hits=lexical_search(query, candidates=candidates, limit=limit))
+    endpoint = embeddings_endpoint()
+    if endpoint is None:
+        return SearchResults(hits=lexical_search(query, candidates=candidates, limit=limit))
+    depth = fusion_depth(limit)
+    lexical = lexical_search(query, candidates=candidates, limit=depth)
+    try:
+        [query_vector] = embed_texts([query], endpoint=endpoint)
+    except ProviderError as exc:
+        logger.warning("search degraded to words alone: %s", exc.message)
+        return SearchResults(hits=lexical[:limit], mode="lexical", degraded=_degraded_reason(exc))
+    except Exception:  # whatever else the client met (a base URL it cannot use): the words still answer
+        logger.warning("search degraded to words alone", exc_info=True)
+        return SearchResults(hits=lexical[:limit], mode="lexical", degraded="embeddings endpoint failed")
+    by_meaning = vector_ranked(query_vector, model_key=endpoint.model_key, candidates=candidates, limit=depth)
+    fused = rrf_fuse(
+        [[hit.entry.pk for hit in lexical], [entry_id for entry_id, _score in by_meaning]],
+        k=settings.MEMORY.search.rrf_k,
+    )[:limit]
+    known = {hit.entry.pk: hit for hit in lexical}
+    entries = candidates.in_bulk([entry_id for entry_id, _score in fused if entry_id not in known])
+    words = query_words(query)
+    hits = []
+    for entry_id, score in fused:
+        if entry_id in known:
+            hits.append(SearchHit(entry=known[entry_id].entry, score=score, snippet=known[entry_id].snippet))
+        elif entry_id in entries:
+            # Found by meaning alone: the snippet is the start of its text (with any query word marked).
+            hits.append(SearchHit(entry=entries[entry_id], score=score, snippet=snippet(entries[entry_id].text, words)))
+    return SearchResults(hits=hits, mode="hybrid")
+
+
+def fusion_depth(limit: int) -> int:
+    """How many hits of each ranking are fused for ``limit`` results: enough that a result ranked low by one
+    ranking and high by the other can reach the top."""
+    return min(max(limit * 4, 40), 400)
+
+
+def rrf_fuse(rankings: Sequence[Sequence[int]], *, k: int) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: each id scores the sum over the rankings that hold it of 1 / (k + rank), rank from
+    1. Best first; a tie goes to the id with the better single rank, then to the earlier ranking's order."""
+    scores: dict[int, float] = {}
+    best: dict[int, tuple[int, int]] = {}
+    for ranking_number, ranking in enumerate(rankings):
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            best[item] = min(best.get(item, (rank, ranking_number)), (rank, ranking_number))
+    return sorted(scores.items(), key=lambda pair: (-pair[1], best[pair[0]]))
+
+
+def _degraded_reason(exc: ProviderError) -> str:
+    status = exc.details.get("status")
+    if status is not None:
+        return f"embeddings endpoint answered HTTP {status}"
+    if "timed out" in exc.message:
+        return "embeddings endpoint timed out"
+    if isinstance(exc, RetryableProviderError):
+        return "embeddings endpoint unreachable or its answer cut short"
+    return "embeddings endpoint answered something other than vectors"
 
 
 def search_candidates(

@@ -31,6 +31,7 @@ from memory_app.models import (
     WorkflowState,
 )
 from memory_app.search_text import index_tokens, text_hash
+from memory_app.services.search_vectors import search_embed_enqueue
 
 # Details strings longer than this are payloads (a prompt, a JSON dump), not words a person would search for.
 _DETAIL_TEXT_MAX_CHARS = 80
@@ -60,7 +61,8 @@ def search_entry_build(
 
 
 def search_entries_write(entries: Iterable[SearchEntry]) -> list[SearchEntry]:
-    """Insert ``entries`` (one statement), replacing the rows their objects had (an edited character)."""
+    """Insert ``entries`` (one statement), replacing the rows their objects had (an edited character); when
+    embeddings are configured, their texts' vectors are computed after commit (``search_embed_task``)."""
     rows = list(entries)
     if not rows:
         return rows
@@ -69,7 +71,15 @@ def search_entries_write(entries: Iterable[SearchEntry]) -> list[SearchEntry]:
             field = SEARCH_KIND_FIELDS[kind]
             ids = [getattr(row, field + "_id") for row in rows if row.kind == kind]
             SearchEntry.objects.filter(kind=kind, **{field + "_id__in": ids}).delete()
-        return SearchEntry.objects.bulk_create(rows)
+        return search_entries_insert(rows)
+
+
+def search_entries_insert(rows: Sequence[SearchEntry], *, batch_size: int | None = None) -> list[SearchEntry]:
+    """Insert new index rows (their objects have none yet). When embeddings are configured, their texts' vectors
+    are computed after commit, by a worker (``search_embed_task``)."""
+    created = SearchEntry.objects.bulk_create(rows, batch_size=batch_size)
+    search_embed_enqueue([row.pk for row in created])
+    return created
 
 
 def search_messages_indexed() -> bool:
@@ -164,7 +174,7 @@ def search_index_history(*, record: HistoryRecord, owner_id: int | None) -> None
     owner_id = owner_id if owner_id is not None else record.user_id
     if owner_id is None:
         return
-    SearchEntry.objects.bulk_create(
+    search_entries_insert(
         [
             search_entry_build(
                 kind=SearchKind.HISTORY,
@@ -242,7 +252,7 @@ def search_index_story(*, run: WorkflowState) -> None:
     """Index a new run's input story (a run without one has no row)."""
     entry = story_entry_build(run)
     if entry is not None:
-        SearchEntry.objects.bulk_create([entry])
+        search_entries_insert([entry])
 
 
 def _reindex_batches(kind: SearchKind, project: Project | None, batch_size: int) -> Iterator[list[SearchEntry]]:

@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EXPECTED_TARGETS = ["4", "4", "4", "1", "2", "2", "3", "3", "3", "5", "5", "6", "7", "7", "7"]
+EXPECTED_TARGETS = ["4", "4", "4", "1", "2", "2", "3", "3", "3", "5", "5", "6", "7", "7", "7", "8"]
 RESULT_KEYS = {
     "target",
     "name",

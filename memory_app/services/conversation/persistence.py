@@ -16,10 +16,12 @@ from django.db.models import Field, Model
 from django.utils import timezone
 
 from memory_app.models import ContextMessage, ConversationContext, MessageRole, SearchEntry, SearchKind
+from memory_app.providers.embeddings import embeddings_endpoint
 from memory_app.search_text import index_tokens, text_hash
 from memory_app.services.conversation.eviction import _ARCHIVE_OLDEST_SQL, _evict
 from memory_app.services.conversation.totals import _other_budgets, _save_totals, _Totals
-from memory_app.services.search import message_entries_build, search_messages_indexed
+from memory_app.services.search import message_entries_build, search_entries_insert, search_messages_indexed
+from memory_app.services.search_vectors import search_embed_enqueue
 
 # The index row of each new message (``SearchEntry``), written by the same statement (PostgreSQL) or right after
 # it (SQLite); the message's id comes from the insert.
@@ -59,9 +61,15 @@ def persist_append(
     """
     if not _insert_evict_and_save(context, totals, rows, summarize=summarize):
         ContextMessage.objects.bulk_create(rows)
-        SearchEntry.objects.bulk_create(message_entries_build(context=context, messages=rows))
+        search_entries_insert(message_entries_build(context=context, messages=rows))
         _evict(context, totals, summarize=summarize)
         _save_totals(context, totals)
+    elif search_messages_indexed() and embeddings_endpoint() is not None:
+        # The fast path wrote their index rows: their vectors after commit, by a worker (one more query, only with
+        # an embeddings endpoint configured).
+        search_embed_enqueue(
+            list(SearchEntry.objects.filter(message__in=[row.pk for row in rows]).values_list("pk", flat=True))
+        )
 
 
 def _insert_evict_and_save(

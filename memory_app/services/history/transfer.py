@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from memory_app.errors import ValidationFailed
-from memory_app.models import DEFAULT_SUMMARIES, HistoryAction, HistoryArchive, HistoryRecord, Project, SearchEntry
+from memory_app.models import DEFAULT_SUMMARIES, HistoryAction, HistoryArchive, HistoryRecord, Project
 from memory_app.redaction import redact
 from memory_app.services.history.archive_files import (
     _line_order,
@@ -24,7 +24,7 @@ from memory_app.services.history.archive_files import (
     history_archive_read,
     history_record_to_json,
 )
-from memory_app.services.search import history_entries_build
+from memory_app.services.search import history_entries_build, search_entries_insert
 
 
 @dataclass(frozen=True)
@@ -262,5 +262,5 @@ def history_import(*, project: Project, source_dir: Path) -> HistoryImportResult
         )
     with transaction.atomic():
         HistoryRecord.objects.bulk_create(new_records, batch_size=500)
-        SearchEntry.objects.bulk_create(history_entries_build(new_records), batch_size=500)
+        search_entries_insert(history_entries_build(new_records), batch_size=500)
     return HistoryImportResult(files=len(files), imported=len(new_records), skipped=len(entries) - len(new_records))

@@ -59,6 +59,7 @@ def test_a_healthy_system_exits_zero(calm):
         "OK   stuck_runs: 0 in_progress run(s) without progress for over 1800 s.",
         output.splitlines()[6],
         f"OK   font: lettering font: {fonts.packaged_font_path()} (sha256 {sha256[:12]}) covers the CJK sample.",
+        "OK   embeddings: not configured; recall is lexical only.",
         "0 warning(s).",
     ]
     assert output.splitlines()[6].startswith("OK   memory_usage: memory ")
