@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from memory_app.errors import ProviderError, RetryableProviderError
@@ -185,7 +185,8 @@ def _sqlite_ranked(words: list[str], *, limit: int, candidates: QuerySet[SearchE
     # Each match checked against the scope by its primary key (a correlated subquery): given ``rowid IN (scope)``
     # instead, SQLite hands every id of the scope to FTS5, which runs the MATCH once per id.
     scope_sql, scope_params = (
-        candidates.filter(pk=RawSQL(f"{SEARCH_FTS_TABLE}.rowid", ()))  # noqa: S611 - a constant name
+        candidates.order_by()
+        .filter(pk=RawSQL(f"{SEARCH_FTS_TABLE}.rowid", ()))  # noqa: S611 - a constant name
         .values("id")
         .query.sql_with_params()
     )
@@ -204,19 +205,25 @@ def _sqlite_ranked(words: list[str], *, limit: int, candidates: QuerySet[SearchE
 
 
 def _postgres_ranked(words: list[str], *, limit: int, candidates: QuerySet[SearchEntry]) -> list[tuple[int, float]]:
-    table = connection.ops.quote_name(SearchEntry._meta.db_table)
     tsquery = " | ".join("'" + word.replace("'", "''").replace("\\", "") + "'" for word in words)
-    scope_sql, scope_params = candidates.values("id").query.sql_with_params()
     # search_vector: the stored to_tsvector('simple', tokens) (migration 0024), parsed once per row written. The
-    # newest RANK_WINDOW matches in the scope (for a frequent word the planner walks the primary key backwards and
-    # stops there; for a rare one it takes the GIN index), then ranked among themselves.
-    sql = (
-        "SELECT id, ts_rank_cd(search_vector, to_tsquery('simple', %s)) AS rank FROM ("  # noqa: S608
-        f"SELECT id, search_vector FROM {table} WHERE search_vector @@ to_tsquery('simple', %s) "
-        f"AND id IN ({scope_sql}) ORDER BY id DESC LIMIT %s) AS recent ORDER BY rank DESC, id DESC LIMIT %s"
+    # scope's conditions sit in the same WHERE as the match (no sort of the scope, no semi-join), the newest
+    # RANK_WINDOW matches are taken (for a frequent word the planner walks the primary key backwards and stops
+    # there; for a rare one it takes the GIN index), then ranked among themselves.
+    matches = RawSQL("search_vector @@ to_tsquery('simple', %s)", (tsquery,), output_field=BooleanField())
+    recent_sql, recent_params = (
+        candidates.order_by()
+        .filter(matches)
+        .annotate(rank=RawSQL("ts_rank_cd(search_vector, to_tsquery('simple', %s))", (tsquery,)))
+        .order_by("-id")
+        .values("id", "rank")[:RANK_WINDOW]
+        .query.sql_with_params()
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [tsquery, tsquery, *scope_params, RANK_WINDOW, limit])
+        cursor.execute(
+            f"SELECT id, rank FROM ({recent_sql}) AS recent ORDER BY rank DESC, id DESC LIMIT %s",  # noqa: S608
+            [*recent_params, limit],
+        )
         return [(row_id, float(rank)) for row_id, rank in cursor.fetchall()]
 
 
