@@ -30,6 +30,7 @@ import math
 import random
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from PIL import Image, ImageDraw
@@ -282,9 +283,18 @@ class OpenAIImages:
                 "No image model is configured (memory.providers.image.model or IMAGE_MODEL).",
                 details={"provider": self.name},
             )
+        if not config.base_url:
+            # Never the client library's default (the public OpenAI endpoint): see providers.settings_check.
+            raise ProviderError(
+                "No image base URL is configured (memory.providers.image.base_url or IMAGE_BASE_URL, including /v1).",
+                details={"provider": self.name},
+            )
         self.model: str | None = config.model
         self.max_answer_bytes = config.max_answer_bytes
         self.accepts_references = config.accepts_references
+        # The provider's own host may be private (a LAN or loopback server answering with URLs on itself).
+        own_host = urlsplit(config.base_url or "").hostname
+        self.allowed_hosts = frozenset([*config.allowed_hosts, *([own_host.lower()] if own_host else [])])
         # One client per endpoint and process, shared by every panel.
         self._client = openai_client(
             base_url=config.base_url, api_key=config.api_key or "not-needed", timeout_seconds=config.timeout_seconds
@@ -327,7 +337,7 @@ class OpenAIImages:
                 raise ProviderError("The image provider's base64 is not valid.", details=details) from None
         elif url and isinstance(url, str):
             try:
-                raw = image_download(url=url, max_bytes=self.max_answer_bytes)
+                raw = image_download(url=url, max_bytes=self.max_answer_bytes, allowed_hosts=self.allowed_hosts)
             except PreviousContextRefused as exc:
                 raise ProviderError(f"The image URL was refused: {exc.message}", details=details) from None
         else:

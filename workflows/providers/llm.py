@@ -25,6 +25,7 @@ from django.conf import settings
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError
 from memory_app.providers.llm import ChatMessage, llm_provider
+from memory_app.providers.openai_client import answer_excerpt
 from workflows.providers import names as offline_names
 from workflows.providers import text as offline
 
@@ -115,8 +116,10 @@ def _parse_json(answer: str) -> Any:
     try:
         return json.loads(cleaned)
     except (ValueError, RecursionError):
+        excerpt = answer_excerpt(answer)
+        # The excerpt is in the message too: a failed run keeps the message as its error.
         raise ProviderError(
-            "The LLM did not answer with JSON.", details={"provider": "openai", "answer": answer[:300]}
+            f"The LLM did not answer with JSON: {excerpt!r}", details={"provider": "openai", "answer": excerpt}
         ) from None
 
 

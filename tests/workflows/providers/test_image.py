@@ -274,10 +274,10 @@ def test_openai_images_errors_are_classified(fake_openai, images_client, status,
 
 
 def test_openai_images_url_answer_is_downloaded_through_the_guard(fake_openai, images_client):
-    # The fake server is on 127.0.0.1: the guard must refuse to download from it, without an exception leak.
-    fake_openai.route(
-        "/v1/images/generations", lambda body: (200, {"data": [{"url": fake_openai.base_url + "/files/a.png"}]})
-    )
+    # The provider is on 127.0.0.1 (allowed for its own URLs); 127.0.0.2 is another loopback host: the guard must
+    # refuse to download from it, without an exception leak.
+    other_host = fake_openai.base_url.replace("127.0.0.1", "127.0.0.2")
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"url": other_host + "/files/a.png"}]}))
 
     with pytest.raises(ProviderError) as raised:
         images_client.generate(request())
@@ -345,7 +345,7 @@ def test_openai_images_answer_over_the_limit_is_refused_with_memory_bounded(fake
         (
             RawAnswer(b'{"data": [{"b64_json": "iVBORw0KGgo'),
             "The image provider's answer is not JSON (application/json, 35 bytes): cut short, or a page from "
-            "something in between.",
+            """something in between: '{"data": [{"b64_json": "iVBORw0KGgo'""",
         ),
         (
             RawAnswer(b'{"data": [{"b64_json": "iVBORw0KGgo', declared_length=4096),
@@ -355,7 +355,7 @@ def test_openai_images_answer_over_the_limit_is_refused_with_memory_bounded(fake
         (
             RawAnswer(b"<html><body>Gateway Timeout</body></html>", content_type="text/html"),
             "The image provider's answer is not JSON (text/html, 41 bytes): cut short, or a page from something in "
-            "between.",
+            "between: '<html><body>Gateway Timeout</body></html>'",
         ),
     ],
     ids=["json-cut-short", "body-cut-short", "html-page"],
@@ -390,3 +390,50 @@ def test_openai_images_url_answer_is_downloaded_within_the_answer_limit(fake_ope
 
     assert raised.value.message == "The image URL was refused: The image is over the size limit."
     assert [path for path, _host in server.hits] == ["/big.png"]
+
+
+# --- URLs on the provider's own host ---------------------------------------------------------------------------
+
+
+def panel_png(width: int = 256, height: int = 256, color: str = "navy") -> bytes:
+    output = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(output, format="PNG")
+    return output.getvalue()
+
+
+def test_a_url_on_the_provider_s_own_loopback_host_is_downloaded(fake_openai, images_client):
+    server = ImageServer({"/files/a.png": (200, {"Content-Type": "image/png"}, panel_png())})
+    url = f"http://127.0.0.1:{server.port}/files/a.png"  # the base URL's host (the fake is on 127.0.0.1), any port
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"url": url}]}))
+    try:
+        png = images_client.generate(request(figures=()))
+    finally:
+        server.close()
+
+    with Image.open(io.BytesIO(png)) as panel:
+        assert panel.size == (256, 256)
+        assert panel.getpixel((128, 128)) == (0, 0, 128)
+    assert server.hits == [("/files/a.png", f"127.0.0.1:{server.port}")]
+
+
+def test_a_url_on_a_host_of_the_allow_list_is_downloaded(fake_openai):
+    server = ImageServer({"/a.png": (200, {"Content-Type": "image/png"}, panel_png())})
+    url = f"http://localhost:{server.port}/a.png"
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"url": url}]}))
+    refused = OpenAIImages(ProviderConfig(provider="openai", base_url=fake_openai.base_url, model="m"))
+    allowed = OpenAIImages(
+        ProviderConfig(provider="openai", base_url=fake_openai.base_url, model="m", allowed_hosts="localhost, cdn.lan")
+    )
+    try:
+        with pytest.raises(ProviderError) as raised:
+            refused.generate(request(figures=()))
+        png = allowed.generate(request(figures=()))
+    finally:
+        server.close()
+
+    assert (
+        raised.value.message
+        == "The image URL was refused: The host 'localhost' resolves to an address that is not public."
+    )
+    assert png.startswith(b"\x89PNG")
+    assert [path for path, _host in server.hits] == ["/a.png"]
