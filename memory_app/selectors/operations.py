@@ -339,9 +339,7 @@ def diagnose() -> list[Finding]:
     font = font_report()
     findings.append(Finding("font", font.path, None, not font.ok, f"lettering font: {font.message}"))
     problems = provider_settings_problems(settings.MEMORY)
-    findings += [
-        Finding(problem.setting, problem.level, None, True, problem.message) for problem in problems
-    ]
+    findings += [Finding(problem.setting, problem.level, None, True, problem.message) for problem in problems]
     if not problems:
         llm, image = settings.MEMORY.providers.llm, settings.MEMORY.providers.image
         findings.append(

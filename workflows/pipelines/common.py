@@ -53,6 +53,13 @@ def int_preference(preferences: dict[str, Any], name: str, default: int, low: in
     return value
 
 
+def bool_preference(preferences: dict[str, Any], name: str, default: bool) -> bool:
+    value = preferences.get(name, default)
+    if not isinstance(value, bool):
+        raise _field_error(f"preferences.{name}", f"{name} is true or false.")
+    return value
+
+
 def text_seed(text: str) -> int:
     """The default seed of a text: stable, so the same text re-renders the same panels (and hits the cache).
 

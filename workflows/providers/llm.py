@@ -28,6 +28,7 @@ from memory_app.providers.llm import ChatMessage, llm_provider
 from memory_app.providers.openai_client import answer_excerpt
 from workflows.providers import names as offline_names
 from workflows.providers import text as offline
+from workflows.providers.colors import feature_colors
 
 NARRATOR = "旁白"
 _QUOTE = re.compile(r"[“「\"]([^”」\"]+)[”」\"]")
@@ -246,7 +247,9 @@ def design_character(name: str, *, passages: list[str], ask: Ask, aliases: list[
 
     Offline, appearance is derived from the name (stable across runs and machines) and age cues of the name or
     an alias (老王, 王伯 are drawn grey-haired); traits are the trait words found in the passages that mention
-    the character by any of its names.
+    the character by any of its names. With a chat model, its features replace those. Either way the drawing
+    colours follow the colour words of the features (``workflows.providers.colors``), the name-derived ones
+    filling in only for a part no feature gives a colour.
     """
     forms = [name, *(aliases or [])]
     elder = any(_ELDER.fullmatch(form) for form in forms)
@@ -273,11 +276,17 @@ def design_character(name: str, *, passages: list[str], ask: Ask, aliases: list[
             if isinstance(described, dict):
                 appearance.update({key: str(value) for key, value in described.items() if value})
             traits = [str(trait) for trait in answer.get("personality_traits", []) if trait][:6] or traits
+    colors = {"hair": hair_hex, "clothing": clothing_hex, "skin": _pick(name, "skin", _SKIN)}
+    if provider_name() == "openai":
+        # The model's features' colour words decide the drawing colours (its "黑色" hair is drawn black); the
+        # name-derived colours only fill in what no feature names. (Offline, features and colours come from one
+        # table already.)
+        colors = feature_colors(appearance, colors)
     return {
         "name": name,
         "aliases": list(aliases or []),
         "appearance_features": appearance,
         "consistent_features": sorted(["hair_color", "eye_color", "clothing_style"]),
         "personality_traits": traits,
-        "colors": {"hair": hair_hex, "clothing": clothing_hex, "skin": _pick(name, "skin", _SKIN)},
+        "colors": colors,
     }

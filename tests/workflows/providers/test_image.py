@@ -437,3 +437,55 @@ def test_a_url_on_a_host_of_the_allow_list_is_downloaded(fake_openai):
     )
     assert png.startswith(b"\x89PNG")
     assert [path for path, _host in server.hits] == ["/a.png"]
+
+
+# --- lettering over a provider's panel -------------------------------------------------------------------------
+
+CAPTION_FILL = (255, 250, 220)
+
+
+def lettered_request(**overrides) -> PanelRequest:
+    return request(
+        caption="傍晚，河边。",
+        dialogue=(("小明", "好大的鱼！"), ("旁白", "鱼跑了。")),
+        **overrides,
+    )
+
+
+def test_a_provider_s_panel_gets_the_caption_and_balloons_in_the_lettering_font(fake_openai, images_client):
+    fake_openai.route(
+        "/v1/images/generations",
+        lambda body: (200, {"data": [{"b64_json": base64.b64encode(panel_png()).decode()}]}),
+    )
+
+    png = images_client.generate(lettered_request())
+    bare = images_client.generate(lettered_request(lettering=False))
+
+    with Image.open(io.BytesIO(png)) as panel, Image.open(io.BytesIO(bare)) as picture:
+        assert panel.size == picture.size == (256, 256)
+        assert panel.getpixel((14, 14)) == CAPTION_FILL  # the caption box, top left
+        assert panel.getpixel((128, 128)) == (0, 0, 128)  # the provider's picture elsewhere
+        white = sum(1 for pixel in panel.get_flattened_data() if pixel == (255, 255, 255))
+        assert white > 1000  # the balloons
+        assert set(picture.get_flattened_data()) == {(0, 0, 128)}  # lettering off: the picture as it came
+    assert bare == panel_png()
+
+
+def test_lettering_off_is_part_of_the_cache_key_and_on_keeps_the_old_key():
+    identity = RendererIdentity(RENDERER_VERSION, "f" * 64)
+    on, off = (
+        lettered_request().cache_key("openai", "m", identity),
+        lettered_request(lettering=False).cache_key("openai", "m", identity),
+    )
+
+    assert "lettering" not in on
+    assert off == {**on, "lettering": False}
+
+
+def test_the_offline_renderer_letters_nothing_when_lettering_is_off():
+    lettered = Image.open(io.BytesIO(OfflineRenderer().generate(lettered_request())))
+    bare = Image.open(io.BytesIO(OfflineRenderer().generate(lettered_request(lettering=False))))
+
+    assert lettered.getpixel((14, 14)) == CAPTION_FILL
+    assert bare.getpixel((14, 14)) != CAPTION_FILL
+    assert OfflineRenderer.lettering(lettered_request(lettering=False)) == "小明"  # the figure's name only
