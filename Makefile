@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 TEST_SETTINGS := DJANGO_SETTINGS_MODULE=comicmem_site.settings.test
 
-.PHONY: install sysdeps run migrate test test-sqlite test-postgres lint format bench clean
+LITELLM_VENV ?= .venv-litellm
+
+.PHONY: install litellm sysdeps run migrate test test-sqlite test-postgres lint format bench clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +16,17 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 install: $(BIN)/.installed
+
+# LiteLLM's proxy in its own virtualenv, for the tests against a real OpenAI-compatible server
+# (tests/workflows/real_pipelines/test_litellm_proxy.py, tests/integration/test_litellm_worker.py); the app's virtualenv
+# is not touched. About 1.5 min and 500 MB the first time, nothing after while requirements-litellm.txt is unchanged.
+$(LITELLM_VENV)/.installed: requirements-litellm.txt
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/python -m pip install --quiet -r requirements-litellm.txt
+	touch $@
+
+litellm: $(LITELLM_VENV)/.installed
 
 # System tools some tests use (docker-compose to validate the compose file, promtool from Debian's prometheus
 # package to check deploy/monitoring/prometheus.yml and the dashboard's queries, Debian's chromium for the
@@ -64,7 +77,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install sysdeps lint
+test: install litellm sysdeps lint
 	env -u TEST_DATABASE_URL -u DATABASE_URL $(TEST_SETTINGS) $(BIN)/python manage.py makemigrations --check --dry-run
 	@# With PostgreSQL the slow fault tests (-m slow) run once, in the PostgreSQL pass, the production shape;
 	@# without it every test runs on SQLite.
@@ -87,4 +100,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) var staticfiles .pytest_cache .ruff_cache

@@ -1,6 +1,9 @@
 """gunicorn settings read by `gunicorn -c gunicorn.conf.py`: threads, and Prometheus multiprocess bookkeeping.
 
 Every gunicorn worker writes its metrics to PROMETHEUS_MULTIPROC_DIR (memory_app.metrics); /metrics sums them.
+The control socket (gunicorn 25.1+, for ``gunicornc``) is off unless GUNICORN_CONTROL_SOCKET names a path (a relative
+one is under COMICMEM_VAR_DIR): its default lives under the home directory, shared by every instance of the machine,
+so a second instance logged an address-in-use error for it.
 Each worker runs GUNICORN_THREADS threads (4; `--threads` on the command line wins); the app lets LLM calls take
 at most half of them (memory_app.services.llm_slots), so a health check always finds a free thread.
 """
@@ -12,10 +15,21 @@ from pathlib import Path
 from typing import Any
 
 
+def _var_dir() -> Path:
+    return Path(os.environ.get("COMICMEM_VAR_DIR", Path(__file__).resolve().parent / "var"))
+
+
 def _metrics_dir() -> Path:
     # The same default as the settings (var/prometheus), so web, worker and beat of `make run` share it.
-    var_dir = Path(os.environ.get("COMICMEM_VAR_DIR", Path(__file__).resolve().parent / "var"))
-    return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", var_dir / "prometheus")).resolve()
+    return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", _var_dir() / "prometheus")).resolve()
+
+
+# The control socket: off, or where GUNICORN_CONTROL_SOCKET says (relative: under var/), never the home directory.
+_control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+if _control_socket:
+    control_socket = str((_var_dir() / _control_socket).resolve())
+else:
+    control_socket_disable = True
 
 
 # gthread workers: a worker whose threads are held by slow LLM calls still has threads for other requests.

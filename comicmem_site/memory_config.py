@@ -49,6 +49,17 @@ def parse_size(value: Any) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+
+
+def parse_host_list(value: Any) -> Any:
+    """A list of host names, or one string of them separated by commas (as an environment variable gives it)."""
+    if isinstance(value, str):
+        return [part.strip().lower() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        return [part.strip().lower() if isinstance(part, str) else part for part in value]
+    return value
+
+
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -306,6 +317,9 @@ class ProviderConfig(_Section):
     accepts_references: bool = True
     # Chat calls that need JSON send ``response_format: {"type": "json_object"}``; false for a server that refuses it.
     json_mode: bool = True
+    # Image providers only: the hosts an image URL of the answer may be on even when they resolve to a private or
+    # loopback address (the SSRF guard refuses those otherwise). The base_url's own host is always allowed.
+    allowed_hosts: Annotated[list[str], BeforeValidator(parse_host_list)] = Field(default_factory=list)
 
 
 class PipelinesConfig(_Section):
@@ -452,6 +466,9 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "IMAGE_API_KEY": ("providers.image.api_key", "str"),
     "IMAGE_MODEL": ("providers.image.model", "str"),
     "IMAGE_MAX_ANSWER_BYTES": ("providers.image.max_answer_bytes", "str"),
+    "IMAGE_ALLOWED_HOSTS": ("providers.image.allowed_hosts", "str"),
+    "LLM_TIMEOUT_SECONDS": ("providers.llm.timeout_seconds", "float"),
+    "IMAGE_TIMEOUT_SECONDS": ("providers.image.timeout_seconds", "float"),
     "WORKFLOW_LEASE_SECONDS": ("workflow.lease_seconds", "int"),
     "WORKFLOW_QUEUE_LEASE_SECONDS": ("workflow.queue_lease_seconds", "int"),
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),

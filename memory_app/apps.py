@@ -28,3 +28,5 @@ class MemoryAppConfig(AppConfig):
         post_migrate.connect(_sync_schedules_after_migrate, sender=self, dispatch_uid="memory_app.schedules_sync")
         # Registered in web and worker alike: a project's deletion sends its file-removal task by that task.
         import_module("memory_app.tasks")
+        # The provider settings' system check (manage.py check, and every command that runs the checks).
+        import_module("memory_app.checks")

@@ -97,3 +97,26 @@ def redact(
     if isinstance(value, str) and max_chars is not None and len(value) > max_chars:
         return f"{value[:max_chars]}…[TRUNCATED: {len(value) - max_chars} more chars]"
     return value
+
+
+# Secrets as they appear inside free text (an upstream error message that echoes the key it was sent): bearer
+# credentials, ``sk-…``-style keys, and ``name=value`` / ``name: value`` pairs whose name is sensitive.
+_TEXT_SECRETS = (
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"),
+    re.compile(r"\b(?:sk|pk|rk|ak)-[A-Za-z0-9_*-]{6,}"),
+    re.compile(
+        r"(?i)([\"']?\b(?:[\w-]*[_-])?(?:api[_-]?key|apikey|token|secret|password|passwd|authorization|credentials?)"
+        r"(?![\w-])[\"']?\s*[:=]\s*)([\"']?)(?!(?:bearer|basic)\s|\[REDACTED\])[^\s\"',;}]{4,}"
+    ),
+)
+
+
+def redact_text(text: str, *, max_chars: int | None = None) -> str:
+    """``text`` with the secrets it may carry (keys, bearer tokens, ``api_key=…`` pairs) replaced by [REDACTED],
+    then cut to ``max_chars`` with an ellipsis."""
+    text = _TEXT_SECRETS[0].sub(lambda match: f"{match.group(1)} {REDACTED}", text)
+    text = _TEXT_SECRETS[1].sub(REDACTED, text)
+    text = _TEXT_SECRETS[2].sub(lambda match: f"{match.group(1)}{match.group(2)}{REDACTED}", text)
+    if max_chars is not None and len(text) > max_chars:
+        return text[:max_chars] + "…"
+    return text

@@ -9,6 +9,9 @@ only when the caller says so). It sits below the services and the providers and 
   wrapping, IPv6 unique-local or site-local); one bad address refuses the host (no "pick the good one");
 - we connect to the vetted IP itself, never to the name again (no DNS rebinding between check and use),
   with the ``Host`` header and the TLS SNI/certificate name kept as the original host;
+- an image provider's own hosts (``allowed_hosts``: its base URL's host and ``providers.image.allowed_hosts``)
+  may resolve to private or loopback addresses: a self-hosted server on the LAN or on this machine answers with
+  URLs on itself. Only those exact host names are trusted, every other host is vetted as above;
 - redirects are followed by hand (``follow_redirects=False``), each hop vetted the same way, at most
   ``pipelines.previous_context_max_redirects``;
 - a total deadline (``previous_context_timeout_seconds``) and a byte limit (``previous_context_max_bytes`` unless
@@ -87,7 +90,7 @@ class _Target:
     path: str
 
 
-def _vet_url(url: str, *, allow_loopback: bool = False) -> _Target:
+def _vet_url(url: str, *, allow_loopback: bool = False, allowed_hosts: frozenset[str] = frozenset()) -> _Target:
     if any(ord(char) < 0x21 for char in url):
         raise refused("The URL contains whitespace or control characters.", url, "malformed_url")
     parts = urlsplit(url)
@@ -103,8 +106,11 @@ def _vet_url(url: str, *, allow_loopback: bool = False) -> _Target:
     except ValueError:
         raise refused("The URL's port is not valid.", url, "port") from None
     addresses = _resolve(host, port)
+    trusted = host.lower().rstrip(".") in allowed_hosts
     refused_addresses = [
-        address for address in addresses if not (address_allowed(address) or (allow_loopback and _is_loopback(address)))
+        address
+        for address in addresses
+        if not (trusted or address_allowed(address) or (allow_loopback and _is_loopback(address)))
     ]
     if not addresses or refused_addresses:
         raise refused(f"The host '{host}' resolves to an address that is not public.", url, "private_address")
@@ -157,9 +163,11 @@ class FetchedImage:
     content_type: str  # as the server declared it: one of IMAGE_TYPES
 
 
-def image_fetch(url: str, *, max_bytes: int | None = None) -> FetchedImage:
+def image_fetch(url: str, *, max_bytes: int | None = None, allowed_hosts: frozenset[str] = frozenset()) -> FetchedImage:
     """The body of an ``image/*`` answer from ``url``, through the guard, at most ``max_bytes``
-    (``pipelines.previous_context_max_bytes`` by default). The bytes are not decoded: see ``image_format``."""
+    (``pipelines.previous_context_max_bytes`` by default). The bytes are not decoded: see ``image_format``.
+    ``allowed_hosts`` (lower-case names) may resolve to private addresses; every hop of a redirect is vetted again
+    against the same list."""
     config = settings.MEMORY.pipelines
     limit = int(config.previous_context_max_bytes if max_bytes is None else max_bytes)
     deadline = time.monotonic() + config.previous_context_timeout_seconds
@@ -167,7 +175,7 @@ def image_fetch(url: str, *, max_bytes: int | None = None) -> FetchedImage:
     current = url
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _hop in range(config.previous_context_max_redirects + 1):
-            target = _vet_url(current)
+            target = _vet_url(current, allowed_hosts=allowed_hosts)
             try:
                 response = client.send(_pinned_request(client, target), stream=True)
             except httpx.TimeoutException as exc:
@@ -214,10 +222,11 @@ def image_format(data: bytes, *, source: str) -> str:
         raise refused("The previous_context is not a readable image.", source, "not_an_image") from None
 
 
-def image_download(*, url: str, max_bytes: int | None = None) -> bytes:
+def image_download(*, url: str, max_bytes: int | None = None, allowed_hosts: frozenset[str] = frozenset()) -> bytes:
     """An image's bytes from an http(s) URL through the guard (an image provider's ``url`` answer), at most
-    ``max_bytes`` (``previous_context_max_bytes`` by default), refused unless Pillow can read them."""
-    fetched = image_fetch(url, max_bytes=max_bytes)
+    ``max_bytes`` (``previous_context_max_bytes`` by default), refused unless Pillow can read them. The provider's
+    ``allowed_hosts`` may be private (see the module docstring)."""
+    fetched = image_fetch(url, max_bytes=max_bytes, allowed_hosts=allowed_hosts)
     image_format(fetched.data, source=url)
     return fetched.data
 

@@ -273,6 +273,35 @@ def fake_openai() -> Iterator[FakeOpenAIServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def litellm_proxy(tmp_path_factory) -> Iterator[Any]:
+    """LiteLLM's proxy on loopback, once per session (tests/support/litellm_proxy.py), with the PNG its image mock
+    points at served on 127.0.0.1. Skips without the proxy's virtualenv (``make litellm``); fails in CI."""
+    from tests.support.http_servers import ImageServer
+    from tests.support.litellm_proxy import litellm_executable, litellm_proxy_start
+
+    executable = litellm_executable()
+    if executable is None:
+        service_unavailable("LiteLLM's proxy is not installed: `make litellm` builds .venv-litellm")
+    import io
+
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (512, 512), (40, 90, 140))
+    ImageDraw.Draw(picture).ellipse((150, 250, 350, 450), fill=(200, 120, 60))
+    output = io.BytesIO()
+    picture.save(output, format="PNG")
+    images = ImageServer({"/panel.png": (200, {"Content-Type": "image/png"}, output.getvalue())})
+    proxy = litellm_proxy_start(
+        executable, tmp_path_factory.mktemp("litellm"), f"http://127.0.0.1:{images.port}/panel.png"
+    )
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+        images.close()
+
+
 @pytest.fixture
 def openai_llm(settings, fake_openai) -> FakeOpenAIServer:
     """``settings.MEMORY.providers.llm`` pointed at the fake server, with a short timeout."""

@@ -325,6 +325,12 @@ class OpenAICompatibleLLM:
                 "No LLM model is configured (memory.providers.llm.model or LLM_MODEL).",
                 details={"provider": self.name},
             )
+        if not config.base_url:
+            # Never the client library's default (the public OpenAI endpoint): see providers.settings_check.
+            raise ProviderError(
+                "No LLM base URL is configured (memory.providers.llm.base_url or LLM_BASE_URL, including /v1).",
+                details={"provider": self.name},
+            )
         self.model = config.model
         self.max_answer_bytes = config.max_answer_bytes
         self.json_mode = config.json_mode

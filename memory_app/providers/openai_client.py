@@ -10,6 +10,7 @@ thread-safe; the process id in the cache key keeps a forked worker off its paren
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 from collections.abc import Callable, Iterator
@@ -20,7 +21,13 @@ from typing import Any
 import httpx
 
 from memory_app.errors import ProviderError, RetryableProviderError
+from memory_app.redaction import redact_text
 from memory_app.text import text_storable
+
+logger = logging.getLogger("memory_app.providers")
+
+# The most characters of an upstream answer kept in an error (its message, details, a run's error, the log).
+EXCERPT_CHARS = 300
 
 
 @lru_cache(maxsize=1)
@@ -88,10 +95,14 @@ def openai_json_answer(
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
-        excerpt = text_storable(bytes(body[:200]).decode("utf-8", "replace"))
-        raise RetryableProviderError(
+        excerpt = answer_excerpt(bytes(body[: EXCERPT_CHARS * 4]).decode("utf-8", "replace"))
+        message = (
             f"The {label} provider's answer is not JSON ({content_type or 'no content type'}, {len(body)} bytes): "
-            "cut short, or a page from something in between.",
+            f"cut short, or a page from something in between: {excerpt!r}"
+        )
+        logger.warning("%s", message)
+        raise RetryableProviderError(
+            message,
             details={**details, "content_type": content_type, "answer_bytes": len(body), "answer": excerpt},
         ) from None
     if not isinstance(document, dict):
@@ -122,10 +133,15 @@ def provider_errors(label: str, details: dict[str, Any]) -> Iterator[None]:
             f"Could not reach the {label} provider: {exc.__cause__ or exc}", details=details
         ) from None
     except openai.APIStatusError as exc:
-        message = f"The {label} provider answered HTTP {exc.status_code}."
+        # The upstream's own reason ("Invalid model name", "Incorrect API key"), cut and with any secret it echoes
+        # removed: an unknown model and a bad key must not look the same.
+        upstream = upstream_reason(exc)
+        message = f"The {label} provider answered HTTP {exc.status_code}" + (f": {upstream}" if upstream else ".")
+        error_details = {**details, "status": exc.status_code, "upstream_message": upstream}
+        logger.warning("%s", message)
         if exc.status_code == 429 or exc.status_code >= 500:
-            raise RetryableProviderError(message, details={**details, "status": exc.status_code}) from None
-        raise ProviderError(message, details={**details, "status": exc.status_code}) from None
+            raise RetryableProviderError(message, details=error_details) from None
+        raise ProviderError(message, details=error_details) from None
     except openai.OpenAIError as exc:
         raise ProviderError(f"The {label} provider failed: {exc}", details=details) from None
     except (httpx2.TimeoutException, httpx.TimeoutException):
@@ -134,3 +150,28 @@ def provider_errors(label: str, details: dict[str, Any]) -> Iterator[None]:
         raise RetryableProviderError(f"The {label} provider timed out.", details=details) from None
     except (httpx2.HTTPError, httpx.HTTPError) as exc:
         raise RetryableProviderError(f"The {label} provider's answer was cut short: {exc}", details=details) from None
+
+
+def answer_excerpt(text: str) -> str:
+    """The start of an upstream answer as it may be kept: storable, secrets removed, cut to EXCERPT_CHARS."""
+    return redact_text(text_storable(" ".join(text.split())), max_chars=EXCERPT_CHARS)
+
+
+def upstream_reason(exc: Any) -> str:
+    """The reason an ``openai.APIStatusError`` carries: ``error.message`` of an OpenAI-style JSON body (LiteLLM,
+    vLLM, Ollama, DeepSeek all answer so), else the body's text; cut and redacted (``answer_excerpt``)."""
+    body = getattr(exc, "body", None)
+    reason: Any = None
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        reason = error.get("message") if isinstance(error, dict) else error
+        if reason is None:
+            reason = body.get("message") or body.get("detail")
+    if reason is None:
+        # Not JSON: the client's own message, "Error code: 400 - <the body's text>".
+        reason = getattr(exc, "message", None)
+    if reason is None:
+        return ""
+    if not isinstance(reason, str):
+        reason = json.dumps(reason, ensure_ascii=False, default=str)
+    return answer_excerpt(reason)

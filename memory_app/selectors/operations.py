@@ -15,12 +15,14 @@ from django.conf import settings
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
+from comicmem_site.memory_config import ProviderConfig
 from memory_app.cache_store import SHARED_LAYER_ERRORS, cache_counters_read_all, shared_layer_unavailable
 from memory_app.errors import ServiceUnavailable
 from memory_app.instruments import cache_lookup_latency
 from memory_app.models import ConversationContext, HistoryRecord, MetricSnapshot, WorkflowState, WorkflowStatus
 from memory_app.providers.embeddings import embeddings_endpoint
 from memory_app.providers.fonts import font_report
+from memory_app.providers.settings_check import provider_settings_problems
 from memory_app.selectors.cache import cache_statistics_list, human_size
 from memory_app.selectors.search_vectors import vector_backend, vectors_missing_count
 
@@ -243,6 +245,12 @@ class Finding:
     message: str
 
 
+def _provider_line(config: ProviderConfig) -> str:
+    return (
+        f"{config.provider} ({config.model} at {config.base_url})" if config.provider == "openai" else config.provider
+    )
+
+
 def workflows_silent_count() -> int:
     """In-progress runs with no progress (run or unit) for workflow.stuck_after_seconds, flagged or not."""
     limit = timezone.now() - dt.timedelta(seconds=settings.MEMORY.workflow.stuck_after_seconds)
@@ -334,6 +342,23 @@ def diagnose() -> list[Finding]:
     font = font_report()
     findings.append(Finding("font", font.path, None, not font.ok, f"lettering font: {font.message}"))
     findings.append(_embeddings_finding())
+    problems = provider_settings_problems(settings.MEMORY)
+    findings += [Finding(problem.setting, problem.level, None, True, problem.message) for problem in problems]
+    if not problems:
+        llm, image = settings.MEMORY.providers.llm, settings.MEMORY.providers.image
+        findings.append(
+            Finding(
+                "providers",
+                None,
+                None,
+                False,
+                f"LLM provider {llm.provider}"
+                + (f" ({llm.model} at {llm.base_url})" if llm.provider == "openai" else "")
+                + f", image provider {image.provider}"
+                + (f" ({image.model} at {image.base_url})" if image.provider == "openai" else "")
+                + ": settings complete.",
+            )
+        )
     return findings
 
 

@@ -201,3 +201,23 @@ def test_start_up_stops_on_an_auto_save_interval_and_names_it(tmp_path):
 
     assert result.returncode != 0
     assert "memory.conversation.auto_save_interval" in result.stderr and "only 0 is supported" in result.stderr
+
+
+def test_provider_timeouts_and_image_allowed_hosts_come_from_the_environment():
+    config = load_memory_config(
+        REPO_ROOT / "memory_config.yaml",
+        {
+            "LLM_TIMEOUT_SECONDS": "12.5",
+            "IMAGE_TIMEOUT_SECONDS": "300",
+            "IMAGE_ALLOWED_HOSTS": " Images.LAN ,127.0.0.1,",
+        },
+    )
+
+    assert config.providers.llm.timeout_seconds == 12.5
+    assert config.providers.image.timeout_seconds == 300.0
+    assert config.providers.image.allowed_hosts == ["images.lan", "127.0.0.1"]
+
+
+def test_a_provider_timeout_that_is_not_a_number_stops_start_up():
+    with pytest.raises(MemoryConfigError, match="LLM_TIMEOUT_SECONDS"):
+        load_memory_config(REPO_ROOT / "memory_config.yaml", {"LLM_TIMEOUT_SECONDS": "soon"})

@@ -139,3 +139,38 @@ def test_a_post_to_loopback_is_refused_before_connecting_unless_allowed(listener
     assert (answer.status_code, answer.excerpt) == (302, '{"ok"')  # a redirect is an answer, never followed
     assert len(receiver.received) == 1
     assert receiver.received[0].headers["x-test"] == "1"
+
+
+# --- an image provider's own hosts ---------------------------------------------------------------------------
+
+
+def test_a_loopback_url_is_fetched_when_its_host_is_allowed():
+    image = png_bytes()
+    server = ImageServer({"/a.png": (200, {"Content-Type": "image/png"}, image)})
+    try:
+        fetched = image_download(url=f"http://127.0.0.1:{server.port}/a.png", allowed_hosts=frozenset({"127.0.0.1"}))
+    finally:
+        server.close()
+
+    assert fetched == image
+    assert server.hits == [("/a.png", f"127.0.0.1:{server.port}")]
+
+
+def test_another_loopback_host_stays_refused_when_one_host_is_allowed(connects):
+    with pytest.raises(PreviousContextRefused) as raised:
+        image_fetch("http://127.0.0.2:8080/a.png", allowed_hosts=frozenset({"127.0.0.1"}))
+
+    assert raised.value.details["reason"] == "private_address"
+    assert connects == []
+
+
+def test_a_redirect_from_an_allowed_host_to_another_private_host_is_refused(connects):
+    server = ImageServer({"/a.png": (302, {"Location": "http://10.0.0.1/metadata.png"}, b"")})
+    try:
+        with pytest.raises(PreviousContextRefused) as raised:
+            image_fetch(f"http://127.0.0.1:{server.port}/a.png", allowed_hosts=frozenset({"127.0.0.1"}))
+    finally:
+        server.close()
+
+    assert raised.value.details["reason"] == "private_address"
+    assert server.hits == [("/a.png", f"127.0.0.1:{server.port}")]

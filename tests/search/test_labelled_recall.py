@@ -1,5 +1,5 @@
-"""Retrieval quality of lexical and hybrid search on the labelled set (``tests/search/labelled_set.py``): recall@5 and MRR
-are printed (``pytest -s`` shows them) and lexical recall@5 must stay at 0.8 or above, on SQLite and on PostgreSQL
+"""Retrieval quality of lexical and hybrid search on the labelled set (``tests/search/labelled_set.py``): recall@5
+and MRR are printed (``pytest -s`` shows them) and recall@5 must stay at 0.8 or above, on SQLite and on PostgreSQL
 alike (run with TEST_DATABASE_URL for the latter)."""
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
+from memory_app.errors import ProviderError
 from memory_app.instruments import step_observe, unit_running
 from memory_app.logging import workflow_log_context
 from memory_app.models import WorkflowState, WorkflowStatus, WorkflowUnit
+from memory_app.redaction import redact
 from memory_app.services.workflow import workflow_fail, workflow_fan_out_progress, workflow_lock_running
 from workflows.engine.dispatch import (
     queued_runs_start,
@@ -44,13 +46,18 @@ logger = logging.getLogger("workflows.engine")
 
 
 def _error(exc: BaseException, *, unit: WorkflowUnit, retryable: bool) -> dict[str, Any]:
-    return {
+    error: dict[str, Any] = {
         "type": type(exc).__name__,
         "message": str(exc)[:2000],
         "retryable": retryable,
         "unit_index": unit.unit_index,
         "attempts": unit.attempts,
     }
+    if isinstance(exc, ProviderError) and exc.details:
+        # The upstream's status and reason (already cut and redacted by the provider client), for whoever reads
+        # the failed run.
+        error["details"] = redact(exc.details, max_chars=500)
+    return error
 
 
 def unit_execute(

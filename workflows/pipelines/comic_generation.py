@@ -61,6 +61,7 @@ from workflows.providers.image import (
     PanelReference,
     PanelRequest,
     image_provider,
+    lettered_text,
     page_compose,
 )
 
@@ -91,6 +92,8 @@ def prepare(request: StartRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     preferences["seed"] = int_preference(preferences, "seed", text_seed(text_value), 0, 2**31 - 1)
     if "recall" in preferences:
         preferences["recall"] = bool_preference(preferences, "recall")
+    # Caption and balloons over every panel, whatever the image provider; false: the pictures alone.
+    preferences["lettering"] = bool_preference(preferences, "lettering", True)
     preferences.pop("previous_context", None)
     preferences.pop("style", None)
     return {"text": text_value, "style": style.public_id, "previous_context": checked.value}, preferences
@@ -264,7 +267,7 @@ def scene_composition_commit(context: StepContext, result: dict[str, Any]) -> No
     )
 
 
-def _panel_request(panel: dict[str, Any]) -> PanelRequest:
+def _panel_request(panel: dict[str, Any], *, lettering: bool = True) -> PanelRequest:
     config = settings.MEMORY.pipelines
     return PanelRequest(
         prompt=panel["prompt"],
@@ -283,6 +286,7 @@ def _panel_request(panel: dict[str, Any]) -> PanelRequest:
             for figure in panel["figures"]
         ),
         palette=tuple(panel["palette"]),
+        lettering=lettering,
         reference_sha256=panel.get("reference_sha256"),
         reference=_read(panel["reference_name"]) if panel.get("reference_name") else None,
         character_references=tuple(
@@ -308,7 +312,8 @@ def image_generation(context: StepContext) -> dict[str, Any]:
     """One panel: from the ``images`` cache, or drawn by the provider and cached; then written to storage."""
     panel = context.item
     provider = image_provider()
-    request = _panel_request(panel)
+    # Read here, not at scene composition: a fork or restore that turns lettering off redraws with it off.
+    request = _panel_request(panel, lettering=context.preferences.get("lettering", True) is not False)
     started = time.monotonic()
     drawn = generation_cached(
         namespace="images",
@@ -319,7 +324,8 @@ def image_generation(context: StepContext) -> dict[str, Any]:
     )
     image = drawn.value
     # The characters the lettering font has no glyph for (drawn as boxes): quality control fails such a panel.
-    missing = glyphs_missing(OfflineRenderer.lettering(request)) if isinstance(provider, OfflineRenderer) else ""
+    lettered = OfflineRenderer.lettering(request) if isinstance(provider, OfflineRenderer) else lettered_text(request)
+    missing = glyphs_missing(lettered)
     name = f"{output_folder(context.project_id, context.workflow_id)}/panel_{panel['index'] + 1:03d}.png"
     output_store(name, image)
     return {

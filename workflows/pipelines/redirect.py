@@ -18,13 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from memory_app.errors import Conflict, InvalidDataPatch
 from workflows.engine import Redraw, RedrawRequest
-from workflows.pipelines.common import (
-    bool_preference,
-    int_preference,
-    output_folder,
-    output_store,
-    ratio_preference,
-)
+from workflows.pipelines.common import bool_preference, int_preference, output_folder, output_store, ratio_preference
 
 SEED_MAX = 2**31 - 1
 
@@ -138,8 +132,7 @@ def comic_preferences_check(preferences: dict[str, Any]) -> dict[str, Any]:
     checked["segment_length"] = int_preference(checked, "segment_length", config.segment_target_chars, 10, 2000)
     checked["panels_per_page"] = int_preference(checked, "panels_per_page", config.panels_per_page, 1, 12)
     checked["seed"] = int_preference(checked, "seed", 0, 0, SEED_MAX)
-    if "recall" in checked:
-        checked["recall"] = bool_preference(checked, "recall")
+    checked["lettering"] = bool_preference(checked, "lettering", True)
     return checked
 
 

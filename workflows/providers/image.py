@@ -30,6 +30,7 @@ import math
 import random
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from PIL import Image, ImageDraw
@@ -84,6 +85,8 @@ class PanelRequest:
     reference: bytes | None = None
     # The reference images of the characters present. Not in the cache key: their checksums are.
     character_references: tuple[PanelReference, ...] = ()
+    # Caption box and speech balloons drawn over the panel, whatever the provider (``preferences.lettering``).
+    lettering: bool = True
 
     def prompt_describing_references(self) -> str:
         """The prompt, plus what the character references show, for a provider that cannot take pictures."""
@@ -107,6 +110,8 @@ class PanelRequest:
             "palette": list(self.palette),
             "reference": self.reference_sha256,
             "character_references": [reference.sha256 for reference in self.character_references],
+            # Only when off, so the keys of lettered panels (the default) stay what they were.
+            **({} if self.lettering else {"lettering": False}),
         }
 
 
@@ -175,25 +180,14 @@ class OfflineRenderer:
             x, y, radius = rng.randrange(width), rng.randrange(height // 3, height), rng.randrange(20, 80)
             color = _tint(palette[rng.randrange(len(palette))], 0.6)
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
-        caption_face = font(max(12, height // 28))
-        caption_lines = wrap(request.caption, caption_face, width - 40)[:3]
-        if caption_lines:
-            line_height = caption_face.size + 4 if hasattr(caption_face, "size") else 16
-            box_height = 12 + line_height * len(caption_lines)
-            draw.rectangle((10, 10, width - 10, 10 + box_height), fill=(255, 250, 220), outline=(0, 0, 0), width=2)
-            for number, line in enumerate(caption_lines):
-                draw.text((20, 16 + number * line_height), line, font=caption_face, fill=(0, 0, 0))
-        positions = self._figure_positions(len(request.figures), width)
+        positions = figure_positions(len(request.figures), width)
         ground = height - 30
         for figure, x in zip(request.figures, positions, strict=True):
             self._draw_figure(draw, figure, x, ground, height)
-        balloon_face = font(max(12, height // 26))
-        speakers = {figure.name: x for figure, x in zip(request.figures, positions, strict=True)}
-        top = height // 4
-        for speaker, line in request.dialogue[:3]:
-            top = self._draw_balloon(draw, balloon_face, line, speakers.get(speaker), top, width, height)
+        if request.lettering:
+            letter(draw, request, positions)
         if request.reference is not None:
-            self._draw_reference(image, request.reference, caption_face)
+            self._draw_reference(image, request.reference, font(max(12, height // 28)))
         draw.rectangle((0, 0, width - 1, height - 1), outline=(0, 0, 0), width=6)
         output = io.BytesIO()
         image.save(output, format="PNG")
@@ -214,15 +208,10 @@ class OfflineRenderer:
     @staticmethod
     def lettering(request: PanelRequest) -> str:
         """Every character the panel letters: caption, balloons, names, and the inset's label."""
-        parts = [request.caption, *(line for _speaker, line in request.dialogue[:3])]
-        parts += [figure.name for figure in request.figures]
+        parts = [lettered_text(request), *(figure.name for figure in request.figures)]
         if request.reference is not None:
             parts.append(REFERENCE_LABEL)
         return "".join(parts)
-
-    @staticmethod
-    def _figure_positions(count: int, width: int) -> list[int]:
-        return [round(width * (index + 1) / (count + 1)) for index in range(count)]
 
     @staticmethod
     def _draw_figure(draw: ImageDraw.ImageDraw, figure: PanelFigure, x: int, ground: int, height: int) -> None:
@@ -248,25 +237,72 @@ class OfflineRenderer:
         text_width = label.getlength(figure.name)
         draw.text((x - text_width / 2, ground + 4), figure.name, font=label, fill=(0, 0, 0))
 
-    @staticmethod
-    def _draw_balloon(
-        draw: ImageDraw.ImageDraw, face: FontType, text: str, speaker_x: int | None, top: int, width: int, height: int
-    ) -> int:
-        lines = wrap(text, face, width // 2)[:3]
-        line_height = getattr(face, "size", 12) + 4
-        box_width = max(face.getlength(line) for line in lines) + 24 if lines else 40
-        box_height = line_height * len(lines) + 16
-        center = speaker_x if speaker_x is not None else width // 2
-        left = min(max(12, center - box_width / 2), width - 12 - box_width)
-        bottom = min(top + box_height, height - 160)
-        top = bottom - box_height
-        draw.rounded_rectangle((left, top, left + box_width, bottom), radius=14, fill=(255, 255, 255), outline=0)
-        if speaker_x is not None:
-            draw.polygon([(center - 8, bottom), (center + 8, bottom), (center, bottom + 18)], fill=(255, 255, 255))
-            draw.line([(center - 8, bottom), (center, bottom + 18), (center + 8, bottom)], fill=(0, 0, 0), width=1)
-        for number, line in enumerate(lines):
-            draw.text((left + 12, top + 8 + number * line_height), line, font=face, fill=(0, 0, 0))
-        return bottom + 10
+
+# --- lettering: caption and balloons, over any provider's panel ---------------------------------------------
+
+
+def figure_positions(count: int, width: int) -> list[int]:
+    """Where the offline renderer stands each figure (x of its centre), evenly across the panel."""
+    return [round(width * (index + 1) / (count + 1)) for index in range(count)]
+
+
+def lettered_text(request: PanelRequest) -> str:
+    """The text ``letter`` draws for ``request``: its caption and up to three balloons (none when off)."""
+    if not request.lettering:
+        return ""
+    return "".join([request.caption, *(line for _speaker, line in request.dialogue[:3])])
+
+
+def letter(draw: ImageDraw.ImageDraw, request: PanelRequest, positions: list[int]) -> None:
+    """The caption in a box at the top and up to three speech balloons, each with a tail towards its speaker's
+    position (none for the narrator), in the lettering font: what the offline renderer draws, over any panel."""
+    width, height = request.width, request.height
+    caption_face = font(max(12, height // 28))
+    caption_lines = wrap(request.caption, caption_face, width - 40)[:3]
+    if caption_lines:
+        line_height = caption_face.size + 4 if hasattr(caption_face, "size") else 16
+        box_height = 12 + line_height * len(caption_lines)
+        draw.rectangle((10, 10, width - 10, 10 + box_height), fill=(255, 250, 220), outline=(0, 0, 0), width=2)
+        for number, line in enumerate(caption_lines):
+            draw.text((20, 16 + number * line_height), line, font=caption_face, fill=(0, 0, 0))
+    balloon_face = font(max(12, height // 26))
+    speakers = {figure.name: x for figure, x in zip(request.figures, positions, strict=True)}
+    top = height // 4
+    for speaker, line in request.dialogue[:3]:
+        top = _draw_balloon(draw, balloon_face, line, speakers.get(speaker), top, width, height)
+
+
+def panel_lettered(png: bytes, request: PanelRequest) -> bytes:
+    """A provider's PNG panel with the caption and balloons drawn over it (``letter``); as it was when
+    ``request.lettering`` is off or there is nothing to letter."""
+    if not lettered_text(request):
+        return png
+    with Image.open(io.BytesIO(png)) as source:
+        image = source.convert("RGB")
+    letter(ImageDraw.Draw(image), request, figure_positions(len(request.figures), request.width))
+    output = io.BytesIO()
+    image.save(output, format="PNG")
+    return output.getvalue()
+
+
+def _draw_balloon(
+    draw: ImageDraw.ImageDraw, face: FontType, text: str, speaker_x: int | None, top: int, width: int, height: int
+) -> int:
+    lines = wrap(text, face, width // 2)[:3]
+    line_height = getattr(face, "size", 12) + 4
+    box_width = max(face.getlength(line) for line in lines) + 24 if lines else 40
+    box_height = line_height * len(lines) + 16
+    center = speaker_x if speaker_x is not None else width // 2
+    left = min(max(12, center - box_width / 2), width - 12 - box_width)
+    bottom = min(top + box_height, height - 160)
+    top = bottom - box_height
+    draw.rounded_rectangle((left, top, left + box_width, bottom), radius=14, fill=(255, 255, 255), outline=0)
+    if speaker_x is not None:
+        draw.polygon([(center - 8, bottom), (center + 8, bottom), (center, bottom + 18)], fill=(255, 255, 255))
+        draw.line([(center - 8, bottom), (center, bottom + 18), (center + 8, bottom)], fill=(0, 0, 0), width=1)
+    for number, line in enumerate(lines):
+        draw.text((left + 12, top + 8 + number * line_height), line, font=face, fill=(0, 0, 0))
+    return bottom + 10
 
 
 # --- OpenAI-compatible images ------------------------------------------------------------------------------
@@ -282,9 +318,18 @@ class OpenAIImages:
                 "No image model is configured (memory.providers.image.model or IMAGE_MODEL).",
                 details={"provider": self.name},
             )
+        if not config.base_url:
+            # Never the client library's default (the public OpenAI endpoint): see providers.settings_check.
+            raise ProviderError(
+                "No image base URL is configured (memory.providers.image.base_url or IMAGE_BASE_URL, including /v1).",
+                details={"provider": self.name},
+            )
         self.model: str | None = config.model
         self.max_answer_bytes = config.max_answer_bytes
         self.accepts_references = config.accepts_references
+        # The provider's own host may be private (a LAN or loopback server answering with URLs on itself).
+        own_host = urlsplit(config.base_url or "").hostname
+        self.allowed_hosts = frozenset([*config.allowed_hosts, *([own_host.lower()] if own_host else [])])
         # One client per endpoint and process, shared by every panel.
         self._client = openai_client(
             base_url=config.base_url, api_key=config.api_key or "not-needed", timeout_seconds=config.timeout_seconds
@@ -327,12 +372,13 @@ class OpenAIImages:
                 raise ProviderError("The image provider's base64 is not valid.", details=details) from None
         elif url and isinstance(url, str):
             try:
-                raw = image_download(url=url, max_bytes=self.max_answer_bytes)
+                raw = image_download(url=url, max_bytes=self.max_answer_bytes, allowed_hosts=self.allowed_hosts)
             except PreviousContextRefused as exc:
                 raise ProviderError(f"The image URL was refused: {exc.message}", details=details) from None
         else:
             raise ProviderError("The image provider returned neither b64_json nor url.", details=details)
-        return _as_png(raw, request.width, request.height, details)
+        # The provider draws the picture; the words are ours, in the lettering font (image models misspell text).
+        return panel_lettered(_as_png(raw, request.width, request.height, details), request)
 
 
 def _as_png(raw: bytes, width: int, height: int, details: dict[str, Any]) -> bytes:

@@ -25,8 +25,10 @@ from django.conf import settings
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError
 from memory_app.providers.llm import ChatMessage, llm_provider, split_sentences
+from memory_app.providers.openai_client import answer_excerpt
 from workflows.providers import names as offline_names
 from workflows.providers import text as offline
+from workflows.providers.colors import feature_colors
 
 NARRATOR = "旁白"
 _QUOTE = re.compile(r"[“「\"]([^”」\"]+)[”」\"]")
@@ -115,8 +117,10 @@ def _parse_json(answer: str) -> Any:
     try:
         return json.loads(cleaned)
     except (ValueError, RecursionError):
+        excerpt = answer_excerpt(answer)
+        # The excerpt is in the message too: a failed run keeps the message as its error.
         raise ProviderError(
-            "The LLM did not answer with JSON.", details={"provider": "openai", "answer": answer[:300]}
+            f"The LLM did not answer with JSON: {excerpt!r}", details={"provider": "openai", "answer": excerpt}
         ) from None
 
 
@@ -269,7 +273,9 @@ def design_character(
 
     Offline, appearance is derived from the name (stable across runs and machines) and age cues of the name or
     an alias (老王, 王伯 are drawn grey-haired); traits are the trait words found in the passages that mention
-    the character by any of its names, then in the ``recalled`` lines of earlier chapters that do.
+    the character by any of its names, then in the ``recalled`` lines of earlier chapters that do. With a chat
+    model, its features replace those. Either way the drawing colours follow the colour words of the features
+    (``workflows.providers.colors``), the name-derived ones filling in only for a part no feature gives a colour.
     """
     forms = [name, *(aliases or [])]
     elder = any(_ELDER.fullmatch(form) for form in forms)
@@ -305,11 +311,17 @@ def design_character(
             if isinstance(described, dict):
                 appearance.update({key: str(value) for key, value in described.items() if value})
             traits = [str(trait) for trait in answer.get("personality_traits", []) if trait][:6] or traits
+    colors = {"hair": hair_hex, "clothing": clothing_hex, "skin": _pick(name, "skin", _SKIN)}
+    if provider_name() == "openai":
+        # The model's features' colour words decide the drawing colours (its "黑色" hair is drawn black); the
+        # name-derived colours only fill in what no feature names. (Offline, features and colours come from one
+        # table already.)
+        colors = feature_colors(appearance, colors)
     return {
         "name": name,
         "aliases": list(aliases or []),
         "appearance_features": appearance,
         "consistent_features": sorted(["hair_color", "eye_color", "clothing_style"]),
         "personality_traits": traits,
-        "colors": {"hair": hair_hex, "clothing": clothing_hex, "skin": _pick(name, "skin", _SKIN)},
+        "colors": colors,
     }

@@ -417,12 +417,12 @@ def test_generate_provider_failure_is_502_and_a_retry_does_not_duplicate(auth_cl
         (
             RawAnswer(b'{"choices": [{"message": {"content": "Here is'),
             "The LLM provider's answer is not JSON (application/json, 45 bytes): cut short, or a page from something "
-            "in between.",
+            """in between: '{"choices": [{"message": {"content": "Here is'""",
         ),
         (
             RawAnswer(b"<html><body>Bad gateway</body></html>", content_type="text/html"),
             "The LLM provider's answer is not JSON (text/html, 37 bytes): cut short, or a page from something in "
-            "between.",
+            "between: '<html><body>Bad gateway</body></html>'",
         ),
         (RawAnswer(b'{"choices": []}'), "The LLM provider returned no message."),
     ],

@@ -60,9 +60,25 @@ def test_a_healthy_system_exits_zero(calm):
         output.splitlines()[6],
         f"OK   font: lettering font: {fonts.packaged_font_path()} (sha256 {sha256[:12]}) covers the CJK sample.",
         "OK   embeddings: not configured; recall is lexical only.",
+        "OK   providers: LLM provider offline, image provider offline: settings complete.",
         "0 warning(s).",
     ]
     assert output.splitlines()[6].startswith("OK   memory_usage: memory ")
+
+
+def test_an_openai_provider_without_model_or_base_url_is_a_warning(calm, settings):
+    from comicmem_site.memory_config import ProviderConfig
+
+    providers = settings.MEMORY.providers.model_copy(update={"llm": ProviderConfig(provider="openai")})
+    settings.MEMORY = settings.MEMORY.model_copy(update={"providers": providers})
+
+    code, output = diagnose()
+
+    assert code == 1
+    lines = output.splitlines()
+    assert "WARN providers.llm.model: LLM_PROVIDER=openai needs a model: set providers.llm.model (LLM_MODEL)." in lines
+    assert any(line.startswith("WARN providers.llm.base_url: LLM_PROVIDER=openai needs a base URL") for line in lines)
+    assert lines[-1] == "2 warning(s)."
 
 
 def test_a_missing_lettering_font_is_a_warning(calm, monkeypatch):

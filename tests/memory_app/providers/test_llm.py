@@ -173,12 +173,13 @@ NOT_JSON = "cut short, or a page from something in between."
         (
             RawAnswer(CUT),
             RetryableProviderError,
-            f"The LLM provider's answer is not JSON (application/json, 85 bytes): {NOT_JSON}",
+            f"The LLM provider's answer is not JSON (application/json, 85 bytes): {NOT_JSON[:-1]}: "
+            + repr(CUT.decode()),
         ),
         (
             RawAnswer(HTML, content_type="text/html"),
             RetryableProviderError,
-            f"The LLM provider's answer is not JSON (text/html, 50 bytes): {NOT_JSON}",
+            f"The LLM provider's answer is not JSON (text/html, 50 bytes): {NOT_JSON[:-1]}: " + repr(HTML.decode()),
         ),
         (
             RawAnswer(CUT, declared_length=500),

@@ -326,7 +326,12 @@ def test_generate_retry_with_the_same_request_id_after_provider_failure(user, op
         context_generate(context=context, prompt="Draw a cat.", request_id="req-7")
 
     assert error.value.retryable is True
-    assert error.value.details == {"provider": "openai", "model": "fake-model", "status": 503}
+    assert error.value.details == {
+        "provider": "openai",
+        "model": "fake-model",
+        "status": 503,
+        "upstream_message": "overloaded",
+    }
     prompt = ContextMessage.objects.get(context=context)
     assert (prompt.content, prompt.unanswered, prompt.request_id) == ("Draw a cat.", True, "req-7")
 

@@ -274,10 +274,10 @@ def test_openai_images_errors_are_classified(fake_openai, images_client, status,
 
 
 def test_openai_images_url_answer_is_downloaded_through_the_guard(fake_openai, images_client):
-    # The fake server is on 127.0.0.1: the guard must refuse to download from it, without an exception leak.
-    fake_openai.route(
-        "/v1/images/generations", lambda body: (200, {"data": [{"url": fake_openai.base_url + "/files/a.png"}]})
-    )
+    # The provider is on 127.0.0.1 (allowed for its own URLs); 127.0.0.2 is another loopback host: the guard must
+    # refuse to download from it, without an exception leak.
+    other_host = fake_openai.base_url.replace("127.0.0.1", "127.0.0.2")
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"url": other_host + "/files/a.png"}]}))
 
     with pytest.raises(ProviderError) as raised:
         images_client.generate(request())
@@ -345,7 +345,7 @@ def test_openai_images_answer_over_the_limit_is_refused_with_memory_bounded(fake
         (
             RawAnswer(b'{"data": [{"b64_json": "iVBORw0KGgo'),
             "The image provider's answer is not JSON (application/json, 35 bytes): cut short, or a page from "
-            "something in between.",
+            """something in between: '{"data": [{"b64_json": "iVBORw0KGgo'""",
         ),
         (
             RawAnswer(b'{"data": [{"b64_json": "iVBORw0KGgo', declared_length=4096),
@@ -355,7 +355,7 @@ def test_openai_images_answer_over_the_limit_is_refused_with_memory_bounded(fake
         (
             RawAnswer(b"<html><body>Gateway Timeout</body></html>", content_type="text/html"),
             "The image provider's answer is not JSON (text/html, 41 bytes): cut short, or a page from something in "
-            "between.",
+            "between: '<html><body>Gateway Timeout</body></html>'",
         ),
     ],
     ids=["json-cut-short", "body-cut-short", "html-page"],
@@ -390,3 +390,102 @@ def test_openai_images_url_answer_is_downloaded_within_the_answer_limit(fake_ope
 
     assert raised.value.message == "The image URL was refused: The image is over the size limit."
     assert [path for path, _host in server.hits] == ["/big.png"]
+
+
+# --- URLs on the provider's own host ---------------------------------------------------------------------------
+
+
+def panel_png(width: int = 256, height: int = 256, color: str = "navy") -> bytes:
+    output = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(output, format="PNG")
+    return output.getvalue()
+
+
+def test_a_url_on_the_provider_s_own_loopback_host_is_downloaded(fake_openai, images_client):
+    server = ImageServer({"/files/a.png": (200, {"Content-Type": "image/png"}, panel_png())})
+    url = f"http://127.0.0.1:{server.port}/files/a.png"  # the base URL's host (the fake is on 127.0.0.1), any port
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"url": url}]}))
+    try:
+        png = images_client.generate(request(figures=()))
+    finally:
+        server.close()
+
+    with Image.open(io.BytesIO(png)) as panel:
+        assert panel.size == (256, 256)
+        assert panel.getpixel((128, 128)) == (0, 0, 128)
+    assert server.hits == [("/files/a.png", f"127.0.0.1:{server.port}")]
+
+
+def test_a_url_on_a_host_of_the_allow_list_is_downloaded(fake_openai):
+    server = ImageServer({"/a.png": (200, {"Content-Type": "image/png"}, panel_png())})
+    url = f"http://localhost:{server.port}/a.png"
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"url": url}]}))
+    refused = OpenAIImages(ProviderConfig(provider="openai", base_url=fake_openai.base_url, model="m"))
+    allowed = OpenAIImages(
+        ProviderConfig(provider="openai", base_url=fake_openai.base_url, model="m", allowed_hosts="localhost, cdn.lan")
+    )
+    try:
+        with pytest.raises(ProviderError) as raised:
+            refused.generate(request(figures=()))
+        png = allowed.generate(request(figures=()))
+    finally:
+        server.close()
+
+    assert (
+        raised.value.message
+        == "The image URL was refused: The host 'localhost' resolves to an address that is not public."
+    )
+    assert png.startswith(b"\x89PNG")
+    assert [path for path, _host in server.hits] == ["/a.png"]
+
+
+# --- lettering over a provider's panel -------------------------------------------------------------------------
+
+CAPTION_FILL = (255, 250, 220)
+
+
+def lettered_request(**overrides) -> PanelRequest:
+    return request(
+        caption="傍晚，河边。",
+        dialogue=(("小明", "好大的鱼！"), ("旁白", "鱼跑了。")),
+        **overrides,
+    )
+
+
+def test_a_provider_s_panel_gets_the_caption_and_balloons_in_the_lettering_font(fake_openai, images_client):
+    fake_openai.route(
+        "/v1/images/generations",
+        lambda body: (200, {"data": [{"b64_json": base64.b64encode(panel_png()).decode()}]}),
+    )
+
+    png = images_client.generate(lettered_request())
+    bare = images_client.generate(lettered_request(lettering=False))
+
+    with Image.open(io.BytesIO(png)) as panel, Image.open(io.BytesIO(bare)) as picture:
+        assert panel.size == picture.size == (256, 256)
+        assert panel.getpixel((14, 14)) == CAPTION_FILL  # the caption box, top left
+        assert panel.getpixel((128, 128)) == (0, 0, 128)  # the provider's picture elsewhere
+        white = sum(1 for pixel in panel.get_flattened_data() if pixel == (255, 255, 255))
+        assert white > 1000  # the balloons
+        assert set(picture.get_flattened_data()) == {(0, 0, 128)}  # lettering off: the picture as it came
+    assert bare == panel_png()
+
+
+def test_lettering_off_is_part_of_the_cache_key_and_on_keeps_the_old_key():
+    identity = RendererIdentity(RENDERER_VERSION, "f" * 64)
+    on, off = (
+        lettered_request().cache_key("openai", "m", identity),
+        lettered_request(lettering=False).cache_key("openai", "m", identity),
+    )
+
+    assert "lettering" not in on
+    assert off == {**on, "lettering": False}
+
+
+def test_the_offline_renderer_letters_nothing_when_lettering_is_off():
+    lettered = Image.open(io.BytesIO(OfflineRenderer().generate(lettered_request())))
+    bare = Image.open(io.BytesIO(OfflineRenderer().generate(lettered_request(lettering=False))))
+
+    assert lettered.getpixel((14, 14)) == CAPTION_FILL
+    assert bare.getpixel((14, 14)) != CAPTION_FILL
+    assert OfflineRenderer.lettering(lettered_request(lettering=False)) == "小明"  # the figure's name only

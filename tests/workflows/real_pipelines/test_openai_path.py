@@ -172,8 +172,10 @@ def test_an_html_page_instead_of_a_chat_answer_is_retried_and_fails_the_run_with
     assert run.status == "failed"
     assert (run.error["type"], run.error["retryable"], run.error["attempts"]) == ("RetryableProviderError", True, 2)
     assert run.error["message"] == (
-        "The LLM provider's answer is not JSON (text/html, 41 bytes): cut short, or a page from something in between."
+        "The LLM provider's answer is not JSON (text/html, 41 bytes): cut short, or a page from something in between: "
+        "'<html><body>502 Bad Gateway</body></html>'"
     )
+    assert run.error["details"]["answer"] == "<html><body>502 Bad Gateway</body></html>"
     assert paths(online) == ["/v1/chat/completions"] * 2
 
 
@@ -187,7 +189,7 @@ def test_a_chat_answer_that_is_not_json_is_not_cached_so_the_next_run_asks_again
     second = start(run_inline, user, "text_compression", {"text": story}, {"target_ratio": 0.1, "ratio_tolerance": 0.2})
 
     assert (failed.status, failed.error["type"], failed.error["retryable"]) == ("failed", "ProviderError", False)
-    assert failed.error["message"] == "The LLM did not answer with JSON."
+    assert failed.error["message"] == "The LLM did not answer with JSON: 'Sure! The characters are 小明 and 老王.'"
     assert second.status == "completed", second.error
     assert second.data["main_characters"] == ["小明", "老王"]
     assert paths(online) == ["/v1/chat/completions"] * 4  # the prose, then names, plot summary, compression
