@@ -20,6 +20,7 @@ _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _STOPWORDS_TEXT = (
     "的 了 是 在 和 与 及 就 都 也 而 又 把 被 让 给 对 从 到 向 着 过 吗 呢 吧 啊 呀 哦 嗯 么 这 那 这个 那个 "
     "我 你 他 她 它 我们 你们 他们 她们 一个 一 有 没有 不 很 还 会 要 说 去 来 上 下 中 里 之 其 或 但 "
+    "谁 什么 哪 哪里 哪儿 怎么 怎样 为什么 多少 几 "
     "a an the and or of to in on at is are was were be it this that what which who how"
 )
 QUERY_STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
@@ -56,12 +57,22 @@ def _han_grams(text: str) -> list[str]:
 
 def query_words(query: str) -> list[str]:
     """The distinct words of a search query, in order, function words dropped (all of them kept when the query
-    has nothing else)."""
+    has nothing else). A longer Chinese word is also looked for by its pairs of characters (the text may have been
+    cut differently around it); a character jieba left on its own (林 of 林小雨) is looked for with its neighbours
+    (林小), not alone: a single character matches most of the index."""
     cut = [word.replace('"', "") for word in _words(query)]
-    # A longer Chinese word also by its pairs of characters: the text may have been cut differently around it.
     pairs = [gram for word in cut if len(word) > 2 for gram in _han_grams(word) if len(gram) == 2]
+    for run in _HAN_RUN.findall(query):
+        pieces = [word for word in _tokenizer().cut(run) if word]
+        start = 0
+        for piece in pieces:
+            if len(piece) == 1 and len(run) > 1 and piece not in QUERY_STOPWORDS:
+                pairs += [run[index : index + 2] for index in (start - 1, start) if 0 <= index < len(run) - 1]
+            start += len(piece)
     words = [word for word in dict.fromkeys(cut + pairs) if word]
     meaningful = [word for word in words if word not in QUERY_STOPWORDS]
+    if any(len(word) > 1 for word in meaningful):
+        meaningful = [word for word in meaningful if len(word) > 1 or not _HAN_RUN.fullmatch(word)]
     return meaningful or words
 
 

@@ -31,7 +31,7 @@ logger = logging.getLogger("memory_app.search")
 SNIPPET_CHARS = 160
 # How many of the newest matches a query ranks: a word found in most of a long chat would otherwise make every
 # search rank all of them. Rarer words (fewer matches than this) are ranked over all their matches.
-RANK_WINDOW = 5_000
+RANK_WINDOW = 1_000
 MARK_OPEN, MARK_CLOSE = "<mark>", "</mark>"
 
 
