@@ -32,6 +32,8 @@ SNIPPET_CHARS = 160
 # How many of the newest matches a query ranks: a word found in most of a long chat would otherwise make every
 # search rank all of them. Rarer words (fewer matches than this) are ranked over all their matches.
 RANK_WINDOW = 1_000
+# How many of the database's best are read to put those holding more of the query's words first.
+RERANK_DEPTH = 40
 MARK_OPEN, MARK_CLOSE = "<mark>", "</mark>"
 
 
@@ -161,23 +163,30 @@ def lexical_search(
     candidates: QuerySet[SearchEntry],
     limit: int,
 ) -> list[SearchHit]:
-    """The ``limit`` best rows of ``candidates`` for ``query``'s words (any of them; more and rarer rank higher)."""
+    """The ``limit`` best rows of ``candidates`` for ``query``'s words (any of them). The database ranks them
+    (bm25, ts_rank_cd: rarer words and shorter texts weigh more); among its best ``RERANK_DEPTH`` (at least), a row
+    holding more of the query's words comes first, so a short text naming one of two words does not pass a long
+    one naming both."""
     words = query_words(query)
     if not words or limit <= 0:
         return []
+    depth = max(limit * 4, RERANK_DEPTH)
     if connection.vendor == "sqlite":
-        ranked = _sqlite_ranked(words, limit=limit * 4, candidates=candidates)
+        ranked = _sqlite_ranked(words, limit=depth, candidates=candidates)
     elif connection.vendor == "postgresql":
-        ranked = _postgres_ranked(words, limit=limit * 4, candidates=candidates)
+        ranked = _postgres_ranked(words, limit=depth, candidates=candidates)
     else:  # pragma: no cover - the project runs on SQLite and PostgreSQL
         raise NotImplementedError(connection.vendor)
     entries = candidates.select_related("project").in_bulk([entry_id for entry_id, _score in ranked])
-    hits = [
-        SearchHit(entry=entries[entry_id], score=score, snippet=snippet(entries[entry_id].text, words))
+    wanted = set(words)
+    # The score: how many of the query's words the row holds, plus the database's rank scaled below 1.
+    found = [
+        (entry, len(wanted.intersection(entry.tokens.split())) + max(score, 0) / (1 + max(score, 0)))
         for entry_id, score in ranked
-        if entry_id in entries
+        if (entry := entries.get(entry_id)) is not None
     ]
-    return hits[:limit]
+    found.sort(key=lambda pair: -pair[1])  # stable: the database's order among equals
+    return [SearchHit(entry=entry, score=score, snippet=snippet(entry.text, words)) for entry, score in found[:limit]]
 
 
 def _sqlite_ranked(words: list[str], *, limit: int, candidates: QuerySet[SearchEntry]) -> list[tuple[int, float]]:
