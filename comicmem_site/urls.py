@@ -10,6 +10,7 @@ from rest_framework.decorators import api_view, permission_classes, throttle_cla
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 
+from memory_app.admin.fonts import lettering_font_view
 from memory_app.api.envelope import error_response
 from memory_app.api.operations import prometheus_metrics
 from memory_app.errors import ComicmemError, ErrorCode
@@ -32,6 +33,7 @@ def api_route_not_found(request: Request, unmatched: str = "") -> HttpResponse:
 api_route_not_found.cls.schema = None
 
 urlpatterns = [
+    path("admin/lettering-font", lettering_font_view, name="admin-lettering-font"),
     path("admin/", admin.site.urls),
     # Prometheus scrapes plain text here, outside /api/ and its envelope.
     path("metrics", prometheus_metrics, name="prometheus-metrics"),

@@ -84,7 +84,8 @@ WSGI_APPLICATION = "comicmem_site.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # admin/base_site.html: every admin page gets a CJK font (memory_app/admin/fonts.py).
+        "DIRS": [BASE_DIR / "comicmem_site" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
