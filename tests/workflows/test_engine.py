@@ -477,8 +477,9 @@ def test_a_plain_step_costs_a_fixed_number_of_queries(
 
     # Claim (UPDATE) and read the unit with its run; in the transaction (a savepoint here, in the test's own):
     # lock the run, mark the unit done, the step's effect, the snapshot sequence and count, the snapshot, the
-    # run's compare-and-set, the step's live event, the history record, the next step's unit with its task id.
-    with django_capture_on_commit_callbacks(execute=False) as callbacks, django_assert_num_queries(13):
+    # run's compare-and-set, the step's live event, the history record and its search index row, the next step's
+    # unit with its task id.
+    with django_capture_on_commit_callbacks(execute=False) as callbacks, django_assert_num_queries(14):
         outcome = engine.unit_execute(unit_id=unit.pk, lease_owner="worker")
 
     assert outcome == {"unit": unit.pk, "outcome": "done"}
