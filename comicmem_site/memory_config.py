@@ -206,6 +206,12 @@ class WorkflowConfig(_Section):
     # The longest recovery waits before it looks again while work is in flight (it re-arms itself, sooner when a
     # lease ends sooner; also run at worker start and on beat).
     recovery_interval: PositiveInt = 10
+    # Continuation: the worker that finishes a plain step runs the run's next plain step itself, claimed in the
+    # transaction that records the finished one, without a message through the broker; at most this many steps
+    # after the delivered one (0: every step goes through the broker) and only while the chain has run for less than
+    # max_continued_seconds, after which the next step is sent as a message and queues behind other runs' units.
+    max_continued_steps: NonNegativeInt = 20
+    max_continued_seconds: Annotated[float, Field(ge=0)] = 10.0
     # Runs one user may have in progress at once. One more is accepted but waits, queued (``pending``), and
     # starts when one of that user's runs ends: one user's backlog never holds every worker, so another user's
     # new run starts at once.
@@ -472,6 +478,8 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WORKFLOW_LEASE_SECONDS": ("workflow.lease_seconds", "int"),
     "WORKFLOW_QUEUE_LEASE_SECONDS": ("workflow.queue_lease_seconds", "int"),
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
+    "WORKFLOW_MAX_CONTINUED_STEPS": ("workflow.max_continued_steps", "int"),
+    "WORKFLOW_MAX_CONTINUED_SECONDS": ("workflow.max_continued_seconds", "float"),
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
     "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),
     "WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": ("workflow.max_unfinished_runs_per_user", "int"),

@@ -57,6 +57,12 @@ def _faults(context: StepContext) -> None:
     time.sleep(float(faults.get("sleep", 0)))
     if context.attempt <= int(faults.get("transient", 0)):
         raise RetryableStepError(f"injected transient error, attempt {context.attempt}")
+    hold = faults.get("hold_while_exists")
+    if hold:
+        # Tell the test the step is running (its unit claimed and committed), then hold it while the flag exists.
+        Path(f"{hold}.running").touch()
+        while Path(hold).exists():
+            time.sleep(0.05)
     flag = faults.get("fail_while_exists")
     if flag and Path(flag).exists() and context.unit_index in faults.get("units", [0]):
         time.sleep(float(faults.get("fail_after", 0)))
@@ -136,5 +142,19 @@ FAN_OUT = workflow_type_register(
             ),
             Step("bind", bind, commit=record_effect),
         ),
+    )
+)
+
+
+def tick(context: StepContext) -> dict[str, Any]:
+    _faults(context)
+    return {**context.data, "ticks": [*context.data.get("ticks", []), context.step]}
+
+
+# Ten plain steps in a row: a worker continues from one to the next without a message through the broker.
+TEN_STEPS = workflow_type_register(
+    WorkflowType(
+        name="ten_steps",
+        steps=tuple(Step(f"tick{index}", tick, commit=record_effect) for index in range(10)),
     )
 )

@@ -61,9 +61,9 @@ def test_a_unit_counts_as_running_while_its_step_runs_and_not_after(run_inline, 
     seen: list[tuple[str, int, float]] = []
     execute = runner._execute
 
-    def spy(unit, run):
+    def spy(unit, run, *continuation):
         seen.append((unit.step, unit.unit_index, running("fan_out", unit.step) - before[unit.step]))
-        return execute(unit, run)
+        return execute(unit, run, *continuation)
 
     monkeypatch.setattr(runner, "_execute", spy)
     # The third panel fails for good: a failing unit leaves the gauge too.

@@ -6,7 +6,9 @@ unit is a ``WorkflowUnit`` row: a task claims it under a lease, runs the step fu
 then in ONE transaction (with the run's row locked) marks it done by compare-and-set, applies the step's
 ``commit`` effects, and — when the database says no unit of the step is left — saves the data, the progress,
 the snapshot and the ``workflow_step_completed`` record and creates the next step's units. Messages are sent
-only after that commits. Lost or repeated messages are harmless: a done unit is never claimed again, and
+only after that commits; a next step that is a plain step is instead created claimed by the worker that recorded
+the previous one, which runs it without a message (continuation, bounded by ``workflow.max_continued_steps`` and
+``max_continued_seconds``). Lost or repeated messages are harmless: a done unit is never claimed again, and
 recovery re-enqueues units whose lease expired.
 
 One module per concern, lowest first: ``retries`` (which errors are transient, backoff), ``steps`` (the types,

@@ -24,6 +24,8 @@ from memory_app.services.workflow import (
 )
 from workflows.engine.steps import COMPRESSION_HISTORY_KEY, FanOutStep, Step, workflow_type_get
 from workflows.engine.units import (
+    Continuation,
+    workflow_unit_create_claimed,
     workflow_unit_results,
     workflow_units_create,
     workflow_units_renew_task_ids,
@@ -84,10 +86,15 @@ def units_resend_on_commit(units: list[WorkflowUnit], countdown: float | None = 
     units_send_on_commit(units, countdown=countdown)
 
 
-def step_begin(run: WorkflowState, done: dict[int, Any] | None = None) -> None:
+def step_begin(
+    run: WorkflowState, done: dict[int, Any] | None = None, continuation: Continuation | None = None
+) -> WorkflowUnit | None:
     """Create the units of the run's current step and send them; a fan-out over nothing completes at once.
 
-    ``done``: results of fan-out items already done (a redraw's other panels): their units are created done."""
+    ``done``: results of fan-out items already done (a redraw's other panels): their units are created done.
+    ``continuation``: the worker recording the previous step runs a plain step itself: its unit is created claimed
+    by that worker, no message is sent, and it is returned (the runner runs it once this transaction commits). A
+    fan-out step's units are always sent, to spread over every worker."""
     workflow_type = workflow_type_get(run.workflow_type)
     step = workflow_type.steps[run.step_index]
     if isinstance(step, FanOutStep):
@@ -96,11 +103,12 @@ def step_begin(run: WorkflowState, done: dict[int, Any] | None = None) -> None:
         except Exception as exc:  # noqa: BLE001 - the pipeline's own bug or bad data: the run fails, kept
             workflow_fail(workflow=run, error={"type": type(exc).__name__, "message": str(exc)[:2000]})
             queued_runs_start(run.owner_id)
-            return
+            return None
         if not items:
-            step_finish(run, step, [])
-            return
+            return step_finish(run, step, [], continuation=continuation)
         count = len(items)
+    elif continuation is not None:
+        return workflow_unit_create_claimed(workflow=run, continuation=continuation)
     else:
         count = 1
     units = workflow_units_create(workflow=run, count=count, done=done)
@@ -110,9 +118,15 @@ def step_begin(run: WorkflowState, done: dict[int, Any] | None = None) -> None:
             workflow=run, segments=Segments(total=count, completed=count - len(units), current=first)
         )
     units_send_on_commit(units)
+    return None
 
 
-def step_finish(run: WorkflowState, step: Step | FanOutStep, results: list[Any]) -> None:
+def step_finish(
+    run: WorkflowState, step: Step | FanOutStep, results: list[Any], continuation: Continuation | None = None
+) -> WorkflowUnit | None:
+    """Record the step as completed and begin the next (see ``step_begin``: with ``continuation``, the next plain
+    step's unit is returned claimed instead of sent); or, the run completed or paused, start the owner's queued
+    runs."""
     details: dict[str, Any]
     if isinstance(step, FanOutStep):
         data = step.merge(run.data, results)
@@ -133,10 +147,10 @@ def step_finish(run: WorkflowState, step: Step | FanOutStep, results: list[Any])
         pause=step.name in pause_after,
     )
     if run.status == WorkflowStatus.IN_PROGRESS:
-        step_begin(run)
-    else:
-        # Completed, or awaiting input: the owner's next queued run takes its place.
-        queued_runs_start(run.owner_id)
+        return step_begin(run, continuation=continuation)
+    # Completed, or awaiting input: the owner's next queued run takes its place.
+    queued_runs_start(run.owner_id)
+    return None
 
 
 def queued_runs_start(owner_id: Any) -> int:

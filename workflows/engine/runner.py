@@ -1,6 +1,8 @@
 """The unit runner, the body of the ``workflows.run_unit`` task: claim a unit under a lease, keep the lease alive
 while its step runs outside any transaction, then record the result (or the failure) in one transaction with the
-run's row locked. A unit that is done is never claimed again, so a repeated message does nothing."""
+run's row locked. A unit that is done is never claimed again, so a repeated message does nothing. When that
+transaction begins the run's next plain step, its unit is created claimed by this process, which runs it next
+(continuation: no broker round trip between two plain steps of one run, each step still committed alone)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from workflows.engine.retries import (
 )
 from workflows.engine.steps import CACHE_POLICY, FanOutStep, Step, StepContext, workflow_type_get
 from workflows.engine.units import (
+    Continuation,
     LeaseHeartbeat,
     workflow_segments,
     workflow_unit_claim,
@@ -63,28 +66,73 @@ def _error(exc: BaseException, *, unit: WorkflowUnit, retryable: bool) -> dict[s
 def unit_execute(
     *, unit_id: int, lease_owner: str, task_id: str | None = None, after_lease: bool = False
 ) -> dict[str, Any]:
-    """Run one unit once. Returns a small JSON outcome: done, skipped, held, retry or failed.
+    """Run one unit once, then the run's next plain steps in this process (continuation). Returns a small JSON
+    outcome of the last unit run: done, skipped, held, retry or failed, and ``continued``: how many steps ran after
+    the delivered one.
 
-    ``task_id``: the delivering task's, to deliver it again when the unit is held (below); ``after_lease``: this
-    delivery is that second one.
+    ``task_id``: the delivering task's, to deliver it again when the unit is held (below), and the task the continued
+    units run under; ``after_lease``: this delivery is that second one.
     """
     unit = workflow_unit_claim(unit_id=unit_id, lease_owner=lease_owner)
     if unit is None:
         # Done already, held by a live lease, or the run is no longer running this step (cancel, restore).
         if task_id is not None and not after_lease:
-            held_for = workflow_unit_held_for(unit_id=unit_id)
-            if held_for is not None:
-                # Another claim holds the unit: a duplicate delivery while it runs, or the message given back by a
-                # worker whose process died holding it (its claim is dead, but its lease still runs). Deliver once
-                # more just after that lease ends instead of waiting for recovery: if the holder is dead the unit
-                # is free by then; if it is alive it renewed its lease and that delivery does nothing.
+            held = workflow_unit_held_for(unit_id=unit_id, task_id=task_id)
+            if held is not None:
+                # Another claim holds the unit (or the step this task's chain continued to): a duplicate delivery
+                # while it runs, or the message given back by a worker whose process died holding it (its claim is
+                # dead, but its lease still runs). Deliver once more just after that lease ends instead of waiting
+                # for recovery: if the holder is dead the unit is free by then; if it is alive it renewed its lease
+                # and that delivery does nothing.
+                held_id, held_for = held
                 countdown = min(round(held_for + 1.0, 3), max_countdown())
-                unit_send_again_on_commit(unit_id, task_id=task_id, countdown=countdown)
-                return {"unit": unit_id, "outcome": "held", "again_in": countdown}
+                unit_send_again_on_commit(held_id, task_id=task_id, countdown=countdown)
+                return {"unit": held_id, "outcome": "held", "again_in": countdown}
         return {"unit": unit_id, "outcome": "skipped"}
+    budget = _ContinuationBudget(lease_owner=lease_owner, task_id=task_id)
+    continued = 0
+    while True:
+        outcome, following = _run_claimed(unit, budget.next(continued))
+        if following is None:
+            break
+        unit = following
+        continued += 1
+    if continued:
+        outcome["continued"] = continued
+    return outcome
+
+
+class _ContinuationBudget:
+    """Whether the unit being recorded may hand its run's next plain step to this process (``Continuation``) or
+    must send it through the broker: only for a unit delivered by a task (its id goes to the continued units, so a
+    cancel's revoke reaches them), outside a caller's transaction (each step is committed before the next runs),
+    for at most ``workflow.max_continued_steps`` steps after the delivered one and while the chain has run less
+    than ``workflow.max_continued_seconds``. Past the bound the next step queues behind other runs' units, so a
+    long chain cannot keep a worker from them, and a chain stays well within the task's time limits."""
+
+    def __init__(self, *, lease_owner: str, task_id: str | None) -> None:
+        self.started = time.monotonic()
+        config = settings.MEMORY.workflow
+        self.max_steps, self.max_seconds = config.max_continued_steps, config.max_continued_seconds
+        self.continuation = (
+            Continuation(lease_owner=lease_owner, task_id=task_id)
+            if task_id is not None and not connection.in_atomic_block
+            else None
+        )
+
+    def next(self, continued: int) -> Continuation | None:
+        if continued >= self.max_steps or time.monotonic() - self.started >= self.max_seconds:
+            return None
+        return self.continuation
+
+
+def _run_claimed(unit: WorkflowUnit, continuation: Continuation | None) -> tuple[dict[str, Any], WorkflowUnit | None]:
+    """Run a claimed unit's step and record it; returns the outcome and the next unit when this process continues
+    the run (``continuation``)."""
     run = unit.workflow
     started = time.perf_counter()
     outcome: dict[str, Any] = {"unit": unit.pk, "outcome": "failed"}
+    following: WorkflowUnit | None = None
     # Every line logged while the unit runs carries its workflow id and step (JSON logs in production).
     with (
         workflow_log_context(workflow_id=str(run.pk), step=unit.step),
@@ -92,7 +140,7 @@ def unit_execute(
         unit_running(workflow_type=run.workflow_type, step=unit.step),
     ):
         try:
-            outcome = _execute(unit, run)
+            outcome, following = _execute(unit, run, continuation)
         finally:
             step_observe(
                 workflow_type=run.workflow_type,
@@ -100,10 +148,12 @@ def unit_execute(
                 seconds=time.perf_counter() - started,
                 outcome=str(outcome.get("outcome", "failed")),
             )
-    return outcome
+    return outcome, following
 
 
-def _execute(unit: WorkflowUnit, run: WorkflowState) -> dict[str, Any]:
+def _execute(
+    unit: WorkflowUnit, run: WorkflowState, continuation: Continuation | None
+) -> tuple[dict[str, Any], WorkflowUnit | None]:
     try:
         step = workflow_type_get(run.workflow_type).steps[unit.step_index]
         context = StepContext(
@@ -116,7 +166,8 @@ def _execute(unit: WorkflowUnit, run: WorkflowState) -> dict[str, Any]:
             attempt=unit.attempts,
             unit_index=unit.unit_index,
             item=step.items(run.data)[unit.unit_index] if isinstance(step, FanOutStep) else None,
-            # Read with the claim (one query, ``workflow_unit_claim``): the step needs no query of its own for them.
+            # Read with the claim (one query, ``workflow_unit_claim``), or held from the transaction that created a
+            # continued unit: the step needs no query of its own for them.
             project=run.project,
             owner=run.owner,
         )
@@ -128,36 +179,41 @@ def _execute(unit: WorkflowUnit, run: WorkflowState) -> dict[str, Any]:
             CACHE_POLICY.reset(policy)
         if isinstance(step, Step) and not isinstance(result, dict):
             raise TypeError(f"step {step.name!r} must return a dict of state data, not {type(result).__name__}")
-        return _record(unit, step, context, result)
+        return _record(unit, step, context, result, continuation)
     except Exception as exc:  # noqa: BLE001 - every failure is classified and kept on the run, never lost
-        return _handle_failure(unit, exc)
+        return _handle_failure(unit, exc), None
 
 
-def _record(unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, result: Any) -> dict[str, Any]:
+def _record(
+    unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, result: Any, continuation: Continuation | None
+) -> tuple[dict[str, Any], WorkflowUnit | None]:
+    done = {"unit": unit.pk, "outcome": "done"}
     with transaction.atomic():
         # Checked again after the step ran: a cancel or restore in the meantime discards this result. A sibling's
         # failure does not: the work is done, so it is kept and a resume will not redo it.
         run = workflow_lock_running(workflow_id=unit.workflow_id, step_key=unit.step_key, allow_failed=True)
         if run is None:
-            return {"unit": unit.pk, "outcome": "skipped"}
+            return {"unit": unit.pk, "outcome": "skipped"}, None
         if not workflow_unit_complete(unit=unit, result=result):
             # Our lease expired and another worker took the unit over: its run is the one that counts.
-            return {"unit": unit.pk, "outcome": "skipped"}
+            return {"unit": unit.pk, "outcome": "skipped"}, None
         if step.commit is not None:
             step.commit(replace(context, project=run.project, owner=run.owner), result)
         if run.status == WorkflowStatus.FAILED:
-            return {"unit": unit.pk, "outcome": "done"}
+            return done, None
         # The run's row lock makes this the one and only transaction that sees no unit of the step left. A plain
         # step has exactly one unit: this one.
         if isinstance(step, FanOutStep):
             segments = workflow_segments(workflow=run)
             if segments.completed < segments.total:
                 workflow_fan_out_progress(workflow=run, segments=segments)
-                return {"unit": unit.pk, "outcome": "done"}
-            step_finish(run, step, workflow_unit_results(workflow=run))
+                return done, None
+            following = step_finish(run, step, workflow_unit_results(workflow=run), continuation=continuation)
         else:
-            step_finish(run, step, [result])
-    return {"unit": unit.pk, "outcome": "done"}
+            following = step_finish(run, step, [result], continuation=continuation)
+    # Committed: the step's records, and the next step's unit claimed by this process under a lease. If the process
+    # dies from here on, recovery finds that lease expired and sends the unit to another worker.
+    return done, following
 
 
 # Attempts at recording a failure when the database connection breaks under it, and the pause before each next.

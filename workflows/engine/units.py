@@ -12,12 +12,13 @@ import os
 import socket
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from memory_app.models import (
@@ -64,6 +65,42 @@ def workflow_units_create(
         ]
     )
     return [unit for unit in units if unit.status == UnitStatus.PENDING]
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """The worker process that is recording a step and will run the run's next step itself: its lease owner name,
+    and the id of the task it is running (a cancel revokes that id, so it reaches the step running under it)."""
+
+    lease_owner: str
+    task_id: str
+
+
+def workflow_unit_create_claimed(*, workflow: WorkflowState, continuation: Continuation) -> WorkflowUnit:
+    """The unit of the run's current (plain) step, created already claimed by ``continuation``'s process: in the
+    transaction that records the previous step, one INSERT that is also the claim (no claim UPDATE, no re-read).
+
+    Its lease is a running unit's: if the process dies before or while it runs the step, recovery finds the lease
+    expired and sends the unit to another worker, as it does for any claimed unit. The returned unit carries the
+    run as the caller holds it (data, preferences, project and owner as just written)."""
+    [unit] = WorkflowUnit.objects.bulk_create(
+        [
+            WorkflowUnit(
+                workflow=workflow,
+                step_key=workflow.step_key,
+                step_index=workflow.step_index,
+                step=workflow.current_step,
+                unit_index=0,
+                status=UnitStatus.RUNNING,
+                claim_token=uuid.uuid4(),
+                lease_owner=continuation.lease_owner[:200],
+                lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds),
+                attempts=1,
+                task_id=continuation.task_id,
+            )
+        ]
+    )
+    return unit
 
 
 def workflow_units_reset(*, workflow: WorkflowState) -> list[WorkflowUnit]:
@@ -194,22 +231,31 @@ def workflow_units_next_lease_end() -> datetime | None:
     return first
 
 
-def workflow_unit_held_for(*, unit_id: int) -> float | None:
-    """Seconds left on the lease of a unit that another claim holds while it runs; None when it is not held
-    (done, free, ended, or its run moved on)."""
-    lease_end = (
+def workflow_unit_held_for(*, unit_id: int, task_id: str | None = None) -> tuple[int, float] | None:
+    """The unit a message is for that another claim holds while it runs, and the seconds left on its lease; None
+    when none is held (done, free, ended, or its run moved on).
+
+    With ``task_id``: also the unit of the same run that a worker continued to under that task (continuation gives
+    the next step's unit the task id of the message the chain runs on), so the message given back by a process that
+    died in a continued step finds the step it died in."""
+    carried = Q(pk=unit_id)
+    if task_id is not None:
+        run_of_unit = WorkflowUnit.objects.filter(pk=unit_id).values("workflow_id")[:1]
+        carried |= Q(workflow_id=Subquery(run_of_unit), task_id=task_id)
+    held = (
         WorkflowUnit.objects.filter(
-            pk=unit_id,
+            carried,
             status=UnitStatus.RUNNING,
             workflow__status=WorkflowStatus.IN_PROGRESS,
             step_key=F("workflow__step_key"),
         )
-        .values_list("lease_expires_at", flat=True)
+        .values_list("pk", "lease_expires_at")
         .first()
     )
-    if lease_end is None:
+    if held is None:
         return None
-    return max((lease_end - timezone.now()).total_seconds(), 0.0)
+    held_id, lease_end = held
+    return held_id, max((lease_end - timezone.now()).total_seconds(), 0.0)
 
 
 def workflow_segments(*, workflow: WorkflowState) -> Segments:
