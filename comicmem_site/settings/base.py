@@ -304,6 +304,7 @@ SPECTACULAR_SETTINGS = {
         "StatusEnum": "memory_app.models.workflow.WorkflowStatus",
         "WebhookDeliveryStatusEnum": "memory_app.models.webhooks.WebhookDeliveryStatus",
         "WebhookEventEnum": "memory_app.models.webhooks.WEBHOOK_EVENT_CHOICES",
+        "SearchKindEnum": "memory_app.models.search.SearchKind",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

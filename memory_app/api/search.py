@@ -26,7 +26,7 @@ KINDS_PATTERN = rf"^{_KIND}(?:,{_KIND})*$"
 
 
 class SearchHitSerializer(serializers.Serializer[Any]):
-    kind = serializers.ChoiceField(choices=SearchKind.values, source="entry.kind")
+    kind = serializers.ChoiceField(choices=SearchKind.choices, source="entry.kind")
     id = serializers.CharField(
         source="entry.object_id",
         help_text="The message's or record's number, the character's number, or the run's UUID.",
@@ -48,7 +48,7 @@ SEARCH_ANSWER = inline_serializer(
         "mode": serializers.ChoiceField(choices=["lexical", "hybrid"]),
         "degraded": serializers.CharField(allow_null=True),
         "query_words": serializers.ListField(child=serializers.CharField()),
-        "kinds": serializers.ListField(child=serializers.ChoiceField(choices=SearchKind.values)),
+        "kinds": serializers.ListField(child=serializers.ChoiceField(choices=SearchKind.choices)),
         "limit": serializers.IntegerField(),
     },
 )

@@ -33,7 +33,9 @@ def proxy_env(proxy, media, settings, *, llm_model: str = "story-model") -> dict
     }
 
 
-def test_a_comic_run_through_the_proxy_on_a_worker(start_worker, litellm_proxy, media, settings, user, project):
+def test_a_comic_run_through_the_proxy_on_a_worker(
+    start_worker, litellm_proxy, media, settings, user, project, manga_shonen
+):
     start_worker(**proxy_env(litellm_proxy, media, settings))
 
     run = start(user, "comic_generation", {"text": STORY, "style": "manga_shonen"}, {"segment_length": 60})
