@@ -9,8 +9,10 @@ MRR for any search function, so other rankings (the hybrid one) are measured on 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # Project keys → (public id, name, description).
@@ -487,6 +489,7 @@ class LoadedSet:
 
     objects: dict[str, tuple[str, str]]
     projects: dict[str, Any]
+    distractors: int = 0  # records written beside the labelled ones, expected by no query
 
     def key_of(self, kind: str, object_id: str) -> str | None:
         return self._by_object.get((kind, object_id))
@@ -538,7 +541,21 @@ def labelled_set_load(*, owner: Any) -> LoadedSet:
         for key, role, content in chat:  # one append per message, as a chat writes them
             _, rows = context_append(context=context, messages=[NewMessage(role=role, content=content)])
             objects[key] = (SearchKind.MESSAGE.value, str(rows[0].pk))
-    return LoadedSet(objects=objects, projects=projects)
+    # Beside them, every sentence of another story (the repository's sample: a village, a boy, a fisherman) as
+    # the messages of another chat of the first project: text no query asks for, that a careless ranking returns.
+    context = context_create(owner=owner, project=next(iter(projects.values())), context_type="chat")
+    for sentence in DISTRACTOR_SENTENCES:
+        context_append(context=context, messages=[NewMessage(role="user", content=sentence)])
+    return LoadedSet(objects=objects, projects=projects, distractors=len(DISTRACTOR_SENTENCES))
+
+
+DISTRACTOR_SENTENCES = [
+    sentence
+    for sentence in re.split(
+        r"(?<=[。！？])", (Path(__file__).resolve().parents[2] / "samples" / "story_zh.txt").read_text("utf-8")
+    )
+    if len(sentence.strip()) >= 6
+]
 
 
 @dataclass(frozen=True)

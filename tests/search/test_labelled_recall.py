@@ -27,7 +27,7 @@ def test_lexical_recall_at_5_on_the_labelled_set():
 
     print(
         f"\nlexical search on {connection.vendor}: {len(QUERIES)} queries over {len(loaded.objects)} labelled "
-        f"records, recall@5 {result.recall_at_k:.3f}, MRR {result.mrr:.3f}"
+        f"records and {loaded.distractors} unlabelled ones, recall@5 {result.recall_at_k:.3f}, MRR {result.mrr:.3f}"
     )
     for query, missing, top in result.misses:
         print(f"  {query}: missing {missing}; top 5 {top}")
