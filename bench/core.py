@@ -79,6 +79,9 @@ class Sizes:
     fanout_runs: int
     memory_contexts: tuple[int, int]
     memory_messages: int
+    peer_chains: int
+    scale_panels: int
+    scale_history_sizes: tuple[int, ...]
 
 
 FULL = Sizes(
@@ -97,6 +100,9 @@ FULL = Sizes(
     fanout_runs=3,
     memory_contexts=(1_000, 10_000),
     memory_messages=20,
+    peer_chains=10,
+    scale_panels=200,
+    scale_history_sizes=(1_000_000, 3_000_000, 10_000_000),
 )
 SMOKE = Sizes(
     http_seconds=0.5,
@@ -114,6 +120,9 @@ SMOKE = Sizes(
     fanout_runs=1,
     memory_contexts=(10, 30),
     memory_messages=5,
+    peer_chains=1,
+    scale_panels=8,
+    scale_history_sizes=(1_000, 3_000, 10_000),
 )
 
 
@@ -137,6 +146,23 @@ def timed_pair(first: Callable[[], Any], second: Callable[[], Any], repeats: int
             function()
             samples.append(time.perf_counter() - start)
     return first_samples, second_samples
+
+
+def timed_blocks(
+    first: Callable[[], Any], second: Callable[[], Any], repeats: int, block: int = 20
+) -> tuple[list[float], list[float], list[float]]:
+    """``timed_pair``, with one ratio of medians per block of ``block`` pairs. The median of those ratios is what
+    other work on the machine moves least: a burst of it that lands on a few blocks spoils those blocks' ratios,
+    not the whole series'."""
+    first_samples: list[float] = []
+    second_samples: list[float] = []
+    ratios: list[float] = []
+    for low in range(0, repeats, block):
+        firsts, seconds = timed_pair(first, second, min(block, repeats - low))
+        first_samples += firsts
+        second_samples += seconds
+        ratios.append(statistics.median(firsts) / max(statistics.median(seconds), 1e-9))
+    return first_samples, second_samples, ratios
 
 
 def median(samples: list[float]) -> float:
