@@ -7,7 +7,7 @@ TEST_SETTINGS := DJANGO_SETTINGS_MODULE=comicmem_site.settings.test
 
 LITELLM_VENV ?= .venv-litellm
 
-.PHONY: install litellm sysdeps run migrate test test-sqlite test-postgres lint format bench clean
+.PHONY: install litellm sysdeps run migrate test test-sqlite test-postgres lint format bench bench-peers clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -96,8 +96,20 @@ test-sqlite: install
 test-postgres: install
 	env -u DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
 
-bench: install
-	$(BIN)/python -m bench
+# The peers `make bench` compares our engine with (LangGraph, DBOS): their own virtualenv, never our dependencies
+# (their pins conflict with requirements.txt's); bench/sections/peers.py runs bench/peers.py with its python.
+BENCH_VENV ?= .venv-bench
+
+$(BENCH_VENV)/.installed: requirements-bench.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
+bench-peers: $(BENCH_VENV)/.installed
+
+bench: install bench-peers
+	BENCH_PEERS_PYTHON=$(abspath $(BENCH_VENV))/bin/python $(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(LITELLM_VENV) var staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) $(BENCH_VENV) var staticfiles .pytest_cache .ruff_cache

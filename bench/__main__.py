@@ -20,6 +20,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 SECTIONS = ("cache", "http", "history", "workflows", "memory", "search", "vectors")
+# Run only when asked for by --only: longer than the default run (ten million history records).
+OPT_IN = ("scale",)
 DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/comicmem_bench"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 
@@ -27,10 +29,12 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds, SQLite alone is enough")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS + OPT_IN)}"
+    )
     parser.add_argument("--output", type=Path, default=None, help="folder for the JSON, logs and state (var/bench)")
     arguments = parser.parse_args(argv)
-    unknown = set(arguments.only.split(",")) - set(SECTIONS)
+    unknown = set(arguments.only.split(",")) - set(SECTIONS + OPT_IN)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     return arguments
@@ -161,7 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     from django.core.management import call_command
 
     from bench.core import FULL, SMOKE
-    from bench.sections import cache, history, http_api, memory, object_store, search, vectors, workflows
+    from bench.sections import (
+        cache,
+        history,
+        http_api,
+        memory,
+        object_store,
+        peers,
+        scale,
+        search,
+        vectors,
+        workflows,
+    )
 
     sizes = SMOKE if arguments.smoke else FULL
     started = time.monotonic()
@@ -172,15 +187,29 @@ def main(argv: list[str] | None = None) -> int:
     log(f"migrating {setup['database_url']}")
     call_command("migrate", verbosity=0, interactive=False)
     broker = "Redis" if setup["redis_url"] else "filesystem broker"
+    notes: list[str] = []
+
+    def _workflows_and_peers(ours: list) -> list:
+        """Our engine's figures, then the peers' same chain measured right after, as ratios to our per step."""
+        per_step = next(row for row in ours if row.name.startswith("workflow step orchestration"))
+        return ours + peers.run(
+            sizes=sizes,
+            database_url=str(setup["database_url"]),
+            our_per_step_ms=per_step.measured,
+            log=log,
+            notes=notes,
+        )
+
     runners = {
         # The cache's hits on this machine, then an images hit across hosts sharing an S3 store.
         "cache": lambda: cache.run(sizes=sizes) + object_store.run(sizes=sizes),
         "http": lambda: http_api.run(sizes=sizes, databases=setup["http_databases"]),
         "history": lambda: history.run(sizes=sizes, log=log),
-        "workflows": lambda: workflows.run(sizes=sizes, broker=broker),
+        "workflows": lambda: _workflows_and_peers(workflows.run(sizes=sizes, broker=broker)),
         "memory": lambda: memory.run(sizes=sizes, database_url=str(setup["database_url"])),
         "search": lambda: search.run(sizes=sizes, log=log),
         "vectors": lambda: vectors.run(sizes=sizes, log=log),
+        "scale": lambda: scale.run(sizes=sizes, log=log),
     }
     results = []
     for name in arguments.only.split(","):
@@ -203,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "machine": _machine(),
         "results": [row.as_json() for row in results],
+        "notes": notes,
     }
     output = Path(str(setup["output"]))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -84,6 +84,9 @@ class Sizes:
     search_appends: int
     vector_scans: tuple[tuple[int, int], ...]  # (candidates, dimensions) of the exact vector scan
     vector_repeats: int
+    peer_chains: int
+    scale_panels: int
+    scale_history_sizes: tuple[int, ...]
 
 
 FULL = Sizes(
@@ -107,6 +110,9 @@ FULL = Sizes(
     search_appends=300,
     vector_scans=((1_000, 1536), (10_000, 256), (10_000, 1536), (50_000, 256), (100_000, 256)),
     vector_repeats=20,
+    peer_chains=10,
+    scale_panels=200,
+    scale_history_sizes=(1_000_000, 3_000_000, 10_000_000),
 )
 SMOKE = Sizes(
     http_seconds=0.5,
@@ -129,6 +135,9 @@ SMOKE = Sizes(
     search_appends=20,
     vector_scans=((200, 64),),
     vector_repeats=3,
+    peer_chains=1,
+    scale_panels=8,
+    scale_history_sizes=(1_000, 3_000, 10_000),
 )
 
 
@@ -152,6 +161,23 @@ def timed_pair(first: Callable[[], Any], second: Callable[[], Any], repeats: int
             function()
             samples.append(time.perf_counter() - start)
     return first_samples, second_samples
+
+
+def timed_blocks(
+    first: Callable[[], Any], second: Callable[[], Any], repeats: int, block: int = 20
+) -> tuple[list[float], list[float], list[float]]:
+    """``timed_pair``, with one ratio of medians per block of ``block`` pairs. The median of those ratios is what
+    other work on the machine moves least: a burst of it that lands on a few blocks spoils those blocks' ratios,
+    not the whole series'."""
+    first_samples: list[float] = []
+    second_samples: list[float] = []
+    ratios: list[float] = []
+    for low in range(0, repeats, block):
+        firsts, seconds = timed_pair(first, second, min(block, repeats - low))
+        first_samples += firsts
+        second_samples += seconds
+        ratios.append(statistics.median(firsts) / max(statistics.median(seconds), 1e-9))
+    return first_samples, second_samples, ratios
 
 
 def median(samples: list[float]) -> float:

@@ -69,7 +69,7 @@ def run(*, sizes: Sizes, databases: dict[str, str]) -> list[Result]:
                 baseline=bare_rps,
                 unit="req/s",
                 baseline_name="bare DRF one-INSERT endpoint",
-                limit=0.5,
+                limit=0.7,
                 comparison=">=",
                 errors=errors,
                 first_error=first_error,
