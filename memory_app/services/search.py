@@ -150,17 +150,19 @@ def history_entries_build(records: Sequence[HistoryRecord]) -> list[SearchEntry]
         owner_id = owners.get(record.project_id) if record.project_id is not None else record.user_id
         if owner_id is None:
             continue
-        entries.append(
-            search_entry_build(
-                kind=SearchKind.HISTORY,
-                object_id=record.pk,
-                owner_id=owner_id,
-                project_id=record.project_id,
-                text=history_search_text(record),
-                created_at=record.timestamp,
-            )
-        )
+        entries.append(_history_entry(record, owner_id=owner_id))
     return entries
+
+
+def _history_entry(record: HistoryRecord, *, owner_id: int) -> SearchEntry:
+    return search_entry_build(
+        kind=SearchKind.HISTORY,
+        object_id=record.pk,
+        owner_id=owner_id,
+        project_id=record.project_id,
+        text=history_search_text(record),
+        created_at=record.timestamp,
+    )
 
 
 def _project_owners(project_ids: set[str]) -> dict[str | None, int]:
@@ -174,18 +176,7 @@ def search_index_history(*, record: HistoryRecord, owner_id: int | None) -> None
     owner_id = owner_id if owner_id is not None else record.user_id
     if owner_id is None:
         return
-    search_entries_insert(
-        [
-            search_entry_build(
-                kind=SearchKind.HISTORY,
-                object_id=record.pk,
-                owner_id=owner_id,
-                project_id=record.project_id,
-                text=history_search_text(record),
-                created_at=record.timestamp,
-            )
-        ]
-    )
+    search_entries_insert([_history_entry(record, owner_id=owner_id)])
 
 
 def _strings(value: Any) -> Iterator[str]:
