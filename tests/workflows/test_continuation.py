@@ -241,7 +241,7 @@ def test_a_continued_step_costs_two_statements_fewer_than_a_delivered_one(sent, 
     # Outside any transaction, as in a worker: a delivered step claims (UPDATE) and reads its unit with the run,
     # project and owner (SELECT), then records in one transaction: lock the run, mark the unit done, the step's
     # effect, the snapshot sequence and count, the snapshot, the run's compare-and-set, the step's live event, the
-    # history record, the next step's unit. A continued step's unit was created claimed by that last INSERT, with
+    # history record and its search index row, the next step's unit. A continued step's unit was created claimed by that last INSERT, with
     # the run it runs on in hand: no claim, no read.
     start(user, "three_steps")
     with CaptureQueriesContext(connection) as continued:
@@ -255,8 +255,8 @@ def test_a_continued_step_costs_two_statements_fewer_than_a_delivered_one(sent, 
             assert "continued" not in deliver(sent[1 + len(delivered)])
         delivered.append(statements(captured))
 
-    assert delivered[:2] == [2 + 9, 2 + 9]
-    assert statements(continued) == (2 + 9) + 9 + (delivered[2] - 2)
+    assert delivered[:2] == [2 + 10, 2 + 10]
+    assert statements(continued) == (2 + 10) + 10 + (delivered[2] - 2)
 
 
 def test_the_message_given_back_by_a_process_dead_in_a_continued_step_is_sent_again_for_that_step(
