@@ -241,8 +241,8 @@ def test_a_continued_step_costs_two_statements_fewer_than_a_delivered_one(sent, 
     # Outside any transaction, as in a worker: a delivered step claims (UPDATE) and reads its unit with the run,
     # project and owner (SELECT), then records in one transaction: lock the run, mark the unit done, the step's
     # effect, the snapshot sequence and count, the snapshot, the run's compare-and-set, the step's live event, the
-    # history record and its search index row, the next step's unit. A continued step's unit was created claimed by that last INSERT, with
-    # the run it runs on in hand: no claim, no read.
+    # history record and its search index row, the next step's unit. A continued step's unit was created claimed
+    # by that last INSERT, with the run it runs on in hand: no claim, no read.
     start(user, "three_steps")
     with CaptureQueriesContext(connection) as continued:
         assert deliver(sent[0])["continued"] == 2
