@@ -70,6 +70,14 @@ def _fill(*, count: int, dimensions: int, seed: int) -> tuple[object, str, np.nd
         ],
         batch_size=1000,
     )
+    # Statistics for the rows just written, as autovacuum gives a table in service: without them the planner
+    # takes the fresh vectors for one row and scans the owner's entries once per vector (1.4 s instead of 12 ms
+    # at 10,000 x 256).
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for model in (SearchEntry, SearchVector):
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
     return user, model_key, matrix
 
 
