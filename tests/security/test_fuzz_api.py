@@ -73,7 +73,14 @@ schema = _load_schema()
 IMPORT_RULES = "a context's key equals its conversation_id; timestamps are epoch seconds or ISO datetimes"
 HISTORY_RULES = "cursor is a signed token from a previous page; dates must be real calendar dates"
 WEBHOOK_RULES = "the url's host must resolve, to public addresses only (the SSRF guard); no schema can say which do"
+# metadata is stored as JSON (PostgreSQL's jsonb holds no \u0000): a NUL in any key or string at any depth is a 400
+# naming where; a free-form object's schema cannot state that for nested keys.
+METADATA_RULES = "no NUL character in any key or string of metadata, at any depth"
 POSITIVE_ACCEPTANCE_NOT_MEANINGFUL = {
+    ("POST", "/api/context/"): METADATA_RULES,
+    ("POST", "/api/context/create/"): METADATA_RULES,
+    ("POST", "/api/memory/context/"): METADATA_RULES,
+    ("POST", "/api/memory/context/create/"): METADATA_RULES,
     ("POST", "/api/context/import/"): IMPORT_RULES,
     ("POST", "/api/memory/context/import/"): IMPORT_RULES,
     ("GET", "/api/memory/history/{project_id}/"): HISTORY_RULES,
