@@ -77,7 +77,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install litellm sysdeps lint
+test: install litellm bench-peers sysdeps lint
 	env -u TEST_DATABASE_URL -u DATABASE_URL $(TEST_SETTINGS) $(BIN)/python manage.py makemigrations --check --dry-run
 	@# With PostgreSQL the slow fault tests (-m slow) run once, in the PostgreSQL pass, the production shape;
 	@# without it every test runs on SQLite.
