@@ -126,7 +126,9 @@ class WorkflowStateAdmin(ModelAdmin[WorkflowState]):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         run = self.get_object(request, object_id)
-        context = {**(extra_context or {}), **(run_page_context(request, run) if run is not None else {})}
+        # Every field is read-only: the run changes through the page's actions, so no Save buttons.
+        read_only = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        context = {**(extra_context or {}), **read_only, **(run_page_context(request, run) if run is not None else {})}
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def file_view(self, request: HttpRequest, workflow_id: str, file_name: str) -> HttpResponse:

@@ -69,6 +69,8 @@ def test_the_run_page_shows_panels_pages_timeline_and_tree(admin_client, comic):
     assert '<details class="json-block" data-field="data">' in page
     assert "restore-rerun" in page and "redraw-button" in page
     assert "run-failure" not in page
+    # Read-only fields: the run changes through the page's actions, never through a Save button.
+    assert 'name="_save"' not in page and 'name="_continue"' not in page and 'name="_addanother"' not in page
 
 
 def test_a_second_page_of_panels_when_there_are_many(admin_client, comic, monkeypatch):
