@@ -44,7 +44,12 @@ def event_record(
 def event_panel_ready(*, workflow_id: Any, index: int, blob: str) -> Event:
     """``panel.ready`` for panel ``index`` of the run, drawn into storage as ``blob``. The storage name is kept, not
     a URL: the stream signs it as it sends the event, so the URL a browser gets is always fresh."""
-    run = WorkflowState.objects.select_related("project").get(pk=workflow_id)
+    # Only the columns the event states: the run's data (every panel's prompt, tens of KB of JSON) is not read for it.
+    run = (
+        WorkflowState.objects.select_related("project")
+        .only("status", "current_step", "step_index", "project")
+        .get(pk=workflow_id)
+    )
     return event_record(
         kind=EventKind.PANEL_READY,
         project=run.project,

@@ -54,10 +54,17 @@ FINISHED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANC
 # --- which projects used a file-cache entry ----------------------------------------------------------------
 
 
-def project_cache_use_record(*, project_key: str, namespace: str, key: Any) -> None:
-    """Note that the project used the entry ``key`` of ``namespace`` (it drew it, or read it from the cache)."""
+def project_cache_use_record(*, project_key: str, namespace: str, key: Any, generated: bool = False) -> None:
+    """Note that the project used the entry ``key`` of ``namespace`` (it drew it, or read it from the cache).
+
+    ``generated``: the value was just computed, so the project has almost never noted this key yet: the note is
+    inserted without looking first (one statement fewer per panel); a note there already is refused by the unique
+    constraint and ignored, as when two units race."""
     digest = cache_key(namespace=namespace, key=key)
-    if ProjectCacheUse.objects.filter(project_id=project_key, namespace=namespace, digest=digest).exists():
+    if (
+        not generated
+        and ProjectCacheUse.objects.filter(project_id=project_key, namespace=namespace, digest=digest).exists()
+    ):
         return
     try:
         with transaction.atomic():

@@ -9,13 +9,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import AsyncClient
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from memory_app.api.events import EVENTS_CHANNEL as STREAM_CHANNEL
 from memory_app.models import Event, WorkflowState
-from memory_app.services.events import EVENTS_CHANNEL, events_cleanup
+from memory_app.services.events import EVENTS_CHANNEL, event_panel_ready, events_cleanup
 from workflows import engine
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,6 +96,25 @@ def test_a_run_records_one_event_per_change_in_order(run_inline, user, project):
     assert last is not None
     assert last.data["status"] == "completed" and last.data["progress"]["percent"] == 100.0
     assert last.project_id == run.project_id
+
+
+def test_a_panel_ready_event_states_the_run_without_reading_its_data(run_inline, user, project):
+    run = start(run_inline, user)
+    run.refresh_from_db()
+
+    with CaptureQueriesContext(connection) as captured:
+        event = event_panel_ready(workflow_id=run.pk, index=2, blob="projects/k/images/w/panel_003.png")
+
+    assert event.kind == "panel.ready" and event.workflow_id == run.pk and event.project_id == run.project_id
+    assert event.data == {
+        "workflow_id": str(run.pk),
+        "status": "completed",
+        "current_step": run.current_step,
+        "step_index": run.step_index,
+        "panel": {"index": 2, "name": "panel_003.png", "blob": "projects/k/images/w/panel_003.png"},
+    }
+    (read,) = [query["sql"] for query in captured.captured_queries if query["sql"].startswith("SELECT")]
+    assert '"memory_app_workflowstate"."data"' not in read
 
 
 def test_a_failure_and_a_cancel_are_events(run_inline, user, project, tmp_path):

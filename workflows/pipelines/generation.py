@@ -54,7 +54,7 @@ def generation_cached(
         namespace=namespace, key=key, compute=compute, content_type=content_type, policy=policy
     )
     if project_key is not None and policy != "bypass":
-        project_cache_use_record(project_key=project_key, namespace=namespace, key=key)
+        project_cache_use_record(project_key=project_key, namespace=namespace, key=key, generated=bool(generated))
     return Generated(value=value, cached=not generated)
 
 

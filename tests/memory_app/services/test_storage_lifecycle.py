@@ -8,6 +8,8 @@ import datetime as dt
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from memory_app.models import (
@@ -151,6 +153,30 @@ def test_cache_entries_go_with_the_last_live_project_that_used_them(media, djang
     assert cache_get(namespace="images", key=own) is None
     assert cache_get(namespace="images", key=shared) == b"png-bytes"
     assert CacheEntry.objects.filter(namespace="images").count() == 1
+
+
+def test_the_use_of_a_value_just_generated_is_noted_without_looking_first(media):
+    project = ProjectFactory(id="k-1")
+    key = {"prompt": "p"}
+
+    with CaptureQueriesContext(connection) as generated:
+        project_cache_use_record(project_key=project.pk, namespace="images", key=key, generated=True)
+    with CaptureQueriesContext(connection) as again:
+        # Generated again (a refresh): the note is there already; the duplicate is refused and ignored.
+        project_cache_use_record(project_key=project.pk, namespace="images", key=key, generated=True)
+    with CaptureQueriesContext(connection) as read:
+        project_cache_use_record(project_key=project.pk, namespace="images", key=key)
+
+    def lookups(captured: CaptureQueriesContext) -> int:
+        return sum(
+            1
+            for query in captured.captured_queries
+            if query["sql"].startswith("SELECT") and "memory_app_projectcacheuse" in query["sql"]
+        )
+
+    assert ProjectCacheUse.objects.filter(project=project, namespace="images").count() == 1
+    assert (lookups(generated), lookups(again), lookups(read)) == (0, 0, 1)
+    assert len(read.captured_queries) == 1  # noted already: the lookup alone
 
 
 def test_an_entry_another_project_used_after_the_delete_is_kept(media):

@@ -9,7 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import ProviderError, RetryableProviderError
@@ -29,6 +29,9 @@ from workflows.providers.image import (
     OpenAIImages,
     PanelFigure,
     PanelRequest,
+    figure_positions,
+    letter,
+    lettering_layer,
     page_compose,
 )
 
@@ -446,9 +449,7 @@ CAPTION_FILL = (255, 250, 220)
 
 def lettered_request(**overrides) -> PanelRequest:
     return request(
-        caption="傍晚，河边。",
-        dialogue=(("小明", "好大的鱼！"), ("旁白", "鱼跑了。")),
-        **overrides,
+        **{"caption": "傍晚，河边。", "dialogue": (("小明", "好大的鱼！"), ("旁白", "鱼跑了。")), **overrides}
     )
 
 
@@ -469,6 +470,74 @@ def test_a_provider_s_panel_gets_the_caption_and_balloons_in_the_lettering_font(
         assert white > 1000  # the balloons
         assert set(picture.get_flattened_data()) == {(0, 0, 128)}  # lettering off: the picture as it came
     assert bare == panel_png()
+
+
+def noisy_png(size: tuple[int, int]) -> bytes:
+    output = io.BytesIO()
+    Image.merge("RGB", [Image.effect_noise(size, 90) for _ in range(3)]).save(output, format="PNG")
+    return output.getvalue()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"figures": (), "dialogue": (("旁白", "很久很久以前，有一条河。" * 4),)},
+        {"caption": "第三天，小明和老王一起走到河边，看见王伯坐在槐树下钓鱼，大家都笑了。gjpqy" * 2, "width": 384},
+        {
+            "dialogue": (("小明", "鱼！"), ("老王", "哈哈。" * 9), ("小明", "走吧")),
+            "figures": (PanelFigure("小明", RED_JACKET), PanelFigure("老王", RED_JACKET)),
+        },
+    ],
+)
+def test_the_lettering_layer_over_a_picture_gives_the_pixels_of_lettering_drawn_on_it(overrides):
+    lettered = lettered_request(**overrides)
+    picture = pixels(noisy_png((lettered.width, lettered.height)))
+
+    drawn = picture.copy()
+    letter(ImageDraw.Draw(drawn), lettered, figure_positions(len(lettered.figures), lettered.width))
+    layer = lettering_layer(lettered)
+    assert layer is not None
+    pasted = picture.copy()
+    pasted.paste(layer, (0, 0), layer)
+
+    assert ImageChops.difference(drawn, pasted).getbbox() is None
+    assert ImageChops.difference(drawn, picture).getbbox() is not None  # something was lettered
+    assert lettering_layer(lettered_request(lettering=False)) is None
+
+
+def test_a_lettered_panel_is_the_provider_s_picture_with_the_lettering_drawn_on_it(fake_openai, images_client):
+    answer = noisy_png((256, 256))
+    fake_openai.route(
+        "/v1/images/generations", lambda body: (200, {"data": [{"b64_json": base64.b64encode(answer).decode()}]})
+    )
+
+    png = images_client.generate(lettered_request())
+
+    expected = pixels(answer)
+    letter(ImageDraw.Draw(expected), lettered_request(), figure_positions(1, 256))
+    with Image.open(io.BytesIO(png)) as panel:
+        assert (panel.format, panel.mode, panel.size) == ("PNG", "RGB", (256, 256))
+        assert ImageChops.difference(panel.convert("RGB"), expected).getbbox() is None
+
+
+def test_a_damaged_answer_is_refused_when_the_panel_is_lettered_too(fake_openai, images_client):
+    damaged = bytearray(noisy_png((256, 256)))
+    damaged[len(damaged) // 2] ^= 0x01
+    answer = base64.b64encode(bytes(damaged)).decode()
+    fake_openai.route("/v1/images/generations", lambda body: (200, {"data": [{"b64_json": answer}]}))
+
+    with pytest.raises(ProviderError) as raised:
+        images_client.generate(lettered_request())
+
+    assert raised.value.message == "The image provider's answer is not an image."
+
+
+def test_a_provider_error_is_raised_as_it_was_when_the_panel_is_lettered(fake_openai, images_client):
+    fake_openai.route("/v1/images/generations", lambda body: (503, {"error": {"message": "busy"}}))
+
+    with pytest.raises(RetryableProviderError):
+        images_client.generate(lettered_request())
 
 
 def test_lettering_off_is_part_of_the_cache_key_and_on_keeps_the_old_key():
