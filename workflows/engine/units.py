@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, connection
 from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
@@ -350,6 +350,10 @@ class _Heartbeats:
         self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
         self._thread.start()
 
+    def alive(self) -> bool:
+        """Started in this process (a forked child has the object, not the thread) and still running."""
+        return self.pid == os.getpid() and self._thread.is_alive()
+
     def hold(self, unit: WorkflowUnit, *, interval: float) -> None:
         with self._lock:
             self._held[unit.pk] = (unit, interval, time.monotonic() + interval)
@@ -381,11 +385,14 @@ class _Heartbeats:
                 try:
                     if not workflow_unit_extend_lease(unit=unit):
                         self.release(unit)
-                except DatabaseError as exc:
+                except (DatabaseError, InterfaceError) as exc:
                     # A busy or unreachable database: try again at the next beat, the lease has a margin of two, on
                     # a new connection (a terminated one would fail every beat after).
                     logger.warning("could not extend the lease of unit %s: %s", unit.pk, exc)
                     database_connection_reset()
+                except Exception:
+                    # The thread beats for every unit of the process: whatever one beat meets, it goes on.
+                    logger.exception("could not extend the lease of unit %s", unit.pk)
             with self._lock:
                 idle = not self._held
             if idle:
@@ -398,9 +405,9 @@ _process_heartbeats: list[_Heartbeats] = []
 def _heartbeats() -> _Heartbeats:
     """This process's heartbeat thread, started on first use (in a pool process: after the fork, which keeps no
     thread of the parent)."""
-    if not _process_heartbeats or _process_heartbeats[0].pid != os.getpid():
+    if not _process_heartbeats or not _process_heartbeats[0].alive():
         with _heartbeats_start:
-            if not _process_heartbeats or _process_heartbeats[0].pid != os.getpid():
+            if not _process_heartbeats or not _process_heartbeats[0].alive():
                 _process_heartbeats[:] = [_Heartbeats()]
     return _process_heartbeats[0]
 
