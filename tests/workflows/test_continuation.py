@@ -15,7 +15,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from memory_app.models import Event, HistoryRecord, SearchEntry, UnitStatus, WorkflowState, WorkflowUnit
+from memory_app.models import (
+    Event,
+    HistoryRecord,
+    SearchEntry,
+    UnitStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WorkflowState,
+    WorkflowUnit,
+)
 from tests.workflows.pipelines import effects, effects_table_create
 from workflows import engine, tasks
 from workflows.engine import runner
@@ -352,6 +361,10 @@ def recorded(run: WorkflowState) -> dict[str, Any]:
             (unit.step, unit.step_index, unit.status, unit.attempts, unit.result, unit.error, unit.lease_owner != "")
             for unit in WorkflowUnit.objects.filter(workflow=run).order_by("step_index")
         ],
+        "webhooks": [
+            (delivery.event, {**delivery.body["data"], "workflow_id": None}, delivery.status)
+            for delivery in WebhookDelivery.objects.filter(body__data__workflow_id=str(run.pk)).order_by("id")
+        ],
     }
 
 
@@ -362,6 +375,8 @@ def test_one_statement_records_what_the_transaction_of_ten_records(
     # Few snapshots kept: the one statement's run goes through the trimming as the transaction's does (its snapshots
     # are all on its branch: none goes).
     limit(settings, max_state_history=4, keep_state_history=2, **({} if continued else {"max_continued_steps": 0}))
+    monkeypatch.setattr("memory_app.services.webhooks._send_on_commit", lambda delivery_id: None)
+    WebhookEndpoint.objects.create(owner=user, url="https://hooks.example.com/in", events=["workflow.completed"])
     one = start(user, "plain_steps")
     deliver_all(sent, 0)
 
@@ -374,6 +389,7 @@ def test_one_statement_records_what_the_transaction_of_ten_records(
         {"step": step, "input_size": 10, "output_size": 5, "compression_ratio": 0.5} for step in ("plain0", "plain1")
     ]
     assert recorded(one)["run"][1]["api_key"] != "sk-secret"
+    assert [event for event, _, _ in recorded(one)["webhooks"]] == ["workflow.completed"]
 
 
 def test_a_step_whose_claim_was_taken_over_records_nothing(sent, user, project, monkeypatch):

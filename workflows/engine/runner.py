@@ -239,32 +239,34 @@ def _record(
 
 
 def _advances(unit: WorkflowUnit, step: Step | FanOutStep) -> bool:
-    """Whether the step is recorded and the next begun by ``workflow_step_advance`` (one statement): a plain step
-    whose run goes on to a plain step (not the last step, no pause after it), on PostgreSQL, outside a caller's
-    transaction. The run is the one this process holds: read with the claim, or as the previous step left it; the
-    statement itself checks that it is still in progress on the unit's step key."""
+    """Whether the step is recorded and the next begun (or the run completed) by ``workflow_step_advance``, one
+    statement: a plain step whose run goes on to a plain step (no pause after it) or completes, on PostgreSQL,
+    outside a caller's transaction. The run is the one this process holds: read with the claim, or as the previous
+    step left it; the statement itself checks that it is still in progress on the unit's step key."""
     run = unit.workflow
     next_index = unit.step_index + 1
-    return (
-        isinstance(step, Step)
-        and next_index < len(run.steps)
-        and run.status == WorkflowStatus.IN_PROGRESS
-        and step.name not in (run.preferences.get("pause_after") or [])
-        and not connection.in_atomic_block
-        and workflow_step_advance_supported()
-        and isinstance(workflow_type_get(run.workflow_type).steps[next_index], Step)
+    if not isinstance(step, Step) or run.status != WorkflowStatus.IN_PROGRESS or connection.in_atomic_block:
+        return False
+    if not workflow_step_advance_supported():
+        return False
+    if next_index >= len(run.steps):
+        return True
+    return step.name not in (run.preferences.get("pause_after") or []) and isinstance(
+        workflow_type_get(run.workflow_type).steps[next_index], Step
     )
 
 
 def _advance(
     unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, result: Any, continuation: Continuation | None
 ) -> tuple[dict[str, Any], WorkflowUnit | None]:
-    """Record the plain step and begin the next in one statement: its own transaction, or, with the step's
-    ``commit`` effects, the transaction they share with it (the statement first: its lock, its checks)."""
+    """Record the plain step and begin the next (or complete the run) in one statement: its own transaction, or the
+    transaction it shares with the step's ``commit`` effects and, when the run completes, the start of the owner's
+    queued runs (the statement first: its lock, its checks)."""
     run = unit.workflow
     data = dict(result)
     entries = data.pop(COMPRESSION_HISTORY_KEY, None) or []
-    next_unit = workflow_unit_next(workflow=run, continuation=continuation)
+    completes = unit.step_index + 1 >= len(run.steps)
+    next_unit = None if completes else workflow_unit_next(workflow=run, continuation=continuation)
     arguments = {
         "workflow": run,
         "unit": unit,
@@ -273,16 +275,21 @@ def _advance(
         "compression_entries": list(entries),
         "next_unit": next_unit,
     }
-    if step.commit is None:
+    if step.commit is None and not completes:
         advanced = workflow_step_advance(**arguments)
     else:
         with transaction.atomic():
             advanced = workflow_step_advance(**arguments)
-            if advanced:
+            if advanced and step.commit is not None:
                 step.commit(replace(context, project=run.project, owner=run.owner), result)
+            if advanced and completes:
+                # Completed: the owner's next queued run takes its place.
+                queued_runs_start(run.owner_id)
     if not advanced:
         # Cancelled or restored meanwhile, or our lease expired and another worker took the unit over.
         return {"unit": unit.pk, "outcome": "skipped"}, None
+    if next_unit is None:
+        return {"unit": unit.pk, "outcome": "done"}, None
     if continuation is not None:
         return {"unit": unit.pk, "outcome": "done"}, next_unit
     units_send_on_commit([next_unit])

@@ -8,8 +8,9 @@ The statement locks the run's row first (``FOR UPDATE``, as ``workflow_lock_runn
 cancel or a restore the same way) and writes only if the run is still in progress on the unit's step key and the
 unit is still held by the caller's claim; otherwise it writes nothing and the step is stale.
 
-Only the common move takes this path (the engine decides): a plain step, neither the last nor paused after, whose
-next step is a plain step. Completion, pauses, fan-outs and SQLite go through ``workflow_step_complete``.
+Only the common moves take this path (the engine decides): a plain step, not paused after, whose next step is a
+plain step, or that is the run's last (the run completes). Pauses, fan-outs and SQLite go through
+``workflow_step_complete``.
 """
 
 # The statement is built from names in the models' metadata; every value in it is a parameter.
@@ -18,6 +19,7 @@ next step is a plain step. Completion, pauses, fan-outs and SQLite go through ``
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +42,7 @@ from memory_app.services.events import event_build, event_wake_on_commit
 from memory_app.services.history import history_record_build
 from memory_app.services.search import history_entry_build
 from memory_app.services.search_vectors import search_embed_enqueue
+from memory_app.services.webhooks import webhook_dispatch
 from memory_app.services.workflow.runs import (
     _describe_step,
     _lock,
@@ -47,6 +50,7 @@ from memory_app.services.workflow.runs import (
     workflow_progress,
     workflow_snapshots_trim,
 )
+from memory_app.services.workflow.transitions import _run_payload
 
 
 @functools.cache
@@ -70,63 +74,89 @@ def workflow_step_advance(
     result: dict[str, Any],
     data: dict[str, Any],
     compression_entries: Sequence[dict[str, Any]],
-    next_unit: WorkflowUnit,
+    next_unit: WorkflowUnit | None,
 ) -> bool:
     """Mark ``unit`` (the run's one unit of its current plain step, held by its claim token) done with ``result``,
-    save ``data`` as the step's output with its snapshot, event and history record, move the run to its next step
-    under ``next_unit.step_key``, and insert ``next_unit`` (built by the engine, unsaved: claimed by a continuing
-    worker, or pending for a message), all in one statement. False, with nothing written, when the work is stale
-    (the run is no longer in progress on the unit's step key, or the unit's claim is gone).
+    save ``data`` as the step's output with its snapshot, event and history record, and move the run to its next
+    step under ``next_unit.step_key``, inserting ``next_unit`` (built by the engine, unsaved: claimed by a continuing
+    worker, or pending for a message), all in one statement. ``next_unit`` None: the step is the run's last, and the
+    run completes as ``workflow_step_complete`` completes it (its ``completed`` snapshot, event and record with
+    them, then the ``workflow.completed`` webhook): call that inside the transaction the caller commits it in.
 
-    ``workflow`` (as the caller holds it: ``project`` and ``owner`` loaded) is updated in place as
-    ``workflow_step_complete`` updates it; ``next_unit`` gets its key. Call on PostgreSQL only
+    False, with nothing written, when the work is stale (the run is no longer in progress on the unit's step key,
+    or the unit's claim is gone). ``workflow`` (as the caller holds it: ``project`` and ``owner`` loaded) is updated
+    in place as ``workflow_step_complete`` updates it; ``next_unit`` gets its key. Call on PostgreSQL only
     (``workflow_step_advance_supported``), outside a transaction or in one with no savepoint to protect.
     """
     finished_step = workflow.current_step
     next_index = workflow.step_index + 1
-    if next_index >= len(workflow.steps) or workflow.status != WorkflowStatus.IN_PROGRESS:
-        raise ValueError("workflow_step_advance moves an in-progress run to a next step; use workflow_step_complete")
+    completes = next_unit is None
+    if workflow.status != WorkflowStatus.IN_PROGRESS or completes != (next_index >= len(workflow.steps)):
+        raise ValueError("workflow_step_advance moves an in-progress run to its next step, or completes it")
     now = timezone.now()
     data = clean_data(data)
     entries = clean_data({"e": list(compression_entries)})["e"]
     progress = workflow_progress(
         steps=workflow.steps, step_index=next_index, description=_describe_step(workflow.steps, next_index)
     )
-    next_step = workflow.steps[next_index]
-    step_key = next_unit.step_key
-    # What the run becomes, as ``workflow_step_complete`` writes it: its event and snapshot describe it.
-    after = {
-        "status": str(WorkflowStatus.IN_PROGRESS),
-        "current_step": next_step,
-        "step_index": next_index,
-        "progress": progress,
-    }
-    snapshot = WorkflowSnapshot(
-        workflow=workflow,
-        sequence=0,  # set by the statement: the run's last + 1
-        event=SnapshotEvent.STEP_COMPLETED.value,
-        step=finished_step,
-        step_index=next_index,
-        status=WorkflowStatus.IN_PROGRESS,
-        data=data,
-        progress=progress,
-        error=None,
-    )
-    event = event_build(
-        kind=EventKind.STEP_COMPLETED,
-        project=workflow.project,
-        workflow=workflow,
-        data={"workflow_id": str(workflow.pk), **after, "step": finished_step},
-    )
-    record = history_record_build(
-        project=workflow.project,
-        action=HistoryAction.WORKFLOW_STEP_COMPLETED,
-        user=workflow.owner,
-        workflow_id=workflow.pk,
-        summary=f"Workflow step {finished_step} completed.",
-        details={"step": finished_step, "step_index": next_index - 1},
-    )
-    index_row = history_entry_build(record, owner_id=workflow.project.owner_id)
+    status = WorkflowStatus.COMPLETED if completes else WorkflowStatus.IN_PROGRESS
+    next_step = "" if next_unit is None else workflow.steps[next_index]
+    step_key = uuid.uuid4() if next_unit is None else next_unit.step_key
+    # What the run becomes, as ``workflow_step_complete`` writes it: its events and snapshots describe it.
+    after = {"status": str(status), "current_step": next_step, "step_index": next_index, "progress": progress}
+    snapshots = [
+        WorkflowSnapshot(
+            workflow=workflow,
+            sequence=0,  # set by the statement: the run's last + 1, + 2
+            event=event.value,
+            step=finished_step,
+            step_index=next_index,
+            status=status,
+            data=data,
+            progress=progress,
+            error=None,
+        )
+        for event in (
+            [SnapshotEvent.STEP_COMPLETED, SnapshotEvent.COMPLETED] if completes else [SnapshotEvent.STEP_COMPLETED]
+        )
+    ]
+    events = [
+        event_build(
+            kind=EventKind.STEP_COMPLETED,
+            project=workflow.project,
+            workflow=workflow,
+            data={"workflow_id": str(workflow.pk), **after, "step": finished_step},
+        )
+    ]
+    records = [
+        history_record_build(
+            project=workflow.project,
+            action=HistoryAction.WORKFLOW_STEP_COMPLETED,
+            user=workflow.owner,
+            workflow_id=workflow.pk,
+            summary=f"Workflow step {finished_step} completed.",
+            details={"step": finished_step, "step_index": next_index - 1},
+        )
+    ]
+    if completes:
+        events.append(
+            event_build(
+                kind=EventKind.WORKFLOW_COMPLETED,
+                project=workflow.project,
+                workflow=workflow,
+                data={"workflow_id": str(workflow.pk), **after},
+            )
+        )
+        records.append(
+            history_record_build(
+                project=workflow.project,
+                action=HistoryAction.WORKFLOW_COMPLETED,
+                user=workflow.owner,
+                workflow_id=workflow.pk,
+                details={"workflow_type": workflow.workflow_type, "steps": len(workflow.steps)},
+            )
+        )
+    index_rows = [history_entry_build(record, owner_id=workflow.project.owner_id) for record in records]
 
     # Names come from the models' metadata, every value is a parameter.
     quote = connection.ops.quote_name
@@ -160,9 +190,10 @@ def workflow_step_advance(
         )
 
     after_done = "WHERE EXISTS (SELECT 1 FROM done)"
+    head = f"snapshot{len(snapshots) - 1}"
     # The run's row is locked first (every other CTE reads ``done``, which reads ``run``), as every writer of a run
     # locks it first: a cancel or restore waiting for it, or holding it, is ordered against this step, never
-    # deadlocked with it. The snapshot sequence is the run's last + 1 (the run's lock orders appends).
+    # deadlocked with it. The snapshots' sequences follow the run's last (the run's lock orders appends).
     ctes = {
         "run": (
             f"SELECT head_id FROM {run_table} WHERE workflow_id = {value(WorkflowState, 'workflow_id', workflow.pk)} "
@@ -184,69 +215,82 @@ def workflow_step_advance(
             "SELECT COALESCE(MAX(sequence), 0) AS last, COUNT(*) AS count "
             f"FROM {snapshot_table} WHERE workflow_id = {value(WorkflowSnapshot, 'workflow', workflow.pk)}"
         ),
-        "snapshot": insert(
-            snapshot,
-            computed={"sequence": "tally.last + 1", "parent_id": "(SELECT head_id FROM run)"},
-            source=f"FROM tally {after_done}",
-        ),
-        "advanced": (
-            f"UPDATE {run_table} SET error = NULL, stuck_since = NULL, head_id = (SELECT id FROM snapshot), "
-            "compression_history = compression_history || "
-            f"{value(WorkflowState, 'compression_history', entries)}, "
-            + assign(
-                WorkflowState,
-                {
-                    "data": data,
-                    "step_index": next_index,
-                    "current_step": next_step,
-                    "step_key": step_key,
-                    "progress": progress,
-                    "updated_at": now,
-                },
-            )
-            + f" WHERE workflow_id = {value(WorkflowState, 'workflow_id', workflow.pk)} "
-            "AND EXISTS (SELECT 1 FROM snapshot) RETURNING 1"
-        ),
-        "event": insert(event, computed={}, source=after_done),
-        "record": insert(record, computed={}, source=after_done),
-        "indexed": insert(index_row, computed={"history_id": "record.id"}, source="FROM record"),
-        "unit": insert(next_unit, computed={}, source=after_done),
     }
+    for number, snapshot in enumerate(snapshots):
+        parent = "(SELECT head_id FROM run)" if number == 0 else f"(SELECT id FROM snapshot{number - 1})"
+        ctes[f"snapshot{number}"] = insert(
+            snapshot,
+            computed={"sequence": f"tally.last + {number + 1}", "parent_id": parent},
+            source=f"FROM tally {after_done}",
+        )
+    ctes["advanced"] = (
+        f"UPDATE {run_table} SET error = NULL, stuck_since = NULL, head_id = (SELECT id FROM {head}), "
+        f"compression_history = compression_history || {value(WorkflowState, 'compression_history', entries)}, "
+        + assign(
+            WorkflowState,
+            {
+                "data": data,
+                "status": status,
+                "step_index": next_index,
+                "current_step": next_step,
+                "step_key": step_key,
+                "progress": progress,
+                "updated_at": now,
+            },
+        )
+        + f" WHERE workflow_id = {value(WorkflowState, 'workflow_id', workflow.pk)} "
+        f"AND EXISTS (SELECT 1 FROM {head}) RETURNING 1"
+    )
+    for number, (event, record, index_row) in enumerate(zip(events, records, index_rows, strict=True)):
+        # Each event and record after the one before it (their ids are their order: a stream reads events by id).
+        after_previous = after_done if number == 0 else f"WHERE EXISTS (SELECT 1 FROM event{number - 1})"
+        ctes[f"event{number}"] = insert(event, computed={}, source=after_previous)
+        after_previous = after_done if number == 0 else f"WHERE EXISTS (SELECT 1 FROM record{number - 1})"
+        ctes[f"record{number}"] = insert(record, computed={}, source=after_previous)
+        ctes[f"indexed{number}"] = insert(
+            index_row, computed={"history_id": f"record{number}.id"}, source=f"FROM record{number}"
+        )
+    if next_unit is not None:
+        ctes["unit"] = insert(next_unit, computed={}, source=after_done)
     # ``done`` is read first: the first CTE to run takes the run's lock.
+    returned = ["done", head, "tally", "advanced", *(f"indexed{number}" for number in range(len(records)))]
+    returned += ["unit"] if next_unit is not None else []
+    columns = {"tally": "count", "advanced": "count(*)"}
     sql = (
         "WITH "
         + ", ".join(f"{name} AS ({body})" for name, body in ctes.items())
-        + " SELECT (SELECT id FROM done), (SELECT id FROM snapshot), (SELECT count FROM tally),"
-        " (SELECT id FROM record), (SELECT id FROM indexed), (SELECT id FROM event), (SELECT id FROM unit),"
-        " (SELECT count(*) FROM advanced)"
+        + " SELECT "
+        + ", ".join(f"(SELECT {columns.get(name, 'id')} FROM {name})" for name in returned)
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-    done_id, snapshot_id, snapshot_count, record_id, index_id, event_id, unit_id, advanced = row
-    if done_id is None:
+        row = dict(zip(returned, cursor.fetchone(), strict=True))
+    if row["done"] is None:
         return False
-    if advanced != 1:
+    if row["advanced"] != 1:
         # The statement locked the run on this step key, so it cannot have missed it.
         raise RuntimeError(f"workflow {workflow.pk}: the step was recorded but the run did not advance")
     # As ``_compare_and_set`` leaves the run it wrote.
     workflow.data = data
+    workflow.status = status
     workflow.step_index = next_index
     workflow.current_step = next_step
     workflow.step_key = step_key
     workflow.progress = progress
     workflow.error = None
     workflow.compression_history = [*workflow.compression_history, *entries]
-    workflow.head_id = snapshot_id
+    workflow.head_id = row[head]
     workflow.updated_at = now
     workflow.stuck_since = None
-    record.pk, event.pk, index_row.pk = record_id, event_id, index_id
-    next_unit.pk = unit_id
-    next_unit._state.adding = False
+    if next_unit is not None:
+        next_unit.pk = row["unit"]
+        next_unit._state.adding = False
     event_wake_on_commit(project_key=str(workflow.project_id))
-    search_embed_enqueue([index_id])
-    if snapshot_count + 1 > settings.MEMORY.workflow.max_state_history:
+    search_embed_enqueue([row[f"indexed{number}"] for number in range(len(records))])
+    if row["tally"] + len(snapshots) > settings.MEMORY.workflow.max_state_history:
         # The run holds more snapshots than kept: trim as ``workflow_step_complete`` does, under the run's lock.
         with transaction.atomic():
             workflow_snapshots_trim(workflow=_lock(workflow))
+    if completes:
+        webhook_dispatch(event="workflow.completed", project=workflow.project, payload=_run_payload(workflow))
     return True
