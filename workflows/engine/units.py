@@ -347,6 +347,8 @@ class _Heartbeats:
         self._lock = threading.Condition()
         # unit id: (the unit as claimed, its interval, when its next beat is due)
         self._held: dict[int, tuple[WorkflowUnit, float, float]] = {}
+        # Whether the thread may hold a database connection (it beat since it last closed it).
+        self._connected = False
         self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
         self._thread.start()
 
@@ -364,17 +366,24 @@ class _Heartbeats:
             held = self._held.get(unit.pk)
             if held is not None and held[0] is unit:
                 del self._held[unit.pk]
+                # The last unit released: the thread wakes to close its connection.
+                self._lock.notify()
 
     def _due(self) -> list[WorkflowUnit]:
-        """Wait until a beat is due; the units whose beat it is (their next one scheduled)."""
+        """Wait until a beat is due; the units whose beat it is (their next one scheduled). None held and a
+        connection open: none, at once, so the thread closes it."""
         with self._lock:
             while True:
+                if not self._held and self._connected:
+                    self._connected = False
+                    return []
                 now = time.monotonic()
                 due = [unit for unit, _, at in self._held.values() if at <= now]
                 if due:
                     for unit in due:
                         _, interval, _ = self._held[unit.pk]
                         self._held[unit.pk] = (unit, interval, now + interval)
+                    self._connected = True
                     return due
                 next_at = min((at for _, _, at in self._held.values()), default=None)
                 self._lock.wait(None if next_at is None else next_at - now)
@@ -397,6 +406,8 @@ class _Heartbeats:
                 idle = not self._held
             if idle:
                 connection.close()
+                with self._lock:
+                    self._connected = False
 
 
 _process_heartbeats: list[_Heartbeats] = []
