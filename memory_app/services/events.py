@@ -33,12 +33,25 @@ def event_record(
     *, kind: EventKind | str, project: Project, data: dict[str, Any], workflow: WorkflowState | None = None
 ) -> Event:
     """One event, in the caller's transaction; its wake-up is published after that commits (never on rollback)."""
-    event = Event.objects.create(project=project, workflow=workflow, kind=str(kind), data=redact(data) if data else {})
+    event = event_build(kind=kind, project=project, data=data, workflow=workflow)
+    event.save(force_insert=True)
+    event_wake_on_commit(project_key=str(project.pk))
+    return event
+
+
+def event_build(
+    *, kind: EventKind | str, project: Project, data: dict[str, Any], workflow: WorkflowState | None = None
+) -> Event:
+    """The event ``event_record`` writes, redacted but not saved: for a caller that inserts it in a statement of its
+    own (the engine's step, ``workflow_step_advance``) and then calls ``event_wake_on_commit``."""
+    return Event(project=project, workflow=workflow, kind=str(kind), data=redact(data) if data else {})
+
+
+def event_wake_on_commit(*, project_key: str) -> None:
+    """Publish the wake-up of ``project_key``'s streams once the caller's transaction commits."""
     if settings.REDIS_URL:
         # Without Redis there is nothing to publish: streams poll the table (memory_app/api/events.py).
-        project_key = str(project.pk)
         transaction.on_commit(lambda: event_wake(project_key=project_key))
-    return event
 
 
 def event_panel_ready(*, workflow_id: Any, index: int, blob: str) -> Event:

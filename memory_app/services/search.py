@@ -150,11 +150,12 @@ def history_entries_build(records: Sequence[HistoryRecord]) -> list[SearchEntry]
         owner_id = owners.get(record.project_id) if record.project_id is not None else record.user_id
         if owner_id is None:
             continue
-        entries.append(_history_entry(record, owner_id=owner_id))
+        entries.append(history_entry_build(record, owner_id=owner_id))
     return entries
 
 
-def _history_entry(record: HistoryRecord, *, owner_id: int) -> SearchEntry:
+def history_entry_build(record: HistoryRecord, *, owner_id: int) -> SearchEntry:
+    """The index row of one record (saved or about to be: its key is set by whoever inserts it)."""
     return search_entry_build(
         kind=SearchKind.HISTORY,
         object_id=record.pk,
@@ -176,7 +177,7 @@ def search_index_history(*, record: HistoryRecord, owner_id: int | None) -> None
     owner_id = owner_id if owner_id is not None else record.user_id
     if owner_id is None:
         return
-    search_entries_insert([_history_entry(record, owner_id=owner_id)])
+    search_entries_insert([history_entry_build(record, owner_id=owner_id)])
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -158,3 +158,25 @@ TEN_STEPS = workflow_type_register(
         steps=tuple(Step(f"tick{index}", tick, commit=record_effect) for index in range(10)),
     )
 )
+
+
+def tick_compressing(context: StepContext) -> dict[str, Any]:
+    """``tick``, with a ``compression_history`` entry for the run and a secret the engine must redact."""
+    data = tick(context)
+    entry = {"step": context.step, "input_size": 10, "output_size": 5, "compression_ratio": 0.5}
+    return {**data, "api_key": "sk-secret", "_compression_history": [entry]}
+
+
+# Four plain steps without effects, the first two adding compression entries: what the engine records for steps
+# that write nothing of their own (the continued step's statements, both ways of recording it side by side).
+workflow_type_register(
+    WorkflowType(
+        name="plain_steps",
+        steps=(
+            Step("plain0", tick_compressing),
+            Step("plain1", tick_compressing),
+            Step("plain2", tick),
+            Step("plain3", tick),
+        ),
+    )
+)

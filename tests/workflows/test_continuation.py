@@ -6,6 +6,8 @@ transaction the engine never continues."""
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from typing import Any
 
 import pytest
@@ -13,7 +15,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from memory_app.models import HistoryRecord, UnitStatus, WorkflowState, WorkflowUnit
+from memory_app.models import (
+    Event,
+    HistoryRecord,
+    SearchEntry,
+    UnitStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WorkflowState,
+    WorkflowUnit,
+)
 from tests.workflows.pipelines import effects, effects_table_create
 from workflows import engine, tasks
 from workflows.engine import runner
@@ -239,10 +250,14 @@ def statements(captured: CaptureQueriesContext) -> int:
 
 def test_a_continued_step_costs_two_statements_fewer_than_a_delivered_one(sent, user, project, settings):
     # Outside any transaction, as in a worker: a delivered step claims (UPDATE) and reads its unit with the run,
-    # project and owner (SELECT), then records in one transaction: lock the run, mark the unit done, the step's
-    # effect, the snapshot sequence and count, the snapshot, the run's compare-and-set, the step's live event, the
-    # history record and its search index row, the next step's unit. A continued step's unit was created claimed
-    # by that last INSERT, with the run it runs on in hand: no claim, no read.
+    # project and owner (SELECT), then records. On PostgreSQL the record is one statement (``workflow_step_advance``:
+    # lock the run, mark the unit done, the snapshot, the run's compare-and-set, the step's live event, the history
+    # record and its search index row, the next step's unit), with the step's effect beside it in its transaction.
+    # On SQLite it is a transaction of ten: lock the run, mark the unit done, the step's effect, the snapshot sequence
+    # and count, the snapshot, the run's compare-and-set, the event, the history record, its index row, the next
+    # step's unit. A continued step's unit was created claimed by that last INSERT, with the run it runs on in hand:
+    # no claim, no read.
+    record = 1 + 1 if connection.vendor == "postgresql" else 10
     start(user, "three_steps")
     with CaptureQueriesContext(connection) as continued:
         assert deliver(sent[0])["continued"] == 2
@@ -255,8 +270,8 @@ def test_a_continued_step_costs_two_statements_fewer_than_a_delivered_one(sent, 
             assert "continued" not in deliver(sent[1 + len(delivered)])
         delivered.append(statements(captured))
 
-    assert delivered[:2] == [2 + 10, 2 + 10]
-    assert statements(continued) == (2 + 10) + 10 + (delivered[2] - 2)
+    assert delivered[:2] == [2 + record, 2 + record]
+    assert statements(continued) == (2 + record) + record + (delivered[2] - 2)
 
 
 def test_the_message_given_back_by_a_process_dead_in_a_continued_step_is_sent_again_for_that_step(
@@ -287,3 +302,110 @@ def test_the_message_given_back_by_a_process_dead_in_a_continued_step_is_sent_ag
     run.refresh_from_db()
     assert (run.status, run.data["ticks"]) == ("completed", TICKS)
     assert effects(str(run.pk)) == sorted(f"{run.pk}:{step}:0" for step in TICKS)
+
+
+def test_a_continued_plain_step_is_recorded_in_one_statement_on_postgresql(sent, user, project, monkeypatch):
+    # Between the start of one step and the start of the next: the first step's record and the next step's claim.
+    # On PostgreSQL one statement, its own transaction (``workflow_step_advance``); on SQLite the transaction of
+    # nine (lock the run, mark the unit done, the snapshot sequence and count, the snapshot, the run's
+    # compare-and-set, the event, the history record, its index row, the next step's unit).
+    marks: list[int] = []
+
+    class Heartbeat(engine.LeaseHeartbeat):
+        def __enter__(self) -> engine.LeaseHeartbeat:
+            marks.append(statements(captured))
+            return super().__enter__()
+
+    monkeypatch.setattr(runner, "LeaseHeartbeat", Heartbeat)
+    run = start(user, "plain_steps")
+    with CaptureQueriesContext(connection) as captured:
+        assert deliver(sent[0])["continued"] == 3
+
+    per_step = [after - before for before, after in itertools.pairwise(marks)]
+    assert per_step == ([1, 1, 1] if connection.vendor == "postgresql" else [9, 9, 9])
+    run.refresh_from_db()
+    assert (run.status, run.data["ticks"]) == ("completed", ["plain0", "plain1", "plain2", "plain3"])
+
+
+def deliver_all(sent: list[tuple[int, str]], first: int) -> None:
+    """Deliver the messages from ``first`` on, each step's message as it is sent."""
+    while first < len(sent):
+        deliver(sent[first])
+        first += 1
+
+
+def recorded(run: WorkflowState) -> dict[str, Any]:
+    """Everything a run's steps committed, without what differs from run to run (keys, times, ids)."""
+    run.refresh_from_db()
+    sequences = dict(run.snapshots.values_list("id", "sequence"))
+    history = HistoryRecord.objects.filter(workflow_id=run.pk).order_by("id")
+    return {
+        "run": (run.status, run.data, run.step_index, run.current_step, run.progress, run.compression_history),
+        "head": sequences[run.head_id],
+        "snapshots": [
+            (s.sequence, sequences.get(s.parent_id), s.event, s.step, s.step_index, s.status, s.data, s.progress)
+            for s in run.snapshots.order_by("sequence")
+        ],
+        "events": [
+            (event.kind, {**event.data, "workflow_id": None})
+            for event in Event.objects.filter(workflow=run).order_by("id")
+        ],
+        "history": [
+            (record.action, record.summary, record.details, record.user_id, record.project_id) for record in history
+        ],
+        "index": [
+            (entry.kind, entry.owner_id, entry.project_id, entry.text, entry.tokens, entry.text_hash)
+            for entry in SearchEntry.objects.filter(history__in=history).order_by("history_id")
+        ],
+        "units": [
+            (unit.step, unit.step_index, unit.status, unit.attempts, unit.result, unit.error, unit.lease_owner != "")
+            for unit in WorkflowUnit.objects.filter(workflow=run).order_by("step_index")
+        ],
+        "webhooks": [
+            (delivery.event, {**delivery.body["data"], "workflow_id": None}, delivery.status)
+            for delivery in WebhookDelivery.objects.filter(body__data__workflow_id=str(run.pk)).order_by("id")
+        ],
+    }
+
+
+@pytest.mark.parametrize("continued", [True, False])
+def test_one_statement_records_what_the_transaction_of_ten_records(
+    sent, user, project, settings, monkeypatch, continued
+):
+    # Few snapshots kept: the one statement's run goes through the trimming as the transaction's does (its snapshots
+    # are all on its branch: none goes).
+    limit(settings, max_state_history=4, keep_state_history=2, **({} if continued else {"max_continued_steps": 0}))
+    monkeypatch.setattr("memory_app.services.webhooks._send_on_commit", lambda delivery_id: None)
+    WebhookEndpoint.objects.create(owner=user, url="https://hooks.example.com/in", events=["workflow.completed"])
+    one = start(user, "plain_steps")
+    deliver_all(sent, 0)
+
+    monkeypatch.setattr(runner, "workflow_step_advance_supported", lambda: False)
+    ten = start(user, "plain_steps")
+    deliver_all(sent, len(sent) - 1)
+
+    assert recorded(one) == recorded(ten)
+    assert recorded(one)["run"][5] == [
+        {"step": step, "input_size": 10, "output_size": 5, "compression_ratio": 0.5} for step in ("plain0", "plain1")
+    ]
+    assert recorded(one)["run"][1]["api_key"] != "sk-secret"
+    assert [event for event, _, _ in recorded(one)["webhooks"]] == ["workflow.completed"]
+
+
+def test_a_step_whose_claim_was_taken_over_records_nothing(sent, user, project, monkeypatch):
+    # While the step runs, its lease ends and another worker claims the unit (a new claim token): the step's result
+    # is not recorded, the run stays on that step for the unit's new holder.
+    def take_over(unit: WorkflowUnit) -> None:
+        WorkflowUnit.objects.filter(pk=unit.pk).update(claim_token=uuid.uuid4(), attempts=2)
+
+    at_step(monkeypatch, "plain2", take_over)
+    run = start(user, "plain_steps")
+
+    outcome = deliver(sent[0])
+
+    assert (outcome["outcome"], outcome["continued"]) == ("skipped", 2)
+    run.refresh_from_db()
+    assert (run.status, run.current_step, run.data["ticks"]) == ("in_progress", "plain2", ["plain0", "plain1"])
+    assert actions(run) == ["workflow_started"] + ["workflow_step_completed"] * 2
+    assert [status for _, status, _, _ in units(run)] == ["done", "done", "running"]
+    assert run.snapshots.count() == 3

@@ -12,19 +12,26 @@ from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from memory_app.errors import ProviderError
 from memory_app.instruments import step_observe, unit_running
 from memory_app.logging import workflow_log_context
 from memory_app.models import WorkflowState, WorkflowStatus, WorkflowUnit
 from memory_app.redaction import redact
-from memory_app.services.workflow import workflow_fail, workflow_fan_out_progress, workflow_lock_running
+from memory_app.services.workflow import (
+    workflow_fail,
+    workflow_fan_out_progress,
+    workflow_lock_running,
+    workflow_step_advance,
+    workflow_step_advance_supported,
+)
 from workflows.engine.dispatch import (
     queued_runs_start,
     step_finish,
     unit_send_again_on_commit,
     units_resend_on_commit,
+    units_send_on_commit,
 )
 from workflows.engine.retries import (
     DATABASE_CONNECTION_ERRORS,
@@ -33,7 +40,14 @@ from workflows.engine.retries import (
     max_countdown,
     retry_delay,
 )
-from workflows.engine.steps import CACHE_POLICY, FanOutStep, Step, StepContext, workflow_type_get
+from workflows.engine.steps import (
+    CACHE_POLICY,
+    COMPRESSION_HISTORY_KEY,
+    FanOutStep,
+    Step,
+    StepContext,
+    workflow_type_get,
+)
 from workflows.engine.units import (
     Continuation,
     LeaseHeartbeat,
@@ -41,6 +55,7 @@ from workflows.engine.units import (
     workflow_unit_claim,
     workflow_unit_complete,
     workflow_unit_held_for,
+    workflow_unit_next,
     workflow_unit_results,
     workflow_unit_schedule_retry,
 )
@@ -188,6 +203,13 @@ def _record(
     unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, result: Any, continuation: Continuation | None
 ) -> tuple[dict[str, Any], WorkflowUnit | None]:
     done = {"unit": unit.pk, "outcome": "done"}
+    if _advances(unit, step):
+        try:
+            return _advance(unit, step, context, result, continuation)
+        except IntegrityError:
+            # The one statement wrote nothing (it is its own transaction, or the rolled-back block's): record the
+            # step the general way, which reads what the statement assumed and decides again.
+            logger.warning("unit %s: recording in one statement failed, recording again", unit.pk, exc_info=True)
     with transaction.atomic():
         # Checked again after the step ran: a cancel or restore in the meantime discards this result. A sibling's
         # failure does not: the work is done, so it is kept and a resume will not redo it.
@@ -214,6 +236,64 @@ def _record(
     # Committed: the step's records, and the next step's unit claimed by this process under a lease. If the process
     # dies from here on, recovery finds that lease expired and sends the unit to another worker.
     return done, following
+
+
+def _advances(unit: WorkflowUnit, step: Step | FanOutStep) -> bool:
+    """Whether the step is recorded and the next begun (or the run completed) by ``workflow_step_advance``, one
+    statement: a plain step whose run goes on to a plain step (no pause after it) or completes, on PostgreSQL,
+    outside a caller's transaction. The run is the one this process holds: read with the claim, or as the previous
+    step left it; the statement itself checks that it is still in progress on the unit's step key."""
+    run = unit.workflow
+    next_index = unit.step_index + 1
+    if not isinstance(step, Step) or run.status != WorkflowStatus.IN_PROGRESS or connection.in_atomic_block:
+        return False
+    if not workflow_step_advance_supported():
+        return False
+    if next_index >= len(run.steps):
+        return True
+    return step.name not in (run.preferences.get("pause_after") or []) and isinstance(
+        workflow_type_get(run.workflow_type).steps[next_index], Step
+    )
+
+
+def _advance(
+    unit: WorkflowUnit, step: Step | FanOutStep, context: StepContext, result: Any, continuation: Continuation | None
+) -> tuple[dict[str, Any], WorkflowUnit | None]:
+    """Record the plain step and begin the next (or complete the run) in one statement: its own transaction, or the
+    transaction it shares with the step's ``commit`` effects and, when the run completes, the start of the owner's
+    queued runs (the statement first: its lock, its checks)."""
+    run = unit.workflow
+    data = dict(result)
+    entries = data.pop(COMPRESSION_HISTORY_KEY, None) or []
+    completes = unit.step_index + 1 >= len(run.steps)
+    next_unit = None if completes else workflow_unit_next(workflow=run, continuation=continuation)
+    arguments = {
+        "workflow": run,
+        "unit": unit,
+        "result": result,
+        "data": data,
+        "compression_entries": list(entries),
+        "next_unit": next_unit,
+    }
+    if step.commit is None and not completes:
+        advanced = workflow_step_advance(**arguments)
+    else:
+        with transaction.atomic():
+            advanced = workflow_step_advance(**arguments)
+            if advanced and step.commit is not None:
+                step.commit(replace(context, project=run.project, owner=run.owner), result)
+            if advanced and completes:
+                # Completed: the owner's next queued run takes its place.
+                queued_runs_start(run.owner_id)
+    if not advanced:
+        # Cancelled or restored meanwhile, or our lease expired and another worker took the unit over.
+        return {"unit": unit.pk, "outcome": "skipped"}, None
+    if next_unit is None:
+        return {"unit": unit.pk, "outcome": "done"}, None
+    if continuation is not None:
+        return {"unit": unit.pk, "outcome": "done"}, next_unit
+    units_send_on_commit([next_unit])
+    return {"unit": unit.pk, "outcome": "done"}, None
 
 
 # Attempts at recording a failure when the database connection breaks under it, and the pause before each next.

@@ -11,13 +11,14 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, connection
 from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
@@ -91,16 +92,45 @@ def workflow_unit_create_claimed(*, workflow: WorkflowState, continuation: Conti
                 step_index=workflow.step_index,
                 step=workflow.current_step,
                 unit_index=0,
-                status=UnitStatus.RUNNING,
-                claim_token=uuid.uuid4(),
-                lease_owner=continuation.lease_owner[:200],
-                lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds),
-                attempts=1,
-                task_id=continuation.task_id,
+                **_claimed(continuation),
             )
         ]
     )
     return unit
+
+
+def workflow_unit_next(*, workflow: WorkflowState, continuation: Continuation | None) -> WorkflowUnit:
+    """The unit of the run's NEXT (plain) step, unsaved, under the step key the run moves to with it
+    (``workflow_step_advance`` inserts it as it records the current step): claimed by ``continuation``'s process as
+    ``workflow_unit_create_claimed`` claims, or pending with the id of the task that will carry it."""
+    fields = (
+        _claimed(continuation)
+        if continuation is not None
+        else {
+            "lease_expires_at": _lease_until(settings.MEMORY.workflow.queue_lease_seconds),
+            "task_id": str(uuid.uuid4()),
+            "status": UnitStatus.PENDING,
+        }
+    )
+    return WorkflowUnit(
+        workflow=workflow,
+        step_key=uuid.uuid4(),
+        step_index=workflow.step_index + 1,
+        step=workflow.steps[workflow.step_index + 1],
+        unit_index=0,
+        **fields,
+    )
+
+
+def _claimed(continuation: Continuation) -> dict[str, Any]:
+    return {
+        "status": UnitStatus.RUNNING,
+        "claim_token": uuid.uuid4(),
+        "lease_owner": continuation.lease_owner[:200],
+        "lease_expires_at": _lease_until(settings.MEMORY.workflow.lease_seconds),
+        "attempts": 1,
+        "task_id": continuation.task_id,
+    }
 
 
 def workflow_units_reset(*, workflow: WorkflowState) -> list[WorkflowUnit]:
@@ -287,35 +317,110 @@ class LeaseHeartbeat:
     So a step may take longer than ``lease_seconds`` without another worker taking it over, while a dead worker's
     unit (no heartbeat) is still free one lease after its last beat. A unit run inside a caller's transaction
     (the tests' eager runs) gets none: its claim is not visible to another connection anyway.
+
+    One thread per process beats for every unit the process holds (``_Heartbeats``), started with the first: a
+    step does not pay a thread's start and join (a chain of continued steps would pay them at every step).
     """
 
     def __init__(self, unit: WorkflowUnit) -> None:
         self.unit = unit
         self.interval = max(settings.MEMORY.workflow.lease_seconds / 3, 0.5)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._held = False
 
     def __enter__(self) -> LeaseHeartbeat:
         if not connection.in_atomic_block:
-            self._thread = threading.Thread(target=self._beat, name=f"lease-{self.unit.pk}", daemon=True)
-            self._thread.start()
+            _heartbeats().hold(self.unit, interval=self.interval)
+            self._held = True
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        if self._held:
+            _heartbeats().release(self.unit)
 
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
+
+class _Heartbeats:
+    """The process's heartbeat thread: renews the lease of each held unit every ``interval`` seconds after it was
+    taken, until it is released or its claim is over. Its connection is closed whenever no unit is held."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._lock = threading.Condition()
+        # unit id: (the unit as claimed, its interval, when its next beat is due)
+        self._held: dict[int, tuple[WorkflowUnit, float, float]] = {}
+        # Whether the thread may hold a database connection (it beat since it last closed it).
+        self._connected = False
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        """Started in this process (a forked child has the object, not the thread) and still running."""
+        return self.pid == os.getpid() and self._thread.is_alive()
+
+    def hold(self, unit: WorkflowUnit, *, interval: float) -> None:
+        with self._lock:
+            self._held[unit.pk] = (unit, interval, time.monotonic() + interval)
+            self._lock.notify()
+
+    def release(self, unit: WorkflowUnit) -> None:
+        with self._lock:
+            held = self._held.get(unit.pk)
+            if held is not None and held[0] is unit:
+                del self._held[unit.pk]
+                # The last unit released: the thread wakes to close its connection.
+                self._lock.notify()
+
+    def _due(self) -> list[WorkflowUnit]:
+        """Wait until a beat is due; the units whose beat it is (their next one scheduled). None held and a
+        connection open: none, at once, so the thread closes it."""
+        with self._lock:
+            while True:
+                if not self._held and self._connected:
+                    self._connected = False
+                    return []
+                now = time.monotonic()
+                due = [unit for unit, _, at in self._held.values() if at <= now]
+                if due:
+                    for unit in due:
+                        _, interval, _ = self._held[unit.pk]
+                        self._held[unit.pk] = (unit, interval, now + interval)
+                    self._connected = True
+                    return due
+                next_at = min((at for _, _, at in self._held.values()), default=None)
+                self._lock.wait(None if next_at is None else next_at - now)
+
+    def _run(self) -> None:
+        while True:
+            for unit in self._due():
                 try:
-                    if not workflow_unit_extend_lease(unit=self.unit):
-                        return
-                except DatabaseError as exc:
+                    if not workflow_unit_extend_lease(unit=unit):
+                        self.release(unit)
+                except (DatabaseError, InterfaceError) as exc:
                     # A busy or unreachable database: try again at the next beat, the lease has a margin of two, on
                     # a new connection (a terminated one would fail every beat after).
-                    logger.warning("could not extend the lease of unit %s: %s", self.unit.pk, exc)
+                    logger.warning("could not extend the lease of unit %s: %s", unit.pk, exc)
                     database_connection_reset()
-        finally:
-            connection.close()
+                except Exception:
+                    # The thread beats for every unit of the process: whatever one beat meets, it goes on.
+                    logger.exception("could not extend the lease of unit %s", unit.pk)
+            with self._lock:
+                idle = not self._held
+            if idle:
+                connection.close()
+                with self._lock:
+                    self._connected = False
+
+
+_process_heartbeats: list[_Heartbeats] = []
+
+
+def _heartbeats() -> _Heartbeats:
+    """This process's heartbeat thread, started on first use (in a pool process: after the fork, which keeps no
+    thread of the parent)."""
+    if not _process_heartbeats or not _process_heartbeats[0].alive():
+        with _heartbeats_start:
+            if not _process_heartbeats or not _process_heartbeats[0].alive():
+                _process_heartbeats[:] = [_Heartbeats()]
+    return _process_heartbeats[0]
+
+
+_heartbeats_start = threading.Lock()

@@ -20,7 +20,7 @@ from memory_app.services.history.archive_files import (
     history_archive_read,
     history_record_to_json,
 )
-from memory_app.services.history.record import history_record
+from memory_app.services.history.record import history_record, history_record_build
 from memory_app.services.history.transfer import (
     EXPORT_CHECKSUMS,
     HistoryExportResult,
@@ -45,5 +45,6 @@ __all__ = [
     "history_export",
     "history_import",
     "history_record",
+    "history_record_build",
     "history_record_to_json",
 ]

@@ -33,6 +33,25 @@ def history_record(
     Details are redacted (sensitive keys at any depth, oversized values cut with a marker) before they are
     stored. Called inside a transaction, the record commits or rolls back with it.
     """
+    record = history_record_build(
+        project=project, action=action, details=details, user=user, summary=summary, workflow_id=workflow_id
+    )
+    record.save(force_insert=True)
+    search_index_history(record=record, owner_id=project.owner_id if project is not None else None)
+    return record
+
+
+def history_record_build(
+    *,
+    project: Project | None,
+    action: str,
+    details: dict[str, Any] | None = None,
+    user: AbstractBaseUser | None = None,
+    summary: str | None = None,
+    workflow_id: uuid.UUID | str | None = None,
+) -> HistoryRecord:
+    """The record ``history_record`` appends, validated and redacted but not saved: for a caller that writes it
+    in a statement of its own (the engine's step, ``workflow_step_advance``), then indexes it."""
     try:
         action = HistoryAction(action).value
     except ValueError:
@@ -44,7 +63,7 @@ def history_record(
         details or {}, extra_names=config.redact_extra_fields, max_chars=config.max_detail_value_chars
     )
     request_id = current_request_id.get()
-    record = HistoryRecord.objects.create(
+    return HistoryRecord(
         project=project,
         timestamp=timezone.now(),
         action=action,
@@ -54,5 +73,3 @@ def history_record(
         request_id="" if request_id == "-" else request_id,
         workflow_id=workflow_id,
     )
-    search_index_history(record=record, owner_id=project.owner_id if project is not None else None)
-    return record

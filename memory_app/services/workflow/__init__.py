@@ -14,12 +14,14 @@ snapshot whose parent was deleted has ``parent = null``.
 
 The package, one module per concern, lowest first: ``runs`` (progress, snapshots, creation), ``queue`` (the
 per-user queue), ``transitions`` (step completed, fail, resume, restore, cancel, and ending the run's units those
-take with them), ``redirect`` (continue after a pause, forks that redraw a panel), ``operations`` (the engine's
-operations the admin calls). Callers import from the package.
+take with them), ``advance`` (a plain step recorded and the next begun in one statement), ``redirect`` (continue
+after a pause, forks that redraw a panel), ``operations`` (the engine's operations the admin calls). Callers import
+from the package.
 """
 
 from __future__ import annotations
 
+from memory_app.services.workflow.advance import workflow_step_advance, workflow_step_advance_supported
 from memory_app.services.workflow.operations import (
     WorkflowOperations,
     workflow_operations,
@@ -88,6 +90,8 @@ __all__ = [
     "workflow_snapshot_at",
     "workflow_snapshots_trim",
     "workflow_source_lock",
+    "workflow_step_advance",
+    "workflow_step_advance_supported",
     "workflow_step_complete",
     "workflow_units_end",
 ]
