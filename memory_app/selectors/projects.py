@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connections
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 
 from memory_app.blob_storage import DEFAULT_STORAGE, blob_signed_url
 from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import PROJECT_ID_PATTERN, Project
 from memory_app.selectors.ownership import scope_to_owner
+from memory_app.selectors.statements import column, model_columns
 
 
 def project_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
@@ -30,6 +33,15 @@ def project_get(*, user: AbstractBaseUser | AnonymousUser, project_id: str) -> P
         raise ValidationFailed(
             "A project id is 1-64 letters, digits, '-' or '_', starting with a letter or digit.",
             details={"fields": {"project_id": ["Not a valid project id."]}},
+        )
+    if user.is_authenticated and not getattr(user, "is_staff", False):
+        # The usual caller: only their own projects, where the id is unique (``project_unique_public_id``).
+        own = _own_project(user=user, project_id=project_id)
+        if own is not None:
+            return own
+        raise NotFound(
+            f"Project '{project_id}' does not exist.",
+            details={"project_id": project_id, "suggestion": "Check the project id; list yours at /api/projects/."},
         )
     candidates = list(
         project_list(user=user)
@@ -53,6 +65,29 @@ def project_get(*, user: AbstractBaseUser | AnonymousUser, project_id: str) -> P
         f"Project '{project_id}' does not exist.",
         details={"project_id": project_id, "suggestion": "Check the project id; list yours at /api/projects/."},
     )
+
+
+@functools.cache
+def _own_project_statement(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    return (
+        f"SELECT {model_columns(alias, Project).select} FROM {quote(Project._meta.db_table)} "  # noqa: S608 - model metadata
+        f"WHERE {column(alias, Project, 'owner')} = %s AND {column(alias, Project, 'public_id')} = %s"
+    )
+
+
+def _own_project(*, user: AbstractBaseUser, project_id: str) -> Project | None:
+    """The user's own project of that public id, its owner being ``user``: one plain SELECT, as every request on a
+    project asks (``selectors.statements``)."""
+    alias = Project.objects.db
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_own_project_statement(alias), [user.pk, project_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    project = model_columns(alias, Project).instance(Project, row)
+    project.owner = user  # type: ignore[assignment]  # the owner's row is the caller's, as select_related reads it
+    return project
 
 
 def project_find(*, project_id: str, owner_username: str | None = None) -> Project | None:
@@ -132,6 +167,8 @@ def history_details_public(
 
     def linked(item: Any) -> Any:
         if isinstance(item, dict):
+            if not any(key == "image_url" or isinstance(entry, dict | list) for key, entry in item.items()):
+                return item  # nothing to link inside: the usual record's details, answered as they are
             return {
                 key: image_url(entry) if key == "image_url" and isinstance(entry, str) else linked(entry)
                 for key, entry in item.items()
