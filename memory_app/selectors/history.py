@@ -13,7 +13,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core import signing
 from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -33,6 +32,7 @@ from memory_app.models import (
 )
 from memory_app.selectors.history_archive_files import history_archive_read
 from memory_app.selectors.projects import project_get, project_list
+from memory_app.selectors.statements import column, column_converters, converted
 
 CURSOR_SALT = "memory_app.history.cursor"
 
@@ -333,32 +333,49 @@ _RECORD_COLUMNS = ("id", "timestamp", "action", "summary", "details", "user", "r
 
 
 @functools.cache
-def _row_statement(alias: str) -> tuple[str, str, list[tuple[int, Any, list[Any]]]]:
-    """The SELECT and FROM of a page's rows on one database, and the converters the ORM would apply to each
-    column (a JSON document's text, SQLite's datetimes and UUIDs), found once."""
-    connection = connections[alias]
-    quote = connection.ops.quote_name
+def _row_statement(alias: str) -> tuple[str, list[tuple[int, Any, list[Any]]]]:
+    """The SELECT … FROM of a page's rows on one database, and the converters the ORM would apply to each column
+    (a JSON document's text, SQLite's datetimes and UUIDs), found once."""
+    quote = connections[alias].ops.quote_name
     user_model = get_user_model()
     records, users = HistoryRecord._meta.db_table, user_model._meta.db_table
     fields = [HistoryRecord._meta.get_field(name) for name in _RECORD_COLUMNS]
     username = user_model._meta.get_field(user_model.USERNAME_FIELD)
-    user_key = user_model._meta.pk
-    user_column = HistoryRecord._meta.get_field("user")
-    columns = [f"{quote(records)}.{quote(field.column)}" for field in fields]  # type: ignore[union-attr]
-    columns.insert(6, f"{quote(users)}.{quote(username.column)}")
-    select = f"SELECT {', '.join(columns)}"
-    source = (
-        f" FROM {quote(records)} LEFT OUTER JOIN {quote(users)}"
-        f" ON ({quote(records)}.{quote(user_column.column)} = {quote(users)}.{quote(user_key.column)})"  # type: ignore[union-attr]
+    expressions = [field.get_col(records) for field in fields]  # type: ignore[union-attr]
+    expressions.insert(6, username.get_col(users))  # type: ignore[union-attr]
+    columns = [f"{quote(expression.alias)}.{quote(expression.target.column)}" for expression in expressions]
+    select = (
+        f"SELECT {', '.join(columns)} FROM {quote(records)} LEFT OUTER JOIN {quote(users)} "  # noqa: S608 - model metadata
+        f"ON ({column(alias, HistoryRecord, 'user')} = {column(alias, user_model, user_model._meta.pk.name)})"
     )
-    converters = []
-    expressions = [*(field.get_col(records) for field in fields[:6]), username.get_col(users)]  # type: ignore[union-attr]
-    expressions += [field.get_col(records) for field in fields[6:]]  # type: ignore[union-attr]
-    for index, expression in enumerate(expressions):
-        found = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
-        if found:
-            converters.append((index, expression, found))
-    return select, source, converters
+    return select, column_converters(alias, expressions)
+
+
+def _record_conditions(*, alias: str, scope: HistoryScope, filters: HistoryFilters) -> tuple[list[str], list[Any]]:
+    """``history_filtered``'s WHERE clause (filters without steps) as SQL conditions and their parameters."""
+    assert not filters.steps, "a steps filter is a JSON key lookup: the ORM's"
+    operations = connections[alias].ops
+    project, timestamp, action = (column(alias, HistoryRecord, name) for name in ("project", "timestamp", "action"))
+    conditions: list[str] = []
+    params: list[Any] = []
+    if scope.project is None:
+        conditions.append(f"{project} IS NULL")
+    else:
+        conditions.append(f"{project} = %s")
+        params.append(scope.project.pk)
+    if filters.start is not None:
+        conditions.append(f"{timestamp} >= %s")
+        params.append(operations.adapt_datetimefield_value(filters.start))
+    if filters.end is not None:
+        conditions.append(f"{timestamp} < %s")
+        params.append(operations.adapt_datetimefield_value(filters.end))
+    if len(filters.actions) == 1:
+        conditions.append(f"{action} = %s")
+        params.append(filters.actions[0])
+    elif filters.actions:
+        conditions.append(f"{action} IN ({', '.join(['%s'] * len(filters.actions))})")
+        params.extend(filters.actions)
+    return conditions, params
 
 
 def _page_rows_select(
@@ -370,59 +387,48 @@ def _page_rows_select(
     limit: int,
 ) -> list[HistoryRow]:
     """The rows of ``_page_queryset`` (filters without steps), in one SELECT."""
-    connection: BaseDatabaseWrapper = connections[HistoryRecord.objects.db]
-    quote = connection.ops.quote_name
-    table = quote(HistoryRecord._meta.db_table)
-    project, timestamp, action, record_id = (
-        f"{table}.{quote(HistoryRecord._meta.get_field(name).column)}"  # type: ignore[union-attr]
-        for name in ("project", "timestamp", "action", "id")
-    )
-
-    def instant(value: dt.datetime) -> Any:
-        return connection.ops.adapt_datetimefield_value(value)
-
-    conditions: list[str] = []
-    params: list[Any] = []
-    if scope.project is None:
-        conditions.append(f"{project} IS NULL")
-    else:
-        conditions.append(f"{project} = %s")
-        params.append(scope.project.pk)
-    if filters.start is not None:
-        conditions.append(f"{timestamp} >= %s")
-        params.append(instant(filters.start))
-    if filters.end is not None:
-        conditions.append(f"{timestamp} < %s")
-        params.append(instant(filters.end))
-    if len(filters.actions) == 1:
-        conditions.append(f"{action} = %s")
-        params.append(filters.actions[0])
-    elif filters.actions:
-        conditions.append(f"{action} IN ({', '.join(['%s'] * len(filters.actions))})")
-        params.extend(filters.actions)
+    alias = HistoryRecord.objects.db
+    connection = connections[alias]
+    timestamp, record_id = column(alias, HistoryRecord, "timestamp"), column(alias, HistoryRecord, "id")
+    conditions, params = _record_conditions(alias=alias, scope=scope, filters=filters)
     direction, after = ("DESC", "<") if order == "desc" else ("ASC", ">")
     if position is not None:
+        instant = connection.ops.adapt_datetimefield_value(position[0])
         conditions.append(f"({timestamp} {after} %s OR ({timestamp} = %s AND {record_id} {after} %s))")
-        params += [instant(position[0]), instant(position[0]), position[1]]
-    select, source, converters = _row_statement(connection.alias)
+        params += [instant, instant, position[1]]
+    select, converters = _row_statement(alias)
     sql = (
-        f"{select}{source} WHERE {' AND '.join(conditions)} "
-        f"ORDER BY {timestamp} {direction}, {record_id} {direction} LIMIT %s"
+        f"{select} WHERE {' AND '.join(conditions)} ORDER BY {timestamp} {direction}, {record_id} {direction} LIMIT %s"
     )
-    params.append(limit)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [*params, limit])
         fetched = cursor.fetchall()
     if not converters:
         return [HistoryRow(*row) for row in fetched]
-    rows = []
-    for row in fetched:
-        values = list(row)
-        for index, expression, functions in converters:
-            for function in functions:
-                values[index] = function(values[index], expression, connection)
-        rows.append(HistoryRow(*values))
-    return rows
+    return [HistoryRow(*converted(row, converters, alias)) for row in fetched]
+
+
+def _first_and_last(*, scope: HistoryScope, filters: HistoryFilters) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The timestamps of the first and the last record under the filters: one index lookup each."""
+    if filters.steps:
+        records = history_filtered(scope=scope, filters=filters).values_list("timestamp", flat=True)
+        return records.order_by("timestamp", "id").first(), records.order_by("-timestamp", "-id").first()
+    alias = HistoryRecord.objects.db
+    timestamp, record_id = column(alias, HistoryRecord, "timestamp"), column(alias, HistoryRecord, "id")
+    conditions, params = _record_conditions(alias=alias, scope=scope, filters=filters)
+    expression = HistoryRecord._meta.get_field("timestamp").get_col(HistoryRecord._meta.db_table)  # type: ignore[union-attr]
+    converters = column_converters(alias, [expression])
+    found: list[dt.datetime | None] = []
+    with connections[alias].cursor() as cursor:
+        for direction in ("ASC", "DESC"):
+            cursor.execute(
+                f"SELECT {timestamp} FROM {connections[alias].ops.quote_name(HistoryRecord._meta.db_table)} "  # noqa: S608 - model metadata
+                f"WHERE {' AND '.join(conditions)} ORDER BY {timestamp} {direction}, {record_id} {direction} LIMIT 1",
+                params,
+            )
+            row = cursor.fetchone()
+            found.append(None if row is None else converted(row, converters, alias)[0])
+    return found[0], found[1]
 
 
 # --- timeline summary -----------------------------------------------------------------------------------------
@@ -550,9 +556,7 @@ def history_timeline_summary(*, scope: HistoryScope, filters: HistoryFilters) ->
     counts = _action_counts(scope=scope, filters=filters)
     first = last = None
     if counts:
-        records = history_filtered(scope=scope, filters=filters).values_list("timestamp", flat=True)
-        first = records.order_by("timestamp", "id").first()
-        last = records.order_by("-timestamp", "-id").first()
+        first, last = _first_and_last(scope=scope, filters=filters)
     archived = history_archived_counts(scope=scope, filters=filters)
     for entry in archived:
         counts[entry.action] += entry.count
