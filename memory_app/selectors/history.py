@@ -343,7 +343,7 @@ def _row_statement(alias: str) -> tuple[str, list[tuple[int, Any, list[Any]]]]:
     username = user_model._meta.get_field(user_model.USERNAME_FIELD)
     expressions = [field.get_col(records) for field in fields]  # type: ignore[union-attr]
     expressions.insert(6, username.get_col(users))  # type: ignore[union-attr]
-    columns = [f"{quote(expression.alias)}.{quote(expression.target.column)}" for expression in expressions]
+    columns = [f"{quote(expression.alias)}.{quote(expression.target.column or '')}" for expression in expressions]
     select = (
         f"SELECT {', '.join(columns)} FROM {quote(records)} LEFT OUTER JOIN {quote(users)} "  # noqa: S608 - model metadata
         f"ON ({column(alias, HistoryRecord, 'user')} = {column(alias, user_model, user_model._meta.pk.name)})"
@@ -416,7 +416,7 @@ def _first_and_last(*, scope: HistoryScope, filters: HistoryFilters) -> tuple[dt
     alias = HistoryRecord.objects.db
     timestamp, record_id = column(alias, HistoryRecord, "timestamp"), column(alias, HistoryRecord, "id")
     conditions, params = _record_conditions(alias=alias, scope=scope, filters=filters)
-    expression = HistoryRecord._meta.get_field("timestamp").get_col(HistoryRecord._meta.db_table)  # type: ignore[union-attr]
+    expression = HistoryRecord._meta.get_field("timestamp").get_col(HistoryRecord._meta.db_table)
     converters = column_converters(alias, [expression])
     found: list[dt.datetime | None] = []
     with connections[alias].cursor() as cursor:

@@ -66,7 +66,7 @@ def model_columns(alias: str, model: type[Model]) -> ModelColumns:
     fields: list[Field[Any, Any]] = list(model._meta.concrete_fields)
     return ModelColumns(
         alias=alias,
-        select=", ".join(f"{quote(table)}.{quote(field.column)}" for field in fields),
+        select=", ".join(f"{quote(table)}.{quote(field.column)}" for field in fields if field.column),
         attnames=[field.attname for field in fields],
         converters=column_converters(alias, [field.get_col(table) for field in fields]),
     )

@@ -57,7 +57,7 @@ def _file_entry_hit(namespace: str, digest: str, now: dt.datetime) -> _FileHit |
 def _expiry_converters(alias: str) -> list[tuple[int, Any, list[Any]]]:
     # What the ORM applies to ``expires_at`` on this database (SQLite's values are naive).
     field = CacheEntry._meta.get_field("expires_at")
-    return column_converters(alias, [field.get_col(CacheEntry._meta.db_table)])  # type: ignore[union-attr]
+    return column_converters(alias, [field.get_col(CacheEntry._meta.db_table)])
 
 
 def _file_corrupted(namespace: str, location: str, entry: _FileHit) -> None:
