@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core import signing
 from django.db import connections
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -467,24 +467,109 @@ def _action_counts(*, scope: HistoryScope, filters: HistoryFilters) -> Counter[s
     if first_whole_day is not None and end_whole_day is not None and first_whole_day >= end_whole_day:
         edges.append((start, end))  # the range lies within two days: count its records directly
     else:
-        days = HistoryDailyCount.objects.filter(scope=scope.key)
-        if first_whole_day is not None:
-            days = days.filter(day__gte=first_whole_day)
-        if end_whole_day is not None:
-            days = days.filter(day__lt=end_whole_day)
-        if filters.actions:
-            days = days.filter(action__in=filters.actions)
         counts.update(
-            dict(days.order_by().values("action").annotate(count=Sum("record_count")).values_list("action", "count"))
+            _daily_counts(scope=scope, first_day=first_whole_day, end_day=end_whole_day, actions=filters.actions)
         )
         if start is not None and first_whole_day is not None and start < _midnight(first_whole_day):
             edges.append((start, _midnight(first_whole_day)))
         if end is not None and end_whole_day is not None and end > _midnight(end_whole_day):
             edges.append((_midnight(end_whole_day), end))
     for low, high in edges:
-        edge = history_filtered(scope=scope, filters=replace(filters, start=low, end=high))
-        counts.update(dict(edge.order_by().values("action").annotate(count=Count("id")).values_list("action", "count")))
+        counts.update(_record_counts(scope=scope, filters=replace(filters, start=low, end=high)))
     return +counts  # without zero counts
+
+
+# The summary's statements, each a plain SELECT (``selectors.statements``): with the page, they are the request.
+
+
+def _daily_counts(
+    *, scope: HistoryScope, first_day: dt.date | None, end_day: dt.date | None, actions: tuple[str, ...]
+) -> dict[str, int]:
+    """The daily counts' sums per action, over ``first_day`` up to ``end_day`` (exclusive)."""
+    alias = HistoryDailyCount.objects.db
+    operations = connections[alias].ops
+    day, action = column(alias, HistoryDailyCount, "day"), column(alias, HistoryDailyCount, "action")
+    conditions: list[str] = [f"{column(alias, HistoryDailyCount, 'scope')} = %s"]
+    params: list[Any] = [scope.key]
+    if first_day is not None:
+        conditions.append(f"{day} >= %s")
+        params.append(operations.adapt_datefield_value(first_day))
+    if end_day is not None:
+        conditions.append(f"{day} < %s")
+        params.append(operations.adapt_datefield_value(end_day))
+    if actions:
+        conditions.append(f"{action} IN ({', '.join(['%s'] * len(actions))})")
+        params.extend(actions)
+    sql = (
+        f"SELECT {action}, SUM({column(alias, HistoryDailyCount, 'record_count')}) "  # noqa: S608 - model metadata
+        f"FROM {operations.quote_name(HistoryDailyCount._meta.db_table)} "
+        f"WHERE {' AND '.join(conditions)} GROUP BY {action}"
+    )
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        # PostgreSQL sums a bigint as a numeric: the ORM's Sum gives it back as an int, and so does this.
+        return {name: int(total) for name, total in cursor.fetchall()}
+
+
+def _record_counts(*, scope: HistoryScope, filters: HistoryFilters) -> dict[str, int]:
+    """Records per action under the filters (without steps), counted from the records."""
+    alias = HistoryRecord.objects.db
+    action = column(alias, HistoryRecord, "action")
+    conditions, params = _record_conditions(alias=alias, scope=scope, filters=filters)
+    sql = (
+        f"SELECT {action}, COUNT(*) FROM {connections[alias].ops.quote_name(HistoryRecord._meta.db_table)} "  # noqa: S608 - model metadata
+        f"WHERE {' AND '.join(conditions)} GROUP BY {action}"
+    )
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        return {name: int(count) for name, count in cursor.fetchall()}
+
+
+_ARCHIVED_COLUMNS = ("archive", "day", "action", "record_count", "first_timestamp", "last_timestamp")
+
+
+@functools.cache
+def _archived_statement(alias: str) -> tuple[str, list[tuple[int, Any, list[Any]]]]:
+    table = HistoryArchivedCount._meta.db_table
+    fields = [HistoryArchivedCount._meta.get_field(name) for name in _ARCHIVED_COLUMNS]
+    select = (
+        f"SELECT {', '.join(column(alias, HistoryArchivedCount, name) for name in _ARCHIVED_COLUMNS)} "  # noqa: S608 - model metadata
+        f"FROM {connections[alias].ops.quote_name(table)}"
+    )
+    return select, column_converters(alias, [field.get_col(table) for field in fields])  # type: ignore[union-attr]
+
+
+def _archived_rows(
+    *, scope: HistoryScope, filters: HistoryFilters, start: dt.datetime | None, end: dt.datetime | None
+) -> list[tuple[int, dt.date, str, int, dt.datetime, dt.datetime]]:
+    """The scope's ``HistoryArchivedCount`` rows on the days from ``start``'s to ``end``'s (that one excluded when
+    ``end`` is its midnight), of the filters' actions and steps, by day and action."""
+    alias = HistoryArchivedCount.objects.db
+    operations = connections[alias].ops
+    day, action = column(alias, HistoryArchivedCount, "day"), column(alias, HistoryArchivedCount, "action")
+    conditions: list[str] = [f"{column(alias, HistoryArchivedCount, 'scope')} = %s"]
+    params: list[Any] = [scope.key]
+    if start is not None:
+        conditions.append(f"{day} >= %s")
+        params.append(operations.adapt_datefield_value(start.date()))
+    if end is not None:
+        conditions.append(f"{day} < %s" if end == _midnight(end.date()) else f"{day} <= %s")
+        params.append(operations.adapt_datefield_value(end.date()))
+    if not filters.selects_all:
+        selected = []
+        if filters.actions:
+            selected.append(f"{action} IN ({', '.join(['%s'] * len(filters.actions))})")
+            params.extend(filters.actions)
+        if filters.steps:
+            step = column(alias, HistoryArchivedCount, "step")
+            selected.append(f"({action} = %s AND {step} IN ({', '.join(['%s'] * len(filters.steps))}))")
+            params += [HistoryAction.WORKFLOW_STEP_COMPLETED.value, *filters.steps]
+        conditions.append(f"({' OR '.join(selected)})")
+    select, converters = _archived_statement(alias)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f"{select} WHERE {' AND '.join(conditions)} ORDER BY {day}, {action}", params)
+        fetched = cursor.fetchall()
+    return [tuple(converted(row, converters, alias)) for row in fetched]
 
 
 @dataclass(frozen=True)
@@ -505,14 +590,6 @@ def history_archived_counts(*, scope: HistoryScope, filters: HistoryFilters) -> 
     is counted from the lines of the archive that holds it, read (and verified) only when it has records that day.
     """
     start, end, _, _ = _whole_days(filters)
-    rows = HistoryArchivedCount.objects.filter(scope=scope.key)
-    if start is not None:
-        rows = rows.filter(day__gte=start.date())
-    if end is not None:
-        rows = rows.filter(day__lt=end.date()) if end == _midnight(end.date()) else rows.filter(day__lte=end.date())
-    if not filters.selects_all:
-        completions = Q(action=HistoryAction.WORKFLOW_STEP_COMPLETED, step__in=filters.steps)
-        rows = rows.filter(Q(action__in=filters.actions) | completions)
     partial = {day for day in (start, end) if day is not None and day != _midnight(day.date())}
     grouped: dict[tuple[dt.date, str], ArchivedCount] = {}
     edge_archives: dict[int, set[dt.date]] = {}
@@ -524,10 +601,9 @@ def history_archived_counts(*, scope: HistoryScope, filters: HistoryFilters) -> 
         grouped[(day, action)] = ArchivedCount(day=day, action=action, count=count, first=first, last=last)
 
     partial_days = {moment.date() for moment in partial}
-    for row in rows.order_by("day", "action").values_list(
-        "archive_id", "day", "action", "record_count", "first_timestamp", "last_timestamp"
+    for archive_id, day, action, count, first, last in _archived_rows(
+        scope=scope, filters=filters, start=start, end=end
     ):
-        archive_id, day, action, count, first, last = row
         if day in partial_days:
             edge_archives.setdefault(archive_id, set()).add(day)
         else:
