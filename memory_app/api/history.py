@@ -37,7 +37,7 @@ from memory_app.selectors.history import (
     history_scope_get,
     history_timeline_summary,
 )
-from memory_app.selectors.projects import history_details_public
+from memory_app.selectors.projects import history_details_linker, history_details_public
 
 
 class HistoryRecordSerializer(serializers.ModelSerializer[HistoryRecord]):
@@ -184,16 +184,14 @@ def _records_data(rows: list[HistoryRow], scope: HistoryScope, request: Request)
     """HistoryRecordSerializer's output for each row, built directly: 50 records through DRF's fields cost more
     than the page's query."""
     zone = get_current_timezone()
-    project, absolute_url = scope.project, request.build_absolute_uri
+    public = history_details_linker(project=scope.project, absolute_url=request.build_absolute_uri)
     return [
         {
             "id": row.id,
             "timestamp": _timestamp(row.timestamp, zone),
             "action": row.action,
             "summary": row.summary,
-            "details": history_details_public(
-                row.details, project=project, workflow_id=row.workflow_id, absolute_url=absolute_url
-            ),
+            "details": public(row.details, row.workflow_id),
             "user_id": row.user_id,
             "username": row.username,
             "request_id": row.request_id,
@@ -206,16 +204,14 @@ def _records_data(rows: list[HistoryRow], scope: HistoryScope, request: Request)
 def _timeline_data(rows: list[HistoryRow], scope: HistoryScope, request: Request) -> list[dict[str, Any]]:
     """TimelineEntrySerializer's output for each row, built directly (as ``_records_data``)."""
     zone = get_current_timezone()
-    project, absolute_url = scope.project, request.build_absolute_uri
+    public = history_details_linker(project=scope.project, absolute_url=request.build_absolute_uri)
     return [
         {
             "id": row.id,
             "timestamp": _timestamp(row.timestamp, zone),
             "action": row.action,
             "summary": row.summary,
-            "details": history_details_public(
-                row.details, project=project, workflow_id=row.workflow_id, absolute_url=absolute_url
-            ),
+            "details": public(row.details, row.workflow_id),
         }
         for row in rows
     ]

@@ -151,8 +151,16 @@ def history_details_public(
 
     Only a file of the record's own run in this project's folder becomes a link; any other path stays as text.
     """
+    return history_details_linker(project=project, absolute_url=absolute_url)(details, workflow_id)
 
-    def image_url(value: str) -> str:
+
+def history_details_linker(
+    *, project: Project | None, absolute_url: Callable[[str], str] | None = None
+) -> Callable[[Any, UUID | str | None], Any]:
+    """``history_details_public`` for the records of one project, made once for a page of them: a function of a
+    record's details and its run."""
+
+    def image_url(value: str, workflow_id: UUID | str | None) -> str:
         match = _LEGACY_IMAGE_PATH.fullmatch(value)
         # The project's files are shown under its public id first (below), so a legacy path may hold either.
         own = match is not None and project is not None and match["key"] in (project.pk, project.public_id)
@@ -165,17 +173,22 @@ def history_details_public(
         name = f"projects/{project.pk}/images/{workflow_id}/{match['name']}"
         return blob_signed_url(name=name, alias=DEFAULT_STORAGE, absolute_url=absolute_url)
 
-    def linked(item: Any) -> Any:
+    def linked(item: Any, workflow_id: UUID | str | None) -> Any:
         if isinstance(item, dict):
             if not any(key == "image_url" or isinstance(entry, dict | list) for key, entry in item.items()):
                 return item  # nothing to link inside: the usual record's details, answered as they are
             return {
-                key: image_url(entry) if key == "image_url" and isinstance(entry, str) else linked(entry)
+                key: image_url(entry, workflow_id)
+                if key == "image_url" and isinstance(entry, str)
+                else linked(entry, workflow_id)
                 for key, entry in item.items()
             }
         if isinstance(item, list):
-            return [linked(entry) for entry in item]
+            return [linked(entry, workflow_id) for entry in item]
         return item
 
-    # Public names first, links second: a presigned URL holds the storage name and must reach the browser intact.
-    return linked(project_paths_public(details, project=project))
+    def public(details: Any, workflow_id: UUID | str | None) -> Any:
+        # Public names first, links second: a presigned URL holds the storage name and must reach the browser intact.
+        return linked(project_paths_public(details, project=project), workflow_id)
+
+    return public

@@ -72,6 +72,7 @@ def model_columns(alias: str, model: type[Model]) -> ModelColumns:
     )
 
 
+@functools.cache
 def column(alias: str, model: type[Model], name: str) -> str:
     """``"table"."column"`` of one of the model's fields (a foreign key's own column for a relation)."""
     quote = connections[alias].ops.quote_name
