@@ -173,6 +173,11 @@ class CacheOptionsConfig(_Section):
     # The compute-once lock's time to live in Redis, renewed by its holder every third of it while it computes:
     # a holder that dies (SIGKILL, OOM) frees its keys within this many seconds.
     lock_ttl: PositiveInt = 10
+    # A file entry this process hit within this many seconds is hit again without asking the database: its blob
+    # is read and checked against the row's size and checksum as always (a value rewritten, deleted, evicted or
+    # cleaned up has lost its blob, so that hit falls back to the database). What changes a row and leaves its blob
+    # (staff deleting the row in the admin) is seen this late. 0: every hit asks the database.
+    entry_recheck_seconds: Annotated[float, Field(ge=0)] = 5.0
     # Temporary files younger than this may belong to a write in progress: cleanup leaves them alone.
     orphan_grace_seconds: NonNegativeInt = 3600
     cleanup_batch_size: PositiveInt = 500

@@ -26,6 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache import cache as default_cache
+from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, SimpleRateThrottle, UserRateThrottle
@@ -93,8 +96,18 @@ class AtomicRateThrottleMixin:
 
     # --- the counters -------------------------------------------------------------------------------------
 
+    @property
+    def _store(self) -> BaseCache:
+        """The cache backend itself. DRF's ``cache`` is Django's ``default_cache``, a proxy that no
+        ``isinstance`` check sees through: through it, Redis took three round trips (add, incr, get_many) instead
+        of one pipeline, and the file cache was counted without its lock."""
+        if self.cache is default_cache:
+            return caches[DEFAULT_CACHE_ALIAS]
+        store: BaseCache = self.cache
+        return store
+
     def _atomic(self) -> bool:
-        return not isinstance(self.cache, FileBasedCache)
+        return not isinstance(self._store, FileBasedCache)
 
     @contextmanager
     def _counting(self) -> Iterator[None]:
@@ -103,7 +116,7 @@ class AtomicRateThrottleMixin:
             return
         # The file cache's increment is a read and a write: one lock file beside its entries orders the counting
         # of every process on the machine.
-        directory = self.cache._dir
+        directory = self._store._dir  # type: ignore[attr-defined]  # a FileBasedCache here (``_atomic``)
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, "throttle.lock"), "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -114,11 +127,12 @@ class AtomicRateThrottleMixin:
 
     def _increment(self, key: str, earlier_keys: list[str], timeout: int) -> tuple[int, list[int]]:
         """This slice's counter after adding one, and the earlier slices' counters (oldest first)."""
-        if isinstance(self.cache, RedisCache):
+        store = self._store
+        if isinstance(store, RedisCache):
             # One round trip: create the counter with its expiry if it is new, increment it (Redis INCR is
             # atomic), read the earlier slices. A counter cannot expire between the first two: it lives a window.
-            names = [self.cache.make_and_validate_key(name) for name in (*earlier_keys, key)]
-            pipeline = self.cache._cache.get_client(names[-1], write=True).pipeline(transaction=False)
+            names = [store.make_and_validate_key(name) for name in (*earlier_keys, key)]
+            pipeline = store._cache.get_client(names[-1], write=True).pipeline(transaction=False)
             pipeline.set(names[-1], 0, ex=timeout, nx=True)
             pipeline.incr(names[-1])
             pipeline.mget(names[:-1])
@@ -143,9 +157,10 @@ class AtomicRateThrottleMixin:
         return count, [int(values.get(name, 0)) for name in earlier_keys]
 
     def _decrement(self, key: str, timeout: int) -> None:
-        if isinstance(self.cache, RedisCache):
-            name = self.cache.make_and_validate_key(key)
-            self.cache._cache.get_client(name, write=True).decr(name)
+        store = self._store
+        if isinstance(store, RedisCache):
+            name = store.make_and_validate_key(key)
+            store._cache.get_client(name, write=True).decr(name)
         elif self._atomic():
             # Expired already (ValueError): nothing left to take back.
             with suppress(ValueError):

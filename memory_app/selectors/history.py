@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
+from uuid import UUID
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core import signing
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db import connections
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -28,6 +32,7 @@ from memory_app.models import (
 )
 from memory_app.selectors.history_archive_files import history_archive_read
 from memory_app.selectors.projects import project_get, project_list
+from memory_app.selectors.statements import column, column_converters, converted
 
 CURSOR_SALT = "memory_app.history.cursor"
 
@@ -67,6 +72,26 @@ class HistoryFilters:
 @dataclass(frozen=True)
 class HistoryPage:
     records: list[HistoryRecord]
+    next_cursor: str | None
+
+
+class HistoryRow(NamedTuple):
+    """A record as the API shows it (its user's name included), read without building model instances."""
+
+    id: int
+    timestamp: dt.datetime
+    action: str
+    summary: str
+    details: Any
+    user_id: int | None
+    username: str | None
+    request_id: str
+    workflow_id: UUID | None
+
+
+@dataclass(frozen=True)
+class HistoryRowPage:
+    rows: list[HistoryRow]
     next_cursor: str | None
 
 
@@ -206,9 +231,9 @@ def history_filter_apply(*, queryset: QuerySet[HistoryRecord], filters: HistoryF
 # --- keyset pages ---------------------------------------------------------------------------------------------
 
 
-def _cursor_encode(*, scope: HistoryScope, order: str, record: HistoryRecord) -> str:
+def _cursor_encode(*, scope: HistoryScope, order: str, timestamp: dt.datetime, record_id: int) -> str:
     # Signed, so a client cannot forge a position; it carries the order and scope it was made for.
-    payload = {"s": scope.key, "o": order, "t": record.timestamp.isoformat(), "i": record.pk}
+    payload = {"s": scope.key, "o": order, "t": timestamp.isoformat(), "i": record_id}
     return signing.dumps(payload, salt=CURSOR_SALT, compress=True)
 
 
@@ -224,6 +249,26 @@ def _cursor_decode(*, cursor: str, scope: HistoryScope, order: str) -> tuple[dt.
     return position
 
 
+def _page_position(*, scope: HistoryScope, order: str, cursor: str | None) -> tuple[dt.datetime, int] | None:
+    """The (timestamp, id) a page continues after, checked: None for the first page."""
+    if order not in ("asc", "desc"):
+        raise _invalid("order", "Must be 'asc' or 'desc'.")
+    return _cursor_decode(cursor=cursor, scope=scope, order=order) if cursor else None
+
+
+def _page_queryset(
+    *, scope: HistoryScope, filters: HistoryFilters, order: str, position: tuple[dt.datetime, int] | None
+) -> QuerySet[HistoryRecord]:
+    queryset = history_filtered(scope=scope, filters=filters)
+    if position is not None:
+        timestamp, record_id = position
+        if order == "desc":
+            queryset = queryset.filter(Q(timestamp__lt=timestamp) | Q(timestamp=timestamp, id__lt=record_id))
+        else:
+            queryset = queryset.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=record_id))
+    return queryset.order_by(*(["-timestamp", "-id"] if order == "desc" else ["timestamp", "id"]))
+
+
 def history_page(
     *,
     scope: HistoryScope,
@@ -233,22 +278,157 @@ def history_page(
     cursor: str | None = None,
 ) -> HistoryPage:
     """One page in (timestamp, id) order; each page is one index range scan, however deep it is."""
-    if order not in ("asc", "desc"):
-        raise _invalid("order", "Must be 'asc' or 'desc'.")
-    queryset = history_filtered(scope=scope, filters=filters).select_related("user")
-    if cursor:
-        timestamp, record_id = _cursor_decode(cursor=cursor, scope=scope, order=order)
-        if order == "desc":
-            queryset = queryset.filter(Q(timestamp__lt=timestamp) | Q(timestamp=timestamp, id__lt=record_id))
-        else:
-            queryset = queryset.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=record_id))
-    ordering = ["-timestamp", "-id"] if order == "desc" else ["timestamp", "id"]
-    rows = list(queryset.order_by(*ordering)[: limit + 1])
+    position = _page_position(scope=scope, order=order, cursor=cursor)
+    queryset = _page_queryset(scope=scope, filters=filters, order=order, position=position).select_related("user")
+    rows = list(queryset[: limit + 1])
     records = rows[:limit]
-    next_cursor = (
-        _cursor_encode(scope=scope, order=order, record=records[-1]) if len(rows) > limit and records else None
-    )
+    next_cursor = None
+    if len(rows) > limit and records:
+        last = records[-1]
+        next_cursor = _cursor_encode(scope=scope, order=order, timestamp=last.timestamp, record_id=last.pk)
     return HistoryPage(records=records, next_cursor=next_cursor)
+
+
+def history_page_rows(
+    *,
+    scope: HistoryScope,
+    filters: HistoryFilters,
+    limit: int,
+    order: str = "desc",
+    cursor: str | None = None,
+) -> HistoryRowPage:
+    """``history_page`` as rows for the API: the same records in the same order, the same cursors.
+
+    The page is read by one SELECT of the columns the API shows (and the user's name), written out here rather
+    than built by the ORM for every request: building and compiling the query and a model instance per record
+    and per user cost several times the query itself. A filter on workflow steps (a JSON key lookup, spelled
+    differently by each database) goes through the ORM.
+    """
+    position = _page_position(scope=scope, order=order, cursor=cursor)
+    if filters.steps:
+        queryset = _page_queryset(scope=scope, filters=filters, order=order, position=position)
+        rows = [HistoryRow(*row) for row in queryset.values_list(*_ROW_FIELDS)[: limit + 1]]
+    else:
+        rows = _page_rows_select(scope=scope, filters=filters, order=order, position=position, limit=limit + 1)
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit and page:
+        next_cursor = _cursor_encode(scope=scope, order=order, timestamp=page[-1].timestamp, record_id=page[-1].id)
+    return HistoryRowPage(rows=page, next_cursor=next_cursor)
+
+
+# The columns of a HistoryRow, as ORM lookups (the steps filter's path) and as the record's own fields.
+_ROW_FIELDS = (
+    "id",
+    "timestamp",
+    "action",
+    "summary",
+    "details",
+    "user_id",
+    "user__username",
+    "request_id",
+    "workflow_id",
+)
+_RECORD_COLUMNS = ("id", "timestamp", "action", "summary", "details", "user", "request_id", "workflow_id")
+
+
+@functools.cache
+def _row_statement(alias: str) -> tuple[str, list[tuple[int, Any, list[Any]]]]:
+    """The SELECT … FROM of a page's rows on one database, and the converters the ORM would apply to each column
+    (a JSON document's text, SQLite's datetimes and UUIDs), found once."""
+    quote = connections[alias].ops.quote_name
+    user_model = get_user_model()
+    records, users = HistoryRecord._meta.db_table, user_model._meta.db_table
+    fields = [HistoryRecord._meta.get_field(name) for name in _RECORD_COLUMNS]
+    username = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    expressions = [field.get_col(records) for field in fields]  # type: ignore[union-attr]
+    expressions.insert(6, username.get_col(users))  # type: ignore[union-attr]
+    columns = [f"{quote(expression.alias)}.{quote(expression.target.column or '')}" for expression in expressions]
+    select = (
+        f"SELECT {', '.join(columns)} FROM {quote(records)} LEFT OUTER JOIN {quote(users)} "  # noqa: S608 - model metadata
+        f"ON ({column(alias, HistoryRecord, 'user')} = {column(alias, user_model, user_model._meta.pk.name)})"
+    )
+    return select, column_converters(alias, expressions)
+
+
+def _record_conditions(*, alias: str, scope: HistoryScope, filters: HistoryFilters) -> tuple[list[str], list[Any]]:
+    """``history_filtered``'s WHERE clause (filters without steps) as SQL conditions and their parameters."""
+    assert not filters.steps, "a steps filter is a JSON key lookup: the ORM's"
+    operations = connections[alias].ops
+    project, timestamp, action = (column(alias, HistoryRecord, name) for name in ("project", "timestamp", "action"))
+    conditions: list[str] = []
+    params: list[Any] = []
+    if scope.project is None:
+        conditions.append(f"{project} IS NULL")
+    else:
+        conditions.append(f"{project} = %s")
+        params.append(scope.project.pk)
+    if filters.start is not None:
+        conditions.append(f"{timestamp} >= %s")
+        params.append(operations.adapt_datetimefield_value(filters.start))
+    if filters.end is not None:
+        conditions.append(f"{timestamp} < %s")
+        params.append(operations.adapt_datetimefield_value(filters.end))
+    if len(filters.actions) == 1:
+        conditions.append(f"{action} = %s")
+        params.append(filters.actions[0])
+    elif filters.actions:
+        conditions.append(f"{action} IN ({', '.join(['%s'] * len(filters.actions))})")
+        params.extend(filters.actions)
+    return conditions, params
+
+
+def _page_rows_select(
+    *,
+    scope: HistoryScope,
+    filters: HistoryFilters,
+    order: str,
+    position: tuple[dt.datetime, int] | None,
+    limit: int,
+) -> list[HistoryRow]:
+    """The rows of ``_page_queryset`` (filters without steps), in one SELECT."""
+    alias = HistoryRecord.objects.db
+    connection = connections[alias]
+    timestamp, record_id = column(alias, HistoryRecord, "timestamp"), column(alias, HistoryRecord, "id")
+    conditions, params = _record_conditions(alias=alias, scope=scope, filters=filters)
+    direction, after = ("DESC", "<") if order == "desc" else ("ASC", ">")
+    if position is not None:
+        instant = connection.ops.adapt_datetimefield_value(position[0])
+        conditions.append(f"({timestamp} {after} %s OR ({timestamp} = %s AND {record_id} {after} %s))")
+        params += [instant, instant, position[1]]
+    select, converters = _row_statement(alias)
+    sql = (
+        f"{select} WHERE {' AND '.join(conditions)} ORDER BY {timestamp} {direction}, {record_id} {direction} LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, limit])
+        fetched = cursor.fetchall()
+    if not converters:
+        return [HistoryRow(*row) for row in fetched]
+    return [HistoryRow(*converted(row, converters, alias)) for row in fetched]
+
+
+def _first_and_last(*, scope: HistoryScope, filters: HistoryFilters) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The timestamps of the first and the last record under the filters: one index lookup each."""
+    if filters.steps:
+        records = history_filtered(scope=scope, filters=filters).values_list("timestamp", flat=True)
+        return records.order_by("timestamp", "id").first(), records.order_by("-timestamp", "-id").first()
+    alias = HistoryRecord.objects.db
+    timestamp, record_id = column(alias, HistoryRecord, "timestamp"), column(alias, HistoryRecord, "id")
+    conditions, params = _record_conditions(alias=alias, scope=scope, filters=filters)
+    expression = HistoryRecord._meta.get_field("timestamp").get_col(HistoryRecord._meta.db_table)
+    converters = column_converters(alias, [expression])
+    found: list[dt.datetime | None] = []
+    with connections[alias].cursor() as cursor:
+        for direction in ("ASC", "DESC"):
+            cursor.execute(
+                f"SELECT {timestamp} FROM {connections[alias].ops.quote_name(HistoryRecord._meta.db_table)} "  # noqa: S608 - model metadata
+                f"WHERE {' AND '.join(conditions)} ORDER BY {timestamp} {direction}, {record_id} {direction} LIMIT 1",
+                params,
+            )
+            row = cursor.fetchone()
+            found.append(None if row is None else converted(row, converters, alias)[0])
+    return found[0], found[1]
 
 
 # --- timeline summary -----------------------------------------------------------------------------------------
@@ -287,24 +467,109 @@ def _action_counts(*, scope: HistoryScope, filters: HistoryFilters) -> Counter[s
     if first_whole_day is not None and end_whole_day is not None and first_whole_day >= end_whole_day:
         edges.append((start, end))  # the range lies within two days: count its records directly
     else:
-        days = HistoryDailyCount.objects.filter(scope=scope.key)
-        if first_whole_day is not None:
-            days = days.filter(day__gte=first_whole_day)
-        if end_whole_day is not None:
-            days = days.filter(day__lt=end_whole_day)
-        if filters.actions:
-            days = days.filter(action__in=filters.actions)
         counts.update(
-            dict(days.order_by().values("action").annotate(count=Sum("record_count")).values_list("action", "count"))
+            _daily_counts(scope=scope, first_day=first_whole_day, end_day=end_whole_day, actions=filters.actions)
         )
         if start is not None and first_whole_day is not None and start < _midnight(first_whole_day):
             edges.append((start, _midnight(first_whole_day)))
         if end is not None and end_whole_day is not None and end > _midnight(end_whole_day):
             edges.append((_midnight(end_whole_day), end))
     for low, high in edges:
-        edge = history_filtered(scope=scope, filters=replace(filters, start=low, end=high))
-        counts.update(dict(edge.order_by().values("action").annotate(count=Count("id")).values_list("action", "count")))
+        counts.update(_record_counts(scope=scope, filters=replace(filters, start=low, end=high)))
     return +counts  # without zero counts
+
+
+# The summary's statements, each a plain SELECT (``selectors.statements``): with the page, they are the request.
+
+
+def _daily_counts(
+    *, scope: HistoryScope, first_day: dt.date | None, end_day: dt.date | None, actions: tuple[str, ...]
+) -> dict[str, int]:
+    """The daily counts' sums per action, over ``first_day`` up to ``end_day`` (exclusive)."""
+    alias = HistoryDailyCount.objects.db
+    operations = connections[alias].ops
+    day, action = column(alias, HistoryDailyCount, "day"), column(alias, HistoryDailyCount, "action")
+    conditions: list[str] = [f"{column(alias, HistoryDailyCount, 'scope')} = %s"]
+    params: list[Any] = [scope.key]
+    if first_day is not None:
+        conditions.append(f"{day} >= %s")
+        params.append(operations.adapt_datefield_value(first_day))
+    if end_day is not None:
+        conditions.append(f"{day} < %s")
+        params.append(operations.adapt_datefield_value(end_day))
+    if actions:
+        conditions.append(f"{action} IN ({', '.join(['%s'] * len(actions))})")
+        params.extend(actions)
+    sql = (
+        f"SELECT {action}, SUM({column(alias, HistoryDailyCount, 'record_count')}) "  # noqa: S608 - model metadata
+        f"FROM {operations.quote_name(HistoryDailyCount._meta.db_table)} "
+        f"WHERE {' AND '.join(conditions)} GROUP BY {action}"
+    )
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        # PostgreSQL sums a bigint as a numeric: the ORM's Sum gives it back as an int, and so does this.
+        return {name: int(total) for name, total in cursor.fetchall()}
+
+
+def _record_counts(*, scope: HistoryScope, filters: HistoryFilters) -> dict[str, int]:
+    """Records per action under the filters (without steps), counted from the records."""
+    alias = HistoryRecord.objects.db
+    action = column(alias, HistoryRecord, "action")
+    conditions, params = _record_conditions(alias=alias, scope=scope, filters=filters)
+    sql = (
+        f"SELECT {action}, COUNT(*) FROM {connections[alias].ops.quote_name(HistoryRecord._meta.db_table)} "  # noqa: S608 - model metadata
+        f"WHERE {' AND '.join(conditions)} GROUP BY {action}"
+    )
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        return {name: int(count) for name, count in cursor.fetchall()}
+
+
+_ARCHIVED_COLUMNS = ("archive", "day", "action", "record_count", "first_timestamp", "last_timestamp")
+
+
+@functools.cache
+def _archived_statement(alias: str) -> tuple[str, list[tuple[int, Any, list[Any]]]]:
+    table = HistoryArchivedCount._meta.db_table
+    fields = [HistoryArchivedCount._meta.get_field(name) for name in _ARCHIVED_COLUMNS]
+    select = (
+        f"SELECT {', '.join(column(alias, HistoryArchivedCount, name) for name in _ARCHIVED_COLUMNS)} "  # noqa: S608 - model metadata
+        f"FROM {connections[alias].ops.quote_name(table)}"
+    )
+    return select, column_converters(alias, [field.get_col(table) for field in fields])  # type: ignore[union-attr]
+
+
+def _archived_rows(
+    *, scope: HistoryScope, filters: HistoryFilters, start: dt.datetime | None, end: dt.datetime | None
+) -> list[tuple[int, dt.date, str, int, dt.datetime, dt.datetime]]:
+    """The scope's ``HistoryArchivedCount`` rows on the days from ``start``'s to ``end``'s (that one excluded when
+    ``end`` is its midnight), of the filters' actions and steps, by day and action."""
+    alias = HistoryArchivedCount.objects.db
+    operations = connections[alias].ops
+    day, action = column(alias, HistoryArchivedCount, "day"), column(alias, HistoryArchivedCount, "action")
+    conditions: list[str] = [f"{column(alias, HistoryArchivedCount, 'scope')} = %s"]
+    params: list[Any] = [scope.key]
+    if start is not None:
+        conditions.append(f"{day} >= %s")
+        params.append(operations.adapt_datefield_value(start.date()))
+    if end is not None:
+        conditions.append(f"{day} < %s" if end == _midnight(end.date()) else f"{day} <= %s")
+        params.append(operations.adapt_datefield_value(end.date()))
+    if not filters.selects_all:
+        selected = []
+        if filters.actions:
+            selected.append(f"{action} IN ({', '.join(['%s'] * len(filters.actions))})")
+            params.extend(filters.actions)
+        if filters.steps:
+            step = column(alias, HistoryArchivedCount, "step")
+            selected.append(f"({action} = %s AND {step} IN ({', '.join(['%s'] * len(filters.steps))}))")
+            params += [HistoryAction.WORKFLOW_STEP_COMPLETED.value, *filters.steps]
+        conditions.append(f"({' OR '.join(selected)})")
+    select, converters = _archived_statement(alias)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f"{select} WHERE {' AND '.join(conditions)} ORDER BY {day}, {action}", params)
+        fetched = cursor.fetchall()
+    return [tuple(converted(row, converters, alias)) for row in fetched]
 
 
 @dataclass(frozen=True)
@@ -325,14 +590,6 @@ def history_archived_counts(*, scope: HistoryScope, filters: HistoryFilters) -> 
     is counted from the lines of the archive that holds it, read (and verified) only when it has records that day.
     """
     start, end, _, _ = _whole_days(filters)
-    rows = HistoryArchivedCount.objects.filter(scope=scope.key)
-    if start is not None:
-        rows = rows.filter(day__gte=start.date())
-    if end is not None:
-        rows = rows.filter(day__lt=end.date()) if end == _midnight(end.date()) else rows.filter(day__lte=end.date())
-    if not filters.selects_all:
-        completions = Q(action=HistoryAction.WORKFLOW_STEP_COMPLETED, step__in=filters.steps)
-        rows = rows.filter(Q(action__in=filters.actions) | completions)
     partial = {day for day in (start, end) if day is not None and day != _midnight(day.date())}
     grouped: dict[tuple[dt.date, str], ArchivedCount] = {}
     edge_archives: dict[int, set[dt.date]] = {}
@@ -344,10 +601,9 @@ def history_archived_counts(*, scope: HistoryScope, filters: HistoryFilters) -> 
         grouped[(day, action)] = ArchivedCount(day=day, action=action, count=count, first=first, last=last)
 
     partial_days = {moment.date() for moment in partial}
-    for row in rows.order_by("day", "action").values_list(
-        "archive_id", "day", "action", "record_count", "first_timestamp", "last_timestamp"
+    for archive_id, day, action, count, first, last in _archived_rows(
+        scope=scope, filters=filters, start=start, end=end
     ):
-        archive_id, day, action, count, first, last = row
         if day in partial_days:
             edge_archives.setdefault(archive_id, set()).add(day)
         else:
@@ -376,9 +632,7 @@ def history_timeline_summary(*, scope: HistoryScope, filters: HistoryFilters) ->
     counts = _action_counts(scope=scope, filters=filters)
     first = last = None
     if counts:
-        records = history_filtered(scope=scope, filters=filters).values_list("timestamp", flat=True)
-        first = records.order_by("timestamp", "id").first()
-        last = records.order_by("-timestamp", "-id").first()
+        first, last = _first_and_last(scope=scope, filters=filters)
     archived = history_archived_counts(scope=scope, filters=filters)
     for entry in archived:
         counts[entry.action] += entry.count

@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connections
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 
 from memory_app.blob_storage import DEFAULT_STORAGE, blob_signed_url
 from memory_app.errors import Conflict, NotFound, ValidationFailed
 from memory_app.models import PROJECT_ID_PATTERN, Project
 from memory_app.selectors.ownership import scope_to_owner
+from memory_app.selectors.statements import column, model_columns
 
 
 def project_list(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
@@ -30,6 +33,15 @@ def project_get(*, user: AbstractBaseUser | AnonymousUser, project_id: str) -> P
         raise ValidationFailed(
             "A project id is 1-64 letters, digits, '-' or '_', starting with a letter or digit.",
             details={"fields": {"project_id": ["Not a valid project id."]}},
+        )
+    if user.is_authenticated and not getattr(user, "is_staff", False):
+        # The usual caller: only their own projects, where the id is unique (``project_unique_public_id``).
+        own = _own_project(user=user, project_id=project_id)
+        if own is not None:
+            return own
+        raise NotFound(
+            f"Project '{project_id}' does not exist.",
+            details={"project_id": project_id, "suggestion": "Check the project id; list yours at /api/projects/."},
         )
     candidates = list(
         project_list(user=user)
@@ -53,6 +65,29 @@ def project_get(*, user: AbstractBaseUser | AnonymousUser, project_id: str) -> P
         f"Project '{project_id}' does not exist.",
         details={"project_id": project_id, "suggestion": "Check the project id; list yours at /api/projects/."},
     )
+
+
+@functools.cache
+def _own_project_statement(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    return (
+        f"SELECT {model_columns(alias, Project).select} FROM {quote(Project._meta.db_table)} "  # noqa: S608 - model metadata
+        f"WHERE {column(alias, Project, 'owner')} = %s AND {column(alias, Project, 'public_id')} = %s"
+    )
+
+
+def _own_project(*, user: AbstractBaseUser, project_id: str) -> Project | None:
+    """The user's own project of that public id, its owner being ``user``: one plain SELECT, as every request on a
+    project asks (``selectors.statements``)."""
+    alias = Project.objects.db
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_own_project_statement(alias), [user.pk, project_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    project = model_columns(alias, Project).instance(Project, row)
+    project.owner = user  # type: ignore[assignment]  # the owner's row is the caller's, as select_related reads it
+    return project
 
 
 def project_find(*, project_id: str, owner_username: str | None = None) -> Project | None:
@@ -116,8 +151,16 @@ def history_details_public(
 
     Only a file of the record's own run in this project's folder becomes a link; any other path stays as text.
     """
+    return history_details_linker(project=project, absolute_url=absolute_url)(details, workflow_id)
 
-    def image_url(value: str) -> str:
+
+def history_details_linker(
+    *, project: Project | None, absolute_url: Callable[[str], str] | None = None
+) -> Callable[[Any, UUID | str | None], Any]:
+    """``history_details_public`` for the records of one project, made once for a page of them: a function of a
+    record's details and its run."""
+
+    def image_url(value: str, workflow_id: UUID | str | None) -> str:
         match = _LEGACY_IMAGE_PATH.fullmatch(value)
         # The project's files are shown under its public id first (below), so a legacy path may hold either.
         own = match is not None and project is not None and match["key"] in (project.pk, project.public_id)
@@ -130,15 +173,22 @@ def history_details_public(
         name = f"projects/{project.pk}/images/{workflow_id}/{match['name']}"
         return blob_signed_url(name=name, alias=DEFAULT_STORAGE, absolute_url=absolute_url)
 
-    def linked(item: Any) -> Any:
+    def linked(item: Any, workflow_id: UUID | str | None) -> Any:
         if isinstance(item, dict):
+            if not any(key == "image_url" or isinstance(entry, dict | list) for key, entry in item.items()):
+                return item  # nothing to link inside: the usual record's details, answered as they are
             return {
-                key: image_url(entry) if key == "image_url" and isinstance(entry, str) else linked(entry)
+                key: image_url(entry, workflow_id)
+                if key == "image_url" and isinstance(entry, str)
+                else linked(entry, workflow_id)
                 for key, entry in item.items()
             }
         if isinstance(item, list):
-            return [linked(entry) for entry in item]
+            return [linked(entry, workflow_id) for entry in item]
         return item
 
-    # Public names first, links second: a presigned URL holds the storage name and must reach the browser intact.
-    return linked(project_paths_public(details, project=project))
+    def public(details: Any, workflow_id: UUID | str | None) -> Any:
+        # Public names first, links second: a presigned URL holds the storage name and must reach the browser intact.
+        return linked(project_paths_public(details, project=project), workflow_id)
+
+    return public

@@ -22,6 +22,7 @@ def test_shipped_cache_options():
         "stats_flush_in_background": True,
         "lock_timeout": 300,
         "lock_ttl": 10,
+        "entry_recheck_seconds": 5.0,
         "orphan_grace_seconds": 3600,
         "cleanup_batch_size": 500,
         "admin_preview_max_bytes": 5 * 1024 * 1024,

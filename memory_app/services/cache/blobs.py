@@ -5,6 +5,7 @@ sha256) of a blob an entry names."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import os
 import tempfile
@@ -118,6 +119,7 @@ class _FileHit(NamedTuple):
     compressed: bool
     value_format: str
     content_type: str
+    expires_at: dt.datetime | None = None
 
 
 def _blob_open(location: str, blob_name: str) -> IO[bytes] | None:

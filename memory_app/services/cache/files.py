@@ -4,6 +4,7 @@ its ``CacheEntry`` row, with eviction by LRU and ``max_disk_usage``."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gzip
 import logging
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from comicmem_site.memory_config import CacheNamespaceConfig
 from memory_app.models import CacheEntry
+from memory_app.selectors.statements import column_converters, converted
 from memory_app.services.cache.blobs import (
     _BlobWriter,
     _FileHit,
@@ -38,7 +40,7 @@ def _file_entry_hit(namespace: str, digest: str, now: dt.datetime) -> _FileHit |
     operations = connection.ops
     table = operations.quote_name(CacheEntry._meta.db_table)
     sql = (
-        "SELECT id, blob_name, size_bytes, checksum, compressed, value_format, content_type "  # noqa: S608 - model
+        "SELECT id, blob_name, size_bytes, checksum, compressed, value_format, content_type, expires_at "  # noqa: S608 - model
         f"FROM {table} WHERE namespace = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s)"
     )
     with connection.cursor() as cursor:
@@ -46,8 +48,16 @@ def _file_entry_hit(namespace: str, digest: str, now: dt.datetime) -> _FileHit |
         row = cursor.fetchone()
     if row is None:
         return None
-    entry_id, blob_name, size_bytes, checksum, compressed, value_format, content_type = row
-    return _FileHit(entry_id, blob_name, size_bytes, checksum, bool(compressed), value_format, content_type)
+    entry_id, blob_name, size_bytes, checksum, compressed, value_format, content_type, expires_at = row
+    (expires_at,) = converted([expires_at], _expiry_converters(connection.alias), connection.alias)
+    return _FileHit(entry_id, blob_name, size_bytes, checksum, bool(compressed), value_format, content_type, expires_at)
+
+
+@functools.cache
+def _expiry_converters(alias: str) -> list[tuple[int, Any, list[Any]]]:
+    # What the ORM applies to ``expires_at`` on this database (SQLite's values are naive).
+    field = CacheEntry._meta.get_field("expires_at")
+    return column_converters(alias, [field.get_col(CacheEntry._meta.db_table)])
 
 
 def _file_corrupted(namespace: str, location: str, entry: _FileHit) -> None:

@@ -20,7 +20,7 @@ from memory_app.services.cache.files import _file_open, _file_store
 from memory_app.services.cache.keys import cache_key
 from memory_app.services.cache.memory import _memory_store
 from memory_app.services.cache.namespaces import cache_namespace_config, cache_namespace_location
-from memory_app.services.cache.reads import _file_read
+from memory_app.services.cache.reads import _file_read, _known_entries
 from memory_app.services.cache.values import _decode, _encode, _expiry_seconds, _pack_memory_value, _unpack_memory_value
 from memory_app.services.history import history_record
 
@@ -85,6 +85,8 @@ def _store(namespace: str, digest: str, value: Any, *, ttl: int | None, content_
     expiry = _expiry_seconds(config, ttl)
     encoded = _encode(value, content_type=content_type)
     if config.backend == "file":
+        # This process's own writes need no recheck to be seen (another process's take the old blob away).
+        _known_entries.forget(namespace, digest)
         return _file_store(
             namespace,
             config,
@@ -108,6 +110,7 @@ def cache_set_stream(*, namespace: str, key: Any, source: IO[bytes], content_typ
     if config.backend != "file":
         raise ValidationFailed(f"Cache namespace '{namespace}' keeps no files; use cache_set.")
     digest = cache_key(namespace=namespace, key=key)
+    _known_entries.forget(namespace, digest)
     return _file_store(
         namespace,
         config,
@@ -123,6 +126,7 @@ def cache_delete(*, namespace: str, key: Any) -> bool:
     config = cache_namespace_config(namespace=namespace)
     digest = cache_key(namespace=namespace, key=key)
     if config.backend == "file":
+        _known_entries.forget(namespace, digest)
         entry = CacheEntry.objects.filter(namespace=namespace, key=digest).first()
         if entry is None:
             return False
@@ -136,6 +140,7 @@ def cache_clear(*, namespace: str, user: AbstractBaseUser | None = None) -> int:
     """Empty one namespace everywhere and record ``cache_cleared``; returns how many live entries it held."""
     config = cache_namespace_config(namespace=namespace)
     if config.backend == "file":
+        _known_entries.forget_namespace(namespace)
         location = cache_namespace_location(namespace=namespace)
         removed = 0
         while True:

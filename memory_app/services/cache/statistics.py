@@ -7,6 +7,7 @@ from __future__ import annotations
 from memory_app.cache_store import cache_counters_read, cache_counters_read_all
 from memory_app.services.cache.counters import _database_counters
 from memory_app.services.cache.hits import _file_hits
+from memory_app.services.cache.reads import _known_entries
 from memory_app.services.cache.redis_store import _RedisMemoryStore
 
 
@@ -28,8 +29,9 @@ def cache_counters_all() -> dict[str, dict[str, int]]:
 
 
 def cache_process_state_reset() -> None:
-    """Forget this process's pending counts and the generations it saw. For test isolation, where every test has
-    its own database."""
+    """Forget this process's pending counts, the generations and the file entries it saw. For test isolation, where
+    every test has its own database."""
     _database_counters.discard()
     _file_hits.discard()
+    _known_entries.clear()
     _RedisMemoryStore._seen_generations.clear()

@@ -65,3 +65,25 @@ def test_ensure_demo_user_creates_one_staff_user_once(settings, tmp_path, capsys
     assert output.count("Created the staff user") == 1
     assert "password:" in output
     assert (tmp_path / "demo-login.txt").stat().st_mode & 0o077 == 0
+
+
+def test_a_token_request_reads_the_token_and_its_user_in_one_statement(auth_client, user, django_assert_num_queries):
+    with django_assert_num_queries(2):  # the token with its user; the user's projects
+        response = auth_client.get("/api/projects/")
+
+    assert response.status_code == 200
+    assert response.wsgi_request.user == user
+    assert response.wsgi_request.auth.user is response.wsgi_request.user
+
+
+def test_an_unknown_token_is_401_and_an_inactive_users_token_too(api_client, user):
+    api_client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    unknown = api_client.get("/api/projects/")
+    token, _ = Token.objects.get_or_create(user=user)
+    user.is_active = False
+    user.save()
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    inactive = api_client.get("/api/projects/")
+
+    assert (unknown.status_code, unknown.json()["error"]["message"]) == (401, "Invalid token.")
+    assert (inactive.status_code, inactive.json()["error"]["message"]) == (401, "User inactive or deleted.")

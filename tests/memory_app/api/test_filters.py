@@ -219,3 +219,36 @@ def test_the_schema_documents_every_filter(api_client):
     messages = query_parameters("/api/context/{context_id}/messages/")
     assert set(messages) == {"page", "page_size", "include_archived"}
     assert messages["include_archived"]["schema"] == {"type": "boolean"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "start_date=2025-01-28",
+        "start_date=&end_date=&action_type=",
+        "end_date=2025-01-28T10:00:00+08:00&action_type=text_analyzed,workflow_started",
+        "action_type=text_segmentation&action_type=workflow_completed",  # the last of a repeated parameter
+        "action_type= text_analyzed , ",
+        "start_date=yesterday",
+        "start_date=2025-01-28&end_date=2025-01-27",
+        "action_type=made_up&start_date=nonsense",
+        "end_date=9999-12-31",
+    ],
+)
+def test_the_history_views_parse_their_filters_as_the_filterset_does(query):
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from memory_app.api.filters import history_filters_from
+
+    filterset = HistoryFilterSet(QueryDict(query), queryset=HistoryRecord.objects.none())
+    request = Request(APIRequestFactory().get(f"/api/memory/history/proj-001?{query}"))
+    try:
+        expected = filterset_validate(filterset)["filters"]
+    except ValidationFailed as refused:
+        with pytest.raises(ValidationFailed) as raised:
+            history_filters_from(request)
+        assert (raised.value.message, raised.value.details) == (refused.message, refused.details)
+    else:
+        assert history_filters_from(request) == expected

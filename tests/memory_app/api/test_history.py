@@ -469,3 +469,74 @@ def test_an_owners_unknown_archive_is_a_404_that_names_the_public_id_only(auth_c
         response.json()["error"]["details"]["suggestion"] == "List the archives at /api/memory/history/alpha/archives."
     )
     assert project.pk not in response.content.decode()
+
+
+# --- the pages' cost and their serializers ------------------------------------------------------------------------
+
+
+def test_a_history_page_is_three_statements_however_many_records(auth_client, records, django_assert_num_queries):
+    HistoryRecordFactory.create_batch(60, project=records[0].project)
+    # The token with its user, the project, the page (users' names joined): nothing per record.
+    with django_assert_num_queries(3):
+        first = auth_client.get("/api/memory/history/proj-001?limit=50")
+    with django_assert_num_queries(3):
+        auth_client.get(f"/api/memory/history/proj-001?limit=50&cursor={first.json()['data']['next_cursor']}")
+    with django_assert_num_queries(3):
+        auth_client.get(
+            "/api/memory/history/proj-001?action_type=text_analyzed&start_date=2025-01-27&end_date=2025-01-28"
+        )
+
+
+def test_the_timeline_is_seven_statements(auth_client, records, django_assert_num_queries):
+    # Page (3 as above), the daily counts, the first and the last record, the archived counts.
+    with django_assert_num_queries(7):
+        auth_client.get("/api/memory/timeline/proj-001")
+
+
+def test_the_pages_answer_what_their_serializers_describe(auth_client, user, other_user):
+    from memory_app.api.history import HistoryRecordSerializer, TimelineEntrySerializer
+
+    project = ProjectFactory(id="k-internal", public_id="proj-009", owner=user)
+    run = "5f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
+    made = [
+        HistoryRecordFactory(
+            project=project,
+            timestamp=at("2025-02-01T10:00:00.123456"),
+            action="image_generated",
+            details={
+                "image_url": f"/api/workflows/{run}/outputs/panel_001.png",
+                "path": "projects/k-internal/images/x.png",
+                "nested": [{"image_url": "projects/k-internal/images/other-run/p.png"}, 3, None],
+            },
+            user=user,
+            request_id="req-1",
+            workflow_id=run,
+        ),
+        HistoryRecordFactory(project=project, timestamp=at("2025-02-01T11:00:00"), user=None, details={}),
+        HistoryRecordFactory(project=project, timestamp=at("2025-02-02T11:00:00"), user=other_user, details=[1]),
+    ]
+    records = HistoryRecord.objects.filter(pk__in=[record.pk for record in made]).select_related("user")
+    newest_first = sorted(records, key=lambda record: (record.timestamp, record.pk), reverse=True)
+
+    history = auth_client.get("/api/memory/history/proj-009").json()["data"]["records"]
+    timeline = auth_client.get("/api/memory/timeline/proj-009").json()["data"]["timeline"]
+
+    request = auth_client.get("/api/memory/history/proj-009").wsgi_request
+    context = {"project": project, "request": request}
+    described = json.loads(json.dumps(HistoryRecordSerializer(newest_first, many=True, context=context).data))
+    described_timeline = TimelineEntrySerializer(newest_first[::-1], many=True, context=context).data
+    # The signed links carry a time stamp: compared without their query strings.
+    assert _without_signatures(history) == _without_signatures(described)
+    assert _without_signatures(timeline) == _without_signatures(json.loads(json.dumps(described_timeline)))
+    assert history[-1]["details"]["path"] == "projects/proj-009/images/x.png"
+    assert "/api/files/" in history[-1]["details"]["image_url"]
+
+
+def _without_signatures(value):
+    if isinstance(value, dict):
+        return {key: _without_signatures(entry) for key, entry in value.items()}
+    if isinstance(value, list):
+        return [_without_signatures(entry) for entry in value]
+    if isinstance(value, str) and "/api/files/" in value:
+        return value.split("?", 1)[0]
+    return value

@@ -307,7 +307,8 @@ def test_a_file_hit_reads_the_database_and_writes_nothing_until_the_flush(batche
         assert cache_get(namespace="images", key="k") == PNG
     noted_at = timezone.now()
 
-    assert [query["sql"].split()[0] for query in captured.captured_queries] == ["SELECT", "SELECT"]
+    # The second hit, within entry_recheck_seconds of the first, reads the blob alone (see the tests below).
+    assert [query["sql"].split()[0] for query in captured.captured_queries] == ["SELECT"]
     entry.refresh_from_db()
     assert (entry.hit_count, entry.last_accessed_at) == (0, entry.created_at)
     assert cache_counters_read(namespace="images")["hits"] == 0  # nor a write to the counters (Redis or rows)
@@ -398,14 +399,130 @@ def test_max_size_and_max_disk_usage_together(cache_namespaces, cache_root):
     assert len(files_under(directory)) == 3
 
 
+# --- a key hit lately: one verified read of its blob, no database ----------------------------------------------
+
+
+def statements_of(function) -> tuple[object, list[str]]:
+    with CaptureQueriesContext(connection) as captured:
+        result = function()
+    return result, [query["sql"].split()[0] for query in captured.captured_queries]
+
+
+def test_a_key_hit_again_within_the_recheck_interval_asks_the_database_nothing(batched):
+    cache_set(namespace="images", key="k", value=PNG)
+    assert statements_of(lambda: cache_get(namespace="images", key="k")) == (PNG, ["SELECT"])
+
+    for _ in range(3):
+        assert statements_of(lambda: cache_get(namespace="images", key="k")) == (PNG, [])
+
+    cache_statistics_flush()
+    assert CacheEntry.objects.get().hit_count == 4
+    assert cache_counters_read(namespace="images") == {"hits": 4, "misses": 0, "corrupted": 0, "evictions": 0}
+
+
+def test_a_value_another_process_removed_is_a_miss_at_once(images):
+    cache_set(namespace="images", key="k", value=PNG)
+    assert cache_get(namespace="images", key="k") == PNG
+    entry = CacheEntry.objects.get()
+    # Another process's cache_delete: the row, then the blob, without this process's cache functions.
+    CacheEntry.objects.all().delete()
+    blob_of(images, entry).unlink()
+
+    assert cache_lookup(namespace="images", key="k").hit is False
+    assert counts("images") == {"hits": 1, "misses": 1, "corrupted": 0, "evictions": 0}
+
+
+def test_a_value_another_process_rewrote_is_read_anew(images):
+    cache_set(namespace="images", key="k", value=b"first")
+    assert cache_get(namespace="images", key="k") == b"first"
+    first = CacheEntry.objects.get()
+    # Another process's cache_set of another value: a new blob, the row updated, the old blob removed.
+    digest = cache_key(namespace="images", key="k")
+    checksum = hashlib.sha256(b"second").hexdigest()
+    blob_name = f"{digest}-{checksum[:16]}"
+    (images / blob_name[:2] / blob_name).write_bytes(b"second")
+    CacheEntry.objects.filter(pk=first.pk).update(blob_name=blob_name, size_bytes=6, checksum=checksum)
+    blob_of(images, first).unlink()
+
+    assert cache_get(namespace="images", key="k") == b"second"
+    assert cache_get(namespace="images", key="k") == b"second"
+    assert counts("images") == {"hits": 3, "misses": 0, "corrupted": 0, "evictions": 0}
+
+
+def test_a_blob_corrupted_after_a_hit_is_a_miss_and_goes(images):
+    cache_set(namespace="images", key="k", value=PNG)
+    assert cache_get(namespace="images", key="k") == PNG
+    entry = CacheEntry.objects.get()
+    blob = blob_of(images, entry)
+    data = bytearray(blob.read_bytes())
+    data[10] ^= 0x01
+    blob.write_bytes(bytes(data))
+
+    assert cache_lookup(namespace="images", key="k").hit is False
+    assert CacheEntry.objects.count() == 0
+    assert not blob.exists()
+    assert counts("images") == {"hits": 1, "misses": 1, "corrupted": 1, "evictions": 0}
+
+
+def test_an_entry_past_its_expiry_is_a_miss_without_a_recheck(images, monkeypatch):
+    cache_set(namespace="images", key="k", value=PNG, ttl=60)
+    assert cache_get(namespace="images", key="k") == PNG
+    later = timezone.now() + dt.timedelta(seconds=61)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+
+    assert cache_lookup(namespace="images", key="k").hit is False
+    assert counts("images")["misses"] == 1
+
+
+def test_a_row_removed_without_its_blob_is_seen_at_the_recheck(images, settings, monkeypatch):
+    # Staff deleting the row in the admin leave the blob to cleanup: a process that hit the key lately keeps
+    # answering it until its row is due for a recheck.
+    cache_set(namespace="images", key="k", value=PNG)
+    assert cache_get(namespace="images", key="k") == PNG
+    CacheEntry.objects.all().delete()
+    assert cache_get(namespace="images", key="k") == PNG
+
+    clock = time.monotonic() + settings.MEMORY.cache_options.entry_recheck_seconds
+    monkeypatch.setattr(cache_reads.time, "monotonic", lambda: clock)
+    assert cache_lookup(namespace="images", key="k").hit is False
+
+
+def test_this_processs_own_writes_and_deletes_are_seen_at_once(images):
+    cache_set(namespace="images", key="k", value=PNG)
+    assert cache_get(namespace="images", key="k") == PNG
+    cache_set(namespace="images", key="k", value=PNG, ttl=0)  # the same bytes, the same blob, a new expiry
+
+    with CaptureQueriesContext(connection) as captured:
+        assert cache_get(namespace="images", key="k") == PNG
+    assert len(captured.captured_queries) == 1  # the row read again
+
+    cache_clear(namespace="images")
+    cache_set(namespace="images", key="k", value=PNG)
+    assert cache_get(namespace="images", key="k") == PNG
+    cache_statistics_flush()
+    assert CacheEntry.objects.get().hit_count == 1  # noted on the new row, not the cleared one
+
+
+def test_without_a_recheck_interval_every_hit_asks_the_database(images, settings):
+    options = settings.MEMORY.cache_options.model_copy(update={"entry_recheck_seconds": 0})
+    settings.MEMORY = settings.MEMORY.model_copy(update={"cache_options": options})
+    cache_set(namespace="images", key="k", value=PNG)
+
+    for _ in range(2):
+        assert statements_of(lambda: cache_get(namespace="images", key="k")) == (PNG, ["SELECT"])
+
+
 # --- large blobs hit again: read beside the row's lookup ----------------------------------------------------
 
 
 @pytest.fixture
-def large(cache_namespaces, cache_root, monkeypatch):
-    """A file namespace, this process's blob guesses forgotten, and the threads that read blobs recorded."""
+def large(cache_namespaces, cache_root, monkeypatch, settings):
+    """A file namespace, this process's blob guesses forgotten, every hit asking the database (as a hit does once
+    its row is due for a recheck), and the threads that read blobs recorded."""
     cache_namespaces(large={"backend": "file", "ttl": 3600, "directory": "cache/large"})
-    monkeypatch.setattr(cache_reads, "_blob_reads", cache_reads._SpeculativeBlobReads())
+    options = settings.MEMORY.cache_options.model_copy(update={"entry_recheck_seconds": 0})
+    settings.MEMORY = settings.MEMORY.model_copy(update={"cache_options": options})
+    monkeypatch.setattr(cache_reads, "_known_entries", cache_reads._KnownEntries())
     readers: list[str] = []
     read_and_hash = cache_reads._read_and_hash
 
@@ -452,7 +569,7 @@ def test_a_key_rewritten_since_its_last_hit_returns_the_new_value(large):
 
 
 def test_a_process_keeps_a_bounded_number_of_guesses(large, monkeypatch):
-    monkeypatch.setattr(cache_reads._blob_reads, "capacity", 2)
+    monkeypatch.setattr(cache_reads._known_entries, "capacity", 2)
     values = {name: os.urandom(300 * 1024) for name in ("first", "second", "third")}
     for name, value in values.items():
         cache_set(namespace="large", key=name, value=value)
@@ -492,7 +609,7 @@ def test_a_forked_child_reads_guessed_blobs_on_threads_of_its_own(large, cache_r
     cache_set(namespace="large", key="page", value=value)
     cache_get(namespace="large", key="page")
     cache_get(namespace="large", key="page")  # the parent's helper thread exists now
-    reads = cache_reads._blob_reads
+    reads = cache_reads._known_entries
     digest = cache_key(namespace="large", key="page")
     directory = cache_root / "cache" / "large"
 
