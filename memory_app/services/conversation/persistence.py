@@ -52,14 +52,29 @@ def _concrete_field(model: type[Model], name: str) -> tuple[Field[Any, Any], str
     raise LookupError(f"{model.__name__} has no column for {name}.")
 
 
+def index_words_of(contents: list[str]) -> list[tuple[str, str]] | None:
+    """Each text's index words and hash (``SearchEntry.tokens``, ``text_hash``), or None when messages are not
+    indexed. A caller computes them before it takes the context's lock (jieba is the slow part of an append), and
+    passes them to ``persist_append``."""
+    if not search_messages_indexed():
+        return None
+    return [(index_tokens(content), text_hash(content)) for content in contents]
+
+
 def persist_append(
-    context: ConversationContext, totals: _Totals, rows: list[ContextMessage], *, summarize: bool
+    context: ConversationContext,
+    totals: _Totals,
+    rows: list[ContextMessage],
+    *,
+    summarize: bool,
+    index_words: list[tuple[str, str]] | None = None,
 ) -> None:
     """Write ``rows`` (built for ``context``, their positions taken), apply the window rule to what is stored and
     save the context's totals. ``totals`` already counts the rows; afterwards it holds what is left in the window
     and ``evicted_ids`` what left it. The rows get their primary keys. Context row locked by the caller.
+    ``index_words``: ``index_words_of`` the rows' contents, if the caller has them (else they are computed here).
     """
-    if not _insert_evict_and_save(context, totals, rows, summarize=summarize):
+    if not _insert_evict_and_save(context, totals, rows, summarize=summarize, index_words=index_words):
         ContextMessage.objects.bulk_create(rows)
         search_entries_insert(message_entries_build(context=context, messages=rows))
         _evict(context, totals, summarize=summarize)
@@ -73,7 +88,12 @@ def persist_append(
 
 
 def _insert_evict_and_save(
-    context: ConversationContext, totals: _Totals, rows: list[ContextMessage], *, summarize: bool
+    context: ConversationContext,
+    totals: _Totals,
+    rows: list[ContextMessage],
+    *,
+    summarize: bool,
+    index_words: list[tuple[str, str]] | None = None,
 ) -> bool:
     """Insert the new messages, archive the oldest ones the window no longer holds and save the context's totals,
     in plain SQL: on PostgreSQL one statement (one round trip instead of three), on SQLite three statements without
@@ -106,7 +126,9 @@ def _insert_evict_and_save(
     ]
     context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
     indexed = search_messages_indexed()
-    index_words = [(index_tokens(row.content), text_hash(row.content)) for row in rows] if indexed else []
+    if indexed and index_words is None:
+        index_words = index_words_of([row.content for row in rows])
+    index_words = index_words if indexed and index_words is not None else []
     entries = operations.quote_name(SearchEntry._meta.db_table)
     index_columns = ", ".join(operations.quote_name(_concrete_field(SearchEntry, name)[1]) for name in _INDEX_COLUMNS)
     archive_sql = _ARCHIVE_OLDEST_SQL.format(messages=messages)

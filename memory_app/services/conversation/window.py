@@ -16,7 +16,7 @@ from django.utils import timezone
 from memory_app.errors import ContextBudgetExceeded, ContextMessageTooLarge, ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext, MessageRole
 from memory_app.selectors.conversation import context_get
-from memory_app.services.conversation.persistence import persist_append
+from memory_app.services.conversation.persistence import index_words_of, persist_append
 from memory_app.services.conversation.summary import context_refresh_summary
 from memory_app.services.conversation.totals import _lock, _other_budgets, _Totals, _totals_of
 from memory_app.services.conversation.validation import NewMessage, messages_validate
@@ -37,9 +37,10 @@ def _append_locked(
     request_id: str | None = None,
     unanswered: bool = False,
     metadata: dict[str, Any] | None = None,
+    index_words: list[tuple[str, str]] | None = None,
 ) -> list[ContextMessage]:
     """Check every message against the budgets, insert them, evict what left the window and save the context's
-    totals. Context row locked."""
+    totals. Context row locked. ``index_words``: see ``persist_append``."""
     rows: list[ContextMessage] = []
     now = timezone.now()
     for index, (role, content, tokens) in enumerate(messages):
@@ -86,7 +87,7 @@ def _append_locked(
             )
         )
         context.next_position += 1
-    persist_append(context, totals, rows, summarize=summarize)
+    persist_append(context, totals, rows, summarize=summarize, index_words=index_words)
     for row in rows:  # a long batch can push out its own first messages
         row.archived = row.pk in totals.evicted_ids
     return rows
@@ -122,8 +123,10 @@ def context_append(
         if context is None:
             context_get(user=owner, context_id=named)
         raise
-    # Token counting happens before the lock is taken.
+    # Token counting and the index's words (jieba) happen before the lock is taken: on SQLite the lock is the
+    # database's, and every other writer waits while it is held.
     prepared = [(item.role, item.content, count_tokens(item.content)) for item in items]
+    index_words = index_words_of([item.content for item in items])
     with transaction.atomic():
         if context is None:
             locked = context_get(user=owner, context_id=named, for_update=True)
@@ -138,6 +141,7 @@ def context_append(
             summarize=settings.MEMORY.conversation.summarize_evicted,
             request_id=request_id,
             unanswered=unanswered,
+            index_words=index_words,
         )
     if context_refresh_summary(context=locked):
         locked.refresh_from_db()
