@@ -52,6 +52,11 @@ def _concrete_field(model: type[Model], name: str) -> tuple[Field[Any, Any], str
     raise LookupError(f"{model.__name__} has no column for {name}.")
 
 
+class AppendUnderLock(Exception):
+    """A guarded append (``persist_append(guard=True)``) wrote nothing: the context changed since it was read, or
+    the append needs more than its one statement. The caller appends under the context's lock instead."""
+
+
 def index_words_of(contents: list[str]) -> list[tuple[str, str]] | None:
     """Each text's index words and hash (``SearchEntry.tokens``, ``text_hash``), or None when messages are not
     indexed. A caller computes them before it takes the context's lock (jieba is the slow part of an append), and
@@ -68,12 +73,27 @@ def persist_append(
     *,
     summarize: bool,
     index_words: list[tuple[str, str]] | None = None,
+    guard: bool = False,
 ) -> None:
     """Write ``rows`` (built for ``context``, their positions taken), apply the window rule to what is stored and
     save the context's totals. ``totals`` already counts the rows; afterwards it holds what is left in the window
     and ``evicted_ids`` what left it. The rows get their primary keys. Context row locked by the caller.
     ``index_words``: ``index_words_of`` the rows' contents, if the caller has them (else they are computed here).
+
+    ``guard`` (PostgreSQL, outside any transaction; ``context`` read without a lock): the append is one round trip
+    that locks the context's row and then, in one statement, writes only if the context's totals are still those
+    ``context`` was read with; AppendUnderLock (nothing written) if they are not, or if the append needs more.
     """
+    if guard:
+        if connection.vendor != "postgresql" or not _insert_evict_and_save(
+            context, totals, rows, summarize=summarize, index_words=index_words, guard=True
+        ):
+            raise AppendUnderLock()
+        if search_messages_indexed() and embeddings_endpoint() is not None:
+            search_embed_enqueue(
+                list(SearchEntry.objects.filter(message__in=[row.pk for row in rows]).values_list("pk", flat=True))
+            )
+        return
     if not _insert_evict_and_save(context, totals, rows, summarize=summarize, index_words=index_words):
         ContextMessage.objects.bulk_create(rows)
         search_entries_insert(message_entries_build(context=context, messages=rows))
@@ -87,6 +107,36 @@ def persist_append(
         )
 
 
+def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, list[Any]]:
+    """For a guarded append (PostgreSQL): the query that locks the context's row, to send before the append's
+    statement, and the part of that statement that finds the context unchanged since it was read (the totals the
+    append was computed from), with their parameters.
+
+    Sent as one query of two statements, they are one transaction: PostgreSQL commits both or neither before it
+    answers. The second takes its snapshot once the first holds the lock, so it sees every change committed
+    before, and none can commit meanwhile; each of its parts writes only if the context is unchanged.
+    """
+    contexts = connection.ops.quote_name(ConversationContext._meta.db_table)
+    read = [
+        ("next_position", context.next_position - new_rows),  # as read: the new rows took their positions
+        ("summarized_through", context.summarized_through),
+        ("system_count", context.system_count),
+        ("system_tokens", context.system_tokens),
+        ("window_count", context.window_count),
+        ("window_tokens", context.window_tokens),
+        ("max_messages", context.max_messages),
+        ("max_tokens", context.max_tokens),
+    ]
+    context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
+    columns = [connection.ops.quote_name(_concrete_field(ConversationContext, name)[1]) for name, _ in read]
+    unchanged = " AND ".join(f"{column} = %s" for column in columns)
+    return (
+        f"SELECT 1 FROM {contexts} WHERE id = %s FOR UPDATE",  # noqa: S608
+        f"unchanged AS (SELECT 1 FROM {contexts} WHERE id = %s AND {unchanged}), ",  # noqa: S608
+        [context_id, context_id, *(value for _, value in read)],
+    )
+
+
 def _insert_evict_and_save(
     context: ConversationContext,
     totals: _Totals,
@@ -94,6 +144,7 @@ def _insert_evict_and_save(
     *,
     summarize: bool,
     index_words: list[tuple[str, str]] | None = None,
+    guard: bool = False,
 ) -> bool:
     """Insert the new messages, archive the oldest ones the window no longer holds and save the context's totals,
     in plain SQL: on PostgreSQL one statement (one round trip instead of three), on SQLite three statements without
@@ -113,6 +164,9 @@ def _insert_evict_and_save(
     new_plain = sum(1 for row in rows if row.role != MessageRole.SYSTEM)
     archive = settings.MEMORY.conversation.keep_archived or summarize
     if (excess and not archive) or excess > totals.window_count - new_plain:
+        return False
+    if guard and (summarize or totals.window_tokens > others_tokens):
+        # The rolling summary, or an eviction by tokens after the statement: more than one statement.
         return False
     operations = connection.ops
     messages = operations.quote_name(ContextMessage._meta.db_table)
@@ -176,13 +230,30 @@ def _insert_evict_and_save(
                         for item in (row.position, tokens, digest)
                     ),
                 ]
-            cursor.execute(
-                f"WITH archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save}){index_part} "  # noqa: S608
-                "SELECT FALSE, id, token_count, position FROM archived "
-                "UNION ALL SELECT TRUE, id, 0, position FROM inserted",
-                [*archive_params, *insert_params, *save_params, *index_params],
+            lock, guard_part, guard_params = _guard_part(context, len(rows)) if guard else ("", "", [])
+            if guard:
+                # Each part writes only if the context is unchanged: the archive and the totals by a condition,
+                # the insert by selecting its values only then (the index rows follow the inserted ones).
+                only_unchanged = " AND EXISTS (SELECT FROM unchanged) RETURNING "
+                archive_sql = archive_sql.replace(" RETURNING ", only_unchanged, 1)
+                insert_sql = insert_sql.replace(
+                    f" VALUES {values} RETURNING ",
+                    f" SELECT * FROM (VALUES {values}) AS new_rows WHERE EXISTS (SELECT FROM unchanged) RETURNING ",  # noqa: S608
+                    1,
+                )
+                save = f"{save} AND EXISTS (SELECT FROM unchanged)"
+            statement = (
+                f"WITH {guard_part}archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save})"  # noqa: S608
+                f"{index_part} SELECT FALSE, id, token_count, position FROM archived "
+                "UNION ALL SELECT TRUE, id, 0, position FROM inserted"
             )
+            params = [*guard_params, *archive_params, *insert_params, *save_params, *index_params]
+            cursor.execute(f"{lock}; {statement}" if guard else statement, params)
+            if guard:
+                cursor.nextset()  # past the lock's row, to the statement's own rows
             result = [tuple(item) for item in cursor.fetchall()]
+            if guard and not any(is_new for is_new, *_rest in result):
+                return False  # the context changed since it was read (or is gone): nothing was written
         else:
             cursor.execute(archive_sql, archive_params)
             archived = [(False, *item) for item in cursor.fetchall()]

@@ -10,13 +10,13 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from memory_app.errors import ContextBudgetExceeded, ContextMessageTooLarge, ValidationFailed
 from memory_app.models import ContextMessage, ConversationContext, MessageRole
-from memory_app.selectors.conversation import context_get
-from memory_app.services.conversation.persistence import index_words_of, persist_append
+from memory_app.selectors.conversation import context_get, context_get_owned
+from memory_app.services.conversation.persistence import AppendUnderLock, index_words_of, persist_append
 from memory_app.services.conversation.summary import context_refresh_summary
 from memory_app.services.conversation.totals import _lock, _other_budgets, _Totals, _totals_of
 from memory_app.services.conversation.validation import NewMessage, messages_validate
@@ -38,9 +38,10 @@ def _append_locked(
     unanswered: bool = False,
     metadata: dict[str, Any] | None = None,
     index_words: list[tuple[str, str]] | None = None,
+    guard: bool = False,
 ) -> list[ContextMessage]:
     """Check every message against the budgets, insert them, evict what left the window and save the context's
-    totals. Context row locked. ``index_words``: see ``persist_append``."""
+    totals. Context row locked, or ``guard``: see ``persist_append``, as for ``index_words``."""
     rows: list[ContextMessage] = []
     now = timezone.now()
     for index, (role, content, tokens) in enumerate(messages):
@@ -87,10 +88,46 @@ def _append_locked(
             )
         )
         context.next_position += 1
-    persist_append(context, totals, rows, summarize=summarize, index_words=index_words)
+    persist_append(context, totals, rows, summarize=summarize, index_words=index_words, guard=guard)
     for row in rows:  # a long batch can push out its own first messages
         row.archived = row.pk in totals.evicted_ids
     return rows
+
+
+def _append_guarded(
+    owner: AbstractBaseUser | AnonymousUser,
+    context_id: str | UUID,
+    prepared: list[tuple[str, str, int]],
+    index_words: list[tuple[str, str]] | None,
+    *,
+    request_id: str | None,
+    unanswered: bool,
+) -> Appended | None:
+    """The append in two round trips on PostgreSQL, outside any transaction: read the context, then lock it and
+    write in one query that writes only if the context is still as read (``persist_append(guard=True)``). Instead
+    of four: BEGIN, the locking read, the write, COMMIT, each waiting for the database. None where that does not
+    apply, or when the context changed in between (nothing written): the caller appends under the lock.
+    """
+    summarize = settings.MEMORY.conversation.summarize_evicted
+    if connection.vendor != "postgresql" or summarize or not connection.get_autocommit() or connection.in_atomic_block:
+        return None
+    context = context_get_owned(user=owner, context_id=context_id)
+    if context is None:
+        return None
+    try:
+        rows = _append_locked(
+            context,
+            _totals_of(context),
+            prepared,
+            summarize=summarize,
+            request_id=request_id,
+            unanswered=unanswered,
+            index_words=index_words,
+            guard=True,
+        )
+    except AppendUnderLock:
+        return None
+    return Appended(context, rows)
 
 
 def context_append(
@@ -127,6 +164,10 @@ def context_append(
     # database's, and every other writer waits while it is held.
     prepared = [(item.role, item.content, count_tokens(item.content)) for item in items]
     index_words = index_words_of([item.content for item in items])
+    if context is None:
+        appended = _append_guarded(owner, named, prepared, index_words, request_id=request_id, unanswered=unanswered)
+        if appended is not None:
+            return appended
     with transaction.atomic():
         if context is None:
             locked = context_get(user=owner, context_id=named, for_update=True)

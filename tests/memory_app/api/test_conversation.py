@@ -193,6 +193,34 @@ def test_an_append_to_a_full_window_reads_the_context_once_and_locks_it_in_that_
     ]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_append_as_served_sends_a_pinned_number_of_statements(auth_client, user):
+    # Outside a test's transaction, as a server runs it. PostgreSQL: the token, the context read, then one query
+    # that locks the context and writes if it is unchanged (commit included). SQLite: the token, then under the
+    # database's write lock the context read, archive the oldest, insert, index, save the totals, commit.
+    context = context_create(owner=user, max_messages=2)
+    for number in range(2):
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{number}"))
+
+    with CaptureQueriesContext(connection) as captured:
+        response = auth_client.post(f"/api/context/{context.id}/messages", {"role": "user", "content": "m2"})
+
+    assert response.status_code == 201
+    assert response.json()["data"]["context"]["message_count"] == 2
+    kinds = [query["sql"].split()[0] for query in captured.captured_queries]
+    if connection.vendor == "postgresql":
+        assert kinds == ["SELECT", "SELECT", "SELECT"]
+        assert "FOR UPDATE; WITH unchanged" in captured.captured_queries[-1]["sql"]
+    else:
+        assert kinds == ["SELECT", "BEGIN", "SELECT", "UPDATE", "INSERT", "INSERT", "UPDATE", "COMMIT"]
+    context.refresh_from_db()
+    assert (context.window_count, context.next_position) == (2, 3)
+    assert list(ContextMessage.objects.filter(context=context, archived=False).values_list("content", flat=True)) == [
+        "m1",
+        "m2",
+    ]
+
+
 def test_staff_see_every_context(staff_client, user):
     context = context_create(owner=user)
 
