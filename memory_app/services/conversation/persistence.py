@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models import Field, Model
 from django.utils import timezone
 
-from memory_app.models import ContextMessage, ConversationContext, MessageRole, SearchEntry, SearchKind
+from memory_app.models import ContextMessage, ConversationContext, MessageRole, Project, SearchEntry, SearchKind
 from memory_app.providers.embeddings import embeddings_endpoint
 from memory_app.search_text import index_tokens, text_hash
 from memory_app.services.conversation.eviction import _ARCHIVE_OLDEST_SQL, _evict
@@ -107,33 +107,58 @@ def persist_append(
         )
 
 
+# Every column of the context but its key and ``last_updated``, which the append sets: a guarded append writes only
+# if all of them still hold what the caller read (or remembered), so that is also what it answers with.
+_GUARDED_COLUMNS = (
+    "owner",
+    "project",
+    "context_type",
+    "max_messages",
+    "max_tokens",
+    "is_default",
+    "metadata",
+    "created_at",
+    "next_position",
+    "system_count",
+    "system_tokens",
+    "window_count",
+    "window_tokens",
+    "summarized_through",
+)
+
+
 def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, list[Any]]:
     """For a guarded append (PostgreSQL): the query that locks the context's row, to send before the append's
-    statement, and the part of that statement that finds the context unchanged since it was read (the totals the
-    append was computed from), with their parameters.
+    statement, and the part of that statement that finds the context unchanged since it was read (every column the
+    append was computed from or answers with, and its project's public id), with their parameters.
 
     Sent as one query of two statements, they are one transaction: PostgreSQL commits both or neither before it
     answers. The second takes its snapshot once the first holds the lock, so it sees every change committed
     before, and none can commit meanwhile; each of its parts writes only if the context is unchanged.
     """
-    contexts = connection.ops.quote_name(ConversationContext._meta.db_table)
-    read = [
-        ("next_position", context.next_position - new_rows),  # as read: the new rows took their positions
-        ("summarized_through", context.summarized_through),
-        ("system_count", context.system_count),
-        ("system_tokens", context.system_tokens),
-        ("window_count", context.window_count),
-        ("window_tokens", context.window_tokens),
-        ("max_messages", context.max_messages),
-        ("max_tokens", context.max_tokens),
-    ]
+    operations = connection.ops
+    contexts = operations.quote_name(ConversationContext._meta.db_table)
+    projects = operations.quote_name(Project._meta.db_table)
+    conditions, values = [], []
+    for name in _GUARDED_COLUMNS:
+        field, column = _concrete_field(ConversationContext, name)
+        value = getattr(context, field.attname)
+        if name == "next_position":
+            value -= new_rows  # as read: the new rows took their positions
+        conditions.append(f"{contexts}.{operations.quote_name(column)} IS NOT DISTINCT FROM %s")
+        values.append(field.get_db_prep_save(value, connection))
+    project = context.project if context.project_id is not None else None
+    conditions.append(
+        f"NOT EXISTS (SELECT 1 FROM {projects} WHERE {projects}.id = {contexts}.project_id "  # noqa: S608
+        "AND public_id IS DISTINCT FROM %s)"
+    )
+    values.append(project.public_id if project is not None else None)
     context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
-    columns = [connection.ops.quote_name(_concrete_field(ConversationContext, name)[1]) for name, _ in read]
-    unchanged = " AND ".join(f"{column} = %s" for column in columns)
+    unchanged = " AND ".join(conditions)
     return (
         f"SELECT 1 FROM {contexts} WHERE id = %s FOR UPDATE",  # noqa: S608
         f"unchanged AS (SELECT 1 FROM {contexts} WHERE id = %s AND {unchanged}), ",  # noqa: S608
-        [context_id, context_id, *(value for _, value in read)],
+        [context_id, context_id, *values],
     )
 
 

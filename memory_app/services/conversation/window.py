@@ -4,8 +4,11 @@ eviction, then the summary fold after commit. ``context_append`` is the one publ
 
 from __future__ import annotations
 
+import copy
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from uuid import UUID
 
 from django.conf import settings
@@ -14,13 +17,16 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from memory_app.errors import ContextBudgetExceeded, ContextMessageTooLarge, ValidationFailed
-from memory_app.models import ContextMessage, ConversationContext, MessageRole
+from memory_app.models import ContextMessage, ConversationContext, MessageRole, Project
 from memory_app.selectors.conversation import context_get, context_get_owned
 from memory_app.services.conversation.persistence import AppendUnderLock, index_words_of, persist_append
 from memory_app.services.conversation.summary import context_refresh_summary
 from memory_app.services.conversation.totals import _lock, _other_budgets, _Totals, _totals_of
 from memory_app.services.conversation.validation import NewMessage, messages_validate
 from memory_app.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class Appended(NamedTuple):
@@ -94,6 +100,55 @@ def _append_locked(
     return rows
 
 
+_CONTEXT_FIELDS = [field.attname for field in ConversationContext._meta.concrete_fields]
+
+
+class _RememberedContexts:
+    """The rows of the contexts this process last appended to by a guarded append, as that append left them (by
+    owner and id; the least recently used are forgotten). The next append to one of them is computed from this
+    copy instead of a read: its guard writes only if the context still holds every value of the copy (and its
+    project's public id), so a copy that another process or request made stale costs one round trip that writes
+    nothing, and is dropped."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._rows: OrderedDict[tuple[int, UUID], tuple[list[Any], str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def context(self, key: tuple[int, UUID], owner: AbstractBaseUser | AnonymousUser) -> ConversationContext | None:
+        with self._lock:
+            remembered = self._rows.get(key)
+            if remembered is None:
+                return None
+            self._rows.move_to_end(key)
+        values, public_id = remembered
+        context = ConversationContext.from_db(connection.alias, _CONTEXT_FIELDS, copy.deepcopy(values))
+        context.owner = cast("User", owner)  # the key's owner, a signed-in user (``context_get_owned`` answered)
+        if context.project_id is not None:
+            context.project = Project.from_db(connection.alias, ["id", "public_id"], [context.project_id, public_id])
+        return context
+
+    def remember(self, key: tuple[int, UUID], context: ConversationContext) -> None:
+        values = copy.deepcopy([getattr(context, name) for name in _CONTEXT_FIELDS])
+        public_id = context.project.public_id if context.project_id is not None and context.project else None
+        with self._lock:
+            self._rows[key] = (values, public_id)
+            self._rows.move_to_end(key)
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+    def forget(self, key: tuple[int, UUID]) -> None:
+        with self._lock:
+            self._rows.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+
+REMEMBERED_CONTEXTS = _RememberedContexts(size=1024)
+
+
 def _append_guarded(
     owner: AbstractBaseUser | AnonymousUser,
     context_id: str | UUID,
@@ -103,30 +158,47 @@ def _append_guarded(
     request_id: str | None,
     unanswered: bool,
 ) -> Appended | None:
-    """The append in two round trips on PostgreSQL, outside any transaction: read the context, then lock it and
-    write in one query that writes only if the context is still as read (``persist_append(guard=True)``). Instead
-    of four: BEGIN, the locking read, the write, COMMIT, each waiting for the database. None where that does not
-    apply, or when the context changed in between (nothing written): the caller appends under the lock.
+    """The append in one or two round trips on PostgreSQL, outside any transaction: the context as this process
+    remembers it from its last append (``REMEMBERED_CONTEXTS``) or else as read, then one query that locks it and
+    writes only if it is still that (``persist_append(guard=True)``). Instead of four: BEGIN, the locking read, the
+    write, COMMIT, each waiting for the database. None where that does not apply, or when the context changed in
+    between (nothing written): the caller appends under the lock.
     """
     summarize = settings.MEMORY.conversation.summarize_evicted
     if connection.vendor != "postgresql" or summarize or not connection.get_autocommit() or connection.in_atomic_block:
         return None
+    try:
+        parsed = context_id if isinstance(context_id, UUID) else UUID(str(context_id))
+    except ValueError:
+        return None  # no context's id: the usual path answers
+    if not owner.is_authenticated or owner.pk is None:
+        return None
+    key = (int(owner.pk), parsed)
+    arguments: dict[str, Any] = {
+        "summarize": summarize,
+        "request_id": request_id,
+        "unanswered": unanswered,
+        "index_words": index_words,
+        "guard": True,
+    }
+    remembered = REMEMBERED_CONTEXTS.context(key, owner)
+    if remembered is not None:
+        try:
+            rows = _append_locked(remembered, _totals_of(remembered), prepared, **arguments)
+        except (AppendUnderLock, ContextBudgetExceeded, ContextMessageTooLarge):
+            # Stale, or refused by what may be stale: nothing was written; the answer comes from a fresh read.
+            REMEMBERED_CONTEXTS.forget(key)
+        else:
+            REMEMBERED_CONTEXTS.remember(key, remembered)
+            return Appended(remembered, rows)
     context = context_get_owned(user=owner, context_id=context_id)
     if context is None:
         return None
     try:
-        rows = _append_locked(
-            context,
-            _totals_of(context),
-            prepared,
-            summarize=summarize,
-            request_id=request_id,
-            unanswered=unanswered,
-            index_words=index_words,
-            guard=True,
-        )
+        rows = _append_locked(context, _totals_of(context), prepared, **arguments)
     except AppendUnderLock:
         return None
+    REMEMBERED_CONTEXTS.remember(key, context)
     return Appended(context, rows)
 
 

@@ -8,9 +8,10 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from memory_app.api.conversation import ContextSerializer
 from memory_app.errors import NotFound
 from memory_app.models import ContextMessage, ConversationContext, SearchEntry
-from memory_app.services.conversation import NewMessage, context_append, context_create
+from memory_app.services.conversation import NewMessage, context_append, context_clear, context_create
 from memory_app.services.conversation import window as window_module
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,36 +33,44 @@ def _window_tokens(context: ConversationContext) -> int:
 
 
 @postgresql_only
-def test_an_append_is_a_read_and_one_query_that_locks_and_writes(user):
+def test_an_append_is_a_read_and_one_query_that_locks_and_writes_then_that_query_alone(user):
     context = context_create(owner=user, max_messages=2)
     for number in range(2):
-        context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content=f"m{number}"))
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{number}"))
+    lock = f'SELECT 1 FROM "{ConversationContext._meta.db_table}" WHERE id = '  # noqa: S608 - a prefix to look for
 
-    with CaptureQueriesContext(connection) as captured:
+    with CaptureQueriesContext(connection) as first:
         appended = context_append(user=user, context_id=str(context.id), messages=NewMessage(role="user", content="m2"))
+    with CaptureQueriesContext(connection) as second:
+        again = context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m3"))
 
-    statements = [query["sql"] for query in captured.captured_queries]
+    statements = [query["sql"] for query in first.captured_queries]
     assert len(statements) == 2
     assert statements[0].startswith("SELECT") and "FOR UPDATE" not in statements[0]
-    lock = f'SELECT 1 FROM "{ConversationContext._meta.db_table}" WHERE id = '  # noqa: S608 - a prefix to look for
     assert statements[1].startswith(lock)
     assert "FOR UPDATE; WITH unchanged" in statements[1]
+    # The second append is computed from what the first left: the guarded query alone.
+    assert [query["sql"][: len(lock)] for query in second.captured_queries] == [lock]
     assert [(row.position, row.content, row.archived) for row in appended.messages] == [(2, "m2", False)]
-    assert (appended.context.window_count, appended.context.next_position) == (2, 3)
+    assert [(row.position, row.content, row.archived) for row in again.messages] == [(3, "m3", False)]
+    assert (again.context.window_count, again.context.next_position) == (2, 4)
+    assert again.context.owner == user
     messages, totals = _stored(context)
-    assert messages == [(0, "m0", True), (1, "m1", False), (2, "m2", False)]
-    assert totals == (2, _window_tokens(context), 3)
+    assert messages == [(0, "m0", True), (1, "m1", True), (2, "m2", False), (3, "m3", False)]
+    assert totals == (2, _window_tokens(context), 4)
+    assert again.context.window_tokens == totals[1]
     assert sorted(SearchEntry.objects.filter(message__context=context).values_list("text", flat=True)) == [
         "m0",
         "m1",
         "m2",
+        "m3",
     ]
 
 
 @postgresql_only
 def test_a_context_changed_between_the_read_and_the_write_is_appended_to_under_the_lock(user, monkeypatch):
     context = context_create(owner=user, max_messages=2)
-    context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m0"))
+    context_append(context=context, messages=NewMessage(role="user", content="m0"))
     read = window_module.context_get_owned
 
     def read_then_another_append(**kwargs):
@@ -83,6 +92,42 @@ def test_a_context_changed_between_the_read_and_the_write_is_appended_to_under_t
     assert messages == [(0, "m0", True), (1, "other", False), (2, "mine", False)]
     assert totals == (2, _window_tokens(context), 3)
     assert SearchEntry.objects.filter(message__context=context).count() == 3
+
+
+@postgresql_only
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(
+            lambda context: context_append(context=context, messages=NewMessage(role="user", content="other")),
+            id="append",
+        ),
+        pytest.param(lambda context: context_clear(context=context, keep_system=True), id="clear"),
+        pytest.param(
+            lambda context: ConversationContext.objects.filter(pk=context.pk).update(metadata={"x": 1}), id="metadata"
+        ),
+    ],
+)
+def test_a_remembered_context_changed_meanwhile_writes_nothing_and_is_read_again(user, change):
+    context = context_create(owner=user, max_messages=2)
+    context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m0"))  # remembered
+    change(ConversationContext.objects.get(pk=context.pk))
+
+    with CaptureQueriesContext(connection) as captured:
+        appended = context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="mine"))
+
+    guarded = [query["sql"] for query in captured.captured_queries if "WITH unchanged" in query["sql"]]
+    assert len(guarded) == 2  # from the stale copy (nothing written), then after a read
+    stored = ConversationContext.objects.get(pk=context.pk)
+    assert ContextSerializer(appended.context).data == {
+        **ContextSerializer(stored).data,
+        "last_activity": ContextSerializer(appended.context).data["last_activity"],
+    }
+    contents = list(
+        ContextMessage.objects.filter(context=context).order_by("position").values_list("content", flat=True)
+    )
+    assert contents[-1] == "mine"
+    assert _stored(context)[1] == (stored.window_count, _window_tokens(context), stored.next_position)
 
 
 @postgresql_only
