@@ -148,9 +148,12 @@ def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, 
         conditions.append(f"{contexts}.{operations.quote_name(column)} IS NOT DISTINCT FROM %s")
         values.append(field.get_db_prep_save(value, connection))
     project = context.project if context.project_id is not None else None
+    project_key = operations.quote_name(_concrete_field(Project, "id")[1])
+    public_id = operations.quote_name(_concrete_field(Project, "public_id")[1])
+    context_project = operations.quote_name(_concrete_field(ConversationContext, "project")[1])
     conditions.append(
-        f"NOT EXISTS (SELECT 1 FROM {projects} WHERE {projects}.id = {contexts}.project_id "  # noqa: S608
-        "AND public_id IS DISTINCT FROM %s)"
+        f"NOT EXISTS (SELECT 1 FROM {projects} WHERE {projects}.{project_key} = {contexts}.{context_project} "  # noqa: S608
+        f"AND {projects}.{public_id} IS DISTINCT FROM %s)"
     )
     values.append(project.public_id if project is not None else None)
     context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)

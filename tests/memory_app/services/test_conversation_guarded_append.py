@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from memory_app.api.conversation import ContextSerializer
 from memory_app.errors import NotFound
-from memory_app.models import ContextMessage, ConversationContext, SearchEntry
+from memory_app.models import ContextMessage, ConversationContext, Project, SearchEntry
 from memory_app.services.conversation import NewMessage, context_append, context_clear, context_create
 from memory_app.services.conversation import window as window_module
 
@@ -106,10 +106,14 @@ def test_a_context_changed_between_the_read_and_the_write_is_appended_to_under_t
         pytest.param(
             lambda context: ConversationContext.objects.filter(pk=context.pk).update(metadata={"x": 1}), id="metadata"
         ),
+        pytest.param(
+            lambda context: Project.objects.filter(pk=context.project_id).update(public_id="renamed"),
+            id="project public id",
+        ),
     ],
 )
-def test_a_remembered_context_changed_meanwhile_writes_nothing_and_is_read_again(user, change):
-    context = context_create(owner=user, max_messages=2)
+def test_a_remembered_context_changed_meanwhile_writes_nothing_and_is_read_again(user, project, change):
+    context = context_create(owner=user, project=project, max_messages=2)
     context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m0"))  # remembered
     change(ConversationContext.objects.get(pk=context.pk))
 
