@@ -7,11 +7,12 @@ PostgreSQL, three plain ones on SQLite, instead of the ORM's several round trips
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
@@ -80,12 +81,13 @@ def persist_append(
     and ``evicted_ids`` what left it. The rows get their primary keys. Context row locked by the caller.
     ``index_words``: ``index_words_of`` the rows' contents, if the caller has them (else they are computed here).
 
-    ``guard`` (PostgreSQL, outside any transaction; ``context`` read without a lock): the append is one round trip
-    that locks the context's row and then, in one statement, writes only if the context's totals are still those
-    ``context`` was read with; AppendUnderLock (nothing written) if they are not, or if the append needs more.
+    ``guard`` (outside any transaction; ``context`` read without a lock): on PostgreSQL the append is one round trip
+    that locks the context's row and then, in one statement, writes only if the context is still as ``context``
+    was read; on SQLite a transaction (the database's write lock) that checks that first, everything else computed
+    before it is taken. AppendUnderLock (nothing written) if it is not, or if the append needs more.
     """
     if guard:
-        if connection.vendor != "postgresql" or not _insert_evict_and_save(
+        if connection.vendor not in ("postgresql", "sqlite") or not _insert_evict_and_save(
             context, totals, rows, summarize=summarize, index_words=index_words, guard=True
         ):
             raise AppendUnderLock()
@@ -128,9 +130,10 @@ _GUARDED_COLUMNS = (
 
 
 def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, list[Any]]:
-    """For a guarded append (PostgreSQL): the query that locks the context's row, to send before the append's
+    """For a guarded append on PostgreSQL: the query that locks the context's row, to send before the append's
     statement, and the part of that statement that finds the context unchanged since it was read (every column the
-    append was computed from or answers with, and its project's public id), with their parameters.
+    append was computed from or answers with, and its project's public id), with their parameters. On SQLite: no
+    lock query, and that check as a query of its own.
 
     Sent as one query of two statements, they are one transaction: PostgreSQL commits both or neither before it
     answers. The second takes its snapshot once the first holds the lock, so it sees every change committed
@@ -139,13 +142,17 @@ def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, 
     operations = connection.ops
     contexts = operations.quote_name(ConversationContext._meta.db_table)
     projects = operations.quote_name(Project._meta.db_table)
+    # Equal, NULL included (SQLite's IS is PostgreSQL's IS NOT DISTINCT FROM).
+    same, differs = (
+        ("IS NOT DISTINCT FROM", "IS DISTINCT FROM") if connection.vendor == "postgresql" else ("IS", "IS NOT")
+    )
     conditions, values = [], []
     for name in _GUARDED_COLUMNS:
         field, column = _concrete_field(ConversationContext, name)
         value = getattr(context, field.attname)
         if name == "next_position":
             value -= new_rows  # as read: the new rows took their positions
-        conditions.append(f"{contexts}.{operations.quote_name(column)} IS NOT DISTINCT FROM %s")
+        conditions.append(f"{contexts}.{operations.quote_name(column)} {same} %s")
         values.append(field.get_db_prep_save(value, connection))
     project = context.project if context.project_id is not None else None
     project_key = operations.quote_name(_concrete_field(Project, "id")[1])
@@ -153,11 +160,14 @@ def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, 
     context_project = operations.quote_name(_concrete_field(ConversationContext, "project")[1])
     conditions.append(
         f"NOT EXISTS (SELECT 1 FROM {projects} WHERE {projects}.{project_key} = {contexts}.{context_project} "  # noqa: S608
-        f"AND {projects}.{public_id} IS DISTINCT FROM %s)"
+        f"AND {projects}.{public_id} {differs} %s)"
     )
     values.append(project.public_id if project is not None else None)
     context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
     unchanged = " AND ".join(conditions)
+    if connection.vendor == "sqlite":
+        # No row locks: the check runs first inside the transaction, which holds the database's write lock.
+        return "", f"SELECT 1 FROM {contexts} WHERE id = %s AND {unchanged}", [context_id, *values]  # noqa: S608
     return (
         f"SELECT 1 FROM {contexts} WHERE id = %s FOR UPDATE",  # noqa: S608
         f"unchanged AS (SELECT 1 FROM {contexts} WHERE id = %s AND {unchanged}), ",  # noqa: S608
@@ -231,7 +241,10 @@ def _insert_evict_and_save(
         _concrete_field(ConversationContext, "last_updated")[0].get_db_prep_save(context.last_updated, connection),
         context_id,
     ]
-    with connection.cursor() as cursor:
+    # A guarded append on SQLite takes the database's write lock (BEGIN IMMEDIATE) only now, everything computed.
+    sqlite_guard = guard and connection.vendor == "sqlite"
+    _lock, check_sql, check_params = _guard_part(context, len(rows)) if sqlite_guard else ("", "", [])
+    with transaction.atomic() if sqlite_guard else nullcontext(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             save = save_sql.format(
                 archived_count="(SELECT COUNT(*) FROM archived)",
@@ -283,6 +296,10 @@ def _insert_evict_and_save(
             if guard and not any(is_new for is_new, *_rest in result):
                 return False  # the context changed since it was read (or is gone): nothing was written
         else:
+            if guard:
+                cursor.execute(check_sql, check_params)
+                if cursor.fetchone() is None:
+                    raise AppendUnderLock()  # changed since it was read: rolled back, nothing written
             cursor.execute(archive_sql, archive_params)
             archived = [(False, *item) for item in cursor.fetchall()]
             cursor.execute(insert_sql, insert_params)

@@ -158,14 +158,21 @@ def _append_guarded(
     request_id: str | None,
     unanswered: bool,
 ) -> Appended | None:
-    """The append in one or two round trips on PostgreSQL, outside any transaction: the context as this process
-    remembers it from its last append (``REMEMBERED_CONTEXTS``) or else as read, then one query that locks it and
-    writes only if it is still that (``persist_append(guard=True)``). Instead of four: BEGIN, the locking read, the
-    write, COMMIT, each waiting for the database. None where that does not apply, or when the context changed in
-    between (nothing written): the caller appends under the lock.
+    """The append outside any transaction, computed from the context as this process remembers it from its last
+    append (``REMEMBERED_CONTEXTS``) or else as read, then written only if the context is still that
+    (``persist_append(guard=True)``). On PostgreSQL one query that locks and writes: one or two round trips
+    instead of four (BEGIN, the locking read, the write, COMMIT), each waiting for the database. On SQLite the
+    database's write lock is held only for the check and the writes, not while the append is computed. None
+    where that does not apply, or when the context changed in between (nothing written): the caller appends
+    under the lock.
     """
     summarize = settings.MEMORY.conversation.summarize_evicted
-    if connection.vendor != "postgresql" or summarize or not connection.get_autocommit() or connection.in_atomic_block:
+    if (
+        connection.vendor not in ("postgresql", "sqlite")
+        or summarize
+        or not connection.get_autocommit()
+        or connection.in_atomic_block
+    ):
         return None
     try:
         parsed = context_id if isinstance(context_id, UUID) else UUID(str(context_id))
