@@ -15,7 +15,11 @@ Nothing is written in either case.
 
 Concurrency: every append locks the context row (``select_for_update``) for its transaction, so appends to one
 context from any number of processes are serialised: positions are 0, 1, 2, … without gaps or duplicates.
-The running totals on the context row keep an append O(window).
+The running totals on the context row keep an append O(window). An append by owner and id outside any
+transaction (the API's) is computed from the context as read (or as this process's last append to it left it),
+then takes the same lock (PostgreSQL: in the one query that also writes; SQLite: the write lock) and writes only
+if every column of the context still holds what it was computed from; otherwise nothing is written and the append
+is made under the lock as above (``window._append_guarded``, ``persistence.persist_append(guard=True)``).
 
 The package, one module per concern; a module imports only those listed before it:
 - ``validation``: roles, message content, the context's limits.

@@ -7,15 +7,16 @@ PostgreSQL, three plain ones on SQLite, instead of the ORM's several round trips
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
-from memory_app.models import ContextMessage, ConversationContext, MessageRole, SearchEntry, SearchKind
+from memory_app.models import ContextMessage, ConversationContext, MessageRole, Project, SearchEntry, SearchKind
 from memory_app.providers.embeddings import embeddings_endpoint
 from memory_app.search_text import index_tokens, text_hash
 from memory_app.services.conversation.eviction import _ARCHIVE_OLDEST_SQL, _evict
@@ -52,14 +53,50 @@ def _concrete_field(model: type[Model], name: str) -> tuple[Field[Any, Any], str
     raise LookupError(f"{model.__name__} has no column for {name}.")
 
 
+class AppendUnderLock(Exception):
+    """A guarded append (``persist_append(guard=True)``) wrote nothing: the context changed since it was read, or
+    the append needs more than its one statement. The caller appends under the context's lock instead."""
+
+
+def index_words_of(contents: list[str]) -> list[tuple[str, str]] | None:
+    """Each text's index words and hash (``SearchEntry.tokens``, ``text_hash``), or None when messages are not
+    indexed. A caller computes them before it takes the context's lock (jieba is the slow part of an append), and
+    passes them to ``persist_append``."""
+    if not search_messages_indexed():
+        return None
+    return [(index_tokens(content), text_hash(content)) for content in contents]
+
+
 def persist_append(
-    context: ConversationContext, totals: _Totals, rows: list[ContextMessage], *, summarize: bool
+    context: ConversationContext,
+    totals: _Totals,
+    rows: list[ContextMessage],
+    *,
+    summarize: bool,
+    index_words: list[tuple[str, str]] | None = None,
+    guard: bool = False,
 ) -> None:
     """Write ``rows`` (built for ``context``, their positions taken), apply the window rule to what is stored and
     save the context's totals. ``totals`` already counts the rows; afterwards it holds what is left in the window
     and ``evicted_ids`` what left it. The rows get their primary keys. Context row locked by the caller.
+    ``index_words``: ``index_words_of`` the rows' contents, if the caller has them (else they are computed here).
+
+    ``guard`` (outside any transaction; ``context`` read without a lock): on PostgreSQL the append is one round trip
+    that locks the context's row and then, in one statement, writes only if the context is still as ``context``
+    was read; on SQLite a transaction (the database's write lock) that checks that first, everything else computed
+    before it is taken. AppendUnderLock (nothing written) if it is not, or if the append needs more.
     """
-    if not _insert_evict_and_save(context, totals, rows, summarize=summarize):
+    if guard:
+        if connection.vendor not in ("postgresql", "sqlite") or not _insert_evict_and_save(
+            context, totals, rows, summarize=summarize, index_words=index_words, guard=True
+        ):
+            raise AppendUnderLock()
+        if search_messages_indexed() and embeddings_endpoint() is not None:
+            search_embed_enqueue(
+                list(SearchEntry.objects.filter(message__in=[row.pk for row in rows]).values_list("pk", flat=True))
+            )
+        return
+    if not _insert_evict_and_save(context, totals, rows, summarize=summarize, index_words=index_words):
         ContextMessage.objects.bulk_create(rows)
         search_entries_insert(message_entries_build(context=context, messages=rows))
         _evict(context, totals, summarize=summarize)
@@ -72,8 +109,80 @@ def persist_append(
         )
 
 
+# Every column of the context but its key and ``last_updated``, which the append sets: a guarded append writes only
+# if all of them still hold what the caller read (or remembered), so that is also what it answers with.
+_GUARDED_COLUMNS = (
+    "owner",
+    "project",
+    "context_type",
+    "max_messages",
+    "max_tokens",
+    "is_default",
+    "metadata",
+    "created_at",
+    "next_position",
+    "system_count",
+    "system_tokens",
+    "window_count",
+    "window_tokens",
+    "summarized_through",
+)
+
+
+def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, list[Any]]:
+    """For a guarded append on PostgreSQL: the query that locks the context's row, to send before the append's
+    statement, and the part of that statement that finds the context unchanged since it was read (every column the
+    append was computed from or answers with, and its project's public id), with their parameters. On SQLite: no
+    lock query, and that check as a query of its own.
+
+    Sent as one query of two statements, they are one transaction: PostgreSQL commits both or neither before it
+    answers. The second takes its snapshot once the first holds the lock, so it sees every change committed
+    before, and none can commit meanwhile; each of its parts writes only if the context is unchanged.
+    """
+    operations = connection.ops
+    contexts = operations.quote_name(ConversationContext._meta.db_table)
+    projects = operations.quote_name(Project._meta.db_table)
+    # Equal, NULL included (SQLite's IS is PostgreSQL's IS NOT DISTINCT FROM).
+    same, differs = (
+        ("IS NOT DISTINCT FROM", "IS DISTINCT FROM") if connection.vendor == "postgresql" else ("IS", "IS NOT")
+    )
+    conditions, values = [], []
+    for name in _GUARDED_COLUMNS:
+        field, column = _concrete_field(ConversationContext, name)
+        value = getattr(context, field.attname)
+        if name == "next_position":
+            value -= new_rows  # as read: the new rows took their positions
+        conditions.append(f"{contexts}.{operations.quote_name(column)} {same} %s")
+        values.append(field.get_db_prep_save(value, connection))
+    project = context.project if context.project_id is not None else None
+    project_key = operations.quote_name(_concrete_field(Project, "id")[1])
+    public_id = operations.quote_name(_concrete_field(Project, "public_id")[1])
+    context_project = operations.quote_name(_concrete_field(ConversationContext, "project")[1])
+    conditions.append(
+        f"NOT EXISTS (SELECT 1 FROM {projects} WHERE {projects}.{project_key} = {contexts}.{context_project} "  # noqa: S608
+        f"AND {projects}.{public_id} {differs} %s)"
+    )
+    values.append(project.public_id if project is not None else None)
+    context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
+    unchanged = " AND ".join(conditions)
+    if connection.vendor == "sqlite":
+        # No row locks: the check runs first inside the transaction, which holds the database's write lock.
+        return "", f"SELECT 1 FROM {contexts} WHERE id = %s AND {unchanged}", [context_id, *values]  # noqa: S608
+    return (
+        f"SELECT 1 FROM {contexts} WHERE id = %s FOR UPDATE",  # noqa: S608
+        f"unchanged AS (SELECT 1 FROM {contexts} WHERE id = %s AND {unchanged}), ",  # noqa: S608
+        [context_id, context_id, *values],
+    )
+
+
 def _insert_evict_and_save(
-    context: ConversationContext, totals: _Totals, rows: list[ContextMessage], *, summarize: bool
+    context: ConversationContext,
+    totals: _Totals,
+    rows: list[ContextMessage],
+    *,
+    summarize: bool,
+    index_words: list[tuple[str, str]] | None = None,
+    guard: bool = False,
 ) -> bool:
     """Insert the new messages, archive the oldest ones the window no longer holds and save the context's totals,
     in plain SQL: on PostgreSQL one statement (one round trip instead of three), on SQLite three statements without
@@ -94,6 +203,9 @@ def _insert_evict_and_save(
     archive = settings.MEMORY.conversation.keep_archived or summarize
     if (excess and not archive) or excess > totals.window_count - new_plain:
         return False
+    if guard and (summarize or totals.window_tokens > others_tokens):
+        # The rolling summary, or an eviction by tokens after the statement: more than one statement.
+        return False
     operations = connection.ops
     messages = operations.quote_name(ContextMessage._meta.db_table)
     contexts = operations.quote_name(ConversationContext._meta.db_table)
@@ -106,7 +218,9 @@ def _insert_evict_and_save(
     ]
     context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
     indexed = search_messages_indexed()
-    index_words = [(index_tokens(row.content), text_hash(row.content)) for row in rows] if indexed else []
+    if indexed and index_words is None:
+        index_words = index_words_of([row.content for row in rows])
+    index_words = index_words if indexed and index_words is not None else []
     entries = operations.quote_name(SearchEntry._meta.db_table)
     index_columns = ", ".join(operations.quote_name(_concrete_field(SearchEntry, name)[1]) for name in _INDEX_COLUMNS)
     archive_sql = _ARCHIVE_OLDEST_SQL.format(messages=messages)
@@ -127,7 +241,10 @@ def _insert_evict_and_save(
         _concrete_field(ConversationContext, "last_updated")[0].get_db_prep_save(context.last_updated, connection),
         context_id,
     ]
-    with connection.cursor() as cursor:
+    # A guarded append on SQLite takes the database's write lock (BEGIN IMMEDIATE) only now, everything computed.
+    sqlite_guard = guard and connection.vendor == "sqlite"
+    _lock, check_sql, check_params = _guard_part(context, len(rows)) if sqlite_guard else ("", "", [])
+    with transaction.atomic() if sqlite_guard else nullcontext(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             save = save_sql.format(
                 archived_count="(SELECT COUNT(*) FROM archived)",
@@ -154,14 +271,35 @@ def _insert_evict_and_save(
                         for item in (row.position, tokens, digest)
                     ),
                 ]
-            cursor.execute(
-                f"WITH archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save}){index_part} "  # noqa: S608
-                "SELECT FALSE, id, token_count, position FROM archived "
-                "UNION ALL SELECT TRUE, id, 0, position FROM inserted",
-                [*archive_params, *insert_params, *save_params, *index_params],
+            lock, guard_part, guard_params = _guard_part(context, len(rows)) if guard else ("", "", [])
+            if guard:
+                # Each part writes only if the context is unchanged: the archive and the totals by a condition,
+                # the insert by selecting its values only then (the index rows follow the inserted ones).
+                only_unchanged = " AND EXISTS (SELECT FROM unchanged) RETURNING "
+                archive_sql = archive_sql.replace(" RETURNING ", only_unchanged, 1)
+                insert_sql = insert_sql.replace(
+                    f" VALUES {values} RETURNING ",
+                    f" SELECT * FROM (VALUES {values}) AS new_rows WHERE EXISTS (SELECT FROM unchanged) RETURNING ",  # noqa: S608
+                    1,
+                )
+                save = f"{save} AND EXISTS (SELECT FROM unchanged)"
+            statement = (
+                f"WITH {guard_part}archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save})"  # noqa: S608
+                f"{index_part} SELECT FALSE, id, token_count, position FROM archived "
+                "UNION ALL SELECT TRUE, id, 0, position FROM inserted"
             )
+            params = [*guard_params, *archive_params, *insert_params, *save_params, *index_params]
+            cursor.execute(f"{lock}; {statement}" if guard else statement, params)
+            if guard:
+                cursor.nextset()  # past the lock's row, to the statement's own rows
             result = [tuple(item) for item in cursor.fetchall()]
+            if guard and not any(is_new for is_new, *_rest in result):
+                return False  # the context changed since it was read (or is gone): nothing was written
         else:
+            if guard:
+                cursor.execute(check_sql, check_params)
+                if cursor.fetchone() is None:
+                    raise AppendUnderLock()  # changed since it was read: rolled back, nothing written
             cursor.execute(archive_sql, archive_params)
             archived = [(False, *item) for item in cursor.fetchall()]
             cursor.execute(insert_sql, insert_params)

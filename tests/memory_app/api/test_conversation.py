@@ -193,6 +193,41 @@ def test_an_append_to_a_full_window_reads_the_context_once_and_locks_it_in_that_
     ]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_append_as_served_sends_a_pinned_number_of_statements(auth_client, user):
+    # Outside a test's transaction, as a server runs it: the token, the context read, then the write that happens
+    # only if the context is unchanged (PostgreSQL: one query that locks and writes, commit included; SQLite: under
+    # the database's write lock the check, archive the oldest, insert, index, save the totals, commit). The next
+    # append to the same context is computed from what this one left: no read.
+    context = context_create(owner=user, max_messages=2)
+    for number in range(2):
+        context_append(context=context, messages=NewMessage(role="user", content=f"m{number}"))
+
+    with CaptureQueriesContext(connection) as first:
+        response = auth_client.post(f"/api/context/{context.id}/messages", {"role": "user", "content": "m2"})
+    with CaptureQueriesContext(connection) as second:
+        again = auth_client.post(f"/api/context/{context.id}/messages", {"role": "user", "content": "m3"})
+
+    assert (response.status_code, again.status_code) == (201, 201)
+    assert again.json()["data"]["context"]["message_count"] == 2
+    first_kinds = [query["sql"].split()[0] for query in first.captured_queries]
+    second_kinds = [query["sql"].split()[0] for query in second.captured_queries]
+    if connection.vendor == "postgresql":
+        assert first_kinds == ["SELECT", "SELECT", "SELECT"]
+        assert second_kinds == ["SELECT", "SELECT"]
+        assert "FOR UPDATE; WITH unchanged" in second.captured_queries[-1]["sql"]
+    else:
+        writes = ["BEGIN", "SELECT", "UPDATE", "INSERT", "INSERT", "UPDATE", "COMMIT"]
+        assert first_kinds == ["SELECT", "SELECT", *writes]
+        assert second_kinds == ["SELECT", *writes]
+    context.refresh_from_db()
+    assert (context.window_count, context.next_position) == (2, 4)
+    assert list(ContextMessage.objects.filter(context=context, archived=False).values_list("content", flat=True)) == [
+        "m2",
+        "m3",
+    ]
+
+
 def test_staff_see_every_context(staff_client, user):
     context = context_create(owner=user)
 
