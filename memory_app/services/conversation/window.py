@@ -172,6 +172,9 @@ def _append_guarded(
         or summarize
         or not connection.get_autocommit()
         or connection.in_atomic_block
+        # The PostgreSQL query is two statements with parameters, which only client-side binding (Django's
+        # default) sends in one message; with server-side binding the locked path answers.
+        or connection.settings_dict.get("OPTIONS", {}).get("server_side_binding")
     ):
         return None
     try:

@@ -165,6 +165,19 @@ def test_inside_a_transaction_the_append_takes_the_lock_first(user):
     assert _stored(context)[0] == [(0, "m0", False)]
 
 
+def test_with_server_side_binding_the_append_takes_the_lock_first(user, monkeypatch):
+    # Two statements with parameters in one message need client-side binding (Django's default).
+    context = context_create(owner=user)
+    options = {**connection.settings_dict.get("OPTIONS", {}), "server_side_binding": True}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+
+    with CaptureQueriesContext(connection) as captured:
+        context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m0"))
+
+    assert _guarded(captured) == 0
+    assert _stored(context)[0] == [(0, "m0", False)]
+
+
 def test_someone_elses_or_an_unknown_context_is_not_found_and_nothing_is_written(user, other_user):
     theirs = context_create(owner=other_user)
 
