@@ -144,9 +144,15 @@ def _candidates(read: _Text) -> set[str]:
             found |= _person_token_names(word, following[0] if following else None)
         if word in SURNAMES and following:
             # A surname and the word after it are a full name when the pair recurs (a name is repeated; 连 +
-            # 呼吸 by chance is not).
+            # 呼吸 by chance is not), or when the given name recurs alone and the tagger took one of the two for
+            # a person (林 + 小雨 … 小雨: the full name once, then the given name).
             for given in _given_after(following):
-                if plausible_name(word + given) and read.text.count(word + given) >= 2:
+                if not plausible_name(word + given):
+                    continue
+                named = token.flag in _PERSON_FLAGS or any(
+                    item.word == given and item.flag in _PERSON_FLAGS for item in tokens
+                )
+                if read.text.count(word + given) >= 2 or (named and read.text.count(given) >= 2):
                     found.add(word + given)
         if word == "阿" and following and len(following[0].word) == 1 and HAN.fullmatch(following[0].word):
             found.add(word + following[0].word)

@@ -28,6 +28,20 @@ def test_a_full_name_the_tagger_splits_is_one_character_with_its_given_name_as_a
     assert [(item["name"], item["aliases"], item["mentions"]) for item in found] == [("林小雨", ["小雨"], 4)]
 
 
+def test_a_full_name_said_once_then_its_given_name_is_one_character():
+    # Each full name once, then the given name alone: 林 + 小雨 and 陈 + 大山 (大山 tagged a place) are still names.
+    story = "林小雨在夜市遇见了老朋友陈大山。小雨笑着说：好久不见！大山说：我们去吃臭豆腐吧。"
+
+    found = names.extract_names(story)
+
+    assert [(item["name"], item["aliases"], item["mentions"]) for item in found] == [
+        ("林小雨", ["小雨"], 2),
+        ("陈大山", ["大山"], 2),
+    ]
+    # 连 (tagged a person) before 老师, said again, is still no name: 连老师 is a word and a title, not a full name.
+    assert names.extract_names("连老师都笑了。老师很开心。") == []
+
+
 def test_idioms_and_common_words_are_never_characters():
     story = "大家东张西望，老师金碧辉煌地走进来。大家东张西望。老师说了几句。张西望着天。"
 
