@@ -35,7 +35,7 @@ FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
 FONT_PACKAGE = "cvttf_NotoSansCJK_Regular"
 FONT_FILE = "NotoSansCJKtc-Regular.otf"
 # Changes whenever the offline renderer draws the same inputs differently: older cached panels stop matching.
-RENDERER_VERSION = "pillow-panel-2"
+RENDERER_VERSION = "pillow-panel-3"
 # Checked by health and diagnose: characters the panels letter all the time (the inset's label 前情 among them).
 CJK_SAMPLE = "小明背着书包走进村口\uff0c前情\u3002"  # with a full-width comma and full stop
 # A code point no font maps (a noncharacter): it always draws as the face's .notdef glyph.

@@ -134,14 +134,23 @@ def font(size: int) -> FontType:
     return lettering_face(str(path) if path is not None else None, size)
 
 
+# Punctuation a line never starts with (closing marks, pauses, stops): the character before it goes down too.
+_NO_LINE_START = frozenset("，。！？：；、）」』”’…》〉】,.!?:;)")
+
+
 def wrap(text: str, face: FontType, width: int) -> list[str]:
-    """Break ``text`` into lines no wider than ``width`` pixels, character by character (CJK has no spaces)."""
+    """Break ``text`` into lines no wider than ``width`` pixels, character by character (CJK has no spaces); a
+    line never starts with a closing mark or a stop (！ after 好久不见 stays with 见)."""
     lines: list[str] = []
     current = ""
     for char in text.replace("\n", ""):
         if current and face.getlength(current + char) > width:
-            lines.append(current)
-            current = char
+            if char in _NO_LINE_START and len(current) > 1:
+                lines.append(current[:-1])
+                current = current[-1] + char
+            else:
+                lines.append(current)
+                current = char
         else:
             current += char
     if current:
@@ -235,9 +244,9 @@ class OfflineRenderer:
             left = x - 2 * swatch + number * swatch
             top = head_center - head - swatch - 4
             draw.rectangle((left, top, left + swatch - 1, top + swatch - 1), fill=_rgb(color))
+        # The name centred under the feet, its baseline clear of the panel's 6-pixel border.
         label = font(max(10, round(16 * scale)))
-        text_width = label.getlength(figure.name)
-        draw.text((x - text_width / 2, ground + 4), figure.name, font=label, fill=(0, 0, 0))
+        draw.text((x, height - max(10, round(11 * scale))), figure.name, font=label, fill=(0, 0, 0), anchor="ms")
 
 
 # --- lettering: caption and balloons, over any provider's panel ---------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 import tracemalloc
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from memory_app.providers.fonts import (
 from tests.fakes.openai_server import RawAnswer
 from tests.memory_app.conftest import public_loopback  # noqa: F401 - a fixture, used by name
 from tests.support.http_servers import ImageServer
+from workflows.providers import image as image_module
 from workflows.providers.image import (
     OfflineRenderer,
     OpenAIImages,
@@ -558,3 +560,27 @@ def test_the_offline_renderer_letters_nothing_when_lettering_is_off():
     assert lettered.getpixel((14, 14)) == CAPTION_FILL
     assert bare.getpixel((14, 14)) != CAPTION_FILL
     assert OfflineRenderer.lettering(lettered_request(lettering=False)) == "小明"  # the figure's name only
+
+
+def test_a_wrapped_line_never_starts_with_a_stop_or_closing_mark():
+    face = image_module.font(16)
+    text = "林小雨在夜市遇见了老朋友陈大山。小雨笑着说：好久不见！大山说：我们去吃臭豆腐吧。"
+    # The width where the plain break would put ！ first on the second line.
+    width = math.ceil(face.getlength("林小雨在夜市遇见了老朋友陈大山。小雨笑着说：好久不见"))
+
+    lines = image_module.wrap(text, face, width)
+
+    assert "".join(lines) == text
+    assert lines[1].startswith("见！")
+    assert not any(line[0] in "，。！？：；、）」』”" for line in lines)
+    assert all(face.getlength(line) <= width for line in lines)
+
+
+def test_a_figure_s_name_is_drawn_whole_above_the_panel_s_border():
+    panel = pixels(OfflineRenderer().generate(request(width=512, height=512, lettering=False)))
+    # The label's rows: between the feet (ground = height - 30) and the 6-pixel border.
+    strip = panel.crop((200, 483, 312, 506)).convert("L")
+    assert strip.point(lambda value: 255 if value < 70 else 0).getbbox() is not None
+    # Nothing of the label reaches the border's rows (only the border's own black is there).
+    border_row = panel.crop((12, 504, 500, 506)).convert("L")
+    assert border_row.point(lambda value: 255 if value < 70 else 0).getbbox() is None
