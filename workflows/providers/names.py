@@ -5,7 +5,8 @@ The rules (docs/workflows.md, "Character extraction", says the same for readers)
 
 * **Candidates.** A word jieba tags as a person (``nr``, ``nrfg``, ``nrt``) of 2 to 4 Han characters; a surname
   token followed by a one- or two-character given name (jieba often splits 林小雨 into 林 + 小雨: the two are
-  joined); a form of address: 老周 / 小周 (老 or 小 + surname), 周伯 / 周婶 / 马师傅 / 何大姐 (surname + a kinship
+  joined when the pair recurs, or when the given name recurs alone and the tagger took either part for a
+  person); a form of address: 老周 / 小周 (老 or 小 + surname), 周伯 / 周婶 / 马师傅 / 何大姐 (surname + a kinship
   word or title), 阿明 (阿 + one character). The surnames are data (``data/surnames.txt``, read by ``name_forms``).
 * **Never characters.** Words of ``data/not_names.txt`` (everyday words and idioms the dictionary tags as
   names); any word jieba's dictionary tags as an idiom or set phrase (``i``, ``l``); a four-character
