@@ -71,7 +71,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy memory_app workflows comicmem_site
+	$(BIN)/mypy memory_app workflows comicmem_site gunicorn.conf.py
 
 format: install
 	$(BIN)/ruff check --fix .
