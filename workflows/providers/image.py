@@ -140,7 +140,7 @@ _NO_LINE_START = frozenset("，。！？：；、）」』”’…》〉】,.!?
 
 def wrap(text: str, face: FontType, width: int) -> list[str]:
     """Break ``text`` into lines no wider than ``width`` pixels, character by character (CJK has no spaces); a
-    line never starts with a closing mark or a stop (！ after 好久不见 stays with 见)."""
+    line never starts with a closing mark or a stop (a full-width exclamation mark after 好久不见 goes down with 见)."""
     lines: list[str] = []
     current = ""
     for char in text.replace("\n", ""):
