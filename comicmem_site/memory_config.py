@@ -386,6 +386,9 @@ class WebhooksConfig(_Section):
     allow_loopback: bool = False
     # How often a beat task sends again the pending messages whose send was lost (a broker outage, a dead worker).
     sweep_interval_seconds: PositiveInt = 60
+    # Finished messages (succeeded, or failed for good) are kept this long for the deliveries list, then deleted
+    # with their attempts by the same beat task.
+    retention_days: PositiveInt = 30
 
 
 class EmbeddingsConfig(_Section):

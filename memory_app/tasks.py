@@ -34,7 +34,12 @@ from memory_app.services.storage_lifecycle import (
     storage_deletions_due,
     workflow_outputs_expire,
 )
-from memory_app.services.webhooks import WEBHOOK_TASK, webhook_deliveries_due, webhook_delivery_attempt
+from memory_app.services.webhooks import (
+    WEBHOOK_TASK,
+    webhook_deliveries_due,
+    webhook_deliveries_prune,
+    webhook_delivery_attempt,
+)
 
 logger = logging.getLogger("memory_app.tasks")
 
@@ -237,11 +242,13 @@ def webhook_deliver_task(delivery_id: int) -> dict[str, Any]:
 
 @shared_task(name="memory_app.webhook_deliveries_sweep", ignore_result=True)
 def webhook_deliveries_sweep_task() -> dict[str, Any]:
-    """Scheduled: send again the pending deliveries whose send was lost (a broker outage, a dead worker)."""
+    """Scheduled: send again the pending deliveries whose send was lost (a broker outage, a dead worker), and
+    delete finished ones past ``webhooks.retention_days`` (a few batches; the next sweep goes on)."""
     due = webhook_deliveries_due()
     for delivery_id in due:
         webhook_deliver_task.delay(delivery_id)
-    return {"sent": len(due)}
+    pruned = webhook_deliveries_prune()
+    return {"sent": len(due), "deleted": pruned["deleted"]}
 
 
 @shared_task(name="memory_app.events_cleanup", ignore_result=True)

@@ -112,7 +112,8 @@ def schedules_from_config() -> list[Schedule]:
             "webhook-deliveries-sweep",
             "memory_app.webhook_deliveries_sweep",
             memory.webhooks.sweep_interval_seconds,
-            "Send again webhook messages whose send was lost (webhooks.sweep_interval_seconds).",
+            "Send again webhook messages whose send was lost, delete finished ones past webhooks.retention_days "
+            "(webhooks.sweep_interval_seconds).",
         ),
         Schedule(
             "events-cleanup",

@@ -355,3 +355,23 @@ def webhook_deliveries_due(*, limit: int = 500) -> list[int]:
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+# Rows deleted per statement by the retention sweep (each delivery takes its attempts' log along).
+PRUNE_BATCH = 1000
+
+
+def webhook_deliveries_prune(*, max_batches: int = 10) -> dict[str, Any]:
+    """Delete finished deliveries (succeeded or failed for good) whose end is older than
+    ``webhooks.retention_days``, with their attempts, in batches; pending ones are never touched. ``more``: rows
+    are left to delete."""
+    cutoff = timezone.now() - dt.timedelta(days=settings.MEMORY.webhooks.retention_days)
+    finished = WebhookDelivery.objects.exclude(status=WebhookDeliveryStatus.PENDING).filter(finished_at__lt=cutoff)
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(finished.order_by("pk").values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            return {"deleted": deleted, "more": False}
+        WebhookDelivery.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
+    return {"deleted": deleted, "more": finished.exists()}

@@ -11,6 +11,7 @@ from django.utils import timezone
 from memory_app.models import HistoryRecord, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from memory_app.services.webhooks import (
     webhook_deliveries_due,
+    webhook_deliveries_prune,
     webhook_delivery_attempt,
     webhook_dispatch,
     webhook_endpoint_create,
@@ -212,6 +213,43 @@ def test_the_sweep_finds_pending_messages_whose_time_has_come(loopback, webhook_
     webhook_delivery_attempt(delivery_id=dispatch(project)[0].pk)  # succeeded: not due
 
     assert webhook_deliveries_due() == [due[0].pk]
+
+
+def test_finished_messages_past_the_retention_are_deleted_with_their_attempts_and_pending_ones_kept(
+    loopback, webhook_receiver, user, project, monkeypatch
+):
+    receiver = webhook_receiver()
+    endpoint_for(receiver, user)
+    old_success, recent_success, old_pending = dispatch(project), dispatch(project), dispatch(project)
+    for delivery in (old_success, recent_success):
+        assert webhook_delivery_attempt(delivery_id=delivery[0].pk).status == "succeeded"
+    days_ago = timezone.now() - dt.timedelta(days=31)
+    WebhookDelivery.objects.filter(pk=old_success[0].pk).update(finished_at=days_ago)
+    WebhookDelivery.objects.filter(pk=old_pending[0].pk).update(created_at=days_ago)
+    monkeypatch.setattr("memory_app.services.webhooks.PRUNE_BATCH", 1)
+
+    report = webhook_deliveries_prune(max_batches=5)
+
+    assert report == {"deleted": 1, "more": False}
+    assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {recent_success[0].pk, old_pending[0].pk}
+    assert not WebhookAttempt.objects.filter(delivery_id=old_success[0].pk).exists()
+    assert WebhookAttempt.objects.filter(delivery_id=recent_success[0].pk).count() == 1
+
+
+def test_the_prune_stops_after_its_batches_and_says_more_is_left(
+    loopback, webhook_receiver, user, project, monkeypatch
+):
+    receiver = webhook_receiver()
+    endpoint_for(receiver, user)
+    deliveries = [dispatch(project)[0] for _ in range(3)]
+    WebhookDelivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+        status="failed", finished_at=timezone.now() - dt.timedelta(days=40)
+    )
+    monkeypatch.setattr("memory_app.services.webhooks.PRUNE_BATCH", 1)
+
+    assert webhook_deliveries_prune(max_batches=2) == {"deleted": 2, "more": True}
+    assert webhook_deliveries_prune(max_batches=2) == {"deleted": 1, "more": False}
+    assert not WebhookDelivery.objects.exists()
 
 
 def test_a_cancelled_run_writes_a_workflow_cancelled_message(loopback, webhook_receiver, user, project):
