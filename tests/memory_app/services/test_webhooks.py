@@ -236,6 +236,20 @@ def test_finished_messages_past_the_retention_are_deleted_with_their_attempts_an
     assert WebhookAttempt.objects.filter(delivery_id=recent_success[0].pk).count() == 1
 
 
+def test_the_beat_sweep_also_prunes(loopback, webhook_receiver, user, project):
+    from memory_app.tasks import webhook_deliveries_sweep_task
+
+    receiver = webhook_receiver()
+    endpoint_for(receiver, user)
+    (finished,) = dispatch(project)
+    WebhookDelivery.objects.filter(pk=finished.pk).update(
+        status="succeeded", finished_at=timezone.now() - dt.timedelta(days=31)
+    )
+
+    assert webhook_deliveries_sweep_task() == {"sent": 0, "deleted": 1}
+    assert not WebhookDelivery.objects.exists()
+
+
 def test_the_prune_stops_after_its_batches_and_says_more_is_left(
     loopback, webhook_receiver, user, project, monkeypatch
 ):
