@@ -16,11 +16,10 @@ from memory_app.models import HistoryArchive, HistoryRecord
 from memory_app.selectors.history import (
     HistoryFilters,
     HistoryScope,
-    history_actions_per_day,
     history_page,
     history_scope_get_by_key,
-    history_timeline_summary,
 )
+from memory_app.selectors.history_timeline import history_actions_per_day, history_timeline_summary
 
 TIMELINE_PAGE_SIZE = 200
 CHART_WIDTH = 720

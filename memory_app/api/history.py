@@ -35,8 +35,8 @@ from memory_app.selectors.history import (
     history_archive_list,
     history_page_rows,
     history_scope_get,
-    history_timeline_summary,
 )
+from memory_app.selectors.history_timeline import history_timeline_summary
 from memory_app.selectors.projects import history_details_linker, history_details_public
 
 

@@ -12,10 +12,9 @@ from django.apps import apps
 from memory_app.models import HistoryArchive, HistoryArchivedCount, HistoryRecord
 from memory_app.selectors.history import (
     HistoryScope,
-    history_actions_per_day,
     history_filters_parse,
-    history_timeline_summary,
 )
+from memory_app.selectors.history_timeline import history_actions_per_day, history_timeline_summary
 from memory_app.services.history import history_archive_run
 from tests.factories import HistoryRecordFactory
 

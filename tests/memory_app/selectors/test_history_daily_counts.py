@@ -17,8 +17,8 @@ from memory_app.selectors.history import (
     HistoryFilters,
     HistoryScope,
     history_filters_parse,
-    history_timeline_summary,
 )
+from memory_app.selectors.history_timeline import history_timeline_summary
 from memory_app.services.history import history_archive_run, history_export, history_import, history_record
 from tests.factories import HistoryRecordFactory, ProjectFactory
 

@@ -16,8 +16,8 @@ from memory_app.selectors.history import (
     history_page,
     history_page_rows,
     history_scope_get,
-    history_timeline_summary,
 )
+from memory_app.selectors.history_timeline import history_timeline_summary
 from tests.factories import HistoryRecordFactory
 
 pytestmark = pytest.mark.django_db
