@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from memory_app.api import characters, conversation, conversation_released, creative, webhooks
+from memory_app.api import characters, conversation, conversation_generate, conversation_released, creative, webhooks
 from memory_app.api.auth import TokenObtainView
 from memory_app.api.cache import CacheNamespaceView, CacheStatsView
 from memory_app.api.events import ProjectEventsView
@@ -41,6 +41,7 @@ urlpatterns = [
     re_path(r"^memory/cache/stats/?$", CacheStatsView.as_view(), name="cache-stats"),
     re_path(r"^memory/cache/(?P<cache_type>[^/]+)/?$", CacheNamespaceView.as_view(), name="cache-namespace"),
     *conversation_released.urlpatterns,
+    *conversation_generate.urlpatterns,
     *conversation.urlpatterns,
     *characters.urlpatterns,
     *creative.urlpatterns,
