@@ -19,6 +19,7 @@ from memory_app.instruments import step_observe, unit_running
 from memory_app.logging import workflow_log_context
 from memory_app.models import WorkflowState, WorkflowStatus, WorkflowUnit
 from memory_app.redaction import redact
+from memory_app.services.cache import cache_statistics_flush
 from memory_app.services.workflow import (
     workflow_fail,
     workflow_fan_out_progress,
@@ -110,6 +111,9 @@ def unit_execute(
         outcome, following = _run_claimed(unit, budget.next(continued))
         if following is None:
             break
+        # What the unit just recorded counts now, as at a task's end: the cache hits of a fan-out's last unit are in
+        # the statistics before the steps it continues to end the run.
+        cache_statistics_flush()
         unit = following
         continued += 1
     if continued:
