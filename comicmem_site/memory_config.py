@@ -217,6 +217,10 @@ class WorkflowConfig(_Section):
     # max_continued_seconds, after which the next step is sent as a message and queues behind other runs' units.
     max_continued_steps: NonNegativeInt = 20
     max_continued_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # Fan-out lanes (PostgreSQL): a worker process running a fan-out's unit runs a second one of the same step
+    # beside it, their provider calls taking turns, so the next call is under way while the last unit is recorded.
+    # The second lane claims pending units only while the task has run less than max_continued_seconds.
+    fan_out_lanes: bool = True
     # Runs one user may have in progress at once. One more is accepted but waits, queued (``pending``), and
     # starts when one of that user's runs ends: one user's backlog never holds every worker, so another user's
     # new run starts at once.
@@ -488,6 +492,7 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, str]] = {
     "WORKFLOW_RECOVERY_INTERVAL": ("workflow.recovery_interval", "int"),
     "WORKFLOW_MAX_CONTINUED_STEPS": ("workflow.max_continued_steps", "int"),
     "WORKFLOW_MAX_CONTINUED_SECONDS": ("workflow.max_continued_seconds", "float"),
+    "WORKFLOW_FAN_OUT_LANES": ("workflow.fan_out_lanes", "bool"),
     "WORKFLOW_MAX_RETRIES": ("workflow.max_retries", "int"),
     "WORKFLOW_MAX_ACTIVE_RUNS_PER_USER": ("workflow.max_active_runs_per_user", "int"),
     "WORKFLOW_MAX_UNFINISHED_RUNS_PER_USER": ("workflow.max_unfinished_runs_per_user", "int"),

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from memory_app.models import UnitStatus, WorkflowState, WorkflowUnit
 from tests.integration.test_workflow_worker import FAST, actions, broker, start, status_of, wait_for
@@ -101,3 +102,39 @@ def test_a_cancel_while_a_continued_step_runs_stops_the_run(
         ("tick4", UnitStatus.CANCELLED),
     ]
     assert actions(run) == ["workflow_started"] + ["workflow_step_completed"] * 4 + ["workflow_cancelled"]
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="fan-out lanes run on PostgreSQL only (two connections writing at once)"
+)
+def test_a_worker_killed_while_its_two_lanes_hold_fan_out_units_is_recovered(
+    start_worker, effects_rows, user, project, redis_url, tmp_path
+):
+    flag, data = hold(tmp_path, "render")
+    with broker(redis_url):
+        # One pool process: the delivered unit and the one its second lane claimed are held by it, side by side.
+        worker = start_worker(broker_url=redis_url, **FAST)
+        run = start(user, "fan_out", {**data, "text": "a b c d"})
+
+        def two_held() -> bool:
+            held = WorkflowUnit.objects.filter(workflow=run, step="render", status=UnitStatus.RUNNING)
+            return held.count() == 2
+
+        wait_for(two_held, what="two render units held by the lanes")
+        held = list(WorkflowUnit.objects.filter(workflow=run, step="render", status=UnitStatus.RUNNING))
+        # Both under the one delivered task (a cancel's revoke reaches both lanes).
+        assert len({unit.task_id for unit in held}) == 1
+        worker.kill()
+        flag.unlink()
+
+        start_worker(broker_url=redis_url, **FAST)
+        wait_for(lambda: status_of(run) == "completed", timeout=90, what="completion after the kill")
+
+    run.refresh_from_db()
+    assert run.data["book"] == "<a><b><c><d>"
+    # Every page's effect exactly once; the two held units were run again after their leases, once each.
+    assert effects(str(run.pk)) == sorted(
+        [f"{run.pk}:split:0", f"{run.pk}:bind:0", *(f"{run.pk}:render:{index}" for index in range(4))]
+    )
+    attempts = dict(WorkflowUnit.objects.filter(workflow=run, step="render").values_list("pk", "attempts"))
+    assert sorted(attempts[unit.pk] for unit in held) == [2, 2]

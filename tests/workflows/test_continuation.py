@@ -129,7 +129,9 @@ def test_no_continuation_past_max_continued_seconds(sent, user, project, setting
     assert run.status == "completed"
 
 
-def test_fan_out_units_are_sent_and_the_last_one_continues_with_the_next_plain_step(sent, user, project):
+def test_fan_out_units_are_sent_and_the_last_one_continues_with_the_next_plain_step(sent, user, project, settings):
+    # One unit per message (without the lanes of tests/workflows/test_fan_out_lanes.py, which run more per message).
+    limit(settings, fan_out_lanes=False)
     run = start(user, "fan_out", {"text": "a b c"})
 
     assert "continued" not in deliver(sent[0])  # split: its next step fans out

@@ -7,7 +7,9 @@ transaction begins the run's next plain step, its unit is created claimed by thi
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import wait
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +20,7 @@ from memory_app.errors import ProviderError
 from memory_app.instruments import step_observe, unit_running
 from memory_app.logging import workflow_log_context
 from memory_app.models import WorkflowState, WorkflowStatus, WorkflowUnit
+from memory_app.providers.turns import provider_turns
 from memory_app.redaction import redact
 from memory_app.services.cache import cache_statistics_flush
 from memory_app.services.workflow import (
@@ -34,6 +37,7 @@ from workflows.engine.dispatch import (
     units_resend_on_commit,
     units_send_on_commit,
 )
+from workflows.engine.lanes import fan_out_lanes_supported, lane_start
 from workflows.engine.retries import (
     DATABASE_CONNECTION_ERRORS,
     database_connection_reset,
@@ -54,6 +58,7 @@ from workflows.engine.units import (
     LeaseHeartbeat,
     workflow_segments,
     workflow_unit_claim,
+    workflow_unit_claim_sibling,
     workflow_unit_complete,
     workflow_unit_held_for,
     workflow_unit_next,
@@ -106,19 +111,71 @@ def unit_execute(
                 return {"unit": held_id, "outcome": "held", "again_in": countdown}
         return {"unit": unit_id, "outcome": "skipped"}
     budget = _ContinuationBudget(lease_owner=lease_owner, task_id=task_id)
+    alongside = 0
+    if budget.continuation is not None and _fans_out(unit) and fan_out_lanes_supported():
+        outcome, following, alongside = _run_lanes(unit, budget, budget.continuation)
+    else:
+        outcome, following = _run_claimed(unit, budget.next(0))
     continued = 0
-    while True:
-        outcome, following = _run_claimed(unit, budget.next(continued))
-        if following is None:
-            break
+    while following is not None:
         # What the unit just recorded counts now, as at a task's end: the cache hits of a fan-out's last unit are in
         # the statistics before the steps it continues to end the run.
         cache_statistics_flush()
-        unit = following
         continued += 1
+        outcome, following = _run_claimed(following, budget.next(continued))
+    if alongside:
+        outcome["alongside"] = alongside
     if continued:
         outcome["continued"] = continued
     return outcome
+
+
+def _fans_out(unit: WorkflowUnit) -> bool:
+    try:
+        return isinstance(workflow_type_get(unit.workflow.workflow_type).steps[unit.step_index], FanOutStep)
+    except (KeyError, IndexError):
+        return False  # an unknown type or step: ``_execute`` records the failure
+
+
+def _run_lanes(
+    unit: WorkflowUnit, budget: _ContinuationBudget, continuation: Continuation
+) -> tuple[dict[str, Any], WorkflowUnit | None, int]:
+    """Run the delivered fan-out unit, then more pending units of its step, in this thread and in the process's second
+    lane at once (``workflows.engine.lanes``), their provider calls taking turns. Returns the delivered unit's
+    outcome, the next step's unit when one of the lanes finished the step (claimed by this process), and how many
+    more units the two lanes ran beside the delivered one."""
+    turn = threading.Lock()
+    stop = threading.Event()
+
+    def lane(first: WorkflowUnit | None) -> tuple[list[dict[str, Any]], WorkflowUnit | None]:
+        outcomes: list[dict[str, Any]] = []
+        current = first
+        with provider_turns(turn):
+            while True:
+                if current is None:
+                    if stop.is_set() or not budget.within_seconds():
+                        return outcomes, None
+                    current = workflow_unit_claim_sibling(unit=unit, continuation=continuation)
+                    if current is None:
+                        return outcomes, None
+                outcome, following = _run_claimed(current, budget.next(0))
+                outcomes.append(outcome)
+                cache_statistics_flush()
+                if following is not None or outcome["outcome"] != "done":
+                    # The step is over (this unit finished it), or the run is failing, cancelled or moved on.
+                    stop.set()
+                    return outcomes, following
+                current = None
+
+    second = lane_start(lambda: lane(None))
+    try:
+        outcomes, following = lane(unit)
+    finally:
+        # Whatever this lane met, the other ends before the task does: no unit of the task runs after it.
+        stop.set()
+        wait([second])
+    more, other_following = second.result()
+    return outcomes[0], following or other_following, len(outcomes) + len(more) - 1
 
 
 class _ContinuationBudget:
@@ -140,9 +197,12 @@ class _ContinuationBudget:
         )
 
     def next(self, continued: int) -> Continuation | None:
-        if continued >= self.max_steps or time.monotonic() - self.started >= self.max_seconds:
+        if continued >= self.max_steps or not self.within_seconds():
             return None
         return self.continuation
+
+    def within_seconds(self) -> bool:
+        return time.monotonic() - self.started < self.max_seconds
 
 
 def _run_claimed(unit: WorkflowUnit, continuation: Continuation | None) -> tuple[dict[str, Any], WorkflowUnit | None]:

@@ -183,6 +183,45 @@ def workflow_unit_claim(*, unit_id: int, lease_owner: str) -> WorkflowUnit | Non
     return WorkflowUnit.objects.select_related("workflow__project", "workflow__owner").get(pk=unit_id)
 
 
+def workflow_unit_claim_sibling(*, unit: WorkflowUnit, continuation: Continuation) -> WorkflowUnit | None:
+    """Claim the first pending unit of ``unit``'s fan-out step that no worker took yet, for a lane of
+    ``continuation``'s process (``workflows.engine.lanes``), under its task id and lease owner; None when none is
+    left or the run is no longer on that step.
+
+    Only units never claimed (one given back to wait out a retry's delay keeps its wait), and units held under this
+    very task whose lease is over: the other lane's unit of a process that died running this task, whose message,
+    given back, is being run again (that unit's own message did nothing: it found the unit held under this task).
+    A taken unit's message, when it is delivered, finds it held under another task (or done) and does nothing."""
+    now = timezone.now()
+    running_step = WorkflowState.objects.filter(
+        pk=unit.workflow_id, status=WorkflowStatus.IN_PROGRESS, step_key=unit.step_key
+    )
+    free = WorkflowUnit.objects.filter(
+        Q(status=UnitStatus.PENDING, attempts=0)
+        | Q(status=UnitStatus.RUNNING, task_id=continuation.task_id, lease_expires_at__lt=now),
+        workflow_id=unit.workflow_id,
+        step_key=unit.step_key,
+    )
+    # Workers claim the same units through their messages, from the first: a lost race tries the next one.
+    for candidate in free.order_by("unit_index").values_list("pk", flat=True)[:SIBLING_CLAIM_TRIES]:
+        updated = free.filter(Exists(running_step), pk=candidate).update(
+            status=UnitStatus.RUNNING,
+            claim_token=uuid.uuid4(),
+            lease_owner=continuation.lease_owner[:200],
+            lease_expires_at=_lease_until(settings.MEMORY.workflow.lease_seconds),
+            attempts=F("attempts") + 1,
+            task_id=continuation.task_id,
+            updated_at=now,
+        )
+        if updated == 1:
+            return WorkflowUnit.objects.select_related("workflow__project", "workflow__owner").get(pk=candidate)
+    return None
+
+
+# How many of the first pending units a lane tries to claim before it gives up for now.
+SIBLING_CLAIM_TRIES = 4
+
+
 def workflow_unit_extend_lease(*, unit: WorkflowUnit) -> bool:
     """Push the lease of a unit we still hold a full lease ahead (the heartbeat of a long step).
 
@@ -265,13 +304,16 @@ def workflow_unit_held_for(*, unit_id: int, task_id: str | None = None) -> tuple
     """The unit a message is for that another claim holds while it runs, and the seconds left on its lease; None
     when none is held (done, free, ended, or its run moved on).
 
-    With ``task_id``: also the unit of the same run that a worker continued to under that task (continuation gives
-    the next step's unit the task id of the message the chain runs on), so the message given back by a process that
-    died in a continued step finds the step it died in."""
-    carried = Q(pk=unit_id)
-    if task_id is not None:
+    With ``task_id`` (the message's): the unit only while it is held under that task, and also the unit of the same
+    run that a worker continued to under that task (continuation gives the next step's unit the task id of the
+    message the chain runs on), so the message given back by a process that died in a continued step finds the step
+    it died in. A unit held under another task (taken by a fan-out lane, or sent again under a new id) is that
+    task's: this message is not needed for it."""
+    if task_id is None:
+        carried = Q(pk=unit_id)
+    else:
         run_of_unit = WorkflowUnit.objects.filter(pk=unit_id).values("workflow_id")[:1]
-        carried |= Q(workflow_id=Subquery(run_of_unit), task_id=task_id)
+        carried = Q(workflow_id=Subquery(run_of_unit), task_id=task_id)
     held = (
         WorkflowUnit.objects.filter(
             carried,
