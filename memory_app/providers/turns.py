@@ -1,13 +1,13 @@
 """Provider turns: one provider call at a time among the threads that share a turn.
 
 A worker process that runs two units of a fan-out side by side (the engine's lanes, ``workflows.engine.lanes``)
-gives both threads the same lock: a generation (the cache's lookup, its compute-once lock, then the provider's
-call: the HTTP round trip of a remote model, the drawing of the offline renderer) waits for the other thread's call
-to end, while everything after a call (decoding and storing the answer, recording the unit, claiming the next one)
-overlaps with the other's. So the process makes no more provider calls at once than a process running one unit at a
-time, and the provider is not left idle while the process does its bookkeeping. A thread waiting for its turn
-holds no cache lock: the turn is taken before the lookup, and given up as soon as the provider's answer is in
-(``provider_turn_end``).
+gives both threads the same lock: a generation the cache misses (its compute-once lock, then the provider's call:
+the HTTP round trip of a remote model, the drawing of the offline renderer) waits for the other thread's call to
+end, while everything else (the cache lookup, decoding and storing the answer, recording the unit, claiming the
+next one) overlaps with the other's call. So the process makes no more provider calls at once than a process
+running one unit at a time, and the provider is not left idle while the process does its bookkeeping. A thread
+waiting for its turn holds no cache lock: the turn is taken before the compute-once lock
+(``cache_get_or_compute(turn=...)``), and given up as soon as the provider's answer is in (``provider_turn_end``).
 
 A thread that was given no turn (every thread but the engine's lanes: web requests, a single unit) is never held:
 ``provider_turn`` does nothing for it.

@@ -51,12 +51,11 @@ def generation_cached(
         return generate()
 
     policy = cast(CachePolicy, CACHE_POLICY.get())  # checked when the run was asked for (run_preferences_check)
-    # Lanes of a fan-out take turns from the lookup on (``provider_turn``): a lane waiting for its turn holds no
-    # compute-once lock; the provider gives the turn up once its answer is in, before it is stored.
-    with provider_turn():
-        value = cache_get_or_compute(
-            namespace=namespace, key=key, compute=compute, content_type=content_type, policy=policy
-        )
+    # Lanes of a fan-out take turns after a miss, before the compute-once lock (``provider_turn``): a lane waiting
+    # for its turn holds no lock; the provider gives the turn up once its answer is in, before it is stored.
+    value = cache_get_or_compute(
+        namespace=namespace, key=key, compute=compute, content_type=content_type, policy=policy, turn=provider_turn
+    )
     if project_key is not None and policy != "bypass":
         project_cache_use_record(project_key=project_key, namespace=namespace, key=key, generated=bool(generated))
     return Generated(value=value, cached=not generated)
