@@ -8,12 +8,14 @@ then in ONE transaction (with the run's row locked) marks it done by compare-and
 the snapshot and the ``workflow_step_completed`` record and creates the next step's units. Messages are sent
 only after that commits; a next step that is a plain step is instead created claimed by the worker that recorded
 the previous one, which runs it without a message (continuation, bounded by ``workflow.max_continued_steps`` and
-``max_continued_seconds``). Lost or repeated messages are harmless: a done unit is never claimed again, and
-recovery re-enqueues units whose lease expired.
+``max_continued_seconds``). On PostgreSQL a worker delivered a fan-out unit runs more of the step's units in two
+lanes whose provider calls take turns (``lanes``, ``workflow.fan_out_lanes``). Lost or repeated messages are
+harmless: a done unit is never claimed again, and recovery re-enqueues units whose lease expired.
 
 One module per concern, lowest first: ``retries`` (which errors are transient, backoff), ``steps`` (the types,
 steps and their registry), ``units`` (claims, leases, the heartbeat), ``dispatch`` (the one sender of
-``workflows.run_unit`` messages; begin, finish and continue a step), ``runner`` (``unit_execute``: run a unit,
+``workflows.run_unit`` messages; begin, finish and continue a step), ``lanes`` (the process's second lane for a
+fan-out), ``runner`` (``unit_execute``: run a unit,
 record its result or its failure), ``recovery`` (expired leases, stuck runs), ``redirect`` (pauses, the cache
 policy, data patches, continue, redraw), ``operations`` (start, resume, restore, cancel). Callers import from the
 package.
