@@ -32,6 +32,11 @@ from workflows.providers.colors import feature_colors
 
 NARRATOR = "旁白"
 _QUOTE = re.compile(r"[“「\"]([^”」\"]+)[”」\"]")
+# A quote with the clause that introduces it ("王伯笑着说：“…”"): both leave the caption, since the balloon shows who
+# speaks; a caption "王伯笑着说：小明点点头。" would say the narration is what he said.
+_INTRODUCED_QUOTE = re.compile(
+    r"[^。！？!?；;，,“”「」\"\n]{0,20}(?:说|道|问|喊|叫|答|嚷)[：:，,]?\s*[“「\"][^”」\"]+[”」\"]"
+)
 _TRAIT_WORDS = [
     "勇敢",
     "善良",
@@ -250,7 +255,7 @@ def offline_script(segment: str, *, names: list[str], aliases: dict[str, list[st
         # "王伯笑着说：“小明，…”": the speaker is the last name before the quote, outside any earlier quote.
         speaker = max(speakers)[1] if speakers else NARRATOR
         dialogue.append({"speaker": speaker, "text": match.group(1)})
-    narration = _QUOTE.sub("", segment).strip("：:，, ")
+    narration = _QUOTE.sub("", _INTRODUCED_QUOTE.sub("", segment)).strip("：:，, ")
     first = offline.sentences(narration)
     scene = first[0].text if first else segment[:40]
     return {"scene": scene[:60], "characters": present, "dialogue": dialogue, "caption": narration[:80]}

@@ -10,6 +10,7 @@ from memory_app.models import Character
 from workflows.engine import COMPRESSION_HISTORY_KEY, StepContext
 from workflows.pipelines import comic_generation as comic
 from workflows.pipelines import text_compression as compression
+from workflows.providers.llm import offline_script
 
 pytestmark = pytest.mark.django_db
 
@@ -98,7 +99,20 @@ def test_script_generation_finds_speakers_and_dialogue():
 
     assert script["characters"] == ["王伯", "小明"]
     assert script["dialogue"] == [{"speaker": "王伯", "text": "小明，你又来看你爷爷了？"}]
-    assert script["caption"] == "王伯笑着说：小明点点头。"
+    # The quote and the clause introducing it are the balloon's: the caption is the narration around them.
+    assert script["caption"] == "小明点点头。"
+
+
+def test_a_caption_never_reads_as_what_someone_said():
+    names = ["小雨", "王老师"]
+    cases = {
+        "小雨说：“老师，我迟到了。”王老师笑着点点头。": "王老师笑着点点头。",
+        "夕阳下，张明问道：“明天去图书馆吗？”小雨答应了。": "夕阳下，小雨答应了。",
+        "“快跑！”小雨喊道。": "小雨喊道。",
+        "小雨和王老师走进教室。": "小雨和王老师走进教室。",
+    }
+    captions = {segment: offline_script(segment, names=names)["caption"] for segment in cases}
+    assert captions == cases
 
 
 def test_character_design_keeps_what_the_record_already_says(project):
