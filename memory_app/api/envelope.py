@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
@@ -25,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import parsers, renderers
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 
 from memory_app.api.fields import LONE_SURROGATE_MESSAGE, lone_surrogate_path
 from memory_app.errors import ComicmemError, ErrorCode, PayloadTooLarge
@@ -67,12 +69,49 @@ class EnvelopeJSONRenderer(renderers.JSONRenderer):
             envelope = {"success": False, "error": data, "metadata": response_metadata(request)}
         else:
             envelope = {"success": True, "data": data, "metadata": response_metadata(request)}
+        if self._plain(accepted_media_type, renderer_context):
+            fast = _orjson_render(envelope)
+            if fast is not None:
+                return fast
         try:
             return super().render(envelope, accepted_media_type, renderer_context)
         except UnicodeEncodeError:
             # A lone surrogate somewhere in the answer (UTF-8 cannot hold one): the answer is still sent, with
             # U+FFFD in its place, rather than turning into a 500.
             return super().render(surrogates_replaced(envelope), accepted_media_type, renderer_context)
+
+    def _plain(self, accepted_media_type: str | None, renderer_context: Mapping[str, Any]) -> bool:
+        """Whether the answer is DRF's default JSON (compact, not indented, UTF-8): what ``_orjson_render``
+        writes."""
+        return (
+            self.compact
+            and not self.ensure_ascii
+            and not renderer_context.get("indent")
+            and (accepted_media_type is None or "indent" not in accepted_media_type)
+        )
+
+
+# DRF's encoder for what orjson leaves to it: every date and time (DRF writes UTC as "Z"), Decimal, lazy
+# translation strings, and the rest of what DRF's JSONRenderer accepts.
+_DRF_DEFAULT = JSONEncoder().default
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_LINE_SEPARATOR, _PARAGRAPH_SEPARATOR = "\u2028".encode(), "\u2029".encode()
+
+
+def _orjson_render(envelope: Any) -> bytes | None:
+    """The bytes DRF's JSONRenderer writes for ``envelope`` (compact, UTF-8, U+2028 and U+2029 escaped), written
+    by orjson, several times faster; None for anything orjson refuses (a lone surrogate, an integer beyond 64
+    bits, a key that is not a string, nesting deeper than 254), which the caller renders as before.
+
+    One difference: a float that is not finite (NaN, Infinity) is written as null, where DRF's strict encoder
+    raised an error."""
+    try:
+        rendered = orjson.dumps(envelope, default=_DRF_DEFAULT, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return None
+    if _LINE_SEPARATOR in rendered or _PARAGRAPH_SEPARATOR in rendered:
+        rendered = rendered.replace(_LINE_SEPARATOR, b"\\u2028").replace(_PARAGRAPH_SEPARATOR, b"\\u2029")
+    return rendered
 
 
 class LimitedJSONParser(parsers.JSONParser):

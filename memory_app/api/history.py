@@ -176,14 +176,20 @@ def _page(
 
 def _timestamp(value: Any, zone: dt.tzinfo) -> str:
     """A timestamp as DRF's DateTimeField writes it (ISO 8601 in the current time zone, UTC as "Z")."""
-    text: str = value.astimezone(zone).isoformat()
+    text: str = (value if value.tzinfo is zone else value.astimezone(zone)).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _page_zone() -> dt.tzinfo:
+    """The current time zone, as the UTC of the rows' timestamps when it is UTC (they need no conversion then)."""
+    zone = get_current_timezone()
+    return dt.UTC if getattr(zone, "key", None) == "UTC" else zone
 
 
 def _records_data(rows: list[HistoryRow], scope: HistoryScope, request: Request) -> list[dict[str, Any]]:
     """HistoryRecordSerializer's output for each row, built directly: 50 records through DRF's fields cost more
     than the page's query."""
-    zone = get_current_timezone()
+    zone = _page_zone()
     public = history_details_linker(project=scope.project, absolute_url=request.build_absolute_uri)
     return [
         {
@@ -203,7 +209,7 @@ def _records_data(rows: list[HistoryRow], scope: HistoryScope, request: Request)
 
 def _timeline_data(rows: list[HistoryRow], scope: HistoryScope, request: Request) -> list[dict[str, Any]]:
     """TimelineEntrySerializer's output for each row, built directly (as ``_records_data``)."""
-    zone = get_current_timezone()
+    zone = _page_zone()
     public = history_details_linker(project=scope.project, absolute_url=request.build_absolute_uri)
     return [
         {

@@ -11,8 +11,8 @@ those of the ``SLICES - 1`` slices before it. So at most ``num_requests`` reques
 ``duration - duration / SLICES`` seconds (54 s for a per-minute rate), and never more than that plus one
 slice's own requests in a full ``duration``.
 
-Atomic where the cache is: Redis (``INCR``, production: every process and host shares it; one round trip a
-request) and the local-memory cache (one lock, one process). The embedded mode's file cache has no atomic
+Atomic where the cache is: Redis (``INCR`` in a script, production: every process and host shares it; one round
+trip a request) and the local-memory cache (one lock, one process). The embedded mode's file cache has no atomic
 increment: there the counting is done under an exclusive file lock beside the cache's files, so it holds across
 the processes of one machine.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ from django.core.cache import cache as default_cache
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache
+from redis import Redis
+from redis.commands.core import Script
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 SLICES = 10
@@ -129,14 +132,11 @@ class AtomicRateThrottleMixin:
         """This slice's counter after adding one, and the earlier slices' counters (oldest first)."""
         store = self._store
         if isinstance(store, RedisCache):
-            # One round trip: create the counter with its expiry if it is new, increment it (Redis INCR is
-            # atomic), read the earlier slices. A counter cannot expire between the first two: it lives a window.
-            names = [store.make_and_validate_key(name) for name in (*earlier_keys, key)]
-            pipeline = store._cache.get_client(names[-1], write=True).pipeline(transaction=False)
-            pipeline.set(names[-1], 0, ex=timeout, nx=True)
-            pipeline.incr(names[-1])
-            pipeline.mget(names[:-1])
-            _, count, earlier = pipeline.execute()
+            # One round trip, one script run atomically by Redis: create the counter with its expiry if it is
+            # new, increment it, read the earlier slices.
+            client, script = _redis_counting(store)
+            names = [store.make_key(name) for name in (*earlier_keys, key)]
+            count, *earlier = script(keys=names, args=[timeout], client=client)
             return int(count), [int(value or 0) for value in earlier]
         if self._atomic():
             count = None
@@ -167,6 +167,35 @@ class AtomicRateThrottleMixin:
                 self.cache.decr(key)
         else:
             self.cache.set(key, max(int(self.cache.get(key, 0)) - 1, 0), timeout)
+
+
+# KEYS: the earlier slices' counters, then the current one's; ARGV[1]: how long a new counter lives. Answers the
+# current counter after the increment, then the earlier ones (false, read as 0, for those that do not exist).
+_COUNT_SCRIPT = """
+local current = KEYS[#KEYS]
+redis.call('SET', current, 0, 'EX', ARGV[1], 'NX')
+local answer = {redis.call('INCR', current)}
+if #KEYS > 1 then
+    local earlier = redis.call('MGET', unpack(KEYS, 1, #KEYS - 1))
+    for index = 1, #KEYS - 1 do
+        answer[index + 1] = earlier[index]
+    end
+end
+return answer
+"""
+_COUNTING: weakref.WeakKeyDictionary[Any, tuple[Redis, Script]] = weakref.WeakKeyDictionary()
+
+
+def _redis_counting(store: RedisCache) -> tuple[Redis, Script]:
+    """The redis-py client of the cache's write server and the counting script, made once per cache backend:
+    Django's ``get_client`` builds a new client (and its table of reply callbacks) on every call, which cost
+    more than the round trip."""
+    backend = store._cache
+    found = _COUNTING.get(backend)
+    if found is None:
+        client = backend.get_client(write=True)
+        found = _COUNTING[backend] = (client, client.register_script(_COUNT_SCRIPT))
+    return found
 
 
 class AtomicAnonRateThrottle(AtomicRateThrottleMixin, AnonRateThrottle):

@@ -187,7 +187,22 @@ def history_details_linker(
             return [linked(entry, workflow_id) for entry in item]
         return item
 
+    # A storage name holding the project's internal key, which answers show under its public id.
+    inner = f"projects/{project.pk}/" if project is not None and project.pk != project.public_id else None
+
+    def plain(item: dict[str, Any]) -> bool:
+        """Whether a record's details are answered as they are: no ``image_url``, nothing nested, no storage name
+        to rename (the usual record's details)."""
+        for key, entry in item.items():
+            if key == "image_url" or isinstance(entry, dict | list):
+                return False
+            if inner is not None and isinstance(entry, str) and inner in entry:
+                return False
+        return True
+
     def public(details: Any, workflow_id: UUID | str | None) -> Any:
+        if type(details) is dict and plain(details):
+            return details
         # Public names first, links second: a presigned URL holds the storage name and must reach the browser intact.
         return linked(project_paths_public(details, project=project), workflow_id)
 

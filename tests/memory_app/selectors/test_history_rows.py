@@ -125,3 +125,43 @@ def test_the_timelines_first_and_last_are_the_orms(records, user, query):
     assert summary.total_actions == len(ascending)
     expected = (ascending[0].timestamp, ascending[-1].timestamp) if ascending else (None, None)
     assert (summary.first_timestamp, summary.last_timestamp) == expected
+
+
+ODD_DETAILS = [
+    {},
+    {"text": "é 日本語 😀 \u2028", "quote": '"\\/', "nested": {"list": [1, 2.5, None, True, {"deep": []}]}},
+    {"big": 2**62, "small": -(2**62), "float": 0.1, "exponent": 1e-7},
+    ["a", "list"],
+    "a string",
+    12,
+]
+ODD_INSTANTS = [
+    dt.datetime(2025, 3, 1, 12, 0, 0, 120000, tzinfo=dt.UTC),  # PostgreSQL writes ".12"
+    dt.datetime(2025, 3, 1, 12, 0, 0, 1, tzinfo=dt.UTC),
+    dt.datetime(2025, 3, 1, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+    dt.datetime(1, 1, 2, tzinfo=dt.UTC),
+    dt.datetime(9999, 12, 30, 23, 59, 59, tzinfo=dt.UTC),
+    dt.datetime(99, 6, 1, 8, 0, tzinfo=dt.UTC),
+]
+
+
+def test_odd_details_and_instants_read_as_the_orm_reads_them(project, user):
+    for index, instant in enumerate(ODD_INSTANTS):
+        HistoryRecordFactory(project=project, timestamp=instant, summary=f"instant {index}", details={})
+    for index, details in enumerate(ODD_DETAILS):
+        HistoryRecordFactory(project=project, timestamp=BASE, summary=f"details {index}", details=details)
+    scope = history_scope_get(user=user, project_id="proj-001")
+
+    (page,) = walk_both(scope, {}, "desc", limit=100)
+
+    assert len(page) == len(ODD_INSTANTS) + len(ODD_DETAILS)
+    by_model = history_page(
+        scope=scope, filters=history_filters_parse(start_date=None, end_date=None, action_type=None), limit=100
+    )
+    for row, record in zip(page, by_model.records, strict=True):
+        # Equal instants, and the same time zone as the ORM's (equality of aware datetimes ignores it).
+        assert (row.timestamp.tzinfo, row.timestamp.isoformat()) == (
+            record.timestamp.tzinfo,
+            record.timestamp.isoformat(),
+        )
+        assert row.details == record.details and type(row.details) is type(record.details)
