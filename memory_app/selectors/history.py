@@ -438,8 +438,12 @@ def _timestamptz(text: str, connection: Any) -> dt.datetime:
         loader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
         loaded: dt.datetime = loader(TIMESTAMPTZ_OID, connection.connection).load(text.encode())
         return loaded
-    # As Django's loader: the session's time zone is the connection's, whose tzinfo (None without USE_TZ) it takes.
-    return value.replace(tzinfo=connection.timezone)
+    # As Django's loader: in the connection's time zone (the session's, so the text's offset is its own), or naive
+    # without USE_TZ.
+    zone = connection.timezone
+    if zone is None or value.tzinfo is None:
+        return value.replace(tzinfo=zone)
+    return value.astimezone(zone)
 
 
 # --- archives -------------------------------------------------------------------------------------------------
