@@ -218,7 +218,8 @@ class WorkflowConfig(_Section):
     max_continued_steps: NonNegativeInt = 20
     max_continued_seconds: Annotated[float, Field(ge=0)] = 10.0
     # Fan-out lanes (PostgreSQL): a worker process running a fan-out's unit runs a second one of the same step
-    # beside it, their provider calls taking turns, so the next call is under way while the last unit is recorded.
+    # beside it, begun once the first has its provider's answer, so the next call is under way while the last unit
+    # is recorded.
     # The second lane claims pending units only while the task has run less than max_continued_seconds.
     fan_out_lanes: bool = True
     # Runs one user may have in progress at once. One more is accepted but waits, queued (``pending``), and

@@ -1,16 +1,14 @@
-"""Provider turns: one provider call at a time among the threads that share a turn.
+"""Provider turns: the threads of a worker process that run units of one fan-out side by side (the engine's lanes,
+``workflows.engine.lanes``) begin a unit only once the other thread's unit has its provider's answer.
 
-A worker process that runs two units of a fan-out side by side (the engine's lanes, ``workflows.engine.lanes``)
-gives both threads the same lock: a generation the cache misses (its compute-once lock, then the provider's call:
-the HTTP round trip of a remote model, the drawing of the offline renderer) waits for the other thread's call to
-end, while everything else (the cache lookup, decoding and storing the answer, recording the unit, claiming the
-next one) overlaps with the other's call. So the process makes no more provider calls at once than a process
-running one unit at a time, and the provider is not left idle while the process does its bookkeeping. A thread
-waiting for its turn holds no cache lock: the turn is taken before the compute-once lock
-(``cache_get_or_compute(turn=...)``), and given up as soon as the provider's answer is in (``provider_turn_end``).
+So the process never has more than one unit before its answer (claimed, its provider call to come or under way),
+as a process running one unit at a time, and at most one more after it (decoding and storing the answer,
+recording the unit): the provider is not left idle while the process does that bookkeeping, and a process that
+dies loses at most the one call under way. A lane waiting for its turn has claimed nothing and holds no lock.
 
-A thread that was given no turn (every thread but the engine's lanes: web requests, a single unit) is never held:
-``provider_turn`` does nothing for it.
+A provider says its answer is in with ``provider_turn_end`` (the HTTP answer of a remote model, the drawing of the
+offline renderer); the engine also ends the turn when a unit ends without a call (a cache hit, a failure). A thread
+that was given no turns (every thread but the engine's lanes) is never held: ``provider_turn_end`` does nothing.
 """
 
 from __future__ import annotations
@@ -22,36 +20,44 @@ from contextlib import contextmanager
 _local = threading.local()
 
 
-@contextmanager
-def provider_turns(lock: threading.Lock) -> Iterator[None]:
-    """Inside the block, this thread's provider calls take turns on ``lock`` with the other threads given it."""
-    previous = getattr(_local, "lock", None)
-    _local.lock, _local.holding = lock, False
-    try:
-        yield
-    finally:
-        provider_turn_end()
-        _local.lock = previous
+class ProviderTurns:
+    """Which lane's unit is before its answer (at most one)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._before_answer: int | None = None
+
+    def begin(self) -> None:
+        """Wait until no other lane's unit is before its answer, then take the turn for this thread's next unit."""
+        me = threading.get_ident()
+        with self._changed:
+            while self._before_answer not in (None, me):
+                self._changed.wait()
+            self._before_answer = me
+
+    def end(self) -> None:
+        """This thread's unit has its answer (or ended without one): the other lane may begin its next unit."""
+        with self._changed:
+            if self._before_answer == threading.get_ident():
+                self._before_answer = None
+                self._changed.notify_all()
 
 
 @contextmanager
-def provider_turn() -> Iterator[None]:
-    """Around a generation or one provider call: waits for this thread's turn when it shares one
-    (``provider_turns``) and does not hold it yet; gives it up at the end unless ``provider_turn_end`` did."""
-    lock: threading.Lock | None = getattr(_local, "lock", None)
-    if lock is None or _local.holding:
-        yield
-        return
-    lock.acquire()
-    _local.holding = True
+def provider_turns(turns: ProviderTurns) -> Iterator[None]:
+    """Inside the block, this thread's units take turns with the other threads given ``turns``; the turn is ended
+    when the block is left."""
+    previous = getattr(_local, "turns", None)
+    _local.turns = turns
     try:
         yield
     finally:
-        provider_turn_end()
+        turns.end()
+        _local.turns = previous
 
 
 def provider_turn_end() -> None:
-    """The provider's answer is in: the other thread's call may begin while this one stores it."""
-    if getattr(_local, "holding", False):
-        _local.holding = False
-        _local.lock.release()
+    """The provider's answer is in: the other lane may begin its next unit while this one stores it."""
+    turns: ProviderTurns | None = getattr(_local, "turns", None)
+    if turns is not None:
+        turns.end()

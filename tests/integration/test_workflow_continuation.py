@@ -111,6 +111,8 @@ def test_a_worker_killed_while_its_two_lanes_hold_fan_out_units_is_recovered(
     start_worker, effects_rows, user, project, redis_url, tmp_path
 ):
     flag, data = hold(tmp_path, "render")
+    # Each unit's provider answer is in before it holds: the second lane begins its unit, and holds it too.
+    data["faults"]["render"]["answer_first"] = True
     with broker(redis_url):
         # One pool process: the delivered unit and the one its second lane claimed are held by it, side by side.
         worker = start_worker(broker_url=redis_url, **FAST)

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import connection
 
+from memory_app.providers.turns import provider_turn_end
 from workflows.engine import (
     FanOutStep,
     Redraw,
@@ -54,6 +55,9 @@ def record_effect(context: StepContext, result: Any) -> None:
 def _faults(context: StepContext) -> None:
     """Injected faults: a slow step, transient errors for the first attempts, a failure while a file exists."""
     faults = context.data.get("faults", {}).get(context.step, {})
+    if faults.get("answer_first"):
+        # As a provider whose answer is in: a second lane of the process may begin its unit (fan-out lanes).
+        provider_turn_end()
     time.sleep(float(faults.get("sleep", 0)))
     if context.attempt <= int(faults.get("transient", 0)):
         raise RetryableStepError(f"injected transient error, attempt {context.attempt}")

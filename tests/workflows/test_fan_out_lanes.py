@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from memory_app.models import WorkflowState, WorkflowUnit
-from memory_app.providers.turns import provider_turn, provider_turn_end, provider_turns
+from memory_app.providers.turns import ProviderTurns, provider_turn_end, provider_turns
 from tests.workflows import pipelines
 from tests.workflows.pipelines import effects
 from tests.workflows.test_continuation import deliver, limit, sent, start  # noqa: F401 - ``sent`` is a fixture
@@ -89,23 +89,23 @@ def test_a_lane_never_takes_a_unit_waiting_out_a_retry(sent, user, project):  # 
     assert workflow_unit_claim_sibling(unit=unit, continuation=holder) is None
 
 
-def test_the_lanes_provider_calls_take_turns_while_their_bookkeeping_overlaps(
+def test_a_lane_begins_a_unit_only_once_the_other_lanes_answer_is_in(
     sent,  # noqa: F811
     user,
     project,
     monkeypatch,
 ):
-    calls: list[tuple[int, float, float]] = []
+    spans: list[tuple[int, float, float]] = []
     lock = threading.Lock()
 
     def render(context: Any) -> str:
-        with provider_turn():
-            began = time.monotonic()
-            time.sleep(0.03)  # the provider's answer
-            ended = time.monotonic()
+        began = time.monotonic()
+        time.sleep(0.03)  # the provider's call
+        answered = time.monotonic()
+        provider_turn_end()
         with lock:
-            calls.append((threading.get_ident(), began, ended))
-        time.sleep(0.03)  # storing the answer, outside the turn
+            spans.append((threading.get_ident(), began, answered))
+        time.sleep(0.03)  # storing the answer, while the other lane's unit begins
         return pipelines.render_segment(context)
 
     turned = engine.WorkflowType(
@@ -125,10 +125,12 @@ def test_the_lanes_provider_calls_take_turns_while_their_bookkeeping_overlaps(
     assert outcome["alongside"] == 5
     run.refresh_from_db()
     assert (run.status, run.data["book"]) == ("completed", "<a><b><c><d><e><f>")
-    # Two threads ran the units; no two provider calls were ever under way at once.
-    assert len({thread for thread, _, _ in calls}) == 2
-    spans = sorted((began, ended) for _, began, ended in calls)
-    assert all(ended <= next_began for (_, ended), (next_began, _) in itertools.pairwise(spans))
+    # Two threads ran the units; no two units were ever before their answers at once, and the storing of one
+    # overlapped the next one's call.
+    assert len({thread for thread, _, _ in spans}) == 2
+    ordered = sorted((began, answered) for _, began, answered in spans)
+    assert all(answered <= next_began for (_, answered), (next_began, _) in itertools.pairwise(ordered))
+    assert any(next_began < answered + 0.03 for (_, answered), (next_began, _) in itertools.pairwise(ordered))
 
 
 def test_a_failed_unit_stops_both_lanes(sent, user, project, tmp_path):  # noqa: F811
@@ -160,23 +162,26 @@ def test_lanes_off_runs_one_unit_per_message(sent, user, project, settings):  # 
     assert WorkflowUnit.objects.filter(step="render", status="pending").count() == 1
 
 
-def test_a_turn_is_taken_once_given_up_when_the_answer_is_in_and_free_without_turns():
-    lock = threading.Lock()
-    taken: list[bool] = []
-    with provider_turns(lock):
-        with provider_turn():  # the generation
-            with provider_turn():  # the provider's call inside it: the turn is held already
-                taken.append(lock.locked())
-                provider_turn_end()  # the answer is in: the other lane may call now
-            taken.append(lock.locked())
-        taken.append(lock.locked())
-        with provider_turn():
-            taken.append(lock.locked())
-        taken.append(lock.locked())
-    # A thread given no turns is never held, whoever holds the lock.
-    with lock, provider_turn():
-        taken.append(True)
-    assert taken == [True, False, False, True, False, True]
+def test_a_turn_waits_for_the_other_threads_answer_and_is_free_without_turns():
+    turns = ProviderTurns()
+    order: list[str] = []
+    turns.begin()  # this thread's unit, before its answer
+
+    def other() -> None:
+        with provider_turns(turns):
+            turns.begin()
+            order.append("other began")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    time.sleep(0.05)
+    order.append("answer in")
+    with provider_turns(turns):
+        provider_turn_end()
+    thread.join(5)
+    assert order == ["answer in", "other began"]
+    # A thread given no turns is never held.
+    provider_turn_end()
 
 
 def test_a_lane_takes_over_the_other_lanes_unit_of_its_own_dead_task_once_its_lease_is_over(

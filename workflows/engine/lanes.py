@@ -2,9 +2,10 @@
 
 A fan-out unit spends most of its time waiting on its provider (an image model answers in seconds), and the rest
 claiming, storing and recording (tens of milliseconds, a dozen statements). Run one unit at a time, a process
-leaves the provider idle during that rest, at every unit. With two lanes, the process's provider calls take turns
-(``memory_app.providers.turns``): while one lane records its unit, the other's call is already under way, so the
-provider is never idle and a process still makes one provider call at a time, as many as a process without lanes.
+leaves the provider idle during that rest, at every unit. With two lanes that take turns
+(``memory_app.providers.turns``: a lane begins a unit only once the other's has its provider's answer), the other
+lane's call is under way while one lane records its unit, and a process still has one unit before its answer at a
+time, as a process without lanes.
 
 Each lane claims pending units of the same step by compare-and-set, as a message's delivery claims them (the
 messages of units a lane took find them held or done and do nothing), runs and records each exactly as a delivered

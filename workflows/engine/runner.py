@@ -20,7 +20,7 @@ from memory_app.errors import ProviderError
 from memory_app.instruments import step_observe, unit_running
 from memory_app.logging import workflow_log_context
 from memory_app.models import WorkflowState, WorkflowStatus, WorkflowUnit
-from memory_app.providers.turns import provider_turns
+from memory_app.providers.turns import ProviderTurns, provider_turns
 from memory_app.redaction import redact
 from memory_app.services.cache import cache_statistics_flush
 from memory_app.services.workflow import (
@@ -141,24 +141,28 @@ def _run_lanes(
     unit: WorkflowUnit, budget: _ContinuationBudget, continuation: Continuation
 ) -> tuple[dict[str, Any], WorkflowUnit | None, int]:
     """Run the delivered fan-out unit, then more pending units of its step, in this thread and in the process's second
-    lane at once (``workflows.engine.lanes``), their provider calls taking turns. Returns the delivered unit's
+    lane at once (``workflows.engine.lanes``), taking turns: a lane begins a unit once the other's has its provider's
+    answer (``memory_app.providers.turns``). Returns the delivered unit's
     outcome, the next step's unit when one of the lanes finished the step (claimed by this process), and how many
     more units the two lanes ran beside the delivered one."""
-    turn = threading.Lock()
+    turns = ProviderTurns()
     stop = threading.Event()
 
     def lane(first: WorkflowUnit | None) -> tuple[list[dict[str, Any]], WorkflowUnit | None]:
         outcomes: list[dict[str, Any]] = []
         current = first
-        with provider_turns(turn):
+        with provider_turns(turns):
             while True:
                 if current is None:
+                    # A unit is claimed only once the other lane's has its answer: never two before theirs.
+                    turns.begin()
                     if stop.is_set() or not budget.within_seconds():
                         return outcomes, None
                     current = workflow_unit_claim_sibling(unit=unit, continuation=continuation)
                     if current is None:
                         return outcomes, None
                 outcome, following = _run_claimed(current, budget.next(0))
+                turns.end()  # a unit that ended without a provider call (a cache hit, a failure)
                 outcomes.append(outcome)
                 cache_statistics_flush()
                 if following is not None or outcome["outcome"] != "done":
@@ -167,6 +171,8 @@ def _run_lanes(
                     return outcomes, following
                 current = None
 
+    # The delivered unit takes the first turn before the second lane starts.
+    turns.begin()
     second = lane_start(lambda: lane(None))
     try:
         outcomes, following = lane(unit)

@@ -16,7 +16,6 @@ from typing import Any, Generic, TypeVar, cast
 
 from django.conf import settings
 
-from memory_app.providers.turns import provider_turn
 from memory_app.services.cache import CachePolicy, cache_get_or_compute
 from memory_app.services.storage_lifecycle import project_cache_use_record
 from workflows.engine import CACHE_POLICY
@@ -51,10 +50,8 @@ def generation_cached(
         return generate()
 
     policy = cast(CachePolicy, CACHE_POLICY.get())  # checked when the run was asked for (run_preferences_check)
-    # Lanes of a fan-out take turns after a miss, before the compute-once lock (``provider_turn``): a lane waiting
-    # for its turn holds no lock; the provider gives the turn up once its answer is in, before it is stored.
     value = cache_get_or_compute(
-        namespace=namespace, key=key, compute=compute, content_type=content_type, policy=policy, turn=provider_turn
+        namespace=namespace, key=key, compute=compute, content_type=content_type, policy=policy
     )
     if project_key is not None and policy != "bypass":
         project_cache_use_record(project_key=project_key, namespace=namespace, key=key, generated=bool(generated))

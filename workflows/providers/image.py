@@ -41,7 +41,7 @@ from comicmem_site.memory_config import ProviderConfig
 from memory_app.errors import PreviousContextRefused, ProviderError
 from memory_app.providers.fonts import FontType, RendererIdentity, lettering_face, lettering_font_path
 from memory_app.providers.openai_client import openai_client, openai_json_answer
-from memory_app.providers.turns import provider_turn, provider_turn_end
+from memory_app.providers.turns import provider_turn_end
 from memory_app.safe_fetch import image_download
 
 logger = logging.getLogger("workflows.providers.image")
@@ -182,11 +182,10 @@ class OfflineRenderer:
     model: str | None = "pillow-panel-v1"
 
     def generate(self, request: PanelRequest) -> bytes:
-        # The drawing is this provider's call: one at a time per process (``provider_turn``).
-        with provider_turn():
-            drawn = self._draw(request)
-            provider_turn_end()
-            return drawn
+        drawn = self._draw(request)
+        # The drawing is this provider's call: a second lane of this process may begin its panel now.
+        provider_turn_end()
+        return drawn
 
     def _draw(self, request: PanelRequest) -> bytes:
         width, height = request.width, request.height
@@ -415,11 +414,9 @@ class OpenAIImages:
         # drawn while the provider works.
         lettering = _LetteringInBackground(request) if lettered_text(request) else None
         try:
-            # One call at a time per process, when its engine runs two panels side by side (``provider_turn``); the
-            # other panel's call begins as soon as this answer is in.
-            with provider_turn():
-                raw = self._answer_image(request, prompt, extra, details)
-                provider_turn_end()
+            raw = self._answer_image(request, prompt, extra, details)
+            # The answer is in: a second lane of this process may begin its panel (``provider_turn_end``).
+            provider_turn_end()
         except BaseException:
             if lettering is not None:
                 lettering.abandon()

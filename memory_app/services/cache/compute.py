@@ -132,14 +132,11 @@ def cache_get_or_compute(
     policy: CachePolicy = "use",
     ttl: int | None = None,
     content_type: str | None = None,
-    turn: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> R:
     """The cached value of ``key``, computing and storing it on a miss; concurrent misses compute once.
 
     ``policy``: ``use`` (read, compute on a miss), ``refresh`` (compute and overwrite), ``bypass`` (compute;
-    the cache is neither read nor written nor counted). ``turn``: entered after a miss, before the compute-once
-    lock is taken, left once the value is stored (a fan-out lane's provider turn: a lane waiting for it holds no
-    lock).
+    the cache is neither read nor written nor counted).
     """
     if policy not in CACHE_POLICIES:
         raise ValidationFailed(
@@ -147,15 +144,14 @@ def cache_get_or_compute(
         )
     cache_namespace_config(namespace=namespace)
     if policy == "bypass":
-        with turn():
-            return compute()
+        return compute()
     digest = cache_key(namespace=namespace, key=key)
     if policy == "use":
         lookup = _shielded(namespace, lambda: cache_lookup(namespace=namespace, key=key), CacheLookup(hit=False))
         if lookup.hit:
             cached_value: R = lookup.value  # what compute() returned when it was stored
             return cached_value
-    with turn(), _compute_lock(namespace, digest):
+    with _compute_lock(namespace, digest):
         if policy == "use":
             # Someone may have computed it while we waited for the lock. Read without counting a second miss.
             lookup = _shielded(namespace, lambda: _peek(namespace, key), CacheLookup(hit=False))
