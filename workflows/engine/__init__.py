@@ -9,7 +9,7 @@ the snapshot and the ``workflow_step_completed`` record and creates the next ste
 only after that commits; a next step that is a plain step is instead created claimed by the worker that recorded
 the previous one, which runs it without a message (continuation, bounded by ``workflow.max_continued_steps`` and
 ``max_continued_seconds``). On PostgreSQL a worker delivered a fan-out unit runs more of the step's units in two
-lanes whose provider calls take turns (``lanes``, ``workflow.fan_out_lanes``). Lost or repeated messages are
+lanes that take turns at the provider (``lanes``, ``workflow.fan_out_lanes``). Lost or repeated messages are
 harmless: a done unit is never claimed again, and recovery re-enqueues units whose lease expired.
 
 One module per concern, lowest first: ``retries`` (which errors are transient, backoff), ``steps`` (the types,
