@@ -22,6 +22,27 @@ from typing import Any
 from tests.conftest import REPO_ROOT, service_unavailable
 
 
+def wait_for_other_database_sessions_to_end(timeout: float = 30) -> None:
+    """After killing processes that wrote to the database: on PostgreSQL their server sessions may still run a
+    COMMIT already sent before the kill. Wait until no other session of this database is left, so that what the
+    test reads next no longer changes. SQLite has no server: a killed process's writes are over when it is."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"other sessions of the test database still open {timeout} s after the kill")
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from memory_app.models import ContextMessage
 from memory_app.services.conversation import context_create
 from tests.conftest import subprocess_env
-from tests.faults.servers import Gunicorn, request
+from tests.faults.servers import Gunicorn, request, wait_for_other_database_sessions_to_end
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -60,6 +60,8 @@ def test_every_acknowledged_append_survives_a_killed_web_process(user, tmp_path)
     web.kill()
     for thread in threads:
         thread.join(timeout=60)
+    # A COMMIT the killed process had sent may still be run by its server session: read once it has ended.
+    wait_for_other_database_sessions_to_end()
 
     assert unexpected == []
     assert total() >= ACKNOWLEDGED_BEFORE_KILL, web.output()
