@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Last: reads the answers of the throttle counts an API read sent without waiting (memory_app.api.throttling).
+    "memory_app.api.throttling.DeferredThrottleMiddleware",
 ]
 
 ROOT_URLCONF = "comicmem_site.urls"

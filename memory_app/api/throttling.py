@@ -12,7 +12,12 @@ those of the ``SLICES - 1`` slices before it. So at most ``num_requests`` reques
 slice's own requests in a full ``duration``.
 
 Atomic where the cache is: Redis (``INCR`` in a script, production: every process and host shares it; one round
-trip a request) and the local-memory cache (one lock, one process). The embedded mode's file cache has no atomic
+trip a request) and the local-memory cache (one lock, one process). On Redis a read (GET, HEAD, OPTIONS) whose key
+had room in the window at its last count in this process sends its count without waiting for the answer: the
+view runs meanwhile and ``DeferredThrottleMiddleware`` reads the answer before the response leaves, replacing it
+by the 429 if the window was full (``allow_request``). A read has no effects to take back, so only the round trip
+is saved; a key near its limit, or not seen yet by this process, is counted before the view as usual, so a client
+over its rate does not get the work done for it either. The embedded mode's file cache has no atomic
 increment: there the counting is done under an exclusive file lock beside the cache's files, so it holds across
 the processes of one machine.
 """
@@ -22,8 +27,9 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +38,20 @@ from django.core.cache import cache as default_cache
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache
+from django.http import HttpRequest, HttpResponse
 from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rest_framework.exceptions import Throttled
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 SLICES = 10
+# A read is counted without waiting (see the module docstring) only while its key's last count in this process
+# left at least this share of the rate free, and for at most one slice after it.
+DEFER_BELOW = 0.8
 
 
 class AtomicRateThrottleMixin:
@@ -68,6 +83,11 @@ class AtomicRateThrottleMixin:
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
+        # Set by DeferredThrottleMiddleware on reads; a DRF Request reads it from the Django request it wraps.
+        pending: list[AtomicRateThrottleMixin] | None = getattr(request, "throttles_pending", None)
+        if pending is not None and request.method in SAFE_METHODS and self._send_count():
+            pending.append(self)
+            return True  # for now: ``verdict`` answers once the view has run
         return self._take()
 
     def _take(self) -> bool:
@@ -75,13 +95,81 @@ class AtomicRateThrottleMixin:
         now, current, slice_seconds, keys, timeout = self._window()
         with self._counting():
             count, earlier = self._increment(keys[-1], keys[:-1], timeout)
-            if count + sum(earlier) <= self.num_requests:
-                self._taken = (keys[-1], timeout)
-                return True
-            # Refused requests do not count, as with DRF's own throttles: take this one back.
-            self._decrement(keys[-1], timeout)
+            return self._settle(count, earlier, now, current, slice_seconds, keys, timeout)
+
+    def _settle(
+        self,
+        count: int,
+        earlier: list[int],
+        now: float,
+        current: int,
+        slice_seconds: float,
+        keys: list[str],
+        timeout: int,
+    ) -> bool:
+        """Accept the request just counted if the window had room for it; else take the count back and refuse."""
+        total = count + sum(earlier)
+        if total <= self.num_requests:
+            self._taken = (keys[-1], timeout)
+            if total < DEFER_BELOW * self.num_requests:
+                _HEADROOM.note(str(self.key), time.monotonic() + slice_seconds)
+            else:
+                _HEADROOM.forget(str(self.key))
+            return True
+        _HEADROOM.forget(str(self.key))
+        # Refused requests do not count, as with DRF's own throttles: take this one back.
+        self._decrement(keys[-1], timeout)
         self._wait = self._seconds_until_free(now, current, slice_seconds, [*earlier, count - 1])
         return False
+
+    # --- counting a read without waiting ------------------------------------------------------------------
+
+    def _send_count(self) -> bool:
+        """Send this request's count to Redis without reading the answer, if the key had room at its last count
+        here. False (nothing sent) where that does not apply."""
+        store = self._store
+        if not isinstance(store, RedisCache) or not _HEADROOM.has_room(str(self.key)):
+            return False
+        window = self._window()
+        client, script = _redis_counting(store)
+        names = [store.make_key(name) for name in window[3]]
+        pool = client.connection_pool
+        connection: Any = pool.get_connection()  # redis-py's connection classes are not typed
+        try:
+            connection.send_command("EVALSHA", script.sha, len(names), *names, window[4])
+        except (RedisConnectionError, RedisTimeoutError):
+            connection.disconnect()
+            pool.release(connection)
+            return False  # counted before the view instead, with the client's retries
+        self._sent: tuple[Any, tuple[float, int, float, list[str], int]] | None = (connection, window)
+        return True
+
+    def verdict(self) -> bool:
+        """Read the answer to the count ``allow_request`` sent and decide as ``_take`` does. When Redis could not
+        answer it (the script unknown to a restarted server, a broken connection) the request is counted again
+        the usual way, so a count that reached Redis before the connection broke may be counted twice."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            raise RuntimeError("verdict() without a count sent by allow_request()")
+        connection, (now, current, slice_seconds, keys, timeout) = sent
+        client, _ = _redis_counting(self._store)  # type: ignore[arg-type]  # a RedisCache: _send_count checked
+        try:
+            count, *earlier = connection.read_response()
+        except NoScriptError:
+            client.connection_pool.release(connection)
+            return self._take()
+        except (RedisConnectionError, RedisTimeoutError):
+            connection.disconnect()
+            client.connection_pool.release(connection)
+            return self._take()
+        except BaseException:
+            connection.disconnect()  # its answer may still be on the way: nobody else may read it
+            client.connection_pool.release(connection)
+            raise
+        client.connection_pool.release(connection)
+        return self._settle(
+            int(count), [int(value or 0) for value in earlier], now, current, slice_seconds, keys, timeout
+        )
 
     def wait(self) -> float | None:
         return getattr(self, "_wait", None)
@@ -196,6 +284,73 @@ def _redis_counting(store: RedisCache) -> tuple[Redis, Script]:
         client = backend.get_client(write=True)
         found = _COUNTING[backend] = (client, client.register_script(_COUNT_SCRIPT))
     return found
+
+
+class _Headroom:
+    """The throttle keys whose last count in this process left room in their window, until when that is taken
+    to still hold (one slice). Forgetting is always safe: the next read of the key is counted before its view."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def has_room(self, key: str) -> bool:
+        return self._until.get(key, 0.0) > time.monotonic()
+
+    def note(self, key: str, until: float) -> None:
+        if len(self._until) >= self.LIMIT:
+            self._until.clear()  # many keys at once: start over rather than keep a large table
+        self._until[key] = until
+
+    def forget(self, key: str) -> None:
+        self._until.pop(key, None)
+
+    def clear(self) -> None:
+        self._until.clear()
+
+
+_HEADROOM = _Headroom()
+
+
+class DeferredThrottleMiddleware:
+    """Lets the throttles of an API read count it without waiting for Redis (see the module docstring), and reads
+    their answers once the view has run: if one refuses, the view's response is dropped for the 429 in the
+    envelope; Redis unreachable is the 503 it is when counted before the view. Placed last, so every other
+    middleware sees the response that is sent."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method not in SAFE_METHODS or not request.path.startswith("/api/"):
+            return self.get_response(request)
+        pending: list[AtomicRateThrottleMixin] = []
+        request.throttles_pending = pending  # type: ignore[attr-defined]  # ours: read by allow_request
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            for throttle in pending:
+                with suppress(Exception):
+                    throttle.verdict()
+            raise
+        waits: list[float | None] = []
+        failure: Exception | None = None
+        for throttle in pending:  # every answer is read, as DRF asks every throttle
+            try:
+                if not throttle.verdict():
+                    waits.append(throttle.wait())
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                failure = exc
+        if failure is None and not waits:
+            return response
+        from memory_app.api.envelope import error_response
+
+        # The dropped response is not closed: closing one sends request_finished, which belongs to the response
+        # sent. What it may hold (a file, a generator) is closed when it is collected.
+        if failure is not None:
+            return error_response(request, failure)
+        return error_response(request, Throttled(max((wait for wait in waits if wait is not None), default=None)))
 
 
 class AtomicAnonRateThrottle(AtomicRateThrottleMixin, AnonRateThrottle):
