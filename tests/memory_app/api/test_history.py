@@ -192,6 +192,20 @@ def test_anonymous_is_401(api_client, records):
     assert response.json()["error"]["code"] == "AUTHENTICATION_REQUIRED"
 
 
+def test_history_and_timeline_write_timestamps_in_the_current_time_zone(auth_client, records, settings):
+    settings.TIME_ZONE = "Asia/Shanghai"
+
+    page = auth_client.get("/api/memory/history/proj-001").json()["data"]["records"]
+    timeline = auth_client.get("/api/memory/timeline/proj-001").json()["data"]["timeline"]
+
+    # As DRF's DateTimeField writes them: the zone's offset, microseconds only when there are some.
+    assert [record["timestamp"] for record in page[:2]] == [
+        "2025-01-30T07:59:59.999999+08:00",
+        "2025-01-29T16:00:00+08:00",
+    ]
+    assert timeline[0]["timestamp"] == "2025-01-27T17:00:00+08:00"
+
+
 def test_timeline_is_chronological_with_a_database_summary(auth_client, records, django_assert_max_num_queries):
     with django_assert_max_num_queries(8):
         response = auth_client.get("/api/memory/timeline/proj-001")
