@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "comicmem_site.settings.local")
 
@@ -29,3 +29,12 @@ def close_old_database_connections(sender: Any = None, **kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_shutdown.connect
+def send_queued_event_wake_ups(**kwargs: Any) -> None:
+    """A worker process that stops sends the live events' wake-ups it still holds (for a second at most), so a
+    stream learns of its last steps at once rather than at its next poll."""
+    from memory_app.services.events import event_wakes_flush
+
+    event_wakes_flush(1.0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -79,15 +81,79 @@ def event_panel_ready(*, workflow_id: Any, index: int, blob: str) -> Event:
 
 def event_wake(*, project_key: str) -> None:
     """Tell the streams of ``project_key`` that new rows are committed: a Redis message when Redis is
-    configured; without Redis nothing is sent (streams poll the table every ``events.poll_interval_seconds``)."""
+    configured, published by this process's sending thread (``_WakeSender``) so the caller does not wait for
+    Redis; without Redis nothing is sent (streams poll the table every ``events.poll_interval_seconds``)."""
     url = settings.REDIS_URL
-    if not url:
-        return
-    try:
-        _publisher(url).publish(EVENTS_CHANNEL, project_key)
-    except redis.RedisError:
-        # The event is committed; a stream finds it at its next fallback poll.
-        logger.warning("event wake-up for project %s not published", project_key, exc_info=True)
+    if url:
+        _WAKE_SENDER.send(url, project_key)
+
+
+class _WakeSender:
+    """Publishes the wake-ups of one process from a daemon thread of its own: a step of a run or an append does not
+    wait for a Redis round trip after its commit. Keys queued while a publish is under way are sent together,
+    each once. A wake-up still queued when the process dies is lost, and one Redis refuses is dropped (logged):
+    either costs the project's streams at most one poll interval, as the module docstring says."""
+
+    def __init__(self) -> None:
+        self._reset()
+        # A forked child (a prefork worker, a gunicorn worker) has none of its parent's threads: it starts its own.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._condition = threading.Condition()
+        self._queued: dict[str, dict[str, None]] = {}  # URL -> project keys, in order, each once
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def send(self, url: str, project_key: str) -> None:
+        with self._condition:
+            self._queued.setdefault(url, {})[project_key] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="comicmem-event-wake", daemon=True)
+                self._thread.start()
+            self._condition.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued wake-up has been published (or dropped); False if that took over ``timeout``."""
+        with self._condition:
+            return self._condition.wait_for(lambda: not self._queued and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: bool(self._queued))
+                queued, self._queued = self._queued, {}
+                self._busy = True
+            try:
+                for url, keys in queued.items():
+                    self._publish(url, list(keys))
+            finally:
+                with self._condition:
+                    self._busy = False
+                    self._condition.notify_all()
+
+    @staticmethod
+    def _publish(url: str, keys: list[str]) -> None:
+        try:
+            if len(keys) == 1:
+                _publisher(url).publish(EVENTS_CHANNEL, keys[0])
+                return
+            pipeline = _publisher(url).pipeline(transaction=False)
+            for key in keys:
+                pipeline.publish(EVENTS_CHANNEL, key)
+            pipeline.execute()
+        except Exception:  # whatever it was, the thread lives on to send the next ones
+            # The events are committed; a stream finds them at its next fallback poll.
+            logger.warning("event wake-up for projects %s not published", ", ".join(keys), exc_info=True)
+
+
+_WAKE_SENDER = _WakeSender()
+
+
+def event_wakes_flush(timeout: float = 5.0) -> bool:
+    """Wait until this process's queued wake-ups are published (a worker shutting down, a test); False on
+    timeout."""
+    return _WAKE_SENDER.flush(timeout)
 
 
 @functools.lru_cache(maxsize=4)
