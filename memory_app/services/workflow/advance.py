@@ -4,6 +4,9 @@ statement of data-modifying CTEs. Outside a transaction that statement is its ow
 one commit per step, every record the step commits otherwise still committed (the unit done, the snapshot, the
 run, the live event, the history record and its index row, the next step's unit).
 
+Outside a transaction the statement is a prepared statement of the connection (``memory_app.prepared``):
+PostgreSQL took longer to plan its CTEs than to run them, and its text is the same for every step of a shape.
+
 The statement locks the run's row first (``FOR UPDATE``, as ``workflow_lock_running`` does, so it queues with a
 cancel or a restore the same way) and writes only if the run is still in progress on the unit's step key and the
 unit is still held by the caller's claim; otherwise it writes nothing and the step is stale.
@@ -38,6 +41,7 @@ from memory_app.models import (
     WorkflowStatus,
     WorkflowUnit,
 )
+from memory_app.prepared import PreparedStatementLost, execute_prepared, prepared_supported
 from memory_app.services.events import event_build, event_wake_on_commit
 from memory_app.services.history import history_record_build
 from memory_app.services.search import history_entry_build
@@ -263,7 +267,15 @@ def workflow_step_advance(
         + ", ".join(f"(SELECT {columns.get(name, 'id')} FROM {name})" for name in returned)
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        if connection.get_autocommit() and prepared_supported():
+            # Its own transaction: prepared once per connection (PostgreSQL planned its CTEs for longer than it
+            # ran them). A session that lost the statement ran nothing: it is prepared again and sent again.
+            try:
+                execute_prepared(cursor, [("step_advance", sql, params)])
+            except PreparedStatementLost:
+                execute_prepared(cursor, [("step_advance", sql, params)])
+        else:
+            cursor.execute(sql, params)
         row = dict(zip(returned, cursor.fetchone(), strict=True))
     if row["done"] is None:
         return False
