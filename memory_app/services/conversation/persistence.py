@@ -283,34 +283,38 @@ _PREPARED_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=64)
-def _prepared_form(statement: str) -> tuple[str, str, int]:
-    """A statement written with ``%s`` as a server-side prepared statement: its name (from its text), the PREPARE
-    query and how many parameters it takes."""
+def _prepared_form(kind: str, statement: str) -> tuple[str, str, int]:
+    """A statement written with ``%s`` as a server-side prepared statement: its name (its kind and a digest of its
+    text), the PREPARE query and how many parameters it takes."""
     count = statement.count("%s")
     numbers = iter(range(1, count + 1))
     body = re.sub("%s", lambda _match: f"${next(numbers)}", statement)
-    name = f"comicmem_append_{hashlib.sha256(body.encode()).hexdigest()[:20]}"
+    name = f"comicmem_{kind}_{hashlib.sha256(body.encode()).hexdigest()[:20]}"
     return name, f"PREPARE {name} AS {body}", count
 
 
-def _execute_prepared(cursor: Any, lock: str, lock_params: list[Any], statement: str, params: list[Any]) -> None:
-    """Send ``lock; statement`` as one query, the statement as a prepared statement of this connection: planning
-    it took PostgreSQL longer than running it, and a prepared statement is planned once per connection (after its
-    first few runs PostgreSQL keeps one plan for every run). The first use on a connection prepares it, one more
-    round trip. A session that lost it (a pooler's reset) writes nothing: AppendUnderLock, and the next use
-    prepares it again."""
-    name, prepare, count = _prepared_form(statement)
+def _execute_prepared(cursor: Any, statements: list[tuple[str, str, list[Any]]]) -> None:
+    """Send ``statements`` (kind, text, parameters) as one query, each as a prepared statement of this connection:
+    planning the append's statement took PostgreSQL longer than running it, and a prepared statement is planned
+    once per connection (after its first few runs PostgreSQL keeps one plan for every run). The first use on a
+    connection prepares them, one more round trip. A session that lost them (a pooler's reset) writes nothing:
+    AppendUnderLock, and the next use prepares them again."""
+    forms = [(_prepared_form(kind, text), params) for kind, text, params in statements]
     with _PREPARED_LOCK:
         known = _PREPARED.setdefault(connection.connection, set())
-    if name not in known:
-        cursor.execute(prepare)
-        known.add(name)
+    missing = [prepare for (name, prepare, _count), _params in forms if name not in known]
+    if missing:
+        cursor.execute("; ".join(missing))
+        known.update(name for (name, _prepare, _count), _params in forms)
     try:
-        cursor.execute(f"{lock}; EXECUTE {name}({', '.join(['%s'] * count)})", [*lock_params, *params])
+        cursor.execute(
+            "; ".join(f"EXECUTE {name}({', '.join(['%s'] * count)})" for (name, _prepare, count), _params in forms),
+            [param for _form, params in forms for param in params],
+        )
     except DatabaseError as error:
         if getattr(error.__cause__, "sqlstate", None) != "26000":  # invalid_sql_statement_name
             raise
-        known.discard(name)
+        known.difference_update(name for (name, _prepare, _count), _params in forms)
         raise AppendUnderLock() from error
 
 
@@ -391,7 +395,10 @@ def _insert_evict_and_save(
                 lock, _unchanged = _guard_sql(connection.vendor)
                 guard_params = _guard_params(context, len(rows))
                 if len(rows) <= PREPARED_MAX_ROWS:
-                    _execute_prepared(cursor, lock, [guard_params[0]], statement, [*guard_params, *params])
+                    _execute_prepared(
+                        cursor,
+                        [("context_lock", lock, [guard_params[0]]), ("append", statement, [*guard_params, *params])],
+                    )
                 else:
                     cursor.execute(f"{lock}; {statement}", [guard_params[0], *guard_params, *params])
                 cursor.nextset()  # past the lock's row, to the statement's own rows

@@ -214,9 +214,10 @@ def test_an_append_as_served_sends_a_pinned_number_of_statements(auth_client, us
     first_kinds = [query["sql"].split()[0] for query in first.captured_queries if query["sql"].split()[0] != "PREPARE"]
     second_kinds = [query["sql"].split()[0] for query in second.captured_queries]
     if connection.vendor == "postgresql":
-        assert first_kinds == ["SELECT", "SELECT", "SELECT"]
-        assert second_kinds == ["SELECT", "SELECT"]
-        assert "FOR UPDATE; EXECUTE comicmem_append_" in second.captured_queries[-1]["sql"]
+        assert first_kinds == ["SELECT", "SELECT", "EXECUTE"]
+        assert second_kinds == ["SELECT", "EXECUTE"]
+        assert second.captured_queries[-1]["sql"].startswith("EXECUTE comicmem_context_lock_")
+        assert "; EXECUTE comicmem_append_" in second.captured_queries[-1]["sql"]
     else:
         writes = ["BEGIN", "SELECT", "UPDATE", "INSERT", "INSERT", "UPDATE", "COMMIT"]
         assert first_kinds == ["SELECT", "SELECT", *writes]

@@ -21,6 +21,8 @@ postgresql_only = pytest.mark.skipif("connection.vendor != 'postgresql'")
 # In a guarded append's check of the context (SQLite's IS), in no other statement.
 GUARD = '"summarized_through" IS '
 LOCK = f'SELECT 1 FROM "{ConversationContext._meta.db_table}" WHERE id = '  # noqa: S608 - a prefix to look for
+# The same lock and the append's statement, prepared on the connection (PostgreSQL, an append of a few messages).
+PREPARED = "EXECUTE comicmem_context_lock_"
 
 
 def _sent(captured: CaptureQueriesContext) -> list[str]:
@@ -32,7 +34,9 @@ def _guarded(captured: CaptureQueriesContext) -> int:
     """Guarded writes tried: on PostgreSQL the query that locks the context and runs the append's statement, on
     SQLite the check of the context under the write lock."""
     if connection.vendor == "postgresql":
-        return sum(sql.startswith(LOCK) and "FOR UPDATE; " in sql for sql in _sent(captured))
+        return sum(
+            (sql.startswith(LOCK) and "FOR UPDATE; " in sql) or sql.startswith(PREPARED) for sql in _sent(captured)
+        )
     return sum(GUARD in sql for sql in _sent(captured))
 
 
@@ -54,7 +58,6 @@ def test_an_append_is_a_read_and_one_query_that_locks_and_writes_then_that_query
     context = context_create(owner=user, max_messages=2)
     for number in range(2):
         context_append(context=context, messages=NewMessage(role="user", content=f"m{number}"))
-    lock = LOCK
 
     with CaptureQueriesContext(connection) as first:
         appended = context_append(user=user, context_id=str(context.id), messages=NewMessage(role="user", content="m2"))
@@ -64,11 +67,11 @@ def test_an_append_is_a_read_and_one_query_that_locks_and_writes_then_that_query
     statements = _sent(first)
     assert len(statements) == 2
     assert statements[0].startswith("SELECT") and "FOR UPDATE" not in statements[0]
-    assert statements[1].startswith(lock)
-    # The append's statement is prepared on the connection (planned once there, not on every append).
-    assert "FOR UPDATE; EXECUTE comicmem_append_" in statements[1]
+    # The lock and the append's statement, prepared on the connection (planned once there, not on every append).
+    assert statements[1].startswith(PREPARED)
+    assert "; EXECUTE comicmem_append_" in statements[1]
     # The second append is computed from what the first left: the guarded query alone.
-    assert [query["sql"][: len(lock)] for query in second.captured_queries] == [lock]
+    assert [query["sql"][: len(PREPARED)] for query in second.captured_queries] == [PREPARED]
     assert [(row.position, row.content, row.archived) for row in appended.messages] == [(2, "m2", False)]
     assert [(row.position, row.content, row.archived) for row in again.messages] == [(3, "m3", False)]
     assert (again.context.window_count, again.context.next_position) == (2, 4)
@@ -100,7 +103,7 @@ def test_a_session_that_lost_the_prepared_statement_writes_nothing_with_it_and_p
     # The failed query wrote nothing (nor took the lock): the context is read, the statement prepared and run.
     assert _guarded(lost) == 2
     assert sum(query["sql"].startswith("PREPARE ") for query in lost.captured_queries) == 1
-    assert [query["sql"][: len(LOCK)] for query in again.captured_queries] == [LOCK]
+    assert [query["sql"][: len(PREPARED)] for query in again.captured_queries] == [PREPARED]
     assert [(row.position, row.content) for row in appended.messages] == [(1, "m1")]
     messages, totals = _stored(context)
     assert messages == [(0, "m0", False), (1, "m1", False), (2, "m2", False)]
