@@ -136,15 +136,16 @@ _GUARDED_COLUMNS = (
 @cache
 def _guard_sql(vendor: str) -> tuple[str, str]:
     """For a guarded append: the query that locks the context's row (PostgreSQL; none on SQLite), and the condition
-    that finds the context unchanged since it was read: every column the append was computed from or answers with,
-    and its project's public id. Its parameters are ``_guard_params``; the text depends only on the database, so it
-    is written once.
+    on the context's row that finds it unchanged since it was read: every column the append was computed from or
+    answers with, and its project's public id. Its parameters are ``_guard_params`` but the first (the context's
+    id); the text depends only on the database, so it is written once.
 
-    On PostgreSQL the lock query and the append's statement (whose first part is that condition) are sent as one
-    query of two statements, which PostgreSQL runs as one transaction and commits, both or neither, before it
+    On PostgreSQL the lock query and the append's statement (whose first part checks that condition) are sent as
+    one query of two statements, which PostgreSQL runs as one transaction and commits, both or neither, before it
     answers. The second takes its snapshot once the first holds the lock, so it sees every change committed
     before, and none can commit meanwhile; each of its parts writes only if the context is unchanged. On SQLite the
-    condition is a query of its own, run first inside the transaction that holds the database's write lock.
+    condition is part of the first statement inside the transaction that holds the database's write lock, the save
+    of the context's totals: it saves nothing if the context changed, and then nothing else is written.
     """
     operations = connection.ops
     contexts = operations.quote_name(ConversationContext._meta.db_table)
@@ -162,14 +163,13 @@ def _guard_sql(vendor: str) -> tuple[str, str]:
         f"NOT EXISTS (SELECT 1 FROM {projects} WHERE {projects}.{project_key} = {contexts}.{context_project} "  # noqa: S608
         f"AND {projects}.{public_id} {differs} %s)"
     )
-    unchanged = f"SELECT 1 FROM {contexts} WHERE id = %s AND {' AND '.join(conditions)}"  # noqa: S608
     lock = f"SELECT 1 FROM {contexts} WHERE id = %s FOR UPDATE" if vendor == "postgresql" else ""  # noqa: S608
-    return lock, unchanged
+    return lock, " AND ".join(conditions)
 
 
 def _guard_params(context: ConversationContext, new_rows: int) -> list[Any]:
-    """The parameters of ``_guard_sql``'s condition: the context's id, the values it was read with, its project's
-    public id."""
+    """The context's id, then the parameters of ``_guard_sql``'s condition: the values it was read with, its
+    project's public id."""
     values = [ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)]
     for name in _GUARDED_COLUMNS:
         field = _concrete_field(ConversationContext, name)[0]
@@ -188,6 +188,7 @@ class _AppendSql(NamedTuple):
     insert: str  # the new messages, RETURNING id, position, content, created_at
     archive: str  # the oldest active user/assistant messages archived, RETURNING id, token_count, position
     save: str  # the context's totals; {archived_count} and {archived_tokens} left to fill
+    save_sqlite: str  # the same, less the oldest messages the archive takes (run before it)
     index: str  # SQLite: the new messages' index rows (PostgreSQL writes them in its one statement)
     index_columns: str
 
@@ -208,13 +209,22 @@ def _append_sql(vendor: str, rows: int) -> _AppendSql:
         placeholders = [f"%s::{_cast_type(name)}" for name in _INSERTED_COLUMNS]
     values = ", ".join("(" + ", ".join(placeholders) + ")" for _ in range(rows))
     index_columns = ", ".join(operations.quote_name(_concrete_field(SearchEntry, name)[1]) for name in _INDEX_COLUMNS)
+    save = (
+        f"UPDATE {contexts} SET next_position = %s, summarized_through = %s, system_count = %s, "  # noqa: S608
+        "system_tokens = %s, window_count = %s - {archived_count}, window_tokens = %s - {archived_tokens}, "
+        "last_updated = %s WHERE id = %s"
+    )
+    oldest = (
+        f"SELECT token_count FROM {messages} WHERE context_id = %s AND archived = %s AND role <> %s "  # noqa: S608
+        "ORDER BY position LIMIT %s"
+    )
     return _AppendSql(
         insert=f"INSERT INTO {messages} ({columns}) VALUES {values} RETURNING id, position, content, created_at",  # noqa: S608
         archive=_ARCHIVE_OLDEST_SQL.format(messages=messages),
-        save=(
-            f"UPDATE {contexts} SET next_position = %s, summarized_through = %s, system_count = %s, "  # noqa: S608
-            "system_tokens = %s, window_count = %s - {archived_count}, window_tokens = %s - {archived_tokens}, "
-            "last_updated = %s WHERE id = %s"
+        save=save,
+        save_sqlite=save.format(
+            archived_count=f"(SELECT COUNT(*) FROM ({oldest}))",  # noqa: S608
+            archived_tokens=f"(SELECT COALESCE(SUM(token_count), 0) FROM ({oldest}))",  # noqa: S608
         ),
         index=(
             f"INSERT INTO {entries} ({index_columns}) VALUES "  # noqa: S608
@@ -258,7 +268,8 @@ def _postgresql_statement(rows: int, *, indexed: bool, guard: bool) -> str:
     if guard:
         # Each part writes only if the context is unchanged: the archive and the totals by a condition, the insert
         # by selecting its values only then (the index rows follow the inserted ones).
-        guard_part = f"unchanged AS ({_guard_sql('postgresql')[1]}), "
+        contexts = connection.ops.quote_name(ConversationContext._meta.db_table)
+        guard_part = f"unchanged AS (SELECT 1 FROM {contexts} WHERE id = %s AND {_guard_sql('postgresql')[1]}), "  # noqa: S608
         only_unchanged = " AND EXISTS (SELECT FROM unchanged) RETURNING "
         archive_sql = archive_sql.replace(" RETURNING ", only_unchanged, 1)
         values = insert_sql[insert_sql.index(" VALUES ") + len(" VALUES ") : insert_sql.index(" RETURNING ")]
@@ -335,8 +346,8 @@ def _insert_evict_and_save(
     PostgreSQL by one more part of the statement, on SQLite by one more statement).
 
     The archiving picks among the messages that were there before the insert (PostgreSQL: the statement's parts
-    see one snapshot; SQLite: it runs first); that is exact when the messages to archive by count are all older
-    ones, which is what the conditions check.
+    see one snapshot; SQLite: it runs before the insert, right after the save that counted the same messages);
+    that is exact when the messages to archive by count are all older ones, which is what the conditions check.
     """
     if connection.vendor not in ("postgresql", "sqlite"):
         return False
@@ -408,10 +419,16 @@ def _insert_evict_and_save(
             if guard and not any(is_new for is_new, *_rest in result):
                 return False  # the context changed since it was read (or is gone): nothing was written
         else:
+            # The totals first, counting what the archive then takes (the same oldest messages, in the same
+            # transaction); a guarded append saves them only if the context is unchanged, and else writes nothing.
+            oldest = [context_id, False, MessageRole.SYSTEM.value, excess]
+            save, save_check = sql.save_sqlite, []
             if guard:
-                cursor.execute(_guard_sql(connection.vendor)[1], _guard_params(context, len(rows)))
-                if cursor.fetchone() is None:
-                    raise AppendUnderLock()  # changed since it was read: rolled back, nothing written
+                save = f"{save} AND {_guard_sql(connection.vendor)[1]}"
+                save_check = _guard_params(context, len(rows))[1:]
+            cursor.execute(save, [*save_params[:5], *oldest, save_params[5], *oldest, *save_params[6:], *save_check])
+            if guard and cursor.rowcount != 1:
+                raise AppendUnderLock()  # changed since it was read (or gone): rolled back, nothing written
             cursor.execute(sql.archive, archive_params)
             archived = [(False, *item) for item in cursor.fetchall()]
             cursor.execute(sql.insert, insert_params)
@@ -436,10 +453,6 @@ def _insert_evict_and_save(
                         )
                     ],
                 )
-            cursor.execute(
-                sql.save.format(archived_count="%s", archived_tokens="%s"),
-                [*save_params[:5], len(archived), save_params[5], sum(item[2] for item in archived), *save_params[6:]],
-            )
             result = archived + inserted
     inserted_ids = {position: row_id for is_new, row_id, _tokens, position in result if is_new}
     for row in rows:
