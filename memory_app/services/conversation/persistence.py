@@ -189,7 +189,7 @@ class _AppendSql(NamedTuple):
     archive: str  # the oldest active user/assistant messages archived, RETURNING id, token_count, position
     save: str  # the context's totals; {archived_count} and {archived_tokens} left to fill
     save_sqlite: str  # the same, less the oldest messages the archive takes (run before it)
-    index: str  # SQLite: the new messages' index rows (PostgreSQL writes them in its one statement)
+    index_rows: str  # SQLite: the new messages' index rows (PostgreSQL writes them in its one statement)
     index_columns: str
 
 
@@ -226,7 +226,7 @@ def _append_sql(vendor: str, rows: int) -> _AppendSql:
             archived_count=f"(SELECT COUNT(*) FROM ({oldest}))",  # noqa: S608
             archived_tokens=f"(SELECT COALESCE(SUM(token_count), 0) FROM ({oldest}))",  # noqa: S608
         ),
-        index=(
+        index_rows=(
             f"INSERT INTO {entries} ({index_columns}) VALUES "  # noqa: S608
             + ", ".join("(" + ", ".join(["%s"] * len(_INDEX_COLUMNS)) + ")" for _ in range(rows))
         ),
@@ -437,7 +437,7 @@ def _insert_evict_and_save(
                 ids = {position: row_id for _new, row_id, _tokens, position in inserted}
                 created_field = _concrete_field(ContextMessage, "created_at")[0]
                 cursor.execute(
-                    sql.index,
+                    sql.index_rows,
                     [
                         item
                         for row, (tokens, digest) in zip(rows, index_words, strict=True)
