@@ -308,15 +308,21 @@ def _execute_prepared(cursor: Any, statements: list[tuple[str, str, list[Any]]])
     """Send ``statements`` (kind, text, parameters) as one query, each as a prepared statement of this connection:
     planning the append's statement took PostgreSQL longer than running it, and a prepared statement is planned
     once per connection (after its first few runs PostgreSQL keeps one plan for every run). The first use on a
-    connection prepares them, one more round trip. A session that lost them (a pooler's reset) writes nothing:
+    connection prepares them, a round trip each. A session that lost them (a pooler's reset) writes nothing:
     AppendUnderLock, and the next use prepares them again."""
     forms = [(_prepared_form(kind, text), params) for kind, text, params in statements]
     with _PREPARED_LOCK:
         known = _PREPARED.setdefault(connection.connection, set())
-    missing = [prepare for (name, prepare, _count), _params in forms if name not in known]
-    if missing:
-        cursor.execute("; ".join(missing))
-        known.update(name for (name, _prepare, _count), _params in forms)
+    for (name, prepare, _count), _params in forms:
+        if name not in known:
+            try:
+                cursor.execute(prepare)
+            except DatabaseError as error:
+                # Already prepared in this session, by a use this process no longer knows of (a pooler may hand the
+                # session to another client): it is the same text under the same name.
+                if getattr(error.__cause__, "sqlstate", None) != "42P05":  # duplicate_prepared_statement
+                    raise
+            known.add(name)
     try:
         cursor.execute(
             "; ".join(f"EXECUTE {name}({', '.join(['%s'] * count)})" for (name, _prepare, count), _params in forms),

@@ -100,15 +100,30 @@ def test_a_session_that_lost_the_prepared_statement_writes_nothing_with_it_and_p
     with CaptureQueriesContext(connection) as again:
         context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m2"))
 
-    # The failed query wrote nothing (nor took the lock): the context is read, the statement prepared and run.
+    # The failed query wrote nothing (nor took the lock): the context is read, the statements prepared and run.
     assert _guarded(lost) == 2
-    assert sum(query["sql"].startswith("PREPARE ") for query in lost.captured_queries) == 1
+    assert sum(query["sql"].startswith("PREPARE ") for query in lost.captured_queries) == 2
     assert [query["sql"][: len(PREPARED)] for query in again.captured_queries] == [PREPARED]
     assert [(row.position, row.content) for row in appended.messages] == [(1, "m1")]
     messages, totals = _stored(context)
     assert messages == [(0, "m0", False), (1, "m1", False), (2, "m2", False)]
     assert totals == (3, _window_tokens(context), 3)
     assert SearchEntry.objects.filter(message__context=context).count() == 3
+
+
+@postgresql_only
+def test_statements_the_session_has_but_the_process_forgot_are_run_as_prepared(user):
+    context = context_create(owner=user)
+    context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m0"))  # prepares them
+    persistence_module._PREPARED.clear()  # as when a pooler hands a session that has them to this process
+
+    with CaptureQueriesContext(connection) as captured:
+        context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m1"))
+
+    # Each PREPARE is refused (it exists), and the statements run as they are.
+    assert sum(query["sql"].startswith("PREPARE ") for query in captured.captured_queries) == 2
+    assert _guarded(captured) == 1
+    assert _stored(context)[0] == [(0, "m0", False), (1, "m1", False)]
 
 
 @postgresql_only
