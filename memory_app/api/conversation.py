@@ -133,6 +133,11 @@ class MessageSerializer(serializers.ModelSerializer[ContextMessage]):
         }
 
 
+# What every message append answers with, by serializers made once (like _DATETIME, they hold no per-request state).
+_CONTEXT_OUTPUT = ContextSerializer()
+_MESSAGE_OUTPUT = MessageSerializer()
+
+
 # --- input ----------------------------------------------------------------------------------------------------
 
 
@@ -358,7 +363,10 @@ class ContextMessagesView(APIView):
         context, rows = context_append(user=request.user, context_id=context_id, messages=messages)
         # "archived": true on an appended message means a later message of the same batch pushed it out.
         return Response(
-            {"context": ContextSerializer(context).data, "messages": MessageSerializer(rows, many=True).data},
+            {
+                "context": _CONTEXT_OUTPUT.to_representation(context),
+                "messages": [_MESSAGE_OUTPUT.to_representation(row) for row in rows],
+            },
             status=status.HTTP_201_CREATED,
         )
 

@@ -7,12 +7,16 @@ PostgreSQL, three plain ones on SQLite, instead of the ORM's several round trips
 
 from __future__ import annotations
 
+import hashlib
+import re
+import threading
+import weakref
 from contextlib import nullcontext
-from functools import cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
@@ -129,32 +133,29 @@ _GUARDED_COLUMNS = (
 )
 
 
-def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, list[Any]]:
-    """For a guarded append on PostgreSQL: the query that locks the context's row, to send before the append's
-    statement, and the part of that statement that finds the context unchanged since it was read (every column the
-    append was computed from or answers with, and its project's public id), with their parameters. On SQLite: no
-    lock query, and that check as a query of its own.
+@cache
+def _guard_sql(vendor: str) -> tuple[str, str]:
+    """For a guarded append: the query that locks the context's row (PostgreSQL; none on SQLite), and the condition
+    on the context's row that finds it unchanged since it was read: every column the append was computed from or
+    answers with, and its project's public id. Its parameters are ``_guard_params`` but the first (the context's
+    id); the text depends only on the database, so it is written once.
 
-    Sent as one query of two statements, they are one transaction: PostgreSQL commits both or neither before it
+    On PostgreSQL the lock query and the append's statement (whose first part checks that condition) are sent as
+    one query of two statements, which PostgreSQL runs as one transaction and commits, both or neither, before it
     answers. The second takes its snapshot once the first holds the lock, so it sees every change committed
-    before, and none can commit meanwhile; each of its parts writes only if the context is unchanged.
+    before, and none can commit meanwhile; each of its parts writes only if the context is unchanged. On SQLite the
+    condition is part of the first statement inside the transaction that holds the database's write lock, the save
+    of the context's totals: it saves nothing if the context changed, and then nothing else is written.
     """
     operations = connection.ops
     contexts = operations.quote_name(ConversationContext._meta.db_table)
     projects = operations.quote_name(Project._meta.db_table)
     # Equal, NULL included (SQLite's IS is PostgreSQL's IS NOT DISTINCT FROM).
-    same, differs = (
-        ("IS NOT DISTINCT FROM", "IS DISTINCT FROM") if connection.vendor == "postgresql" else ("IS", "IS NOT")
-    )
-    conditions, values = [], []
-    for name in _GUARDED_COLUMNS:
-        field, column = _concrete_field(ConversationContext, name)
-        value = getattr(context, field.attname)
-        if name == "next_position":
-            value -= new_rows  # as read: the new rows took their positions
-        conditions.append(f"{contexts}.{operations.quote_name(column)} {same} %s")
-        values.append(field.get_db_prep_save(value, connection))
-    project = context.project if context.project_id is not None else None
+    same, differs = ("IS NOT DISTINCT FROM", "IS DISTINCT FROM") if vendor == "postgresql" else ("IS", "IS NOT")
+    conditions = [
+        f"{contexts}.{operations.quote_name(_concrete_field(ConversationContext, name)[1])} {same} %s"
+        for name in _GUARDED_COLUMNS
+    ]
     project_key = operations.quote_name(_concrete_field(Project, "id")[1])
     public_id = operations.quote_name(_concrete_field(Project, "public_id")[1])
     context_project = operations.quote_name(_concrete_field(ConversationContext, "project")[1])
@@ -162,17 +163,176 @@ def _guard_part(context: ConversationContext, new_rows: int) -> tuple[str, str, 
         f"NOT EXISTS (SELECT 1 FROM {projects} WHERE {projects}.{project_key} = {contexts}.{context_project} "  # noqa: S608
         f"AND {projects}.{public_id} {differs} %s)"
     )
+    lock = f"SELECT 1 FROM {contexts} WHERE id = %s FOR UPDATE" if vendor == "postgresql" else ""  # noqa: S608
+    return lock, " AND ".join(conditions)
+
+
+def _guard_params(context: ConversationContext, new_rows: int) -> list[Any]:
+    """The context's id, then the parameters of ``_guard_sql``'s condition: the values it was read with, its
+    project's public id."""
+    values = [ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)]
+    for name in _GUARDED_COLUMNS:
+        field = _concrete_field(ConversationContext, name)[0]
+        value = getattr(context, field.attname)
+        if name == "next_position":
+            value -= new_rows  # as read: the new rows took their positions
+        values.append(field.get_db_prep_save(value, connection))
+    project = context.project if context.project_id is not None else None
     values.append(project.public_id if project is not None else None)
-    context_id = ConversationContext._meta.pk.get_db_prep_value(context.pk, connection)
-    unchanged = " AND ".join(conditions)
-    if connection.vendor == "sqlite":
-        # No row locks: the check runs first inside the transaction, which holds the database's write lock.
-        return "", f"SELECT 1 FROM {contexts} WHERE id = %s AND {unchanged}", [context_id, *values]  # noqa: S608
-    return (
-        f"SELECT 1 FROM {contexts} WHERE id = %s FOR UPDATE",  # noqa: S608
-        f"unchanged AS (SELECT 1 FROM {contexts} WHERE id = %s AND {unchanged}), ",  # noqa: S608
-        [context_id, context_id, *values],
+    return values
+
+
+class _AppendSql(NamedTuple):
+    """The texts of an append's statements for one database and number of new rows (see ``_append_sql``)."""
+
+    insert: str  # the new messages, RETURNING id, position, content, created_at
+    archive: str  # the oldest active user/assistant messages archived, RETURNING id, token_count, position
+    save: str  # the context's totals; {archived_count} and {archived_tokens} left to fill
+    save_sqlite: str  # the same, less the oldest messages the archive takes (run before it)
+    index_rows: str  # SQLite: the new messages' index rows (PostgreSQL writes them in its one statement)
+    index_columns: str
+
+
+@lru_cache(maxsize=64)
+def _append_sql(vendor: str, rows: int) -> _AppendSql:
+    """The statements of an append of ``rows`` messages, written once per database and size: every append sends the
+    same texts, and building them cost more than some of them take to run."""
+    operations = connection.ops
+    messages = operations.quote_name(ContextMessage._meta.db_table)
+    contexts = operations.quote_name(ConversationContext._meta.db_table)
+    entries = operations.quote_name(SearchEntry._meta.db_table)
+    columns = ", ".join(operations.quote_name(_concrete_field(ContextMessage, name)[1]) for name in _INSERTED_COLUMNS)
+    placeholders = ["%s"] * len(_INSERTED_COLUMNS)
+    if vendor == "postgresql":
+        # Typed: in a prepared statement the values of a VALUES list would otherwise be text (a varchar column
+        # takes text, and keeps checking its length).
+        placeholders = [f"%s::{_cast_type(name)}" for name in _INSERTED_COLUMNS]
+    values = ", ".join("(" + ", ".join(placeholders) + ")" for _ in range(rows))
+    index_columns = ", ".join(operations.quote_name(_concrete_field(SearchEntry, name)[1]) for name in _INDEX_COLUMNS)
+    save = (
+        f"UPDATE {contexts} SET next_position = %s, summarized_through = %s, system_count = %s, "  # noqa: S608
+        "system_tokens = %s, window_count = %s - {archived_count}, window_tokens = %s - {archived_tokens}, "
+        "last_updated = %s WHERE id = %s"
     )
+    oldest = (
+        f"SELECT token_count FROM {messages} WHERE context_id = %s AND archived = %s AND role <> %s "  # noqa: S608
+        "ORDER BY position LIMIT %s"
+    )
+    return _AppendSql(
+        insert=f"INSERT INTO {messages} ({columns}) VALUES {values} RETURNING id, position, content, created_at",  # noqa: S608
+        archive=_ARCHIVE_OLDEST_SQL.format(messages=messages),
+        save=save,
+        save_sqlite=save.format(
+            archived_count=f"(SELECT COUNT(*) FROM ({oldest}))",  # noqa: S608
+            archived_tokens=f"(SELECT COALESCE(SUM(token_count), 0) FROM ({oldest}))",  # noqa: S608
+        ),
+        index_rows=(
+            f"INSERT INTO {entries} ({index_columns}) VALUES "  # noqa: S608
+            + ", ".join("(" + ", ".join(["%s"] * len(_INDEX_COLUMNS)) + ")" for _ in range(rows))
+        ),
+        index_columns=index_columns,
+    )
+
+
+def _cast_type(name: str) -> str:
+    field = _concrete_field(ContextMessage, name)[0]
+    db_type = field.db_type(connection) or "text"
+    return "text" if db_type.startswith("varchar") else db_type
+
+
+@lru_cache(maxsize=64)
+def _postgresql_statement(rows: int, *, indexed: bool, guard: bool) -> str:
+    """The append as one PostgreSQL statement: archive the oldest, insert the new rows, save the totals (and, with
+    ``indexed``, insert the new rows' index rows); with ``guard``, each part only if the context is unchanged (its
+    parameters first: ``_guard_params``, without the lock's). It answers (is new, id, token count, position): the
+    archived rows, then the inserted ones."""
+    sql = _append_sql("postgresql", rows)
+    entries = connection.ops.quote_name(SearchEntry._meta.db_table)
+    archive_sql, insert_sql = sql.archive, sql.insert
+    save = sql.save.format(
+        archived_count="(SELECT COUNT(*) FROM archived)",
+        archived_tokens="(SELECT COALESCE(SUM(token_count), 0) FROM archived)",
+    )
+    index_part = ""
+    if indexed:
+        # The words come with the statement (jieba runs in Python, not in the database), matched to the new rows by
+        # position; text and time are the inserted row's own.
+        words = ", ".join(["(%s::integer, %s::text, %s::text)"] * rows)
+        index_part = (
+            f", indexed AS (INSERT INTO {entries} ({sql.index_columns}) "  # noqa: S608
+            "SELECT %s, %s, %s, inserted.id, inserted.content, words.tokens, words.text_hash, "
+            f"inserted.created_at FROM inserted JOIN (VALUES {words}) AS words(position, tokens, text_hash) "
+            "ON words.position = inserted.position)"
+        )
+    guard_part = ""
+    if guard:
+        # Each part writes only if the context is unchanged: the archive and the totals by a condition, the insert
+        # by selecting its values only then (the index rows follow the inserted ones).
+        contexts = connection.ops.quote_name(ConversationContext._meta.db_table)
+        guard_part = f"unchanged AS (SELECT 1 FROM {contexts} WHERE id = %s AND {_guard_sql('postgresql')[1]}), "  # noqa: S608
+        only_unchanged = " AND EXISTS (SELECT FROM unchanged) RETURNING "
+        archive_sql = archive_sql.replace(" RETURNING ", only_unchanged, 1)
+        values = insert_sql[insert_sql.index(" VALUES ") + len(" VALUES ") : insert_sql.index(" RETURNING ")]
+        insert_sql = insert_sql.replace(
+            f" VALUES {values} RETURNING ",
+            f" SELECT * FROM (VALUES {values}) AS new_rows WHERE EXISTS (SELECT FROM unchanged) RETURNING ",  # noqa: S608
+            1,
+        )
+        save = f"{save} AND EXISTS (SELECT FROM unchanged)"
+    return (
+        f"WITH {guard_part}archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save})"  # noqa: S608
+        f"{index_part} SELECT FALSE, id, token_count, position FROM archived "
+        "UNION ALL SELECT TRUE, id, 0, position FROM inserted"
+    )
+
+
+# The statements each connection (the driver's own, which a reconnection replaces) has prepared, by name; only
+# appends of at most this many messages are prepared (a long batch is rare, and each size is a statement).
+PREPARED_MAX_ROWS = 4
+_PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=64)
+def _prepared_form(kind: str, statement: str) -> tuple[str, str, int]:
+    """A statement written with ``%s`` as a server-side prepared statement: its name (its kind and a digest of its
+    text), the PREPARE query and how many parameters it takes."""
+    count = statement.count("%s")
+    numbers = iter(range(1, count + 1))
+    body = re.sub("%s", lambda _match: f"${next(numbers)}", statement)
+    name = f"comicmem_{kind}_{hashlib.sha256(body.encode()).hexdigest()[:20]}"
+    return name, f"PREPARE {name} AS {body}", count
+
+
+def _execute_prepared(cursor: Any, statements: list[tuple[str, str, list[Any]]]) -> None:
+    """Send ``statements`` (kind, text, parameters) as one query, each as a prepared statement of this connection:
+    planning the append's statement took PostgreSQL longer than running it, and a prepared statement is planned
+    once per connection (after its first few runs PostgreSQL keeps one plan for every run). The first use on a
+    connection prepares them, a round trip each. A session that lost them (a pooler's reset) writes nothing:
+    AppendUnderLock, and the next use prepares them again."""
+    forms = [(_prepared_form(kind, text), params) for kind, text, params in statements]
+    with _PREPARED_LOCK:
+        known = _PREPARED.setdefault(connection.connection, set())
+    for (name, prepare, _count), _params in forms:
+        if name not in known:
+            try:
+                cursor.execute(prepare)
+            except DatabaseError as error:
+                # Already prepared in this session, by a use this process no longer knows of (a pooler may hand the
+                # session to another client): it is the same text under the same name.
+                if getattr(error.__cause__, "sqlstate", None) != "42P05":  # duplicate_prepared_statement
+                    raise
+            known.add(name)
+    try:
+        cursor.execute(
+            "; ".join(f"EXECUTE {name}({', '.join(['%s'] * count)})" for (name, _prepare, count), _params in forms),
+            [param for _form, params in forms for param in params],
+        )
+    except DatabaseError as error:
+        if getattr(error.__cause__, "sqlstate", None) != "26000":  # invalid_sql_statement_name
+            raise
+        known.difference_update(name for (name, _prepare, _count), _params in forms)
+        raise AppendUnderLock() from error
 
 
 def _insert_evict_and_save(
@@ -192,8 +352,8 @@ def _insert_evict_and_save(
     PostgreSQL by one more part of the statement, on SQLite by one more statement).
 
     The archiving picks among the messages that were there before the insert (PostgreSQL: the statement's parts
-    see one snapshot; SQLite: it runs first); that is exact when the messages to archive by count are all older
-    ones, which is what the conditions check.
+    see one snapshot; SQLite: it runs before the insert, right after the save that counted the same messages);
+    that is exact when the messages to archive by count are all older ones, which is what the conditions check.
     """
     if connection.vendor not in ("postgresql", "sqlite"):
         return False
@@ -206,13 +366,8 @@ def _insert_evict_and_save(
     if guard and (summarize or totals.window_tokens > others_tokens):
         # The rolling summary, or an eviction by tokens after the statement: more than one statement.
         return False
-    operations = connection.ops
-    messages = operations.quote_name(ContextMessage._meta.db_table)
-    contexts = operations.quote_name(ConversationContext._meta.db_table)
+    sql = _append_sql(connection.vendor, len(rows))
     fields = [_concrete_field(ContextMessage, name)[0] for name in _INSERTED_COLUMNS]
-    columns = ", ".join(operations.quote_name(_concrete_field(ContextMessage, name)[1]) for name in _INSERTED_COLUMNS)
-    values = ", ".join("(" + ", ".join(["%s"] * len(fields)) + ")" for _ in rows)
-    insert_sql = f"INSERT INTO {messages} ({columns}) VALUES {values} RETURNING id, position, content, created_at"  # noqa: S608
     insert_params = [
         field.get_db_prep_save(getattr(row, field.attname), connection) for row in rows for field in fields
     ]
@@ -221,16 +376,8 @@ def _insert_evict_and_save(
     if indexed and index_words is None:
         index_words = index_words_of([row.content for row in rows])
     index_words = index_words if indexed and index_words is not None else []
-    entries = operations.quote_name(SearchEntry._meta.db_table)
-    index_columns = ", ".join(operations.quote_name(_concrete_field(SearchEntry, name)[1]) for name in _INDEX_COLUMNS)
-    archive_sql = _ARCHIVE_OLDEST_SQL.format(messages=messages)
     archive_params = [True, context_id, False, MessageRole.SYSTEM.value, excess]
     context.last_updated = timezone.now()
-    save_sql = (
-        f"UPDATE {contexts} SET next_position = %s, summarized_through = %s, system_count = %s, "  # noqa: S608
-        "system_tokens = %s, window_count = %s - {archived_count}, window_tokens = %s - {archived_tokens}, "
-        "last_updated = %s WHERE id = %s"
-    )
     save_params = [
         context.next_position,
         context.summarized_through,
@@ -243,24 +390,12 @@ def _insert_evict_and_save(
     ]
     # A guarded append on SQLite takes the database's write lock (BEGIN IMMEDIATE) only now, everything computed.
     sqlite_guard = guard and connection.vendor == "sqlite"
-    _lock, check_sql, check_params = _guard_part(context, len(rows)) if sqlite_guard else ("", "", [])
     with transaction.atomic() if sqlite_guard else nullcontext(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            save = save_sql.format(
-                archived_count="(SELECT COUNT(*) FROM archived)",
-                archived_tokens="(SELECT COALESCE(SUM(token_count), 0) FROM archived)",
-            )
-            index_part, index_params = "", []
+            index_params = []
             if indexed:
                 # The words come with the statement (jieba runs here, not in the database), matched to the new
                 # rows by position; text and time are the inserted row's own.
-                words = ", ".join(["(%s::integer, %s::text, %s::text)"] * len(rows))
-                index_part = (
-                    f", indexed AS (INSERT INTO {entries} ({index_columns}) "  # noqa: S608
-                    "SELECT %s, %s, %s, inserted.id, inserted.content, words.tokens, words.text_hash, "
-                    f"inserted.created_at FROM inserted JOIN (VALUES {words}) AS words(position, tokens, text_hash) "
-                    "ON words.position = inserted.position)"
-                )
                 index_params = [
                     SearchKind.MESSAGE.value,
                     context.owner_id,
@@ -271,45 +406,44 @@ def _insert_evict_and_save(
                         for item in (row.position, tokens, digest)
                     ),
                 ]
-            lock, guard_part, guard_params = _guard_part(context, len(rows)) if guard else ("", "", [])
+            statement = _postgresql_statement(len(rows), indexed=indexed, guard=guard)
+            params = [*archive_params, *insert_params, *save_params, *index_params]
             if guard:
-                # Each part writes only if the context is unchanged: the archive and the totals by a condition,
-                # the insert by selecting its values only then (the index rows follow the inserted ones).
-                only_unchanged = " AND EXISTS (SELECT FROM unchanged) RETURNING "
-                archive_sql = archive_sql.replace(" RETURNING ", only_unchanged, 1)
-                insert_sql = insert_sql.replace(
-                    f" VALUES {values} RETURNING ",
-                    f" SELECT * FROM (VALUES {values}) AS new_rows WHERE EXISTS (SELECT FROM unchanged) RETURNING ",  # noqa: S608
-                    1,
-                )
-                save = f"{save} AND EXISTS (SELECT FROM unchanged)"
-            statement = (
-                f"WITH {guard_part}archived AS ({archive_sql}), inserted AS ({insert_sql}), saved AS ({save})"  # noqa: S608
-                f"{index_part} SELECT FALSE, id, token_count, position FROM archived "
-                "UNION ALL SELECT TRUE, id, 0, position FROM inserted"
-            )
-            params = [*guard_params, *archive_params, *insert_params, *save_params, *index_params]
-            cursor.execute(f"{lock}; {statement}" if guard else statement, params)
-            if guard:
+                lock, _unchanged = _guard_sql(connection.vendor)
+                guard_params = _guard_params(context, len(rows))
+                if len(rows) <= PREPARED_MAX_ROWS:
+                    _execute_prepared(
+                        cursor,
+                        [("context_lock", lock, [guard_params[0]]), ("append", statement, [*guard_params, *params])],
+                    )
+                else:
+                    cursor.execute(f"{lock}; {statement}", [guard_params[0], *guard_params, *params])
                 cursor.nextset()  # past the lock's row, to the statement's own rows
+            else:
+                cursor.execute(statement, params)
             result = [tuple(item) for item in cursor.fetchall()]
             if guard and not any(is_new for is_new, *_rest in result):
                 return False  # the context changed since it was read (or is gone): nothing was written
         else:
+            # The totals first, counting what the archive then takes (the same oldest messages, in the same
+            # transaction); a guarded append saves them only if the context is unchanged, and else writes nothing.
+            oldest = [context_id, False, MessageRole.SYSTEM.value, excess]
+            save, save_check = sql.save_sqlite, []
             if guard:
-                cursor.execute(check_sql, check_params)
-                if cursor.fetchone() is None:
-                    raise AppendUnderLock()  # changed since it was read: rolled back, nothing written
-            cursor.execute(archive_sql, archive_params)
+                save = f"{save} AND {_guard_sql(connection.vendor)[1]}"
+                save_check = _guard_params(context, len(rows))[1:]
+            cursor.execute(save, [*save_params[:5], *oldest, save_params[5], *oldest, *save_params[6:], *save_check])
+            if guard and cursor.rowcount != 1:
+                raise AppendUnderLock()  # changed since it was read (or gone): rolled back, nothing written
+            cursor.execute(sql.archive, archive_params)
             archived = [(False, *item) for item in cursor.fetchall()]
-            cursor.execute(insert_sql, insert_params)
+            cursor.execute(sql.insert, insert_params)
             inserted = [(True, row_id, 0, position) for row_id, position, *_rest in cursor.fetchall()]
             if indexed:
                 ids = {position: row_id for _new, row_id, _tokens, position in inserted}
                 created_field = _concrete_field(ContextMessage, "created_at")[0]
                 cursor.execute(
-                    f"INSERT INTO {entries} ({index_columns}) VALUES "  # noqa: S608
-                    + ", ".join("(" + ", ".join(["%s"] * len(_INDEX_COLUMNS)) + ")" for _ in rows),
+                    sql.index_rows,
                     [
                         item
                         for row, (tokens, digest) in zip(rows, index_words, strict=True)
@@ -325,10 +459,6 @@ def _insert_evict_and_save(
                         )
                     ],
                 )
-            cursor.execute(
-                save_sql.format(archived_count="%s", archived_tokens="%s"),
-                [*save_params[:5], len(archived), save_params[5], sum(item[2] for item in archived), *save_params[6:]],
-            )
             result = archived + inserted
     inserted_ids = {position: row_id for is_new, row_id, _tokens, position in result if is_new}
     for row in rows:

@@ -103,6 +103,12 @@ def _append_locked(
 _CONTEXT_FIELDS = [field.attname for field in ConversationContext._meta.concrete_fields]
 
 
+def _copied(values: list[Any]) -> list[Any]:
+    """A context's values that share nothing mutable with ``values``: its JSON (``metadata``) copied, the rest
+    (numbers, text, times, ids) kept, as nothing changes them in place."""
+    return [copy.deepcopy(value) if isinstance(value, (dict, list)) else value for value in values]
+
+
 class _RememberedContexts:
     """The rows of the contexts this process last appended to by a guarded append, as that append left them (by
     owner and id; the least recently used are forgotten). The next append to one of them is computed from this
@@ -122,14 +128,14 @@ class _RememberedContexts:
                 return None
             self._rows.move_to_end(key)
         values, public_id = remembered
-        context = ConversationContext.from_db(connection.alias, _CONTEXT_FIELDS, copy.deepcopy(values))
+        context = ConversationContext.from_db(connection.alias, _CONTEXT_FIELDS, _copied(values))
         context.owner = cast("User", owner)  # the key's owner, a signed-in user (``context_get_owned`` answered)
         if context.project_id is not None:
             context.project = Project.from_db(connection.alias, ["id", "public_id"], [context.project_id, public_id])
         return context
 
     def remember(self, key: tuple[int, UUID], context: ConversationContext) -> None:
-        values = copy.deepcopy([getattr(context, name) for name in _CONTEXT_FIELDS])
+        values = _copied([getattr(context, name) for name in _CONTEXT_FIELDS])
         public_id = context.project.public_id if context.project_id is not None and context.project else None
         with self._lock:
             self._rows[key] = (values, public_id)

@@ -183,8 +183,9 @@ def test_an_append_to_a_full_window_reads_the_context_once_and_locks_it_in_that_
         # the context's totals.
         assert kinds == ["SELECT", "SAVEPOINT", "SELECT", "WITH", "RELEASE"]
     else:
-        # The same writes as plain statements: archive the oldest, insert, index the new message, save the totals.
-        assert kinds == ["SELECT", "SAVEPOINT", "SELECT", "UPDATE", "INSERT", "INSERT", "UPDATE", "RELEASE"]
+        # The same writes as plain statements: save the totals (less the oldest message), archive it, insert, index
+        # the new message.
+        assert kinds == ["SELECT", "SAVEPOINT", "SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT", "RELEASE"]
     context.refresh_from_db()
     assert (context.window_count, context.next_position) == (2, 3)
     assert list(ContextMessage.objects.filter(context=context, archived=False).values_list("content", flat=True)) == [
@@ -197,8 +198,8 @@ def test_an_append_to_a_full_window_reads_the_context_once_and_locks_it_in_that_
 def test_an_append_as_served_sends_a_pinned_number_of_statements(auth_client, user):
     # Outside a test's transaction, as a server runs it: the token, the context read, then the write that happens
     # only if the context is unchanged (PostgreSQL: one query that locks and writes, commit included; SQLite: under
-    # the database's write lock the check, archive the oldest, insert, index, save the totals, commit). The next
-    # append to the same context is computed from what this one left: no read.
+    # the database's write lock the totals saved if the context is unchanged, archive the oldest, insert, index,
+    # commit). The next append to the same context is computed from what this one left: no read.
     context = context_create(owner=user, max_messages=2)
     for number in range(2):
         context_append(context=context, messages=NewMessage(role="user", content=f"m{number}"))
@@ -210,14 +211,16 @@ def test_an_append_as_served_sends_a_pinned_number_of_statements(auth_client, us
 
     assert (response.status_code, again.status_code) == (201, 201)
     assert again.json()["data"]["context"]["message_count"] == 2
-    first_kinds = [query["sql"].split()[0] for query in first.captured_queries]
+    # But a statement's PREPARE, once per connection before its first run there.
+    first_kinds = [query["sql"].split()[0] for query in first.captured_queries if query["sql"].split()[0] != "PREPARE"]
     second_kinds = [query["sql"].split()[0] for query in second.captured_queries]
     if connection.vendor == "postgresql":
-        assert first_kinds == ["SELECT", "SELECT", "SELECT"]
-        assert second_kinds == ["SELECT", "SELECT"]
-        assert "FOR UPDATE; WITH unchanged" in second.captured_queries[-1]["sql"]
+        assert first_kinds == ["SELECT", "SELECT", "EXECUTE"]
+        assert second_kinds == ["SELECT", "EXECUTE"]
+        assert second.captured_queries[-1]["sql"].startswith("EXECUTE comicmem_context_lock_")
+        assert "; EXECUTE comicmem_append_" in second.captured_queries[-1]["sql"]
     else:
-        writes = ["BEGIN", "SELECT", "UPDATE", "INSERT", "INSERT", "UPDATE", "COMMIT"]
+        writes = ["BEGIN", "UPDATE", "UPDATE", "INSERT", "INSERT", "COMMIT"]
         assert first_kinds == ["SELECT", "SELECT", *writes]
         assert second_kinds == ["SELECT", *writes]
     context.refresh_from_db()

@@ -12,17 +12,32 @@ from memory_app.api.conversation import ContextSerializer
 from memory_app.errors import NotFound
 from memory_app.models import ContextMessage, ConversationContext, Project, SearchEntry
 from memory_app.services.conversation import NewMessage, context_append, context_clear, context_create
+from memory_app.services.conversation import persistence as persistence_module
 from memory_app.services.conversation import window as window_module
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 postgresql_only = pytest.mark.skipif("connection.vendor != 'postgresql'")
-# In a guarded append's check of the context (PostgreSQL: IS NOT DISTINCT FROM, SQLite: IS), in no other statement.
+# In a guarded append's check of the context (SQLite's IS), in no other statement.
 GUARD = '"summarized_through" IS '
+LOCK = f'SELECT 1 FROM "{ConversationContext._meta.db_table}" WHERE id = '  # noqa: S608 - a prefix to look for
+# The same lock and the append's statement, prepared on the connection (PostgreSQL, an append of a few messages).
+PREPARED = "EXECUTE comicmem_context_lock_"
+
+
+def _sent(captured: CaptureQueriesContext) -> list[str]:
+    """The queries sent, but a statement's PREPARE (once per connection, before its first run there)."""
+    return [query["sql"] for query in captured.captured_queries if not query["sql"].startswith("PREPARE ")]
 
 
 def _guarded(captured: CaptureQueriesContext) -> int:
-    return sum(GUARD in query["sql"] for query in captured.captured_queries)
+    """Guarded writes tried: on PostgreSQL the query that locks the context and runs the append's statement, on
+    SQLite the check of the context under the write lock."""
+    if connection.vendor == "postgresql":
+        return sum(
+            (sql.startswith(LOCK) and "FOR UPDATE; " in sql) or sql.startswith(PREPARED) for sql in _sent(captured)
+        )
+    return sum(GUARD in sql for sql in _sent(captured))
 
 
 def _stored(context: ConversationContext) -> tuple[list[tuple[int, str, bool]], tuple[int, int, int]]:
@@ -43,20 +58,20 @@ def test_an_append_is_a_read_and_one_query_that_locks_and_writes_then_that_query
     context = context_create(owner=user, max_messages=2)
     for number in range(2):
         context_append(context=context, messages=NewMessage(role="user", content=f"m{number}"))
-    lock = f'SELECT 1 FROM "{ConversationContext._meta.db_table}" WHERE id = '  # noqa: S608 - a prefix to look for
 
     with CaptureQueriesContext(connection) as first:
         appended = context_append(user=user, context_id=str(context.id), messages=NewMessage(role="user", content="m2"))
     with CaptureQueriesContext(connection) as second:
         again = context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m3"))
 
-    statements = [query["sql"] for query in first.captured_queries]
+    statements = _sent(first)
     assert len(statements) == 2
     assert statements[0].startswith("SELECT") and "FOR UPDATE" not in statements[0]
-    assert statements[1].startswith(lock)
-    assert "FOR UPDATE; WITH unchanged" in statements[1]
+    # The lock and the append's statement, prepared on the connection (planned once there, not on every append).
+    assert statements[1].startswith(PREPARED)
+    assert "; EXECUTE comicmem_append_" in statements[1]
     # The second append is computed from what the first left: the guarded query alone.
-    assert [query["sql"][: len(lock)] for query in second.captured_queries] == [lock]
+    assert [query["sql"][: len(PREPARED)] for query in second.captured_queries] == [PREPARED]
     assert [(row.position, row.content, row.archived) for row in appended.messages] == [(2, "m2", False)]
     assert [(row.position, row.content, row.archived) for row in again.messages] == [(3, "m3", False)]
     assert (again.context.window_count, again.context.next_position) == (2, 4)
@@ -71,6 +86,62 @@ def test_an_append_is_a_read_and_one_query_that_locks_and_writes_then_that_query
         "m2",
         "m3",
     ]
+
+
+@postgresql_only
+def test_a_session_that_lost_the_prepared_statement_writes_nothing_with_it_and_prepares_it_again(user):
+    context = context_create(owner=user)
+    context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m0"))  # prepares it
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # as a pooler's reset of the session does
+
+    with CaptureQueriesContext(connection) as lost:
+        appended = context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m1"))
+    with CaptureQueriesContext(connection) as again:
+        context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m2"))
+
+    # The failed query wrote nothing (nor took the lock): the context is read, the statements prepared and run.
+    assert _guarded(lost) == 2
+    assert sum(query["sql"].startswith("PREPARE ") for query in lost.captured_queries) == 2
+    assert [query["sql"][: len(PREPARED)] for query in again.captured_queries] == [PREPARED]
+    assert [(row.position, row.content) for row in appended.messages] == [(1, "m1")]
+    messages, totals = _stored(context)
+    assert messages == [(0, "m0", False), (1, "m1", False), (2, "m2", False)]
+    assert totals == (3, _window_tokens(context), 3)
+    assert SearchEntry.objects.filter(message__context=context).count() == 3
+
+
+@postgresql_only
+def test_statements_the_session_has_but_the_process_forgot_are_run_as_prepared(user):
+    context = context_create(owner=user)
+    context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m0"))  # prepares them
+    persistence_module._PREPARED.clear()  # as when a pooler hands a session that has them to this process
+
+    with CaptureQueriesContext(connection) as captured:
+        context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m1"))
+
+    # Each PREPARE is refused (it exists), and the statements run as they are.
+    assert sum(query["sql"].startswith("PREPARE ") for query in captured.captured_queries) == 2
+    assert _guarded(captured) == 1
+    assert _stored(context)[0] == [(0, "m0", False), (1, "m1", False)]
+
+
+@postgresql_only
+def test_a_long_batch_is_one_guarded_query_not_a_prepared_statement(user):
+    context = context_create(owner=user, max_messages=20)
+    batch = [
+        NewMessage(role="user", content=f"b{number}") for number in range(persistence_module.PREPARED_MAX_ROWS + 2)
+    ]
+
+    with CaptureQueriesContext(connection) as captured:
+        appended = context_append(user=user, context_id=context.id, messages=batch)
+
+    assert _guarded(captured) == 1
+    assert not any("EXECUTE" in sql or sql.startswith("PREPARE") for sql in _sent(captured))
+    assert [row.content for row in appended.messages] == [message.content for message in batch]
+    messages, totals = _stored(context)
+    assert [content for _position, content, _archived in messages] == [message.content for message in batch]
+    assert totals == (len(batch), _window_tokens(context), len(batch))
 
 
 def test_a_context_changed_between_the_read_and_the_write_is_appended_to_under_the_lock(user, monkeypatch):
