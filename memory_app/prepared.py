@@ -53,7 +53,7 @@ def prepared_form(kind: str, statement: str) -> tuple[str, str, int]:
 def execute_prepared(cursor: Any, statements: Sequence[tuple[str, str, Sequence[Any]]]) -> None:
     """Run ``statements`` (kind, text with ``%s``, values) as one query on ``cursor`` (Django's, on the default
     connection), each as a prepared statement of this session; the cursor then holds their results, one set each
-    (``nextset``). The first use on a connection prepares them first: one more round trip.
+    (``nextset``). The first use on a connection prepares each first: a round trip each.
 
     Raises ``PreparedStatementLost`` (nothing ran) when the session lost one; the next call prepares it again. In
     a transaction that error aborts the transaction: call this in autocommit, or where a failed query is the
@@ -61,10 +61,16 @@ def execute_prepared(cursor: Any, statements: Sequence[tuple[str, str, Sequence[
     forms = [(prepared_form(kind, text), values) for kind, text, values in statements]
     with _PREPARED_LOCK:
         known = _PREPARED.setdefault(connection.connection, set())
-    missing = [prepare for (name, prepare, _count), _values in forms if name not in known]
-    if missing:
-        cursor.execute("; ".join(missing))
-        known.update(name for (name, _prepare, _count), _values in forms)
+    for (name, prepare, _count), _values in forms:
+        if name not in known:
+            try:
+                cursor.execute(prepare)
+            except DatabaseError as error:
+                # Already prepared in this session by a use this process no longer knows of (a pooler may hand the
+                # session from client to client): the name is the text's digest, so it is the same statement.
+                if getattr(error.__cause__, "sqlstate", None) != "42P05":  # duplicate_prepared_statement
+                    raise
+            known.add(name)
     try:
         cursor.execute(
             "; ".join(f"EXECUTE {name}({', '.join(['%s'] * count)})" for (name, _prepare, count), _values in forms),

@@ -7,20 +7,17 @@ PostgreSQL, three plain ones on SQLite, instead of the ORM's several round trips
 
 from __future__ import annotations
 
-import hashlib
-import re
-import threading
-import weakref
 from contextlib import nullcontext
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
 from memory_app.models import ContextMessage, ConversationContext, MessageRole, Project, SearchEntry, SearchKind
+from memory_app.prepared import PreparedStatementLost, execute_prepared
 from memory_app.providers.embeddings import embeddings_endpoint
 from memory_app.search_text import index_tokens, text_hash
 from memory_app.services.conversation.eviction import _ARCHIVE_OLDEST_SQL, _evict
@@ -286,53 +283,17 @@ def _postgresql_statement(rows: int, *, indexed: bool, guard: bool) -> str:
     )
 
 
-# The statements each connection (the driver's own, which a reconnection replaces) has prepared, by name; only
-# appends of at most this many messages are prepared (a long batch is rare, and each size is a statement).
+# Only appends of at most this many messages are prepared (a long batch is rare, and each size is a statement).
 PREPARED_MAX_ROWS = 4
-_PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-_PREPARED_LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=64)
-def _prepared_form(kind: str, statement: str) -> tuple[str, str, int]:
-    """A statement written with ``%s`` as a server-side prepared statement: its name (its kind and a digest of its
-    text), the PREPARE query and how many parameters it takes."""
-    count = statement.count("%s")
-    numbers = iter(range(1, count + 1))
-    body = re.sub("%s", lambda _match: f"${next(numbers)}", statement)
-    name = f"comicmem_{kind}_{hashlib.sha256(body.encode()).hexdigest()[:20]}"
-    return name, f"PREPARE {name} AS {body}", count
-
-
-def _execute_prepared(cursor: Any, statements: list[tuple[str, str, list[Any]]]) -> None:
-    """Send ``statements`` (kind, text, parameters) as one query, each as a prepared statement of this connection:
-    planning the append's statement took PostgreSQL longer than running it, and a prepared statement is planned
-    once per connection (after its first few runs PostgreSQL keeps one plan for every run). The first use on a
-    connection prepares them, a round trip each. A session that lost them (a pooler's reset) writes nothing:
-    AppendUnderLock, and the next use prepares them again."""
-    forms = [(_prepared_form(kind, text), params) for kind, text, params in statements]
-    with _PREPARED_LOCK:
-        known = _PREPARED.setdefault(connection.connection, set())
-    for (name, prepare, _count), _params in forms:
-        if name not in known:
-            try:
-                cursor.execute(prepare)
-            except DatabaseError as error:
-                # Already prepared in this session, by a use this process no longer knows of (a pooler may hand the
-                # session to another client): it is the same text under the same name.
-                if getattr(error.__cause__, "sqlstate", None) != "42P05":  # duplicate_prepared_statement
-                    raise
-            known.add(name)
+def _execute_prepared_append(cursor: Any, statements: list[tuple[str, str, list[Any]]]) -> None:
+    """``execute_prepared``: planning the append's statement took PostgreSQL longer than running it. A session
+    that lost the statements wrote nothing: AppendUnderLock, and the append takes the locked path."""
     try:
-        cursor.execute(
-            "; ".join(f"EXECUTE {name}({', '.join(['%s'] * count)})" for (name, _prepare, count), _params in forms),
-            [param for _form, params in forms for param in params],
-        )
-    except DatabaseError as error:
-        if getattr(error.__cause__, "sqlstate", None) != "26000":  # invalid_sql_statement_name
-            raise
-        known.difference_update(name for (name, _prepare, _count), _params in forms)
-        raise AppendUnderLock() from error
+        execute_prepared(cursor, statements)
+    except PreparedStatementLost as lost:
+        raise AppendUnderLock() from lost
 
 
 def _insert_evict_and_save(
@@ -412,7 +373,7 @@ def _insert_evict_and_save(
                 lock, _unchanged = _guard_sql(connection.vendor)
                 guard_params = _guard_params(context, len(rows))
                 if len(rows) <= PREPARED_MAX_ROWS:
-                    _execute_prepared(
+                    _execute_prepared_append(
                         cursor,
                         [("context_lock", lock, [guard_params[0]]), ("append", statement, [*guard_params, *params])],
                     )

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from memory_app import prepared as prepared_module
 from memory_app.api.conversation import ContextSerializer
 from memory_app.errors import NotFound
 from memory_app.models import ContextMessage, ConversationContext, Project, SearchEntry
@@ -115,7 +116,7 @@ def test_a_session_that_lost_the_prepared_statement_writes_nothing_with_it_and_p
 def test_statements_the_session_has_but_the_process_forgot_are_run_as_prepared(user):
     context = context_create(owner=user)
     context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m0"))  # prepares them
-    persistence_module._PREPARED.clear()  # as when a pooler hands a session that has them to this process
+    prepared_module._PREPARED.clear()  # as when a pooler hands a session that has them to this process
 
     with CaptureQueriesContext(connection) as captured:
         context_append(user=user, context_id=context.id, messages=NewMessage(role="user", content="m1"))
