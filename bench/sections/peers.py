@@ -1,6 +1,7 @@
 """Target 5 against the peers: our per-step time as a ratio to LangGraph's (PostgresSaver, durability "sync") and
 DBOS's (durable workflow and steps), each running the same ten-step chain with about 1 KB of state on the same
-PostgreSQL server, measured in the same run right after ours.
+PostgreSQL server, measured in the same run between two halves of ours (``workflows.run``'s ``alongside``), so a
+machine that slows down for a while slows both alike.
 
 The peers live in their own virtualenv (``.venv-bench``, ``make bench-peers`` installs ``requirements-bench.txt``
 there; their pins conflict with ours, and they are never runtime dependencies): ``bench/peers.py`` runs there as a
@@ -29,23 +30,17 @@ def peers_python() -> Path:
     return Path(os.environ.get("BENCH_PEERS_PYTHON") or REPO_ROOT / ".venv-bench" / "bin" / "python")
 
 
-def run(
-    *,
-    sizes: Sizes,
-    database_url: str,
-    our_per_step_ms: float,
-    log: Callable[[str], None],
-    notes: list[str],
-) -> list[Result]:
+def measure(*, sizes: Sizes, database_url: str, log: Callable[[str], None], notes: list[str]) -> dict | None:
+    """The peers' figures (``bench/peers.py``'s JSON), or None with a note when they cannot run here."""
     python = peers_python()
     if not database_url.startswith("postgres"):
         notes.append("peers skipped: they run on PostgreSQL, and this run's database is not")
         log(notes[-1])
-        return []
+        return None
     if not python.exists():
         notes.append(f"peers skipped: no virtualenv at {python} (make bench-peers installs requirements-bench.txt)")
         log(notes[-1])
-        return []
+        return None
     log(f"peers: {', '.join(PEERS)} with {python}")
     completed = subprocess.run(
         [
@@ -63,17 +58,24 @@ def run(
         check=False,
     )
     try:
-        figures = json.loads(completed.stdout.strip().splitlines()[-1])
+        figures: dict = json.loads(completed.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         raise RuntimeError(f"bench/peers.py failed ({completed.returncode}): {completed.stderr[-2000:]}") from None
-    results = []
-    for name, label in PEERS.items():
+    return figures
+
+
+def results(
+    *, figures: dict | None, our_per_step_ms: float, log: Callable[[str], None], notes: list[str]
+) -> list[Result]:
+    """Our per step as a ratio to each peer's."""
+    rows: list[Result] = []
+    for name, label in PEERS.items() if figures is not None else ():
         peer = figures.get(name, {})
         if "per_step_ms" not in peer:
             notes.append(f"peer {name} not measured: {peer.get('error', 'no figure')}")
             log(notes[-1])
             continue
-        results.append(
+        rows.append(
             result(
                 target="5",
                 name=f"workflow per step, ours vs {label}",
@@ -87,4 +89,4 @@ def run(
                 peer={key: value for key, value in peer.items() if key != "per_step_ms"},
             )
         )
-    return results
+    return rows

@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.core import BENCH_DIR, REPO_ROOT, Result, Sizes, child_env, median, result
@@ -139,7 +140,9 @@ def _comic_fan_out(*, user, project_id: str, segments: int, images: SleepingImag
     return run
 
 
-def run(*, sizes: Sizes, broker: str) -> list[Result]:
+def run(*, sizes: Sizes, broker: str, alongside: Callable[[], None] | None = None) -> list[Result]:
+    """The figures of target 5; ``alongside`` (the peers' measurement) is called between two halves of the chains,
+    while the worker waits."""
     from django.contrib.auth import get_user_model
 
     from bench.workflow_types import echo
@@ -167,18 +170,27 @@ def run(*, sizes: Sizes, broker: str) -> list[Result]:
             _run_workflow(
                 user=user, project_id="bench-workflows", workflow_type="bench_chain", data=CHAIN_DATA, timeout=120
             )
-            chains = [
-                _seconds(
-                    _run_workflow(
-                        user=user,
-                        project_id="bench-workflows",
-                        workflow_type="bench_chain",
-                        data=CHAIN_DATA,
-                        timeout=120,
+
+            def chains_of(count: int) -> list[float]:
+                return [
+                    _seconds(
+                        _run_workflow(
+                            user=user,
+                            project_id="bench-workflows",
+                            workflow_type="bench_chain",
+                            data=CHAIN_DATA,
+                            timeout=120,
+                        )
                     )
-                )
-                for _ in range(sizes.workflow_chains)
-            ]
+                    for _ in range(count)
+                ]
+
+            # Half the chains, then what is compared with them (the peers' chains), then the other half: a
+            # machine that slows down for a while slows both alike.
+            chains = chains_of(sizes.workflow_chains)
+            if alongside is not None:
+                alongside()
+                chains += chains_of(sizes.workflow_chains)
             per_step = median(chains) / CHAIN_STEPS
             # A long-running worker has its imports done and jieba's dictionary loaded: a first, small run does
             # that in each of its processes, so the measured run is not a cold start.

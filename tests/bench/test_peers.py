@@ -28,6 +28,12 @@ def _fake_peers(tmp_path: Path, figures: dict) -> Path:
     return script
 
 
+def compared(*, database_url: str, our_per_step_ms: float, log, notes: list[str]) -> list:
+    """What the workflows section does: measure the peers, then make rows of our per step over theirs."""
+    figures = peers.measure(sizes=SMOKE, database_url=database_url, log=log, notes=notes)
+    return peers.results(figures=figures, our_per_step_ms=our_per_step_ms, log=log, notes=notes)
+
+
 def test_each_measured_peer_becomes_a_row_of_our_per_step_over_theirs(tmp_path, monkeypatch):
     figures = {
         "langgraph": {"per_step_ms": 4.0, "version": "1.2.22", "chain_seconds": [0.04]},
@@ -36,7 +42,7 @@ def test_each_measured_peer_becomes_a_row_of_our_per_step_over_theirs(tmp_path, 
     monkeypatch.setenv("BENCH_PEERS_PYTHON", str(_fake_peers(tmp_path, figures)))
     notes: list[str] = []
 
-    rows = peers.run(sizes=SMOKE, database_url=POSTGRES, our_per_step_ms=6.0, log=lambda _message: None, notes=notes)
+    rows = compared(database_url=POSTGRES, our_per_step_ms=6.0, log=lambda _message: None, notes=notes)
 
     assert len(rows) == 1
     (row,) = rows
@@ -51,8 +57,8 @@ def test_peers_are_skipped_with_a_note_without_their_virtualenv_or_postgresql(tm
     notes: list[str] = []
     log = notes.append
 
-    assert peers.run(sizes=SMOKE, database_url=POSTGRES, our_per_step_ms=6.0, log=lambda _m: None, notes=notes) == []
-    assert peers.run(sizes=SMOKE, database_url="sqlite:///x", our_per_step_ms=6.0, log=log, notes=[]) == []
+    assert compared(database_url=POSTGRES, our_per_step_ms=6.0, log=lambda _m: None, notes=notes) == []
+    assert compared(database_url="sqlite:///x", our_per_step_ms=6.0, log=log, notes=[]) == []
 
     assert notes[0].startswith("peers skipped: no virtualenv at")
     assert notes[1] == "peers skipped: they run on PostgreSQL, and this run's database is not"
@@ -65,7 +71,7 @@ def test_a_failing_peers_process_fails_loudly(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_PEERS_PYTHON", str(script))
 
     with pytest.raises(RuntimeError, match="no langgraph"):
-        peers.run(sizes=SMOKE, database_url=POSTGRES, our_per_step_ms=6.0, log=lambda _m: None, notes=[])
+        compared(database_url=POSTGRES, our_per_step_ms=6.0, log=lambda _m: None, notes=[])
 
 
 @pytest.mark.integration
