@@ -64,9 +64,11 @@ def test_a_step_advances_when_its_session_lost_the_statement(sent, user, project
     with CaptureQueriesContext(connection) as captured:
         assert deliver(sent[-1])["continued"] == 3
 
-    # Refused once (nothing ran), prepared again, then each step executed it.
+    # Refused once (nothing ran) and sent as it is; prepared again by the next step, then executed. (The last step
+    # completes the run in a transaction, unprepared.)
     advances = [query["sql"][:30] for query in captured.captured_queries if "comicmem_step_advance_" in query["sql"]]
-    assert [sql.split(" ")[0] for sql in advances] == ["EXECUTE", "PREPARE", "EXECUTE", "EXECUTE", "EXECUTE"]
+    assert [sql.split(" ")[0] for sql in advances] == ["EXECUTE", "PREPARE", "EXECUTE", "EXECUTE"]
+    assert sum(query["sql"].startswith("WITH run AS (") for query in captured.captured_queries) == 2  # those two
 
     first.refresh_from_db()
     second.refresh_from_db()

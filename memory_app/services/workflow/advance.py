@@ -269,11 +269,12 @@ def workflow_step_advance(
     with connection.cursor() as cursor:
         if connection.get_autocommit() and prepared_supported():
             # Its own transaction: prepared once per connection (PostgreSQL planned its CTEs for longer than it
-            # ran them). A session that lost the statement ran nothing: it is prepared again and sent again.
+            # ran them). A session that lost the statement ran nothing: it is sent as it is this time (a pooler may
+            # give each query another session), and the next step prepares it again.
             try:
                 execute_prepared(cursor, [("step_advance", sql, params)])
             except PreparedStatementLost:
-                execute_prepared(cursor, [("step_advance", sql, params)])
+                cursor.execute(sql, params)
         else:
             cursor.execute(sql, params)
         row = dict(zip(returned, cursor.fetchone(), strict=True))
