@@ -207,19 +207,13 @@ def _records_data(rows: list[HistoryRow], scope: HistoryScope, request: Request)
     ]
 
 
+# What a timeline entry shows of a record (TimelineEntrySerializer's fields).
+_TIMELINE_FIELDS = ("id", "timestamp", "action", "summary", "details")
+
+
 def _timeline_data(rows: list[HistoryRow], scope: HistoryScope, request: Request) -> list[dict[str, Any]]:
-    """TimelineEntrySerializer's output for each row, built directly (as ``_records_data``)."""
-    public = history_details_linker(project=scope.project, absolute_url=request.build_absolute_uri)
-    return [
-        {
-            "id": row.id,
-            "timestamp": timestamp,
-            "action": row.action,
-            "summary": row.summary,
-            "details": public(row.details, row.workflow_id),
-        }
-        for row, timestamp in zip(rows, _timestamps(rows), strict=True)
-    ]
+    """TimelineEntrySerializer's output for each row: the record's answer (``_records_data``) cut to its fields."""
+    return [{name: record[name] for name in _TIMELINE_FIELDS} for record in _records_data(rows, scope, request)]
 
 
 class HistoryView(APIView):
